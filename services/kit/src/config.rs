@@ -1,0 +1,449 @@
+//! Layered configuration: built-in defaults, then an optional `oxbase.toml`,
+//! then environment variables (`OXBASE_*`, with `PARSE_SERVER_*` aliases for
+//! the settings Parse Server has), then command-line overrides.
+//!
+//! Environment variables map onto keys by lowercasing the rest of the name;
+//! `__` descends into a section, so `OXBASE_LIMITS__MAX_BATCH_SIZE` sets
+//! `limits.max_batch_size`. A variable is parsed as the type of the key it
+//! sets, and variables that name no key are ignored, so unrelated
+//! `OXBASE_TEST_*` variables never break startup.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+/// Name of the optional config file looked up in the working directory.
+pub const CONFIG_FILE: &str = "oxbase.toml";
+
+/// Parse Server's environment variables that mean the same as ours.
+const PARSE_SERVER_ALIASES: &[(&str, &str)] = &[
+    ("PARSE_SERVER_APPLICATION_ID", "app_id"),
+    ("PARSE_SERVER_MASTER_KEY", "master_key"),
+    ("PARSE_SERVER_CLIENT_KEY", "client_key"),
+    ("PARSE_SERVER_JAVASCRIPT_KEY", "javascript_key"),
+    ("PARSE_SERVER_REST_API_KEY", "rest_api_key"),
+    ("PARSE_SERVER_DOT_NET_KEY", "dotnet_key"),
+    ("PARSE_SERVER_DATABASE_URI", "database_uri"),
+    ("PARSE_SERVER_MOUNT_PATH", "mount_path"),
+    ("PARSE_SERVER_PORT", "port"),
+    ("PARSE_SERVER_PUBLIC_SERVER_URL", "public_server_url"),
+    ("PARSE_SERVER_ALLOW_CLIENT_CLASS_CREATION", "allow_client_class_creation"),
+    ("PARSE_SERVER_ALLOW_CUSTOM_OBJECT_ID", "allow_custom_object_id"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Toml {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A credential. It never appears in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Keys such as `12345` arrive from TOML or the environment as numbers.
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(Secret(s)),
+            Value::Number(n) => Ok(Secret(n.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a string, got {other}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines for a terminal.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Limits that keep one request from hurting the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most operations in one `/batch` request.
+    pub max_batch_size: usize,
+    /// Deepest nesting of `$or`/`$and`/`$nor` and subqueries in one query.
+    pub max_query_depth: usize,
+    /// Longest accepted `$regex` pattern, in bytes.
+    pub max_regex_length: usize,
+    /// Deepest `include` path (`a.b.c` is 3).
+    pub max_include_depth: usize,
+    /// Largest `limit` a query may ask for; larger values are lowered to it,
+    /// as Parse Server's `maxLimit` does. 0 (the default, as in Parse
+    /// Server) means no cap.
+    pub max_limit: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 20 * 1024 * 1024,
+            max_batch_size: 50,
+            max_query_depth: 10,
+            max_regex_length: 1024,
+            max_include_depth: 10,
+            max_limit: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Parse application id every request must carry.
+    pub app_id: String,
+    pub master_key: Option<Secret>,
+    /// Parse's optional client keys: when any is set, a non-master request
+    /// must present one that matches.
+    pub client_key: Option<Secret>,
+    pub javascript_key: Option<Secret>,
+    pub rest_api_key: Option<Secret>,
+    pub dotnet_key: Option<Secret>,
+    /// Address the HTTP server binds.
+    pub host: String,
+    pub port: u16,
+    /// URL path the Parse API is served under.
+    pub mount_path: String,
+    /// The URL clients reach the server at, when it differs from the bind
+    /// address (behind a proxy).
+    pub public_server_url: Option<String>,
+    /// Where the embedded store and local tools live.
+    pub data_dir: PathBuf,
+    /// `sqlite://path`; empty means `<data_dir>/oxbase.db`.
+    pub database_uri: Option<String>,
+    pub nats_url: String,
+    /// Let clients without the master key create classes by saving objects.
+    pub allow_client_class_creation: bool,
+    /// Let clients choose the objectId of new objects.
+    pub allow_custom_object_id: bool,
+    pub limits: Limits,
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `oxbase_api=debug,info`.
+    pub log_level: String,
+    /// How long a stopping service waits for in-flight work.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            app_id: "oxbase-dev".into(),
+            master_key: None,
+            client_key: None,
+            javascript_key: None,
+            rest_api_key: None,
+            dotnet_key: None,
+            host: "0.0.0.0".into(),
+            port: 1337,
+            mount_path: "/parse".into(),
+            public_server_url: None,
+            data_dir: PathBuf::from(".oxbase"),
+            database_uri: None,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            allow_client_class_creation: false,
+            allow_custom_object_id: false,
+            limits: Limits::default(),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layers in order. `file` is an explicit config file (it must
+    /// exist); without one, `./oxbase.toml` is read when present.
+    /// `overrides` are dotted keys from the command line, applied last.
+    pub fn load(file: Option<&Path>, overrides: &[(&str, Value)]) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars(), overrides)
+    }
+
+    /// [`Config::load`] with the environment passed in, so tests need not
+    /// touch the process environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(&str, Value)],
+    ) -> Result<Self, ConfigError> {
+        Self::load_with_defaults(Config::default(), file, env, overrides)
+    }
+
+    /// Like [`Config::load_from`], starting from other defaults (`oxbase dev`
+    /// has its own).
+    pub fn load_with_defaults(
+        defaults: Config,
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(&str, Value)],
+    ) -> Result<Self, ConfigError> {
+        let mut tree = serde_json::to_value(&defaults).expect("config serializes");
+
+        let default_file = Path::new(CONFIG_FILE);
+        let file = match file {
+            Some(path) => Some(path),
+            None if default_file.exists() => Some(default_file),
+            None => None,
+        };
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Toml {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+            let file_tree = serde_json::to_value(table).expect("TOML is JSON-representable");
+            merge(&mut tree, file_tree);
+        }
+
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        // Aliases first, so the OXBASE_ name wins when both are set.
+        for (alias, key) in PARSE_SERVER_ALIASES {
+            if let Some((var, value)) = env.iter().find(|(name, _)| name == alias) {
+                set_from_env(&mut tree, key, var, value)?;
+            }
+        }
+        for (var, value) in &env {
+            if let Some(rest) = var.strip_prefix("OXBASE_") {
+                let key = rest.to_ascii_lowercase().replace("__", ".");
+                set_from_env(&mut tree, &key, var, value)?;
+            }
+        }
+
+        for (key, value) in overrides {
+            set_path(&mut tree, key, value.clone());
+        }
+
+        let mut config: Config =
+            serde_json::from_value(tree).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.normalize()?;
+        Ok(config)
+    }
+
+    fn normalize(&mut self) -> Result<(), ConfigError> {
+        let trimmed = self.mount_path.trim_end_matches('/');
+        if !self.mount_path.starts_with('/') {
+            return Err(ConfigError::Invalid(format!(
+                "mount_path must start with '/', got {:?}",
+                self.mount_path
+            )));
+        }
+        self.mount_path = trimmed.to_owned();
+        if self.app_id.is_empty() {
+            return Err(ConfigError::Invalid("app_id must not be empty".into()));
+        }
+        if self.limits.max_batch_size == 0 || self.limits.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_batch_size and limits.max_body_bytes must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The store URI, defaulting to the embedded SQLite file in `data_dir`.
+    pub fn database_uri(&self) -> String {
+        match &self.database_uri {
+            Some(uri) if !uri.is_empty() => uri.clone(),
+            _ => format!("sqlite://{}", self.data_dir.join("oxbase.db").display()),
+        }
+    }
+}
+
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
+fn set_path(tree: &mut Value, dotted: &str, value: Value) {
+    let mut node = tree;
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let map = match node {
+            Value::Object(map) => map,
+            other => {
+                *other = Value::Object(Map::new());
+                other.as_object_mut().expect("just made an object")
+            }
+        };
+        if parts.peek().is_none() {
+            map.insert(part.to_owned(), value);
+            return;
+        }
+        node = map
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+/// Sets `key` from an environment string, typed like the key's current
+/// value. Keys that do not exist are ignored.
+fn set_from_env(tree: &mut Value, key: &str, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let mut node = &mut *tree;
+    for part in key.split('.') {
+        match node.get_mut(part) {
+            Some(child) => node = child,
+            None => return Ok(()),
+        }
+    }
+    let bad = |reason: &str| ConfigError::Env {
+        var: var.to_owned(),
+        reason: reason.to_owned(),
+    };
+    *node = match node {
+        Value::Bool(_) => match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Value::Bool(true),
+            "0" | "false" | "no" | "off" => Value::Bool(false),
+            _ => return Err(bad("expected true or false")),
+        },
+        Value::Number(_) => {
+            if let Ok(n) = raw.parse::<u64>() {
+                Value::from(n)
+            } else if let Ok(n) = raw.parse::<f64>() {
+                Value::from(n)
+            } else {
+                return Err(bad("expected a number"));
+            }
+        }
+        Value::Object(_) | Value::Array(_) => {
+            serde_json::from_str(raw).map_err(|_| bad("expected a JSON value"))?
+        }
+        // Strings, and optional settings that are unset by default.
+        Value::String(_) | Value::Null => Value::String(raw.to_owned()),
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("oxbase.toml");
+        std::fs::write(
+            &file,
+            "app_id = \"from-file\"\nport = 2000\nmount_path = \"/api/\"\n[limits]\nmax_batch_size = 7\n",
+        )
+        .unwrap();
+        let config = Config::load_from(
+            Some(&file),
+            env(&[
+                ("OXBASE_PORT", "3000"),
+                ("OXBASE_LIMITS__MAX_BODY_BYTES", "1234"),
+                ("OXBASE_MASTER_KEY", "12345"),
+                ("OXBASE_TEST_SOMETHING_ELSE", "ignored"),
+                ("PARSE_SERVER_APPLICATION_ID", "from-alias"),
+            ]),
+            &[("log_level", Value::from("debug"))],
+        )
+        .unwrap();
+        assert_eq!(config.app_id, "from-alias");
+        assert_eq!(config.port, 3000);
+        assert_eq!(config.mount_path, "/api");
+        assert_eq!(config.limits.max_batch_size, 7);
+        assert_eq!(config.limits.max_body_bytes, 1234);
+        assert_eq!(config.master_key.unwrap().expose(), "12345");
+        assert_eq!(config.log_level, "debug");
+    }
+
+    #[test]
+    fn oxbase_variable_beats_parse_alias() {
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("OXBASE_APP_ID", "ours"),
+                ("PARSE_SERVER_APPLICATION_ID", "theirs"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.app_id, "ours");
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_their_variable() {
+        let err = Config::load_from(None, env(&[("OXBASE_PORT", "eighty")]), &[]).unwrap_err();
+        assert!(err.to_string().contains("OXBASE_PORT"), "{err}");
+        let err =
+            Config::load_from(None, env(&[("OXBASE_MOUNT_PATH", "parse")]), &[]).unwrap_err();
+        assert!(err.to_string().contains("mount_path"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("oxbase.toml");
+        std::fs::write(&file, "app_idd = \"typo\"\n").unwrap();
+        let err = Config::load_from(Some(&file), Vec::new(), &[]).unwrap_err();
+        assert!(err.to_string().contains("app_idd"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_leak_into_debug_output() {
+        let config = Config {
+            master_key: Some(Secret::new("hunter2")),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

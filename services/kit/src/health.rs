@@ -1,0 +1,96 @@
+//! Liveness and readiness. `/health` answers while the process serves;
+//! `/ready` only once every component registered here says it is ready.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+/// Readiness of the components of one process, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    components: Arc<Mutex<BTreeMap<&'static str, bool>>>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declares a component, not ready yet.
+    pub fn register(&self, component: &'static str) {
+        self.set(component, false);
+    }
+
+    pub fn set(&self, component: &'static str, ready: bool) {
+        self.components
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(component, ready);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.components
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .all(|ready| *ready)
+    }
+
+    fn not_ready(&self) -> Vec<&'static str> {
+        self.components
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, ready)| !**ready)
+            .map(|(name, _)| *name)
+            .collect()
+    }
+}
+
+/// `GET /health` and `GET /ready`.
+pub fn router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(move || ready(readiness.clone())))
+}
+
+/// Parse Server's health body, so load balancers configured for it work.
+pub async fn health() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn ready(readiness: Readiness) -> Response {
+    let waiting = readiness.not_ready();
+    if waiting.is_empty() {
+        axum::Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "starting", "waitingFor": waiting })),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_component_is() {
+        let readiness = Readiness::new();
+        assert!(readiness.is_ready());
+        readiness.register("store");
+        readiness.register("nats");
+        assert_eq!(readiness.not_ready(), vec!["nats", "store"]);
+        readiness.set("store", true);
+        assert!(!readiness.is_ready());
+        readiness.set("nats", true);
+        assert!(readiness.is_ready());
+    }
+}

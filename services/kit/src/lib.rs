@@ -1,0 +1,11 @@
+//! Plumbing every oxbase service shares: layered config, tracing, graceful
+//! shutdown and health endpoints.
+
+pub mod config;
+pub mod health;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{Config, ConfigError, Limits, LogFormat, Secret};
+pub use health::Readiness;
+pub use shutdown::Shutdown;

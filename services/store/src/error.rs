@@ -1,0 +1,40 @@
+use crate::schema::FieldType;
+
+/// What can go wrong in a store call. Variants a client caused carry enough
+/// for the API to give Parse's error; `Backend` is for everything else and
+/// its text must never reach a client.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("object not found")]
+    NotFound,
+    #[error("a duplicate value for a field with unique values was provided")]
+    Duplicate,
+    #[error("schema mismatch for {class_name}.{field}; expected {expected} but got {actual}")]
+    SchemaMismatch {
+        class_name: String,
+        field: String,
+        expected: FieldType,
+        actual: FieldType,
+    },
+    #[error("class {0} already exists")]
+    ClassExists(String),
+    #[error("class {0} does not exist")]
+    ClassMissing(String),
+    /// A query the backend cannot run, such as a regex it cannot compile.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// An update operator that does not fit the stored value.
+    #[error("{0}")]
+    InvalidUpdate(String),
+    /// The storage itself failed: I/O, a lost connection, a bug.
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    pub fn backend(err: impl std::fmt::Display) -> Self {
+        StoreError::Backend(err.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;

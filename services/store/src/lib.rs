@@ -1,0 +1,72 @@
+//! oxbase storage: the [`Store`] trait every backend implements, the
+//! backend-neutral query and write models it speaks, and the backends.
+//!
+//! The API layer talks to a `dyn Store` and never sees SQL. Every write goes
+//! through [`Store::write`], so whatever must accompany each write (the
+//! event outbox) lives in one place per backend.
+
+pub mod acl;
+mod error;
+pub mod geo;
+pub mod query;
+pub mod schema;
+pub mod sqlite;
+pub mod text;
+pub mod write;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use error::{StoreError, StoreResult};
+pub use query::{Condition, FieldPath, Filter, Object, Query, QueryValue, SortKey};
+pub use schema::{ClassSchema, FieldType, SchemaView};
+pub use write::{UpdateOp, WriteBatch, WriteOp, WriteOutcome};
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Every class schema as stored.
+    async fn load_schemas(&self) -> StoreResult<Vec<ClassSchema>>;
+
+    /// Adds `fields` to the class, creating the class if needed, in one
+    /// atomic step; a field already stored with another type fails with
+    /// [`StoreError::SchemaMismatch`]. Returns the class's schema after.
+    async fn ensure_fields(
+        &self,
+        class_name: &str,
+        fields: &BTreeMap<String, FieldType>,
+    ) -> StoreResult<ClassSchema>;
+
+    /// Objects matching the query. `schemas` says how fields are typed and
+    /// which classes exist; a class missing from it has no objects.
+    async fn find(&self, schemas: &SchemaView, query: &Query) -> StoreResult<Vec<Object>>;
+
+    /// How many objects match the query's filter (ignoring skip and limit).
+    async fn count(&self, schemas: &SchemaView, query: &Query) -> StoreResult<u64>;
+
+    /// Applies a batch of writes. For a non-atomic batch, the result holds
+    /// each op's outcome in order. For an atomic batch, an `Err` means
+    /// nothing was applied and holds the failing op's error.
+    async fn write(
+        &self,
+        schemas: &SchemaView,
+        batch: WriteBatch,
+    ) -> StoreResult<Vec<StoreResult<WriteOutcome>>>;
+
+    /// Checks the storage answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Opens the store a URI names: `sqlite://<path>` for the embedded store.
+pub fn open(uri: &str) -> StoreResult<Arc<dyn Store>> {
+    if let Some(path) = uri.strip_prefix("sqlite://") {
+        let store = sqlite::SqliteStore::open(Path::new(path), sqlite::SqliteOptions::default())?;
+        return Ok(Arc::new(store));
+    }
+    let scheme = uri.split("://").next().unwrap_or(uri);
+    Err(StoreError::Backend(format!(
+        "database scheme {scheme:?} is not supported yet (use sqlite://<path>)"
+    )))
+}

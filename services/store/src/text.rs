@@ -1,0 +1,119 @@
+//! Full-text matching for `$text` on backends without a text engine of
+//! their own. Semantics follow MongoDB's `$text`, the behaviour most Parse
+//! apps were written against: words match any of them, `"quoted phrases"`
+//! must all appear, and `-word` excludes. Matching is on whole words, case-
+//! and diacritic-insensitive unless asked otherwise. There is no stemming.
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextQuery {
+    words: Vec<String>,
+    phrases: Vec<Vec<String>>,
+    excluded: Vec<String>,
+    case_sensitive: bool,
+    diacritic_sensitive: bool,
+}
+
+impl TextQuery {
+    pub fn parse(term: &str, case_sensitive: bool, diacritic_sensitive: bool) -> Self {
+        let norm = |s: &str| normalize(s, case_sensitive, diacritic_sensitive);
+        let mut query = TextQuery {
+            words: Vec::new(),
+            phrases: Vec::new(),
+            excluded: Vec::new(),
+            case_sensitive,
+            diacritic_sensitive,
+        };
+        // Quoted phrases first; what is outside quotes is words.
+        for (i, part) in term.split('"').enumerate() {
+            if i % 2 == 1 {
+                let phrase = words_of(&norm(part));
+                if !phrase.is_empty() {
+                    query.phrases.push(phrase);
+                }
+                continue;
+            }
+            for token in part.split_whitespace() {
+                if let Some(rest) = token.strip_prefix('-') {
+                    query.excluded.extend(words_of(&norm(rest)));
+                } else {
+                    query.words.extend(words_of(&norm(token)));
+                }
+            }
+        }
+        query
+    }
+
+    /// 0 when `text` does not match; otherwise how well it does (the
+    /// number of matching word occurrences, plus one per phrase).
+    pub fn score(&self, text: &str) -> f64 {
+        let words = words_of(&normalize(text, self.case_sensitive, self.diacritic_sensitive));
+        if self.excluded.iter().any(|x| words.contains(x)) {
+            return 0.0;
+        }
+        let mut score = 0.0;
+        for phrase in &self.phrases {
+            if !words.windows(phrase.len()).any(|w| w == phrase.as_slice()) {
+                return 0.0;
+            }
+            score += 1.0;
+        }
+        if !self.words.is_empty() {
+            let hits = words.iter().filter(|w| self.words.contains(w)).count();
+            if hits == 0 {
+                return 0.0;
+            }
+            score += hits as f64;
+        }
+        score
+    }
+}
+
+fn normalize(text: &str, case_sensitive: bool, diacritic_sensitive: bool) -> String {
+    let text = if case_sensitive {
+        text.to_owned()
+    } else {
+        text.to_lowercase()
+    };
+    if diacritic_sensitive {
+        text
+    } else {
+        text.nfd().filter(|c| !is_combining_mark(*c)).collect()
+    }
+}
+
+fn words_of(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_word_matches_and_counts() {
+        let q = TextQuery::parse("coffee tea", false, false);
+        assert_eq!(q.score("Coffee and more COFFEE"), 2.0);
+        assert_eq!(q.score("green tea"), 1.0);
+        assert_eq!(q.score("coffees"), 0.0);
+    }
+
+    #[test]
+    fn phrases_exclusions_and_diacritics() {
+        let q = TextQuery::parse("\"iced coffee\" -decaf", false, false);
+        assert_eq!(q.score("I like iced coffee"), 1.0);
+        assert_eq!(q.score("iced decaf coffee"), 0.0);
+        assert_eq!(q.score("iced coffee, decaf"), 0.0);
+        let q = TextQuery::parse("cafe", false, false);
+        assert_eq!(q.score("Café au lait"), 1.0);
+        let q = TextQuery::parse("cafe", false, true);
+        assert_eq!(q.score("Café au lait"), 0.0);
+        let q = TextQuery::parse("Cafe", true, false);
+        assert_eq!(q.score("cafe"), 0.0);
+    }
+}
