@@ -29,8 +29,14 @@ const PARSE_SERVER_ALIASES: &[(&str, &str)] = &[
     ("PARSE_SERVER_MOUNT_PATH", "mount_path"),
     ("PARSE_SERVER_PORT", "port"),
     ("PARSE_SERVER_PUBLIC_SERVER_URL", "public_server_url"),
-    ("PARSE_SERVER_ALLOW_CLIENT_CLASS_CREATION", "allow_client_class_creation"),
-    ("PARSE_SERVER_ALLOW_CUSTOM_OBJECT_ID", "allow_custom_object_id"),
+    (
+        "PARSE_SERVER_ALLOW_CLIENT_CLASS_CREATION",
+        "allow_client_class_creation",
+    ),
+    (
+        "PARSE_SERVER_ALLOW_CUSTOM_OBJECT_ID",
+        "allow_custom_object_id",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -424,8 +430,7 @@ mod tests {
     fn bad_values_are_reported_with_their_variable() {
         let err = Config::load_from(None, env(&[("OXBASE_PORT", "eighty")]), &[]).unwrap_err();
         assert!(err.to_string().contains("OXBASE_PORT"), "{err}");
-        let err =
-            Config::load_from(None, env(&[("OXBASE_MOUNT_PATH", "parse")]), &[]).unwrap_err();
+        let err = Config::load_from(None, env(&[("OXBASE_MOUNT_PATH", "parse")]), &[]).unwrap_err();
         assert!(err.to_string().contains("mount_path"), "{err}");
     }
 

@@ -74,7 +74,11 @@ async fn wait_for_signal() {
 
 /// Runs `work` to completion, but once `shutdown` fires gives it at most
 /// `grace` more before giving up on it. Returns `None` when it was cut off.
-pub async fn drain_within<F: Future>(shutdown: &Shutdown, grace: Duration, work: F) -> Option<F::Output> {
+pub async fn drain_within<F: Future>(
+    shutdown: &Shutdown,
+    grace: Duration,
+    work: F,
+) -> Option<F::Output> {
     tokio::pin!(work);
     tokio::select! {
         out = &mut work => return Some(out),
@@ -83,7 +87,10 @@ pub async fn drain_within<F: Future>(shutdown: &Shutdown, grace: Duration, work:
     match tokio::time::timeout(grace, work).await {
         Ok(out) => Some(out),
         Err(_) => {
-            tracing::warn!(grace_secs = grace.as_secs_f64(), "in-flight work did not finish in time");
+            tracing::warn!(
+                grace_secs = grace.as_secs_f64(),
+                "in-flight work did not finish in time"
+            );
             None
         }
     }
@@ -99,7 +106,12 @@ mod tests {
         shutdown.trigger();
         let quick = drain_within(&shutdown, Duration::from_secs(5), async { 7 }).await;
         assert_eq!(quick, Some(7));
-        let slow = drain_within(&shutdown, Duration::from_millis(20), std::future::pending::<()>()).await;
+        let slow = drain_within(
+            &shutdown,
+            Duration::from_millis(20),
+            std::future::pending::<()>(),
+        )
+        .await;
         assert_eq!(slow, None);
     }
 

@@ -54,7 +54,10 @@ mod tests {
     use super::*;
 
     fn p(latitude: f64, longitude: f64) -> GeoPoint {
-        GeoPoint { latitude, longitude }
+        GeoPoint {
+            latitude,
+            longitude,
+        }
     }
 
     #[test]

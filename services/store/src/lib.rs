@@ -8,6 +8,7 @@
 pub mod acl;
 mod error;
 pub mod geo;
+pub mod pattern;
 pub mod query;
 pub mod schema;
 pub mod sqlite;

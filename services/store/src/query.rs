@@ -223,7 +223,10 @@ impl Filter {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SortKey {
-    Field { path: FieldPath, descending: bool },
+    Field {
+        path: FieldPath,
+        descending: bool,
+    },
     /// Relevance of the query's `$text` search, best first.
     TextScore,
 }
@@ -264,11 +267,15 @@ impl Query {
     }
 }
 
-/// Keeps only the requested top-level keys (and the ones every object
-/// returns).
+/// Keeps only the requested top-level keys, the ones every object returns,
+/// and `score` when `$score` (the `$text` relevance) was asked for.
 pub fn project(object: &mut Object, keys: &[String]) {
     object.retain(|name, _| {
-        matches!(name.as_str(), "objectId" | "createdAt" | "updatedAt")
-            || keys.iter().any(|key| key == name)
+        matches!(
+            name.as_str(),
+            "objectId" | "createdAt" | "updatedAt" | "ACL"
+        ) || keys
+            .iter()
+            .any(|key| key == name || (key == "$score" && name == "score"))
     });
 }

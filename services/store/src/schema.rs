@@ -197,7 +197,9 @@ pub fn merge_fields(
                 });
             }
             None => {
-                schema.fields.insert(name.clone(), field_type.clone().into());
+                schema
+                    .fields
+                    .insert(name.clone(), field_type.clone().into());
                 changed = true;
             }
         }

@@ -49,7 +49,11 @@ impl TextQuery {
     /// 0 when `text` does not match; otherwise how well it does (the
     /// number of matching word occurrences, plus one per phrase).
     pub fn score(&self, text: &str) -> f64 {
-        let words = words_of(&normalize(text, self.case_sensitive, self.diacritic_sensitive));
+        let words = words_of(&normalize(
+            text,
+            self.case_sensitive,
+            self.diacritic_sensitive,
+        ));
         if self.excluded.iter().any(|x| words.contains(x)) {
             return 0.0;
         }

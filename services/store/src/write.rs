@@ -136,7 +136,9 @@ fn apply_one(object: &mut Object, path: &FieldPath, op: &UpdateOp) -> StoreResul
                         }
                     }
                 }
-                _ => array.retain(|existing| !items.iter().any(|item| same_element(existing, item))),
+                _ => {
+                    array.retain(|existing| !items.iter().any(|item| same_element(existing, item)))
+                }
             }
             parent.insert(key.to_owned(), Value::Array(array));
         }
@@ -199,7 +201,10 @@ fn pointer_identity(value: &Value) -> Option<(&str, &str)> {
     if !matches!(map.get("__type")?.as_str()?, "Pointer" | "Object") {
         return None;
     }
-    Some((map.get("className")?.as_str()?, map.get("objectId")?.as_str()?))
+    Some((
+        map.get("className")?.as_str()?,
+        map.get("objectId")?.as_str()?,
+    ))
 }
 
 #[cfg(test)]
@@ -238,7 +243,12 @@ mod tests {
         let p = json!({"__type": "Pointer", "className": "A", "objectId": "x"});
         let mut o = obj(json!({"a": [1, 2]}));
         apply(&mut o, "a", UpdateOp::Add(vec![json!(2), json!(3)])).unwrap();
-        apply(&mut o, "a", UpdateOp::AddUnique(vec![json!(3), json!(4), p.clone()])).unwrap();
+        apply(
+            &mut o,
+            "a",
+            UpdateOp::AddUnique(vec![json!(3), json!(4), p.clone()]),
+        )
+        .unwrap();
         apply(&mut o, "a", UpdateOp::Remove(vec![json!(2)])).unwrap();
         let included = json!({"__type": "Object", "className": "A", "objectId": "x", "k": 1});
         apply(&mut o, "a", UpdateOp::AddUnique(vec![included.clone()])).unwrap();

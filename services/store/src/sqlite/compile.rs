@@ -8,9 +8,7 @@
 
 use rusqlite::types::Value as SqlValue;
 
-use super::functions::{
-    GEO_DISTANCE, IN_POLYGON, POLYGON_CONTAINS, REGEXP, TEXT_SCORE, TextSpec,
-};
+use super::functions::{GEO_DISTANCE, IN_POLYGON, POLYGON_CONTAINS, REGEXP, TEXT_SCORE, TextSpec};
 use crate::error::{StoreError, StoreResult};
 use crate::query::{
     Condition, ElementMatch, FieldPath, Filter, GeoPoint, Query, QueryValue, RegexSpec, SortKey,
@@ -112,7 +110,10 @@ impl<'a> Compiler<'a> {
     }
 
     fn path_sql(&mut self, path: &str) -> String {
-        if path.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'$') {
+        if path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'$')
+        {
             format!("'{path}'")
         } else {
             self.bind_text(path)
@@ -138,7 +139,10 @@ impl<'a> Compiler<'a> {
             match key {
                 SortKey::Field { path, descending } => {
                     let expr = self.sort_expr(class, &alias, path)?;
-                    order.push(format!("{expr} {}", if *descending { "DESC" } else { "ASC" }));
+                    order.push(format!(
+                        "{expr} {}",
+                        if *descending { "DESC" } else { "ASC" }
+                    ));
                 }
                 SortKey::TextScore => {
                     if let Some(score) = &score {
@@ -295,7 +299,9 @@ impl<'a> Compiler<'a> {
 
     fn hint(&mut self, class: Option<&ClassSchema>, target: &Target, suffix: Option<&str>) {
         if let (Some(class), Target::Path { path, .. }) = (class, target)
-            && path.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'$')
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'$')
         {
             let full = match suffix {
                 Some(key) => format!("{path}.{key}"),
@@ -337,7 +343,9 @@ impl<'a> Compiler<'a> {
                 format!("json_extract({doc}, {path})")
             }
             Target::Element(j) => {
-                format!("(CASE WHEN {j}.type = 'object' THEN json_extract({j}.value, '$.{key}') END)")
+                format!(
+                    "(CASE WHEN {j}.type = 'object' THEN json_extract({j}.value, '$.{key}') END)"
+                )
             }
         }
     }
@@ -399,7 +407,10 @@ impl<'a> Compiler<'a> {
             }
             QueryValue::Number(_) => {
                 let (t, e) = (self.json_type(target), self.scalar(target));
-                format!("({t} IN ('integer', 'real') AND {e} = {})", self.param(value))
+                format!(
+                    "({t} IN ('integer', 'real') AND {e} = {})",
+                    self.param(value)
+                )
             }
             QueryValue::String(_) => {
                 let (t, e) = (self.json_type(target), self.scalar(target));
@@ -411,7 +422,10 @@ impl<'a> Compiler<'a> {
             }
             QueryValue::Json(_) => {
                 let (t, e) = (self.json_type(target), self.scalar(target));
-                format!("({t} IN ('object', 'array') AND {e} = {})", self.param(value))
+                format!(
+                    "({t} IN ('object', 'array') AND {e} = {})",
+                    self.param(value)
+                )
             }
         }
     }
@@ -543,20 +557,28 @@ impl<'a> Compiler<'a> {
                 if typed {
                     self.hint(class, &target, Self::suffix_of(value));
                 }
-                self.any_value(&target, shape, typed, |c, t, typed| Ok(c.eq(t, value, typed)))?
+                self.any_value(&target, shape, typed, |c, t, typed| {
+                    Ok(c.eq(t, value, typed))
+                })?
             }
             Condition::Ne(value) => {
-                not(&self.any_value(&target, shape, typed, |c, t, typed| Ok(c.eq(t, value, typed)))?)
+                not(&self.any_value(&target, shape, typed, |c, t, typed| {
+                    Ok(c.eq(t, value, typed))
+                })?)
             }
             Condition::In(values) => {
                 if typed && let Some(first) = values.first() {
                     self.hint(class, &target, Self::suffix_of(first));
                 }
-                self.any_value(&target, shape, typed, |c, t, typed| Ok(c.is_in(t, values, typed)))?
+                self.any_value(&target, shape, typed, |c, t, typed| {
+                    Ok(c.is_in(t, values, typed))
+                })?
             }
-            Condition::Nin(values) => not(&self.any_value(&target, shape, typed, |c, t, typed| {
-                Ok(c.is_in(t, values, typed))
-            })?),
+            Condition::Nin(values) => {
+                not(&self.any_value(&target, shape, typed, |c, t, typed| {
+                    Ok(c.is_in(t, values, typed))
+                })?)
+            }
             Condition::Lt(v) | Condition::Lte(v) | Condition::Gt(v) | Condition::Gte(v) => {
                 let op = match condition {
                     Condition::Lt(_) => "<",
@@ -567,7 +589,9 @@ impl<'a> Compiler<'a> {
                 if typed {
                     self.hint(class, &target, Self::suffix_of(v));
                 }
-                self.any_value(&target, shape, typed, |c, t, typed| Ok(c.compare(t, op, v, typed)))?
+                self.any_value(&target, shape, typed, |c, t, typed| {
+                    Ok(c.compare(t, op, v, typed))
+                })?
             }
             Condition::Exists(exists) => match &target {
                 Target::Column(_) => if *exists { "1" } else { "0" }.into(),
@@ -576,9 +600,9 @@ impl<'a> Compiler<'a> {
                     format!("{t} IS {}NULL", if *exists { "NOT " } else { "" })
                 }
             },
-            Condition::Regex(spec) => {
-                self.any_value(&target, shape, typed, |c, t, typed| Ok(c.regex(t, spec, typed)))?
-            }
+            Condition::Regex(spec) => self.any_value(&target, shape, typed, |c, t, typed| {
+                Ok(c.regex(t, spec, typed))
+            })?,
             Condition::All(matchers) => {
                 if matchers.is_empty() {
                     return Ok("0".into());
@@ -629,7 +653,10 @@ impl<'a> Compiler<'a> {
                 south_west,
                 north_east,
             } => {
-                let (lat, lng) = (self.sub(&target, "latitude"), self.sub(&target, "longitude"));
+                let (lat, lng) = (
+                    self.sub(&target, "latitude"),
+                    self.sub(&target, "longitude"),
+                );
                 let params = [
                     south_west.latitude,
                     north_east.latitude,
@@ -643,7 +670,10 @@ impl<'a> Compiler<'a> {
                 )
             }
             Condition::WithinPolygon(points) => {
-                let (lat, lng) = (self.sub(&target, "latitude"), self.sub(&target, "longitude"));
+                let (lat, lng) = (
+                    self.sub(&target, "latitude"),
+                    self.sub(&target, "longitude"),
+                );
                 let pairs: Vec<[f64; 2]> =
                     points.iter().map(|p| [p.latitude, p.longitude]).collect();
                 let polygon = self.bind_text(&serde_json::to_string(&pairs).unwrap_or_default());
@@ -688,7 +718,12 @@ impl<'a> Compiler<'a> {
         Ok(format!("{TEXT_SCORE}({e}, {spec})"))
     }
 
-    fn sort_expr(&mut self, class: &ClassSchema, alias: &str, path: &FieldPath) -> StoreResult<String> {
+    fn sort_expr(
+        &mut self,
+        class: &ClassSchema,
+        alias: &str,
+        path: &FieldPath,
+    ) -> StoreResult<String> {
         let (target, shape, field_type) = self.target(Some(class), alias, path)?;
         if shape == Shape::Scalar && field_type.is_some() {
             let suffix = match field_type {
@@ -704,7 +739,11 @@ impl<'a> Compiler<'a> {
 
     /// `(SELECT <key> FROM <class> WHERE <filter>)`, or `None` when the
     /// class does not exist.
-    fn subselect(&mut self, sub: &SubQuery, key: Option<&FieldPath>) -> StoreResult<Option<(String, Option<FieldType>)>> {
+    fn subselect(
+        &mut self,
+        sub: &SubQuery,
+        key: Option<&FieldPath>,
+    ) -> StoreResult<Option<(String, Option<FieldType>)>> {
         let Some(class) = self.schemas.get(&sub.class_name).cloned() else {
             return Ok(None);
         };
@@ -752,7 +791,9 @@ impl<'a> Compiler<'a> {
         let compare_type = key_type.or_else(|| field_type.cloned());
         self.any_value(target, shape, false, |c, t, _| {
             let e = match t {
-                Target::Element(_) | Target::Path { .. } => c.typed_operand(t, compare_type.as_ref()),
+                Target::Element(_) | Target::Path { .. } => {
+                    c.typed_operand(t, compare_type.as_ref())
+                }
                 Target::Column(column) => column.clone(),
             };
             Ok(format!("{e} IN {subselect}"))

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 use rusqlite::Connection;
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
@@ -13,10 +13,6 @@ use rusqlite::types::ValueRef;
 use crate::geo;
 use crate::query::GeoPoint;
 use crate::text::TextQuery;
-
-/// Compiled-program limits: the `regex` crate runs in linear time, and these
-/// bound the memory one pattern may take.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 pub(crate) const REGEXP: &str = "oxbase_regexp";
 pub(crate) const GEO_DISTANCE: &str = "oxbase_geo_distance";
@@ -35,21 +31,13 @@ pub(crate) struct TextSpec {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Compiles a pattern the way every backend running regexes in Rust must.
-pub fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
-    RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .build()
-}
-
 pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
 
     // oxbase_regexp(pattern, value): 1 when the text value matches.
     conn.create_scalar_function(REGEXP, 2, flags, |ctx| {
         let regex: Arc<Regex> = ctx.get_or_create_aux(0, |pattern| -> Result<Regex, BoxError> {
-            Ok(compile_regex(pattern.as_str()?)?)
+            Ok(crate::pattern::compile(pattern.as_str()?)?)
         })?;
         Ok(match ctx.get_raw(1) {
             ValueRef::Text(text) => regex.is_match(&String::from_utf8_lossy(text)),
@@ -66,9 +54,10 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
 
     // oxbase_in_polygon(lat, lng, '[[lat, lng], ...]')
     conn.create_scalar_function(IN_POLYGON, 3, flags, |ctx| {
-        let polygon: Arc<Vec<GeoPoint>> = ctx.get_or_create_aux(2, |raw| -> Result<_, BoxError> {
-            parse_pairs(raw.as_str()?).ok_or_else(|| "bad polygon".into())
-        })?;
+        let polygon: Arc<Vec<GeoPoint>> =
+            ctx.get_or_create_aux(2, |raw| -> Result<_, BoxError> {
+                parse_pairs(raw.as_str()?).ok_or_else(|| "bad polygon".into())
+            })?;
         Ok(point_arg(ctx, 0)?.map(|point| geo::polygon_contains(&polygon, point)))
     })?;
 

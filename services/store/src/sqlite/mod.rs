@@ -28,7 +28,6 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use self::compile::{Compiler, quote_ident};
-pub use self::functions::compile_regex;
 use crate::Store;
 use crate::acl;
 use crate::error::{StoreError, StoreResult};
@@ -314,7 +313,10 @@ fn writer_loop(state: &mut WriterState, rx: Receiver<Box<dyn WriteTask>>) {
             }
             let _ = state.conn.execute_batch("RELEASE task");
         }
-        let commit = state.conn.execute_batch("COMMIT").map_err(StoreError::backend);
+        let commit = state
+            .conn
+            .execute_batch("COMMIT")
+            .map_err(StoreError::backend);
         if commit.is_err() {
             let _ = state.conn.execute_batch("ROLLBACK");
             state.tables.clear();
@@ -339,7 +341,9 @@ fn sql_err(err: rusqlite::Error) -> StoreError {
 
 /// Splits an object into its columns: the three default fields, the
 /// permission arrays, and the JSON of everything else.
-fn columns_of(object: &Object) -> StoreResult<(String, String, String, SqlValue, SqlValue, String)> {
+fn columns_of(
+    object: &Object,
+) -> StoreResult<(String, String, String, SqlValue, SqlValue, String)> {
     let text = |key: &str| -> StoreResult<String> {
         object
             .get(key)
@@ -442,7 +446,11 @@ fn load_for_write(
         .map_err(sql_err)
 }
 
-fn apply_op(state: &mut WriterState, schemas: &SchemaView, op: &WriteOp) -> StoreResult<WriteOutcome> {
+fn apply_op(
+    state: &mut WriterState,
+    schemas: &SchemaView,
+    op: &WriteOp,
+) -> StoreResult<WriteOutcome> {
     match op {
         WriteOp::Create { class_name, object } => {
             create_table(state, class_name)?;
@@ -489,7 +497,10 @@ fn apply_op(state: &mut WriterState, schemas: &SchemaView, op: &WriteOp) -> Stor
             let class = schemas.get(class_name).ok_or(StoreError::NotFound)?;
             let before = load_for_write(state, schemas, class, object_id, precondition)?
                 .ok_or(StoreError::NotFound)?;
-            let sql = format!("DELETE FROM {} WHERE objectId = ?1", quote_ident(class_name));
+            let sql = format!(
+                "DELETE FROM {} WHERE objectId = ?1",
+                quote_ident(class_name)
+            );
             let mut stmt = state.conn.prepare_cached(&sql).map_err(sql_err)?;
             stmt.execute([object_id]).map_err(sql_err)?;
             Ok(WriteOutcome::Deleted(before))
@@ -557,7 +568,9 @@ impl Store for SqliteStore {
         let (sql, params, with_score) = (select.sql, select.params, select.with_score);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-            let mut rows = stmt.query(params_from_iter(params.iter())).map_err(sql_err)?;
+            let mut rows = stmt
+                .query(params_from_iter(params.iter()))
+                .map_err(sql_err)?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(sql_err)? {
                 let mut object = object_from_row(row).map_err(sql_err)?;
@@ -600,21 +613,21 @@ impl Store for SqliteStore {
         let schemas = schemas.clone();
         let atomic = batch.atomic;
         self.write_task(move |state| {
-                if atomic {
-                    let mut out = Vec::with_capacity(batch.ops.len());
-                    for op in &batch.ops {
-                        // The first failure fails the task, which rolls
-                        // back every op before it.
-                        out.push(Ok(apply_op(state, &schemas, op)?));
-                    }
-                    Ok(out)
-                } else {
-                    Ok(batch
-                        .ops
-                        .iter()
-                        .map(|op| savepoint_op(state, &schemas, op))
-                        .collect())
+            if atomic {
+                let mut out = Vec::with_capacity(batch.ops.len());
+                for op in &batch.ops {
+                    // The first failure fails the task, which rolls
+                    // back every op before it.
+                    out.push(Ok(apply_op(state, &schemas, op)?));
                 }
+                Ok(out)
+            } else {
+                Ok(batch
+                    .ops
+                    .iter()
+                    .map(|op| savepoint_op(state, &schemas, op))
+                    .collect())
+            }
         })
         .await
     }
@@ -628,13 +641,23 @@ impl Store for SqliteStore {
     }
 }
 
-fn savepoint_op(state: &mut WriterState, schemas: &SchemaView, op: &WriteOp) -> StoreResult<WriteOutcome> {
-    state.conn.execute_batch("SAVEPOINT op").map_err(StoreError::backend)?;
+fn savepoint_op(
+    state: &mut WriterState,
+    schemas: &SchemaView,
+    op: &WriteOp,
+) -> StoreResult<WriteOutcome> {
+    state
+        .conn
+        .execute_batch("SAVEPOINT op")
+        .map_err(StoreError::backend)?;
     let result = apply_op(state, schemas, op);
     if result.is_err() {
         let _ = state.conn.execute_batch("ROLLBACK TO op");
         state.tables.clear();
     }
-    state.conn.execute_batch("RELEASE op").map_err(StoreError::backend)?;
+    state
+        .conn
+        .execute_batch("RELEASE op")
+        .map_err(StoreError::backend)?;
     result
 }

@@ -1,0 +1,133 @@
+//! oxbase's Parse-compatible REST API: an axum service that speaks Parse
+//! Server's protocol (the REST API and the JS SDK's tunnel) over a
+//! [`Store`].
+
+mod auth;
+mod db;
+mod error;
+mod include;
+mod query;
+mod request;
+mod routes;
+mod server;
+mod values;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use oxbase_kit::{Config, Readiness, Shutdown};
+use oxbase_store::Store;
+use tokio::net::TcpListener;
+
+pub use crate::auth::{Auth, Keys};
+pub use crate::db::{Database, DatabaseSettings};
+pub use crate::error::{ApiError, ApiResult, code};
+
+/// The API's shared state.
+pub struct App {
+    db: Database,
+    keys: Keys,
+    /// The mount path, without a trailing slash.
+    mount: String,
+    /// Path prefixes `/batch` items may use: the mount path, and the public
+    /// URL's path when it differs.
+    batch_prefixes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] oxbase_store::StoreError),
+    #[error("cannot load schemas: {0}")]
+    Schemas(ApiError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl App {
+    pub async fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Self>, StartError> {
+        let settings = DatabaseSettings {
+            limits: config.limits.clone(),
+            allow_client_class_creation: config.allow_client_class_creation,
+            allow_custom_object_id: config.allow_custom_object_id,
+        };
+        let db = Database::open(store, settings)
+            .await
+            .map_err(StartError::Schemas)?;
+        let mut batch_prefixes = vec![config.mount_path.clone()];
+        if let Some(public) = &config.public_server_url
+            && let Some(path) = url_path(public)
+            && !batch_prefixes.contains(&path)
+        {
+            batch_prefixes.push(path);
+        }
+        Ok(Arc::new(Self {
+            db,
+            keys: Keys::from_config(config),
+            mount: config.mount_path.clone(),
+            batch_prefixes,
+        }))
+    }
+
+    /// The axum router: the Parse API under the mount path, plus `/health`
+    /// and `/ready`.
+    pub fn router(self: &Arc<Self>, readiness: Readiness) -> axum::Router {
+        oxbase_kit::health::router(readiness).merge(server::router(self.clone()))
+    }
+}
+
+/// `/parse` of `https://example.com/parse/`.
+fn url_path(url: &str) -> Option<String> {
+    let after_scheme = url.split_once("://").map(|(_, rest)| rest)?;
+    let path = after_scheme
+        .find('/')
+        .map(|i| &after_scheme[i..])
+        .unwrap_or("");
+    Some(path.trim_end_matches('/').to_owned())
+}
+
+/// Binds the configured address.
+pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
+    let addr = format!("{}:{}", config.host, config.port);
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Serves the API on `listener` until `shutdown` fires, then lets in-flight
+/// requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    readiness.register("api");
+    let router = app.router(readiness.clone());
+    readiness.set("api", true);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.wait().await })
+    .await
+    .map_err(StartError::Serve)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn url_paths() {
+        assert_eq!(
+            super::url_path("https://x.com/parse/").as_deref(),
+            Some("/parse")
+        );
+        assert_eq!(super::url_path("http://x.com").as_deref(), Some(""));
+        assert_eq!(super::url_path("nonsense"), None);
+    }
+}

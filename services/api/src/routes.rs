@@ -1,0 +1,266 @@
+//! Routing of authenticated Parse requests, including `/batch`.
+
+use axum::http::{Method, StatusCode};
+use futures_util::future::join_all;
+use serde_json::{Map, Value, json};
+
+use crate::App;
+use crate::auth::Auth;
+use crate::db::{PreparedWrite, WriteReply};
+use crate::error::{ApiError, ApiResult};
+use crate::query::FindOptions;
+use crate::request::ParseRequest;
+
+/// A response body with its status and, for creates, its `Location`.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub location: Option<String>,
+}
+
+impl Reply {
+    pub fn ok(body: Value) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body,
+            location: None,
+        }
+    }
+}
+
+/// Parse Server routes oxbase does not serve yet; they answer with an error
+/// that says so rather than "no such route".
+const NOT_YET: &[&str] = &[
+    "users",
+    "login",
+    "logout",
+    "sessions",
+    "roles",
+    "schemas",
+    "config",
+    "files",
+    "functions",
+    "jobs",
+    "hooks",
+    "push",
+    "installations",
+    "aggregate",
+    "purge",
+    "cloud_code",
+    "requestPasswordReset",
+    "verificationEmailRequest",
+    "upgradeToRevocableSession",
+    "verifyPassword",
+    "loginAs",
+    "graphql",
+    "serverInfo",
+    "scriptlog",
+    "events",
+    "push_audiences",
+    "validate_purchase",
+    "challenge",
+    "apps",
+    "security",
+];
+
+/// A write a request makes to `/classes`, if it is one.
+enum ClassWrite<'a> {
+    Create(&'a str),
+    Update(&'a str, &'a str),
+    Delete(&'a str, &'a str),
+}
+
+fn class_write(req: &ParseRequest) -> Option<ClassWrite<'_>> {
+    let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    match (&req.method, s.as_slice()) {
+        (&Method::POST, ["classes", class]) => Some(ClassWrite::Create(class)),
+        (&Method::PUT, ["classes", class, id]) => Some(ClassWrite::Update(class, id)),
+        (&Method::DELETE, ["classes", class, id]) => Some(ClassWrite::Delete(class, id)),
+        _ => None,
+    }
+}
+
+/// Whether a request names a route, so a batch can refuse unroutable items
+/// before running any of them, as Parse Server does.
+fn is_routable(req: &ParseRequest) -> bool {
+    let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    class_write(req).is_some()
+        || matches!(
+            (&req.method, s.as_slice()),
+            (&Method::GET, ["classes", _]) | (&Method::GET, ["classes", _, _])
+        )
+        || s.first().is_some_and(|root| NOT_YET.contains(root))
+}
+
+impl App {
+    pub(crate) async fn dispatch(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+        if let Some(write) = class_write(req) {
+            let prepared = self.prepare(auth, req, &write).await?;
+            let reply = self.db.commit_one(prepared).await?;
+            return Ok(self.write_reply(req, &write, reply));
+        }
+        let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+        match (&req.method, s.as_slice()) {
+            (&Method::GET, ["classes", class]) => {
+                let options = FindOptions::for_find(&req.params, self.db.limits())?;
+                let (results, count) = self.db.find(auth, class, &options).await?;
+                let mut body = Map::new();
+                body.insert(
+                    "results".into(),
+                    Value::Array(results.into_iter().map(Value::Object).collect()),
+                );
+                if let Some(count) = count {
+                    body.insert("count".into(), json!(count));
+                }
+                Ok(Reply::ok(Value::Object(body)))
+            }
+            (&Method::GET, ["classes", class, id]) => {
+                let options = FindOptions::for_get(&req.params, self.db.limits())?;
+                let object = self.db.get(auth, class, id, &options).await?;
+                Ok(Reply::ok(Value::Object(object)))
+            }
+            (&Method::POST, ["batch"]) => self.batch(auth, req).await,
+            (_, [root, ..]) if NOT_YET.contains(root) => {
+                Err(ApiError::not_supported(format!("/{root}")))
+            }
+            _ => Err(ApiError::NoRoute {
+                method: req.method.to_string(),
+                path: format!("{}/{}", self.mount, req.segments.join("/")),
+            }),
+        }
+    }
+
+    async fn prepare(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+        write: &ClassWrite<'_>,
+    ) -> ApiResult<PreparedWrite> {
+        match write {
+            ClassWrite::Create(class) => self.db.prepare_create(auth, class, &req.body).await,
+            ClassWrite::Update(class, id) => {
+                self.db.prepare_update(auth, class, id, &req.body).await
+            }
+            ClassWrite::Delete(class, id) => self.db.prepare_delete(auth, class, id).await,
+        }
+    }
+
+    fn write_reply(&self, req: &ParseRequest, write: &ClassWrite<'_>, reply: WriteReply) -> Reply {
+        match (&reply, write) {
+            (WriteReply::Created { object_id, body }, ClassWrite::Create(class)) => Reply {
+                status: StatusCode::CREATED,
+                body: body.clone(),
+                location: Some(format!(
+                    "{}{}/classes/{class}/{object_id}",
+                    req.origin, self.mount
+                )),
+            },
+            _ => Reply::ok(reply.body()),
+        }
+    }
+
+    /// `POST /batch`: sub-requests answer positionally. Writes commit
+    /// together in one store call (atomically with `"transaction": true`);
+    /// reads run concurrently.
+    async fn batch(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+        let requests = req
+            .body
+            .get("requests")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ApiError::json("requests must be an array"))?;
+        let max = self.db.limits().max_batch_size;
+        if requests.len() > max {
+            return Err(ApiError::json(format!(
+                "Batch request contains {} sub-requests, which exceeds the limit of {max}.",
+                requests.len()
+            )));
+        }
+        let transaction = req.body.get("transaction") == Some(&Value::Bool(true));
+
+        let mut subs = Vec::with_capacity(requests.len());
+        for item in requests {
+            let path = item
+                .get("path")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::json("batch request path must be a string"))?;
+            let method = match item.get("method").and_then(Value::as_str).unwrap_or("GET") {
+                m if m.eq_ignore_ascii_case("GET") => Method::GET,
+                m if m.eq_ignore_ascii_case("POST") => Method::POST,
+                m if m.eq_ignore_ascii_case("PUT") => Method::PUT,
+                m if m.eq_ignore_ascii_case("DELETE") => Method::DELETE,
+                other => return Err(ApiError::json(format!("cannot route {other} {path}"))),
+            };
+            let segments = self.batch_segments(path)?;
+            if segments == ["batch"] {
+                return Err(ApiError::json("nested batch requests are not allowed"));
+            }
+            let body = match item.get("body") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(map)) => map.clone(),
+                Some(_) => return Err(ApiError::json("batch request body must be an object")),
+            };
+            let sub = req.sub_request(method, segments, body);
+            if !is_routable(&sub) {
+                return Err(ApiError::json(format!(
+                    "cannot route {} {path}",
+                    sub.method
+                )));
+            }
+            subs.push(sub);
+        }
+
+        let mut results: Vec<Option<ApiResult<Value>>> = vec![None; subs.len()];
+        let mut writes = Vec::new();
+        let mut reads = Vec::new();
+        for (i, sub) in subs.iter().enumerate() {
+            match class_write(sub) {
+                Some(write) => match self.prepare(auth, sub, &write).await {
+                    Ok(prepared) => writes.push((i, prepared)),
+                    Err(err) if transaction => return Err(err),
+                    Err(err) => results[i] = Some(Err(err)),
+                },
+                None => reads.push(i),
+            }
+        }
+        let (indexes, prepared): (Vec<usize>, Vec<PreparedWrite>) = writes.into_iter().unzip();
+        if !prepared.is_empty() {
+            let replies = self.db.commit(prepared, transaction).await?;
+            for (i, reply) in indexes.into_iter().zip(replies) {
+                results[i] = Some(reply.map(|r| r.body()));
+            }
+        }
+        let answers = join_all(reads.iter().map(|&i| self.dispatch(auth, &subs[i]))).await;
+        for (i, answer) in reads.into_iter().zip(answers) {
+            results[i] = Some(answer.map(|reply| reply.body));
+        }
+        let body = results
+            .into_iter()
+            .map(|result| match result {
+                Some(Ok(success)) => json!({ "success": success }),
+                Some(Err(err)) => json!({ "error": err.body() }),
+                None => json!({ "error": ApiError::internal("batch item had no result").body() }),
+            })
+            .collect();
+        Ok(Reply::ok(Value::Array(body)))
+    }
+
+    /// The route of a batch item's path: it must start with the mount path
+    /// (or the public URL's path, behind a proxy).
+    fn batch_segments(&self, path: &str) -> ApiResult<Vec<String>> {
+        let rest = self
+            .batch_prefixes
+            .iter()
+            .filter_map(|prefix| {
+                path.strip_prefix(prefix.as_str())
+                    .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .min_by_key(|rest| rest.len())
+            .ok_or_else(|| ApiError::json(format!("cannot route batch path {path}")))?;
+        Ok(rest
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}

@@ -1,0 +1,128 @@
+//! The HTTP front: mount path, CORS, body limits, and turning replies and
+//! errors into responses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use axum::http::{HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use serde_json::json;
+
+use crate::App;
+use crate::error::{ApiError, ApiResult};
+use crate::request::ParseRequest;
+use crate::routes::Reply;
+
+const ALLOW_HEADERS: &str = "X-Parse-Master-Key, X-Parse-REST-API-Key, X-Parse-Javascript-Key, \
+X-Parse-Application-Id, X-Parse-Client-Version, X-Parse-Session-Token, X-Requested-With, \
+X-Parse-Revocable-Session, X-Parse-Request-Id, X-Parse-Installation-Id, X-Parse-Client-Key, \
+X-Parse-Windows-Key, Content-Type, Pragma, Cache-Control, Authorization";
+
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new().fallback(handle).with_state(app)
+}
+
+async fn handle(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let response = match app.handle_http(peer.ip(), request).await {
+        Ok(reply) => reply_response(reply),
+        Err(err) => err.into_response(),
+    };
+    with_cors(response)
+}
+
+fn reply_response(reply: Reply) -> Response {
+    let body = serde_json::to_vec(&reply.body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = reply.status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    if let Some(location) = reply.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
+fn with_cors(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    headers.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET,PUT,POST,DELETE,OPTIONS"),
+    );
+    headers.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static(ALLOW_HEADERS),
+    );
+    headers.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("X-Parse-Job-Status-Id, X-Parse-Push-Status-Id"),
+    );
+    response
+}
+
+impl App {
+    async fn handle_http(&self, ip: IpAddr, request: Request) -> ApiResult<Reply> {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        let rest = path
+            .strip_prefix(self.mount.as_str())
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .ok_or_else(|| ApiError::NoRoute {
+                method: parts.method.to_string(),
+                path: path.to_owned(),
+            })?;
+        if parts.method == Method::OPTIONS {
+            return Ok(Reply::ok(json!({})));
+        }
+        if rest.trim_end_matches('/') == "/health" {
+            return Ok(Reply::ok(json!({ "status": "ok" })));
+        }
+
+        let limit = self.db.limits().max_body_bytes;
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::TooLarge);
+        }
+        let bytes = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| ApiError::TooLarge)?;
+
+        let req = ParseRequest::from_http(
+            parts.method,
+            rest,
+            parts.uri.query(),
+            &parts.headers,
+            &bytes,
+            ip,
+        )?;
+        let auth = self.keys.authenticate(&req.credentials)?;
+        // A bug must cost one request, not the connection or the process.
+        match AssertUnwindSafe(self.dispatch(&auth, &req))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::internal(format!(
+                "panic while handling {} /{}",
+                req.method,
+                req.segments.join("/")
+            ))),
+        }
+    }
+}

@@ -1,0 +1,817 @@
+//! The store conformance suite: behaviour every backend must share. Each
+//! backend's test file calls these checks with a fresh, empty store.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use oxbase_store::query::{ElementMatch, GeoPoint, RegexSpec, SubQuery, TextSearch};
+use oxbase_store::{
+    Condition, FieldPath, FieldType, Filter, Object, Query, QueryValue, SchemaView, SortKey, Store,
+    StoreError, UpdateOp, WriteBatch, WriteOp, WriteOutcome,
+};
+use serde_json::{Value, json};
+
+pub type StoreRef = Arc<dyn Store>;
+
+fn obj(value: Value) -> Object {
+    value.as_object().expect("an object").clone()
+}
+
+fn date(n: u32) -> String {
+    format!("2024-01-{n:02}T00:00:00.000Z")
+}
+
+fn infer(value: &Value) -> Option<FieldType> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(_) => FieldType::Boolean,
+        Value::Number(_) => FieldType::Number,
+        Value::String(_) => FieldType::String,
+        Value::Array(_) => FieldType::Array,
+        Value::Object(map) => match map.get("__type").and_then(Value::as_str) {
+            Some("Date") => FieldType::Date,
+            Some("GeoPoint") => FieldType::GeoPoint,
+            Some("Polygon") => FieldType::Polygon,
+            Some("File") => FieldType::File,
+            Some("Pointer") => FieldType::Pointer {
+                target_class: map["className"].as_str()?.to_owned(),
+            },
+            _ => FieldType::Object,
+        },
+    })
+}
+
+/// Creates objects (with ids `<prefix><n>`), declaring their fields first.
+pub async fn seed(store: &StoreRef, class: &str, objects: Vec<Value>) -> SchemaView {
+    let mut fields = BTreeMap::new();
+    for object in &objects {
+        for (key, value) in object.as_object().unwrap() {
+            if key == "ACL" {
+                continue;
+            }
+            if let Some(t) = infer(value) {
+                fields.insert(key.clone(), t);
+            }
+        }
+    }
+    store.ensure_fields(class, &fields).await.unwrap();
+    let view = SchemaView::new(store.load_schemas().await.unwrap());
+    let ops = objects
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let mut object = obj(value);
+            object
+                .entry("objectId")
+                .or_insert_with(|| json!(format!("{class}{i:05}")));
+            object.insert("createdAt".into(), json!(date(1 + (i % 28) as u32)));
+            object.insert("updatedAt".into(), json!(date(1 + (i % 28) as u32)));
+            WriteOp::Create {
+                class_name: class.into(),
+                object,
+            }
+        })
+        .collect();
+    let results = store
+        .write(&view, WriteBatch { ops, atomic: false })
+        .await
+        .unwrap();
+    for result in results {
+        result.unwrap();
+    }
+    view
+}
+
+pub async fn view(store: &StoreRef) -> SchemaView {
+    SchemaView::new(store.load_schemas().await.unwrap())
+}
+
+async fn ids(store: &StoreRef, view: &SchemaView, query: Query) -> Vec<String> {
+    store
+        .find(view, &query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o["objectId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn q(class: &str, filter: Filter) -> Query {
+    Query::new(class).filter(filter)
+}
+
+fn f(path: &str, condition: Condition) -> Filter {
+    Filter::field(path, condition)
+}
+
+fn s(v: &str) -> QueryValue {
+    QueryValue::String(v.into())
+}
+
+fn n(v: i64) -> QueryValue {
+    QueryValue::Number(v.into())
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn list(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+pub async fn create_read_update_delete(store: StoreRef) {
+    let view = seed(
+        &store,
+        "Item",
+        vec![json!({"objectId": "a1", "name": "one", "n": 1, "ACL": {"*": {"read": true}}})],
+    )
+    .await;
+    let found = store
+        .find(&view, &q("Item", f("objectId", Condition::Eq(s("a1")))))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["name"], "one");
+    assert_eq!(found[0]["ACL"], json!({"*": {"read": true}}));
+    assert_eq!(found[0]["createdAt"], date(1));
+
+    let update = WriteOp::Update {
+        class_name: "Item".into(),
+        object_id: "a1".into(),
+        updated_at: date(9),
+        changes: vec![
+            (FieldPath::new("n"), UpdateOp::Increment(2.into())),
+            (FieldPath::new("name"), UpdateOp::Delete),
+            (
+                FieldPath::new("tags"),
+                UpdateOp::AddUnique(vec![json!("x"), json!("x")]),
+            ),
+        ],
+        precondition: Filter::All,
+    };
+    let out = store.write(&view, WriteBatch::one(update)).await.unwrap();
+    let WriteOutcome::Updated { before, after } = out[0].clone().unwrap() else {
+        panic!("not an update: {out:?}");
+    };
+    assert_eq!(before["n"], 1);
+    assert_eq!(after["n"], 3);
+    assert_eq!(after["tags"], json!(["x"]));
+    assert!(after.get("name").is_none());
+    assert_eq!(after["updatedAt"], date(9));
+
+    let found = store.find(&view, &Query::new("Item")).await.unwrap();
+    assert_eq!(found[0]["n"], 3);
+    assert_eq!(found[0]["updatedAt"], date(9));
+
+    let delete = WriteOp::Delete {
+        class_name: "Item".into(),
+        object_id: "a1".into(),
+        precondition: Filter::All,
+    };
+    let out = store
+        .write(&view, WriteBatch::one(delete.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(&out[0], Ok(WriteOutcome::Deleted(before)) if before["n"] == 3));
+    let out = store.write(&view, WriteBatch::one(delete)).await.unwrap();
+    assert!(matches!(out[0], Err(StoreError::NotFound)));
+    assert_eq!(store.count(&view, &Query::new("Item")).await.unwrap(), 0);
+}
+
+pub async fn duplicate_ids_are_refused(store: StoreRef) {
+    let view = seed(&store, "Dup", vec![json!({"objectId": "same"})]).await;
+    let again = WriteOp::Create {
+        class_name: "Dup".into(),
+        object: obj(json!({"objectId": "same", "createdAt": date(1), "updatedAt": date(1)})),
+    };
+    let out = store.write(&view, WriteBatch::one(again)).await.unwrap();
+    assert!(matches!(out[0], Err(StoreError::Duplicate)), "{out:?}");
+}
+
+pub async fn preconditions_guard_updates_and_deletes(store: StoreRef) {
+    let view = seed(
+        &store,
+        "Guard",
+        vec![json!({"objectId": "g1", "owner": "alice"})],
+    )
+    .await;
+    let not_bob = f("owner", Condition::Eq(s("bob")));
+    let update = WriteOp::Update {
+        class_name: "Guard".into(),
+        object_id: "g1".into(),
+        updated_at: date(2),
+        changes: vec![(FieldPath::new("owner"), UpdateOp::Set(json!("mallory")))],
+        precondition: not_bob.clone(),
+    };
+    let out = store.write(&view, WriteBatch::one(update)).await.unwrap();
+    assert!(matches!(out[0], Err(StoreError::NotFound)));
+    let delete = WriteOp::Delete {
+        class_name: "Guard".into(),
+        object_id: "g1".into(),
+        precondition: not_bob,
+    };
+    let out = store.write(&view, WriteBatch::one(delete)).await.unwrap();
+    assert!(matches!(out[0], Err(StoreError::NotFound)));
+    let found = store.find(&view, &Query::new("Guard")).await.unwrap();
+    assert_eq!(found[0]["owner"], "alice");
+}
+
+pub async fn atomic_batches_are_all_or_nothing(store: StoreRef) {
+    let view = seed(&store, "Atom", vec![json!({"objectId": "x1", "n": 1})]).await;
+    let create = |id: &str| WriteOp::Create {
+        class_name: "Atom".into(),
+        object: obj(json!({"objectId": id, "createdAt": date(1), "updatedAt": date(1)})),
+    };
+    let bad_increment = WriteOp::Update {
+        class_name: "Atom".into(),
+        object_id: "missing".into(),
+        updated_at: date(2),
+        changes: vec![(FieldPath::new("n"), UpdateOp::Increment(1.into()))],
+        precondition: Filter::All,
+    };
+    let err = store
+        .write(
+            &view,
+            WriteBatch {
+                ops: vec![create("x2"), bad_increment.clone()],
+                atomic: true,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound));
+    assert_eq!(store.count(&view, &Query::new("Atom")).await.unwrap(), 1);
+
+    let out = store
+        .write(
+            &view,
+            WriteBatch {
+                ops: vec![create("x3"), bad_increment],
+                atomic: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(out[0].is_ok() && out[1].is_err());
+    assert_eq!(store.count(&view, &Query::new("Atom")).await.unwrap(), 2);
+}
+
+pub async fn schema_changes_merge_and_conflict(store: StoreRef) {
+    let mut fields = BTreeMap::new();
+    fields.insert("score".to_owned(), FieldType::Number);
+    // Many concurrent additions of the same field agree.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        let fields = fields.clone();
+        tasks.push(tokio::spawn(async move {
+            store.ensure_fields("Race", &fields).await
+        }));
+    }
+    for task in tasks {
+        let schema = task.await.unwrap().unwrap();
+        assert_eq!(schema.field_type("score"), Some(&FieldType::Number));
+    }
+    fields.insert("score".to_owned(), FieldType::String);
+    let err = store.ensure_fields("Race", &fields).await.unwrap_err();
+    assert!(matches!(err, StoreError::SchemaMismatch { .. }), "{err:?}");
+    let schemas = store.load_schemas().await.unwrap();
+    let race = schemas.iter().find(|s| s.class_name == "Race").unwrap();
+    assert_eq!(race.field_type("score"), Some(&FieldType::Number));
+    assert_eq!(race.field_type("createdAt"), Some(&FieldType::Date));
+}
+
+pub async fn comparison_operators(store: StoreRef) {
+    let view = seed(
+        &store,
+        "Cmp",
+        vec![
+            json!({"objectId": "c1", "n": 1, "s": "apple", "d": {"__type": "Date", "iso": date(1)}, "b": true}),
+            json!({"objectId": "c2", "n": 2, "s": "banana", "d": {"__type": "Date", "iso": date(2)}, "b": false}),
+            json!({"objectId": "c3", "n": 3.5, "s": "cherry", "d": {"__type": "Date", "iso": date(3)}}),
+            json!({"objectId": "c4"}),
+        ],
+    )
+    .await;
+    let find = |filter| ids(&store, &view, q("Cmp", filter));
+    assert_eq!(find(f("n", Condition::Eq(n(2)))).await, list(&["c2"]));
+    assert_eq!(find(f("n", Condition::Gt(n(1)))).await, list(&["c2", "c3"]));
+    assert_eq!(
+        find(f("n", Condition::Lte(n(2)))).await,
+        list(&["c1", "c2"])
+    );
+    assert_eq!(
+        find(f("n", Condition::Ne(n(2)))).await,
+        list(&["c1", "c3", "c4"])
+    );
+    assert_eq!(
+        find(f("s", Condition::Gte(s("banana")))).await,
+        list(&["c2", "c3"])
+    );
+    assert_eq!(
+        find(f("d", Condition::Lt(QueryValue::Date(date(3))))).await,
+        list(&["c1", "c2"])
+    );
+    assert_eq!(
+        find(f("createdAt", Condition::Gt(QueryValue::Date(date(2))))).await,
+        list(&["c3", "c4"])
+    );
+    assert_eq!(
+        find(f("b", Condition::Eq(QueryValue::Bool(true)))).await,
+        list(&["c1"])
+    );
+    assert_eq!(
+        find(f("b", Condition::Ne(QueryValue::Bool(true)))).await,
+        list(&["c2", "c3", "c4"])
+    );
+    assert_eq!(
+        find(f(
+            "s",
+            Condition::In(vec![s("apple"), s("cherry"), s("kiwi")])
+        ))
+        .await,
+        list(&["c1", "c3"])
+    );
+    assert_eq!(
+        find(f("s", Condition::Nin(vec![s("apple")]))).await,
+        list(&["c2", "c3", "c4"])
+    );
+    assert_eq!(
+        find(f("n", Condition::Exists(true))).await,
+        list(&["c1", "c2", "c3"])
+    );
+    assert_eq!(find(f("n", Condition::Exists(false))).await, list(&["c4"]));
+    assert_eq!(
+        find(f("n", Condition::Eq(QueryValue::Null))).await,
+        list(&["c4"])
+    );
+    assert_eq!(
+        find(f("n", Condition::Ne(QueryValue::Null))).await,
+        list(&["c1", "c2", "c3"])
+    );
+    // A number never equals a string, nor a string a number.
+    assert!(find(f("s", Condition::Eq(n(1)))).await.is_empty());
+    assert!(find(f("nope", Condition::Gt(n(0)))).await.is_empty());
+}
+
+pub async fn arrays_and_nested_objects(store: StoreRef) {
+    let view = seed(
+        &store,
+        "Arr",
+        vec![
+            json!({"objectId": "a1", "tags": ["red", "blue"], "nums": [1, 2, 3], "meta": {"size": {"w": 10}, "kind": "box"}}),
+            json!({"objectId": "a2", "tags": ["green"], "nums": [4], "meta": {"size": {"w": 20}, "kind": "bag"}}),
+            json!({"objectId": "a3", "tags": [], "meta": {"kind": "box"}}),
+        ],
+    )
+    .await;
+    let find = |filter| ids(&store, &view, q("Arr", filter));
+    assert_eq!(
+        find(f("tags", Condition::Eq(s("blue")))).await,
+        list(&["a1"])
+    );
+    assert_eq!(
+        find(f("tags", Condition::In(vec![s("green"), s("red")]))).await,
+        list(&["a1", "a2"])
+    );
+    assert_eq!(
+        find(f("tags", Condition::Nin(vec![s("green")]))).await,
+        list(&["a1", "a3"])
+    );
+    assert_eq!(
+        find(f("tags", Condition::Ne(s("red")))).await,
+        list(&["a2", "a3"])
+    );
+    assert_eq!(
+        find(f(
+            "tags",
+            Condition::All(vec![
+                ElementMatch::Equals(s("red")),
+                ElementMatch::Equals(s("blue"))
+            ])
+        ))
+        .await,
+        list(&["a1"])
+    );
+    let starts_with_b = ElementMatch::Regex(RegexSpec {
+        pattern: "^b".into(),
+        options: String::new(),
+    });
+    assert_eq!(
+        find(f("tags", Condition::All(vec![starts_with_b]))).await,
+        list(&["a1"])
+    );
+    assert_eq!(
+        find(f(
+            "nums",
+            Condition::ContainedBy(vec![n(1), n(2), n(3), n(4)])
+        ))
+        .await,
+        list(&["a1", "a2"])
+    );
+    assert_eq!(
+        find(f("nums", Condition::ContainedBy(vec![n(4)]))).await,
+        list(&["a2"])
+    );
+    assert_eq!(
+        find(f("tags", Condition::ContainedBy(vec![]))).await,
+        list(&["a3"])
+    );
+    assert_eq!(
+        find(f("tags", Condition::Eq(QueryValue::Json(json!(["green"]))))).await,
+        list(&["a2"])
+    );
+    assert_eq!(
+        find(f("meta.kind", Condition::Eq(s("box")))).await,
+        list(&["a1", "a3"])
+    );
+    assert_eq!(
+        find(f("meta.size.w", Condition::Gt(n(15)))).await,
+        list(&["a2"])
+    );
+    assert_eq!(
+        find(f("meta.size", Condition::Exists(false))).await,
+        list(&["a3"])
+    );
+    assert_eq!(
+        find(f(
+            "meta.size",
+            Condition::Eq(QueryValue::Json(json!({"w": 10})))
+        ))
+        .await,
+        list(&["a1"])
+    );
+}
+
+pub async fn regex_and_logic(store: StoreRef) {
+    let view = seed(
+        &store,
+        "Word",
+        vec![
+            json!({"objectId": "w1", "w": "Hello world", "n": 1}),
+            json!({"objectId": "w2", "w": "hello there", "n": 2}),
+            json!({"objectId": "w3", "w": "goodbye\nworld", "n": 3}),
+        ],
+    )
+    .await;
+    let find = |filter| ids(&store, &view, q("Word", filter));
+    let re = |pattern: &str, options: &str| {
+        Condition::Regex(RegexSpec {
+            pattern: pattern.into(),
+            options: options.into(),
+        })
+    };
+    assert_eq!(find(f("w", re("^hello", ""))).await, list(&["w2"]));
+    assert_eq!(find(f("w", re("^hello", "i"))).await, list(&["w1", "w2"]));
+    assert_eq!(find(f("w", re("^world", "m"))).await, list(&["w3"]));
+    assert_eq!(
+        find(f("objectId", re("^w[12]$", ""))).await,
+        list(&["w1", "w2"])
+    );
+    let or = Filter::Or(vec![
+        f("n", Condition::Eq(n(1))),
+        f("n", Condition::Eq(n(3))),
+    ]);
+    assert_eq!(find(or.clone()).await, list(&["w1", "w3"]));
+    assert_eq!(find(Filter::Nor(vec![or.clone()])).await, list(&["w2"]));
+    assert_eq!(
+        find(Filter::And(vec![or, f("w", re("world$", ""))])).await,
+        list(&["w1", "w3"])
+    );
+    assert!(find(Filter::Nothing).await.is_empty());
+    assert!(find(Filter::Or(vec![])).await.is_empty());
+}
+
+pub async fn subqueries(store: StoreRef) {
+    seed(
+        &store,
+        "Team",
+        vec![
+            json!({"objectId": "t1", "city": "Paris", "winning": true}),
+            json!({"objectId": "t2", "city": "Rome", "winning": false}),
+        ],
+    )
+    .await;
+    let team = |id: &str| json!({"__type": "Pointer", "className": "Team", "objectId": id});
+    let view = seed(
+        &store,
+        "Player",
+        vec![
+            json!({"objectId": "p1", "team": team("t1"), "hometown": "Paris"}),
+            json!({"objectId": "p2", "team": team("t2"), "hometown": "Paris"}),
+            json!({"objectId": "p3", "hometown": "Rome"}),
+        ],
+    )
+    .await;
+    let winning = SubQuery {
+        class_name: "Team".into(),
+        filter: f("winning", Condition::Eq(QueryValue::Bool(true))),
+    };
+    let find = |filter| ids(&store, &view, q("Player", filter));
+    assert_eq!(
+        find(f("team", Condition::InQuery(Box::new(winning.clone())))).await,
+        list(&["p1"])
+    );
+    assert_eq!(
+        find(f("team", Condition::NotInQuery(Box::new(winning.clone())))).await,
+        list(&["p2", "p3"])
+    );
+    let select = |query: SubQuery| Condition::Select {
+        query: Box::new(query),
+        key: FieldPath::new("city"),
+    };
+    assert_eq!(
+        find(f("hometown", select(winning.clone()))).await,
+        list(&["p1", "p2"])
+    );
+    let losing = SubQuery {
+        class_name: "Team".into(),
+        filter: f("winning", Condition::Eq(QueryValue::Bool(false))),
+    };
+    assert_eq!(
+        find(f("hometown", select(losing.clone()))).await,
+        list(&["p3"])
+    );
+    assert_eq!(
+        find(f(
+            "hometown",
+            Condition::DontSelect {
+                query: Box::new(losing),
+                key: FieldPath::new("city")
+            }
+        ))
+        .await,
+        list(&["p1", "p2"])
+    );
+    let missing = SubQuery {
+        class_name: "NoSuchClass".into(),
+        filter: Filter::All,
+    };
+    assert!(
+        find(f("team", Condition::InQuery(Box::new(missing.clone()))))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        find(f("team", Condition::NotInQuery(Box::new(missing))))
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        find(f(
+            "team",
+            Condition::Eq(QueryValue::Pointer {
+                class_name: "Team".into(),
+                object_id: "t2".into()
+            })
+        ))
+        .await,
+        list(&["p2"])
+    );
+}
+
+fn point(latitude: f64, longitude: f64) -> GeoPoint {
+    GeoPoint {
+        latitude,
+        longitude,
+    }
+}
+
+pub async fn geo_queries(store: StoreRef) {
+    let gp = |lat: f64, lng: f64| json!({"__type": "GeoPoint", "latitude": lat, "longitude": lng});
+    let view = seed(
+        &store,
+        "Place",
+        vec![
+            json!({"objectId": "sf", "loc": gp(37.7749, -122.4194)}),
+            json!({"objectId": "la", "loc": gp(34.0522, -118.2437)}),
+            json!({"objectId": "ny", "loc": gp(40.7128, -74.0060)}),
+        ],
+    )
+    .await;
+    let sj = point(37.3382, -121.8863);
+    let near = |max: Option<f64>| {
+        Query::new("Place").filter(f(
+            "loc",
+            Condition::NearSphere {
+                point: sj,
+                max_distance: max,
+            },
+        ))
+    };
+    assert_eq!(
+        ids(&store, &view, near(None)).await,
+        list(&["sf", "la", "ny"])
+    );
+    assert_eq!(
+        ids(&store, &view, near(Some(500.0 / 6371.0))).await,
+        list(&["sf", "la"])
+    );
+    assert_eq!(ids(&store, &view, near(None).limit(1)).await, list(&["sf"]));
+    let find = |filter| ids(&store, &view, q("Place", filter));
+    assert_eq!(
+        sorted(
+            find(f(
+                "loc",
+                Condition::WithinBox {
+                    south_west: point(30.0, -125.0),
+                    north_east: point(38.0, -115.0)
+                }
+            ))
+            .await
+        ),
+        list(&["la", "sf"])
+    );
+    let west = vec![
+        point(30.0, -125.0),
+        point(45.0, -125.0),
+        point(45.0, -100.0),
+        point(30.0, -100.0),
+    ];
+    assert_eq!(
+        sorted(find(f("loc", Condition::WithinPolygon(west))).await),
+        list(&["la", "sf"])
+    );
+    assert_eq!(
+        find(f(
+            "loc",
+            Condition::WithinCenterSphere {
+                center: sj,
+                radius: 100.0 / 6371.0
+            }
+        ))
+        .await,
+        list(&["sf"])
+    );
+
+    let poly = |coords: Value| json!({"__type": "Polygon", "coordinates": coords});
+    let view = seed(
+        &store,
+        "Zone",
+        vec![
+            json!({"objectId": "z1", "area": poly(json!([[0, 0], [0, 10], [10, 10], [10, 0]]))}),
+            json!({"objectId": "z2", "area": poly(json!([[20, 20], [20, 30], [30, 30], [30, 20]]))}),
+        ],
+    )
+    .await;
+    assert_eq!(
+        ids(
+            &store,
+            &view,
+            q("Zone", f("area", Condition::GeoIntersects(point(5.0, 5.0))))
+        )
+        .await,
+        list(&["z1"])
+    );
+}
+
+pub async fn text_search(store: StoreRef) {
+    let view = seed(
+        &store,
+        "Post",
+        vec![
+            json!({"objectId": "t1", "body": "coffee and tea"}),
+            json!({"objectId": "t2", "body": "Coffee, coffee, COFFEE"}),
+            json!({"objectId": "t3", "body": "just water"}),
+        ],
+    )
+    .await;
+    let search = TextSearch {
+        term: "coffee".into(),
+        language: None,
+        case_sensitive: false,
+        diacritic_sensitive: false,
+    };
+    let mut query = q("Post", f("body", Condition::Text(search)));
+    query.order = vec![SortKey::TextScore];
+    query.keys = Some(vec!["$score".into(), "body".into()]);
+    let found = store.find(&view, &query).await.unwrap();
+    let found_ids: Vec<_> = found
+        .iter()
+        .map(|o| o["objectId"].as_str().unwrap())
+        .collect();
+    assert_eq!(found_ids, ["t2", "t1"]);
+    assert_eq!(found[0]["score"], 3.0);
+}
+
+pub async fn order_skip_limit_keys_count(store: StoreRef) {
+    let view = seed(
+        &store,
+        "Page",
+        (0..10)
+            .map(|i| json!({"objectId": format!("p{i}"), "rank": i % 3, "i": i, "extra": "x"}))
+            .collect(),
+    )
+    .await;
+    let mut query = Query::new("Page");
+    query.order = vec![
+        SortKey::Field {
+            path: FieldPath::new("rank"),
+            descending: true,
+        },
+        SortKey::Field {
+            path: FieldPath::new("i"),
+            descending: false,
+        },
+    ];
+    query.skip = 2;
+    query.limit = Some(3);
+    assert_eq!(
+        ids(&store, &view, query.clone()).await,
+        list(&["p8", "p1", "p4"])
+    );
+    query.keys = Some(vec!["rank".into()]);
+    let found = store.find(&view, &query).await.unwrap();
+    assert_eq!(
+        found[0].keys().map(String::as_str).collect::<Vec<_>>(),
+        ["createdAt", "objectId", "rank", "updatedAt"]
+    );
+    query.skip = 0;
+    query.limit = None;
+    query.order = vec![SortKey::Field {
+        path: FieldPath::new("createdAt"),
+        descending: true,
+    }];
+    assert_eq!(ids(&store, &view, query.clone()).await[0], "p9");
+    let filter = f("rank", Condition::Eq(n(1)));
+    assert_eq!(
+        store
+            .count(&view, &q("Page", filter.clone()).limit(1))
+            .await
+            .unwrap(),
+        3
+    );
+    assert!(
+        store
+            .find(&view, &q("Page", filter).limit(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.count(&view, &Query::new("Missing")).await.unwrap(), 0);
+    assert!(
+        store
+            .find(&view, &Query::new("Missing"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Hostile names and values are data, never SQL or query syntax.
+pub async fn hostile_input_is_inert(store: StoreRef) {
+    let class = "Robert\"; DROP TABLE \"_SCHEMA\"; --";
+    let view = seed(
+        &store,
+        class,
+        vec![json!({"objectId": "r1", "v": "x'); DROP TABLE x; --"})],
+    )
+    .await;
+    assert_eq!(
+        ids(
+            &store,
+            &view,
+            q(class, f("v", Condition::Eq(s("x'); DROP TABLE x; --"))))
+        )
+        .await,
+        list(&["r1"])
+    );
+    let weird = FieldPath {
+        field: "v".into(),
+        nested: vec!["a' OR 1=1 --".into()],
+    };
+    let found = store
+        .find(
+            &view,
+            &q(class, Filter::Field(weird, Condition::Exists(true))),
+        )
+        .await
+        .unwrap();
+    assert!(found.is_empty());
+    let quoted = FieldPath {
+        field: "v".into(),
+        nested: vec!["a\"b".into()],
+    };
+    let err = store
+        .find(
+            &view,
+            &q(class, Filter::Field(quoted, Condition::Exists(true))),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidQuery(_)));
+    let long = "y".repeat(1 << 20);
+    assert!(
+        ids(&store, &view, q(class, f("v", Condition::Eq(s(&long)))))
+            .await
+            .is_empty()
+    );
+    // The schema table survived and still lists the class.
+    let schemas = store.load_schemas().await.unwrap();
+    assert!(schemas.iter().any(|s| s.class_name == class));
+}

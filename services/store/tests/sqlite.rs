@@ -1,0 +1,67 @@
+//! The conformance suite on the embedded SQLite backend.
+
+mod conformance;
+
+use std::sync::Arc;
+
+use oxbase_store::sqlite::{SqliteOptions, SqliteStore};
+
+/// A store on a fresh file; the directory lives as long as the test.
+fn store() -> (conformance::StoreRef, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("test.db"), SqliteOptions::default()).unwrap();
+    (Arc::new(store), dir)
+}
+
+macro_rules! conformance_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _dir) = store();
+                conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+conformance_tests!(
+    create_read_update_delete,
+    duplicate_ids_are_refused,
+    preconditions_guard_updates_and_deletes,
+    atomic_batches_are_all_or_nothing,
+    schema_changes_merge_and_conflict,
+    comparison_operators,
+    arrays_and_nested_objects,
+    regex_and_logic,
+    subqueries,
+    geo_queries,
+    text_search,
+    order_skip_limit_keys_count,
+    hostile_input_is_inert,
+);
+
+#[tokio::test]
+async fn data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reopen.db");
+    {
+        let store: conformance::StoreRef =
+            Arc::new(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+        conformance::seed(
+            &store,
+            "Keep",
+            vec![serde_json::json!({"objectId": "k1", "v": 1})],
+        )
+        .await;
+    }
+    let store: conformance::StoreRef =
+        Arc::new(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+    let view = conformance::view(&store).await;
+    let found = store
+        .find(&view, &oxbase_store::Query::new("Keep"))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["v"], 1);
+}
