@@ -170,9 +170,9 @@ fn normalize_typed(kind: &str, map: &Map<String, Value>) -> ApiResult<(Value, Op
             )
         }
         "GeoPoint" => {
-            let point = geo_point(map).ok_or_else(|| bad_type("GeoPoint"))?;
+            geo_point(map).ok_or_else(|| bad_type("GeoPoint"))?;
             (
-                serde_json::json!({"__type": "GeoPoint", "latitude": point.0, "longitude": point.1}),
+                serde_json::json!({"__type": "GeoPoint", "latitude": map["latitude"], "longitude": map["longitude"]}),
                 Some(FieldType::GeoPoint),
             )
         }
@@ -192,7 +192,7 @@ fn normalize_typed(kind: &str, map: &Map<String, Value>) -> ApiResult<(Value, Op
                 if !valid_point(lat, lng) {
                     return Err(bad_type("Polygon"));
                 }
-                pairs.push(serde_json::json!([lat, lng]));
+                pairs.push(Value::Array(pair.clone()));
             }
             if pairs.len() < 3 {
                 return Err(ApiError::new(
