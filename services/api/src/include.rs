@@ -23,7 +23,9 @@ const ALWAYS_KEPT: &[&str] = &[
 ];
 
 /// Replaces the pointers at each path (shortest first) with their objects.
-/// Pointers to objects that do not exist stay pointers.
+/// Pointers to objects that do not exist (or cannot be read) are dropped,
+/// as Parse Server drops them: the field disappears, or the array loses
+/// the entry.
 pub async fn resolve(
     store: &dyn Store,
     view: &SchemaView,
@@ -63,16 +65,45 @@ pub async fn resolve(
                 let Some((class_name, object_id)) = pointer(value) else {
                     return;
                 };
-                if let Some(target) = found.get(&(class_name.to_owned(), object_id.to_owned())) {
-                    let mut included = target.clone();
-                    included.insert("__type".into(), Value::from("Object"));
-                    included.insert("className".into(), Value::from(class_name));
-                    *value = Value::Object(included);
-                }
+                *value = match found.get(&(class_name.to_owned(), object_id.to_owned())) {
+                    Some(target) => {
+                        let mut included = target.clone();
+                        included.insert("__type".into(), Value::from("Object"));
+                        included.insert("className".into(), Value::from(class_name));
+                        Value::Object(included)
+                    }
+                    None => Value::Null,
+                };
             });
+            prune_nulls(object, path);
         }
     }
     Ok(())
+}
+
+/// Removes the nulls `resolve` left for dangling pointers at `path`.
+fn prune_nulls(object: &mut Object, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    match object.get_mut(first) {
+        Some(Value::Null) if rest.is_empty() => {
+            object.remove(first);
+        }
+        Some(Value::Array(items)) => {
+            if rest.is_empty() {
+                items.retain(|item| !item.is_null());
+            } else {
+                for item in items.iter_mut() {
+                    if let Value::Object(map) = item {
+                        prune_nulls(map, rest);
+                    }
+                }
+            }
+        }
+        Some(Value::Object(map)) => prune_nulls(map, rest),
+        _ => {}
+    }
 }
 
 /// `(className, objectId)` of a pointer (not of an already included

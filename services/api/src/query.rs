@@ -83,12 +83,10 @@ impl<'a> WhereParser<'a> {
                         _ => Filter::Nor(children),
                     }
                 }
-                "$where" => return Err(ApiError::query("$where is not supported")),
                 "$relatedTo" => return Err(ApiError::query("$relatedTo is not supported yet")),
                 "ACL" => return Err(ApiError::query("Cannot query on ACL.")),
-                k if k.starts_with('$') => {
-                    return Err(ApiError::query(format!("bad constraint: {k}")));
-                }
+                // Other top-level keys, `$where` among them, must be field
+                // names; field_path refuses them with Parse's 105.
                 _ => {
                     let path = field_path(key)?;
                     self.constraint(path, value, depth)?
@@ -390,6 +388,11 @@ pub fn decode(value: &Value) -> ApiResult<QueryValue> {
                     .to_owned(),
             ),
             _ => {
+                if map.contains_key("$relativeTime") {
+                    return Err(bad(
+                        "$relativeTime can only be used with the $lt, $lte, $gt, and $gte operators",
+                    ));
+                }
                 if map.keys().any(|k| k.starts_with('$')) {
                     return Err(bad(format!("bad atom: {value}")));
                 }
@@ -891,9 +894,9 @@ mod tests {
 
     #[test]
     fn bad_queries_get_parse_codes() {
-        assert_eq!(code_of(parse(json!({"$where": "1"}))), 102);
+        assert_eq!(code_of(parse(json!({"$where": "1"}))), 105);
         assert_eq!(code_of(parse(json!({"a": {"$foo": 1}}))), 102);
-        assert_eq!(code_of(parse(json!({"$foo": 1}))), 102);
+        assert_eq!(code_of(parse(json!({"$foo": 1}))), 105);
         assert_eq!(code_of(parse(json!({"a b": 1}))), 105);
         assert_eq!(code_of(parse(json!({"a..b": 1}))), 105);
         assert_eq!(code_of(parse(json!({"ACL": 1}))), 102);

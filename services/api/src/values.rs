@@ -200,6 +200,10 @@ fn normalize_typed(kind: &str, map: &Map<String, Value>) -> ApiResult<(Value, Op
                     "Polygon must have at least 3 values",
                 ));
             }
+            // Stored closed, as Parse Server stores it.
+            if pairs.first() != pairs.last() {
+                pairs.push(pairs[0].clone());
+            }
             (
                 serde_json::json!({"__type": "Polygon", "coordinates": pairs}),
                 Some(FieldType::Polygon),

@@ -34,8 +34,8 @@ pub enum FieldType {
 }
 
 impl fmt::Display for FieldType {
-    /// Parse's own spelling in error messages: `*Target` for pointers,
-    /// `relation<Target>` for relations.
+    /// Parse's own spelling in error messages: `Pointer<Target>` and
+    /// `Relation<Target>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FieldType::String => f.write_str("String"),
@@ -44,8 +44,8 @@ impl fmt::Display for FieldType {
             FieldType::Date => f.write_str("Date"),
             FieldType::Object => f.write_str("Object"),
             FieldType::Array => f.write_str("Array"),
-            FieldType::Pointer { target_class } => write!(f, "*{target_class}"),
-            FieldType::Relation { target_class } => write!(f, "relation<{target_class}>"),
+            FieldType::Pointer { target_class } => write!(f, "Pointer<{target_class}>"),
+            FieldType::Relation { target_class } => write!(f, "Relation<{target_class}>"),
             FieldType::File => f.write_str("File"),
             FieldType::GeoPoint => f.write_str("GeoPoint"),
             FieldType::Polygon => f.write_str("Polygon"),
@@ -224,7 +224,7 @@ mod tests {
             serde_json::from_value::<FieldType>(json!({"type": "ACL"})).unwrap(),
             FieldType::Acl
         );
-        assert_eq!(pointer.to_string(), "*_User");
+        assert_eq!(pointer.to_string(), "Pointer<_User>");
     }
 
     #[test]

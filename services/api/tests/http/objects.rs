@@ -77,7 +77,7 @@ async fn typed_values_round_trip() {
         "date": {"__type": "Date", "iso": "2024-03-04T05:06:07.089Z"},
         "pointer": {"__type": "Pointer", "className": "Team", "objectId": "abc123"},
         "location": {"__type": "GeoPoint", "latitude": 40.5, "longitude": -73.25},
-        "area": {"__type": "Polygon", "coordinates": [[0, 0], [0, 1], [1, 1]]},
+        "area": {"__type": "Polygon", "coordinates": [[0, 0], [0, 1], [1, 1], [0, 0]]},
         "file": {"__type": "File", "name": "a.txt", "url": "http://files/a.txt"},
         "bytes": {"__type": "Bytes", "base64": "aGVsbG8="},
         "nested": {"a": {"b": [1, {"c": {"__type": "Date", "iso": "2024-01-01T00:00:00.000Z"}}]}},

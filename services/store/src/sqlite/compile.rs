@@ -130,9 +130,14 @@ impl<'a> Compiler<'a> {
                 .keys
                 .as_ref()
                 .is_some_and(|keys| keys.iter().any(|k| k == "$score"));
+        // Every bound parameter must appear in the SQL, so the score is
+        // only compiled when something uses it.
+        let score_used = with_score || query.order.contains(&SortKey::TextScore);
         let score = match text {
-            Some((path, search)) => Some(self.text_score(Some(class), &alias, path, search)?),
-            None => None,
+            Some((path, search)) if score_used => {
+                Some(self.text_score(Some(class), &alias, path, search)?)
+            }
+            _ => None,
         };
         let mut order = Vec::new();
         for key in &query.order {
@@ -170,17 +175,15 @@ impl<'a> Compiler<'a> {
             sql.push_str(" ORDER BY ");
             sql.push_str(&order.join(", "));
         }
+        // LIMIT and OFFSET are inlined: bound, they make SQLite re-plan the
+        // statement on every execution. They are our own integers.
         match query.limit {
-            Some(limit) => {
-                let limit = self.bind(SqlValue::Integer(clamp_i64(limit)));
-                sql.push_str(&format!(" LIMIT {limit}"));
-            }
+            Some(limit) => sql.push_str(&format!(" LIMIT {}", clamp_i64(limit))),
             None if query.skip > 0 => sql.push_str(" LIMIT -1"),
             None => {}
         }
         if query.skip > 0 {
-            let skip = self.bind(SqlValue::Integer(clamp_i64(query.skip)));
-            sql.push_str(&format!(" OFFSET {skip}"));
+            sql.push_str(&format!(" OFFSET {}", clamp_i64(query.skip)));
         }
         Ok(Select {
             sql,

@@ -687,6 +687,8 @@ pub async fn text_search(store: StoreRef) {
         case_sensitive: false,
         diacritic_sensitive: false,
     };
+    let plain = q("Post", f("body", Condition::Text(search.clone())));
+    assert_eq!(sorted(ids(&store, &view, plain).await), list(&["t1", "t2"]));
     let mut query = q("Post", f("body", Condition::Text(search)));
     query.order = vec![SortKey::TextScore];
     query.keys = Some(vec!["$score".into(), "body".into()]);

@@ -1,0 +1,53 @@
+# Shared helpers for the benchmarks: build, start and stop oxbase, run wrk.
+# Source it; it expects BENCH_PORT and BENCH_DIR to be set or uses defaults.
+
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BENCH_PORT="${BENCH_PORT:-18337}"
+BENCH_DIR="${BENCH_DIR:-$(mktemp -d)}"
+APP_ID=bench
+MASTER_KEY=bench-master
+BASE="http://127.0.0.1:$BENCH_PORT/parse"
+DURATION="${DURATION:-15s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+
+need() {
+  command -v "$1" >/dev/null 2>&1 && return
+  echo "installing $1" >&2
+  (apt-get update -qq && apt-get install -y -qq "$1") >/dev/null
+}
+
+build_oxbase() {
+  (cd "$ROOT" && cargo build --release -q -p oxbase)
+  OXBASE="$ROOT/target/release/oxbase"
+}
+
+# start_oxbase [extra env assignments...]: starts `oxbase api` on BENCH_PORT.
+start_oxbase() {
+  env "$@" OXBASE_HOST=127.0.0.1 OXBASE_LOG_LEVEL=warn OXBASE_ALLOW_CLIENT_CLASS_CREATION=true \
+    "$OXBASE" api --port "$BENCH_PORT" --data-dir "$BENCH_DIR/data" \
+    --app-id "$APP_ID" --master-key "$MASTER_KEY" >"$BENCH_DIR/oxbase.log" 2>&1 &
+  OXBASE_PID=$!
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$BENCH_PORT/ready" >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "oxbase did not start:" >&2; cat "$BENCH_DIR/oxbase.log" >&2; exit 1
+}
+
+stop_oxbase() {
+  [ -n "${OXBASE_PID:-}" ] && kill "$OXBASE_PID" 2>/dev/null && wait "$OXBASE_PID" 2>/dev/null || true
+  OXBASE_PID=
+}
+
+# run_wrk NAME SCRIPT URL: prints "NAME req/s" and keeps wrk's output.
+run_wrk() {
+  local name=$1 script=$2 url=$3
+  local out="$BENCH_DIR/wrk-$name.txt"
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url" >"$out"
+  local rps errors
+  rps=$(awk '/Requests\/sec/ {print $2}' "$out")
+  errors=$(awk '/Non-2xx or 3xx responses/ {print $5}' "$out")
+  printf '%-28s %12s req/s   p99 %8s   non-2xx %s\n' "$name" "$rps" \
+    "$(awk '/ 99%/ {print $2}' "$out")" "${errors:-0}"
+}

@@ -1,0 +1,220 @@
+// Starts one oxbase API server for a test file and points the Parse JS SDK at
+// it. Each test file calls startServer() in `before` and the returned stop()
+// in `after`, so every file gets a fresh, empty store and nothing is left
+// behind (no process, no temp dir).
+//
+// OXBASE_BIN overrides the binary (default: ../../target/debug/oxbase relative
+// to ops/sdk-tests). OXBASE_SDK_TRACE=1 prints every SDK request and the
+// server's answer to stderr, which is how discrepancies are reported.
+
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, access } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+// The package's exports map names this entry point `parse/node` (the file
+// is node.js; `parse/node.js` is not exported).
+import Parse from 'parse/node';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const suiteRoot = path.resolve(here, '..');
+
+export const APP_ID = 'sdk-test-app';
+export const MASTER_KEY = 'sdk-test-master-key';
+const READY_TIMEOUT_MS = 20_000;
+
+function binaryPath() {
+  const fromEnv = process.env.OXBASE_BIN;
+  if (fromEnv) return path.resolve(fromEnv);
+  return path.resolve(suiteRoot, '../../target/debug/oxbase');
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// The caller's OXBASE_* / PARSE_SERVER_* settings (a config file, a database
+// URI, keys) would change what the server does, so they are not passed on.
+function inheritedEnv() {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (k.startsWith('OXBASE_') || k.startsWith('PARSE_SERVER_')) continue;
+    env[k] = v;
+  }
+  return env;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function installTrace() {
+  const rest = Parse.CoreManager.getRESTController();
+  const original = rest.ajax;
+  rest.ajax = async function traced(method, url, data, headers, options) {
+    process.stderr.write(`[sdk] ${method} ${url}\n[sdk]   body: ${data}\n`);
+    try {
+      const res = await original.call(this, method, url, data, headers, options);
+      process.stderr.write(`[sdk]   -> ${JSON.stringify(res.response)}\n`);
+      return res;
+    } catch (err) {
+      process.stderr.write(`[sdk]   -> error ${err && (err.code ?? '')} ${err && err.message}\n`);
+      throw err;
+    }
+  };
+}
+
+/**
+ * Spawns the server, waits until GET /ready answers 200, and initializes the
+ * SDK. Returns { Parse, port, serverURL, stop }.
+ */
+export async function startServer() {
+  const bin = binaryPath();
+  try {
+    await access(bin, fsConstants.X_OK);
+  } catch {
+    throw new Error(
+      `oxbase binary not found at ${bin}. Build it with \`cargo build -p oxbase\` in the ` +
+        'workspace root, or set OXBASE_BIN to its path.',
+    );
+  }
+
+  const port = await freePort();
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'oxbase-sdk-'));
+  const child = spawn(
+    bin,
+    ['api', '--port', String(port), '--data-dir', dataDir, '--app-id', APP_ID, '--master-key', MASTER_KEY],
+    {
+      env: {
+        ...inheritedEnv(),
+        OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true',
+        OXBASE_HOST: '127.0.0.1',
+        NO_COLOR: '1',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+
+  let stderr = '';
+  let stdout = '';
+  child.stderr.on('data', (d) => {
+    stderr += d;
+    if (stderr.length > 100_000) stderr = stderr.slice(-50_000);
+  });
+  child.stdout.on('data', (d) => {
+    stdout += d;
+    if (stdout.length > 100_000) stdout = stdout.slice(-50_000);
+  });
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve(exited);
+    });
+    child.on('error', (err) => {
+      exited = { code: null, signal: null, error: err };
+      resolve(exited);
+    });
+  });
+
+  const cleanupDir = () => rm(dataDir, { recursive: true, force: true });
+
+  const stop = async () => {
+    if (!exited) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => {
+        if (!exited) child.kill('SIGKILL');
+      }, 5_000);
+      await exitPromise;
+      clearTimeout(timer);
+    }
+    await cleanupDir();
+  };
+
+  const serverURL = `http://127.0.0.1:${port}/parse`;
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (exited) {
+      await cleanupDir();
+      const how = exited.error ? `failed to start: ${exited.error.message}` : `exited with code ${exited.code} signal ${exited.signal}`;
+      throw new Error(`oxbase ${how} before it was ready.\nstderr:\n${stderr}\nstdout:\n${stdout}`);
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`oxbase did not answer /ready within ${READY_TIMEOUT_MS} ms.\nstderr:\n${stderr}\nstdout:\n${stdout}`);
+    }
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(1_000) });
+      await res.arrayBuffer();
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+
+  Parse.initialize(APP_ID, undefined, MASTER_KEY);
+  Parse.serverURL = serverURL;
+  if (process.env.OXBASE_SDK_TRACE) installTrace();
+
+  return { Parse, port, serverURL, stop };
+}
+
+/**
+ * Awaits `promise`, expects it to reject with a Parse.Error carrying `code`,
+ * and returns the error so callers can check the message too.
+ */
+export async function expectParseError(promise, code) {
+  let value;
+  try {
+    value = await promise;
+  } catch (err) {
+    if (!(err instanceof Parse.Error)) {
+      throw new Error(`expected a Parse.Error with code ${code}, got ${err && err.stack ? err.stack : JSON.stringify(err)}`);
+    }
+    if (err.code !== code) {
+      throw new Error(`expected Parse.Error code ${code}, got code ${err.code}: ${err.message}`);
+    }
+    return err;
+  }
+  throw new Error(`expected a Parse.Error with code ${code}, but the call succeeded with ${safeJson(value)}`);
+}
+
+function safeJson(v) {
+  try {
+    return JSON.stringify(v && typeof v.toJSON === 'function' ? v.toJSON() : v);
+  } catch {
+    return String(v);
+  }
+}
+
+/** A class name unique to one test, so tests don't see each other's rows. */
+let counter = 0;
+export function uniqueClass(prefix) {
+  counter += 1;
+  return `${prefix}${counter}`;
+}
+
+/** Sorted list of a field's values from a result list. */
+export function values(results, key) {
+  return results.map((o) => o.get(key));
+}
+
+export function sortedValues(results, key) {
+  return values(results, key).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+export { Parse };
+
+/** An object of `className` that only knows its id (Parse.Object.createWithoutData on a subclass). */
+export function withoutData(className, id) {
+  return Parse.Object.extend(className).createWithoutData(id);
+}
