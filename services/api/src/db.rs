@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use oxbase_kit::Limits;
+use oxbase_store::include;
 use oxbase_store::write::apply_update;
 use oxbase_store::{
     Condition, FieldType, Filter, Object, Query, QueryValue, SchemaView, Store, StoreError,
@@ -19,7 +20,6 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult, code};
-use crate::include;
 use crate::query::FindOptions;
 use crate::values::{WriteKind, now, parse_write, validate_class_name};
 
@@ -82,10 +82,6 @@ impl Database {
             last_refresh: Mutex::new(Instant::now()),
             settings,
         })
-    }
-
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     pub fn limits(&self) -> &Limits {
@@ -165,8 +161,8 @@ impl Database {
             ));
         }
         let schema = self.store.ensure_fields(class_name, &missing).await?;
-        let updated = self.schemas().with(schema);
-        self.install(updated);
+        let mut schemas = self.schemas.write().unwrap_or_else(|e| e.into_inner());
+        *schemas = schemas.with(schema);
         Ok(())
     }
 
@@ -374,7 +370,7 @@ impl Database {
             .collect())
     }
 
-    /// Prepares and commits one write.
+    /// Commits one prepared write.
     pub async fn commit_one(&self, write: PreparedWrite) -> ApiResult<WriteReply> {
         self.commit(vec![write], false)
             .await?

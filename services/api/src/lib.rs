@@ -5,7 +5,6 @@
 mod auth;
 mod db;
 mod error;
-mod include;
 mod query;
 mod request;
 mod routes;

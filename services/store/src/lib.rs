@@ -8,6 +8,7 @@
 pub mod acl;
 mod error;
 pub mod geo;
+pub mod include;
 pub mod pattern;
 pub mod query;
 pub mod schema;

@@ -39,6 +39,7 @@ conformance_tests!(
     text_search,
     order_skip_limit_keys_count,
     hostile_input_is_inert,
+    includes_resolve_pointers,
 );
 
 #[tokio::test]

@@ -185,3 +185,220 @@ async fn garbage_never_produces_a_server_error() {
         assert!(status < 500, "{params:?} gave {status} {body}");
     }
 }
+
+/// Randomly composed queries, valid and not, over fields of every type:
+/// each gets an answer, never a server error.
+#[tokio::test]
+async fn random_queries_never_fail_the_server() {
+    use rand::prelude::*;
+
+    let server = TestServer::start().await;
+    let gp = json!({"__type": "GeoPoint", "latitude": 10, "longitude": 20});
+    let date = json!({"__type": "Date", "iso": "2024-01-01T00:00:00.000Z"});
+    let ptr = json!({"__type": "Pointer", "className": "R", "objectId": "x"});
+    for i in 0..5 {
+        let (status, body) = server
+            .post(
+                "classes/R",
+                json!({"n": i, "s": format!("s{i}"), "d": date, "tags": ["a", i], "p": ptr, "loc": gp,
+                       "obj": {"x": i, "y": {"z": "w"}}, "poly": {"__type": "Polygon", "coordinates": [[0,0],[0,1],[1,1]]}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let fields = [
+        "n",
+        "s",
+        "d",
+        "tags",
+        "p",
+        "loc",
+        "obj",
+        "obj.x",
+        "obj.y.z",
+        "poly",
+        "missing",
+        "objectId",
+        "createdAt",
+    ];
+    let values = [
+        json!(1),
+        json!(-2.5),
+        json!("s1"),
+        json!(""),
+        json!(true),
+        json!(null),
+        json!([1, "a"]),
+        json!({"x": 1}),
+        date.clone(),
+        ptr.clone(),
+        gp.clone(),
+        json!({"$relativeTime": "2 days ago"}),
+        json!({"__type": "File", "name": "f"}),
+        json!([]),
+    ];
+    let mut rng = StdRng::seed_from_u64(7);
+    fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+        &items[rng.random_range(0..items.len())]
+    }
+    fn constraint(rng: &mut StdRng, values: &[Value], gp: &Value) -> Value {
+        let v = pick(rng, values).clone();
+        let list = json!([pick(rng, values).clone(), pick(rng, values).clone()]);
+        match rng.random_range(0..22) {
+            0 => v,
+            1 => json!({"$eq": v}),
+            2 => json!({"$ne": v}),
+            3 => json!({"$lt": v}),
+            4 => json!({"$gte": v, "$lte": pick(rng, values).clone()}),
+            5 => json!({"$in": list}),
+            6 => json!({"$nin": list}),
+            7 => json!({"$exists": rng.random_bool(0.5)}),
+            8 => json!({"$all": list}),
+            9 => json!({"$all": [{"$regex": "^a"}]}),
+            10 => json!({"$containedBy": list}),
+            11 => {
+                json!({"$regex": pick(rng, &["^s", "1$", "(?i)S", "a|b", "[0-9]+"]), "$options": pick(rng, &["", "i", "m", "ims"])})
+            }
+            12 => json!({"$nearSphere": gp}),
+            13 => json!({"$nearSphere": gp, "$maxDistanceInKilometers": rng.random_range(0..5000)}),
+            14 => {
+                json!({"$within": {"$box": [{"__type": "GeoPoint", "latitude": 0, "longitude": 0}, gp]}})
+            }
+            15 => json!({"$geoWithin": {"$centerSphere": [[20, 10], 0.1]}}),
+            16 => json!({"$geoWithin": {"$polygon": [[0, 0], [30, 0], [30, 30]]}}),
+            17 => json!({"$geoIntersects": {"$point": gp}}),
+            18 => {
+                json!({"$text": {"$search": {"$term": pick(rng, &["s1", "a b", "\"s 1\"", "-s2"])}}})
+            }
+            19 => json!({"$inQuery": {"className": "R", "where": {"n": {"$gt": 1}}}}),
+            20 => {
+                json!({"$select": {"query": {"className": pick(rng, &["R", "Nope"]), "where": {}}, "key": pick(rng, &["s", "n", "p", "d"])}})
+            }
+            _ => json!({"$dontSelect": {"query": {"className": "R"}, "key": "objectId"}}),
+        }
+    }
+    for round in 0..1500 {
+        let mut where_ = serde_json::Map::new();
+        for _ in 0..rng.random_range(1..4) {
+            let field = *pick(&mut rng, &fields);
+            where_.insert(field.to_owned(), constraint(&mut rng, &values, &gp));
+        }
+        let mut clause = Value::Object(where_);
+        if rng.random_bool(0.3) {
+            let op = *pick(&mut rng, &["$or", "$and", "$nor"]);
+            let mut other = serde_json::Map::new();
+            other.insert(
+                (*pick(&mut rng, &fields)).to_owned(),
+                constraint(&mut rng, &values, &gp),
+            );
+            clause = json!({op: [clause, Value::Object(other)]});
+        }
+        let mut params = vec![("where", clause.to_string())];
+        if rng.random_bool(0.3) {
+            params.push((
+                "order",
+                pick(
+                    &mut rng,
+                    &["n", "-d", "s,-n", "$score", "obj.x", "-createdAt", "loc"],
+                )
+                .to_string(),
+            ));
+        }
+        if rng.random_bool(0.3) {
+            params.push((
+                "keys",
+                pick(&mut rng, &["n", "s,$score", "p.x", "obj.y"]).to_string(),
+            ));
+        }
+        if rng.random_bool(0.2) {
+            params.push((
+                "include",
+                pick(&mut rng, &["p", "*", "p.q", "tags"]).to_string(),
+            ));
+        }
+        if rng.random_bool(0.2) {
+            params.push(("count", "1".into()));
+        }
+        if rng.random_bool(0.3) {
+            params.push(("limit", rng.random_range(0..5).to_string()));
+            params.push(("skip", rng.random_range(0..3).to_string()));
+        }
+        let (status, body) = server.query("R", &params).await;
+        assert!(
+            status < 500,
+            "round {round}: {params:?} gave {status} {body}"
+        );
+        if status == 200 {
+            assert!(body["results"].is_array(), "round {round}: {body}");
+        }
+    }
+}
+
+/// Random updates, valid and not: never a server error, and a refused
+/// update leaves the object as it was.
+#[tokio::test]
+async fn random_updates_never_fail_the_server_or_half_write() {
+    use rand::prelude::*;
+
+    let server = TestServer::start().await;
+    let (_, created) = server
+        .post(
+            "classes/W",
+            json!({"n": 1, "s": "x", "tags": ["a"], "obj": {"k": 1}}),
+        )
+        .await;
+    let path = format!("classes/W/{}", created["objectId"].as_str().unwrap());
+    let fields = [
+        "n",
+        "s",
+        "tags",
+        "obj",
+        "obj.k",
+        "obj.deep.er",
+        "fresh",
+        "ACL",
+        "$bad",
+        "a.$b",
+    ];
+    let values = [
+        json!(2),
+        json!("y"),
+        json!(null),
+        json!([1]),
+        json!({"z": 1}),
+        json!({"__op": "Increment", "amount": 2}),
+        json!({"__op": "Increment", "amount": "x"}),
+        json!({"__op": "Add", "objects": [1]}),
+        json!({"__op": "AddUnique", "objects": "no"}),
+        json!({"__op": "Remove", "objects": ["a"]}),
+        json!({"__op": "Delete"}),
+        json!({"__op": "Nope"}),
+        json!({"*": {"read": true}}),
+        json!({"__type": "Date", "iso": "2024-01-01"}),
+        json!({"__type": "Pointer", "className": "W", "objectId": "q"}),
+    ];
+    let mut rng = StdRng::seed_from_u64(11);
+    for round in 0..600 {
+        let (_, before) = server.get(&path).await;
+        let mut body = serde_json::Map::new();
+        for _ in 0..rng.random_range(1..4) {
+            let field = fields[rng.random_range(0..fields.len())];
+            body.insert(
+                field.to_owned(),
+                values[rng.random_range(0..values.len())].clone(),
+            );
+        }
+        let (status, answer) = server.put(&path, Value::Object(body.clone())).await;
+        assert!(
+            status < 500,
+            "round {round}: {body:?} gave {status} {answer}"
+        );
+        let (_, after) = server.get(&path).await;
+        if status != 200 {
+            assert_eq!(
+                before, after,
+                "round {round}: refused {body:?} ({answer}) changed the object"
+            );
+        }
+    }
+}

@@ -38,59 +38,22 @@ async fn configured_client_keys_are_checked() {
     })
     .await;
     assert_eq!(server.get("classes/A").await.0, 403);
-    let with = |name: &str, value: &str| {
-        server
+    for (header, value, status) in [
+        ("X-Parse-REST-API-Key", "rest", 200),
+        ("X-Parse-Javascript-Key", "js", 200),
+        ("X-Parse-REST-API-Key", "wrong", 403),
+        ("X-Parse-Client-Key", "rest", 403),
+        ("X-Parse-Master-Key", MASTER_KEY, 200),
+        ("X-Parse-Master-Key", "guess", 403),
+    ] {
+        let response = server
             .request(Method::GET, "classes/A")
-            .header(name, value.to_owned())
-    };
-    assert_eq!(
-        with("X-Parse-REST-API-Key", "rest")
+            .header(header, value)
             .send()
             .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        with("X-Parse-Javascript-Key", "js")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        with("X-Parse-REST-API-Key", "wrong")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        with("X-Parse-Client-Key", "rest")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        with("X-Parse-Master-Key", MASTER_KEY)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        with("X-Parse-Master-Key", "guess")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+            .unwrap();
+        assert_eq!(response.status(), status, "{header}: {value}");
+    }
 }
 
 #[tokio::test]

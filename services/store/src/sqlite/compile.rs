@@ -337,10 +337,14 @@ impl<'a> Compiler<'a> {
     }
 
     /// A key inside an object value (`iso` of a Date, `objectId` of a
-    /// Pointer). Columns are their own comparable value.
+    /// Pointer). The date columns are their own `iso`; other keys of a
+    /// column do not exist.
     fn sub(&mut self, target: &Target, key: &str) -> String {
         match target {
-            Target::Column(column) => column.clone(),
+            Target::Column(column) if key == "iso" && !column.ends_with(".objectId") => {
+                column.clone()
+            }
+            Target::Column(_) => "NULL".into(),
             Target::Path { doc, path } => {
                 let path = self.path_sql(&format!("{path}.{key}"));
                 format!("json_extract({doc}, {path})")

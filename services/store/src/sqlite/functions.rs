@@ -90,11 +90,16 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A point from two numeric arguments; anything else (a missing field, a
+/// string where a number belongs) is no point rather than an error.
 fn point_arg(ctx: &Context<'_>, first: usize) -> rusqlite::Result<Option<GeoPoint>> {
-    let latitude = ctx.get::<Option<f64>>(first)?;
-    let longitude = ctx.get::<Option<f64>>(first + 1)?;
-    Ok(latitude
-        .zip(longitude)
+    let number = |i: usize| match ctx.get_raw(i) {
+        ValueRef::Integer(n) => Some(n as f64),
+        ValueRef::Real(x) => Some(x),
+        _ => None,
+    };
+    Ok(number(first)
+        .zip(number(first + 1))
         .map(|(latitude, longitude)| GeoPoint {
             latitude,
             longitude,

@@ -817,3 +817,33 @@ pub async fn hostile_input_is_inert(store: StoreRef) {
     let schemas = store.load_schemas().await.unwrap();
     assert!(schemas.iter().any(|s| s.class_name == class));
 }
+
+pub async fn includes_resolve_pointers(store: StoreRef) {
+    seed(
+        &store,
+        "Author",
+        vec![json!({"objectId": "u1", "name": "ann"})],
+    )
+    .await;
+    let author = json!({"__type": "Pointer", "className": "Author", "objectId": "u1"});
+    let gone = json!({"__type": "Pointer", "className": "Author", "objectId": "nobody"});
+    let view = seed(
+        &store,
+        "Book",
+        vec![json!({"objectId": "b1", "by": author, "also": [author, gone], "lost": gone})],
+    )
+    .await;
+    let mut books = store.find(&view, &Query::new("Book")).await.unwrap();
+    let paths = [
+        vec!["by".to_owned()],
+        vec!["also".to_owned()],
+        vec!["lost".to_owned()],
+    ];
+    oxbase_store::include::resolve(store.as_ref(), &view, &mut books, &paths)
+        .await
+        .unwrap();
+    assert_eq!(books[0]["by"]["name"], "ann");
+    assert_eq!(books[0]["by"]["__type"], "Object");
+    assert_eq!(books[0]["also"].as_array().unwrap().len(), 1);
+    assert!(books[0].get("lost").is_none());
+}

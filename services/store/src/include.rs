@@ -1,13 +1,15 @@
 //! `include` (replacing pointers with the objects they point at, through
 //! arrays and several levels deep) and the dotted forms of `keys` and
-//! `excludeKeys` that select inside included objects.
+//! `excludeKeys` that select inside included objects. Backend-neutral: it
+//! fetches included objects through [`Store::find`], so any filter a caller
+//! applies to reads can apply to them too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use oxbase_store::{Condition, Filter, Object, Query, QueryValue, SchemaView, Store};
 use serde_json::Value;
 
-use crate::error::ApiResult;
+use crate::error::StoreResult;
+use crate::{Condition, Filter, Object, Query, QueryValue, SchemaView, Store};
 
 /// Most ids fetched in one query.
 const CHUNK: usize = 500;
@@ -31,7 +33,7 @@ pub async fn resolve(
     view: &SchemaView,
     objects: &mut [Object],
     paths: &[Vec<String>],
-) -> ApiResult<()> {
+) -> StoreResult<()> {
     for path in paths {
         let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for object in objects.iter_mut() {
