@@ -40,14 +40,20 @@ stop_oxbase() {
   OXBASE_PID=
 }
 
-# run_wrk NAME SCRIPT URL: prints "NAME req/s" and keeps wrk's output.
+# run_wrk NAME SCRIPT URL: runs wrk RUNS times (default 3) and prints the
+# median throughput with every run's figure, since these machines are noisy.
+RUNS="${RUNS:-3}"
 run_wrk() {
-  local name=$1 script=$2 url=$3
-  local out="$BENCH_DIR/wrk-$name.txt"
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url" >"$out"
-  local rps errors
-  rps=$(awk '/Requests\/sec/ {print $2}' "$out")
-  errors=$(awk '/Non-2xx or 3xx responses/ {print $5}' "$out")
-  printf '%-28s %12s req/s   p99 %8s   non-2xx %s\n' "$name" "$rps" \
-    "$(awk '/ 99%/ {print $2}' "$out")" "${errors:-0}"
+  local name=$1 script=$2 url=$3 figures=() p99s=() errors=0
+  for i in $(seq "$RUNS"); do
+    local out="$BENCH_DIR/wrk-${name// /_}-$i.txt"
+    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url" >"$out"
+    figures+=("$(awk '/Requests\/sec/ {print $2}' "$out")")
+    p99s+=("$(awk '/ 99%/ {print $2}' "$out")")
+    errors=$((errors + $(awk '/Non-2xx or 3xx responses/ {print $5}' "$out" | grep . || echo 0)))
+  done
+  local median
+  median=$(printf '%s\n' "${figures[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  printf '%-28s median %10s req/s   runs: %s   p99: %s   non-2xx: %s\n' \
+    "$name" "$median" "${figures[*]}" "${p99s[*]}" "$errors"
 }

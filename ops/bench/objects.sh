@@ -15,7 +15,7 @@ curl -sf -H "X-Parse-Application-Id: $APP_ID" -G --data-urlencode 'where={"group
   | python3 -c 'import json,sys; n=len(json.load(sys.stdin)["results"]); assert n == 10, n'
 sleep 1
 export BENCH_IDS="$BENCH_DIR/ids.txt" BENCH_GROUPS=$((COUNT / 10))
-echo "oxbase $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) cores, wrk -t2 -c$CONNECTIONS -d$DURATION"
+echo "oxbase $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) cores, wrk -t2 -c$CONNECTIONS -d$DURATION, $RUNS runs each"
 run_wrk "GET by id" "$ROOT/ops/bench/get.lua" "$BASE"
 run_wrk "query, indexed, 10 results" "$ROOT/ops/bench/query.lua" "$BASE"
 run_wrk "create" "$ROOT/ops/bench/create.lua" "$BASE"
