@@ -296,6 +296,7 @@ impl Database {
             op: WriteOp::Create {
                 class_name: class_name.to_owned(),
                 object,
+                relations: Vec::new(),
             },
             echo: parsed.echo,
         })
@@ -322,6 +323,7 @@ impl Database {
                 object_id: object_id.to_owned(),
                 updated_at: now(),
                 changes: parsed.changes,
+                relations: Vec::new(),
                 precondition: Filter::All,
             },
             echo: parsed.echo,

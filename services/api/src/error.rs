@@ -23,6 +23,7 @@ pub mod code {
     pub const INVALID_NESTED_KEY: i32 = 121;
     pub const INVALID_ACL: i32 = 123;
     pub const DUPLICATE_VALUE: i32 = 137;
+    pub const INVALID_SCHEMA_OPERATION: i32 = 255;
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -110,7 +111,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound => ApiError::not_found(),
-            StoreError::Duplicate => ApiError::new(
+            StoreError::Duplicate { .. } => ApiError::new(
                 code::DUPLICATE_VALUE,
                 "A duplicate value for a field with unique values was provided",
             ),
@@ -125,6 +126,13 @@ impl From<StoreError> for ApiError {
                 code::INVALID_CLASS_NAME,
                 format!("Class {name} does not exist."),
             ),
+            StoreError::ClassNotEmpty(name) => ApiError::new(
+                code::INVALID_SCHEMA_OPERATION,
+                format!("Class {name} is not empty, contains objects, cannot drop schema."),
+            ),
+            StoreError::InvalidSchema(message) => {
+                ApiError::new(code::INVALID_SCHEMA_OPERATION, message)
+            }
             StoreError::InvalidQuery(message) => ApiError::query(message),
             StoreError::InvalidUpdate(message) => ApiError::new(code::INCORRECT_TYPE, message),
             StoreError::Backend(message) => ApiError::internal(message),

@@ -7,8 +7,10 @@ use crate::schema::FieldType;
 pub enum StoreError {
     #[error("object not found")]
     NotFound,
+    /// A unique field (or the objectId) already has this value. `field`
+    /// names the unique field when the backend can tell.
     #[error("a duplicate value for a field with unique values was provided")]
-    Duplicate,
+    Duplicate { field: Option<String> },
     #[error("schema mismatch for {class_name}.{field}; expected {expected} but got {actual}")]
     SchemaMismatch {
         class_name: String,
@@ -20,6 +22,12 @@ pub enum StoreError {
     ClassExists(String),
     #[error("class {0} does not exist")]
     ClassMissing(String),
+    #[error("class {0} is not empty")]
+    ClassNotEmpty(String),
+    /// A schema change that contradicts the stored schema, such as adding a
+    /// field that exists or deleting one that does not.
+    #[error("{0}")]
+    InvalidSchema(String),
     /// A query the backend cannot run, such as a regex it cannot compile.
     #[error("{0}")]
     InvalidQuery(String),

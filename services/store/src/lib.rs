@@ -24,8 +24,8 @@ use async_trait::async_trait;
 
 pub use error::{StoreError, StoreResult};
 pub use query::{Condition, FieldPath, Filter, Object, Query, QueryValue, SortKey};
-pub use schema::{ClassSchema, FieldType, SchemaView};
-pub use write::{UpdateOp, WriteBatch, WriteOp, WriteOutcome};
+pub use schema::{ClassSchema, FieldSpec, FieldType, SchemaChange, SchemaView};
+pub use write::{RelationChange, UpdateOp, WriteBatch, WriteOp, WriteOutcome};
 
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -40,6 +40,18 @@ pub trait Store: Send + Sync {
         class_name: &str,
         fields: &BTreeMap<String, FieldType>,
     ) -> StoreResult<ClassSchema>;
+
+    /// Creates a class with exactly this schema; fails with
+    /// [`StoreError::ClassExists`] if it exists.
+    async fn create_class(&self, schema: &ClassSchema) -> StoreResult<ClassSchema>;
+
+    /// Changes a class's schema (see [`SchemaChange::apply`]). Deleting a
+    /// field deletes its values from every object (or its join table).
+    async fn update_class(&self, class_name: &str, change: &SchemaChange) -> StoreResult<ClassSchema>;
+
+    /// Deletes an empty class; fails with [`StoreError::ClassNotEmpty`]
+    /// while it holds objects.
+    async fn delete_class(&self, class_name: &str) -> StoreResult<()>;
 
     /// Objects matching the query. `schemas` says how fields are typed and
     /// which classes exist; a class missing from it has no objects.

@@ -178,6 +178,17 @@ pub enum Filter {
     Or(Vec<Filter>),
     Nor(Vec<Filter>),
     Field(FieldPath, Condition),
+    /// Objects in the relation `key` of the object `owner_id` of class
+    /// `owner_class` (Parse's `$relatedTo`).
+    RelatedTo {
+        owner_class: String,
+        owner_id: String,
+        key: String,
+    },
+    /// Objects whose ACL grants read (or, with `write`, write) access to
+    /// any of `principals` (`*`, a user id, `role:Name`), or that have no
+    /// ACL at all, which Parse treats as public.
+    Permission { write: bool, principals: Vec<String> },
 }
 
 impl Filter {
@@ -198,6 +209,24 @@ impl Filter {
                 Filter::And(a)
             }
             (a, b) => Filter::And(vec![a, b]),
+        }
+    }
+
+    /// The top-level fields the filter reads, so callers can tell whether
+    /// their schema knows them.
+    pub fn fields(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.collect_fields(&mut out);
+        out
+    }
+
+    fn collect_fields<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Filter::And(parts) | Filter::Or(parts) | Filter::Nor(parts) => {
+                parts.iter().for_each(|p| p.collect_fields(out))
+            }
+            Filter::Field(path, _) => out.push(&path.field),
+            _ => {}
         }
     }
 

@@ -95,15 +95,121 @@ pub struct ClassSchema {
     pub indexes: Map<String, Value>,
 }
 
+/// The fields Parse Server gives its own classes beyond the defaults
+/// (`SchemaController.defaultColumns`).
+pub fn system_fields(class_name: &str) -> Vec<(&'static str, FieldType)> {
+    use FieldType::*;
+    let pointer = |target: &str| Pointer {
+        target_class: target.to_owned(),
+    };
+    let relation = |target: &str| Relation {
+        target_class: target.to_owned(),
+    };
+    match class_name {
+        "_User" => vec![
+            ("username", String),
+            ("password", String),
+            ("email", String),
+            ("emailVerified", Boolean),
+            ("authData", Object),
+        ],
+        "_Installation" => vec![
+            ("installationId", String),
+            ("deviceToken", String),
+            ("channels", Array),
+            ("deviceType", String),
+            ("pushType", String),
+            ("GCMSenderId", String),
+            ("timeZone", String),
+            ("localeIdentifier", String),
+            ("badge", Number),
+            ("appVersion", String),
+            ("appName", String),
+            ("appIdentifier", String),
+            ("parseVersion", String),
+        ],
+        "_Role" => vec![
+            ("name", String),
+            ("users", relation("_User")),
+            ("roles", relation("_Role")),
+        ],
+        "_Session" => vec![
+            ("user", pointer("_User")),
+            ("installationId", String),
+            ("sessionToken", String),
+            ("expiresAt", Date),
+            ("createdWith", Object),
+        ],
+        "_PushStatus" => vec![
+            ("pushTime", String),
+            ("source", String),
+            ("query", String),
+            ("payload", String),
+            ("title", String),
+            ("expiry", Number),
+            ("expiration_interval", Number),
+            ("status", String),
+            ("numSent", Number),
+            ("numFailed", Number),
+            ("pushHash", String),
+            ("errorMessage", Object),
+            ("sentPerType", Object),
+            ("failedPerType", Object),
+            ("sentPerUTCOffset", Object),
+            ("failedPerUTCOffset", Object),
+            ("count", Number),
+        ],
+        "_JobStatus" => vec![
+            ("jobName", String),
+            ("source", String),
+            ("status", String),
+            ("message", String),
+            ("params", Object),
+            ("finishedAt", Date),
+        ],
+        "_JobSchedule" => vec![
+            ("jobName", String),
+            ("description", String),
+            ("params", String),
+            ("startAfter", String),
+            ("daysOfWeek", Array),
+            ("timeOfDay", String),
+            ("lastRun", Number),
+            ("repeatMinutes", Number),
+        ],
+        "_Audience" => vec![
+            ("name", String),
+            ("query", String),
+            ("lastUsed", Date),
+            ("timesUsed", Number),
+        ],
+        "_Idempotency" => vec![("reqId", String), ("expire", Date)],
+        _ => Vec::new(),
+    }
+}
+
+/// Unique fields Parse Server indexes on its own classes.
+pub fn unique_fields(class_name: &str) -> &'static [&'static str] {
+    match class_name {
+        "_User" => &["username", "email"],
+        "_Role" => &["name"],
+        "_Idempotency" => &["reqId"],
+        _ => &[],
+    }
+}
+
 impl ClassSchema {
-    /// A new class with the default fields and Parse's default, open
-    /// class-level permissions.
+    /// A new class with the default fields (and a system class's own), and
+    /// Parse's default, open class-level permissions.
     pub fn new(class_name: &str) -> Self {
         let mut fields = BTreeMap::new();
         fields.insert("objectId".into(), FieldType::String.into());
         fields.insert("createdAt".into(), FieldType::Date.into());
         fields.insert("updatedAt".into(), FieldType::Date.into());
         fields.insert("ACL".into(), FieldType::Acl.into());
+        for (name, field_type) in system_fields(class_name) {
+            fields.insert(name.into(), field_type.into());
+        }
         Self {
             class_name: class_name.to_owned(),
             fields,
@@ -171,6 +277,61 @@ impl SchemaView {
         Self {
             classes: Arc::new(classes),
         }
+    }
+}
+
+/// A change to a class's schema, as `PUT /schemas/{class}` asks for it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchemaChange {
+    pub add_fields: BTreeMap<String, FieldSpec>,
+    pub delete_fields: Vec<String>,
+    pub class_level_permissions: Option<Value>,
+    /// New indexes: name → `{field: 1 | -1 | "text" | "2dsphere"}`.
+    pub add_indexes: Map<String, Value>,
+    pub delete_indexes: Vec<String>,
+}
+
+impl SchemaChange {
+    /// Applies the change to `current`, refusing contradictions: adding a
+    /// field that exists, deleting one that does not, indexing a missing
+    /// field or dropping a missing index.
+    pub fn apply(&self, current: &ClassSchema) -> Result<ClassSchema, crate::StoreError> {
+        let invalid = |m: String| Err(crate::StoreError::InvalidSchema(m));
+        let mut next = current.clone();
+        for name in &self.delete_fields {
+            if DEFAULT_FIELDS.contains(&name.as_str()) || next.fields.remove(name).is_none() {
+                return invalid(format!("Field {name} does not exist, cannot delete."));
+            }
+        }
+        for (name, spec) in &self.add_fields {
+            if next.fields.contains_key(name) {
+                return invalid(format!("Field {name} exists, cannot update."));
+            }
+            next.fields.insert(name.clone(), spec.clone());
+        }
+        if let Some(clp) = &self.class_level_permissions {
+            next.class_level_permissions = clp.clone();
+        }
+        for name in &self.delete_indexes {
+            if next.indexes.remove(name).is_none() {
+                return invalid(format!("Index {name} does not exist, cannot delete."));
+            }
+        }
+        for (name, spec) in &self.add_indexes {
+            if next.indexes.contains_key(name) {
+                return invalid(format!("Index {name} exists, cannot update."));
+            }
+            let Some(keys) = spec.as_object().filter(|k| !k.is_empty()) else {
+                return invalid(format!("Index {name} must name at least one field."));
+            };
+            if let Some(field) = keys.keys().find(|f| !next.fields.contains_key(*f)) {
+                return invalid(format!(
+                    "Field {field} does not exist, cannot add index."
+                ));
+            }
+            next.indexes.insert(name.clone(), spec.clone());
+        }
+        Ok(next)
     }
 }
 

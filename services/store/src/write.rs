@@ -18,11 +18,24 @@ pub enum UpdateOp {
     Remove(Vec<Value>),
 }
 
+/// Rows to add to and remove from one relation's join table, keyed by the
+/// related objects' ids. The owner is the object being written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelationChange {
+    pub key: String,
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOp {
     /// Inserts a new object. It carries its `objectId`, `createdAt` and
     /// `updatedAt`.
-    Create { class_name: String, object: Object },
+    Create {
+        class_name: String,
+        object: Object,
+        relations: Vec<RelationChange>,
+    },
     /// Applies `changes` to the object, if it exists and matches
     /// `precondition`; otherwise fails with [`StoreError::NotFound`].
     Update {
@@ -30,6 +43,7 @@ pub enum WriteOp {
         object_id: String,
         updated_at: String,
         changes: Vec<(FieldPath, UpdateOp)>,
+        relations: Vec<RelationChange>,
         precondition: Filter,
     },
     /// Deletes the object, if it exists and matches `precondition`.

@@ -40,6 +40,10 @@ conformance_tests!(
     order_skip_limit_keys_count,
     hostile_input_is_inert,
     includes_resolve_pointers,
+    relations_and_related_to,
+    permission_filters,
+    unique_fields_of_system_classes,
+    schema_operations,
 );
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 
 use rusqlite::types::Value as SqlValue;
 
+use super::layout::join_table;
 use super::functions::{GEO_DISTANCE, IN_POLYGON, POLYGON_CONTAINS, REGEXP, TEXT_SCORE, TextSpec};
 use crate::error::{StoreError, StoreResult};
 use crate::query::{
@@ -243,7 +244,75 @@ impl<'a> Compiler<'a> {
                 }
             }
             Filter::Field(path, condition) => self.field(class, alias, path, condition)?,
+            Filter::RelatedTo {
+                owner_class,
+                owner_id,
+                key,
+            } => {
+                let is_relation = self
+                    .schemas
+                    .get(owner_class)
+                    .and_then(|c| c.field_type(key))
+                    .is_some_and(|t| matches!(t, FieldType::Relation { .. }));
+                if is_relation {
+                    let id = self.bind_text(owner_id);
+                    format!(
+                        "{alias}.objectId IN (SELECT relatedId FROM {} WHERE owningId = {id})",
+                        quote_ident(&join_table(owner_class, key))
+                    )
+                } else {
+                    "0".into()
+                }
+            }
+            Filter::Permission { write, principals } => {
+                let column = if *write { "_wperm" } else { "_rperm" };
+                if principals.is_empty() {
+                    format!("{alias}.{column} IS NULL")
+                } else {
+                    let list: Vec<String> = principals.iter().map(|p| self.bind_text(p)).collect();
+                    format!(
+                        "({alias}.{column} IS NULL OR EXISTS (SELECT 1 FROM json_each({alias}.{column}) WHERE value IN ({})))",
+                        list.join(", ")
+                    )
+                }
+            }
         })
+    }
+
+    /// A condition on a Relation field: whether the object's relation holds
+    /// the given pointers, through its join table.
+    fn relation(&mut self, class: &ClassSchema, alias: &str, field: &str, condition: &Condition) -> String {
+        let join = quote_ident(&join_table(&class.class_name, field));
+        let ids = |values: &[QueryValue]| -> Vec<String> {
+            values
+                .iter()
+                .filter_map(|v| match v {
+                    QueryValue::Pointer { object_id, .. } => Some(object_id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (ids, negated) = match condition {
+            Condition::Eq(v) => (ids(std::slice::from_ref(v)), false),
+            Condition::In(values) => (ids(values), false),
+            Condition::Ne(v) => (ids(std::slice::from_ref(v)), true),
+            Condition::Nin(values) => (ids(values), true),
+            Condition::Exists(exists) => {
+                let any = format!("EXISTS (SELECT 1 FROM {join} WHERE owningId = {alias}.objectId)");
+                return if *exists { any } else { format!("NOT {any}") };
+            }
+            _ => return "0".into(),
+        };
+        let matched = if ids.is_empty() {
+            "0".to_owned()
+        } else {
+            let list: Vec<String> = ids.iter().map(|id| self.bind_text(id)).collect();
+            format!(
+                "{alias}.objectId IN (SELECT owningId FROM {join} WHERE relatedId IN ({}))",
+                list.join(", ")
+            )
+        };
+        if negated { not(&matched) } else { matched }
     }
 
     fn join(
@@ -558,6 +627,9 @@ impl<'a> Compiler<'a> {
         condition: &Condition,
     ) -> StoreResult<String> {
         let (target, shape, field_type) = self.target(class, alias, path)?;
+        if let (Some(class), Some(FieldType::Relation { .. })) = (class, &field_type) {
+            return Ok(self.relation(class, alias, &path.field, condition));
+        }
         let typed = shape == Shape::Scalar && field_type.is_some();
         Ok(match condition {
             Condition::Eq(value) => {
