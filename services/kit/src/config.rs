@@ -155,8 +155,16 @@ pub struct Config {
     pub public_server_url: Option<String>,
     /// Where the embedded store and local tools live.
     pub data_dir: PathBuf,
-    /// `sqlite://path`; empty means `<data_dir>/oxbase.db`.
+    /// `sqlite://path`, `postgres://...` or `mongodb://...`; empty means
+    /// `<data_dir>/oxbase.db`.
     pub database_uri: Option<String>,
+    /// Connections in the database pool.
+    pub database_pool_size: usize,
+    /// A PostgreSQL read replica for queries. Replicas lag: a client may
+    /// not see its own latest write in a query served there.
+    pub database_read_uri: Option<String>,
+    /// MongoDB read preference (`primary`, `secondaryPreferred`, ...).
+    pub database_read_preference: Option<String>,
     pub nats_url: String,
     /// Let clients without the master key create classes by saving objects.
     pub allow_client_class_creation: bool,
@@ -185,6 +193,9 @@ impl Default for Config {
             public_server_url: None,
             data_dir: PathBuf::from(".oxbase"),
             database_uri: None,
+            database_pool_size: 10,
+            database_read_uri: None,
+            database_read_preference: None,
             nats_url: "nats://127.0.0.1:4222".into(),
             allow_client_class_creation: false,
             allow_custom_object_id: false,

@@ -147,7 +147,14 @@ async fn api(config: Config) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals();
     let readiness = Readiness::new();
     readiness.register("store");
-    let store = oxbase_store::open(&config.database_uri()).context("cannot open the store")?;
+    let options = oxbase_store::StoreOptions {
+        pool_size: config.database_pool_size,
+        read_uri: config.database_read_uri.clone(),
+        read_preference: config.database_read_preference.clone(),
+    };
+    let store = oxbase_store::open(&config.database_uri(), &options)
+        .await
+        .context("cannot open the store")?;
     store.ping().await.context("the store does not answer")?;
     readiness.set("store", true);
     let app = oxbase_api::App::new(&config, Arc::clone(&store)).await?;

@@ -73,14 +73,44 @@ pub trait Store: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// Opens the store a URI names: `sqlite://<path>` for the embedded store.
-pub fn open(uri: &str) -> StoreResult<Arc<dyn Store>> {
-    if let Some(path) = uri.strip_prefix("sqlite://") {
-        let store = sqlite::SqliteStore::open(Path::new(path), sqlite::SqliteOptions::default())?;
-        return Ok(Arc::new(store));
+/// How to connect, beyond the URI.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections per pool (PostgreSQL) or per client (MongoDB).
+    pub pool_size: usize,
+    /// A read replica for finds and counts (PostgreSQL). Reads there may
+    /// lag the primary, so a client may not see its own latest write.
+    pub read_uri: Option<String>,
+    /// MongoDB read preference: `primary`, `primaryPreferred`,
+    /// `secondary`, `secondaryPreferred` or `nearest`.
+    pub read_preference: Option<String>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 10,
+            read_uri: None,
+            read_preference: None,
+        }
     }
+}
+
+/// Opens the store a URI names: `sqlite://<path>` for the embedded store,
+/// `postgres://...` for PostgreSQL, `mongodb://...` for MongoDB.
+pub async fn open(uri: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
     let scheme = uri.split("://").next().unwrap_or(uri);
-    Err(StoreError::Backend(format!(
-        "database scheme {scheme:?} is not supported yet (use sqlite://<path>)"
-    )))
+    match scheme {
+        "sqlite" => {
+            let path = &uri["sqlite://".len()..];
+            let store = sqlite::SqliteStore::open(Path::new(path), sqlite::SqliteOptions::default())?;
+            Ok(Arc::new(store))
+        }
+        _ => {
+            let _ = options;
+            Err(StoreError::Backend(format!(
+                "database scheme {scheme:?} is not supported (use sqlite://, postgres:// or mongodb://)"
+            )))
+        }
+    }
 }

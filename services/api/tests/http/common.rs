@@ -36,7 +36,9 @@ impl TestServer {
             ..Config::default()
         };
         adjust(&mut config);
-        let store = oxbase_store::open(&config.database_uri()).unwrap();
+        let store = oxbase_store::open(&config.database_uri(), &Default::default())
+            .await
+            .unwrap();
         let app = oxbase_api::App::new(&config, store).await.unwrap();
         let listener = oxbase_api::bind(&config).await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
