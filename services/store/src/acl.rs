@@ -29,7 +29,7 @@ mod tests {
         let acl = json!({"*": {"read": true}, "u1": {"read": true, "write": true}, "role:Admin": {"write": true}});
         let (read, write) = permissions(Some(&acl));
         assert_eq!(read.unwrap(), vec!["*", "u1"]);
-        assert_eq!(write.unwrap(), vec!["role:Admin", "u1"]);
+        assert_eq!(write.unwrap(), vec!["u1", "role:Admin"]);
         assert_eq!(permissions(None), (None, None));
     }
 }

@@ -47,7 +47,11 @@ pub trait Store: Send + Sync {
 
     /// Changes a class's schema (see [`SchemaChange::apply`]). Deleting a
     /// field deletes its values from every object (or its join table).
-    async fn update_class(&self, class_name: &str, change: &SchemaChange) -> StoreResult<ClassSchema>;
+    async fn update_class(
+        &self,
+        class_name: &str,
+        change: &SchemaChange,
+    ) -> StoreResult<ClassSchema>;
 
     /// Deletes an empty class; fails with [`StoreError::ClassNotEmpty`]
     /// while it holds objects.
@@ -103,7 +107,8 @@ pub async fn open(uri: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Stor
     match scheme {
         "sqlite" => {
             let path = &uri["sqlite://".len()..];
-            let store = sqlite::SqliteStore::open(Path::new(path), sqlite::SqliteOptions::default())?;
+            let store =
+                sqlite::SqliteStore::open(Path::new(path), sqlite::SqliteOptions::default())?;
             Ok(Arc::new(store))
         }
         _ => {

@@ -188,7 +188,10 @@ pub enum Filter {
     /// Objects whose ACL grants read (or, with `write`, write) access to
     /// any of `principals` (`*`, a user id, `role:Name`), or that have no
     /// ACL at all, which Parse treats as public.
-    Permission { write: bool, principals: Vec<String> },
+    Permission {
+        write: bool,
+        principals: Vec<String>,
+    },
 }
 
 impl Filter {
@@ -293,6 +296,26 @@ impl Query {
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit);
         self
+    }
+}
+
+/// `value` with every object's keys sorted, so equal objects serialize
+/// equally whatever order their keys were written in. (Maps keep insertion
+/// order in this workspace: the MongoDB driver turns that on.)
+pub fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), canonical(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
     }
 }
 

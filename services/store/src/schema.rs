@@ -325,9 +325,7 @@ impl SchemaChange {
                 return invalid(format!("Index {name} must name at least one field."));
             };
             if let Some(field) = keys.keys().find(|f| !next.fields.contains_key(*f)) {
-                return invalid(format!(
-                    "Field {field} does not exist, cannot add index."
-                ));
+                return invalid(format!("Field {field} does not exist, cannot add index."));
             }
             next.indexes.insert(name.clone(), spec.clone());
         }

@@ -8,12 +8,12 @@
 
 use rusqlite::types::Value as SqlValue;
 
-use super::layout::join_table;
 use super::functions::{GEO_DISTANCE, IN_POLYGON, POLYGON_CONTAINS, REGEXP, TEXT_SCORE, TextSpec};
+use super::layout::join_table;
 use crate::error::{StoreError, StoreResult};
 use crate::query::{
     Condition, ElementMatch, FieldPath, Filter, GeoPoint, Query, QueryValue, RegexSpec, SortKey,
-    SubQuery, TextSearch,
+    SubQuery, TextSearch, canonical,
 };
 use crate::schema::{ClassSchema, FieldType, SchemaView};
 
@@ -281,7 +281,13 @@ impl<'a> Compiler<'a> {
 
     /// A condition on a Relation field: whether the object's relation holds
     /// the given pointers, through its join table.
-    fn relation(&mut self, class: &ClassSchema, alias: &str, field: &str, condition: &Condition) -> String {
+    fn relation(
+        &mut self,
+        class: &ClassSchema,
+        alias: &str,
+        field: &str,
+        condition: &Condition,
+    ) -> String {
         let join = quote_ident(&join_table(&class.class_name, field));
         let ids = |values: &[QueryValue]| -> Vec<String> {
             values
@@ -298,7 +304,8 @@ impl<'a> Compiler<'a> {
             Condition::Ne(v) => (ids(std::slice::from_ref(v)), true),
             Condition::Nin(values) => (ids(values), true),
             Condition::Exists(exists) => {
-                let any = format!("EXISTS (SELECT 1 FROM {join} WHERE owningId = {alias}.objectId)");
+                let any =
+                    format!("EXISTS (SELECT 1 FROM {join} WHERE owningId = {alias}.objectId)");
                 return if *exists { any } else { format!("NOT {any}") };
             }
             _ => return "0".into(),
@@ -457,7 +464,7 @@ impl<'a> Compiler<'a> {
             },
             QueryValue::String(s) | QueryValue::Date(s) | QueryValue::File(s) => self.bind_text(s),
             QueryValue::Pointer { object_id, .. } => self.bind_text(object_id),
-            QueryValue::Json(json) => self.bind_text(&json.to_string()),
+            QueryValue::Json(json) => self.bind_text(&canonical(json).to_string()),
         }
     }
 

@@ -77,7 +77,11 @@ pub(super) struct Engine {
 }
 
 impl Engine {
-    pub fn start(path: &Path, options: &SqliteOptions, writer_conn: Connection) -> StoreResult<Self> {
+    pub fn start(
+        path: &Path,
+        options: &SqliteOptions,
+        writer_conn: Connection,
+    ) -> StoreResult<Self> {
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<Box<dyn WriteTask>>();
         let mut state = WriterState {
             conn: writer_conn,
@@ -161,7 +165,11 @@ impl Engine {
     }
 }
 
-pub(super) fn connect(path: &Path, options: &SqliteOptions, writer: bool) -> StoreResult<Connection> {
+pub(super) fn connect(
+    path: &Path,
+    options: &SqliteOptions,
+    writer: bool,
+) -> StoreResult<Connection> {
     let flags = if writer {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
     } else {
@@ -207,7 +215,10 @@ fn writer_loop(state: &mut WriterState, rx: Receiver<Box<dyn WriteTask>>) {
             }
             let _ = state.conn.execute_batch("RELEASE task");
         }
-        let commit = state.conn.execute_batch("COMMIT").map_err(StoreError::backend);
+        let commit = state
+            .conn
+            .execute_batch("COMMIT")
+            .map_err(StoreError::backend);
         if commit.is_err() {
             let _ = state.conn.execute_batch("ROLLBACK");
             state.tables.clear();
@@ -224,12 +235,18 @@ pub(super) fn in_savepoint<T>(
     state: &mut WriterState,
     work: impl FnOnce(&mut WriterState) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    state.conn.execute_batch("SAVEPOINT op").map_err(StoreError::backend)?;
+    state
+        .conn
+        .execute_batch("SAVEPOINT op")
+        .map_err(StoreError::backend)?;
     let result = work(state);
     if result.is_err() {
         let _ = state.conn.execute_batch("ROLLBACK TO op");
         state.tables.clear();
     }
-    state.conn.execute_batch("RELEASE op").map_err(StoreError::backend)?;
+    state
+        .conn
+        .execute_batch("RELEASE op")
+        .map_err(StoreError::backend)?;
     result
 }

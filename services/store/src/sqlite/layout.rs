@@ -141,17 +141,29 @@ pub(super) fn ensure_storage(state: &mut WriterState, schema: &ClassSchema) -> S
     Ok(())
 }
 
-fn create_declared_index(conn: &Connection, class_name: &str, name: &str, spec: &Value) -> StoreResult<()> {
+fn create_declared_index(
+    conn: &Connection,
+    class_name: &str,
+    name: &str,
+    spec: &Value,
+) -> StoreResult<()> {
     let Some(keys) = spec.as_object() else {
         return Ok(());
     };
     let mut columns = Vec::new();
     for (field, direction) in keys {
-        let order = if direction.as_i64() == Some(-1) { "DESC" } else { "ASC" };
+        let order = if direction.as_i64() == Some(-1) {
+            "DESC"
+        } else {
+            "ASC"
+        };
         let column = if COLUMNS.contains(&field.as_str()) {
             field.clone()
         } else {
-            format!("json_extract(data, '{}')", json_path(&FieldPath::new(field.clone()))?)
+            format!(
+                "json_extract(data, '{}')",
+                json_path(&FieldPath::new(field.clone()))?
+            )
         };
         columns.push(format!("{column} {order}"));
     }
@@ -164,7 +176,11 @@ fn create_declared_index(conn: &Connection, class_name: &str, name: &str, spec: 
     .map_err(StoreError::backend)
 }
 
-pub(super) fn drop_declared_index(conn: &Connection, class_name: &str, name: &str) -> StoreResult<()> {
+pub(super) fn drop_declared_index(
+    conn: &Connection,
+    class_name: &str,
+    name: &str,
+) -> StoreResult<()> {
     conn.execute_batch(&format!(
         "DROP INDEX IF EXISTS {}",
         quote_ident(&format!("{class_name}#{name}"))
@@ -201,7 +217,9 @@ pub(super) fn drop_class(state: &mut WriterState, schema: &ClassSchema) -> Store
     let table = quote_ident(&schema.class_name);
     let count: i64 = state
         .conn
-        .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get(0))
+        .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+            row.get(0)
+        })
         .optional()
         .map_err(StoreError::backend)?
         .unwrap_or(0);
@@ -219,7 +237,10 @@ pub(super) fn drop_class(state: &mut WriterState, schema: &ClassSchema) -> Store
         .map_err(StoreError::backend)?;
     state
         .conn
-        .execute("DELETE FROM \"_SCHEMA\" WHERE className = ?1", [&schema.class_name])
+        .execute(
+            "DELETE FROM \"_SCHEMA\" WHERE className = ?1",
+            [&schema.class_name],
+        )
         .map_err(StoreError::backend)?;
     state.tables.remove(&schema.class_name);
     Ok(())

@@ -175,7 +175,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn update_class(&self, class_name: &str, change: &SchemaChange) -> StoreResult<ClassSchema> {
+    async fn update_class(
+        &self,
+        class_name: &str,
+        change: &SchemaChange,
+    ) -> StoreResult<ClassSchema> {
         let class_name = class_name.to_owned();
         let change = change.clone();
         self.engine
@@ -222,7 +226,9 @@ impl Store for SqliteStore {
         self.engine
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-                let mut rows = stmt.query(params_from_iter(params.iter())).map_err(sql_err)?;
+                let mut rows = stmt
+                    .query(params_from_iter(params.iter()))
+                    .map_err(sql_err)?;
                 let mut out = Vec::new();
                 while let Some(row) = rows.next().map_err(sql_err)? {
                     let mut object = object_from_row(row).map_err(sql_err)?;
@@ -278,7 +284,9 @@ impl Store for SqliteStore {
                     Ok(batch
                         .ops
                         .iter()
-                        .map(|op| in_savepoint(state, |state| writes::apply_op(state, &schemas, op)))
+                        .map(|op| {
+                            in_savepoint(state, |state| writes::apply_op(state, &schemas, op))
+                        })
                         .collect())
                 }
             })

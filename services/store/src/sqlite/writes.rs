@@ -11,7 +11,7 @@ use super::layout::{ensure_join_table, ensure_table, join_table};
 use super::{object_from_row, sql_err};
 use crate::acl;
 use crate::error::{StoreError, StoreResult};
-use crate::query::{Filter, Object};
+use crate::query::{Filter, Object, canonical};
 use crate::schema::{ClassSchema, SchemaView};
 use crate::write::{RelationChange, WriteOp, WriteOutcome, apply_update};
 
@@ -39,19 +39,22 @@ fn columns_of(object: &Object) -> StoreResult<Columns> {
         Some(list) => SqlValue::Text(Value::from(list).to_string()),
         None => SqlValue::Null,
     };
+    // Stored canonically (keys sorted), so equality on whole nested
+    // objects compares what they hold, not the order they were written in.
     let mut data = Map::new();
     for (key, value) in object {
         if !matches!(key.as_str(), "objectId" | "createdAt" | "updatedAt") && !value.is_null() {
             data.insert(key.clone(), value.clone());
         }
     }
+    let data = canonical(&Value::Object(data));
     Ok(Columns {
         object_id: text("objectId")?,
         created_at: text("createdAt")?,
         updated_at: text("updatedAt")?,
         rperm: perm(read),
         wperm: perm(write),
-        data: Value::Object(data).to_string(),
+        data: data.to_string(),
     })
 }
 
@@ -110,7 +113,11 @@ fn apply_relations(
     Ok(())
 }
 
-pub(super) fn apply_op(state: &mut WriterState, schemas: &SchemaView, op: &WriteOp) -> StoreResult<WriteOutcome> {
+pub(super) fn apply_op(
+    state: &mut WriterState,
+    schemas: &SchemaView,
+    op: &WriteOp,
+) -> StoreResult<WriteOutcome> {
     match op {
         WriteOp::Create {
             class_name,
@@ -125,7 +132,12 @@ pub(super) fn apply_op(state: &mut WriterState, schemas: &SchemaView, op: &Write
             );
             let mut stmt = state.conn.prepare_cached(&sql).map_err(sql_err)?;
             stmt.execute(rusqlite::params![
-                c.object_id, c.created_at, c.updated_at, c.rperm, c.wperm, c.data
+                c.object_id,
+                c.created_at,
+                c.updated_at,
+                c.rperm,
+                c.wperm,
+                c.data
             ])
             .map_err(sql_err)?;
             apply_relations(state, class_name, &c.object_id, relations)?;
@@ -153,8 +165,14 @@ pub(super) fn apply_op(state: &mut WriterState, schemas: &SchemaView, op: &Write
                 quote_ident(class_name)
             );
             let mut stmt = state.conn.prepare_cached(&sql).map_err(sql_err)?;
-            stmt.execute(rusqlite::params![c.updated_at, c.rperm, c.wperm, c.data, object_id])
-                .map_err(sql_err)?;
+            stmt.execute(rusqlite::params![
+                c.updated_at,
+                c.rperm,
+                c.wperm,
+                c.data,
+                object_id
+            ])
+            .map_err(sql_err)?;
             apply_relations(state, class_name, object_id, relations)?;
             Ok(WriteOutcome::Updated { before, after })
         }
@@ -166,7 +184,10 @@ pub(super) fn apply_op(state: &mut WriterState, schemas: &SchemaView, op: &Write
             let class = schemas.get(class_name).ok_or(StoreError::NotFound)?;
             let before = load_for_write(state, schemas, class, object_id, precondition)?
                 .ok_or(StoreError::NotFound)?;
-            let sql = format!("DELETE FROM {} WHERE objectId = ?1", quote_ident(class_name));
+            let sql = format!(
+                "DELETE FROM {} WHERE objectId = ?1",
+                quote_ident(class_name)
+            );
             let mut stmt = state.conn.prepare_cached(&sql).map_err(sql_err)?;
             stmt.execute([object_id]).map_err(sql_err)?;
             Ok(WriteOutcome::Deleted(before))
