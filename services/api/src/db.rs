@@ -99,12 +99,15 @@ impl Database {
         *self.schemas.write().unwrap_or_else(|e| e.into_inner()) = view;
     }
 
-    /// The schemas, reloaded from the store when `class_name` is unknown
-    /// (another process may have created it), at most every
-    /// [`SCHEMA_REFRESH_INTERVAL`].
-    async fn schemas_for(&self, class_name: &str) -> ApiResult<SchemaView> {
+    /// The schemas, reloaded from the store when they do not know the
+    /// class or one of `fields` (another process may have added them), at
+    /// most every [`SCHEMA_REFRESH_INTERVAL`].
+    async fn schemas_for(&self, class_name: &str, fields: &[&str]) -> ApiResult<SchemaView> {
         let view = self.schemas();
-        if view.get(class_name).is_some() {
+        let known = view
+            .get(class_name)
+            .is_some_and(|class| fields.iter().all(|f| class.fields.contains_key(*f)));
+        if known {
             return Ok(view);
         }
         {
@@ -114,9 +117,27 @@ impl Database {
             }
             *last = Instant::now();
         }
+        self.reload().await
+    }
+
+    async fn reload(&self) -> ApiResult<SchemaView> {
         let fresh = SchemaView::new(self.store.load_schemas().await?);
         self.install(fresh.clone());
         Ok(fresh)
+    }
+
+    /// Runs a store call; when the store says the schemas it was given are
+    /// stale (another process changed a class), reloads them and runs it
+    /// once more.
+    async fn retry_stale<T, F, Fut>(&self, view: SchemaView, call: F) -> ApiResult<T>
+    where
+        F: Fn(SchemaView) -> Fut,
+        Fut: std::future::Future<Output = oxbase_store::StoreResult<T>>,
+    {
+        match call(view).await {
+            Err(StoreError::StaleSchema) => Ok(call(self.reload().await?).await?),
+            other => Ok(other?),
+        }
     }
 
     /// Makes sure the class has these fields, adding what is missing.
@@ -193,16 +214,28 @@ impl Database {
         options: &FindOptions,
     ) -> ApiResult<(Vec<Object>, Option<u64>)> {
         validate_class_name(class_name)?;
-        let view = self.schemas_for(class_name).await?;
+        let view = self
+            .schemas_for(class_name, &options.filter.fields())
+            .await?;
         self.check_class_exists(auth, &view, class_name)?;
         let query = store_query(class_name, options);
         let objects = if options.limit == 0 {
             Vec::new()
         } else {
-            self.store.find(&view, &query).await?
+            self.retry_stale(view.clone(), |v| {
+                let (store, query) = (&self.store, &query);
+                async move { store.find(&v, query).await }
+            })
+            .await?
         };
         let count = if options.count {
-            Some(self.store.count(&view, &query).await?)
+            Some(
+                self.retry_stale(view.clone(), |v| {
+                    let (store, query) = (&self.store, &query);
+                    async move { store.count(&v, query).await }
+                })
+                .await?,
+            )
         } else {
             None
         };
@@ -219,7 +252,7 @@ impl Database {
         options: &FindOptions,
     ) -> ApiResult<Object> {
         validate_class_name(class_name)?;
-        let view = self.schemas_for(class_name).await?;
+        let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         let mut options = options.clone();
         options.filter = Filter::field(
@@ -227,7 +260,12 @@ impl Database {
             Condition::Eq(QueryValue::String(object_id.to_owned())),
         );
         let query = store_query(class_name, &options);
-        let objects = self.store.find(&view, &query).await?;
+        let objects = self
+            .retry_stale(view.clone(), |v| {
+                let (store, query) = (&self.store, &query);
+                async move { store.find(&v, query).await }
+            })
+            .await?;
         let objects = self.finish(&view, class_name, objects, &options).await?;
         objects.into_iter().next().ok_or_else(ApiError::not_found)
     }
@@ -282,7 +320,7 @@ impl Database {
                 allow_custom_id: self.settings.allow_custom_object_id,
             },
         )?;
-        let view = self.schemas_for(class_name).await?;
+        let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         self.ensure_fields(class_name, &parsed.types).await?;
         let mut object = Object::new();
@@ -311,7 +349,7 @@ impl Database {
     ) -> ApiResult<PreparedWrite> {
         validate_class_name(class_name)?;
         let parsed = parse_write(body, WriteKind::Update { object_id })?;
-        let view = self.schemas_for(class_name).await?;
+        let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         if view.get(class_name).is_none() {
             return Err(ApiError::not_found());
@@ -337,7 +375,7 @@ impl Database {
         object_id: &str,
     ) -> ApiResult<PreparedWrite> {
         validate_class_name(class_name)?;
-        let view = self.schemas_for(class_name).await?;
+        let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         if view.get(class_name).is_none() {
             return Err(ApiError::not_found());
@@ -364,7 +402,12 @@ impl Database {
             ops: writes.into_iter().map(|w| w.op).collect(),
             atomic,
         };
-        let outcomes = self.store.write(&self.schemas(), batch).await?;
+        let outcomes = self
+            .retry_stale(self.schemas(), |v| {
+                let (store, batch) = (&self.store, batch.clone());
+                async move { store.write(&v, batch).await }
+            })
+            .await?;
         Ok(outcomes
             .into_iter()
             .zip(echoes)

@@ -135,6 +135,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::InvalidQuery(message) => ApiError::query(message),
             StoreError::InvalidUpdate(message) => ApiError::new(code::INCORRECT_TYPE, message),
+            StoreError::StaleSchema => ApiError::internal("the schema changed during the request"),
             StoreError::Backend(message) => ApiError::internal(message),
         }
     }

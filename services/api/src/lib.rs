@@ -5,6 +5,7 @@
 mod auth;
 mod db;
 mod error;
+mod files;
 mod query;
 mod request;
 mod routes;
@@ -26,6 +27,7 @@ pub use crate::error::{ApiError, ApiResult, code};
 pub struct App {
     db: Database,
     keys: Keys,
+    app_id: String,
     /// The mount path, without a trailing slash.
     mount: String,
     /// Path prefixes `/batch` items may use: the mount path, and the public
@@ -68,6 +70,7 @@ impl App {
         Ok(Arc::new(Self {
             db,
             keys: Keys::from_config(config),
+            app_id: config.app_id.clone(),
             mount: config.mount_path.clone(),
             batch_prefixes,
         }))

@@ -104,7 +104,8 @@ impl App {
         match (&req.method, s.as_slice()) {
             (&Method::GET, ["classes", class]) => {
                 let options = FindOptions::for_find(&req.params, self.db.limits())?;
-                let (results, count) = self.db.find(auth, class, &options).await?;
+                let (mut results, count) = self.db.find(auth, class, &options).await?;
+                self.expand_files(req, &mut results);
                 let mut body = Map::new();
                 body.insert(
                     "results".into(),
@@ -118,6 +119,9 @@ impl App {
             (&Method::GET, ["classes", class, id]) => {
                 let options = FindOptions::for_get(&req.params, self.db.limits())?;
                 let object = self.db.get(auth, class, id, &options).await?;
+                let mut objects = [object];
+                self.expand_files(req, &mut objects);
+                let [object] = objects;
                 Ok(Reply::ok(Value::Object(object)))
             }
             (&Method::POST, ["batch"]) => self.batch(auth, req).await,
@@ -129,6 +133,11 @@ impl App {
                 path: format!("{}/{}", self.mount, req.segments.join("/")),
             }),
         }
+    }
+
+    fn expand_files(&self, req: &ParseRequest, objects: &mut [oxbase_store::Object]) {
+        let mount_url = format!("{}{}", req.origin, self.mount);
+        crate::files::expand_urls(objects, &mount_url, &self.app_id);
     }
 
     async fn prepare(

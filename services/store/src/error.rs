@@ -34,6 +34,10 @@ pub enum StoreError {
     /// An update operator that does not fit the stored value.
     #[error("{0}")]
     InvalidUpdate(String),
+    /// The storage no longer matches the schema the caller passed (another
+    /// process changed it): reload the schema and retry.
+    #[error("the schema changed; reload it and retry")]
+    StaleSchema,
     /// The storage itself failed: I/O, a lost connection, a bug.
     #[error("storage failure: {0}")]
     Backend(String),

@@ -10,8 +10,10 @@ mod error;
 pub mod geo;
 pub mod include;
 pub mod pattern;
+pub mod postgres;
 pub mod query;
 pub mod schema;
+mod sql;
 pub mod sqlite;
 pub mod text;
 pub mod write;
@@ -105,6 +107,9 @@ impl Default for StoreOptions {
 pub async fn open(uri: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
     let scheme = uri.split("://").next().unwrap_or(uri);
     match scheme {
+        "postgres" | "postgresql" => Ok(Arc::new(
+            postgres::PostgresStore::connect(uri, options).await?,
+        )),
         "sqlite" => {
             let path = &uri["sqlite://".len()..];
             let store =

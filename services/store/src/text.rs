@@ -46,6 +46,30 @@ impl TextQuery {
         query
     }
 
+    /// The search as a PostgreSQL `tsquery`: any word, every phrase, no
+    /// excluded word. `None` when nothing could match.
+    pub fn to_tsquery(&self) -> Option<String> {
+        // Words come from `words_of`, so they are letters and digits only,
+        // but they are still quoted as tsquery lexemes.
+        let lexeme = |w: &String| format!("'{}'", w.replace('\'', "''"));
+        let mut parts = Vec::new();
+        if !self.words.is_empty() {
+            let words: Vec<String> = self.words.iter().map(lexeme).collect();
+            parts.push(format!("({})", words.join(" | ")));
+        }
+        for phrase in &self.phrases {
+            let words: Vec<String> = phrase.iter().map(lexeme).collect();
+            parts.push(format!("({})", words.join(" <-> ")));
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        for word in &self.excluded {
+            parts.push(format!("!{}", lexeme(word)));
+        }
+        Some(parts.join(" & "))
+    }
+
     /// 0 when `text` does not match; otherwise how well it does (the
     /// number of matching word occurrences, plus one per phrase).
     pub fn score(&self, text: &str) -> f64 {
@@ -105,6 +129,16 @@ mod tests {
         assert_eq!(q.score("Coffee and more COFFEE"), 2.0);
         assert_eq!(q.score("green tea"), 1.0);
         assert_eq!(q.score("coffees"), 0.0);
+    }
+
+    #[test]
+    fn tsqueries() {
+        let q = TextQuery::parse("coffee tea \"iced latte\" -decaf", false, false);
+        assert_eq!(
+            q.to_tsquery().unwrap(),
+            "('coffee' | 'tea') & ('iced' <-> 'latte') & !'decaf'"
+        );
+        assert_eq!(TextQuery::parse("-decaf", false, false).to_tsquery(), None);
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! Starts the API on a free port over a temporary SQLite store.
+//! Starts the API on a free port over a temporary store: SQLite, or with
+//! `OXBASE_TEST_BACKEND=postgres` a fresh PostgreSQL database on the server
+//! `OXBASE_TEST_POSTGRES_URI` names (dropped afterwards), so the same tests
+//! run on every backend.
 
 #![allow(dead_code)]
 
@@ -17,6 +20,58 @@ pub struct TestServer {
     pub client: Client,
     shutdown: Shutdown,
     _dir: tempfile::TempDir,
+    _database: Option<PostgresDatabase>,
+}
+
+/// A PostgreSQL database that lives as long as the test.
+struct PostgresDatabase {
+    admin_uri: String,
+    name: String,
+}
+
+impl PostgresDatabase {
+    async fn create() -> (String, Self) {
+        let admin_uri = std::env::var("OXBASE_TEST_POSTGRES_URI").expect(
+            "OXBASE_TEST_BACKEND=postgres needs OXBASE_TEST_POSTGRES_URI: run `bash ops/test.sh`, \
+             which installs and starts PostgreSQL",
+        );
+        let name = format!("oxbase_api_{:016x}", rand::random::<u64>());
+        let (client, connection) = tokio_postgres::connect(&admin_uri, tokio_postgres::NoTls)
+            .await
+            .expect("cannot connect to OXBASE_TEST_POSTGRES_URI");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let base = admin_uri.split('?').next().unwrap_or(&admin_uri);
+        let server = &base[..base.rfind('/').unwrap_or(base.len())];
+        (format!("{server}/{name}"), Self { admin_uri, name })
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let (uri, name) = (self.admin_uri.clone(), self.name.clone());
+        // Drop cannot await; a short-lived runtime on its own thread can.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&uri, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 impl TestServer {
@@ -25,6 +80,8 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        // Server logs go to the test's output, shown when it fails.
+        oxbase_kit::telemetry::init(oxbase_kit::LogFormat::Text, "warn");
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             app_id: APP_ID.into(),
@@ -34,6 +91,15 @@ impl TestServer {
             data_dir: dir.path().to_owned(),
             allow_client_class_creation: true,
             ..Config::default()
+        };
+        let database = match std::env::var("OXBASE_TEST_BACKEND").as_deref() {
+            Ok("postgres") => {
+                let (uri, database) = PostgresDatabase::create().await;
+                config.database_uri = Some(uri);
+                Some(database)
+            }
+            Ok("sqlite") | Err(_) => None,
+            Ok(other) => panic!("unknown OXBASE_TEST_BACKEND {other:?}"),
         };
         adjust(&mut config);
         let store = oxbase_store::open(&config.database_uri(), &Default::default())
@@ -54,6 +120,7 @@ impl TestServer {
             client: Client::new(),
             shutdown,
             _dir: dir,
+            _database: database,
         }
     }
 
@@ -121,6 +188,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        // The server lets go of its connections before the database goes.
         self.shutdown.trigger();
     }
 }

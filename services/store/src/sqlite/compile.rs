@@ -186,9 +186,10 @@ impl<'a> Compiler<'a> {
         if query.skip > 0 {
             sql.push_str(&format!(" OFFSET {}", clamp_i64(query.skip)));
         }
+        let (sql, params) = crate::sql::compact_params(&sql, '?', self.params);
         Ok(Select {
             sql,
-            params: self.params,
+            params,
             index_hints: self.index_hints,
             with_score,
         })
@@ -197,12 +198,14 @@ impl<'a> Compiler<'a> {
     /// `SELECT COUNT(*) ...`.
     pub fn count(mut self, class: &ClassSchema, filter: &Filter) -> StoreResult<Select> {
         let filter = self.filter(Some(class), "t0", filter)?;
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} AS t0 WHERE {filter}",
+            quote_ident(&class.class_name)
+        );
+        let (sql, params) = crate::sql::compact_params(&sql, '?', self.params);
         Ok(Select {
-            sql: format!(
-                "SELECT COUNT(*) FROM {} AS t0 WHERE {filter}",
-                quote_ident(&class.class_name)
-            ),
-            params: self.params,
+            sql,
+            params,
             index_hints: self.index_hints,
             with_score: false,
         })

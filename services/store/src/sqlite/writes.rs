@@ -76,6 +76,7 @@ fn load_for_write(
         "SELECT t0.objectId, t0.createdAt, t0.updatedAt, t0.data FROM {} AS t0 WHERE t0.objectId = ?1 AND {condition}",
         quote_ident(&class.class_name)
     );
+    let (sql, params) = crate::sql::compact_params(&sql, '?', params);
     let mut stmt = state.conn.prepare_cached(&sql).map_err(sql_err)?;
     stmt.query_row(params_from_iter(params.iter()), object_from_row)
         .optional()

@@ -1,0 +1,473 @@
+//! The PostgreSQL backend, on Parse Server's own layout (see `layout`), so
+//! an app moving from Parse Server keeps its database as it is.
+//!
+//! On start it creates `_SCHEMA` if it is missing and nothing else: tables
+//! are created when classes are, and nothing is dropped or rewritten. It
+//! needs no extension (geo distances use core SQL, not PostGIS).
+
+mod compile;
+mod layout;
+mod values;
+mod writes;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::Value;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+use self::compile::Compiler;
+use self::layout::{columns, quote_ident};
+use self::values::{acl_from, decode, put_defaults};
+use crate::error::{StoreError, StoreResult};
+use crate::query::{Object, Query, project};
+use crate::schema::{ClassSchema, FieldType, SchemaChange, SchemaView, merge_fields};
+use crate::write::{WriteBatch, WriteOutcome};
+use crate::{Store, StoreOptions};
+
+/// Parse Server listens for this to reload its schema cache (when it runs
+/// with `enableSchemaHooks`); any sender id other than its own will do.
+const SCHEMA_CHANGED: &str = "NOTIFY \"schema.change\", '{\"senderId\":\"oxbase\"}'";
+
+pub struct PostgresStore {
+    pool: Pool,
+    /// Where finds and counts go; the primary unless a replica is set.
+    read_pool: Pool,
+}
+
+/// URI parameters tokio-postgres understands; Parse Server's own (`ssl`,
+/// `poolSize`, `max`, ...) are dropped, and its pool size honoured.
+const LIBPQ_PARAMS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "target_session_attrs",
+    "channel_binding",
+];
+
+fn pool(uri: &str, pool_size: usize) -> StoreResult<Pool> {
+    let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let mut size = pool_size;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if matches!(key, "poolSize" | "max")
+                && let Ok(n) = value.parse()
+            {
+                size = n;
+            }
+            LIBPQ_PARAMS.contains(&key)
+        })
+        .collect();
+    let uri = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let config = tokio_postgres::Config::from_str(&uri)
+        .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URI: {e}")))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .build()
+        .map_err(StoreError::backend)
+}
+
+pub(super) fn pg_err(err: tokio_postgres::Error) -> StoreError {
+    let Some(db) = err.as_db_error() else {
+        return StoreError::backend(err);
+    };
+    let detail =
+        || StoreError::Backend(format!("{} ({}): {}", err, db.code().code(), db.message()));
+    match *db.code() {
+        SqlState::UNIQUE_VIOLATION => {
+            // Parse's unique indexes are named `<Class>_unique_<field>`.
+            let field = db
+                .constraint()
+                .and_then(|c| c.split_once("_unique_"))
+                .map(|(_, field)| field.to_owned());
+            StoreError::Duplicate { field }
+        }
+        SqlState::UNDEFINED_TABLE | SqlState::UNDEFINED_COLUMN => StoreError::StaleSchema,
+        SqlState::INVALID_REGULAR_EXPRESSION => {
+            StoreError::InvalidQuery(format!("invalid $regex: {}", db.message()))
+        }
+        SqlState::UNDEFINED_OBJECT | SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION => {
+            StoreError::InvalidQuery(db.message().to_owned())
+        }
+        SqlState::STATEMENT_TOO_COMPLEX | SqlState::PROGRAM_LIMIT_EXCEEDED => {
+            StoreError::InvalidQuery(format!("query too complex: {}", db.message()))
+        }
+        SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+        | SqlState::DATETIME_FIELD_OVERFLOW
+        | SqlState::INVALID_DATETIME_FORMAT => StoreError::InvalidQuery(db.message().to_owned()),
+        _ => detail(),
+    }
+}
+
+/// The SELECT list of a class: the five default columns, then `columns`.
+pub(super) fn select_list(alias: &str, schema: &ClassSchema) -> Vec<String> {
+    let mut list = vec![
+        format!("{alias}.\"objectId\""),
+        values::iso_expr(&format!("{alias}.\"createdAt\"")),
+        values::iso_expr(&format!("{alias}.\"updatedAt\"")),
+        format!("{alias}.\"_rperm\""),
+        format!("{alias}.\"_wperm\""),
+    ];
+    list.extend(
+        columns(schema)
+            .iter()
+            .map(|(name, t)| values::select_expr(alias, name, t)),
+    );
+    list
+}
+
+pub(super) fn decode_row(row: &Row, columns: &[(String, FieldType)]) -> StoreResult<Object> {
+    let get =
+        |i: usize| -> StoreResult<Option<String>> { row.try_get(i).map_err(StoreError::backend) };
+    let perms = |i: usize| -> StoreResult<Option<Vec<String>>> {
+        row.try_get(i).map_err(StoreError::backend)
+    };
+    let mut object = Object::new();
+    put_defaults(
+        &mut object,
+        get(0)?.unwrap_or_default(),
+        get(1)?.unwrap_or_default(),
+        get(2)?.unwrap_or_default(),
+    );
+    if let Some(acl) = acl_from(perms(3)?, perms(4)?) {
+        object.insert("ACL".into(), acl);
+    }
+    for (i, (name, field_type)) in columns.iter().enumerate() {
+        if let Some(value) = decode(row, 5 + i, field_type)? {
+            object.insert(name.clone(), value);
+        }
+    }
+    Ok(object)
+}
+
+impl PostgresStore {
+    pub async fn connect(uri: &str, options: &StoreOptions) -> StoreResult<Self> {
+        let pool = pool(uri, options.pool_size)?;
+        let read_pool = match &options.read_uri {
+            Some(read_uri) => self::pool(read_uri, options.pool_size)?,
+            None => pool.clone(),
+        };
+        let client = pool.get().await.map_err(StoreError::backend)?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS \"_SCHEMA\" (\"className\" varChar(120), \"schema\" jsonb, \"isParseClass\" bool, PRIMARY KEY (\"className\"))",
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(Self { pool, read_pool })
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(StoreError::backend)
+    }
+
+    /// Runs `work` in a transaction holding a lock on the class's schema,
+    /// so concurrent schema changes to one class (from any process) apply
+    /// one after another.
+    async fn with_schema_lock<T>(
+        &self,
+        class_name: &str,
+        work: impl AsyncFnOnce(
+            &deadpool_postgres::Transaction<'_>,
+            Option<ClassSchema>,
+        ) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('oxbase:schema:' || $1::text))",
+            &[&class_name],
+        )
+        .await
+        .map_err(pg_err)?;
+        let row = tx
+            .query_opt(
+                "SELECT \"schema\" FROM \"_SCHEMA\" WHERE \"className\" = $1::text",
+                &[&class_name],
+            )
+            .await
+            .map_err(pg_err)?;
+        let current = match row {
+            Some(row) => {
+                let stored: Value = row.try_get(0).map_err(StoreError::backend)?;
+                Some(layout::from_stored(class_name, &stored)?)
+            }
+            None => None,
+        };
+        let out = work(&tx, current).await?;
+        tx.batch_execute(SCHEMA_CHANGED).await.map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(out)
+    }
+}
+
+async fn save_schema(
+    tx: &deadpool_postgres::Transaction<'_>,
+    schema: &ClassSchema,
+) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO \"_SCHEMA\" (\"className\", \"schema\", \"isParseClass\") VALUES ($1::text, $2::jsonb, true)
+         ON CONFLICT (\"className\") DO UPDATE SET \"schema\" = EXCLUDED.\"schema\"",
+        &[&schema.class_name, &layout::to_stored(schema)],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+async fn create_storage(
+    tx: &deadpool_postgres::Transaction<'_>,
+    schema: &ClassSchema,
+) -> StoreResult<()> {
+    for statement in layout::create_statements(schema) {
+        tx.batch_execute(&statement).await.map_err(pg_err)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn load_schemas(&self) -> StoreResult<Vec<ClassSchema>> {
+        let client = self.read_pool.get().await.map_err(StoreError::backend)?;
+        let rows = client
+            .query("SELECT \"className\", \"schema\" FROM \"_SCHEMA\"", &[])
+            .await
+            .map_err(pg_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.try_get(0).map_err(StoreError::backend)?;
+            let stored: Value = row.try_get(1).map_err(StoreError::backend)?;
+            match layout::from_stored(&name, &stored) {
+                Ok(schema) => out.push(schema),
+                // One unreadable row must not take every class down.
+                Err(err) => {
+                    tracing::warn!(class = %name, %err, "skipping an unreadable _SCHEMA row")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ensure_fields(
+        &self,
+        class_name: &str,
+        fields: &BTreeMap<String, FieldType>,
+    ) -> StoreResult<ClassSchema> {
+        self.with_schema_lock(class_name, async |tx, current| {
+            let existed = current.is_some();
+            let (schema, changed) = merge_fields(class_name, current, fields)?;
+            if !changed {
+                return Ok(schema);
+            }
+            if existed {
+                for (name, field_type) in fields {
+                    if let Some(ddl) = layout::add_field_ddl(class_name, name, field_type) {
+                        tx.batch_execute(&ddl).await.map_err(pg_err)?;
+                    }
+                }
+            } else {
+                create_storage(tx, &schema).await?;
+            }
+            save_schema(tx, &schema).await?;
+            Ok(schema)
+        })
+        .await
+    }
+
+    async fn create_class(&self, schema: &ClassSchema) -> StoreResult<ClassSchema> {
+        self.with_schema_lock(&schema.class_name, async |tx, current| {
+            if current.is_some() {
+                return Err(StoreError::ClassExists(schema.class_name.clone()));
+            }
+            create_storage(tx, schema).await?;
+            save_schema(tx, schema).await?;
+            Ok(schema.clone())
+        })
+        .await
+    }
+
+    async fn update_class(
+        &self,
+        class_name: &str,
+        change: &SchemaChange,
+    ) -> StoreResult<ClassSchema> {
+        self.with_schema_lock(class_name, async |tx, current| {
+            let current = current.ok_or_else(|| StoreError::ClassMissing(class_name.to_owned()))?;
+            let next = change.apply(&current)?;
+            let table = quote_ident(class_name);
+            for field in &change.delete_fields {
+                let ddl = match current.field_type(field) {
+                    Some(FieldType::Relation { .. }) => {
+                        format!(
+                            "DROP TABLE IF EXISTS {}",
+                            quote_ident(&layout::join_table(class_name, field))
+                        )
+                    }
+                    _ => format!(
+                        "ALTER TABLE {table} DROP COLUMN IF EXISTS {}",
+                        quote_ident(field)
+                    ),
+                };
+                tx.batch_execute(&ddl).await.map_err(pg_err)?;
+            }
+            for (name, spec) in &change.add_fields {
+                if let Some(ddl) = layout::add_field_ddl(class_name, name, &spec.field_type) {
+                    tx.batch_execute(&ddl).await.map_err(pg_err)?;
+                }
+            }
+            for name in &change.delete_indexes {
+                tx.batch_execute(&format!("DROP INDEX IF EXISTS {}", quote_ident(name)))
+                    .await
+                    .map_err(pg_err)?;
+            }
+            for (name, spec) in &change.add_indexes {
+                if let Some(ddl) = layout::index_ddl(class_name, name, spec) {
+                    tx.batch_execute(&ddl).await.map_err(pg_err)?;
+                }
+            }
+            save_schema(tx, &next).await?;
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn delete_class(&self, class_name: &str) -> StoreResult<()> {
+        self.with_schema_lock(class_name, async |tx, current| {
+            let current = current.ok_or_else(|| StoreError::ClassMissing(class_name.to_owned()))?;
+            let table = quote_ident(class_name);
+            let has_rows = tx
+                .query_opt(&format!("SELECT 1 FROM {table} LIMIT 1"), &[])
+                .await;
+            match has_rows.map_err(pg_err) {
+                Ok(Some(_)) => return Err(StoreError::ClassNotEmpty(class_name.to_owned())),
+                Ok(None) | Err(StoreError::StaleSchema) => {}
+                Err(err) => return Err(err),
+            }
+            tx.batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+                .await
+                .map_err(pg_err)?;
+            for (name, spec) in &current.fields {
+                if matches!(spec.field_type, FieldType::Relation { .. }) {
+                    let join = quote_ident(&layout::join_table(class_name, name));
+                    tx.batch_execute(&format!("DROP TABLE IF EXISTS {join}"))
+                        .await
+                        .map_err(pg_err)?;
+                }
+            }
+            tx.execute(
+                "DELETE FROM \"_SCHEMA\" WHERE \"className\" = $1::text",
+                &[&class_name],
+            )
+            .await
+            .map_err(pg_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find(&self, schemas: &SchemaView, query: &Query) -> StoreResult<Vec<Object>> {
+        let Some(class) = schemas.get(&query.class_name) else {
+            return Ok(Vec::new());
+        };
+        if query.limit == Some(0) {
+            return Ok(Vec::new());
+        }
+        let select = Compiler::new(schemas).select(class, query)?;
+        let client = self.read_pool.get().await.map_err(StoreError::backend)?;
+        let statement = client.prepare_cached(&select.sql).await.map_err(pg_err)?;
+        let rows = client
+            .query(&statement, &select.params.refs())
+            .await
+            .map_err(pg_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut object = decode_row(&row, &select.columns)?;
+            if select.with_score {
+                let score: f64 = row
+                    .try_get(5 + select.columns.len())
+                    .map_err(StoreError::backend)?;
+                object.insert("score".into(), Value::from(score));
+            }
+            if let Some(keys) = &query.keys {
+                project(&mut object, keys);
+            }
+            out.push(object);
+        }
+        Ok(out)
+    }
+
+    async fn count(&self, schemas: &SchemaView, query: &Query) -> StoreResult<u64> {
+        let Some(class) = schemas.get(&query.class_name) else {
+            return Ok(0);
+        };
+        let (sql, params) = Compiler::new(schemas).count(class, &query.filter)?;
+        let client = self.read_pool.get().await.map_err(StoreError::backend)?;
+        let statement = client.prepare_cached(&sql).await.map_err(pg_err)?;
+        let row = client
+            .query_one(&statement, &params.refs())
+            .await
+            .map_err(pg_err)?;
+        let n: i64 = row.try_get(0).map_err(StoreError::backend)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn write(
+        &self,
+        schemas: &SchemaView,
+        batch: WriteBatch,
+    ) -> StoreResult<Vec<StoreResult<WriteOutcome>>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let mut out = Vec::with_capacity(batch.ops.len());
+        for op in &batch.ops {
+            if batch.atomic {
+                // The first failure returns, dropping (rolling back) the
+                // transaction with every op before it.
+                out.push(Ok(writes::apply_op(&tx, schemas, op).await?));
+                continue;
+            }
+            tx.batch_execute("SAVEPOINT op").await.map_err(pg_err)?;
+            let result = writes::apply_op(&tx, schemas, op).await;
+            let end = if result.is_ok() {
+                "RELEASE SAVEPOINT op"
+            } else {
+                "ROLLBACK TO SAVEPOINT op"
+            };
+            tx.batch_execute(end).await.map_err(pg_err)?;
+            out.push(result);
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(out)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.query_one("SELECT 1", &[]).await.map_err(pg_err)?;
+        Ok(())
+    }
+}

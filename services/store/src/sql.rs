@@ -1,0 +1,76 @@
+//! Helpers shared by the SQL backends.
+
+/// Renumbers the numbered placeholders (`?3`, `$3`) of `sql` in order of
+/// first use and drops the parameters nothing refers to. Compilers bind a
+/// value when they build an expression, and some expressions end up unused
+/// (a condition that folds to a constant); databases refuse parameters a
+/// statement does not use. Quoted identifiers and string literals are left
+/// alone.
+pub(crate) fn compact_params<T>(sql: &str, marker: char, params: Vec<T>) -> (String, Vec<T>) {
+    let mut slots: Vec<Option<T>> = params.into_iter().map(Some).collect();
+    let mut renumbered: Vec<Option<usize>> = vec![None; slots.len()];
+    let mut kept = Vec::new();
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        if c == '\'' || c == '"' {
+            quote = Some(c);
+            out.push(c);
+            continue;
+        }
+        if c == marker && chars.peek().is_some_and(char::is_ascii_digit) {
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                digits.push(d);
+                chars.next();
+            }
+            let old = digits.parse::<usize>().unwrap_or(0).wrapping_sub(1);
+            match renumbered.get_mut(old) {
+                Some(slot) => {
+                    let new = *slot.get_or_insert_with(|| {
+                        kept.push(slots[old].take());
+                        kept.len()
+                    });
+                    out.push(marker);
+                    out.push_str(&new.to_string());
+                }
+                None => {
+                    out.push(marker);
+                    out.push_str(&digits);
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    (out, kept.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unused_parameters_are_dropped_and_the_rest_renumbered() {
+        let (sql, params) = compact_params(
+            "a = $3::text AND b = $1 AND \"x$2\" = 'it''s $2' AND c = $3",
+            '$',
+            vec!["one", "two", "three"],
+        );
+        assert_eq!(
+            sql,
+            "a = $1::text AND b = $2 AND \"x$2\" = 'it''s $2' AND c = $1"
+        );
+        assert_eq!(params, vec!["three", "one"]);
+        let (sql, params) = compact_params("x = ?2 OR ?12", '?', vec![1, 2]);
+        assert_eq!((sql.as_str(), params), ("x = ?1 OR ?12", vec![2]));
+    }
+}
