@@ -29,20 +29,7 @@ export PATH="$TOOLS/bin:$PATH"
 
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 
-if [ -z "${OXBASE_TEST_POSTGRES_URI:-}" ]; then
-  command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql
-  version=$(ls /usr/lib/postgresql | sort -V | tail -1)
-  pg_lsclusters -h | grep -q "^$version main" || pg_createcluster "$version" main >/dev/null
-  pg_ctlcluster "$version" main start 2>/dev/null || true
-  port=$(pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" {print $3}')
-  for _ in $(seq 50); do pg_isready -q -p "$port" && break; sleep 0.2; done
-  pg_isready -q -p "$port" || { echo "PostgreSQL did not start; see /var/log/postgresql" >&2; exit 1; }
-  runuser -u postgres -- psql -qp "$port" -c "DO \$\$ BEGIN
-      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'oxbase') THEN
-        CREATE ROLE oxbase SUPERUSER LOGIN PASSWORD 'oxbase';
-      END IF; END \$\$;" >/dev/null
-  export OXBASE_TEST_POSTGRES_URI="postgres://oxbase:oxbase@127.0.0.1:$port/postgres"
-fi
+source ops/postgres.sh
 
 step "cargo test (SQLite and PostgreSQL stores, API on SQLite)"
 cargo build --quiet --workspace --all-targets
@@ -57,5 +44,9 @@ for backend in sqlite postgres; do
   step "Parse JS SDK suite on $backend"
   (cd ops/sdk-tests && OXBASE_TEST_BACKEND=$backend OXBASE_BIN="$ROOT/target/debug/oxbase" npm test --silent)
 done
+
+step "oxbase and Parse Server 9 on one PostgreSQL database"
+(cd ops/interop && npm ci --silent --no-audit --no-fund)
+(cd ops/interop && OXBASE_BIN="$ROOT/target/debug/oxbase" npm test --silent)
 
 step "all tests passed"

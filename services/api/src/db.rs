@@ -4,8 +4,7 @@
 //! Parse's REST rules live.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use oxbase_kit::Limits;
 use oxbase_store::include;
@@ -21,11 +20,8 @@ use serde_json::{Map, Value, json};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult, code};
 use crate::query::FindOptions;
+use crate::schemas::SchemaCache;
 use crate::values::{WriteKind, now, parse_write, validate_class_name};
-
-/// How long a miss in the schema cache waits before asking the store again,
-/// so queries on classes that do not exist cannot hammer it.
-const SCHEMA_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
@@ -36,8 +32,7 @@ pub struct DatabaseSettings {
 
 pub struct Database {
     store: Arc<dyn Store>,
-    schemas: RwLock<SchemaView>,
-    last_refresh: Mutex<Instant>,
+    schemas: Arc<SchemaCache>,
     settings: DatabaseSettings,
 }
 
@@ -75,11 +70,10 @@ fn new_object_id() -> String {
 
 impl Database {
     pub async fn open(store: Arc<dyn Store>, settings: DatabaseSettings) -> ApiResult<Self> {
-        let schemas = SchemaView::new(store.load_schemas().await?);
+        let schemas = SchemaCache::load(Arc::clone(&store)).await?;
         Ok(Self {
             store,
-            schemas: RwLock::new(schemas),
-            last_refresh: Mutex::new(Instant::now()),
+            schemas,
             settings,
         })
     }
@@ -89,41 +83,11 @@ impl Database {
     }
 
     pub fn schemas(&self) -> SchemaView {
-        self.schemas
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.schemas.current()
     }
 
-    fn install(&self, view: SchemaView) {
-        *self.schemas.write().unwrap_or_else(|e| e.into_inner()) = view;
-    }
-
-    /// The schemas, reloaded from the store when they do not know the
-    /// class or one of `fields` (another process may have added them), at
-    /// most every [`SCHEMA_REFRESH_INTERVAL`].
     async fn schemas_for(&self, class_name: &str, fields: &[&str]) -> ApiResult<SchemaView> {
-        let view = self.schemas();
-        let known = view
-            .get(class_name)
-            .is_some_and(|class| fields.iter().all(|f| class.fields.contains_key(*f)));
-        if known {
-            return Ok(view);
-        }
-        {
-            let mut last = self.last_refresh.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() < SCHEMA_REFRESH_INTERVAL {
-                return Ok(view);
-            }
-            *last = Instant::now();
-        }
-        self.reload().await
-    }
-
-    async fn reload(&self) -> ApiResult<SchemaView> {
-        let fresh = SchemaView::new(self.store.load_schemas().await?);
-        self.install(fresh.clone());
-        Ok(fresh)
+        Ok(self.schemas.for_class(class_name, fields).await?)
     }
 
     /// Runs a store call; when the store says the schemas it was given are
@@ -135,7 +99,7 @@ impl Database {
         Fut: std::future::Future<Output = oxbase_store::StoreResult<T>>,
     {
         match call(view).await {
-            Err(StoreError::StaleSchema) => Ok(call(self.reload().await?).await?),
+            Err(StoreError::StaleSchema) => Ok(call(self.schemas.reload().await?).await?),
             other => Ok(other?),
         }
     }
@@ -182,8 +146,7 @@ impl Database {
             ));
         }
         let schema = self.store.ensure_fields(class_name, &missing).await?;
-        let mut schemas = self.schemas.write().unwrap_or_else(|e| e.into_inner());
-        *schemas = schemas.with(schema);
+        self.schemas.install(schema);
         Ok(())
     }
 

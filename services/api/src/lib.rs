@@ -9,6 +9,7 @@ mod files;
 mod query;
 mod request;
 mod routes;
+mod schemas;
 mod server;
 mod values;
 

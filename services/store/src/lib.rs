@@ -77,6 +77,14 @@ pub trait Store: Send + Sync {
 
     /// Checks the storage answers.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// A counter that moves when another process (another oxbase, or Parse
+    /// Server with `enableSchemaHooks`) reports a schema change, so callers
+    /// caching schemas can reload them. `None` when the backend cannot
+    /// tell.
+    fn schema_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// How to connect, beyond the URI.

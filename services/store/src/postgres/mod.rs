@@ -36,6 +36,7 @@ pub struct PostgresStore {
     pool: Pool,
     /// Where finds and counts go; the primary unless a replica is set.
     read_pool: Pool,
+    schema_changes: tokio::sync::watch::Receiver<u64>,
 }
 
 /// URI parameters tokio-postgres understands; Parse Server's own (`ssl`,
@@ -57,17 +58,17 @@ const LIBPQ_PARAMS: &[&str] = &[
     "channel_binding",
 ];
 
-fn pool(uri: &str, pool_size: usize) -> StoreResult<Pool> {
+/// The URI with only the parameters tokio-postgres understands, and the
+/// pool size Parse Server's own parameters ask for, if any.
+fn clean_uri(uri: &str) -> (String, Option<usize>) {
     let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
-    let mut size = pool_size;
+    let mut size = None;
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if matches!(key, "poolSize" | "max")
-                && let Ok(n) = value.parse()
-            {
-                size = n;
+            if matches!(key, "poolSize" | "max") {
+                size = value.parse().ok();
             }
             LIBPQ_PARAMS.contains(&key)
         })
@@ -77,20 +78,69 @@ fn pool(uri: &str, pool_size: usize) -> StoreResult<Pool> {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    let config = tokio_postgres::Config::from_str(&uri)
-        .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URI: {e}")))?;
+    (uri, size)
+}
+
+fn config(uri: &str) -> StoreResult<tokio_postgres::Config> {
+    tokio_postgres::Config::from_str(uri).map_err(|e| StoreError::Backend(format!("bad PostgreSQL URI: {e}")))
+}
+
+fn pool(uri: &str, pool_size: usize) -> StoreResult<Pool> {
+    let (uri, size) = clean_uri(uri);
     let manager = Manager::from_config(
-        config,
+        config(&uri)?,
         NoTls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
     );
     Pool::builder(manager)
-        .max_size(size.max(1))
+        .max_size(size.unwrap_or(pool_size).max(1))
         .build()
         .map_err(StoreError::backend)
 }
+
+/// Listens on `schema.change` (Parse Server's channel, which oxbase also
+/// notifies) and counts notifications, reconnecting with capped backoff.
+fn listen_for_schema_changes(uri: &str) -> StoreResult<tokio::sync::watch::Receiver<u64>> {
+    let config = config(&clean_uri(uri).0)?;
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        let mut backoff = std::time::Duration::from_millis(200);
+        while !tx.is_closed() {
+            match config.connect(NoTls).await {
+                Ok((client, mut connection)) => {
+                    backoff = std::time::Duration::from_millis(200);
+                    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    let listen = client.batch_execute("LISTEN \"schema.change\"");
+                    let mut listen = std::pin::pin!(listen);
+                    let mut listening = false;
+                    loop {
+                        tokio::select! {
+                            result = &mut listen, if !listening => {
+                                if result.is_err() { break; }
+                                listening = true;
+                                // Changes made while we were away count too.
+                                tx.send_modify(|n| *n += 1);
+                            }
+                            message = futures_util::StreamExt::next(&mut messages) => match message {
+                                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => tx.send_modify(|n| *n += 1),
+                                Some(Ok(_)) => {}
+                                Some(Err(_)) | None => break,
+                            },
+                            _ = tx.closed() => return,
+                        }
+                    }
+                }
+                Err(err) => tracing::debug!(%err, "schema listener cannot connect"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+        }
+    });
+    Ok(rx)
+}
+
 
 pub(super) fn pg_err(err: tokio_postgres::Error) -> StoreError {
     let Some(db) = err.as_db_error() else {
@@ -179,7 +229,12 @@ impl PostgresStore {
             )
             .await
             .map_err(pg_err)?;
-        Ok(Self { pool, read_pool })
+        let schema_changes = listen_for_schema_changes(uri)?;
+        Ok(Self {
+            pool,
+            read_pool,
+            schema_changes,
+        })
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
@@ -469,5 +524,9 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         client.query_one("SELECT 1", &[]).await.map_err(pg_err)?;
         Ok(())
+    }
+
+    fn schema_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.schema_changes.clone())
     }
 }

@@ -1,0 +1,144 @@
+// Runs Parse Server 9 (in this process) and oxbase (a child process) on the
+// same fresh PostgreSQL database, for tests that write through one and read
+// through the other.
+//
+// Needs OXBASE_TEST_POSTGRES_URI (a user that may create databases; `bash
+// ops/test.sh` sets one up) and the oxbase binary (OXBASE_BIN, default
+// ../../target/debug/oxbase). The database is dropped afterwards.
+
+import { execFileSync, spawn } from 'node:child_process';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import express from 'express';
+import { ParseServer } from 'parse-server';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const APP_ID = 'interop-app';
+export const MASTER_KEY = 'interop-master-key';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A REST client for one server. */
+export function client(serverURL) {
+  const call = async (method, route, body, { master = false, session } = {}) => {
+    const headers = { 'X-Parse-Application-Id': APP_ID, 'Content-Type': 'application/json' };
+    if (master) headers['X-Parse-Master-Key'] = MASTER_KEY;
+    if (session) headers['X-Parse-Session-Token'] = session;
+    let url = `${serverURL}/${route}`;
+    let payload;
+    if (method === 'GET' && body) {
+      const params = new URLSearchParams();
+      for (const [k, v] of Object.entries(body)) params.set(k, typeof v === 'string' ? v : JSON.stringify(v));
+      url += `?${params}`;
+    } else if (body !== undefined) {
+      payload = JSON.stringify(body);
+    }
+    const res = await fetch(url, { method, headers, body: payload });
+    const text = await res.text();
+    let json;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = text;
+    }
+    return { status: res.status, body: json };
+  };
+  return {
+    url: serverURL,
+    call,
+    get: (route, params, opts) => call('GET', route, params, opts),
+    post: (route, body, opts) => call('POST', route, body, opts),
+    put: (route, body, opts) => call('PUT', route, body, opts),
+    del: (route, opts) => call('DELETE', route, undefined, opts),
+  };
+}
+
+export async function startBoth() {
+  const admin = process.env.OXBASE_TEST_POSTGRES_URI;
+  if (!admin) throw new Error('OXBASE_TEST_POSTGRES_URI is not set (bash ops/test.sh sets it up)');
+  const name = `oxbase_interop_${process.pid}_${Date.now()}`;
+  const psql = (sql) => execFileSync('psql', [admin, '-qc', sql], { stdio: ['ignore', 'ignore', 'pipe'] });
+  psql(`CREATE DATABASE ${name}`);
+  const base = admin.split('?')[0];
+  const databaseURI = `${base.slice(0, base.lastIndexOf('/'))}/${name}`;
+
+  // Parse Server first, as an existing deployment would be.
+  const parsePort = await freePort();
+  const parseURL = `http://127.0.0.1:${parsePort}/parse`;
+  const parseServer = new ParseServer({
+    databaseURI,
+    appId: APP_ID,
+    masterKey: MASTER_KEY,
+    serverURL: parseURL,
+    allowClientClassCreation: true,
+    // Reload schemas when another server changes them.
+    databaseOptions: { enableSchemaHooks: true },
+    logLevel: 'error',
+    logsFolder: null,
+    silent: true,
+  });
+  await parseServer.start();
+  const app = express();
+  app.use('/parse', parseServer.app);
+  const httpServer = await new Promise((resolve) => {
+    const s = app.listen(parsePort, '127.0.0.1', () => resolve(s));
+  });
+
+  const oxPort = await freePort();
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'oxbase-interop-'));
+  const bin = path.resolve(process.env.OXBASE_BIN || path.join(here, '../../../target/debug/oxbase'));
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OXBASE_')));
+  const child = spawn(
+    bin,
+    ['api', '--port', String(oxPort), '--data-dir', dataDir, '--app-id', APP_ID, '--master-key', MASTER_KEY, '--database-uri', databaseURI],
+    { env: { ...env, OXBASE_HOST: '127.0.0.1', OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true' }, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  let exited = false;
+  child.on('exit', () => (exited = true));
+  const oxURL = `http://127.0.0.1:${oxPort}/parse`;
+  for (let i = 0; ; i++) {
+    if (exited || i > 200) throw new Error(`oxbase did not start:\n${stderr}`);
+    try {
+      if ((await fetch(`http://127.0.0.1:${oxPort}/ready`)).status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+
+  const stop = async () => {
+    child.kill('SIGTERM');
+    await new Promise((resolve) => (exited ? resolve() : child.on('exit', resolve)));
+    await new Promise((resolve) => httpServer.close(resolve));
+    // Closes Parse Server's database connections. It also tries to close an
+    // HTTP server of its own, which this harness does not use.
+    await parseServer.handleShutdown().catch(() => {});
+    await rm(dataDir, { recursive: true, force: true });
+    psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  };
+  return { parse: client(parseURL), oxbase: client(oxURL), stop, databaseURI, psql: (sql) => execFileSync('psql', [databaseURI, '-Atqc', sql]).toString() };
+}
+
+/** The object without the fields whose values depend on the server that
+ * answered (file URLs carry the server's own address). */
+export function comparable(object) {
+  return JSON.parse(
+    JSON.stringify(object, (key, value) => (key === 'url' && typeof value === 'string' ? undefined : value)),
+  );
+}

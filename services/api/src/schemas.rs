@@ -1,0 +1,89 @@
+//! The schema cache every request reads. It reloads from the store when a
+//! request names a class or field it does not know, when the store says
+//! another process changed a schema, and when the store reports that a
+//! schema it was given is stale.
+
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use oxbase_store::{ClassSchema, SchemaView, Store, StoreResult};
+
+/// Reloads caused by unknown names happen at most this often, so requests
+/// naming classes that do not exist cannot hammer the store.
+const MISS_RELOAD_INTERVAL: Duration = Duration::from_millis(50);
+
+pub struct SchemaCache {
+    store: Arc<dyn Store>,
+    view: RwLock<SchemaView>,
+    last_reload: Mutex<Instant>,
+    /// One reload at a time; callers that waited reuse its result.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl SchemaCache {
+    pub async fn load(store: Arc<dyn Store>) -> StoreResult<Arc<Self>> {
+        let view = SchemaView::new(store.load_schemas().await?);
+        let cache = Arc::new(Self {
+            store,
+            view: RwLock::new(view),
+            last_reload: Mutex::new(Instant::now()),
+            reloading: tokio::sync::Mutex::new(()),
+        });
+        if let Some(changes) = cache.store.schema_changes() {
+            tokio::spawn(follow(Arc::downgrade(&cache), changes));
+        }
+        Ok(cache)
+    }
+
+    pub fn current(&self) -> SchemaView {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reloads from the store, unless a reload that started after this
+    /// call was made has already finished.
+    pub async fn reload(&self) -> StoreResult<SchemaView> {
+        let asked = Instant::now();
+        let _one_at_a_time = self.reloading.lock().await;
+        if *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) >= asked {
+            return Ok(self.current());
+        }
+        let started = Instant::now();
+        let fresh = SchemaView::new(self.store.load_schemas().await?);
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = started;
+        Ok(fresh)
+    }
+
+    /// The schemas, reloaded first when they do not know the class or one
+    /// of `fields` (another process may have added them).
+    pub async fn for_class(&self, class_name: &str, fields: &[&str]) -> StoreResult<SchemaView> {
+        let view = self.current();
+        let known = view
+            .get(class_name)
+            .is_some_and(|class| fields.iter().all(|f| class.fields.contains_key(*f)));
+        let recent = self.last_reload.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+            < MISS_RELOAD_INTERVAL;
+        if known || recent {
+            return Ok(view);
+        }
+        self.reload().await
+    }
+
+    /// Records a class's schema this process just changed.
+    pub fn install(&self, schema: ClassSchema) {
+        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        *view = view.with(schema);
+    }
+}
+
+/// Reloads on every change the store reports, until the cache is gone.
+async fn follow(cache: Weak<SchemaCache>, mut changes: tokio::sync::watch::Receiver<u64>) {
+    while changes.changed().await.is_ok() {
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        if let Err(err) = cache.reload().await {
+            tracing::warn!(%err, "cannot reload schemas after a change");
+        }
+    }
+}
