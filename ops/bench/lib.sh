@@ -56,4 +56,5 @@ run_wrk() {
   median=$(printf '%s\n' "${figures[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   printf '%-28s median %10s req/s   runs: %s   p99: %s   non-2xx: %s\n' \
     "$name" "$median" "${figures[*]}" "${p99s[*]}" "$errors"
+  echo "$name=$median" >>"$BENCH_DIR/medians.txt"
 }

@@ -12,7 +12,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import express from 'express';
 import { ParseServer } from 'parse-server';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -79,10 +78,15 @@ export async function startBoth() {
   // Parse Server first, as an existing deployment would be.
   const parsePort = await freePort();
   const parseURL = `http://127.0.0.1:${parsePort}/parse`;
-  const parseServer = new ParseServer({
+  // Parse Server's own app (startApp): its batch router expects the
+  // Express it ships with.
+  const parseServer = await ParseServer.startApp({
     databaseURI,
     appId: APP_ID,
     masterKey: MASTER_KEY,
+    port: parsePort,
+    host: '127.0.0.1',
+    mountPath: '/parse',
     serverURL: parseURL,
     allowClientClassCreation: true,
     // Reload schemas when another server changes them.
@@ -90,12 +94,6 @@ export async function startBoth() {
     logLevel: 'error',
     logsFolder: null,
     silent: true,
-  });
-  await parseServer.start();
-  const app = express();
-  app.use('/parse', parseServer.app);
-  const httpServer = await new Promise((resolve) => {
-    const s = app.listen(parsePort, '127.0.0.1', () => resolve(s));
   });
 
   const oxPort = await freePort();
@@ -125,10 +123,8 @@ export async function startBoth() {
   const stop = async () => {
     child.kill('SIGTERM');
     await new Promise((resolve) => (exited ? resolve() : child.on('exit', resolve)));
-    await new Promise((resolve) => httpServer.close(resolve));
-    // Closes Parse Server's database connections. It also tries to close an
-    // HTTP server of its own, which this harness does not use.
-    await parseServer.handleShutdown().catch(() => {});
+    // Stops Parse Server's HTTP server and closes its database connections.
+    await parseServer.handleShutdown();
     await rm(dataDir, { recursive: true, force: true });
     psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   };

@@ -61,7 +61,11 @@ impl SchemaCache {
         let known = view
             .get(class_name)
             .is_some_and(|class| fields.iter().all(|f| class.fields.contains_key(*f)));
-        let recent = self.last_reload.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+        let recent = self
+            .last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
             < MISS_RELOAD_INTERVAL;
         if known || recent {
             return Ok(view);

@@ -9,6 +9,7 @@ pub mod acl;
 mod error;
 pub mod geo;
 pub mod include;
+pub mod mongo;
 pub mod pattern;
 pub mod postgres;
 pub mod query;
@@ -118,6 +119,7 @@ pub async fn open(uri: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Stor
         "postgres" | "postgresql" => Ok(Arc::new(
             postgres::PostgresStore::connect(uri, options).await?,
         )),
+        "mongodb" | "mongodb+srv" => Ok(Arc::new(mongo::MongoStore::connect(uri, options).await?)),
         "sqlite" => {
             let path = &uri["sqlite://".len()..];
             let store =

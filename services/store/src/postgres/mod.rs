@@ -82,7 +82,8 @@ fn clean_uri(uri: &str) -> (String, Option<usize>) {
 }
 
 fn config(uri: &str) -> StoreResult<tokio_postgres::Config> {
-    tokio_postgres::Config::from_str(uri).map_err(|e| StoreError::Backend(format!("bad PostgreSQL URI: {e}")))
+    tokio_postgres::Config::from_str(uri)
+        .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URI: {e}")))
 }
 
 fn pool(uri: &str, pool_size: usize) -> StoreResult<Pool> {
@@ -111,7 +112,8 @@ fn listen_for_schema_changes(uri: &str) -> StoreResult<tokio::sync::watch::Recei
             match config.connect(NoTls).await {
                 Ok((client, mut connection)) => {
                     backoff = std::time::Duration::from_millis(200);
-                    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     let listen = client.batch_execute("LISTEN \"schema.change\"");
                     let mut listen = std::pin::pin!(listen);
                     let mut listening = false;
@@ -140,7 +142,6 @@ fn listen_for_schema_changes(uri: &str) -> StoreResult<tokio::sync::watch::Recei
     });
     Ok(rx)
 }
-
 
 pub(super) fn pg_err(err: tokio_postgres::Error) -> StoreError {
     let Some(db) = err.as_db_error() else {
