@@ -87,7 +87,7 @@ fn database_names_replace_the_uri_path() {
 macro_rules! conformance_tests {
     ($($name:ident),* $(,)?) => {
         $(
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let Some((store, _db)) = TestDatabase::create(stringify!($name)).await else {
                     return;
@@ -120,7 +120,7 @@ conformance_tests!(
 );
 
 /// What lands in MongoDB is what Parse Server writes and reads.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_are_in_parse_layout() {
     let Some((store, db)) = TestDatabase::create("documents_are_in_parse_layout").await else {
         return;
@@ -171,7 +171,7 @@ async fn documents_are_in_parse_layout() {
 
 /// Batches run in transactions exactly when the server has them: on a
 /// replica set member or a mongos, not on a standalone server.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_follow_the_server_kind() {
     let Ok(uri) = std::env::var(URI_VARIABLE) else {
         println!("skipping transactions_follow_the_server_kind: set {URI_VARIABLE} to run it");
@@ -193,7 +193,7 @@ async fn transactions_follow_the_server_kind() {
 
 /// Updates keep the layout: `_p_` pointers, `$set` of all three ACL keys,
 /// join rows with driver ObjectIds.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_and_relations_are_in_parse_layout() {
     use mongodb::bson::{Bson, doc};
     use oxbase_store::{FieldPath, Filter, UpdateOp, WriteBatch, WriteOp};
@@ -282,7 +282,7 @@ async fn updates_and_relations_are_in_parse_layout() {
 
 /// A document as Parse Server writes it (nulls, `_acl`, a legacy
 /// `_expiresAt`-style spelling aside) reads back as Parse returns it.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_documents_parse_wrote() {
     use mongodb::bson::doc;
     use oxbase_store::{Condition, Filter, Query, QueryValue};
@@ -344,7 +344,7 @@ async fn reads_documents_parse_wrote() {
 
 /// On a replica set, `_SCHEMA` changes made by anyone (here: a raw insert,
 /// as Parse Server would make) reach the store's change counter.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_changes_are_watched_on_replica_sets() {
     let Some((store, db)) =
         TestDatabase::create("schema_changes_are_watched_on_replica_sets").await

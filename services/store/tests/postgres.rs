@@ -78,7 +78,7 @@ fn with_database(uri: &str, name: &str) -> String {
 macro_rules! conformance_tests {
     ($($name:ident),* $(,)?) => {
         $(
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let (store, _db) = TestDatabase::create().await;
                 conformance::$name(store).await;

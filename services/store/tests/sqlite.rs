@@ -16,7 +16,7 @@ fn store() -> (conformance::StoreRef, tempfile::TempDir) {
 macro_rules! conformance_tests {
     ($($name:ident),* $(,)?) => {
         $(
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let (store, _dir) = store();
                 conformance::$name(store).await;
@@ -46,7 +46,7 @@ conformance_tests!(
     schema_operations,
 );
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("reopen.db");

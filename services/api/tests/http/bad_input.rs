@@ -18,7 +18,7 @@ async fn raw(server: &TestServer, class: &str, body: impl Into<reqwest::Body>) -
     .await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies() {
     let server = TestServer::start_with(|c| c.limits.max_body_bytes = 64 * 1024).await;
     server.post("classes/Safe", json!({"n": 1, "s": "x"})).await;
@@ -77,7 +77,7 @@ async fn malformed_bodies() {
     assert_eq!(server.all("Safe").await.len(), 1, "nothing was written");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_names() {
     let server = TestServer::start().await;
     for field in ["$set", "a.b", "_private", "1st", "with space", "a-b", ""] {
@@ -125,7 +125,7 @@ async fn bad_names() {
 }
 
 /// Nothing a client sends produces a 500.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_never_produces_a_server_error() {
     let server = TestServer::start().await;
     server.post("classes/G", json!({"n": 1, "tags": ["a"], "at": {"__type": "GeoPoint", "latitude": 1, "longitude": 1}})).await;
@@ -188,7 +188,7 @@ async fn garbage_never_produces_a_server_error() {
 
 /// Randomly composed queries, valid and not, over fields of every type:
 /// each gets an answer, never a server error.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_queries_never_fail_the_server() {
     use rand::prelude::*;
 
@@ -336,7 +336,7 @@ async fn random_queries_never_fail_the_server() {
 
 /// Random updates, valid and not: never a server error, and a refused
 /// update leaves the object as it was.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_updates_never_fail_the_server_or_half_write() {
     use rand::prelude::*;
 

@@ -6,7 +6,7 @@ fn op(method: &str, path: &str, body: Value) -> Value {
     json!({"method": method, "path": path, "body": body})
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_are_positional() {
     let server = TestServer::start().await;
     let (_, existing) = server.post("classes/Item", json!({"n": 1})).await;
@@ -39,7 +39,7 @@ async fn results_are_positional() {
     assert_eq!(server.all("Item").await.len(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_are_all_or_nothing() {
     let server = TestServer::start().await;
     server.post("classes/Acct", json!({"n": 1})).await;
@@ -66,7 +66,7 @@ async fn transactions_are_all_or_nothing() {
     assert_eq!(server.all("Acct").await.len(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_batches_fail_whole() {
     let server = TestServer::start().await;
     let post = |n: i64| op("POST", "/parse/classes/B", json!({"n": n}));

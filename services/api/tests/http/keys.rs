@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::common::{APP_ID, MASTER_KEY, TestServer, read};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_id_is_required() {
     let server = TestServer::start().await;
     let (status, body) = read(
@@ -30,7 +30,7 @@ async fn the_app_id_is_required() {
     assert_eq!(status, 403);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_client_keys_are_checked() {
     let server = TestServer::start_with(|c| {
         c.rest_api_key = Some(Secret::new("rest"));
@@ -56,7 +56,7 @@ async fn configured_client_keys_are_checked() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_js_sdk_tunnel_works() {
     let server = TestServer::start_with(|c| c.javascript_key = Some(Secret::new("js"))).await;
     let tunnel = |body: serde_json::Value| {

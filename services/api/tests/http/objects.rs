@@ -3,7 +3,7 @@ use serde_json::json;
 
 use crate::common::{TestServer, assert_error, read};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_get_update_delete() {
     let server = TestServer::start().await;
     let response = server
@@ -70,7 +70,7 @@ async fn create_get_update_delete() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_values_round_trip() {
     let server = TestServer::start().await;
     let object = json!({
@@ -104,7 +104,7 @@ async fn typed_values_round_trip() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn array_operators_and_nested_updates() {
     let server = TestServer::start().await;
     let (_, created) = server
@@ -147,7 +147,7 @@ async fn array_operators_and_nested_updates() {
     assert!(got.get("items").is_none());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_is_inferred_and_enforced() {
     let server = TestServer::start().await;
     assert_eq!(server.post("classes/Typed", json!({"n": 1})).await.0, 201);
@@ -206,7 +206,7 @@ async fn schema_is_inferred_and_enforced() {
     assert_eq!(server.all("Race").await.len(), 20);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_class_creation_can_be_refused() {
     let server = TestServer::start_with(|c| c.allow_client_class_creation = false).await;
     assert_error(
@@ -238,7 +238,7 @@ async fn client_class_creation_can_be_refused() {
     assert_eq!(found["results"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_object_ids() {
     let server = TestServer::start().await;
     assert_error(
@@ -263,7 +263,7 @@ async fn custom_object_ids() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_classes_and_other_routes_say_not_supported_yet() {
     let server = TestServer::start().await;
     assert_error(

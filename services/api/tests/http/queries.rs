@@ -38,7 +38,7 @@ async fn seed(server: &TestServer) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn where_order_limit_skip_count() {
     let server = TestServer::start_with(|c| c.allow_custom_object_id = true).await;
     seed(&server).await;
@@ -106,7 +106,7 @@ async fn where_order_limit_skip_count() {
     assert_eq!(ids(&body), ["ann"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subqueries_and_includes() {
     let server = TestServer::start_with(|c| c.allow_custom_object_id = true).await;
     seed(&server).await;
@@ -168,7 +168,7 @@ async fn subqueries_and_includes() {
     assert!(bob.get("score").is_none() && bob.get("tags").is_none() && bob["hometown"] == "Paris");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_includes_through_arrays() {
     let server = TestServer::start().await;
     let (_, user) = server.post("classes/Author", json!({"name": "zoe"})).await;
@@ -200,7 +200,7 @@ async fn deep_includes_through_arrays() {
     assert!(body["results"][0].get("gone").is_none(), "{body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn geo_and_text() {
     let server = TestServer::start().await;
     let gp = |lat: f64, lng: f64| json!({"__type": "GeoPoint", "latitude": lat, "longitude": lng});
@@ -256,7 +256,7 @@ async fn geo_and_text() {
     assert!(score(0) > score(1) && score(1) > 0.0, "{body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_errors() {
     let server = TestServer::start().await;
     server.post("classes/Q", json!({"a": 1})).await;

@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use super::layout::{join_table, quote_ident};
-use super::values::{Param, Params, iso_expr, select_expr};
+use super::values::{Param, Params, iso_expr};
 use crate::error::{StoreError, StoreResult};
 use crate::query::{
     Condition, ElementMatch, FieldPath, Filter, GeoPoint, Query, QueryValue, RegexSpec, SortKey,
@@ -196,14 +196,7 @@ impl<'a> Compiler<'a> {
         }
 
         let columns = super::layout::columns(class);
-        let mut list = vec![
-            format!("{alias}.\"objectId\""),
-            iso_expr(&format!("{alias}.\"createdAt\"")),
-            iso_expr(&format!("{alias}.\"updatedAt\"")),
-            format!("{alias}.\"_rperm\""),
-            format!("{alias}.\"_wperm\""),
-        ];
-        list.extend(columns.iter().map(|(name, t)| select_expr(alias, name, t)));
+        let mut list = super::select_list(alias, class);
         if with_score {
             list.push(format!("{}::float8", score.as_deref().unwrap_or("0")));
         }

@@ -179,8 +179,8 @@ pub(super) fn pg_err(err: tokio_postgres::Error) -> StoreError {
 pub(super) fn select_list(alias: &str, schema: &ClassSchema) -> Vec<String> {
     let mut list = vec![
         format!("{alias}.\"objectId\""),
-        values::iso_expr(&format!("{alias}.\"createdAt\"")),
-        values::iso_expr(&format!("{alias}.\"updatedAt\"")),
+        format!("{alias}.\"createdAt\""),
+        format!("{alias}.\"updatedAt\""),
         format!("{alias}.\"_rperm\""),
         format!("{alias}.\"_wperm\""),
     ];
@@ -193,23 +193,38 @@ pub(super) fn select_list(alias: &str, schema: &ClassSchema) -> Vec<String> {
 }
 
 pub(super) fn decode_row(row: &Row, columns: &[(String, FieldType)]) -> StoreResult<Object> {
-    let get =
-        |i: usize| -> StoreResult<Option<String>> { row.try_get(i).map_err(StoreError::backend) };
+    decode_row_at(row, 0, columns)
+}
+
+/// Decodes the object whose [`select_list`] starts at column `at`.
+pub(super) fn decode_row_at(
+    row: &Row,
+    at: usize,
+    columns: &[(String, FieldType)],
+) -> StoreResult<Object> {
+    let get = |i: usize| -> StoreResult<Option<String>> {
+        row.try_get(at + i).map_err(StoreError::backend)
+    };
+    let date = |i: usize| -> StoreResult<Option<String>> {
+        let value: Option<chrono::DateTime<chrono::Utc>> =
+            row.try_get(at + i).map_err(StoreError::backend)?;
+        Ok(value.map(values::iso))
+    };
     let perms = |i: usize| -> StoreResult<Option<Vec<String>>> {
-        row.try_get(i).map_err(StoreError::backend)
+        row.try_get(at + i).map_err(StoreError::backend)
     };
     let mut object = Object::new();
     put_defaults(
         &mut object,
         get(0)?.unwrap_or_default(),
-        get(1)?.unwrap_or_default(),
-        get(2)?.unwrap_or_default(),
+        date(1)?.unwrap_or_default(),
+        date(2)?.unwrap_or_default(),
     );
     if let Some(acl) = acl_from(perms(3)?, perms(4)?) {
         object.insert("ACL".into(), acl);
     }
     for (i, (name, field_type)) in columns.iter().enumerate() {
-        if let Some(value) = decode(row, 5 + i, field_type)? {
+        if let Some(value) = decode(row, at + 5 + i, field_type)? {
             object.insert(name.clone(), value);
         }
     }
@@ -498,6 +513,16 @@ impl Store for PostgresStore {
         batch: WriteBatch,
     ) -> StoreResult<Vec<StoreResult<WriteOutcome>>> {
         let mut client = self.client().await?;
+        if let [op] = batch.ops.as_slice()
+            && writes::is_single_statement(schemas, op)
+        {
+            // One statement is atomic on its own: no transaction round trips.
+            let result = writes::apply_op(&client, schemas, op).await;
+            return match result {
+                Err(err) if batch.atomic => Err(err),
+                result => Ok(vec![result]),
+            };
+        }
         let tx = client.transaction().await.map_err(pg_err)?;
         let mut out = Vec::with_capacity(batch.ops.len());
         for op in &batch.ops {

@@ -154,13 +154,18 @@ pub(super) fn encode(
 pub(super) fn select_expr(alias: &str, column: &str, field_type: &FieldType) -> String {
     let col = format!("{alias}.{}", quote_ident(column));
     match field_type {
-        FieldType::Date => iso_expr(&col),
         FieldType::GeoPoint | FieldType::Polygon => format!("{col}::text"),
         _ => col,
     }
 }
 
-/// A timestamptz as Parse's ISO text, milliseconds and `Z`.
+/// A timestamp as Parse writes dates: UTC, milliseconds, `Z`.
+pub(super) fn iso(date: chrono::DateTime<chrono::Utc>) -> String {
+    date.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A timestamptz as Parse's ISO text, milliseconds and `Z`, for comparing
+/// inside SQL.
 pub(super) fn iso_expr(col: &str) -> String {
     format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
 }
@@ -194,9 +199,9 @@ pub(super) fn decode(row: &Row, idx: usize, field_type: &FieldType) -> StoreResu
         FieldType::Number => row.try_get::<_, Option<f64>>(idx).map_err(get_err)?.map(number),
         FieldType::Boolean => row.try_get::<_, Option<bool>>(idx).map_err(get_err)?.map(Value::Bool),
         FieldType::Date => row
-            .try_get::<_, Option<String>>(idx)
+            .try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(idx)
             .map_err(get_err)?
-            .map(|iso| json!({"__type": "Date", "iso": iso})),
+            .map(|date| json!({"__type": "Date", "iso": iso(date)})),
         FieldType::Pointer { target_class } => row
             .try_get::<_, Option<String>>(idx)
             .map_err(get_err)?

@@ -1,18 +1,23 @@
-//! The one path every PostgreSQL write takes: inside a transaction, an
-//! insert, or a locked read-modify-write, plus the relation join rows.
+//! The one path every PostgreSQL write takes. Most writes are one
+//! statement: an insert; a delete returning the row it removed; an update
+//! whose new values are SQL expressions, returning the row before and
+//! after. Updates SQL cannot express (AddUnique, Remove, dotted paths) are
+//! a locked read-modify-write, and relation changes add join rows; those
+//! need a transaction around them.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
 
 use super::compile::{Compiler, compact};
 use super::layout::{USER_INTERNAL_COLUMNS, columns, join_table, quote_ident};
 use super::values::{Param, Params, encode};
-use super::{decode_row, pg_err, select_list};
+use super::{decode_row, decode_row_at, pg_err, select_list};
 use crate::acl;
 use crate::error::{StoreError, StoreResult};
+use crate::query::FieldPath;
 use crate::query::{Filter, Object};
 use crate::schema::{ClassSchema, FieldType, SchemaView};
-use crate::write::{RelationChange, WriteOp, WriteOutcome, apply_update};
+use crate::write::{RelationChange, UpdateOp, WriteOp, WriteOutcome, apply_update};
 
 /// The column type of a field of an object, or `None` for keys that are
 /// not columns (relations, the virtual `password`).
@@ -40,7 +45,7 @@ fn perms(object: &Object, params: &mut Params) -> (String, String) {
     (bind(read), bind(write))
 }
 
-async fn insert(tx: &Transaction<'_>, schema: &ClassSchema, object: &Object) -> StoreResult<()> {
+async fn insert(tx: &impl GenericClient, schema: &ClassSchema, object: &Object) -> StoreResult<()> {
     let text = |key: &str| {
         object
             .get(key)
@@ -97,7 +102,7 @@ async fn insert(tx: &Transaction<'_>, schema: &ClassSchema, object: &Object) -> 
 /// The current object, locked for the rest of the transaction, if it
 /// exists and matches `precondition`.
 async fn load_locked(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     schemas: &SchemaView,
     schema: &ClassSchema,
     object_id: &str,
@@ -123,7 +128,7 @@ async fn load_locked(
 }
 
 async fn update_columns(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     schema: &ClassSchema,
     before: &Object,
     after: &Object,
@@ -178,7 +183,7 @@ async fn update_columns(
 }
 
 async fn apply_relations(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     class_name: &str,
     owner_id: &str,
     relations: &[RelationChange],
@@ -208,8 +213,135 @@ async fn apply_relations(
     Ok(())
 }
 
+/// The SET clause of an update, when SQL can compute every new value from
+/// the row itself; `None` when the update needs the row read first.
+fn update_expressions(
+    schema: &ClassSchema,
+    changes: &[(FieldPath, UpdateOp)],
+    updated_at: &str,
+    params: &mut Params,
+) -> StoreResult<Option<Vec<String>>> {
+    let mut sets = vec![format!(
+        "\"updatedAt\" = {}::timestamptz",
+        params.text(updated_at)
+    )];
+    for (path, op) in changes {
+        if path.is_nested() {
+            return Ok(None);
+        }
+        let field = path.field.as_str();
+        if field == "ACL" {
+            let acl = match op {
+                UpdateOp::Set(acl) => acl.clone(),
+                UpdateOp::Delete => Value::Null,
+                _ => return Ok(None),
+            };
+            let mut object = Object::new();
+            if !acl.is_null() {
+                object.insert("ACL".into(), acl);
+            }
+            let (rperm, wperm) = perms(&object, params);
+            sets.push(format!("\"_rperm\" = {rperm}"));
+            sets.push(format!("\"_wperm\" = {wperm}"));
+            continue;
+        }
+        let Some(field_type) = column_of(schema, field) else {
+            if schema.field_type(field).is_some() {
+                continue; // Not a column: the virtual password, a relation.
+            }
+            return Ok(None);
+        };
+        let column = quote_ident(field);
+        let expr = match (op, &field_type) {
+            (UpdateOp::Set(value), _) => encode(params, field, &field_type, value)?,
+            (UpdateOp::Delete, _) => "NULL".into(),
+            (UpdateOp::Increment(n), FieldType::Number) => match n.as_f64() {
+                Some(n) => format!("COALESCE(t1.{column}, 0) + {}", params.float(n)),
+                None => return Ok(None),
+            },
+            (UpdateOp::Add(items), FieldType::Array) => format!(
+                "COALESCE(t1.{column}, '[]'::jsonb) || {}",
+                params.json(Value::Array(items.clone()))
+            ),
+            _ => return Ok(None),
+        };
+        sets.push(format!("{column} = {expr}"));
+    }
+    Ok(Some(sets))
+}
+
+/// Whether `op` is one statement, so it needs no transaction of its own.
+pub(super) fn is_single_statement(schemas: &SchemaView, op: &WriteOp) -> bool {
+    match op {
+        WriteOp::Create { relations, .. } => relations.is_empty(),
+        WriteOp::Delete { .. } => true,
+        WriteOp::Update {
+            class_name,
+            changes,
+            relations,
+            updated_at,
+            ..
+        } => {
+            relations.is_empty()
+                && schemas.get(class_name).is_some_and(|schema| {
+                    matches!(
+                        update_expressions(schema, changes, updated_at, &mut Params::default()),
+                        Ok(Some(_))
+                    )
+                })
+        }
+    }
+}
+
+/// An update in one statement: the locked row before, the row after.
+async fn update_in_place(
+    tx: &impl GenericClient,
+    schemas: &SchemaView,
+    schema: &ClassSchema,
+    object_id: &str,
+    precondition: &Filter,
+    sets: Vec<String>,
+    mut params: Params,
+) -> StoreResult<Option<(Object, Object)>> {
+    let id = params.text(object_id);
+    let (condition, params) =
+        Compiler::new(schemas).condition(schema, "t0", precondition, params)?;
+    let aliased = |alias: &str, prefix: &str| -> String {
+        select_list(alias, schema)
+            .into_iter()
+            .enumerate()
+            .map(|(i, expr)| format!("{expr} AS {prefix}{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let table = quote_ident(&schema.class_name);
+    let sql = format!(
+        "WITH before AS (SELECT {} FROM {table} AS t0 WHERE t0.\"objectId\" = {id} AND {condition} FOR UPDATE), \
+         after AS (UPDATE {table} AS t1 SET {} FROM before WHERE t1.\"objectId\" = {id} RETURNING {}) \
+         SELECT * FROM before, after",
+        aliased("t0", "b"),
+        sets.join(", "),
+        aliased("t1", "a"),
+    );
+    let (sql, params) = compact(&sql, params);
+    let statement = tx.prepare_cached(&sql).await.map_err(pg_err)?;
+    let Some(row) = tx
+        .query_opt(&statement, &params.refs())
+        .await
+        .map_err(pg_err)?
+    else {
+        return Ok(None);
+    };
+    let columns = columns(schema);
+    let width = 5 + columns.len();
+    Ok(Some((
+        decode_row_at(&row, 0, &columns)?,
+        decode_row_at(&row, width, &columns)?,
+    )))
+}
+
 pub(super) async fn apply_op(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     schemas: &SchemaView,
     op: &WriteOp,
 ) -> StoreResult<WriteOutcome> {
@@ -241,6 +373,15 @@ pub(super) async fn apply_op(
             precondition,
         } => {
             let schema = schema(class_name).ok_or(StoreError::NotFound)?;
+            let mut params = Params::default();
+            if let Some(sets) = update_expressions(&schema, changes, updated_at, &mut params)? {
+                let (before, after) =
+                    update_in_place(tx, schemas, &schema, object_id, precondition, sets, params)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                apply_relations(tx, class_name, object_id, relations).await?;
+                return Ok(WriteOutcome::Updated { before, after });
+            }
             let before = load_locked(tx, schemas, &schema, object_id, precondition)
                 .await?
                 .ok_or(StoreError::NotFound)?;
@@ -257,18 +398,23 @@ pub(super) async fn apply_op(
             precondition,
         } => {
             let schema = schema(class_name).ok_or(StoreError::NotFound)?;
-            let before = load_locked(tx, schemas, &schema, object_id, precondition)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+            let mut params = Params::default();
+            let id = params.text(object_id.clone());
+            let (condition, params) =
+                Compiler::new(schemas).condition(&schema, "t0", precondition, params)?;
             let sql = format!(
-                "DELETE FROM {} WHERE \"objectId\" = $1::text",
-                quote_ident(class_name)
+                "DELETE FROM {} AS t0 WHERE t0.\"objectId\" = {id} AND {condition} RETURNING {}",
+                quote_ident(class_name),
+                select_list("t0", &schema).join(", ")
             );
+            let (sql, params) = compact(&sql, params);
             let statement = tx.prepare_cached(&sql).await.map_err(pg_err)?;
-            tx.execute(&statement, &[&object_id])
+            let row = tx
+                .query_opt(&statement, &params.refs())
                 .await
-                .map_err(pg_err)?;
-            Ok(WriteOutcome::Deleted(before))
+                .map_err(pg_err)?
+                .ok_or(StoreError::NotFound)?;
+            Ok(WriteOutcome::Deleted(decode_row(&row, &columns(&schema))?))
         }
     }
 }
