@@ -1,18 +1,82 @@
 //! Who a request is: the application keys it presents decide whether it
 //! gets in at all, and whether it acts with the master key.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use oxbase_kit::{Config, Secret};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, code};
 use crate::request::Credentials;
 
 /// The authority a request acts with.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
-    /// The master key bypasses class creation limits and, later, ACLs and
-    /// class-level permissions.
+    /// The master key (or the read-only master key): ACLs and class-level
+    /// permissions do not apply.
     pub master: bool,
+    /// The read-only master key: reads as the master key, writes nothing.
+    pub read_only: bool,
     pub installation_id: Option<String>,
+    /// The signed-in user, from a valid session token.
+    pub user: Option<Arc<SessionUser>>,
+}
+
+/// The user behind a session token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionUser {
+    pub id: String,
+    pub session_token: String,
+    /// Signed in through `authData.anonymous`.
+    pub anonymous: bool,
+    /// `role:Name` of every role the user holds, directly or through roles
+    /// of roles.
+    pub roles: Vec<String>,
+}
+
+impl Auth {
+    pub fn master() -> Self {
+        Self {
+            master: true,
+            ..Self::default()
+        }
+    }
+
+    /// For master-key-only routes.
+    pub fn require_master(&self) -> ApiResult<()> {
+        if self.master {
+            Ok(())
+        } else {
+            Err(ApiError::MasterKeyRequired)
+        }
+    }
+
+    /// Refuses a write (`action` is Parse's word for it: create, update,
+    /// delete...) to the read-only master key.
+    pub fn require_writable(&self, action: &str) -> ApiResult<()> {
+        if self.read_only {
+            Err(ApiError::new(
+                code::OPERATION_FORBIDDEN,
+                format!("read-only masterKey isn't allowed to perform the {action} operation."),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Who the request acts as in ACLs: `*`, the user's id and roles.
+    pub fn principals(&self) -> Vec<String> {
+        let mut out = vec!["*".to_owned()];
+        if let Some(user) = &self.user {
+            out.push(user.id.clone());
+            out.extend(user.roles.iter().cloned());
+        }
+        out
+    }
+
+    pub fn user_id(&self) -> Option<&str> {
+        self.user.as_ref().map(|u| u.id.as_str())
+    }
 }
 
 /// The keys a deployment accepts.
@@ -20,7 +84,60 @@ pub struct Auth {
 pub struct Keys {
     app_id: String,
     master_key: Option<Secret>,
+    read_only_master_key: Option<Secret>,
+    master_key_ips: Vec<IpNet>,
     client_keys: Vec<(ClientKey, Secret)>,
+}
+
+/// An address or CIDR range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr.parse().ok()?, Some(prefix.parse().ok()?)),
+            None => (text.parse().ok()?, None),
+        };
+        let max = if matches!(addr, IpAddr::V4(_)) {
+            32
+        } else {
+            128
+        };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 client reached over an IPv6 socket shows up mapped.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let bits = |a: IpAddr| match a {
+            IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, true),
+            IpAddr::V6(a) => (u128::from(a), false),
+        };
+        let ((net, net_v4), (ip, ip_v4)) = (bits(self.addr), bits(ip));
+        if net_v4 != ip_v4 {
+            return false;
+        }
+        // IPv4 addresses sit in the top 32 bits, so one mask fits both.
+        let shift = 128 - u32::from(self.prefix);
+        let mask = u128::MAX.checked_shl(shift).unwrap_or(0);
+        net & mask == ip & mask
+    }
+}
+
+/// The master-key level the keys of a request grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLevel {
+    Client,
+    Master,
+    ReadOnlyMaster,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,14 +162,27 @@ impl Keys {
         Self {
             app_id: config.app_id.clone(),
             master_key: config.master_key.clone(),
+            read_only_master_key: config.read_only_master_key.clone(),
+            master_key_ips: config
+                .master_key_ips
+                .iter()
+                .filter_map(|ip| {
+                    let net = IpNet::parse(ip);
+                    if net.is_none() {
+                        tracing::warn!(entry = %ip, "ignoring a master_key_ips entry that is not an address or CIDR range");
+                    }
+                    net
+                })
+                .collect(),
             client_keys,
         }
     }
 
     /// Parse Server's rules: the app id must match; a matching master key
-    /// makes the request master; otherwise, when any client key is
-    /// configured, one of the configured keys must match.
-    pub fn authenticate(&self, credentials: &Credentials) -> ApiResult<Auth> {
+    /// makes the request master, but only from `master_key_ips`; otherwise,
+    /// when any client key is configured, one of the configured keys must
+    /// match.
+    pub fn authenticate(&self, credentials: &Credentials, ip: IpAddr) -> ApiResult<KeyLevel> {
         if !credentials
             .app_id
             .as_deref()
@@ -60,11 +190,25 @@ impl Keys {
         {
             return Err(ApiError::Unauthorized);
         }
-        let master = match (&self.master_key, &credentials.master_key) {
+        let matches = |expected: &Option<Secret>| match (expected, &credentials.master_key) {
             (Some(expected), Some(given)) => constant_time_eq(given, expected.expose()),
             _ => false,
         };
-        if !master && !self.client_keys.is_empty() {
+        let level = if matches(&self.master_key) {
+            KeyLevel::Master
+        } else if matches(&self.read_only_master_key) {
+            KeyLevel::ReadOnlyMaster
+        } else {
+            KeyLevel::Client
+        };
+        if level != KeyLevel::Client {
+            if !self.master_key_ips.iter().any(|net| net.contains(ip)) {
+                tracing::warn!(%ip, "refused a master key request from an address not in master_key_ips");
+                return Err(ApiError::Unauthorized);
+            }
+            return Ok(level);
+        }
+        if !self.client_keys.is_empty() {
             let presented = |kind: ClientKey| match kind {
                 ClientKey::Client => &credentials.client_key,
                 ClientKey::Javascript => &credentials.javascript_key,
@@ -80,10 +224,7 @@ impl Keys {
                 return Err(ApiError::Unauthorized);
             }
         }
-        Ok(Auth {
-            master,
-            installation_id: credentials.installation_id.clone(),
-        })
+        Ok(level)
     }
 }
 
@@ -100,6 +241,8 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn config() -> Config {
         Config {
@@ -119,13 +262,14 @@ mod tests {
     #[test]
     fn app_id_is_required() {
         let keys = Keys::from_config(&config());
-        assert!(keys.authenticate(&creds("app")).is_ok());
+        assert!(keys.authenticate(&creds("app"), LOCAL).is_ok());
         assert_eq!(
-            keys.authenticate(&creds("other")).unwrap_err(),
+            keys.authenticate(&creds("other"), LOCAL).unwrap_err(),
             ApiError::Unauthorized
         );
         assert_eq!(
-            keys.authenticate(&Credentials::default()).unwrap_err(),
+            keys.authenticate(&Credentials::default(), LOCAL)
+                .unwrap_err(),
             ApiError::Unauthorized
         );
     }
@@ -135,9 +279,57 @@ mod tests {
         let keys = Keys::from_config(&config());
         let mut c = creds("app");
         c.master_key = Some("master".into());
-        assert!(keys.authenticate(&c).unwrap().master);
+        assert_eq!(keys.authenticate(&c, LOCAL).unwrap(), KeyLevel::Master);
         c.master_key = Some("guess".into());
-        assert!(!keys.authenticate(&c).unwrap().master);
+        assert_eq!(keys.authenticate(&c, LOCAL).unwrap(), KeyLevel::Client);
+    }
+
+    #[test]
+    fn master_keys_only_count_from_allowed_addresses() {
+        let mut config = config();
+        config.read_only_master_key = Some(Secret::new("reader"));
+        let keys = Keys::from_config(&config);
+        let mut c = creds("app");
+        c.master_key = Some("master".into());
+        let remote: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(
+            keys.authenticate(&c, remote).unwrap_err(),
+            ApiError::Unauthorized
+        );
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(keys.authenticate(&c, mapped).unwrap(), KeyLevel::Master);
+        c.master_key = Some("reader".into());
+        assert_eq!(
+            keys.authenticate(&c, LOCAL).unwrap(),
+            KeyLevel::ReadOnlyMaster
+        );
+        assert!(keys.authenticate(&c, remote).is_err());
+        // Without a master key, any address may use the client keys.
+        assert!(keys.authenticate(&creds("app"), remote).is_ok());
+    }
+
+    #[test]
+    fn cidr_ranges() {
+        let net = IpNet::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("::/0")
+                .unwrap()
+                .contains("2001:db8::1".parse().unwrap())
+        );
+        assert!(
+            !IpNet::parse("::1")
+                .unwrap()
+                .contains("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(IpNet::parse("10.0.0.0/33"), None);
+        assert_eq!(IpNet::parse("nonsense"), None);
     }
 
     #[test]
@@ -146,18 +338,18 @@ mod tests {
         config.javascript_key = Some(Secret::new("js"));
         config.rest_api_key = Some(Secret::new("rest"));
         let keys = Keys::from_config(&config);
-        assert!(keys.authenticate(&creds("app")).is_err());
+        assert!(keys.authenticate(&creds("app"), LOCAL).is_err());
         let mut c = creds("app");
         c.rest_api_key = Some("rest".into());
-        assert!(keys.authenticate(&c).is_ok());
+        assert!(keys.authenticate(&c, LOCAL).is_ok());
         c.rest_api_key = Some("wrong".into());
-        assert!(keys.authenticate(&c).is_err());
+        assert!(keys.authenticate(&c, LOCAL).is_err());
         c.client_key = Some("js".into());
         assert!(
-            keys.authenticate(&c).is_err(),
+            keys.authenticate(&c, LOCAL).is_err(),
             "a key only counts in its own slot"
         );
         c.master_key = Some("master".into());
-        assert!(keys.authenticate(&c).unwrap().master);
+        assert_eq!(keys.authenticate(&c, LOCAL).unwrap(), KeyLevel::Master);
     }
 }

@@ -78,6 +78,16 @@ impl Database {
         })
     }
 
+    /// The store itself, for routes with their own rules (`/schemas`,
+    /// `/config`, files) that do not go through object semantics.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub(crate) fn schema_cache(&self) -> &SchemaCache {
+        &self.schemas
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.settings.limits
     }

@@ -21,8 +21,18 @@ pub mod code {
     pub const OBJECT_TOO_LARGE: i32 = 116;
     pub const OPERATION_FORBIDDEN: i32 = 119;
     pub const INVALID_NESTED_KEY: i32 = 121;
+    pub const INVALID_FILE_NAME: i32 = 122;
     pub const INVALID_ACL: i32 = 123;
+    pub const INVALID_EMAIL_ADDRESS: i32 = 125;
+    pub const FILE_SAVE_ERROR: i32 = 130;
     pub const DUPLICATE_VALUE: i32 = 137;
+    pub const INVALID_ROLE_NAME: i32 = 139;
+    pub const USERNAME_MISSING: i32 = 200;
+    pub const PASSWORD_MISSING: i32 = 201;
+    pub const USERNAME_TAKEN: i32 = 202;
+    pub const EMAIL_TAKEN: i32 = 203;
+    pub const SESSION_MISSING: i32 = 206;
+    pub const INVALID_SESSION_TOKEN: i32 = 209;
     pub const INVALID_SCHEMA_OPERATION: i32 = 255;
 }
 
@@ -35,6 +45,10 @@ pub enum ApiError {
     /// `{"error": "unauthorized"}` and status 403.
     #[error("unauthorized")]
     Unauthorized,
+    /// A master-key-only route without the master key: status 403 and
+    /// Parse's bare body.
+    #[error("unauthorized: master key is required")]
+    MasterKeyRequired,
     /// A body over the configured limit.
     #[error("request entity too large")]
     TooLarge,
@@ -84,7 +98,7 @@ impl ApiError {
                 code::INTERNAL_SERVER_ERROR => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             },
-            ApiError::Unauthorized => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized | ApiError::MasterKeyRequired => StatusCode::FORBIDDEN,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
         }
@@ -95,6 +109,9 @@ impl ApiError {
         match self {
             ApiError::Parse { code, message } => json!({ "code": code, "error": message }),
             ApiError::Unauthorized => json!({ "error": "unauthorized" }),
+            ApiError::MasterKeyRequired => {
+                json!({ "error": "unauthorized: master key is required" })
+            }
             ApiError::TooLarge => json!({
                 "code": code::OBJECT_TOO_LARGE,
                 "error": "request entity too large",

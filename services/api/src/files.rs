@@ -74,3 +74,14 @@ mod tests {
         );
     }
 }
+
+impl crate::App {
+    pub(crate) async fn files_route(
+        &self,
+        auth: &crate::auth::Auth,
+        req: &crate::request::ParseRequest,
+    ) -> crate::error::ApiResult<crate::routes::Reply> {
+        let _ = (auth, req);
+        Err(crate::error::ApiError::not_supported("/files"))
+    }
+}

@@ -6,11 +6,14 @@ mod auth;
 mod db;
 mod error;
 mod files;
+mod global_config;
 mod query;
 mod request;
 mod routes;
+mod schema_routes;
 mod schemas;
 mod server;
+mod sessions;
 mod values;
 
 use std::net::SocketAddr;
@@ -20,7 +23,7 @@ use oxbase_kit::{Config, Readiness, Shutdown};
 use oxbase_store::Store;
 use tokio::net::TcpListener;
 
-pub use crate::auth::{Auth, Keys};
+pub use crate::auth::{Auth, KeyLevel, Keys, SessionUser};
 pub use crate::db::{Database, DatabaseSettings};
 pub use crate::error::{ApiError, ApiResult, code};
 

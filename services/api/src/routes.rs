@@ -37,9 +37,6 @@ const NOT_YET: &[&str] = &[
     "logout",
     "sessions",
     "roles",
-    "schemas",
-    "config",
-    "files",
     "functions",
     "jobs",
     "hooks",
@@ -125,6 +122,9 @@ impl App {
                 Ok(Reply::ok(Value::Object(object)))
             }
             (&Method::POST, ["batch"]) => self.batch(auth, req).await,
+            (_, ["files", ..]) => self.files_route(auth, req).await,
+            (_, ["config"]) => self.config_route(auth, req).await,
+            (_, ["schemas", ..]) => self.schemas_route(auth, req).await,
             (_, [root, ..]) if NOT_YET.contains(root) => {
                 Err(ApiError::not_supported(format!("/{root}")))
             }

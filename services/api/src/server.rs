@@ -111,7 +111,7 @@ impl App {
             &bytes,
             ip,
         )?;
-        let auth = self.keys.authenticate(&req.credentials)?;
+        let auth = self.authenticate(&req).await?;
         // A bug must cost one request, not the connection or the process.
         match AssertUnwindSafe(self.dispatch(&auth, &req))
             .catch_unwind()

@@ -37,6 +37,9 @@ const PARSE_SERVER_ALIASES: &[(&str, &str)] = &[
         "PARSE_SERVER_ALLOW_CUSTOM_OBJECT_ID",
         "allow_custom_object_id",
     ),
+    ("PARSE_SERVER_READ_ONLY_MASTER_KEY", "read_only_master_key"),
+    ("PARSE_SERVER_MASTER_KEY_IPS", "master_key_ips"),
+    ("PARSE_SERVER_SESSION_LENGTH", "session_length_secs"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -133,12 +136,51 @@ impl Default for Limits {
     }
 }
 
+/// Who may upload files, as Parse Server's `fileUpload` option.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Where the local file storage keeps files; empty means
+    /// `<data_dir>/files`.
+    pub dir: Option<PathBuf>,
+    /// Largest accepted upload, in bytes.
+    pub max_upload_bytes: usize,
+    /// Uploads by requests without a session token.
+    pub enable_for_public: bool,
+    /// Uploads by anonymous users (signed in through `authData.anonymous`).
+    pub enable_for_anonymous_user: bool,
+    /// Uploads by signed-in users.
+    pub enable_for_authenticated_user: bool,
+    /// Regexes a file's extension must match; the default refuses HTML,
+    /// which a browser would run from the file's URL.
+    pub file_extensions: Vec<String>,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_upload_bytes: 20 * 1024 * 1024,
+            enable_for_public: false,
+            enable_for_anonymous_user: false,
+            enable_for_authenticated_user: true,
+            file_extensions: vec!["^(?![xXsS]?[hH][tT][mM][lL]?$)".into()],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Parse application id every request must carry.
     pub app_id: String,
     pub master_key: Option<Secret>,
+    /// A key that reads like the master key but may not write.
+    pub read_only_master_key: Option<Secret>,
+    /// Addresses (or CIDR ranges) the master keys are accepted from.
+    pub master_key_ips: Vec<String>,
+    /// How long a new session lasts, in seconds (Parse's `sessionLength`).
+    pub session_length_secs: u64,
     /// Parse's optional client keys: when any is set, a non-master request
     /// must present one that matches.
     pub client_key: Option<Secret>,
@@ -171,6 +213,7 @@ pub struct Config {
     /// Let clients choose the objectId of new objects.
     pub allow_custom_object_id: bool,
     pub limits: Limits,
+    pub files: FilesConfig,
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `oxbase_api=debug,info`.
     pub log_level: String,
@@ -183,6 +226,9 @@ impl Default for Config {
         Self {
             app_id: "oxbase-dev".into(),
             master_key: None,
+            read_only_master_key: None,
+            master_key_ips: vec!["127.0.0.1".into(), "::1".into()],
+            session_length_secs: 365 * 24 * 3600,
             client_key: None,
             javascript_key: None,
             rest_api_key: None,
@@ -200,6 +246,7 @@ impl Default for Config {
             allow_client_class_creation: false,
             allow_custom_object_id: false,
             limits: Limits::default(),
+            files: FilesConfig::default(),
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_timeout_secs: 10,
@@ -373,9 +420,15 @@ fn set_from_env(tree: &mut Value, key: &str, var: &str, raw: &str) -> Result<(),
                 return Err(bad("expected a number"));
             }
         }
-        Value::Object(_) | Value::Array(_) => {
-            serde_json::from_str(raw).map_err(|_| bad("expected a JSON value"))?
-        }
+        Value::Object(_) => serde_json::from_str(raw).map_err(|_| bad("expected a JSON value"))?,
+        // A JSON array, or a comma-separated list as Parse Server takes.
+        Value::Array(_) => serde_json::from_str(raw).unwrap_or_else(|_| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(Value::from)
+                .collect()
+        }),
         // Strings, and optional settings that are unset by default.
         Value::String(_) | Value::Null => Value::String(raw.to_owned()),
     };

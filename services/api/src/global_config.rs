@@ -1,0 +1,14 @@
+//! `/config`: Parse Config parameters, stored in `_GlobalConfig`.
+
+use crate::App;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::request::ParseRequest;
+use crate::routes::Reply;
+
+impl App {
+    pub(crate) async fn config_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+        let _ = (auth, req);
+        Err(ApiError::not_supported("/config"))
+    }
+}
