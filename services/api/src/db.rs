@@ -17,6 +17,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::{Map, Value, json};
 
+use crate::access::{self, Operation};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult, code};
 use crate::query::FindOptions;
@@ -41,6 +42,26 @@ pub struct Database {
 pub struct PreparedWrite {
     op: WriteOp,
     echo: Vec<String>,
+}
+
+impl PreparedWrite {
+    pub fn class_name(&self) -> &str {
+        self.op.class_name()
+    }
+
+    /// The object a create makes or an update or delete targets.
+    pub fn object_id(&self) -> Option<&str> {
+        match &self.op {
+            WriteOp::Create { object, .. } => object.get("objectId").and_then(Value::as_str),
+            WriteOp::Update { object_id, .. } | WriteOp::Delete { object_id, .. } => {
+                Some(object_id)
+            }
+        }
+    }
+
+    pub fn is_delete(&self) -> bool {
+        matches!(self.op, WriteOp::Delete { .. })
+    }
 }
 
 /// What a committed write answers.
@@ -96,7 +117,11 @@ impl Database {
         self.schemas.current()
     }
 
-    async fn schemas_for(&self, class_name: &str, fields: &[&str]) -> ApiResult<SchemaView> {
+    pub(crate) async fn schemas_for(
+        &self,
+        class_name: &str,
+        fields: &[&str],
+    ) -> ApiResult<SchemaView> {
         Ok(self.schemas.for_class(class_name, fields).await?)
     }
 
@@ -114,9 +139,11 @@ impl Database {
         }
     }
 
-    /// Makes sure the class has these fields, adding what is missing.
-    async fn ensure_fields(
+    /// Makes sure the class has these fields, adding what is missing when
+    /// the class-level permissions allow adding fields.
+    pub(crate) async fn ensure_fields(
         &self,
+        auth: &Auth,
         class_name: &str,
         types: &BTreeMap<String, FieldType>,
     ) -> ApiResult<()> {
@@ -143,6 +170,9 @@ impl Database {
         if class.is_some() && missing.is_empty() {
             return Ok(());
         }
+        if class.is_some() {
+            access::check_class(auth, class.map(Arc::as_ref), Operation::AddField)?;
+        }
         // Parse allows one GeoPoint field per class.
         let new_geo_points = missing
             .values()
@@ -167,6 +197,7 @@ impl Database {
         class_name: &str,
     ) -> ApiResult<()> {
         if view.get(class_name).is_none()
+            && !matches!(class_name, "_User" | "_Role" | "_Session")
             && !auth.master
             && !self.settings.allow_client_class_creation
         {
@@ -179,19 +210,43 @@ impl Database {
     }
 
     /// `GET /classes/{class}`: the matching objects, and their count when
-    /// asked for.
+    /// asked for, as far as the request may see them.
     pub async fn find(
         &self,
         auth: &Auth,
         class_name: &str,
         options: &FindOptions,
     ) -> ApiResult<(Vec<Object>, Option<u64>)> {
-        validate_class_name(class_name)?;
+        validate_class_access(class_name)?;
         let view = self
             .schemas_for(class_name, &options.filter.fields())
             .await?;
         self.check_class_exists(auth, &view, class_name)?;
-        let query = store_query(class_name, options);
+        let class = view.get(class_name).map(Arc::as_ref);
+        let mut restrict = Vec::new();
+        if options.limit != 0 || !options.count {
+            restrict.push(access::check_class(auth, class, Operation::Find)?);
+        }
+        if options.count {
+            restrict.push(access::check_class(auth, class, Operation::Count)?);
+        }
+        let protected = access::protected_fields(auth, class);
+        let order_fields: Vec<&str> = options
+            .order
+            .iter()
+            .filter_map(|key| match key {
+                oxbase_store::SortKey::Field { path, .. } => Some(path.field.as_str()),
+                oxbase_store::SortKey::TextScore => None,
+            })
+            .collect();
+        access::check_query_fields(
+            class_name,
+            &protected,
+            &options.filter.fields(),
+            &order_fields,
+        )?;
+        let mut query = store_query(class_name, options);
+        query.filter = self.restricted(auth, &view, class_name, query.filter, restrict)?;
         let objects = if options.limit == 0 {
             Vec::new()
         } else {
@@ -212,7 +267,9 @@ impl Database {
         } else {
             None
         };
-        let objects = self.finish(&view, class_name, objects, options).await?;
+        let objects = self
+            .finish(auth, &view, class_name, objects, options)
+            .await?;
         Ok((objects, count))
     }
 
@@ -224,28 +281,66 @@ impl Database {
         object_id: &str,
         options: &FindOptions,
     ) -> ApiResult<Object> {
-        validate_class_name(class_name)?;
+        validate_class_access(class_name)?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
+        let clp = access::check_class(auth, view.get(class_name).map(Arc::as_ref), Operation::Get)?;
         let mut options = options.clone();
         options.filter = Filter::field(
             "objectId",
             Condition::Eq(QueryValue::String(object_id.to_owned())),
         );
-        let query = store_query(class_name, &options);
+        let mut query = store_query(class_name, &options);
+        query.filter = self.restricted(auth, &view, class_name, query.filter, vec![clp])?;
         let objects = self
             .retry_stale(view.clone(), |v| {
                 let (store, query) = (&self.store, &query);
                 async move { store.find(&v, query).await }
             })
             .await?;
-        let objects = self.finish(&view, class_name, objects, &options).await?;
+        let objects = self
+            .finish(auth, &view, class_name, objects, &options)
+            .await?;
         objects.into_iter().next().ok_or_else(ApiError::not_found)
     }
 
-    /// Includes, nested key selection and excluded keys.
+    /// A client's filter narrowed to what it may read: its subqueries
+    /// under their classes' permissions, then the class-level `restrict`
+    /// filters and the ACL.
+    fn restricted(
+        &self,
+        auth: &Auth,
+        view: &SchemaView,
+        class_name: &str,
+        mut filter: Filter,
+        restrict: Vec<Filter>,
+    ) -> ApiResult<Filter> {
+        if auth.master {
+            return Ok(filter);
+        }
+        restrict_subqueries(auth, view, &mut filter)?;
+        for extra in restrict {
+            filter = filter.and(extra);
+        }
+        // Sessions belong to their user, whatever their ACL says.
+        if class_name == "_Session" {
+            let me = auth.user_id().unwrap_or_default();
+            filter = filter.and(Filter::field(
+                "user",
+                Condition::Eq(QueryValue::Pointer {
+                    class_name: "_User".into(),
+                    object_id: me.to_owned(),
+                }),
+            ));
+        }
+        Ok(filter.and(access::acl_filter(auth, false)))
+    }
+
+    /// Includes (as far as the request may read them), nested key
+    /// selection, excluded keys, relation fields, and redaction.
     async fn finish(
         &self,
+        auth: &Auth,
         view: &SchemaView,
         class_name: &str,
         mut objects: Vec<Object>,
@@ -268,7 +363,46 @@ impl Database {
             }
         }
         if !paths.is_empty() && !objects.is_empty() {
-            include::resolve(self.store.as_ref(), view, &mut objects, &paths).await?;
+            let readable = |target: &str| -> Filter {
+                if auth.master {
+                    return Filter::All;
+                }
+                match access::check_class(auth, view.get(target).map(Arc::as_ref), Operation::Get) {
+                    Ok(clp) => clp.and(access::acl_filter(auth, false)),
+                    Err(_) => Filter::Nothing,
+                }
+            };
+            include::resolve(self.store.as_ref(), view, &mut objects, &paths, &readable).await?;
+        }
+        let protected = access::protected_fields(auth, view.get(class_name).map(Arc::as_ref));
+        let relations: Vec<(String, String)> = view
+            .get(class_name)
+            .map(|class| {
+                class
+                    .fields
+                    .iter()
+                    .filter_map(|(name, spec)| match &spec.field_type {
+                        FieldType::Relation { target_class } => {
+                            Some((name.clone(), target_class.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for object in &mut objects {
+            access::redact(auth, class_name, object, &protected);
+            for value in object.values_mut() {
+                redact_included(auth, view, value);
+            }
+            for (name, target) in &relations {
+                if options.keys.as_ref().is_none_or(|keys| keys.contains(name)) {
+                    object.insert(
+                        name.clone(),
+                        json!({"__type": "Relation", "className": target}),
+                    );
+                }
+            }
         }
         if let Some(keys) = &options.keys {
             include::select_nested(&mut objects, keys);
@@ -286,8 +420,9 @@ impl Database {
         class_name: &str,
         body: &Map<String, Value>,
     ) -> ApiResult<PreparedWrite> {
-        validate_class_name(class_name)?;
-        let parsed = parse_write(
+        validate_class_access(class_name)?;
+        auth.require_writable("create")?;
+        let mut parsed = parse_write(
             body,
             WriteKind::Create {
                 allow_custom_id: self.settings.allow_custom_object_id,
@@ -295,10 +430,26 @@ impl Database {
         )?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
-        self.ensure_fields(class_name, &parsed.types).await?;
+        access::check_class(
+            auth,
+            view.get(class_name).map(Arc::as_ref),
+            Operation::Create,
+        )?;
+        let object_id = parsed.object_id.take().unwrap_or_else(new_object_id);
+        match class_name {
+            "_User" => self.user_create_rules(&object_id, &mut parsed).await?,
+            "_Role" => crate::users::role_create_rules(&parsed)?,
+            "_Session" if !auth.master => {
+                return Err(ApiError::new(
+                    code::SESSION_MISSING,
+                    "Sessions are created by signing up or logging in.",
+                ));
+            }
+            _ => {}
+        }
+        self.ensure_fields(auth, class_name, &parsed.types).await?;
         let mut object = Object::new();
         apply_update(&mut object, &parsed.changes)?;
-        let object_id = parsed.object_id.unwrap_or_else(new_object_id);
         let timestamp = now();
         object.insert("objectId".into(), Value::String(object_id));
         object.insert("createdAt".into(), Value::String(timestamp.clone()));
@@ -307,7 +458,7 @@ impl Database {
             op: WriteOp::Create {
                 class_name: class_name.to_owned(),
                 object,
-                relations: Vec::new(),
+                relations: parsed.relations,
             },
             echo: parsed.echo,
         })
@@ -320,22 +471,34 @@ impl Database {
         object_id: &str,
         body: &Map<String, Value>,
     ) -> ApiResult<PreparedWrite> {
-        validate_class_name(class_name)?;
-        let parsed = parse_write(body, WriteKind::Update { object_id })?;
+        validate_class_access(class_name)?;
+        auth.require_writable("update")?;
+        let mut parsed = parse_write(body, WriteKind::Update { object_id })?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         if view.get(class_name).is_none() {
             return Err(ApiError::not_found());
         }
-        self.ensure_fields(class_name, &parsed.types).await?;
+        let clp = access::check_class(
+            auth,
+            view.get(class_name).map(Arc::as_ref),
+            Operation::Update,
+        )?;
+        match class_name {
+            "_User" => self.user_update_rules(auth, object_id, &mut parsed).await?,
+            "_Role" => crate::users::role_update_rules(&parsed)?,
+            "_Session" => crate::users::session_update_rules(auth, &parsed)?,
+            _ => {}
+        }
+        self.ensure_fields(auth, class_name, &parsed.types).await?;
         Ok(PreparedWrite {
             op: WriteOp::Update {
                 class_name: class_name.to_owned(),
                 object_id: object_id.to_owned(),
                 updated_at: now(),
                 changes: parsed.changes,
-                relations: Vec::new(),
-                precondition: Filter::All,
+                relations: parsed.relations,
+                precondition: write_precondition(auth, clp),
             },
             echo: parsed.echo,
         })
@@ -347,17 +510,29 @@ impl Database {
         class_name: &str,
         object_id: &str,
     ) -> ApiResult<PreparedWrite> {
-        validate_class_name(class_name)?;
+        validate_class_access(class_name)?;
+        auth.require_writable("delete")?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         if view.get(class_name).is_none() {
             return Err(ApiError::not_found());
         }
+        let clp = access::check_class(
+            auth,
+            view.get(class_name).map(Arc::as_ref),
+            Operation::Delete,
+        )?;
+        if class_name == "_User" && !auth.master && auth.user.is_none() {
+            return Err(ApiError::new(
+                code::SESSION_MISSING,
+                "Insufficient auth to delete user",
+            ));
+        }
         Ok(PreparedWrite {
             op: WriteOp::Delete {
                 class_name: class_name.to_owned(),
                 object_id: object_id.to_owned(),
-                precondition: Filter::All,
+                precondition: write_precondition(auth, clp),
             },
             echo: Vec::new(),
         })
@@ -394,6 +569,80 @@ impl Database {
             .await?
             .pop()
             .unwrap_or_else(|| Err(ApiError::internal("store returned no result")))
+    }
+}
+
+/// Classes `/classes` serves: any valid name, and the system classes
+/// whose rules oxbase implements.
+fn validate_class_access(class_name: &str) -> ApiResult<()> {
+    match class_name {
+        "_User" | "_Role" | "_Session" => Ok(()),
+        _ => validate_class_name(class_name),
+    }
+}
+
+/// An update or delete applies only to an object the request may write.
+fn write_precondition(auth: &Auth, clp: Filter) -> Filter {
+    if auth.master {
+        Filter::All
+    } else {
+        clp.and(access::acl_filter(auth, true))
+    }
+}
+
+/// Puts every `$inQuery`/`$select` subquery under the ACL, and refuses
+/// one on a class the request may not find.
+fn restrict_subqueries(auth: &Auth, view: &SchemaView, filter: &mut Filter) -> ApiResult<()> {
+    match filter {
+        Filter::And(parts) | Filter::Or(parts) | Filter::Nor(parts) => parts
+            .iter_mut()
+            .try_for_each(|part| restrict_subqueries(auth, view, part)),
+        Filter::Field(_, condition) => match condition {
+            Condition::InQuery(sub)
+            | Condition::NotInQuery(sub)
+            | Condition::Select { query: sub, .. }
+            | Condition::DontSelect { query: sub, .. } => {
+                restrict_subqueries(auth, view, &mut sub.filter)?;
+                let clp = access::check_class(
+                    auth,
+                    view.get(&sub.class_name).map(Arc::as_ref),
+                    Operation::Find,
+                )?;
+                let inner = std::mem::replace(&mut sub.filter, Filter::All);
+                sub.filter = inner.and(clp).and(access::acl_filter(auth, false));
+                Ok(())
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Redacts objects that `include` put inside a result, at any depth.
+fn redact_included(auth: &Auth, view: &SchemaView, value: &mut Value) {
+    match value {
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| redact_included(auth, view, item)),
+        Value::Object(map) => {
+            if map.get("__type").and_then(Value::as_str) == Some("Object")
+                && let Some(class_name) = map
+                    .get("className")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            {
+                let protected =
+                    access::protected_fields(auth, view.get(&class_name).map(Arc::as_ref));
+                map.remove("__type");
+                map.remove("className");
+                access::redact(auth, &class_name, map, &protected);
+                map.insert("__type".into(), Value::from("Object"));
+                map.insert("className".into(), Value::from(class_name));
+            }
+            map.values_mut()
+                .for_each(|item| redact_included(auth, view, item));
+        }
+        _ => {}
     }
 }
 

@@ -128,6 +128,20 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound => ApiError::not_found(),
+            // The unique indexes behind Parse's own checks, for the writes
+            // that race past them.
+            StoreError::Duplicate {
+                field: Some(ref field),
+            } if field == "username" => ApiError::new(
+                code::USERNAME_TAKEN,
+                "Account already exists for this username.",
+            ),
+            StoreError::Duplicate {
+                field: Some(ref field),
+            } if field == "email" => ApiError::new(
+                code::EMAIL_TAKEN,
+                "Account already exists for this email address.",
+            ),
             StoreError::Duplicate { .. } => ApiError::new(
                 code::DUPLICATE_VALUE,
                 "A duplicate value for a field with unique values was provided",

@@ -2,6 +2,7 @@
 //! Server's protocol (the REST API and the JS SDK's tunnel) over a
 //! [`Store`].
 
+mod access;
 mod auth;
 mod db;
 mod error;
@@ -14,6 +15,7 @@ mod schema_routes;
 mod schemas;
 mod server;
 mod sessions;
+mod users;
 mod values;
 
 use std::net::SocketAddr;
@@ -37,6 +39,8 @@ pub struct App {
     /// Path prefixes `/batch` items may use: the mount path, and the public
     /// URL's path when it differs.
     batch_prefixes: Vec<String>,
+    sessions: sessions::SessionCache,
+    session_length_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,8 @@ impl App {
             app_id: config.app_id.clone(),
             mount: config.mount_path.clone(),
             batch_prefixes,
+            sessions: sessions::SessionCache::default(),
+            session_length_secs: config.session_length_secs,
         }))
     }
 

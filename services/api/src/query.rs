@@ -83,7 +83,7 @@ impl<'a> WhereParser<'a> {
                         _ => Filter::Nor(children),
                     }
                 }
-                "$relatedTo" => return Err(ApiError::query("$relatedTo is not supported yet")),
+                "$relatedTo" => related_to(value)?,
                 "ACL" => return Err(ApiError::query("Cannot query on ACL.")),
                 // Other top-level keys, `$where` among them, must be field
                 // names; field_path refuses them with Parse's 105.
@@ -327,6 +327,29 @@ impl<'a> WhereParser<'a> {
             filter,
         })
     }
+}
+
+/// `{"object": <pointer>, "key": <relation field>}`: the objects in that
+/// object's relation.
+fn related_to(value: &Value) -> ApiResult<Filter> {
+    let bad = || ApiError::query("Bad $relatedTo format: use {object: <pointer>, key: <field>}.");
+    let key = value.get("key").and_then(Value::as_str).ok_or_else(bad)?;
+    let object = value.get("object").ok_or_else(bad)?;
+    let (Some("Pointer"), Some(owner_class), Some(owner_id)) = (
+        object.get("__type").and_then(Value::as_str),
+        object.get("className").and_then(Value::as_str),
+        object.get("objectId").and_then(Value::as_str),
+    ) else {
+        return Err(bad());
+    };
+    if !crate::values::is_field_name(key) {
+        return Err(bad());
+    }
+    Ok(Filter::RelatedTo {
+        owner_class: owner_class.to_owned(),
+        owner_id: owner_id.to_owned(),
+        key: key.to_owned(),
+    })
 }
 
 fn first_line(text: &str) -> &str {

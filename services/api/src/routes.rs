@@ -32,11 +32,6 @@ impl Reply {
 /// Parse Server routes oxbase does not serve yet; they answer with an error
 /// that says so rather than "no such route".
 const NOT_YET: &[&str] = &[
-    "users",
-    "login",
-    "logout",
-    "sessions",
-    "roles",
     "functions",
     "jobs",
     "hooks",
@@ -60,6 +55,23 @@ const NOT_YET: &[&str] = &[
     "apps",
     "security",
 ];
+
+/// Parse's class aliases: `/users`, `/roles` and `/sessions` are the
+/// class routes of `_User`, `_Role` and `_Session`, except for `me`.
+pub(crate) fn canonical_segments(segments: Vec<String>) -> Vec<String> {
+    let class = match segments.first().map(String::as_str) {
+        Some("users") => "_User",
+        Some("roles") => "_Role",
+        Some("sessions") => "_Session",
+        _ => return segments,
+    };
+    if segments.get(1).is_some_and(|s| s == "me") {
+        return segments;
+    }
+    let mut out = vec!["classes".to_owned(), class.to_owned()];
+    out.extend(segments.into_iter().skip(1));
+    out
+}
 
 /// A write a request makes to `/classes`, if it is one.
 enum ClassWrite<'a> {
@@ -85,20 +97,56 @@ fn is_routable(req: &ParseRequest) -> bool {
     class_write(req).is_some()
         || matches!(
             (&req.method, s.as_slice()),
-            (&Method::GET, ["classes", _]) | (&Method::GET, ["classes", _, _])
+            (&Method::GET, ["classes", _])
+                | (&Method::GET, ["classes", _, _])
+                | (&Method::GET, ["users" | "sessions", "me"])
+                | (&Method::GET | &Method::POST, ["login"])
+                | (&Method::POST, ["logout"])
         )
         || s.first().is_some_and(|root| NOT_YET.contains(root))
 }
 
+/// What `after_writes` needs to know of a write: its class, and the id of
+/// an object it deletes.
+fn write_effect(write: &PreparedWrite) -> (String, Option<String>) {
+    let deleted = write
+        .is_delete()
+        .then(|| write.object_id().map(str::to_owned))
+        .flatten();
+    (write.class_name().to_owned(), deleted)
+}
+
 impl App {
     pub(crate) async fn dispatch(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+        let aliased;
+        let req = if matches!(
+            req.segments.first().map(String::as_str),
+            Some("users" | "roles" | "sessions")
+        ) {
+            aliased = ParseRequest {
+                segments: canonical_segments(req.segments.clone()),
+                ..req.clone()
+            };
+            &aliased
+        } else {
+            req
+        };
         if let Some(write) = class_write(req) {
+            if let ClassWrite::Create("_User") = write {
+                return self.signup(auth, req).await;
+            }
             let prepared = self.prepare(auth, req, &write).await?;
+            let effect = write_effect(&prepared);
             let reply = self.db.commit_one(prepared).await?;
+            self.after_writes(&[effect]).await;
             return Ok(self.write_reply(req, &write, reply));
         }
         let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
         match (&req.method, s.as_slice()) {
+            (&Method::GET, ["users", "me"]) => self.me(auth, req).await,
+            (&Method::GET, ["sessions", "me"]) => self.session_me(auth, req).await,
+            (&Method::GET | &Method::POST, ["login"]) => self.login(auth, req).await,
+            (&Method::POST, ["logout"]) => self.logout(auth).await,
             (&Method::GET, ["classes", class]) => {
                 let options = FindOptions::for_find(&req.params, self.db.limits())?;
                 let (mut results, count) = self.db.find(auth, class, &options).await?;
@@ -135,7 +183,7 @@ impl App {
         }
     }
 
-    fn expand_files(&self, req: &ParseRequest, objects: &mut [oxbase_store::Object]) {
+    pub(crate) fn expand_files(&self, req: &ParseRequest, objects: &mut [oxbase_store::Object]) {
         let mount_url = format!("{}{}", req.origin, self.mount);
         crate::files::expand_urls(objects, &mount_url, &self.app_id);
     }
@@ -209,7 +257,7 @@ impl App {
                 Some(Value::Object(map)) => map.clone(),
                 Some(_) => return Err(ApiError::json("batch request body must be an object")),
             };
-            let sub = req.sub_request(method, segments, body);
+            let sub = req.sub_request(method, canonical_segments(segments), body);
             if !is_routable(&sub) {
                 return Err(ApiError::json(format!(
                     "cannot route {} {path}",
@@ -234,7 +282,9 @@ impl App {
         }
         let (indexes, prepared): (Vec<usize>, Vec<PreparedWrite>) = writes.into_iter().unzip();
         if !prepared.is_empty() {
+            let effects: Vec<_> = prepared.iter().map(write_effect).collect();
             let replies = self.db.commit(prepared, transaction).await?;
+            self.after_writes(&effects).await;
             for (i, reply) in indexes.into_iter().zip(replies) {
                 results[i] = Some(reply.map(|r| r.body()));
             }

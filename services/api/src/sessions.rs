@@ -1,19 +1,216 @@
-//! Session tokens: who a request is, beyond its keys.
+//! Session tokens: who a request is, beyond its keys. Tokens resolve to
+//! the user and all their roles, cached briefly so that a signed-in
+//! request costs no more than an anonymous one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oxbase_store::{Condition, Filter, Object, Query, QueryValue};
+use serde_json::Value;
 
 use crate::App;
-use crate::auth::{Auth, KeyLevel};
-use crate::error::ApiResult;
+use crate::auth::{Auth, KeyLevel, SessionUser};
+use crate::error::{ApiError, ApiResult, code};
 use crate::request::ParseRequest;
+
+/// How long a resolved token is trusted before the store is asked again.
+/// A session revoked by another process stops working within this time;
+/// one revoked here stops at once. Parse Server's default cache has the
+/// same lifetime.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Entries kept before expired ones are swept.
+const CACHE_SWEEP_AT: usize = 10_000;
+/// Roles nest at most this deep; deeper chains (or loops) stop here.
+const MAX_ROLE_DEPTH: usize = 20;
+
+#[derive(Default)]
+pub struct SessionCache {
+    /// Each entry with the instant it stops being trusted.
+    entries: Mutex<HashMap<String, (Instant, Arc<SessionUser>)>>,
+}
+
+impl SessionCache {
+    fn get(&self, token: &str) -> Option<Arc<SessionUser>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(token)
+            .filter(|(until, _)| Instant::now() < *until)
+            .map(|(_, user)| user.clone())
+    }
+
+    /// Trusts a resolved token for `CACHE_TTL`, or until its session
+    /// expires if that is sooner.
+    fn put(&self, user: Arc<SessionUser>, expires_in: Option<Duration>) {
+        let now = Instant::now();
+        let until = now + expires_in.map_or(CACHE_TTL, |left| left.min(CACHE_TTL));
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHE_SWEEP_AT {
+            entries.retain(|_, (until, _)| now < *until);
+        }
+        entries.insert(user.session_token.clone(), (until, user));
+    }
+
+    /// Forgets one token (logout, session deleted).
+    pub fn forget(&self, token: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(token);
+    }
+
+    /// Forgets every token of a user (user deleted, password changed).
+    pub fn forget_user(&self, user_id: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, (_, user)| user.id != user_id);
+    }
+
+    /// Forgets everything: roles changed, so any user's roles may have.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::new(code::INVALID_SESSION_TOKEN, "Invalid session token")
+}
+
+fn pointer(class_name: &str, object_id: &str) -> QueryValue {
+    QueryValue::Pointer {
+        class_name: class_name.to_owned(),
+        object_id: object_id.to_owned(),
+    }
+}
 
 impl App {
     /// The keys decide the master level; a session token names the user.
     pub(crate) async fn authenticate(&self, req: &ParseRequest) -> ApiResult<Auth> {
         let level = self.keys.authenticate(&req.credentials, req.ip)?;
-        Ok(Auth {
+        let mut auth = Auth {
             master: level != KeyLevel::Client,
             read_only: level == KeyLevel::ReadOnlyMaster,
             installation_id: req.credentials.installation_id.clone(),
             user: None,
-        })
+        };
+        if !auth.master
+            && let Some(token) = req.credentials.session_token.as_deref()
+        {
+            auth.user = Some(self.session_user(token).await?);
+        }
+        Ok(auth)
+    }
+
+    async fn session_user(&self, token: &str) -> ApiResult<Arc<SessionUser>> {
+        if let Some(user) = self.sessions.get(token) {
+            return Ok(user);
+        }
+        let session = self
+            .find_one(
+                "_Session",
+                Filter::field(
+                    "sessionToken",
+                    Condition::Eq(QueryValue::String(token.to_owned())),
+                ),
+            )
+            .await?
+            .ok_or_else(invalid_token)?;
+        let expires_at = session
+            .get("expiresAt")
+            .and_then(|d| d.get("iso"))
+            .and_then(Value::as_str)
+            .and_then(|iso| chrono::DateTime::parse_from_rfc3339(iso).ok());
+        let expires_in = match expires_at {
+            Some(at) => match (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std() {
+                Ok(left) => Some(left),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        if expires_at.is_some() && expires_in.is_none() {
+            return Err(ApiError::new(
+                code::INVALID_SESSION_TOKEN,
+                "Session token is expired.",
+            ));
+        }
+        let user_id = session
+            .get("user")
+            .and_then(|u| u.get("objectId"))
+            .and_then(Value::as_str)
+            .ok_or_else(invalid_token)?;
+        let user = self
+            .find_one(
+                "_User",
+                Filter::field(
+                    "objectId",
+                    Condition::Eq(QueryValue::String(user_id.to_owned())),
+                ),
+            )
+            .await?
+            .ok_or_else(invalid_token)?;
+        let anonymous = user
+            .get("authData")
+            .and_then(|a| a.get("anonymous"))
+            .is_some_and(|a| !a.is_null());
+        let resolved = Arc::new(SessionUser {
+            id: user_id.to_owned(),
+            session_token: token.to_owned(),
+            anonymous,
+            roles: self.roles_of(user_id).await?,
+        });
+        self.sessions.put(resolved.clone(), expires_in);
+        Ok(resolved)
+    }
+
+    /// One object of a system class, read with master rights.
+    pub(crate) async fn find_one(
+        &self,
+        class_name: &str,
+        filter: Filter,
+    ) -> ApiResult<Option<Object>> {
+        Ok(self
+            .find_all(Query::new(class_name).filter(filter).limit(1))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    pub(crate) async fn find_all(&self, query: Query) -> ApiResult<Vec<Object>> {
+        let view = self.db.schemas_for(&query.class_name, &[]).await?;
+        if view.get(&query.class_name).is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(self.db.store().find(&view, &query).await?)
+    }
+
+    /// `role:Name` of the roles whose `users` hold the user, and of the
+    /// roles whose `roles` hold those, to any depth.
+    async fn roles_of(&self, user_id: &str) -> ApiResult<Vec<String>> {
+        let mut names = Vec::new();
+        let mut seen = HashSet::new();
+        let mut frontier = Filter::field("users", Condition::Eq(pointer("_User", user_id)));
+        for _ in 0..MAX_ROLE_DEPTH {
+            let mut query = Query::new("_Role").filter(frontier);
+            query.keys = Some(vec!["name".into()]);
+            let found = self.find_all(query).await?;
+            let mut next = Vec::new();
+            for role in found {
+                let (Some(id), Some(name)) = (
+                    role.get("objectId").and_then(Value::as_str),
+                    role.get("name").and_then(Value::as_str),
+                ) else {
+                    continue;
+                };
+                if seen.insert(id.to_owned()) {
+                    names.push(format!("role:{name}"));
+                    next.push(pointer("_Role", id));
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = Filter::field("roles", Condition::In(next));
+        }
+        Ok(names)
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
-use oxbase_store::{FieldPath, FieldType, UpdateOp};
+use oxbase_store::{FieldPath, FieldType, RelationChange, UpdateOp};
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult, code};
@@ -283,6 +283,8 @@ pub struct ParsedWrite {
     pub echo: Vec<String>,
     /// The objectId a create asks for (when custom ids are allowed).
     pub object_id: Option<String>,
+    /// `AddRelation`/`RemoveRelation` changes, by field.
+    pub relations: Vec<RelationChange>,
 }
 
 /// What kind of write a body is for.
@@ -362,6 +364,17 @@ pub fn parse_write(body: &Map<String, Value>, kind: WriteKind<'_>) -> ApiResult<
             }
             set_type(&mut out, &path.field, FieldType::Object)?;
         }
+        if let Some((target, change)) = relation_op(&path, value)? {
+            set_type(
+                &mut out,
+                &path.field,
+                FieldType::Relation {
+                    target_class: target,
+                },
+            )?;
+            out.relations.push(change);
+            continue;
+        }
         let op = match value {
             Value::Object(map) if map.contains_key("__op") => parse_op(map)?,
             Value::Null => UpdateOp::Delete,
@@ -392,6 +405,81 @@ pub fn parse_write(body: &Map<String, Value>, kind: WriteKind<'_>) -> ApiResult<
         out.changes.push((path, op));
     }
     Ok(out)
+}
+
+/// `AddRelation`, `RemoveRelation`, or a `Batch` of both on one field: the
+/// target class and the ids to add and remove.
+fn relation_op(path: &FieldPath, value: &Value) -> ApiResult<Option<(String, RelationChange)>> {
+    let Some(op) = value.get("__op").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let ops: Vec<&Value> = match op {
+        "AddRelation" | "RemoveRelation" => vec![value],
+        "Batch" => {
+            let ops = value
+                .get("ops")
+                .and_then(Value::as_array)
+                .ok_or_else(|| ApiError::json("Batch ops must be an array"))?;
+            if !ops.iter().all(|op| {
+                matches!(
+                    op.get("__op").and_then(Value::as_str),
+                    Some("AddRelation" | "RemoveRelation")
+                )
+            }) {
+                return Err(ApiError::new(
+                    code::COMMAND_UNAVAILABLE,
+                    "A Batch may only hold AddRelation and RemoveRelation.",
+                ));
+            }
+            ops.iter().collect()
+        }
+        _ => return Ok(None),
+    };
+    if path.is_nested() {
+        return Err(invalid_field(&path.field));
+    }
+    let mut target: Option<String> = None;
+    let mut change = RelationChange {
+        key: path.field.clone(),
+        add: Vec::new(),
+        remove: Vec::new(),
+    };
+    for op in ops {
+        let objects = op
+            .get("objects")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ApiError::json("objects to add must be an array"))?;
+        for object in objects {
+            let (Some("Pointer"), Some(class_name), Some(object_id)) = (
+                object.get("__type").and_then(Value::as_str),
+                object.get("className").and_then(Value::as_str),
+                object.get("objectId").and_then(Value::as_str),
+            ) else {
+                return Err(bad_type("Pointer"));
+            };
+            match &target {
+                Some(existing) if existing != class_name => {
+                    return Err(ApiError::new(
+                        code::INCORRECT_TYPE,
+                        format!(
+                            "Related object must be of class {existing}, but {class_name} was passed in."
+                        ),
+                    ));
+                }
+                _ => target = Some(class_name.to_owned()),
+            }
+            let list = if op["__op"] == "AddRelation" {
+                &mut change.add
+            } else {
+                &mut change.remove
+            };
+            list.push(object_id.to_owned());
+        }
+    }
+    match target {
+        Some(target) => Ok(Some((target, change))),
+        None => Err(ApiError::json("a relation operation needs objects")),
+    }
 }
 
 fn is_delete_op(value: &Value) -> bool {

@@ -25,14 +25,16 @@ const ALWAYS_KEPT: &[&str] = &[
 ];
 
 /// Replaces the pointers at each path (shortest first) with their objects.
-/// Pointers to objects that do not exist (or cannot be read) are dropped,
-/// as Parse Server drops them: the field disappears, or the array loses
-/// the entry.
+/// `readable` gives, per class, the filter an included object must match
+/// (the reader's permissions). Pointers to objects that do not exist or
+/// cannot be read are dropped, as Parse Server drops them: the field
+/// disappears, or the array loses the entry.
 pub async fn resolve(
     store: &dyn Store,
     view: &SchemaView,
     objects: &mut [Object],
     paths: &[Vec<String>],
+    readable: &(dyn Fn(&str) -> Filter + Sync),
 ) -> StoreResult<()> {
     for path in paths {
         let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -51,11 +53,13 @@ pub async fn resolve(
         }
         let mut found: HashMap<(String, String), Object> = HashMap::new();
         for (class_name, ids) in wanted {
+            let restriction = readable(&class_name);
             let ids: Vec<String> = ids.into_iter().collect();
             for chunk in ids.chunks(CHUNK) {
                 let values = chunk.iter().cloned().map(QueryValue::String).collect();
-                let query = Query::new(class_name.clone())
-                    .filter(Filter::field("objectId", Condition::In(values)));
+                let query = Query::new(class_name.clone()).filter(
+                    Filter::field("objectId", Condition::In(values)).and(restriction.clone()),
+                );
                 for object in store.find(view, &query).await? {
                     let id = object["objectId"].as_str().unwrap_or_default().to_owned();
                     found.insert((class_name.clone(), id), object);

@@ -2,8 +2,10 @@
 
 mod common;
 
+mod acl;
 mod bad_input;
 mod batch;
 mod keys;
 mod objects;
 mod queries;
+mod users;

@@ -852,9 +852,11 @@ pub async fn includes_resolve_pointers(store: StoreRef) {
         vec!["also".to_owned()],
         vec!["lost".to_owned()],
     ];
-    oxbase_store::include::resolve(store.as_ref(), &view, &mut books, &paths)
-        .await
-        .unwrap();
+    oxbase_store::include::resolve(store.as_ref(), &view, &mut books, &paths, &|_: &str| {
+        oxbase_store::Filter::All
+    })
+    .await
+    .unwrap();
     assert_eq!(books[0]["by"]["name"], "ann");
     assert_eq!(books[0]["by"]["__type"], "Object");
     assert_eq!(books[0]["also"].as_array().unwrap().len(), 1);
