@@ -1,16 +1,20 @@
 """Seeds the Bench class: N objects, `group` = i % (N/10), so every group
-has 10 objects. Writes the created ids, one per line, to the given file."""
+has 10 objects. Writes the created ids, one per line, to the given file.
+With BENCH_ACL set (a JSON ACL), every object gets that ACL."""
 import json
+import os
 import sys
 import urllib.request
 
 base, app_id, count, ids_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 groups = count // 10
+acl = json.loads(os.environ["BENCH_ACL"]) if os.environ.get("BENCH_ACL") else None
 ids = []
 for start in range(0, count, 50):
     requests = [
         {"method": "POST", "path": "/parse/classes/Bench",
-         "body": {"group": i % groups, "score": i, "name": f"player {i}", "tags": ["a", "b"]}}
+         "body": {"group": i % groups, "score": i, "name": f"player {i}", "tags": ["a", "b"],
+                  **({"ACL": acl} if acl else {})}}
         for i in range(start, min(start + 50, count))
     ]
     req = urllib.request.Request(

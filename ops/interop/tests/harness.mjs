@@ -103,10 +103,12 @@ export async function startBoth() {
   const child = spawn(
     bin,
     ['api', '--port', String(oxPort), '--data-dir', dataDir, '--app-id', APP_ID, '--master-key', MASTER_KEY, '--database-uri', databaseURI],
-    { env: { ...env, OXBASE_HOST: '127.0.0.1', OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true' }, stdio: ['ignore', 'ignore', 'pipe'] },
+    { env: { ...env, OXBASE_HOST: '127.0.0.1', OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true' }, stdio: ['ignore', process.env.OXBASE_INTEROP_TRACE ? 'inherit' : 'ignore', 'pipe'] },
   );
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
+  // OXBASE_INTEROP_TRACE=1 shows oxbase's log, to see why a request failed.
+  if (process.env.OXBASE_INTEROP_TRACE) child.stderr.pipe(process.stderr);
   let exited = false;
   child.on('exit', () => (exited = true));
   const oxURL = `http://127.0.0.1:${oxPort}/parse`;

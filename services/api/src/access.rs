@@ -73,9 +73,10 @@ pub fn check_class(auth: &Auth, class: Option<&ClassSchema>, op: Operation) -> A
         "writeUserFields"
     };
     fields.extend(string_list(clp.get(user_fields)));
-    if let (Some(user_id), false, false) =
-        (auth.user_id(), fields.is_empty(), op == Operation::Create)
-    {
+    // Pointer permissions name existing objects, so they cannot grant
+    // creating one or adding a field.
+    let on_objects = !matches!(op, Operation::Create | Operation::AddField);
+    if let (Some(user_id), false, true) = (auth.user_id(), fields.is_empty(), on_objects) {
         let me = QueryValue::Pointer {
             class_name: "_User".into(),
             object_id: user_id.to_owned(),

@@ -120,13 +120,12 @@ impl App {
             .and_then(|d| d.get("iso"))
             .and_then(Value::as_str)
             .and_then(|iso| chrono::DateTime::parse_from_rfc3339(iso).ok());
-        let expires_in = match expires_at {
-            Some(at) => match (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std() {
-                Ok(left) => Some(left),
-                Err(_) => None,
-            },
-            None => None,
-        };
+        // `None` once the expiry has passed.
+        let expires_in = expires_at.and_then(|at| {
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .ok()
+        });
         if expires_at.is_some() && expires_in.is_none() {
             return Err(ApiError::new(
                 code::INVALID_SESSION_TOKEN,

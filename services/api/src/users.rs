@@ -123,7 +123,8 @@ impl Database {
         self.hash_password_change(parsed).await
     }
 
-    /// Only the user (or the master key) may change a user; usernames and
+    /// Only a signed-in user (or the master key) may change a user, and the
+    /// user's ACL decides which; usernames and
     /// emails stay unique, and a new password is hashed.
     pub(crate) async fn user_update_rules(
         &self,
@@ -131,7 +132,8 @@ impl Database {
         object_id: &str,
         parsed: &mut ParsedWrite,
     ) -> ApiResult<()> {
-        if !auth.master && auth.user_id() != Some(object_id) {
+        // Another user is refused by the user's ACL, as in Parse Server.
+        if !auth.master && auth.user.is_none() {
             return Err(ApiError::new(
                 code::SESSION_MISSING,
                 format!("Cannot modify user {object_id}."),
@@ -247,7 +249,6 @@ impl Database {
             "createdWith".into(),
             json!({"action": action, "authProvider": "password"}),
         );
-        body.insert("restricted".into(), Value::Bool(false));
         body.insert(
             "expiresAt".into(),
             json!({"__type": "Date", "iso": format_date(expires)}),

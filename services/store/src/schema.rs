@@ -134,7 +134,6 @@ pub fn system_fields(class_name: &str) -> Vec<(&'static str, FieldType)> {
             ("roles", relation("_Role")),
         ],
         "_Session" => vec![
-            ("restricted", Boolean),
             ("user", pointer("_User")),
             ("installationId", String),
             ("sessionToken", String),
