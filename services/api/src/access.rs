@@ -50,10 +50,13 @@ pub fn check_class(auth: &Auth, class: Option<&ClassSchema>, op: Operation) -> A
         return Ok(Filter::All);
     };
     let class_name = class.map(|c| c.class_name.as_str()).unwrap_or_default();
-    // Parse treats a missing operation as open.
-    let Some(perms) = clp.get(op.key()).and_then(Value::as_object) else {
-        return Ok(Filter::All);
-    };
+    // An operation the permissions do not name is closed, as Parse Server
+    // fills it in when it loads a class.
+    let closed = Map::new();
+    let perms = clp
+        .get(op.key())
+        .and_then(Value::as_object)
+        .unwrap_or(&closed);
     if granted(perms, auth) {
         return Ok(Filter::All);
     }
@@ -246,8 +249,8 @@ mod tests {
         let anon = Auth::default();
         assert!(check_class(&anon, Some(&c), Operation::Count).is_ok());
         assert!(
-            check_class(&anon, Some(&c), Operation::Create).is_ok(),
-            "missing means open"
+            check_class(&anon, Some(&c), Operation::Create).is_err(),
+            "missing means closed"
         );
         let err = |r: ApiResult<Filter>| match r.unwrap_err() {
             ApiError::Parse { code, .. } => code,

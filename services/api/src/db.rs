@@ -597,23 +597,23 @@ fn restrict_subqueries(auth: &Auth, view: &SchemaView, filter: &mut Filter) -> A
         Filter::And(parts) | Filter::Or(parts) | Filter::Nor(parts) => parts
             .iter_mut()
             .try_for_each(|part| restrict_subqueries(auth, view, part)),
-        Filter::Field(_, condition) => match condition {
+        Filter::Field(
+            _,
             Condition::InQuery(sub)
             | Condition::NotInQuery(sub)
             | Condition::Select { query: sub, .. }
-            | Condition::DontSelect { query: sub, .. } => {
-                restrict_subqueries(auth, view, &mut sub.filter)?;
-                let clp = access::check_class(
-                    auth,
-                    view.get(&sub.class_name).map(Arc::as_ref),
-                    Operation::Find,
-                )?;
-                let inner = std::mem::replace(&mut sub.filter, Filter::All);
-                sub.filter = inner.and(clp).and(access::acl_filter(auth, false));
-                Ok(())
-            }
-            _ => Ok(()),
-        },
+            | Condition::DontSelect { query: sub, .. },
+        ) => {
+            restrict_subqueries(auth, view, &mut sub.filter)?;
+            let clp = access::check_class(
+                auth,
+                view.get(&sub.class_name).map(Arc::as_ref),
+                Operation::Find,
+            )?;
+            let inner = std::mem::replace(&mut sub.filter, Filter::All);
+            sub.filter = inner.and(clp).and(access::acl_filter(auth, false));
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

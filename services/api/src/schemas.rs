@@ -78,6 +78,20 @@ impl SchemaCache {
         let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
         *view = view.with(schema);
     }
+
+    /// Forgets a class this process just deleted.
+    pub fn remove(&self, class_name: &str) {
+        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        if view.get(class_name).is_none() {
+            return;
+        }
+        let rest: Vec<ClassSchema> = view
+            .classes()
+            .filter(|class| class.class_name != class_name)
+            .map(|class| (**class).clone())
+            .collect();
+        *view = SchemaView::new(rest);
+    }
 }
 
 /// Reloads on every change the store reports, until the cache is gone.
