@@ -1,33 +1,83 @@
-//! File values: stored as their name, given their URL when read, as Parse
-//! Server does (`{mount}/files/{appId}/{name}`), so a deployment's URL can
-//! change without rewriting data.
+//! Files: Parse Server's Files API (`POST /files/{name}`, downloads at
+//! `GET /files/{appId}/{name}`, `DELETE /files/{name}`) over a
+//! [`FileStorage`], and File values: stored as their name, given their URL
+//! when read, as Parse Server does (`{mount}/files/{appId}/{name}`), so a
+//! deployment's URL can change without rewriting data.
 
+mod mime;
+mod routes;
+mod rules;
+mod storage;
+
+use std::sync::Arc;
+
+use oxbase_kit::{Config, FilesConfig};
 use oxbase_store::Object;
 use serde_json::Value;
 
-/// Adds `url` to every File value in the objects, nested ones included.
-pub fn expand_urls(objects: &mut [Object], mount_url: &str, app_id: &str) {
-    let prefix = format!("{mount_url}/files/{}/", encode_component(app_id));
-    for object in objects {
-        for value in object.values_mut() {
-            expand(value, &prefix);
+pub use storage::{FileStorage, LocalFileStorage};
+
+/// The API's file settings and storage.
+pub struct Files {
+    storage: Arc<dyn FileStorage>,
+    config: FilesConfig,
+    extensions: rules::ExtensionRules,
+}
+
+impl Files {
+    /// Local storage in `files.dir`, by default `<data_dir>/files`.
+    pub fn from_config(config: &Config) -> Self {
+        let dir = config
+            .files
+            .dir
+            .clone()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or_else(|| config.data_dir.join("files"));
+        Self::new(&config.files, Arc::new(LocalFileStorage::new(dir)))
+    }
+
+    pub fn new(config: &FilesConfig, storage: Arc<dyn FileStorage>) -> Self {
+        Self {
+            storage,
+            config: config.clone(),
+            extensions: rules::ExtensionRules::new(&config.file_extensions),
         }
     }
 }
 
-fn expand(value: &mut Value, prefix: &str) {
+/// A file's URL: `{mount_url}/files/{appId}/{name}`, each segment of the
+/// name encoded on its own so directories stay paths.
+pub fn file_url(mount_url: &str, app_id: &str, name: &str) -> String {
+    let encoded: Vec<String> = name.split('/').map(encode_component).collect();
+    format!(
+        "{mount_url}/files/{}/{}",
+        encode_component(app_id),
+        encoded.join("/")
+    )
+}
+
+/// Adds `url` to every File value in the objects, nested ones included.
+pub fn expand_urls(objects: &mut [Object], mount_url: &str, app_id: &str) {
+    for object in objects {
+        for value in object.values_mut() {
+            expand(value, mount_url, app_id);
+        }
+    }
+}
+
+fn expand(value: &mut Value, mount_url: &str, app_id: &str) {
     match value {
         Value::Object(map) => {
             if map.get("__type").and_then(Value::as_str) == Some("File") {
                 if let Some(name) = map.get("name").and_then(Value::as_str) {
-                    let url = format!("{prefix}{}", encode_component(name));
+                    let url = file_url(mount_url, app_id, name);
                     map.insert("url".into(), Value::String(url));
                 }
                 return;
             }
-            map.values_mut().for_each(|v| expand(v, prefix));
+            map.values_mut().for_each(|v| expand(v, mount_url, app_id));
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| expand(v, prefix)),
+        Value::Array(items) => items.iter_mut().for_each(|v| expand(v, mount_url, app_id)),
         _ => {}
     }
 }
@@ -72,16 +122,9 @@ mod tests {
             objects[0]["nested"]["g"]["url"],
             "http://h/parse/files/app/%C3%A9"
         );
-    }
-}
-
-impl crate::App {
-    pub(crate) async fn files_route(
-        &self,
-        auth: &crate::auth::Auth,
-        req: &crate::request::ParseRequest,
-    ) -> crate::error::ApiResult<crate::routes::Reply> {
-        let _ = (auth, req);
-        Err(crate::error::ApiError::not_supported("/files"))
+        assert_eq!(
+            file_url("http://h/parse", "my app", "dir/sub/a b.txt"),
+            "http://h/parse/files/my%20app/dir/sub/a%20b.txt"
+        );
     }
 }

@@ -41,6 +41,7 @@ pub struct App {
     batch_prefixes: Vec<String>,
     sessions: sessions::SessionCache,
     session_length_secs: u64,
+    files: files::Files,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,7 @@ impl App {
             batch_prefixes,
             sessions: sessions::SessionCache::default(),
             session_length_secs: config.session_length_secs,
+            files: files::Files::from_config(config),
         }))
     }
 

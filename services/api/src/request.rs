@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use axum::http::{HeaderMap, Method};
 use base64::Engine;
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult};
@@ -38,6 +39,39 @@ pub struct ParseRequest {
     pub ip: IpAddr,
     /// `scheme://host` the client reached us at, for `Location` headers.
     pub origin: String,
+    /// The file of a `POST /files/{name}`.
+    pub upload: Option<FileUpload>,
+}
+
+/// The body of a file upload: the raw bytes, or the JS SDK's JSON form
+/// (`{"base64": ..., "_ContentType": ..., "fileData": {...}}` through the
+/// tunnel), which Parse Server accepts when no header names the app.
+#[derive(Debug, Clone, Default)]
+pub struct FileUpload {
+    /// The file's bytes; empty when the JSON form's `base64` is missing or
+    /// does not decode.
+    pub bytes: Bytes,
+    pub content_type: Option<String>,
+    /// The JSON form's `fileData`: `metadata`, `tags`, `directory`.
+    pub file_data: Option<Value>,
+    /// `X-Parse-Upload-Mode: stream` uploads carry their file data in
+    /// headers, and are refused with 130 rather than 413 when too large.
+    pub stream: Option<StreamHeaders>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StreamHeaders {
+    pub directory: Option<String>,
+    pub metadata: Option<String>,
+    pub tags: Option<String>,
+}
+
+/// Whether a request is a file upload, `POST /files/{name}` (or `POST
+/// /files`, which lacks the name), whose body is the file rather than JSON.
+/// `path` is the part below the mount path.
+pub fn is_file_upload(method: &Method, path: &str) -> bool {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    method == Method::POST && segments.next() == Some("files") && segments.nth(1).is_none()
 }
 
 /// Body fields the JS SDK's tunnel uses; they are removed from every body.
@@ -76,18 +110,7 @@ impl ParseRequest {
         body: &[u8],
         ip: IpAddr,
     ) -> ApiResult<Self> {
-        let mut credentials = Credentials {
-            app_id: header(headers, "x-parse-application-id"),
-            master_key: header(headers, "x-parse-master-key"),
-            javascript_key: header(headers, "x-parse-javascript-key"),
-            client_key: header(headers, "x-parse-client-key"),
-            rest_api_key: header(headers, "x-parse-rest-api-key"),
-            dotnet_key: header(headers, "x-parse-windows-key"),
-            session_token: header(headers, "x-parse-session-token"),
-            installation_id: header(headers, "x-parse-installation-id"),
-            client_version: header(headers, "x-parse-client-version"),
-        };
-        basic_auth(headers, &mut credentials);
+        let mut credentials = header_credentials(headers);
 
         let mut body = parse_body(body)?;
         let mut method = method;
@@ -105,33 +128,79 @@ impl ParseRequest {
         take_tunnel_credentials(&mut body, &mut credentials)?;
 
         let mut params = body.clone();
-        if let Some(query) = query {
-            for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-                // Parse reads each parameter as JSON when it is JSON.
-                let value =
-                    serde_json::from_str(&value).unwrap_or(Value::String(value.into_owned()));
-                params.insert(key.into_owned(), value);
-            }
-        }
-
-        let segments = path
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                percent_decode(s).ok_or_else(|| ApiError::json(format!("bad path segment {s:?}")))
-            })
-            .collect::<ApiResult<Vec<_>>>()?;
-
-        let scheme = header(headers, "x-forwarded-proto").unwrap_or_else(|| "http".into());
-        let host = header(headers, "host").unwrap_or_else(|| "localhost".into());
+        merge_query(&mut params, query);
         Ok(ParseRequest {
             method,
-            segments,
+            segments: path_segments(path)?,
             params,
             body,
             credentials,
             ip,
-            origin: format!("{scheme}://{host}"),
+            origin: origin(headers),
+            upload: None,
+        })
+    }
+
+    /// Builds a file upload (see [`is_file_upload`]): the body is the file,
+    /// unless no header names the app and the body is the JS SDK's JSON
+    /// form, which also carries the credentials.
+    pub fn from_upload(
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        raw: Bytes,
+        ip: IpAddr,
+    ) -> ApiResult<Self> {
+        let mut credentials = header_credentials(headers);
+        let mut upload = FileUpload {
+            content_type: header(headers, "content-type"),
+            ..FileUpload::default()
+        };
+        let mut body = Map::new();
+        let json_form = match credentials.app_id {
+            None => match serde_json::from_slice::<Value>(&raw) {
+                Ok(Value::Object(map)) => Some(map),
+                _ => None,
+            },
+            Some(_) => None,
+        };
+        match json_form {
+            Some(mut map) => {
+                if let Some(Value::String(content_type)) = map.get("_ContentType")
+                    && !content_type.is_empty()
+                {
+                    upload.content_type = Some(content_type.clone());
+                }
+                upload.file_data = map.remove("fileData");
+                upload.bytes = match map.remove("base64") {
+                    Some(Value::String(text)) => decode_base64(&text).unwrap_or_default(),
+                    _ => Bytes::new(),
+                };
+                take_tunnel_credentials(&mut map, &mut credentials)?;
+                body = map;
+            }
+            None => {
+                upload.bytes = raw;
+                if header(headers, "x-parse-upload-mode").as_deref() == Some("stream") {
+                    upload.stream = Some(StreamHeaders {
+                        directory: header(headers, "x-parse-file-directory"),
+                        metadata: header(headers, "x-parse-file-metadata"),
+                        tags: header(headers, "x-parse-file-tags"),
+                    });
+                }
+            }
+        }
+        let mut params = Map::new();
+        merge_query(&mut params, query);
+        Ok(ParseRequest {
+            method: Method::POST,
+            segments: path_segments(path)?,
+            params,
+            body,
+            credentials,
+            ip,
+            origin: origin(headers),
+            upload: Some(upload),
         })
     }
 
@@ -150,8 +219,76 @@ impl ParseRequest {
             credentials: self.credentials.clone(),
             ip: self.ip,
             origin: self.origin.clone(),
+            upload: None,
         }
     }
+}
+
+/// Whether the headers name the app (so an upload's body is the file, not
+/// the JSON form).
+pub fn headers_name_app(headers: &HeaderMap) -> bool {
+    header_credentials(headers).app_id.is_some()
+}
+
+fn header_credentials(headers: &HeaderMap) -> Credentials {
+    let mut credentials = Credentials {
+        app_id: header(headers, "x-parse-application-id"),
+        master_key: header(headers, "x-parse-master-key"),
+        javascript_key: header(headers, "x-parse-javascript-key"),
+        client_key: header(headers, "x-parse-client-key"),
+        rest_api_key: header(headers, "x-parse-rest-api-key"),
+        dotnet_key: header(headers, "x-parse-windows-key"),
+        session_token: header(headers, "x-parse-session-token"),
+        installation_id: header(headers, "x-parse-installation-id"),
+        client_version: header(headers, "x-parse-client-version"),
+    };
+    basic_auth(headers, &mut credentials);
+    credentials
+}
+
+fn merge_query(params: &mut Map<String, Value>, query: Option<&str>) {
+    if let Some(query) = query {
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            // Parse reads each parameter as JSON when it is JSON.
+            let value = serde_json::from_str(&value).unwrap_or(Value::String(value.into_owned()));
+            params.insert(key.into_owned(), value);
+        }
+    }
+}
+
+fn path_segments(path: &str) -> ApiResult<Vec<String>> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode(s).ok_or_else(|| ApiError::json(format!("bad path segment {s:?}"))))
+        .collect()
+}
+
+fn origin(headers: &HeaderMap) -> String {
+    let scheme = header(headers, "x-forwarded-proto").unwrap_or_else(|| "http".into());
+    let host = header(headers, "host").unwrap_or_else(|| "localhost".into());
+    format!("{scheme}://{host}")
+}
+
+/// Base64 as Node's `Buffer.from(text, "base64")` reads it: padding
+/// optional, whitespace ignored, the URL-safe alphabet accepted.
+fn decode_base64(text: &str) -> Option<Bytes> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let config = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true);
+    let cleaned: String = text
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    GeneralPurpose::new(&base64::alphabet::STANDARD, config)
+        .decode(cleaned.trim_end_matches('='))
+        .ok()
+        .map(Bytes::from)
 }
 
 fn parse_body(bytes: &[u8]) -> ApiResult<Map<String, Value>> {
@@ -229,7 +366,7 @@ fn basic_auth(headers: &HeaderMap, credentials: &mut Credentials) {
     };
 }
 
-fn percent_decode(segment: &str) -> Option<String> {
+pub(crate) fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -317,6 +454,72 @@ mod tests {
         let req = ParseRequest::from_http(Method::GET, "/", None, &headers, b"", ip()).unwrap();
         assert_eq!(req.credentials.app_id.as_deref(), Some("app"));
         assert_eq!(req.credentials.javascript_key.as_deref(), Some("js"));
+    }
+
+    #[test]
+    fn uploads_are_raw_or_the_sdk_json_form() {
+        assert!(is_file_upload(&Method::POST, "/files/a.txt"));
+        assert!(is_file_upload(&Method::POST, "/files/"));
+        assert!(!is_file_upload(&Method::POST, "/files/a/b"));
+        assert!(!is_file_upload(&Method::DELETE, "/files/a.txt"));
+        assert!(!is_file_upload(&Method::POST, "/classes/files"));
+
+        // With an app id header, the body is the file, even if it is JSON.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-parse-application-id", HeaderValue::from_static("app"));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("x-parse-upload-mode", HeaderValue::from_static("stream"));
+        headers.insert("x-parse-file-tags", HeaderValue::from_static("{\"a\":1}"));
+        let raw = Bytes::from_static(b"{\"base64\": \"aGk=\"}");
+        let req =
+            ParseRequest::from_upload("/files/a.json", None, &headers, raw.clone(), ip()).unwrap();
+        let upload = req.upload.unwrap();
+        assert_eq!(upload.bytes, raw);
+        assert_eq!(upload.content_type.as_deref(), Some("application/json"));
+        assert_eq!(upload.stream.unwrap().tags.as_deref(), Some("{\"a\":1}"));
+        assert_eq!(req.segments, ["files", "a.json"]);
+
+        // Without one, the JS SDK's JSON form carries credentials and file.
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        let body = json!({
+            "_ApplicationId": "app", "_MasterKey": "mk", "_ContentType": "image/png",
+            "base64": "aGkgdGhlcmU", "fileData": {"metadata": {"k": "v"}}
+        });
+        let req = ParseRequest::from_upload(
+            "/files/a%20b",
+            None,
+            &headers,
+            Bytes::from(body.to_string()),
+            ip(),
+        )
+        .unwrap();
+        assert_eq!(req.credentials.app_id.as_deref(), Some("app"));
+        assert_eq!(req.credentials.master_key.as_deref(), Some("mk"));
+        assert_eq!(req.segments, ["files", "a b"]);
+        let upload = req.upload.unwrap();
+        assert_eq!(&upload.bytes[..], b"hi there");
+        assert_eq!(upload.content_type.as_deref(), Some("image/png"));
+        assert_eq!(upload.file_data, Some(json!({"metadata": {"k": "v"}})));
+        assert!(upload.stream.is_none());
+        assert!(req.body.is_empty());
+
+        // Base64 as Node reads it; what does not decode is no file.
+        assert_eq!(decode_base64("aGk=\naGk=").as_deref(), None);
+        assert_eq!(decode_base64("aGk\r\n").as_deref(), Some(&b"hi"[..]));
+        assert_eq!(decode_base64("-_8").as_deref(), Some(&[0xfb, 0xff][..]));
+        assert_eq!(decode_base64("***"), None);
+        // A body that is not JSON stays raw, for the keys check to refuse.
+        let req = ParseRequest::from_upload(
+            "/files/x",
+            None,
+            &headers,
+            Bytes::from_static(b"\xff"),
+            ip(),
+        )
+        .unwrap();
+        assert_eq!(req.credentials.app_id, None);
+        assert_eq!(&req.upload.unwrap().bytes[..], b"\xff");
     }
 
     #[test]

@@ -16,13 +16,14 @@ use serde_json::json;
 
 use crate::App;
 use crate::error::{ApiError, ApiResult};
-use crate::request::ParseRequest;
+use crate::request::{ParseRequest, is_file_upload};
 use crate::routes::Reply;
 
 const ALLOW_HEADERS: &str = "X-Parse-Master-Key, X-Parse-REST-API-Key, X-Parse-Javascript-Key, \
 X-Parse-Application-Id, X-Parse-Client-Version, X-Parse-Session-Token, X-Requested-With, \
 X-Parse-Revocable-Session, X-Parse-Request-Id, X-Parse-Installation-Id, X-Parse-Client-Key, \
-X-Parse-Windows-Key, Content-Type, Pragma, Cache-Control, Authorization";
+X-Parse-Windows-Key, Content-Type, Pragma, Cache-Control, Authorization, X-Parse-Upload-Mode, \
+X-Parse-File-Directory, X-Parse-File-Metadata, X-Parse-File-Tags, Range";
 
 pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new().fallback(handle).with_state(app)
@@ -33,6 +34,13 @@ async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    // File downloads need no keys: browsers load file URLs directly.
+    if let Some(response) = app
+        .file_download(request.method(), request.uri().path(), request.headers())
+        .await
+    {
+        return with_cors(response);
+    }
     let response = match app.handle_http(peer.ip(), request).await {
         Ok(reply) => reply_response(reply),
         Err(err) => err.into_response(),
@@ -90,27 +98,37 @@ impl App {
             return Ok(Reply::ok(json!({ "status": "ok" })));
         }
 
-        let limit = self.db.limits().max_body_bytes;
+        // A file upload's body is the file, bounded by its own limit.
+        let upload = is_file_upload(&parts.method, rest);
+        let (limit, too_large) = if upload {
+            self.upload_body_limit(&parts.headers)
+        } else {
+            (self.db.limits().max_body_bytes, ApiError::TooLarge)
+        };
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::TooLarge);
+            return Err(too_large);
         }
         let bytes = axum::body::to_bytes(body, limit)
             .await
-            .map_err(|_| ApiError::TooLarge)?;
+            .map_err(|_| too_large)?;
 
-        let req = ParseRequest::from_http(
-            parts.method,
-            rest,
-            parts.uri.query(),
-            &parts.headers,
-            &bytes,
-            ip,
-        )?;
+        let req = if upload {
+            ParseRequest::from_upload(rest, parts.uri.query(), &parts.headers, bytes, ip)?
+        } else {
+            ParseRequest::from_http(
+                parts.method,
+                rest,
+                parts.uri.query(),
+                &parts.headers,
+                &bytes,
+                ip,
+            )?
+        };
         let auth = self.authenticate(&req).await?;
         // A bug must cost one request, not the connection or the process.
         match AssertUnwindSafe(self.dispatch(&auth, &req))
