@@ -70,8 +70,12 @@ describe('Parse Server writes, oxbase reads', () => {
       name: 'changed',
       extra: 'new field',
       ACL: { '*': { read: true } },
-    });
+    }, { master: true });
     assert.equal(u.status, 200, JSON.stringify(u.body));
+    // Without the master key the object's ACL (public read, u1 writes)
+    // refuses the change, on oxbase as on Parse Server.
+    const refused = await env.oxbase.put(`classes/Thing/${id}`, { name: 'anonymous' });
+    assert.equal(refused.body.code, 101, JSON.stringify(refused.body));
     const back = await env.parse.get(`classes/Thing/${id}`);
     assert.equal(back.body.count, 5);
     assert.deepEqual(back.body.tags, ['a', 'b', 1, 'c']);

@@ -53,8 +53,14 @@ impl App {
     /// `GET /config`. Without the master key, parameters flagged
     /// master-key-only are left out (and their flags with them).
     async fn get_config(&self, auth: &Auth) -> ApiResult<Reply> {
-        let view = self.db.schema_cache().for_class(CLASS, &[]).await?;
-        let Some(stored) = self.stored_config(view).await? else {
+        let stored = match self.db.store().load_config().await {
+            Some(stored) => stored?,
+            None => {
+                let view = self.db.schema_cache().for_class(CLASS, &[]).await?;
+                self.stored_config(view).await?
+            }
+        };
+        let Some(stored) = stored else {
             return Ok(Reply::ok(json!({ "params": {} })));
         };
         let mut params = match stored.get("params") {
@@ -144,6 +150,9 @@ impl App {
     /// is none. Two requests creating it at once both land: the loser of
     /// the insert updates instead.
     async fn update_config(&self, changes: Vec<(FieldPath, UpdateOp)>) -> ApiResult<()> {
+        if let Some(done) = self.db.store().update_config(&changes).await {
+            return Ok(done?);
+        }
         let view = self.config_schema().await?;
         let mut exists = self.stored_config(view.clone()).await?.is_some();
         let mut last_error = None;

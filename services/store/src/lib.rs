@@ -79,6 +79,22 @@ pub trait Store: Send + Sync {
     /// Checks the storage answers.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Parse Config (`{"params": {...}, "masterKeyOnly": {...}}`), for
+    /// backends whose layout keeps it outside the class tables, as Parse
+    /// Server's PostgreSQL layout does (no `_SCHEMA` entry, no timestamps).
+    /// `None` means the backend keeps it as the class `_GlobalConfig`.
+    async fn load_config(&self) -> Option<StoreResult<Option<Object>>> {
+        None
+    }
+
+    /// Applies `changes` (paths under `params` and `masterKeyOnly`) to the
+    /// Parse Config atomically, creating it when needed. `None` as for
+    /// [`Store::load_config`].
+    async fn update_config(&self, changes: &[(FieldPath, UpdateOp)]) -> Option<StoreResult<()>> {
+        let _ = changes;
+        None
+    }
+
     /// A counter that moves when another process (another oxbase, or Parse
     /// Server with `enableSchemaHooks`) reports a schema change, so callers
     /// caching schemas can reload them. `None` when the backend cannot

@@ -257,6 +257,65 @@ impl PostgresStore {
         self.pool.get().await.map_err(StoreError::backend)
     }
 
+    /// Parse Config, in the table Parse Server keeps it in:
+    /// `"_GlobalConfig"("objectId", params, "masterKeyOnly")`, one row `1`.
+    async fn read_config(&self) -> StoreResult<Option<Object>> {
+        let client = self.client().await?;
+        let rows = match client
+            .query(
+                r#"SELECT params, "masterKeyOnly" FROM "_GlobalConfig" WHERE "objectId" = '1'"#,
+                &[],
+            )
+            .await
+        {
+            Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => return Ok(None),
+            other => other.map_err(pg_err)?,
+        };
+        Ok(rows.first().map(config_object).transpose()?)
+    }
+
+    async fn write_config(
+        &self,
+        changes: &[(crate::FieldPath, crate::UpdateOp)],
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        client
+            .batch_execute(
+                r#"CREATE TABLE IF NOT EXISTS "_GlobalConfig" ("objectId" text PRIMARY KEY, params jsonb, "masterKeyOnly" jsonb)"#,
+            )
+            .await
+            .map_err(pg_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        tx.execute(
+            r#"INSERT INTO "_GlobalConfig" ("objectId", params, "masterKeyOnly") VALUES ('1', '{}', '{}') ON CONFLICT DO NOTHING"#,
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
+        let row = tx
+            .query_one(
+                r#"SELECT params, "masterKeyOnly" FROM "_GlobalConfig" WHERE "objectId" = '1' FOR UPDATE"#,
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut config = config_object(&row)?;
+        crate::write::apply_update(&mut config, changes)?;
+        let params = config
+            .remove("params")
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        let master_only = config
+            .remove("masterKeyOnly")
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        tx.execute(
+            r#"UPDATE "_GlobalConfig" SET params = $1, "masterKeyOnly" = $2 WHERE "objectId" = '1'"#,
+            &[&params, &master_only],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
+    }
+
     /// Runs `work` in a transaction holding a lock on the class's schema,
     /// so concurrent schema changes to one class (from any process) apply
     /// one after another.
@@ -319,6 +378,20 @@ async fn create_storage(
         tx.batch_execute(&statement).await.map_err(pg_err)?;
     }
     Ok(())
+}
+
+/// `{"params", "masterKeyOnly"}` of a `_GlobalConfig` row; NULLs read as
+/// empty objects.
+fn config_object(row: &Row) -> StoreResult<Object> {
+    let mut config = Object::new();
+    for (i, key) in ["params", "masterKeyOnly"].into_iter().enumerate() {
+        let value: Option<Value> = row.try_get(i).map_err(pg_err)?;
+        config.insert(
+            key.to_owned(),
+            value.unwrap_or_else(|| Value::Object(Default::default())),
+        );
+    }
+    Ok(config)
 }
 
 #[async_trait]
@@ -550,6 +623,17 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         client.query_one("SELECT 1", &[]).await.map_err(pg_err)?;
         Ok(())
+    }
+
+    async fn load_config(&self) -> Option<StoreResult<Option<Object>>> {
+        Some(self.read_config().await)
+    }
+
+    async fn update_config(
+        &self,
+        changes: &[(crate::FieldPath, crate::UpdateOp)],
+    ) -> Option<StoreResult<()>> {
+        Some(self.write_config(changes).await)
     }
 
     fn schema_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
