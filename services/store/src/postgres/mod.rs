@@ -271,7 +271,7 @@ impl PostgresStore {
             Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => return Ok(None),
             other => other.map_err(pg_err)?,
         };
-        Ok(rows.first().map(config_object).transpose()?)
+        rows.first().map(config_object).transpose()
     }
 
     async fn write_config(
