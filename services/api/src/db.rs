@@ -10,8 +10,8 @@ use oxbase_kit::Limits;
 use oxbase_store::include;
 use oxbase_store::write::apply_update;
 use oxbase_store::{
-    Condition, FieldType, Filter, Object, Query, QueryValue, SchemaView, Store, StoreError,
-    WriteBatch, WriteOp, WriteOutcome,
+    Condition, EventContext, FieldType, Filter, Object, Query, QueryValue, SchemaView, Store,
+    StoreError, WriteBatch, WriteOp, WriteOutcome,
 };
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -27,8 +27,17 @@ use crate::values::{WriteKind, now, parse_write, validate_class_name};
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub limits: Limits,
+    /// Where events go (CloudEvents source, subject prefix); `None` turns
+    /// the outbox off.
+    pub events: Option<EventSettings>,
     pub allow_client_class_creation: bool,
     pub allow_custom_object_id: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventSettings {
+    pub source: String,
+    pub prefix: String,
 }
 
 pub struct Database {
@@ -42,6 +51,8 @@ pub struct Database {
 pub struct PreparedWrite {
     op: WriteOp,
     echo: Vec<String>,
+    /// Who makes the write, for its event; `None` when events are off.
+    events: Option<EventContext>,
 }
 
 impl PreparedWrite {
@@ -461,6 +472,7 @@ impl Database {
                 relations: parsed.relations,
             },
             echo: parsed.echo,
+            events: self.event_context(auth),
         })
     }
 
@@ -501,6 +513,7 @@ impl Database {
                 precondition: write_precondition(auth, clp),
             },
             echo: parsed.echo,
+            events: self.event_context(auth),
         })
     }
 
@@ -535,6 +548,19 @@ impl Database {
                 precondition: write_precondition(auth, clp),
             },
             echo: Vec::new(),
+            events: self.event_context(auth),
+        })
+    }
+
+    fn event_context(&self, auth: &Auth) -> Option<EventContext> {
+        let settings = self.settings.events.as_ref()?;
+        Some(EventContext {
+            source: settings.source.clone(),
+            prefix: settings.prefix.clone(),
+            user_id: auth.user_id().map(str::to_owned),
+            installation_id: auth.installation_id.clone(),
+            master: auth.master,
+            request_id: None,
         })
     }
 
@@ -546,9 +572,12 @@ impl Database {
         atomic: bool,
     ) -> ApiResult<Vec<ApiResult<WriteReply>>> {
         let echoes: Vec<Vec<String>> = writes.iter().map(|w| w.echo.clone()).collect();
+        // The writes of one call share one request, so one context.
+        let events = writes.first().and_then(|w| w.events.clone());
         let batch = WriteBatch {
             ops: writes.into_iter().map(|w| w.op).collect(),
             atomic,
+            events,
         };
         let outcomes = self
             .retry_stale(self.schemas(), |v| {

@@ -9,6 +9,7 @@ mod error;
 mod files;
 mod global_config;
 mod query;
+mod relay;
 mod request;
 mod routes;
 mod schema_routes;
@@ -28,6 +29,9 @@ use tokio::net::TcpListener;
 pub use crate::auth::{Auth, KeyLevel, Keys, SessionUser};
 pub use crate::db::{Database, DatabaseSettings};
 pub use crate::error::{ApiError, ApiResult, code};
+pub use crate::relay::{
+    OutboxRelay, RelayError, RelaySettings, RelaySignals, StreamSettings, ensure_stream,
+};
 
 /// The API's shared state.
 pub struct App {
@@ -63,6 +67,7 @@ impl App {
     pub async fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Self>, StartError> {
         let settings = DatabaseSettings {
             limits: config.limits.clone(),
+            events: None,
             allow_client_class_creation: config.allow_client_class_creation,
             allow_custom_object_id: config.allow_custom_object_id,
         };

@@ -10,6 +10,7 @@ mod error;
 pub mod geo;
 pub mod include;
 pub mod mongo;
+pub mod outbox;
 pub mod pattern;
 pub mod postgres;
 pub mod query;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use error::{StoreError, StoreResult};
+pub use outbox::{EventContext, OutboxEntry};
 pub use query::{Condition, FieldPath, Filter, Object, Query, QueryValue, SortKey};
 pub use schema::{ClassSchema, FieldSpec, FieldType, SchemaChange, SchemaView};
 pub use write::{RelationChange, UpdateOp, WriteBatch, WriteOp, WriteOutcome};
@@ -78,6 +80,26 @@ pub trait Store: Send + Sync {
 
     /// Checks the storage answers.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Takes or renews the outbox lease for `relay` (one relay per
+    /// database at a time, so events leave in commit order) and returns up
+    /// to `limit` pending events, oldest first; `None` while another relay
+    /// holds an unexpired lease.
+    async fn outbox_claim(
+        &self,
+        relay: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> StoreResult<Option<Vec<OutboxEntry>>>;
+
+    /// Marks events published (acknowledged by the stream).
+    async fn outbox_sent(&self, seqs: &[i64]) -> StoreResult<()>;
+
+    /// Deletes events sent longer ago than `older_than`.
+    async fn outbox_prune(&self, older_than: std::time::Duration) -> StoreResult<u64>;
+
+    /// How many events wait to be published.
+    async fn outbox_backlog(&self) -> StoreResult<u64>;
 
     /// Parse Config (`{"params": {...}, "masterKeyOnly": {...}}`), for
     /// backends whose layout keeps it outside the class tables, as Parse

@@ -5,6 +5,7 @@
 use serde_json::{Map, Number, Value};
 
 use crate::error::{StoreError, StoreResult};
+use crate::outbox::EventContext;
 use crate::query::{FieldPath, Filter, Object};
 
 /// An atomic change to one field.
@@ -79,6 +80,9 @@ pub struct WriteBatch {
     /// All-or-nothing: if any op fails, none is applied and every result is
     /// that op's error. Otherwise each op succeeds or fails on its own.
     pub atomic: bool,
+    /// When set, each op that commits leaves its event in the outbox, in
+    /// the same transaction.
+    pub events: Option<EventContext>,
 }
 
 impl WriteBatch {
@@ -86,6 +90,7 @@ impl WriteBatch {
         Self {
             ops: vec![op],
             atomic: false,
+            events: None,
         }
     }
 }

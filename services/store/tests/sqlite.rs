@@ -44,6 +44,7 @@ conformance_tests!(
     permission_filters,
     unique_fields_of_system_classes,
     schema_operations,
+    writes_leave_events_in_the_outbox,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

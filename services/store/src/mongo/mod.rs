@@ -503,6 +503,12 @@ fn schema_change_update(
     Ok((filter, update))
 }
 
+/// The outbox has no MongoDB implementation yet; writes that must make
+/// events are refused rather than committed without them.
+fn events_not_supported() -> StoreError {
+    StoreError::Backend("events (the outbox) are not supported on MongoDB yet".into())
+}
+
 #[async_trait]
 impl Store for MongoStore {
     async fn load_schemas(&self) -> StoreResult<Vec<ClassSchema>> {
@@ -662,7 +668,31 @@ impl Store for MongoStore {
         schemas: &SchemaView,
         batch: WriteBatch,
     ) -> StoreResult<Vec<StoreResult<WriteOutcome>>> {
+        if batch.events.is_some() {
+            return Err(events_not_supported());
+        }
         self.write_batch(schemas, batch).await
+    }
+
+    async fn outbox_claim(
+        &self,
+        _relay: &str,
+        _lease: std::time::Duration,
+        _limit: usize,
+    ) -> StoreResult<Option<Vec<crate::OutboxEntry>>> {
+        Err(events_not_supported())
+    }
+
+    async fn outbox_sent(&self, _seqs: &[i64]) -> StoreResult<()> {
+        Err(events_not_supported())
+    }
+
+    async fn outbox_prune(&self, _older_than: std::time::Duration) -> StoreResult<u64> {
+        Err(events_not_supported())
+    }
+
+    async fn outbox_backlog(&self) -> StoreResult<u64> {
+        Err(events_not_supported())
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -7,6 +7,7 @@
 
 mod compile;
 mod layout;
+mod outbox;
 mod values;
 mod writes;
 
@@ -245,6 +246,7 @@ impl PostgresStore {
             )
             .await
             .map_err(pg_err)?;
+        client.batch_execute(outbox::TABLES).await.map_err(pg_err)?;
         let schema_changes = listen_for_schema_changes(uri)?;
         Ok(Self {
             pool,
@@ -378,6 +380,21 @@ async fn create_storage(
         tx.batch_execute(&statement).await.map_err(pg_err)?;
     }
     Ok(())
+}
+
+/// Applies one op and, when the batch makes events, writes its event in
+/// the same transaction.
+async fn apply_with_event(
+    tx: &deadpool_postgres::Transaction<'_>,
+    schemas: &SchemaView,
+    op: &crate::WriteOp,
+    events: &Option<crate::EventContext>,
+) -> StoreResult<WriteOutcome> {
+    let outcome = writes::apply_op(tx, schemas, op).await?;
+    if let Some(context) = events {
+        outbox::insert(tx, context, op.class_name(), &outcome).await?;
+    }
+    Ok(outcome)
 }
 
 /// `{"params", "masterKeyOnly"}` of a `_GlobalConfig` row; NULLs read as
@@ -587,6 +604,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Vec<StoreResult<WriteOutcome>>> {
         let mut client = self.client().await?;
         if let [op] = batch.ops.as_slice()
+            && batch.events.is_none()
             && writes::is_single_statement(schemas, op)
         {
             // One statement is atomic on its own: no transaction round trips.
@@ -602,11 +620,11 @@ impl Store for PostgresStore {
             if batch.atomic {
                 // The first failure returns, dropping (rolling back) the
                 // transaction with every op before it.
-                out.push(Ok(writes::apply_op(&tx, schemas, op).await?));
+                out.push(Ok(apply_with_event(&tx, schemas, op, &batch.events).await?));
                 continue;
             }
             tx.batch_execute("SAVEPOINT op").await.map_err(pg_err)?;
-            let result = writes::apply_op(&tx, schemas, op).await;
+            let result = apply_with_event(&tx, schemas, op, &batch.events).await;
             let end = if result.is_ok() {
                 "RELEASE SAVEPOINT op"
             } else {
@@ -617,6 +635,27 @@ impl Store for PostgresStore {
         }
         tx.commit().await.map_err(pg_err)?;
         Ok(out)
+    }
+
+    async fn outbox_claim(
+        &self,
+        relay: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> StoreResult<Option<Vec<crate::OutboxEntry>>> {
+        outbox::claim(&self.client().await?, relay, lease, limit).await
+    }
+
+    async fn outbox_sent(&self, seqs: &[i64]) -> StoreResult<()> {
+        outbox::mark_sent(&self.client().await?, seqs).await
+    }
+
+    async fn outbox_prune(&self, older_than: std::time::Duration) -> StoreResult<u64> {
+        outbox::prune(&self.client().await?, older_than).await
+    }
+
+    async fn outbox_backlog(&self) -> StoreResult<u64> {
+        outbox::backlog(&self.client().await?).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -6,6 +6,7 @@ mod compile;
 mod engine;
 mod functions;
 mod layout;
+mod outbox;
 mod writes;
 
 use std::collections::{BTreeMap, HashSet};
@@ -63,6 +64,7 @@ impl SqliteStore {
         }
         let writer = engine::connect(path, &options, true)?;
         layout::ensure_schema_table(&writer)?;
+        outbox::ensure_tables(&writer)?;
         let indexes = layout::existing_auto_indexes(&writer)?;
         Ok(Self {
             engine: Engine::start(path, &options, writer)?,
@@ -272,25 +274,60 @@ impl Store for SqliteStore {
         let schemas = schemas.clone();
         self.engine
             .write(move |state| {
+                // An op and its event commit together, or neither does.
+                let apply = |state: &mut WriterState, op: &crate::WriteOp| {
+                    let outcome = writes::apply_op(state, &schemas, op)?;
+                    if let Some(context) = &batch.events {
+                        outbox::insert(state, context, op.class_name(), &outcome)?;
+                    }
+                    Ok(outcome)
+                };
                 if batch.atomic {
                     let mut out = Vec::with_capacity(batch.ops.len());
                     for op in &batch.ops {
                         // The first failure fails the task, which rolls back
                         // every op before it.
-                        out.push(Ok(writes::apply_op(state, &schemas, op)?));
+                        out.push(Ok(apply(state, op)?));
                     }
                     Ok(out)
                 } else {
                     Ok(batch
                         .ops
                         .iter()
-                        .map(|op| {
-                            in_savepoint(state, |state| writes::apply_op(state, &schemas, op))
-                        })
+                        .map(|op| in_savepoint(state, |state| apply(state, op)))
                         .collect())
                 }
             })
             .await
+    }
+
+    async fn outbox_claim(
+        &self,
+        relay: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> StoreResult<Option<Vec<crate::outbox::OutboxEntry>>> {
+        let relay = relay.to_owned();
+        self.engine
+            .write(move |state| outbox::claim(state, &relay, lease, limit))
+            .await
+    }
+
+    async fn outbox_sent(&self, seqs: &[i64]) -> StoreResult<()> {
+        let seqs = seqs.to_vec();
+        self.engine
+            .write(move |state| outbox::mark_sent(state, &seqs))
+            .await
+    }
+
+    async fn outbox_prune(&self, older_than: std::time::Duration) -> StoreResult<u64> {
+        self.engine
+            .write(move |state| outbox::prune(state, older_than))
+            .await
+    }
+
+    async fn outbox_backlog(&self) -> StoreResult<u64> {
+        self.engine.read(outbox::backlog).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

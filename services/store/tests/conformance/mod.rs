@@ -76,7 +76,14 @@ pub async fn seed(store: &StoreRef, class: &str, objects: Vec<Value>) -> SchemaV
         })
         .collect();
     let results = store
-        .write(&view, WriteBatch { ops, atomic: false })
+        .write(
+            &view,
+            WriteBatch {
+                ops,
+                atomic: false,
+                events: None,
+            },
+        )
         .await
         .unwrap();
     for result in results {
@@ -248,6 +255,7 @@ pub async fn atomic_batches_are_all_or_nothing(store: StoreRef) {
             WriteBatch {
                 ops: vec![create("x2"), bad_increment.clone()],
                 atomic: true,
+                events: None,
             },
         )
         .await
@@ -261,6 +269,7 @@ pub async fn atomic_batches_are_all_or_nothing(store: StoreRef) {
             WriteBatch {
                 ops: vec![create("x3"), bad_increment],
                 atomic: false,
+                events: None,
             },
         )
         .await
@@ -902,6 +911,7 @@ pub async fn relations_and_related_to(store: StoreRef) {
             WriteBatch {
                 ops: vec![create("s1", &["f1", "f2"]), create("s2", &["f2"])],
                 atomic: false,
+                events: None,
             },
         )
         .await
@@ -1033,6 +1043,7 @@ pub async fn unique_fields_of_system_classes(store: StoreRef) {
                     user("u5", "dan", Value::Null),
                 ],
                 atomic: false,
+                events: None,
             },
         )
         .await
@@ -1164,4 +1175,165 @@ async fn view_of(store: &StoreRef, class: &str) -> oxbase_store::ClassSchema {
         .into_iter()
         .find(|s| s.class_name == class)
         .unwrap()
+}
+
+/// Every committed write leaves exactly one event, with the object after
+/// and (for updates and deletes) before it; failed writes leave none; one
+/// relay holds the lease at a time, and sent events stop being pending.
+pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
+    let view = seed(&store, "Ev", vec![json!({"objectId": "e0", "n": 0})]).await;
+    let context = oxbase_store::EventContext {
+        source: "oxbase://test".into(),
+        prefix: "ox".into(),
+        user_id: Some("u1".into()),
+        installation_id: None,
+        master: false,
+        request_id: None,
+    };
+    let batch = |ops: Vec<WriteOp>, atomic: bool| WriteBatch {
+        ops,
+        atomic,
+        events: Some(context.clone()),
+    };
+    let create = WriteOp::Create {
+        class_name: "Ev".into(),
+        object: obj(json!({"objectId": "e1", "n": 1, "createdAt": date(1), "updatedAt": date(1)})),
+        relations: vec![],
+    };
+    let update = WriteOp::Update {
+        class_name: "Ev".into(),
+        object_id: "e1".into(),
+        updated_at: date(2),
+        changes: vec![(FieldPath::new("n"), UpdateOp::Increment(5.into()))],
+        relations: vec![],
+        precondition: Filter::All,
+    };
+    let missing = WriteOp::Update {
+        class_name: "Ev".into(),
+        object_id: "nope".into(),
+        updated_at: date(2),
+        changes: vec![(FieldPath::new("n"), UpdateOp::Set(json!(1)))],
+        relations: vec![],
+        precondition: Filter::All,
+    };
+    let delete = WriteOp::Delete {
+        class_name: "Ev".into(),
+        object_id: "e0".into(),
+        precondition: Filter::All,
+    };
+    let out = store
+        .write(
+            &view,
+            batch(vec![create, update, missing.clone(), delete], false),
+        )
+        .await
+        .unwrap();
+    assert!(
+        out[0].is_ok() && out[1].is_ok() && out[2].is_err() && out[3].is_ok(),
+        "{out:?}"
+    );
+    // A failed atomic batch leaves nothing behind.
+    let dup = WriteOp::Create {
+        class_name: "Ev".into(),
+        object: obj(json!({"objectId": "e9", "createdAt": date(1), "updatedAt": date(1)})),
+        relations: vec![],
+    };
+    assert!(
+        store
+            .write(&view, batch(vec![dup, missing], true))
+            .await
+            .is_err()
+    );
+    // Writes without a context make no events.
+    store
+        .write(
+            &view,
+            WriteBatch::one(WriteOp::Delete {
+                class_name: "Ev".into(),
+                object_id: "e1".into(),
+                precondition: Filter::All,
+            }),
+        )
+        .await
+        .unwrap()[0]
+        .clone()
+        .unwrap();
+
+    assert_eq!(store.outbox_backlog().await.unwrap(), 3);
+    let lease = std::time::Duration::from_secs(30);
+    let events = store
+        .outbox_claim("relay-a", lease, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .outbox_claim("relay-b", lease, 100)
+            .await
+            .unwrap()
+            .is_none(),
+        "a second relay waits for the lease"
+    );
+    let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "ox.events.Ev.created",
+            "ox.events.Ev.updated",
+            "ox.events.Ev.deleted"
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    let payloads: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(&e.payload).unwrap())
+        .collect();
+    for (event, payload) in events.iter().zip(&payloads) {
+        assert_eq!(payload["id"], event.event_id.as_str());
+        assert_eq!(payload["specversion"], "1.0");
+        assert_eq!(payload["source"], "oxbase://test");
+        assert_eq!(payload["data"]["className"], "Ev");
+        assert_eq!(payload["data"]["context"]["userId"], "u1");
+    }
+    assert_eq!(payloads[0]["type"], "oxbase.object.created");
+    assert_eq!(payloads[0]["data"]["object"]["n"], 1);
+    assert!(payloads[0]["data"].get("original").is_none());
+    assert_eq!(payloads[1]["type"], "oxbase.object.updated");
+    assert_eq!(payloads[1]["data"]["original"]["n"], 1);
+    assert_eq!(payloads[1]["data"]["object"]["n"], 6);
+    assert_eq!(payloads[2]["type"], "oxbase.object.deleted");
+    assert_eq!(payloads[2]["data"]["original"]["objectId"], "e0");
+    let mut ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+
+    store
+        .outbox_sent(&[events[0].seq, events[1].seq])
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap(), 1);
+    let rest = store
+        .outbox_claim("relay-a", lease, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].seq, events[2].seq);
+    // An expired lease passes to another relay.
+    store
+        .outbox_claim("relay-a", std::time::Duration::ZERO, 1)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(
+        store
+            .outbox_claim("relay-b", lease, 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.outbox_prune(std::time::Duration::ZERO).await.unwrap(),
+        2
+    );
 }

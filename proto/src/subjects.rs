@@ -1,0 +1,117 @@
+//! NATS subject names.
+
+use crate::event::EventKind;
+
+/// The default prefix of every NATS subject and stream oxbase uses.
+pub const DEFAULT_PREFIX: &str = "oxbase";
+
+/// A prefix that cannot start a NATS subject or a stream name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid subject prefix {0:?}: use one or more dot-separated tokens of ASCII letters, digits, '_' and '-'"
+)]
+pub struct InvalidPrefix(pub String);
+
+/// The subjects of one deployment, all under one prefix.
+///
+/// Object events go to `<prefix>.events.<className>.<created|updated|deleted>`.
+/// Parse class names match `[A-Za-z_][A-Za-z0-9_]*`, so a class name is always
+/// exactly one subject token and needs no escaping; `<prefix>.events.<className>.>`
+/// selects every event of one class.
+///
+/// `<prefix>.functions.<name>` and `<prefix>.jobs.>` are reserved for cloud
+/// functions and background jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    /// Checks the prefix once here, so that a bad `prefix` setting fails at
+    /// startup rather than as a publish error on the first write.
+    pub fn new(prefix: impl Into<String>) -> Result<Self, InvalidPrefix> {
+        let prefix = prefix.into();
+        let valid_token = |token: &str| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if prefix.split('.').all(valid_token) {
+            Ok(Self { prefix })
+        } else {
+            Err(InvalidPrefix(prefix))
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>.events.<className>.<kind>`, where an object event is published.
+    pub fn event(&self, class_name: &str, kind: EventKind) -> String {
+        format!(
+            "{}.events.{class_name}.{}",
+            self.prefix,
+            kind.subject_token()
+        )
+    }
+
+    /// `<prefix>.events.>`: every object event of the deployment.
+    pub fn events_wildcard(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_subjects_are_prefix_events_class_kind() {
+        let subjects = Subjects::default();
+        assert_eq!(
+            subjects.event("GameScore", EventKind::Created),
+            "oxbase.events.GameScore.created"
+        );
+        assert_eq!(
+            subjects.event("_User", EventKind::Updated),
+            "oxbase.events._User.updated"
+        );
+        assert_eq!(
+            subjects.event("_Installation", EventKind::Deleted),
+            "oxbase.events._Installation.deleted"
+        );
+        assert_eq!(subjects.events_wildcard(), "oxbase.events.>");
+    }
+
+    #[test]
+    fn a_custom_prefix_may_have_several_tokens() {
+        let subjects = Subjects::new("acme.prod-eu").unwrap();
+        assert_eq!(subjects.prefix(), "acme.prod-eu");
+        assert_eq!(
+            subjects.event("Post", EventKind::Updated),
+            "acme.prod-eu.events.Post.updated"
+        );
+        assert_eq!(subjects.events_wildcard(), "acme.prod-eu.events.>");
+    }
+
+    #[test]
+    fn prefixes_that_break_subjects_or_stream_names_are_rejected() {
+        for bad in ["", ".", "a.", ".a", "a..b", "a b", "a.*", "a.>", "a/b", "ü"] {
+            assert_eq!(
+                Subjects::new(bad),
+                Err(InvalidPrefix(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+    }
+}

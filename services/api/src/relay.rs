@@ -1,0 +1,316 @@
+//! The outbox relay: publishes the events writes left in the outbox to
+//! JetStream, and marks them sent only once the stream acknowledged them.
+//! Every API process runs one; the store's lease lets one at a time work,
+//! so events leave in commit order, and a dead process's lease lapses so
+//! another relay takes over. Each event's id is its `Nats-Msg-Id`, so one
+//! published twice (a relay dying between the ack and the mark) is dropped
+//! by the stream's duplicate window.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use oxbase_kit::{Readiness, Shutdown};
+use oxbase_store::{Store, StoreError};
+use tokio::sync::Notify;
+
+/// What the relay needs to know of the events stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    pub name: String,
+    pub subjects: Vec<String>,
+    pub replicas: usize,
+    pub max_age: Duration,
+    pub max_bytes: i64,
+    pub max_messages: i64,
+    pub duplicate_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Events claimed and published per round.
+    pub batch: usize,
+    /// How long a claim on the outbox lasts without renewal.
+    pub lease: Duration,
+    /// How often an idle relay looks for events written by other
+    /// processes (its own writes wake it at once).
+    pub poll: Duration,
+    /// How long sent events stay in the outbox before they are pruned.
+    pub keep_sent: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch: 256,
+            lease: oxbase_store::outbox::DEFAULT_LEASE,
+            poll: Duration::from_millis(20),
+            keep_sent: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot publish to JetStream: {0}")]
+    Publish(String),
+    #[error("the events stream {name} is configured differently and cannot be updated: {reason}")]
+    StreamMismatch { name: String, reason: String },
+    #[error("cannot set up the events stream {name}: {reason}")]
+    Stream { name: String, reason: String },
+}
+
+/// The wake-up and the backlog gauge the API shares with its relay.
+#[derive(Debug, Default)]
+pub struct RelaySignals {
+    pub wake: Notify,
+    pub backlog: AtomicU64,
+}
+
+pub struct OutboxRelay {
+    store: Arc<dyn Store>,
+    jetstream: jetstream::Context,
+    stream: StreamSettings,
+    settings: RelaySettings,
+    /// This relay's name in the lease: unique per process.
+    id: String,
+    signals: Arc<RelaySignals>,
+}
+
+enum Round {
+    /// A full batch went out; there may be more.
+    More,
+    /// Nothing (more) to send, or another relay holds the lease.
+    Idle,
+}
+
+impl OutboxRelay {
+    pub fn new(
+        store: Arc<dyn Store>,
+        jetstream: jetstream::Context,
+        stream: StreamSettings,
+        settings: RelaySettings,
+        signals: Arc<RelaySignals>,
+    ) -> Self {
+        let id = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "oxbase".into()),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        Self {
+            store,
+            jetstream,
+            stream,
+            settings,
+            id,
+            signals,
+        }
+    }
+
+    /// Runs until shutdown. Failures (NATS down, the database briefly
+    /// unreachable) are retried with backoff; events wait in the outbox.
+    /// `readiness` says "nats" once the stream is set up and publishing
+    /// works.
+    pub async fn run(self, readiness: Readiness, shutdown: Shutdown) {
+        readiness.register("nats");
+        let mut stream_ready = false;
+        let mut backoff = self.settings.poll;
+        let mut last_gauge = Instant::now() - Duration::from_secs(60);
+        let mut last_prune = Instant::now();
+        loop {
+            if !stream_ready {
+                match ensure_stream(&self.jetstream, &self.stream).await {
+                    Ok(()) => stream_ready = true,
+                    Err(err @ RelayError::StreamMismatch { .. }) => {
+                        tracing::error!(%err, "events stay in the outbox until the stream is fixed");
+                    }
+                    Err(err) => tracing::warn!(%err, "events stream not ready"),
+                }
+            }
+            let round = if stream_ready {
+                self.round().await
+            } else {
+                Ok(Round::Idle)
+            };
+            let pause = match round {
+                Ok(Round::More) => Duration::ZERO,
+                Ok(Round::Idle) => {
+                    backoff = self.settings.poll;
+                    self.settings.poll
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "outbox relay round failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff
+                }
+            };
+            readiness.set("nats", stream_ready && self.jetstream_connected());
+            if last_gauge.elapsed() >= Duration::from_secs(1) {
+                last_gauge = Instant::now();
+                if let Ok(n) = self.store.outbox_backlog().await {
+                    self.signals.backlog.store(n, Ordering::Relaxed);
+                }
+            }
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                last_prune = Instant::now();
+                if let Err(err) = self.store.outbox_prune(self.settings.keep_sent).await {
+                    tracing::warn!(%err, "cannot prune the outbox");
+                }
+            }
+            if pause.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = self.signals.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    fn jetstream_connected(&self) -> bool {
+        self.jetstream.client().connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Claims a batch, publishes it in order with pipelined acks, and marks
+    /// what the stream acknowledged.
+    async fn round(&self) -> Result<Round, RelayError> {
+        let Some(entries) = self
+            .store
+            .outbox_claim(&self.id, self.settings.lease, self.settings.batch)
+            .await?
+        else {
+            return Ok(Round::Idle);
+        };
+        if entries.is_empty() {
+            return Ok(Round::Idle);
+        }
+        let mut acks = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let publish = PublishMessage::build()
+                .payload(entry.payload.clone().into())
+                .message_id(entry.event_id.as_str());
+            match self
+                .jetstream
+                .send_publish(entry.subject.clone(), publish)
+                .await
+            {
+                Ok(ack) => acks.push(ack),
+                Err(err) => {
+                    tracing::debug!(%err, "publish refused");
+                    break;
+                }
+            }
+        }
+        let mut sent = Vec::with_capacity(acks.len());
+        let mut failure = None;
+        for (entry, ack) in entries.iter().zip(acks) {
+            match ack.await {
+                Ok(_) => sent.push(entry.seq),
+                Err(err) => {
+                    failure = Some(err.to_string());
+                    break;
+                }
+            }
+        }
+        if !sent.is_empty() {
+            self.store.outbox_sent(&sent).await?;
+        }
+        if let Some(reason) =
+            failure.or_else(|| (sent.len() < entries.len()).then(|| "publish refused".to_owned()))
+        {
+            return Err(RelayError::Publish(reason));
+        }
+        Ok(if entries.len() == self.settings.batch {
+            Round::More
+        } else {
+            Round::Idle
+        })
+    }
+}
+
+/// Creates the events stream, or brings an existing one to the settings.
+/// A stream that cannot be changed that way (another storage type, other
+/// subjects that clash) is a clear error rather than a silent mismatch.
+pub async fn ensure_stream(
+    jetstream: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<(), RelayError> {
+    let wanted = stream::Config {
+        name: settings.name.clone(),
+        subjects: settings.subjects.clone(),
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        max_age: settings.max_age,
+        max_bytes: settings.max_bytes,
+        max_messages: settings.max_messages,
+        duplicate_window: settings.duplicate_window,
+        ..Default::default()
+    };
+    let setup_error = |reason: String| RelayError::Stream {
+        name: settings.name.clone(),
+        reason,
+    };
+    match jetstream.get_stream(&settings.name).await {
+        Ok(mut existing) => {
+            let current = existing
+                .info()
+                .await
+                .map_err(|e| setup_error(e.to_string()))?
+                .config
+                .clone();
+            if current.storage != wanted.storage {
+                return Err(RelayError::StreamMismatch {
+                    name: settings.name.clone(),
+                    reason: format!(
+                        "it uses {:?} storage; oxbase needs file storage",
+                        current.storage
+                    ),
+                });
+            }
+            let same = current.subjects == wanted.subjects
+                && current.num_replicas == wanted.num_replicas
+                && current.max_age == wanted.max_age
+                && current.max_bytes == wanted.max_bytes
+                && current.max_messages == wanted.max_messages
+                && current.duplicate_window == wanted.duplicate_window;
+            if !same {
+                let update = stream::Config {
+                    subjects: wanted.subjects,
+                    num_replicas: wanted.num_replicas,
+                    max_age: wanted.max_age,
+                    max_bytes: wanted.max_bytes,
+                    max_messages: wanted.max_messages,
+                    duplicate_window: wanted.duplicate_window,
+                    ..current
+                };
+                jetstream
+                    .update_stream(&update)
+                    .await
+                    .map_err(|e| RelayError::StreamMismatch {
+                        name: settings.name.clone(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            Ok(())
+        }
+        Err(err) if is_not_found(&err) => jetstream
+            .create_stream(wanted)
+            .await
+            .map(|_| ())
+            .map_err(|e| setup_error(e.to_string())),
+        Err(err) => Err(setup_error(err.to_string())),
+    }
+}
+
+fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        err.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(inner)
+            if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
