@@ -113,6 +113,8 @@ export async function startServer() {
     env: {
       ...inheritedEnv(),
       OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true',
+      // The SDK suite tests the API; events have their own tests with NATS.
+      OXBASE_EVENTS__ENABLED: 'false',
       OXBASE_HOST: '127.0.0.1',
       NO_COLOR: '1',
     },

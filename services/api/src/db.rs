@@ -30,6 +30,8 @@ pub struct DatabaseSettings {
     /// Where events go (CloudEvents source, subject prefix); `None` turns
     /// the outbox off.
     pub events: Option<EventSettings>,
+    /// The relay to wake once a write's events are committed.
+    pub relay: Option<Arc<crate::relay::RelaySignals>>,
     pub allow_client_class_creation: bool,
     pub allow_custom_object_id: bool,
 }
@@ -118,6 +120,10 @@ impl Database {
 
     pub(crate) fn schema_cache(&self) -> &SchemaCache {
         &self.schemas
+    }
+
+    pub(crate) fn relay(&self) -> Option<&Arc<crate::relay::RelaySignals>> {
+        self.settings.relay.as_ref()
     }
 
     pub fn limits(&self) -> &Limits {
@@ -574,6 +580,7 @@ impl Database {
         let echoes: Vec<Vec<String>> = writes.iter().map(|w| w.echo.clone()).collect();
         // The writes of one call share one request, so one context.
         let events = writes.first().and_then(|w| w.events.clone());
+        let has_events = events.is_some();
         let batch = WriteBatch {
             ops: writes.into_iter().map(|w| w.op).collect(),
             atomic,
@@ -585,6 +592,9 @@ impl Database {
                 async move { store.write(&v, batch).await }
             })
             .await?;
+        if has_events && let Some(relay) = &self.settings.relay {
+            relay.wake.notify_one();
+        }
         Ok(outcomes
             .into_iter()
             .zip(echoes)

@@ -29,9 +29,7 @@ use tokio::net::TcpListener;
 pub use crate::auth::{Auth, KeyLevel, Keys, SessionUser};
 pub use crate::db::{Database, DatabaseSettings};
 pub use crate::error::{ApiError, ApiResult, code};
-pub use crate::relay::{
-    OutboxRelay, RelayError, RelaySettings, RelaySignals, StreamSettings, ensure_stream,
-};
+pub use crate::relay::{OutboxRelay, RelayError, RelaySettings, RelaySignals, ensure_stream};
 
 /// The API's shared state.
 pub struct App {
@@ -64,10 +62,25 @@ pub enum StartError {
 }
 
 impl App {
-    pub async fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Self>, StartError> {
+    /// `relay`, when events are on: the API wakes it after each write and
+    /// serves its backlog at `/metrics`.
+    pub async fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        relay: Option<Arc<RelaySignals>>,
+    ) -> Result<Arc<Self>, StartError> {
+        let events = relay.as_ref().map(|_| crate::db::EventSettings {
+            source: config
+                .events
+                .source
+                .clone()
+                .unwrap_or_else(|| oxbase_proto::Event::source_for_app(&config.app_id)),
+            prefix: config.events.prefix.clone(),
+        });
         let settings = DatabaseSettings {
             limits: config.limits.clone(),
-            events: None,
+            events,
+            relay: relay.clone(),
             allow_client_class_creation: config.allow_client_class_creation,
             allow_custom_object_id: config.allow_custom_object_id,
         };
@@ -96,8 +109,26 @@ impl App {
     /// The axum router: the Parse API under the mount path, plus `/health`
     /// and `/ready`.
     pub fn router(self: &Arc<Self>, readiness: Readiness) -> axum::Router {
-        oxbase_kit::health::router(readiness).merge(server::router(self.clone()))
+        let relay = self.db.relay().cloned();
+        oxbase_kit::health::router(readiness)
+            .route(
+                "/metrics",
+                axum::routing::get(move || async move { metrics(relay.as_deref()) }),
+            )
+            .merge(server::router(self.clone()))
     }
+}
+
+/// Prometheus text: the outbox backlog, when events are on.
+fn metrics(relay: Option<&RelaySignals>) -> String {
+    let mut out = String::new();
+    if let Some(relay) = relay {
+        let backlog = relay.backlog.load(std::sync::atomic::Ordering::Relaxed);
+        out.push_str("# HELP oxbase_outbox_backlog Events written but not yet published.\n");
+        out.push_str("# TYPE oxbase_outbox_backlog gauge\n");
+        out.push_str(&format!("oxbase_outbox_backlog {backlog}\n"));
+    }
+    out
 }
 
 /// `/parse` of `https://example.com/parse/`.

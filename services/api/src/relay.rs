@@ -12,20 +12,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use oxbase_kit::{Readiness, Shutdown};
+use oxbase_proto::{EventStreamSpec, Storage};
 use oxbase_store::{Store, StoreError};
 use tokio::sync::Notify;
-
-/// What the relay needs to know of the events stream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamSettings {
-    pub name: String,
-    pub subjects: Vec<String>,
-    pub replicas: usize,
-    pub max_age: Duration,
-    pub max_bytes: i64,
-    pub max_messages: i64,
-    pub duplicate_window: Duration,
-}
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -73,7 +62,7 @@ pub struct RelaySignals {
 pub struct OutboxRelay {
     store: Arc<dyn Store>,
     jetstream: jetstream::Context,
-    stream: StreamSettings,
+    stream: EventStreamSpec,
     settings: RelaySettings,
     /// This relay's name in the lease: unique per process.
     id: String,
@@ -91,7 +80,7 @@ impl OutboxRelay {
     pub fn new(
         store: Arc<dyn Store>,
         jetstream: jetstream::Context,
-        stream: StreamSettings,
+        stream: EventStreamSpec,
         settings: RelaySettings,
         signals: Arc<RelaySignals>,
     ) -> Self {
@@ -238,16 +227,19 @@ impl OutboxRelay {
 /// subjects that clash) is a clear error rather than a silent mismatch.
 pub async fn ensure_stream(
     jetstream: &jetstream::Context,
-    settings: &StreamSettings,
+    settings: &EventStreamSpec,
 ) -> Result<(), RelayError> {
     let wanted = stream::Config {
         name: settings.name.clone(),
         subjects: settings.subjects.clone(),
-        storage: stream::StorageType::File,
+        storage: match settings.storage {
+            Storage::File => stream::StorageType::File,
+            Storage::Memory => stream::StorageType::Memory,
+        },
         num_replicas: settings.replicas,
         max_age: settings.max_age,
         max_bytes: settings.max_bytes,
-        max_messages: settings.max_messages,
+        max_messages: settings.max_msgs,
         duplicate_window: settings.duplicate_window,
         ..Default::default()
     };

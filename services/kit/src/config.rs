@@ -136,6 +136,33 @@ impl Default for Limits {
     }
 }
 
+/// The event backbone: every write's event goes through the outbox to
+/// JetStream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Writes leave events and the relay publishes them; off, nothing is
+    /// published and `/ready` does not wait for NATS.
+    pub enabled: bool,
+    /// The prefix of every subject and stream name.
+    pub prefix: String,
+    /// The CloudEvents `source`; empty means `oxbase://<app_id>`.
+    pub source: Option<String>,
+    /// The events stream's limits, replicas and duplicate window.
+    pub stream: oxbase_proto::EventStreamSettings,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prefix: oxbase_proto::DEFAULT_PREFIX.into(),
+            source: None,
+            stream: oxbase_proto::EventStreamSettings::default(),
+        }
+    }
+}
+
 /// Who may upload files, as Parse Server's `fileUpload` option.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -214,6 +241,7 @@ pub struct Config {
     pub allow_custom_object_id: bool,
     pub limits: Limits,
     pub files: FilesConfig,
+    pub events: EventsConfig,
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `oxbase_api=debug,info`.
     pub log_level: String,
@@ -247,6 +275,7 @@ impl Default for Config {
             allow_custom_object_id: false,
             limits: Limits::default(),
             files: FilesConfig::default(),
+            events: EventsConfig::default(),
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_timeout_secs: 10,
@@ -334,6 +363,9 @@ impl Config {
             )));
         }
         self.mount_path = trimmed.to_owned();
+        if let Err(err) = oxbase_proto::Subjects::new(self.events.prefix.as_str()) {
+            return Err(ConfigError::Invalid(format!("events.prefix: {err}")));
+        }
         if self.app_id.is_empty() {
             return Err(ConfigError::Invalid("app_id must not be empty".into()));
         }

@@ -157,7 +157,8 @@ async fn api(config: Config) -> anyhow::Result<()> {
         .context("cannot open the store")?;
     store.ping().await.context("the store does not answer")?;
     readiness.set("store", true);
-    let app = oxbase_api::App::new(&config, Arc::clone(&store)).await?;
+    let relay = start_relay(&config, &store, &readiness, &shutdown).await?;
+    let app = oxbase_api::App::new(&config, Arc::clone(&store), relay).await?;
     let listener = oxbase_api::bind(&config).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -177,4 +178,39 @@ async fn api(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Connects to NATS (in the background: writes do not wait for it, their
+/// events wait in the outbox) and runs the outbox relay.
+async fn start_relay(
+    config: &Config,
+    store: &Arc<dyn oxbase_store::Store>,
+    readiness: &Readiness,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<Arc<oxbase_api::RelaySignals>>> {
+    if !config.events.enabled {
+        tracing::warn!("events are off (events.enabled = false): writes publish nothing");
+        return Ok(None);
+    }
+    if config.database_uri().starts_with("mongodb") {
+        tracing::warn!("events are not supported on MongoDB yet: writes publish nothing");
+        return Ok(None);
+    }
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(config.nats_url.as_str())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let subjects = oxbase_proto::Subjects::new(config.events.prefix.as_str())?;
+    let stream = oxbase_proto::EventStreamSpec::new(&subjects, &config.events.stream);
+    let signals = Arc::new(oxbase_api::RelaySignals::default());
+    let relay = oxbase_api::OutboxRelay::new(
+        Arc::clone(store),
+        async_nats::jetstream::new(client),
+        stream,
+        oxbase_api::RelaySettings::default(),
+        Arc::clone(&signals),
+    );
+    tokio::spawn(relay.run(readiness.clone(), shutdown.clone()));
+    Ok(Some(signals))
 }
