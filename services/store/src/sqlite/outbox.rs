@@ -102,14 +102,16 @@ pub(super) fn claim(
 }
 
 pub(super) fn mark_sent(state: &WriterState, seqs: &[i64]) -> StoreResult<()> {
-    let now = now_ms();
-    let mut stmt = state
+    // One statement for the whole batch: the writer thread is shared with
+    // every object write.
+    let list = serde_json::to_string(seqs).map_err(StoreError::backend)?;
+    state
         .conn
-        .prepare_cached("UPDATE _oxbase_outbox SET sent_at = ?1 WHERE seq = ?2")
+        .prepare_cached(
+            "UPDATE _oxbase_outbox SET sent_at = ?1 WHERE seq IN (SELECT value FROM json_each(?2))",
+        )
+        .and_then(|mut stmt| stmt.execute(params![now_ms(), list]))
         .map_err(sql_err)?;
-    for seq in seqs {
-        stmt.execute(params![now, seq]).map_err(sql_err)?;
-    }
     Ok(())
 }
 
