@@ -285,7 +285,7 @@ impl Database {
             None
         };
         let objects = self
-            .finish(auth, &view, class_name, objects, options)
+            .finish(auth, &view, class_name, objects, options, &protected)
             .await?;
         Ok((objects, count))
     }
@@ -301,7 +301,9 @@ impl Database {
         validate_class_access(class_name)?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
-        let clp = access::check_class(auth, view.get(class_name).map(Arc::as_ref), Operation::Get)?;
+        let class = view.get(class_name).map(Arc::as_ref);
+        let clp = access::check_class(auth, class, Operation::Get)?;
+        let protected = access::protected_fields(auth, class);
         let mut options = options.clone();
         options.filter = Filter::field(
             "objectId",
@@ -316,7 +318,7 @@ impl Database {
             })
             .await?;
         let objects = self
-            .finish(auth, &view, class_name, objects, &options)
+            .finish(auth, &view, class_name, objects, &options, &protected)
             .await?;
         objects.into_iter().next().ok_or_else(ApiError::not_found)
     }
@@ -354,7 +356,8 @@ impl Database {
     }
 
     /// Includes (as far as the request may read them), nested key
-    /// selection, excluded keys, relation fields, and redaction.
+    /// selection, excluded keys, relation fields, and redaction of
+    /// `protected` and internal fields.
     async fn finish(
         &self,
         auth: &Auth,
@@ -362,6 +365,7 @@ impl Database {
         class_name: &str,
         mut objects: Vec<Object>,
         options: &FindOptions,
+        protected: &[String],
     ) -> ApiResult<Vec<Object>> {
         let mut paths = options.include.clone();
         if options.include_all
@@ -391,7 +395,6 @@ impl Database {
             };
             include::resolve(self.store.as_ref(), view, &mut objects, &paths, &readable).await?;
         }
-        let protected = access::protected_fields(auth, view.get(class_name).map(Arc::as_ref));
         let relations: Vec<(String, String)> = view
             .get(class_name)
             .map(|class| {
@@ -408,7 +411,7 @@ impl Database {
             })
             .unwrap_or_default();
         for object in &mut objects {
-            access::redact(auth, class_name, object, &protected);
+            access::redact(auth, class_name, object, protected);
             for value in object.values_mut() {
                 redact_included(auth, view, value);
             }

@@ -72,7 +72,7 @@ impl SessionCache {
     }
 }
 
-fn invalid_token() -> ApiError {
+pub(crate) fn invalid_token() -> ApiError {
     ApiError::new(code::INVALID_SESSION_TOKEN, "Invalid session token")
 }
 

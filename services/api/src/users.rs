@@ -16,6 +16,7 @@ use crate::error::{ApiError, ApiResult, code};
 use crate::query::FindOptions;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
+use crate::sessions::invalid_token;
 use crate::values::{ParsedWrite, format_date};
 
 /// bcrypt's cost factor, as Parse Server uses it, so either server can
@@ -444,10 +445,7 @@ impl App {
 
     /// `GET /users/me`.
     pub(crate) async fn me(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
-        let user = auth
-            .user
-            .as_ref()
-            .ok_or_else(|| ApiError::new(code::INVALID_SESSION_TOKEN, "Invalid session token"))?;
+        let user = auth.user.as_ref().ok_or_else(invalid_token)?;
         self.user_reply(req, &user.id, user.session_token.clone())
             .await
     }
@@ -489,19 +487,14 @@ impl App {
 
     /// `GET /sessions/me`.
     pub(crate) async fn session_me(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
-        let user = auth
-            .user
-            .as_ref()
-            .ok_or_else(|| ApiError::new(code::INVALID_SESSION_TOKEN, "Invalid session token"))?;
+        let user = auth.user.as_ref().ok_or_else(invalid_token)?;
         let mut options = FindOptions::for_find(&req.params, self.db.limits())?;
         options.filter = Filter::field(
             "sessionToken",
             Condition::Eq(QueryValue::String(user.session_token.clone())),
         );
         let (mut found, _) = self.db.find(auth, "_Session", &options).await?;
-        let session = found
-            .pop()
-            .ok_or_else(|| ApiError::new(code::INVALID_SESSION_TOKEN, "Invalid session token"))?;
+        let session = found.pop().ok_or_else(invalid_token)?;
         Ok(Reply::ok(Value::Object(session)))
     }
 
