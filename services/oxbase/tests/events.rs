@@ -139,38 +139,53 @@ impl Oxbase {
 }
 
 /// The next `n` events from a durable consumer on the events stream.
+///
+/// Fetches until `n` have arrived, because one fetch may end early while the
+/// server is still recovering from a restart. Acks are confirmed by the
+/// server (`double_ack`) so that killing nats-server right after a call
+/// cannot bring an acknowledged event back.
 async fn next_events(js: &jetstream::Context, n: usize) -> Vec<(Value, String)> {
-    let stream = js.get_stream("OXBASE_EVENTS").await.unwrap();
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            "test",
-            consumer::pull::Config {
-                durable_name: Some("test".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let mut messages = consumer
-        .fetch()
-        .max_messages(n)
-        .expires(Duration::from_secs(10))
-        .messages()
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    while let Some(message) = messages.next().await {
-        let message = message.unwrap();
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        out.push((serde_json::from_slice(&message.payload).unwrap(), id));
-        message.ack().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out: Vec<(Value, String)> = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} events, got {out:?}"
+        );
+        let Ok(stream) = js.get_stream("OXBASE_EVENTS").await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                "test",
+                consumer::pull::Config {
+                    durable_name: Some("test".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let Ok(mut messages) = consumer
+            .fetch()
+            .max_messages(n - out.len())
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+        else {
+            continue;
+        };
+        while let Some(Ok(message)) = messages.next().await {
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            message.double_ack().await.unwrap();
+            out.push((serde_json::from_slice(&message.payload).unwrap(), id));
+        }
     }
-    assert_eq!(out.len(), n, "expected {n} events, got {out:?}");
     out
 }
 
