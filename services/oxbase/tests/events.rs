@@ -3,140 +3,15 @@
 //! made over HTTP arrive on JetStream as CloudEvents, in order, and writes
 //! made while NATS is down wait in the outbox and arrive once it is back.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A nats-server with JetStream, killed when dropped.
-struct Nats(Child);
-
-impl Nats {
-    fn start(port: u16, store: &Path) -> Self {
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH (bash ops/test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self(child)
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Oxbase {
-    child: Child,
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Drop for Oxbase {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Oxbase {
-    async fn start(dir: &Path, nats_port: u16) -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_oxbase"))
-            .arg("api")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--master-key",
-                "mk",
-                "--app-id",
-                "app",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("OXBASE_HOST", "127.0.0.1")
-            .env("OXBASE_ALLOW_CLIENT_CLASS_CREATION", "true")
-            .env("OXBASE_NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = self.client.get(format!("{}/ready", self.base)).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "oxbase never became ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let response = self
-            .client
-            .request(method, format!("{}/parse/{path}", self.base))
-            .header("X-Parse-Application-Id", "app")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.unwrap()
-    }
-
-    async fn backlog(&self) -> u64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("oxbase_outbox_backlog "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no backlog in {text}"))
-    }
-}
+use common::{Nats, Oxbase, event_with_id, free_port};
 
 /// The next `n` events from a durable consumer on the events stream.
 ///
@@ -176,14 +51,8 @@ async fn next_events(js: &jetstream::Context, n: usize) -> Vec<(Value, String)> 
             continue;
         };
         while let Some(Ok(message)) = messages.next().await {
-            let id = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.to_string())
-                .unwrap_or_default();
             message.double_ack().await.unwrap();
-            out.push((serde_json::from_slice(&message.payload).unwrap(), id));
+            out.push(event_with_id(&message));
         }
     }
     out
@@ -195,7 +64,7 @@ async fn writes_arrive_as_events_even_across_a_nats_outage() {
     let nats_dir = tempfile::tempdir().unwrap();
     let nats_port = free_port();
     let mut nats = Nats::start(nats_port, nats_dir.path());
-    let server = Oxbase::start(dir.path(), nats_port).await;
+    let server = Oxbase::start(dir.path(), &nats.url(), &[]).await;
     let js = jetstream::new(
         async_nats::connect(format!("nats://127.0.0.1:{nats_port}"))
             .await
@@ -284,10 +153,6 @@ async fn writes_arrive_as_events_even_across_a_nats_outage() {
         .map(|(e, _)| e["data"]["object"]["n"].as_i64().unwrap())
         .collect();
     assert_eq!(counts, [0, 1, 2, 3, 4, 5]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.backlog().await > 0 {
-        assert!(Instant::now() < deadline, "the backlog never drained");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    server.wait_drained(Duration::from_secs(5)).await;
     drop(nats);
 }

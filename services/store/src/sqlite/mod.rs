@@ -52,6 +52,11 @@ pub struct SqliteStore {
     /// On-demand expression indexes that exist or are being created, as
     /// `class\0path`.
     indexes: Arc<Mutex<HashSet<String>>>,
+    /// The outbox lease this process's relay last took (owner, length,
+    /// and until when it is surely still its own): while more than half of
+    /// it remains, a claim is a plain read on a reader thread instead of a
+    /// job for the writer.
+    lease: Mutex<Option<(String, std::time::Duration, std::time::Instant)>>,
 }
 
 impl SqliteStore {
@@ -69,6 +74,7 @@ impl SqliteStore {
         Ok(Self {
             engine: Engine::start(path, &options, writer)?,
             indexes: Arc::new(Mutex::new(indexes)),
+            lease: Mutex::new(None),
         })
     }
 
@@ -307,10 +313,38 @@ impl Store for SqliteStore {
         lease: std::time::Duration,
         limit: usize,
     ) -> StoreResult<Option<Vec<crate::outbox::OutboxEntry>>> {
-        let relay = relay.to_owned();
-        self.engine
-            .write(move |state| outbox::claim(state, &relay, lease, limit))
-            .await
+        let started = std::time::Instant::now();
+        let fresh = self
+            .lease
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|(owner, length, until)| {
+                owner == relay && *length == lease && *until > started + lease / 2
+            });
+        if fresh {
+            return self
+                .engine
+                .read(move |conn| outbox::pending(conn, limit))
+                .await
+                .map(Some);
+        }
+        let owner = relay.to_owned();
+        let until = outbox::now_ms()
+            .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let claimed = self
+            .engine
+            .write(move |state| {
+                if !outbox::take_lease(state, &owner, until)? {
+                    return Ok(None);
+                }
+                outbox::pending(&state.conn, limit).map(Some)
+            })
+            .await?;
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = claimed
+            .is_some()
+            .then(|| (relay.to_owned(), lease, started + lease));
+        Ok(claimed)
     }
 
     async fn outbox_sent(&self, seqs: &[i64]) -> StoreResult<()> {

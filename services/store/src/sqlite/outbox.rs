@@ -11,26 +11,43 @@ use crate::outbox::{EventContext, OutboxEntry, record};
 use crate::write::WriteOutcome;
 
 pub(super) fn ensure_tables(conn: &Connection) -> StoreResult<()> {
+    // Events are published in `seq` order and SQLite commits one writer at
+    // a time, so what has been sent is always a prefix of the outbox: one
+    // watermark (`sent_through`) replaces a per-row mark and its index,
+    // which keeps the writer thread's cost per event to one append.
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _oxbase_outbox (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            event_id TEXT NOT NULL UNIQUE,
+            event_id TEXT NOT NULL,
             subject TEXT NOT NULL,
             payload TEXT NOT NULL,
-            created_at INTEGER NOT NULL,
-            sent_at INTEGER
+            created_at INTEGER NOT NULL
         );
-        CREATE INDEX IF NOT EXISTS _oxbase_outbox_pending ON _oxbase_outbox (seq) WHERE sent_at IS NULL;
         CREATE TABLE IF NOT EXISTS _oxbase_relay (
             id INTEGER PRIMARY KEY CHECK (id = 1),
             owner TEXT NOT NULL,
-            expires_at INTEGER NOT NULL
+            expires_at INTEGER NOT NULL,
+            sent_through INTEGER NOT NULL DEFAULT 0
         );",
     )
-    .map_err(StoreError::backend)
+    .map_err(StoreError::backend)?;
+    // Outboxes made before the watermark marked each row instead.
+    let has_watermark = conn
+        .prepare("SELECT 1 FROM pragma_table_info('_oxbase_relay') WHERE name = 'sent_through'")
+        .and_then(|mut stmt| stmt.exists([]))
+        .map_err(StoreError::backend)?;
+    if !has_watermark {
+        conn.execute_batch(
+            "ALTER TABLE _oxbase_relay ADD COLUMN sent_through INTEGER NOT NULL DEFAULT 0;
+             UPDATE _oxbase_relay SET sent_through =
+                (SELECT coalesce(max(seq), 0) FROM _oxbase_outbox WHERE sent_at IS NOT NULL);",
+        )
+        .map_err(StoreError::backend)?;
+    }
+    Ok(())
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -57,16 +74,9 @@ pub(super) fn insert(
     Ok(())
 }
 
-/// Takes or renews the relay lease for `relay`, then returns the oldest
-/// pending events; `None` while another relay holds the lease.
-pub(super) fn claim(
-    state: &WriterState,
-    relay: &str,
-    lease: Duration,
-    limit: usize,
-) -> StoreResult<Option<Vec<OutboxEntry>>> {
-    let now = now_ms();
-    let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+/// Takes or renews the relay lease for `relay` until `until` (ms); false
+/// while another relay holds it.
+pub(super) fn take_lease(state: &WriterState, relay: &str, until: i64) -> StoreResult<bool> {
     let held = state
         .conn
         .prepare_cached(
@@ -74,52 +84,58 @@ pub(super) fn claim(
              ON CONFLICT (id) DO UPDATE SET owner = ?1, expires_at = ?2
              WHERE _oxbase_relay.owner = ?1 OR _oxbase_relay.expires_at < ?3",
         )
-        .and_then(|mut stmt| stmt.execute(params![relay, until, now]))
+        .and_then(|mut stmt| stmt.execute(params![relay, until, now_ms()]))
         .map_err(sql_err)?;
-    if held == 0 {
-        return Ok(None);
-    }
-    let mut stmt = state
-        .conn
-        .prepare_cached(
-            "SELECT seq, event_id, subject, payload FROM _oxbase_outbox
-             WHERE sent_at IS NULL ORDER BY seq LIMIT ?1",
-        )
-        .map_err(sql_err)?;
-    let rows = stmt
-        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-            Ok(OutboxEntry {
-                seq: row.get(0)?,
-                event_id: row.get(1)?,
-                subject: row.get(2)?,
-                payload: row.get(3)?,
-            })
-        })
-        .map_err(sql_err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(sql_err)?;
-    Ok(Some(rows))
+    Ok(held > 0)
 }
 
+/// The oldest events past the watermark.
+pub(super) fn pending(conn: &Connection, limit: usize) -> StoreResult<Vec<OutboxEntry>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, event_id, subject, payload FROM _oxbase_outbox
+             WHERE seq > coalesce((SELECT sent_through FROM _oxbase_relay WHERE id = 1), 0)
+             ORDER BY seq LIMIT ?1",
+        )
+        .map_err(sql_err)?;
+    stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+        Ok(OutboxEntry {
+            seq: row.get(0)?,
+            event_id: row.get(1)?,
+            subject: row.get(2)?,
+            payload: row.get(3)?,
+        })
+    })
+    .map_err(sql_err)?
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(sql_err)
+}
+
+/// Moves the watermark past `seqs`, which the relay sends as the leading
+/// part of what it claimed.
 pub(super) fn mark_sent(state: &WriterState, seqs: &[i64]) -> StoreResult<()> {
-    // One statement for the whole batch: the writer thread is shared with
-    // every object write.
-    let list = serde_json::to_string(seqs).map_err(StoreError::backend)?;
+    let Some(last) = seqs.iter().max() else {
+        return Ok(());
+    };
     state
         .conn
         .prepare_cached(
-            "UPDATE _oxbase_outbox SET sent_at = ?1 WHERE seq IN (SELECT value FROM json_each(?2))",
+            "UPDATE _oxbase_relay SET sent_through = max(sent_through, ?1) WHERE id = 1",
         )
-        .and_then(|mut stmt| stmt.execute(params![now_ms(), list]))
+        .and_then(|mut stmt| stmt.execute([last]))
         .map_err(sql_err)?;
     Ok(())
 }
 
+/// Deletes sent events recorded longer ago than `older_than`.
 pub(super) fn prune(state: &WriterState, older_than: Duration) -> StoreResult<u64> {
     let cutoff = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
     let n = state
         .conn
-        .prepare_cached("DELETE FROM _oxbase_outbox WHERE sent_at IS NOT NULL AND sent_at < ?1")
+        .prepare_cached(
+            "DELETE FROM _oxbase_outbox WHERE created_at < ?1
+             AND seq <= coalesce((SELECT sent_through FROM _oxbase_relay WHERE id = 1), 0)",
+        )
         .and_then(|mut stmt| stmt.execute([cutoff]))
         .map_err(sql_err)?;
     Ok(n as u64)
@@ -127,7 +143,10 @@ pub(super) fn prune(state: &WriterState, older_than: Duration) -> StoreResult<u6
 
 pub(super) fn backlog(conn: &Connection) -> StoreResult<u64> {
     let n: i64 = conn
-        .prepare_cached("SELECT count(*) FROM _oxbase_outbox WHERE sent_at IS NULL")
+        .prepare_cached(
+            "SELECT count(*) FROM _oxbase_outbox
+             WHERE seq > coalesce((SELECT sent_through FROM _oxbase_relay WHERE id = 1), 0)",
+        )
         .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
         .map_err(sql_err)?;
     Ok(n.max(0) as u64)
