@@ -1,15 +1,27 @@
 //! The threads behind the SQLite backend: one writer that group-commits,
-//! and a pool of readers. Async callers hand them closures and await the
-//! answer.
+//! a pool of readers, and a checkpointer. Async callers hand them closures
+//! and await the answer.
 //!
 //! The writer commits whatever work is queued together in one transaction,
 //! each piece in its own savepoint so one failure does not undo the others,
 //! and answers only after COMMIT. Readers each own a connection; WAL mode
 //! lets them read while the writer writes.
+//!
+//! Checkpoints (copying the WAL back into the database file, with an fsync)
+//! run on their own thread rather than inside whichever commit crosses
+//! SQLite's auto-checkpoint threshold: the writer is the one thread every
+//! write waits for, and an fsync there stalls them all. The checkpointer
+//! cannot finish while the writer keeps appending, though, and only a
+//! finished checkpoint lets the WAL start over; so once the WAL passes
+//! `WAL_RESTART_FRAMES` the writer, between two groups, finishes the last
+//! few frames itself.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, OpenFlags};
@@ -21,6 +33,13 @@ use crate::error::{StoreError, StoreResult};
 /// Most pieces of work committed in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// How often the checkpointer copies committed pages into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// WAL length (in pages) past which the writer completes a checkpoint so
+/// the WAL restarts from its beginning (16 MiB at 4 KiB pages).
+const WAL_RESTART_FRAMES: i64 = 4096;
+
 type ReadTask = Box<dyn FnOnce(&Connection) + Send>;
 
 /// What the writer thread owns.
@@ -28,6 +47,8 @@ pub(super) struct WriterState {
     pub conn: Connection,
     /// Class tables known to exist.
     pub tables: HashSet<String>,
+    /// Set by the checkpointer when the WAL has grown long.
+    wal_long: Arc<AtomicBool>,
 }
 
 /// A unit of work for the writer: `run` inside the group's transaction,
@@ -74,6 +95,8 @@ where
 pub(super) struct Engine {
     readers: Sender<ReadTask>,
     writer: Sender<Box<dyn WriteTask>>,
+    /// Dropped with the engine, which stops the checkpointer.
+    _checkpointer: Sender<()>,
 }
 
 impl Engine {
@@ -82,10 +105,34 @@ impl Engine {
         options: &SqliteOptions,
         writer_conn: Connection,
     ) -> StoreResult<Self> {
+        writer_conn
+            .execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(StoreError::backend)?;
+        let wal_long = Arc::new(AtomicBool::new(false));
+        let checkpoint_conn = connect(path, options, false)?;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let flag = Arc::clone(&wal_long);
+        std::thread::Builder::new()
+            .name("oxbase-sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stop_rx.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    // PASSIVE never waits for the writer or readers; what it
+                    // cannot copy now it copies on a later round.
+                    match checkpoint(&checkpoint_conn) {
+                        Ok(frames) => flag.store(frames >= WAL_RESTART_FRAMES, Ordering::Relaxed),
+                        Err(err) => tracing::warn!(%err, "sqlite checkpoint failed"),
+                    }
+                }
+            })
+            .map_err(StoreError::backend)?;
+
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<Box<dyn WriteTask>>();
         let mut state = WriterState {
             conn: writer_conn,
             tables: HashSet::new(),
+            wal_long,
         };
         std::thread::Builder::new()
             .name("oxbase-sqlite-writer".into())
@@ -108,6 +155,7 @@ impl Engine {
         Ok(Self {
             readers: read_tx,
             writer: write_tx,
+            _checkpointer: stop_tx,
         })
     }
 
@@ -190,8 +238,24 @@ pub(super) fn connect(
     Ok(conn)
 }
 
+/// Runs a transaction-control statement through the statement cache:
+/// these run several times per write, and parsing them each time shows.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// A passive checkpoint; returns how many pages the WAL holds.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+}
+
 fn writer_loop(state: &mut WriterState, rx: Receiver<Box<dyn WriteTask>>) {
     while let Ok(first) = rx.recv() {
+        if state.wal_long.swap(false, Ordering::Relaxed)
+            && let Err(err) = checkpoint(&state.conn)
+        {
+            tracing::warn!(%err, "sqlite checkpoint failed");
+        }
         let mut tasks = vec![first];
         while tasks.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -199,7 +263,7 @@ fn writer_loop(state: &mut WriterState, rx: Receiver<Box<dyn WriteTask>>) {
                 Err(_) => break,
             }
         }
-        if let Err(err) = state.conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(err) = exec(&state.conn, "BEGIN IMMEDIATE") {
             let err = StoreError::backend(err);
             for task in tasks {
                 task.finish(Err(err.clone()));
@@ -207,20 +271,17 @@ fn writer_loop(state: &mut WriterState, rx: Receiver<Box<dyn WriteTask>>) {
             continue;
         }
         for task in tasks.iter_mut() {
-            let _ = state.conn.execute_batch("SAVEPOINT task");
+            let _ = exec(&state.conn, "SAVEPOINT task");
             if !task.run(state) {
-                let _ = state.conn.execute_batch("ROLLBACK TO task");
+                let _ = exec(&state.conn, "ROLLBACK TO task");
                 // A table created by the rolled-back work is gone again.
                 state.tables.clear();
             }
-            let _ = state.conn.execute_batch("RELEASE task");
+            let _ = exec(&state.conn, "RELEASE task");
         }
-        let commit = state
-            .conn
-            .execute_batch("COMMIT")
-            .map_err(StoreError::backend);
+        let commit = exec(&state.conn, "COMMIT").map_err(StoreError::backend);
         if commit.is_err() {
-            let _ = state.conn.execute_batch("ROLLBACK");
+            let _ = exec(&state.conn, "ROLLBACK");
             state.tables.clear();
         }
         for task in tasks {
@@ -235,18 +296,12 @@ pub(super) fn in_savepoint<T>(
     state: &mut WriterState,
     work: impl FnOnce(&mut WriterState) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    state
-        .conn
-        .execute_batch("SAVEPOINT op")
-        .map_err(StoreError::backend)?;
+    exec(&state.conn, "SAVEPOINT op").map_err(StoreError::backend)?;
     let result = work(state);
     if result.is_err() {
-        let _ = state.conn.execute_batch("ROLLBACK TO op");
+        let _ = exec(&state.conn, "ROLLBACK TO op");
         state.tables.clear();
     }
-    state
-        .conn
-        .execute_batch("RELEASE op")
-        .map_err(StoreError::backend)?;
+    exec(&state.conn, "RELEASE op").map_err(StoreError::backend)?;
     result
 }

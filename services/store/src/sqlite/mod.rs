@@ -330,8 +330,8 @@ impl Store for SqliteStore {
                 .map(Some);
         }
         let owner = relay.to_owned();
-        let until = outbox::now_ms()
-            .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let until =
+            outbox::now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let claimed = self
             .engine
             .write(move |state| {
