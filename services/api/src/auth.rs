@@ -18,6 +18,8 @@ pub struct Auth {
     /// The read-only master key: reads as the master key, writes nothing.
     pub read_only: bool,
     pub installation_id: Option<String>,
+    /// The request's `X-Parse-Request-Id`, for the events its writes make.
+    pub request_id: Option<String>,
     /// The signed-in user, from a valid session token.
     pub user: Option<Arc<SessionUser>>,
 }

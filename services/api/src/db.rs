@@ -569,7 +569,7 @@ impl Database {
             user_id: auth.user_id().map(str::to_owned),
             installation_id: auth.installation_id.clone(),
             master: auth.master,
-            request_id: None,
+            request_id: auth.request_id.clone(),
         })
     }
 

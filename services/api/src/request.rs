@@ -23,6 +23,9 @@ pub struct Credentials {
     pub session_token: Option<String>,
     pub installation_id: Option<String>,
     pub client_version: Option<String>,
+    /// `X-Parse-Request-Id`, which events carry so a subscriber can tie
+    /// one back to the request that caused it.
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +244,7 @@ fn header_credentials(headers: &HeaderMap) -> Credentials {
         session_token: header(headers, "x-parse-session-token"),
         installation_id: header(headers, "x-parse-installation-id"),
         client_version: header(headers, "x-parse-client-version"),
+        request_id: header(headers, "x-parse-request-id"),
     };
     basic_auth(headers, &mut credentials);
     credentials

@@ -91,6 +91,7 @@ impl App {
             master: level != KeyLevel::Client,
             read_only: level == KeyLevel::ReadOnlyMaster,
             installation_id: req.credentials.installation_id.clone(),
+            request_id: req.credentials.request_id.clone(),
             user: None,
         };
         if !auth.master

@@ -192,13 +192,16 @@ async fn start_relay(
         tracing::warn!("events are off (events.enabled = false): writes publish nothing");
         return Ok(None);
     }
-    if config.database_uri().starts_with("mongodb") {
-        tracing::warn!("events are not supported on MongoDB yet: writes publish nothing");
-        return Ok(None);
-    }
+    // A cluster is a comma-separated list of its servers' URLs.
+    let servers = config
+        .nats_url
+        .split(',')
+        .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("nats_url {:?} is not a NATS URL list", config.nats_url))?;
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
+        .connect(servers)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
     let subjects = oxbase_proto::Subjects::new(config.events.prefix.as_str())?;

@@ -115,12 +115,19 @@ async fn acknowledged_writes_have_exactly_one_event_across_kill_9() {
     for (event, msg_id) in &events {
         let id = event["id"].as_str().unwrap();
         assert_eq!(id, msg_id);
-        assert!(ids.insert(id.to_owned()), "event {id} is in the stream twice");
+        assert!(
+            ids.insert(id.to_owned()),
+            "event {id} is in the stream twice"
+        );
     }
 
     // The store as it is now.
     let stored = server
-        .call(reqwest::Method::GET, "classes/Item?limit=100000", json!(null))
+        .call(
+            reqwest::Method::GET,
+            "classes/Item?limit=100000",
+            json!(null),
+        )
         .await;
     let stored: HashMap<&str, &Value> = stored["results"]
         .as_array()
@@ -154,8 +161,14 @@ async fn acknowledged_writes_have_exactly_one_event_across_kill_9() {
         last_event.insert(id, object);
     }
     for id in &acked.created {
-        assert!(stored.contains_key(id.as_str()), "acknowledged create {id} is not stored");
-        assert!(created_events.contains(id), "acknowledged create {id} has no event");
+        assert!(
+            stored.contains_key(id.as_str()),
+            "acknowledged create {id} is not stored"
+        );
+        assert!(
+            created_events.contains(id),
+            "acknowledged create {id} has no event"
+        );
     }
     for (id, n) in &acked.updated {
         assert!(
@@ -169,7 +182,10 @@ async fn acknowledged_writes_have_exactly_one_event_across_kill_9() {
         let row = stored
             .get(id.as_str())
             .unwrap_or_else(|| panic!("event for {id}, which was never stored"));
-        assert_eq!(row["n"], object["n"], "{id}: the last event is not what is stored");
+        assert_eq!(
+            row["n"], object["n"],
+            "{id}: the last event is not what is stored"
+        );
         assert_eq!(row["updatedAt"], object["updatedAt"], "{id}");
     }
     assert_eq!(

@@ -71,9 +71,16 @@ async fn writes_arrive_as_events_even_across_a_nats_outage() {
             .unwrap(),
     );
 
-    let created = server
-        .call(reqwest::Method::POST, "classes/Item", json!({"n": 1}))
-        .await;
+    let created: Value = server
+        .request(reqwest::Method::POST, "classes/Item")
+        .header("X-Parse-Request-Id", "req-1")
+        .json(&json!({"n": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = created["objectId"].as_str().unwrap().to_owned();
     let path = format!("classes/Item/{id}");
     server
@@ -111,6 +118,8 @@ async fn writes_arrive_as_events_even_across_a_nats_outage() {
         assert_eq!(event["data"]["context"]["master"], false);
     }
     assert_eq!(events[0].0["data"]["object"]["n"], 1);
+    assert_eq!(events[0].0["data"]["context"]["requestId"], "req-1");
+    assert!(events[1].0["data"]["context"].get("requestId").is_none());
     assert!(events[0].0["data"].get("original").is_none());
     assert_eq!(events[1].0["data"]["original"]["n"], 1);
     assert_eq!(events[1].0["data"]["object"]["n"], 2);

@@ -117,6 +117,7 @@ conformance_tests!(
     permission_filters,
     unique_fields_of_system_classes,
     schema_operations,
+    writes_leave_events_in_the_outbox,
 );
 
 /// What lands in MongoDB is what Parse Server writes and reads.

@@ -157,6 +157,13 @@ impl Oxbase {
         }
     }
 
+    /// A request to the REST API as a client (the app id, no master key).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}/parse/{path}", self.base))
+            .header("X-Parse-Application-Id", "app")
+    }
+
     /// A REST call as a client (the app id, no master key); `Err` when no answer came
     /// (the process died) or the answer was not a success.
     pub async fn try_call(
@@ -165,17 +172,11 @@ impl Oxbase {
         path: &str,
         body: Value,
     ) -> Result<Value, String> {
-        let mut request = self
-            .client
-            .request(method, format!("{}/parse/{path}", self.base))
-            .header("X-Parse-Application-Id", "app");
+        let mut request = self.request(method, path);
         if !body.is_null() {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = request.send().await.map_err(|e| e.to_string())?;
         let status = response.status();
         let body: Value = response.json().await.map_err(|e| e.to_string())?;
         if status.is_success() {
@@ -212,7 +213,10 @@ impl Oxbase {
     pub async fn wait_drained(&self, within: Duration) {
         let deadline = Instant::now() + within;
         while self.backlog().await > 0 {
-            assert!(Instant::now() < deadline, "the outbox backlog never drained");
+            assert!(
+                Instant::now() < deadline,
+                "the outbox backlog never drained"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -11,7 +11,8 @@
 //! Queries translate to Mongo filters (`filter`), after subqueries and
 //! relations are resolved by reading first (`resolve`), as Parse does.
 //! Writes are single-document atomic operations, grouped into
-//! transactions on replica sets (`writes`).
+//! transactions on replica sets (`writes`); their events go to the outbox
+//! in the same transaction (`outbox`).
 //!
 //! Nothing is created or changed on connect: collections appear with their
 //! first write, indexes with their class.
@@ -19,6 +20,7 @@
 mod errors;
 mod filter;
 mod indexes;
+mod outbox;
 mod resolve;
 mod schema;
 mod transform;
@@ -76,6 +78,9 @@ pub struct MongoStore {
     /// Counts `_SCHEMA` changes seen on its change stream (replica sets and
     /// sharded clusters only).
     schema_changes: Option<watch::Receiver<u64>>,
+    /// Set once this process has made sure the outbox collection and its
+    /// index exist.
+    outbox_ready: tokio::sync::OnceCell<()>,
 }
 
 /// A read preference by name: Parse's upper-case forms
@@ -136,6 +141,7 @@ impl MongoStore {
             transactions,
             known_indexes: Mutex::new(HashSet::new()),
             schema_changes,
+            outbox_ready: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -503,12 +509,6 @@ fn schema_change_update(
     Ok((filter, update))
 }
 
-/// The outbox has no MongoDB implementation yet; writes that must make
-/// events are refused rather than committed without them.
-fn events_not_supported() -> StoreError {
-    StoreError::Backend("events (the outbox) are not supported on MongoDB yet".into())
-}
-
 #[async_trait]
 impl Store for MongoStore {
     async fn load_schemas(&self) -> StoreResult<Vec<ClassSchema>> {
@@ -668,31 +668,28 @@ impl Store for MongoStore {
         schemas: &SchemaView,
         batch: WriteBatch,
     ) -> StoreResult<Vec<StoreResult<WriteOutcome>>> {
-        if batch.events.is_some() {
-            return Err(events_not_supported());
-        }
         self.write_batch(schemas, batch).await
     }
 
     async fn outbox_claim(
         &self,
-        _relay: &str,
-        _lease: std::time::Duration,
-        _limit: usize,
+        relay: &str,
+        lease: Duration,
+        limit: usize,
     ) -> StoreResult<Option<Vec<crate::OutboxEntry>>> {
-        Err(events_not_supported())
+        self.outbox_claim_entries(relay, lease, limit).await
     }
 
-    async fn outbox_sent(&self, _seqs: &[i64]) -> StoreResult<()> {
-        Err(events_not_supported())
+    async fn outbox_sent(&self, seqs: &[i64]) -> StoreResult<()> {
+        self.outbox_mark_sent(seqs).await
     }
 
-    async fn outbox_prune(&self, _older_than: std::time::Duration) -> StoreResult<u64> {
-        Err(events_not_supported())
+    async fn outbox_prune(&self, older_than: Duration) -> StoreResult<u64> {
+        self.outbox_delete_sent(older_than).await
     }
 
     async fn outbox_backlog(&self) -> StoreResult<u64> {
-        Err(events_not_supported())
+        self.outbox_pending_count().await
     }
 
     async fn ping(&self) -> StoreResult<()> {

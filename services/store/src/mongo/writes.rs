@@ -13,6 +13,13 @@
 //! clients may see a batch's earlier ops before it finishes (or before it
 //! is undone), and an undo overwrites changes others made to the same
 //! documents in between.
+//!
+//! Events go to the outbox (`outbox`) in the transaction of their writes
+//! where the server has transactions, so there every op with events runs
+//! in one, even an op on a single document; where it has none, they are
+//! inserted right after the writes succeeded.
+
+use std::time::{Duration, Instant};
 
 use mongodb::ClientSession;
 use mongodb::bson::{Bson, Document, doc};
@@ -26,12 +33,21 @@ use super::resolve::join_collection;
 use super::transform::{AUTH_DATA_PREFIX, document_for_create, object_from_document, stored_id};
 use super::update::{needs_providers, normalize, simulate, update_document};
 use crate::error::{StoreError, StoreResult};
+use crate::outbox::EventContext;
 use crate::query::{FieldPath, Filter, Object};
 use crate::schema::SchemaView;
 use crate::write::{RelationChange, UpdateOp, WriteBatch, WriteOp, WriteOutcome};
 
-/// How often a transaction that conflicted with another is tried again.
-const TRANSACTION_ATTEMPTS: usize = 3;
+/// How long a transaction that conflicted with another (or could not tell
+/// whether it committed) is tried again. The driver's `withTransaction`
+/// allows 120 seconds; a client waiting for its answer deserves less.
+/// Conflicts are common once every write with events is a transaction: a
+/// transaction that writes a document another one has written aborts at
+/// once rather than waiting for it.
+const TRANSACTION_TIME_LIMIT: Duration = Duration::from_secs(10);
+
+/// The longest pause between attempts of a conflicting transaction.
+const MAX_TRANSACTION_PAUSE: Duration = Duration::from_millis(100);
 
 /// Runs a driver action in the session, if there is one.
 macro_rules! in_session {
@@ -90,23 +106,28 @@ impl MongoStore {
         schemas: &SchemaView,
         batch: WriteBatch,
     ) -> StoreResult<Vec<StoreResult<WriteOutcome>>> {
+        let events = batch.events.as_ref();
+        if events.is_some() {
+            self.ensure_outbox().await?;
+        }
         if batch.atomic {
             let outcomes = if self.transactions {
-                self.in_transaction(schemas, &batch.ops).await?
+                self.in_transaction(schemas, &batch.ops, events).await?
             } else {
-                self.with_undo(schemas, &batch.ops).await?
+                self.with_undo(schemas, &batch.ops, events).await?
             };
             return Ok(outcomes.into_iter().map(Ok).collect());
         }
         let mut out = Vec::with_capacity(batch.ops.len());
         for op in &batch.ops {
             let ops = std::slice::from_ref(op);
-            // An op touching join collections too is all-or-nothing on its
-            // own; one touching a single document already is.
-            let result = if self.transactions && op_has_relations(op) {
-                self.in_transaction(schemas, ops).await
+            // An op touching join collections or the outbox too is
+            // all-or-nothing on its own; one touching a single document
+            // already is.
+            let result = if self.transactions && (events.is_some() || op_has_relations(op)) {
+                self.in_transaction(schemas, ops, events).await
             } else {
-                self.with_undo(schemas, ops).await
+                self.with_undo(schemas, ops, events).await
             };
             out.push(result.and_then(|mut outcomes| {
                 outcomes
@@ -118,11 +139,13 @@ impl MongoStore {
     }
 
     /// Applies `ops` in order; on the first failure, undoes the ones
-    /// before it (see the module comment for what that guarantees).
+    /// before it (see the module comment for what that guarantees). Then
+    /// leaves their events, if any.
     async fn with_undo(
         &self,
         schemas: &SchemaView,
         ops: &[WriteOp],
+        events: Option<&EventContext>,
     ) -> StoreResult<Vec<WriteOutcome>> {
         // Most refusals are the ops' own (a bad key, an operator that does
         // not fit): find them before anything is written, so fewer batches
@@ -140,6 +163,13 @@ impl MongoStore {
                     return Err(failure.error);
                 }
             }
+        }
+        if let Some(context) = events {
+            // No undo when this fails: the insert may have landed all the
+            // same, and an event must never outlive its write.
+            self.insert_events(context, ops, &outcomes, None)
+                .await
+                .map_err(|failure| failure.error)?;
         }
         Ok(outcomes)
     }
@@ -177,18 +207,26 @@ impl MongoStore {
         }
     }
 
-    /// Applies `ops` in one transaction, trying again when it conflicted
-    /// with another (the server labels such errors transient).
+    /// Applies `ops` and leaves their events in one transaction, trying
+    /// again while it conflicts with another (the server labels such
+    /// errors transient), with a growing pause so the other can finish.
     async fn in_transaction(
         &self,
         schemas: &SchemaView,
         ops: &[WriteOp],
+        events: Option<&EventContext>,
     ) -> StoreResult<Vec<WriteOutcome>> {
-        let mut attempt = 0;
+        let deadline = Instant::now() + TRANSACTION_TIME_LIMIT;
+        let mut pause = Duration::from_millis(2);
         loop {
-            attempt += 1;
-            match self.transaction_attempt(schemas, ops).await {
-                Err(failure) if failure.transient && attempt < TRANSACTION_ATTEMPTS => continue,
+            match self
+                .transaction_attempt(schemas, ops, events, deadline)
+                .await
+            {
+                Err(failure) if failure.transient && Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_TRANSACTION_PAUSE);
+                }
                 Err(failure) => return Err(failure.error),
                 Ok(outcomes) => return Ok(outcomes),
             }
@@ -199,6 +237,8 @@ impl MongoStore {
         &self,
         schemas: &SchemaView,
         ops: &[WriteOp],
+        events: Option<&EventContext>,
+        deadline: Instant,
     ) -> Result<Vec<WriteOutcome>, OpError> {
         let mut session = self.client.start_session().await.map_err(OpError::write)?;
         // Transactions read from the primary whatever reads elsewhere do.
@@ -207,23 +247,43 @@ impl MongoStore {
             .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
             .await
             .map_err(OpError::write)?;
+        match self
+            .apply_in_session(schemas, ops, events, &mut session)
+            .await
+        {
+            Ok(outcomes) => {
+                commit(&mut session, deadline).await?;
+                Ok(outcomes)
+            }
+            Err(failure) => {
+                if let Err(err) = session.abort_transaction().await {
+                    tracing::warn!(%err, "could not abort a transaction");
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// The ops, then their events, in the session's transaction.
+    async fn apply_in_session(
+        &self,
+        schemas: &SchemaView,
+        ops: &[WriteOp],
+        events: Option<&EventContext>,
+        session: &mut ClientSession,
+    ) -> Result<Vec<WriteOutcome>, OpError> {
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut unused = Journal::new();
         for op in ops {
-            match self
-                .apply_op(schemas, op, Some(&mut session), &mut unused)
-                .await
-            {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(failure) => {
-                    if let Err(err) = session.abort_transaction().await {
-                        tracing::warn!(%err, "could not abort a transaction");
-                    }
-                    return Err(failure);
-                }
-            }
+            outcomes.push(
+                self.apply_op(schemas, op, Some(&mut *session), &mut unused)
+                    .await?,
+            );
         }
-        commit(&mut session).await?;
+        if let Some(context) = events {
+            self.insert_events(context, ops, &outcomes, Some(session))
+                .await?;
+        }
         Ok(outcomes)
     }
 
@@ -519,19 +579,15 @@ struct Update<'a> {
     precondition: &'a Filter,
 }
 
-/// Commits, retrying while the server cannot say whether it committed.
-async fn commit(session: &mut ClientSession) -> Result<(), OpError> {
-    let mut attempt = 0;
+/// Commits, retrying until `deadline` while the server cannot say whether
+/// it committed (committing again is safe: the server remembers).
+async fn commit(session: &mut ClientSession, deadline: Instant) -> Result<(), OpError> {
     loop {
-        attempt += 1;
         match session.commit_transaction().await {
             Ok(()) => return Ok(()),
             Err(err)
                 if err.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
-                    && attempt < TRANSACTION_ATTEMPTS =>
-            {
-                continue;
-            }
+                    && Instant::now() < deadline => {}
             Err(err) => return Err(OpError::write(err)),
         }
     }
