@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What the event backbone costs: creates per second on the embedded store
 # with the outbox and relay on (publishing to a local nats-server), against
-# the same build with events off. Prints the ratio on / off.
+# the same build with events off. The two modes alternate, each run on a
+# fresh data directory after a short warm-up, so drift on a noisy machine
+# hits both alike; prints each pair's ratio and the ratio of the medians.
 #
 #   ops/bench/events.sh             (DURATION=15s CONNECTIONS=32 RUNS=3)
 source "$(dirname "$0")/lib.sh"
@@ -13,16 +15,24 @@ nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$BENCH_DIR/nats" >"$BENCH_DIR/
 NATS_PID=$!
 trap 'stop_oxbase; kill $NATS_PID 2>/dev/null' EXIT
 build_oxbase
-echo "oxbase $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) cores, wrk -t2 -c$CONNECTIONS -d$DURATION, $RUNS runs each"
-for events in true false; do
-  rm -rf "$BENCH_DIR/data"
-  start_oxbase OXBASE_EVENTS__ENABLED=$events OXBASE_NATS_URL="nats://127.0.0.1:$NATS_PORT"
-  run_wrk "create, events $events" "$ROOT/ops/bench/create.lua" "$BASE"
-  curl -s "http://127.0.0.1:$BENCH_PORT/metrics" | grep backlog || true
-  stop_oxbase
+echo "oxbase $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) cores, wrk -t2 -c$CONNECTIONS -d$DURATION, $RUNS runs each, alternating"
+on=() off=()
+for i in $(seq "$RUNS"); do
+  for events in true false; do
+    rm -rf "$BENCH_DIR/data"
+    start_oxbase OXBASE_EVENTS__ENABLED=$events OXBASE_NATS_URL="nats://127.0.0.1:$NATS_PORT"
+    wrk -t2 -c"$CONNECTIONS" -d2s -s "$ROOT/ops/bench/create.lua" "$BASE" >/dev/null
+    rps=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" -s "$ROOT/ops/bench/create.lua" "$BASE" | awk '/Requests\/sec/ {print $2}')
+    stop_oxbase
+    if [ "$events" = true ]; then on+=("$rps"); else off+=("$rps"); fi
+    printf 'run %d  events %-5s  %10s creates/s\n' "$i" "$events" "$rps"
+  done
 done
-python3 - "$BENCH_DIR/medians.txt" <<'PY'
-import sys
-m = dict(line.strip().split("=", 1) for line in open(sys.argv[1]))
-print(f"create: events on / off = {float(m['create, events true']) / float(m['create, events false']):.2f}")
+python3 - "${on[*]}" "${off[*]}" <<'PY'
+import statistics, sys
+on = [float(x) for x in sys.argv[1].split()]
+off = [float(x) for x in sys.argv[2].split()]
+print("pair ratios on/off:", " ".join(f"{a / b:.2f}" for a, b in zip(on, off)))
+print(f"create: events on {statistics.median(on):.0f}/s, off {statistics.median(off):.0f}/s, "
+      f"on / off = {statistics.median(on) / statistics.median(off):.2f}")
 PY

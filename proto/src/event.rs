@@ -161,6 +161,42 @@ impl Event {
         }
     }
 
+    /// The JSON of an event whose `data` is already encoded, byte for byte
+    /// what serializing the whole [`Event`] gives. An outbox can then store
+    /// `data` alone and add the envelope when it publishes.
+    pub fn encode_with_raw_data(
+        kind: EventKind,
+        source: &str,
+        id: &str,
+        time: DateTime<Utc>,
+        subject: &str,
+        data: &serde_json::value::RawValue,
+    ) -> serde_json::Result<String> {
+        #[derive(Serialize)]
+        struct Raw<'a> {
+            specversion: SpecVersion,
+            #[serde(rename = "type")]
+            kind: EventKind,
+            source: &'a str,
+            id: &'a str,
+            #[serde(serialize_with = "rfc3339_millis::serialize")]
+            time: DateTime<Utc>,
+            datacontenttype: DataContentType,
+            subject: &'a str,
+            data: &'a serde_json::value::RawValue,
+        }
+        serde_json::to_string(&Raw {
+            specversion: SpecVersion::V1_0,
+            kind,
+            source,
+            id,
+            time: time.trunc_subsecs(3),
+            datacontenttype: DataContentType::Json,
+            subject,
+            data,
+        })
+    }
+
     /// The `source` of a deployment: `oxbase://<appId>`, with anything but
     /// URI-unreserved characters in the app id percent-encoded.
     pub fn source_for_app(app_id: &str) -> String {
@@ -227,6 +263,22 @@ mod tests {
                 request_id: Some("req-1".into()),
             },
         }
+    }
+
+    #[test]
+    fn an_event_with_raw_data_encodes_as_the_whole_event() {
+        let event = Event::new("oxbase://app", EventKind::Updated, update());
+        let data = serde_json::value::to_raw_value(&event.data).unwrap();
+        let raw = Event::encode_with_raw_data(
+            event.kind,
+            &event.source,
+            &event.id,
+            event.time,
+            &event.subject,
+            &data,
+        )
+        .unwrap();
+        assert_eq!(raw, serde_json::to_string(&event).unwrap());
     }
 
     #[test]

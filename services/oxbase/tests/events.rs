@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use common::{Nats, Oxbase, event_with_id, free_port};
+use common::{Nats, Oxbase, all_events, event_with_id, free_port};
 
 /// The next `n` events from a durable consumer on the events stream.
 ///
@@ -63,7 +63,7 @@ async fn writes_arrive_as_events_even_across_a_nats_outage() {
     let dir = tempfile::tempdir().unwrap();
     let nats_dir = tempfile::tempdir().unwrap();
     let nats_port = free_port();
-    let mut nats = Nats::start(nats_port, nats_dir.path());
+    let nats = Nats::start(nats_port, nats_dir.path());
     let server = Oxbase::start(dir.path(), &nats.url(), &[]).await;
     let js = jetstream::new(
         async_nats::connect(format!("nats://127.0.0.1:{nats_port}"))
@@ -125,8 +125,8 @@ async fn writes_arrive_as_events_even_across_a_nats_outage() {
     assert_eq!(events[1].0["data"]["object"]["n"], 2);
     assert_eq!(events[2].0["data"]["original"]["n"], 2);
 
-    // NATS goes away: writes still succeed, and their events wait.
-    drop(nats);
+    // NATS stops: writes still succeed, and their events wait.
+    nats.stop();
     let second = server
         .call(reqwest::Method::POST, "classes/Item", json!({"n": 0}))
         .await;
@@ -150,7 +150,7 @@ async fn writes_arrive_as_events_even_across_a_nats_outage() {
     }
 
     // NATS returns: the backlog drains, in order per object.
-    nats = Nats::start(nats_port, nats_dir.path());
+    let nats = Nats::start(nats_port, nats_dir.path());
     let js = jetstream::new(
         async_nats::connect(format!("nats://127.0.0.1:{nats_port}"))
             .await
@@ -163,5 +163,10 @@ async fn writes_arrive_as_events_even_across_a_nats_outage() {
         .collect();
     assert_eq!(counts, [0, 1, 2, 3, 4, 5]);
     server.wait_drained(Duration::from_secs(5)).await;
+    // The stream itself holds each of the nine events once.
+    let stored = all_events(&js).await;
+    let ids: std::collections::HashSet<&str> =
+        stored.iter().map(|(e, _)| e["id"].as_str().unwrap()).collect();
+    assert_eq!((stored.len(), ids.len()), (9, 9));
     drop(nats);
 }

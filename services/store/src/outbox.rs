@@ -45,14 +45,15 @@ pub(crate) struct OutboxRecord {
     pub payload: String,
 }
 
-/// The outbox record of a committed op. Internal fields (`_hashed_password`
-/// and the like) stay out of events, as they stay out of every response.
-pub(crate) fn record(
+/// The kind and `data` of the event a committed op makes. Internal fields
+/// (`_hashed_password` and the like) stay out of events, as they stay out
+/// of every response.
+fn event_data(
     context: &EventContext,
     class_name: &str,
     outcome: &WriteOutcome,
-) -> StoreResult<OutboxRecord> {
-    use oxbase_proto::{Event, EventKind, ObjectEvent, RequestContext, Subjects};
+) -> (oxbase_proto::EventKind, oxbase_proto::ObjectEvent) {
+    use oxbase_proto::{EventKind, ObjectEvent, RequestContext};
     let public = |object: &Object| -> Object {
         object
             .iter()
@@ -67,26 +68,97 @@ pub(crate) fn record(
         }
         WriteOutcome::Deleted(before) => (EventKind::Deleted, public(before), Some(public(before))),
     };
-    let subjects = Subjects::new(context.prefix.as_str())
-        .map_err(|e| StoreError::Backend(format!("event subject prefix: {e}")))?;
-    let event = Event::new(
-        context.source.as_str(),
-        kind,
-        ObjectEvent {
-            class_name: class_name.to_owned(),
-            object,
-            original,
-            context: RequestContext {
-                user_id: context.user_id.clone(),
-                installation_id: context.installation_id.clone(),
-                master: context.master,
-                request_id: context.request_id.clone(),
-            },
+    let data = ObjectEvent {
+        class_name: class_name.to_owned(),
+        object,
+        original,
+        context: RequestContext {
+            user_id: context.user_id.clone(),
+            installation_id: context.installation_id.clone(),
+            master: context.master,
+            request_id: context.request_id.clone(),
         },
-    );
+    };
+    (kind, data)
+}
+
+fn nats_subject(
+    context: &EventContext,
+    class_name: &str,
+    kind: oxbase_proto::EventKind,
+) -> StoreResult<String> {
+    let subjects = oxbase_proto::Subjects::new(context.prefix.as_str())
+        .map_err(|e| StoreError::Backend(format!("event subject prefix: {e}")))?;
+    Ok(subjects.event(class_name, kind))
+}
+
+/// The outbox record of a committed op, its payload the whole event.
+pub(crate) fn record(
+    context: &EventContext,
+    class_name: &str,
+    outcome: &WriteOutcome,
+) -> StoreResult<OutboxRecord> {
+    let (kind, data) = event_data(context, class_name, outcome);
+    let event = oxbase_proto::Event::new(context.source.as_str(), kind, data);
     Ok(OutboxRecord {
-        subject: subjects.event(class_name, kind),
+        subject: nats_subject(context, class_name, kind)?,
         payload: serde_json::to_string(&event).map_err(StoreError::backend)?,
         event_id: event.id,
     })
+}
+
+/// The envelope of a compact record: what [`expand_payload`] needs beside
+/// the event id to rebuild the whole event around `data`.
+type CompactEvent<'a> = (
+    oxbase_proto::EventKind,
+    &'a str,
+    i64,
+    &'a str,
+    &'a serde_json::value::RawValue,
+);
+
+/// The outbox record of a committed op with a compact payload: `data` and
+/// the few envelope members that vary, as a JSON array. Where one thread
+/// commits every write (SQLite), the bytes it writes per event are what
+/// events cost; [`expand_payload`] adds the rest when the event is claimed.
+pub(crate) fn compact_record(
+    context: &EventContext,
+    class_name: &str,
+    outcome: &WriteOutcome,
+) -> StoreResult<OutboxRecord> {
+    let (kind, data) = event_data(context, class_name, outcome);
+    let object_id = data
+        .object
+        .get("objectId")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let subject = format!("{class_name}/{object_id}");
+    let data = serde_json::value::to_raw_value(&data).map_err(StoreError::backend)?;
+    let time = chrono::Utc::now().timestamp_millis();
+    let compact: CompactEvent = (kind, context.source.as_str(), time, &subject, &data);
+    Ok(OutboxRecord {
+        subject: nats_subject(context, class_name, kind)?,
+        payload: serde_json::to_string(&compact).map_err(StoreError::backend)?,
+        event_id: uuid::Uuid::now_v7().to_string(),
+    })
+}
+
+/// The whole event of a stored payload: a compact one (a JSON array) is
+/// rebuilt around its `data`; a whole event is returned as it is.
+pub(crate) fn expand_payload(event_id: &str, payload: String) -> StoreResult<String> {
+    if !payload.starts_with('[') {
+        return Ok(payload);
+    }
+    // Owned strings: a borrowed `&str` cannot hold an escaped one.
+    let (kind, source, time, subject, data): (
+        oxbase_proto::EventKind,
+        String,
+        i64,
+        String,
+        &serde_json::value::RawValue,
+    ) = serde_json::from_str(&payload).map_err(StoreError::backend)?;
+    let time = chrono::DateTime::from_timestamp_millis(time)
+        .ok_or_else(|| StoreError::Backend(format!("outbox event {event_id}: bad time")))?;
+    oxbase_proto::Event::encode_with_raw_data(kind, &source, event_id, time, &subject, data)
+        .map_err(StoreError::backend)
 }

@@ -73,6 +73,15 @@ impl Nats {
         Self { child, port }
     }
 
+    /// Stops the server the way an operator does (SIGTERM), letting it
+    /// write out its state; dropping it kills it instead.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

@@ -7,17 +7,20 @@ use rusqlite::{Connection, params};
 use super::engine::WriterState;
 use super::sql_err;
 use crate::error::{StoreError, StoreResult};
-use crate::outbox::{EventContext, OutboxEntry, record};
+use crate::outbox::{EventContext, OutboxEntry, compact_record, expand_payload};
 use crate::write::WriteOutcome;
 
 pub(super) fn ensure_tables(conn: &Connection) -> StoreResult<()> {
     // Events are published in `seq` order and SQLite commits one writer at
     // a time, so what has been sent is always a prefix of the outbox: one
     // watermark (`sent_through`) replaces a per-row mark and its index,
-    // which keeps the writer thread's cost per event to one append.
+    // which keeps the writer thread's cost per event to one append. `seq`
+    // is a plain rowid (AUTOINCREMENT costs a second table write per
+    // event); pruning always keeps the newest row, so a new event's seq is
+    // above every seq handed out before.
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _oxbase_outbox (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER PRIMARY KEY,
             event_id TEXT NOT NULL,
             subject TEXT NOT NULL,
             payload TEXT NOT NULL,
@@ -61,7 +64,7 @@ pub(super) fn insert(
     class_name: &str,
     outcome: &WriteOutcome,
 ) -> StoreResult<()> {
-    let record = record(context, class_name, outcome)?;
+    let record = compact_record(context, class_name, outcome)?;
     state
         .conn
         .prepare_cached(
@@ -98,17 +101,23 @@ pub(super) fn pending(conn: &Connection, limit: usize) -> StoreResult<Vec<Outbox
              ORDER BY seq LIMIT ?1",
         )
         .map_err(sql_err)?;
-    stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-        Ok(OutboxEntry {
-            seq: row.get(0)?,
-            event_id: row.get(1)?,
-            subject: row.get(2)?,
-            payload: row.get(3)?,
+    let rows = stmt
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })
-    })
-    .map_err(sql_err)?
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(sql_err)
+        .map_err(sql_err)?
+        .collect::<Result<Vec<(i64, String, String, String)>, _>>()
+        .map_err(sql_err)?;
+    rows.into_iter()
+        .map(|(seq, event_id, subject, payload)| {
+            Ok(OutboxEntry {
+                seq,
+                payload: expand_payload(&event_id, payload)?,
+                event_id,
+                subject,
+            })
+        })
+        .collect()
 }
 
 /// Moves the watermark past `seqs`, which the relay sends as the leading
@@ -127,14 +136,16 @@ pub(super) fn mark_sent(state: &WriterState, seqs: &[i64]) -> StoreResult<()> {
     Ok(())
 }
 
-/// Deletes sent events recorded longer ago than `older_than`.
+/// Deletes sent events recorded longer ago than `older_than`, except the
+/// newest one (see `ensure_tables`).
 pub(super) fn prune(state: &WriterState, older_than: Duration) -> StoreResult<u64> {
     let cutoff = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
     let n = state
         .conn
         .prepare_cached(
             "DELETE FROM _oxbase_outbox WHERE created_at < ?1
-             AND seq <= coalesce((SELECT sent_through FROM _oxbase_relay WHERE id = 1), 0)",
+             AND seq <= coalesce((SELECT sent_through FROM _oxbase_relay WHERE id = 1), 0)
+             AND seq < (SELECT max(seq) FROM _oxbase_outbox)",
         )
         .and_then(|mut stmt| stmt.execute([cutoff]))
         .map_err(sql_err)?;
