@@ -33,7 +33,7 @@ async fn write_until_killed(server: &Oxbase, own: &mut Vec<(String, i64)>, acked
     let mut step = 0usize;
     loop {
         step += 1;
-        if own.is_empty() || step % 4 == 0 {
+        if own.is_empty() || step.is_multiple_of(4) {
             let Ok(created) = server
                 .try_call(reqwest::Method::POST, "classes/Item", json!({"n": 0}))
                 .await
@@ -96,7 +96,7 @@ async fn acknowledged_writes_have_exactly_one_event_across_kill_9() {
     server.wait_drained(Duration::from_secs(30)).await;
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let events = all_events(&js).await;
-    let acked = acked.lock().unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
     eprintln!(
         "{KILLS} kills: {} creates and {} updates acknowledged, {} events",
         acked.created.len(),

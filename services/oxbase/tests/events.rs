@@ -165,8 +165,10 @@ async fn writes_arrive_as_events_even_across_a_nats_outage() {
     server.wait_drained(Duration::from_secs(5)).await;
     // The stream itself holds each of the nine events once.
     let stored = all_events(&js).await;
-    let ids: std::collections::HashSet<&str> =
-        stored.iter().map(|(e, _)| e["id"].as_str().unwrap()).collect();
+    let ids: std::collections::HashSet<&str> = stored
+        .iter()
+        .map(|(e, _)| e["id"].as_str().unwrap())
+        .collect();
     assert_eq!((stored.len(), ids.len()), (9, 9));
     drop(nats);
 }
