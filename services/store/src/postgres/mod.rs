@@ -382,21 +382,6 @@ async fn create_storage(
     Ok(())
 }
 
-/// Applies one op and, when the batch makes events, writes its event in
-/// the same transaction.
-async fn apply_with_event(
-    tx: &deadpool_postgres::Transaction<'_>,
-    schemas: &SchemaView,
-    op: &crate::WriteOp,
-    events: &Option<crate::EventContext>,
-) -> StoreResult<WriteOutcome> {
-    let outcome = writes::apply_op(tx, schemas, op).await?;
-    if let Some(context) = events {
-        outbox::insert(tx, context, op.class_name(), &outcome).await?;
-    }
-    Ok(outcome)
-}
-
 /// `{"params", "masterKeyOnly"}` of a `_GlobalConfig` row; NULLs read as
 /// empty objects.
 fn config_object(row: &Row) -> StoreResult<Object> {
@@ -604,11 +589,12 @@ impl Store for PostgresStore {
     ) -> StoreResult<Vec<StoreResult<WriteOutcome>>> {
         let mut client = self.client().await?;
         if let [op] = batch.ops.as_slice()
-            && batch.events.is_none()
+            && (batch.events.is_none() || matches!(op, crate::WriteOp::Create { .. }))
             && writes::is_single_statement(schemas, op)
         {
             // One statement is atomic on its own: no transaction round trips.
-            let result = writes::apply_op(&client, schemas, op).await;
+            // A create writes its event in that statement too.
+            let result = writes::apply_op(&client, schemas, op, batch.events.as_ref()).await;
             return match result {
                 Err(err) if batch.atomic => Err(err),
                 result => Ok(vec![result]),
@@ -620,11 +606,17 @@ impl Store for PostgresStore {
             if batch.atomic {
                 // The first failure returns, dropping (rolling back) the
                 // transaction with every op before it.
-                out.push(Ok(apply_with_event(&tx, schemas, op, &batch.events).await?));
+                out.push(Ok(writes::apply_op(
+                    &tx,
+                    schemas,
+                    op,
+                    batch.events.as_ref(),
+                )
+                .await?));
                 continue;
             }
             tx.batch_execute("SAVEPOINT op").await.map_err(pg_err)?;
-            let result = apply_with_event(&tx, schemas, op, &batch.events).await;
+            let result = writes::apply_op(&tx, schemas, op, batch.events.as_ref()).await;
             let end = if result.is_ok() {
                 "RELEASE SAVEPOINT op"
             } else {

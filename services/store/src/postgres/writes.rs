@@ -14,6 +14,7 @@ use super::values::{Param, Params, encode};
 use super::{decode_row, decode_row_at, pg_err, select_list};
 use crate::acl;
 use crate::error::{StoreError, StoreResult};
+use crate::outbox::{EventContext, OutboxRecord, record};
 use crate::query::FieldPath;
 use crate::query::{Filter, Object};
 use crate::schema::{ClassSchema, FieldType, SchemaView};
@@ -45,7 +46,14 @@ fn perms(object: &Object, params: &mut Params) -> (String, String) {
     (bind(read), bind(write))
 }
 
-async fn insert(tx: &impl GenericClient, schema: &ClassSchema, object: &Object) -> StoreResult<()> {
+/// Inserts `object`, and its event when there is one in the same
+/// statement, so a create with events still needs no transaction.
+async fn insert(
+    tx: &impl GenericClient,
+    schema: &ClassSchema,
+    object: &Object,
+    event: Option<&OutboxRecord>,
+) -> StoreResult<()> {
     let text = |key: &str| {
         object
             .get(key)
@@ -86,12 +94,22 @@ async fn insert(tx: &impl GenericClient, schema: &ClassSchema, object: &Object) 
         names.push(quote_ident(key));
         values.push(encode(&mut params, key, &field_type, value)?);
     }
-    let sql = format!(
+    let mut sql = format!(
         "INSERT INTO {} ({}) VALUES ({})",
         quote_ident(&schema.class_name),
         names.join(", "),
         values.join(", ")
     );
+    if let Some(event) = event {
+        let id = params.text(event.event_id.as_str());
+        let subject = params.text(event.subject.as_str());
+        let payload = params.text(event.payload.as_str());
+        sql = format!(
+            "WITH created AS ({sql} RETURNING 1) \
+             INSERT INTO \"_oxbase_outbox\" (event_id, subject, payload) \
+             SELECT {id}, {subject}, {payload} FROM created"
+        );
+    }
     let statement = tx.prepare_cached(&sql).await.map_err(pg_err)?;
     tx.execute(&statement, &params.refs())
         .await
@@ -340,10 +358,28 @@ async fn update_in_place(
     )))
 }
 
+/// Applies one op and, when `events` is given, writes its event in the
+/// same transaction (for a create, in the same statement).
 pub(super) async fn apply_op(
     tx: &impl GenericClient,
     schemas: &SchemaView,
     op: &WriteOp,
+    events: Option<&EventContext>,
+) -> StoreResult<WriteOutcome> {
+    let outcome = apply(tx, schemas, op, events).await?;
+    if let Some(context) = events
+        && !matches!(op, WriteOp::Create { .. })
+    {
+        super::outbox::insert(tx, context, op.class_name(), &outcome).await?;
+    }
+    Ok(outcome)
+}
+
+async fn apply(
+    tx: &impl GenericClient,
+    schemas: &SchemaView,
+    op: &WriteOp,
+    events: Option<&EventContext>,
 ) -> StoreResult<WriteOutcome> {
     let schema = |class_name: &str| schemas.get(class_name).cloned();
     match op {
@@ -354,15 +390,19 @@ pub(super) async fn apply_op(
         } => {
             let schema =
                 schema(class_name).ok_or_else(|| StoreError::ClassMissing(class_name.clone()))?;
-            insert(tx, &schema, object).await?;
+            let mut stored = object.clone();
+            stored.retain(|_, v| !v.is_null());
+            let outcome = WriteOutcome::Created(stored);
+            let event = events
+                .map(|context| record(context, class_name, &outcome))
+                .transpose()?;
+            insert(tx, &schema, object, event.as_ref()).await?;
             let id = object
                 .get("objectId")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             apply_relations(tx, class_name, id, relations).await?;
-            let mut stored = object.clone();
-            stored.retain(|_, v| !v.is_null());
-            Ok(WriteOutcome::Created(stored))
+            Ok(outcome)
         }
         WriteOp::Update {
             class_name,

@@ -1336,4 +1336,29 @@ pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
         store.outbox_prune(std::time::Duration::ZERO).await.unwrap(),
         2
     );
+
+    // A lone create (a backend's one-statement path) leaves its event too,
+    // and one that fails leaves none.
+    let lone = || WriteOp::Create {
+        class_name: "Ev".into(),
+        object: obj(json!({"objectId": "e5", "n": 5, "createdAt": date(3), "updatedAt": date(3)})),
+        relations: vec![],
+    };
+    store
+        .write(&view, batch(vec![lone()], false))
+        .await
+        .unwrap()[0]
+        .clone()
+        .unwrap();
+    let failed = store.write(&view, batch(vec![lone()], false)).await.unwrap();
+    assert!(failed[0].is_err(), "a duplicate objectId");
+    let pending = store
+        .outbox_claim("relay-b", lease, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    let last: Value = serde_json::from_str(&pending.last().unwrap().payload).unwrap();
+    assert_eq!(pending.len(), 2, "the earlier pending delete and the lone create");
+    assert_eq!(last["type"], "oxbase.object.created");
+    assert_eq!(last["data"]["object"]["n"], 5);
 }
