@@ -1350,7 +1350,10 @@ pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
         .unwrap()[0]
         .clone()
         .unwrap();
-    let failed = store.write(&view, batch(vec![lone()], false)).await.unwrap();
+    let failed = store
+        .write(&view, batch(vec![lone()], false))
+        .await
+        .unwrap();
     assert!(failed[0].is_err(), "a duplicate objectId");
     let pending = store
         .outbox_claim("relay-b", lease, 100)
@@ -1358,7 +1361,11 @@ pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
         .unwrap()
         .unwrap();
     let last: Value = serde_json::from_str(&pending.last().unwrap().payload).unwrap();
-    assert_eq!(pending.len(), 2, "the earlier pending delete and the lone create");
+    assert_eq!(
+        pending.len(),
+        2,
+        "the earlier pending delete and the lone create"
+    );
     assert_eq!(last["type"], "oxbase.object.created");
     assert_eq!(last["data"]["object"]["n"], 5);
 }
