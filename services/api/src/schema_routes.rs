@@ -176,7 +176,7 @@ impl App {
         let mut schema = base_schema(class_name);
         let mut added = Vec::new();
         for (name, raw) in entries_of(body.get("fields"))? {
-            check_new_field_name(class_name, name)?;
+            check_field_name(class_name, name, "added")?;
             let spec = parse_field(class_name, name, raw)?;
             schema.fields.insert(name.clone(), spec);
             added.push(name.as_str());
@@ -254,7 +254,7 @@ impl App {
             } else if let Some(existing) = current.fields.get(*name) {
                 resubmitted.push((*name, *raw, existing));
             } else {
-                check_new_field_name(class_name, name)?;
+                check_field_name(class_name, name, "added")?;
                 let spec = parse_field(class_name, name, raw)?;
                 next.fields.insert((*name).clone(), spec.clone());
                 change.add_fields.insert((*name).clone(), spec);
@@ -267,18 +267,7 @@ impl App {
             change.class_level_permissions = Some(filled_clp(clp));
         }
         for name in &change.delete_fields {
-            if !field_name_is_valid(name, class_name) {
-                return Err(ApiError::new(
-                    code::INVALID_KEY_NAME,
-                    format!("invalid field name: {name}"),
-                ));
-            }
-            if !field_name_is_valid_for_class(name, class_name) {
-                return Err(ApiError::new(
-                    IMMUTABLE_FIELD,
-                    format!("field {name} cannot be changed"),
-                ));
-            }
+            check_field_name(class_name, name, "changed")?;
         }
         for (name, raw, existing) in resubmitted {
             if serde_json::to_value(existing).ok().as_ref() == Some(raw) {
@@ -437,9 +426,9 @@ fn class_name_is_valid(name: &str) -> bool {
     SYSTEM_CLASSES.contains(&name) || is_join_class(name) || field_name_is_valid(name, name)
 }
 
-/// A new field's name: 105 when it is not a field name at all, 136 when
-/// Parse defines it.
-fn check_new_field_name(class_name: &str, name: &str) -> ApiResult<()> {
+/// A field's name, for a field being `action` ("added", "changed"): 105
+/// when it is not a field name at all, 136 when Parse defines it.
+fn check_field_name(class_name: &str, name: &str, action: &str) -> ApiResult<()> {
     if !field_name_is_valid(name, class_name) {
         return Err(ApiError::new(
             code::INVALID_KEY_NAME,
@@ -449,7 +438,7 @@ fn check_new_field_name(class_name: &str, name: &str) -> ApiResult<()> {
     if !field_name_is_valid_for_class(name, class_name) {
         return Err(ApiError::new(
             IMMUTABLE_FIELD,
-            format!("field {name} cannot be added"),
+            format!("field {name} cannot be {action}"),
         ));
     }
     Ok(())

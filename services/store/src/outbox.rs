@@ -45,15 +45,11 @@ pub(crate) struct OutboxRecord {
     pub payload: String,
 }
 
-/// The kind and `data` of the event a committed op makes. Internal fields
-/// (`_hashed_password` and the like) stay out of events, as they stay out
-/// of every response.
-fn event_data(
-    context: &EventContext,
-    class_name: &str,
-    outcome: &WriteOutcome,
-) -> (oxbase_proto::EventKind, oxbase_proto::ObjectEvent) {
-    use oxbase_proto::{EventKind, ObjectEvent, RequestContext};
+/// The event a committed op makes, with a fresh id and time. Internal
+/// fields (`_hashed_password` and the like) stay out of events, as they
+/// stay out of every response.
+fn event(context: &EventContext, class_name: &str, outcome: &WriteOutcome) -> oxbase_proto::Event {
+    use oxbase_proto::{Event, EventKind, ObjectEvent, RequestContext};
     let public = |object: &Object| -> Object {
         object
             .iter()
@@ -79,7 +75,7 @@ fn event_data(
             request_id: context.request_id.clone(),
         },
     };
-    (kind, data)
+    Event::new(context.source.as_str(), kind, data)
 }
 
 fn nats_subject(
@@ -98,10 +94,9 @@ pub(crate) fn record(
     class_name: &str,
     outcome: &WriteOutcome,
 ) -> StoreResult<OutboxRecord> {
-    let (kind, data) = event_data(context, class_name, outcome);
-    let event = oxbase_proto::Event::new(context.source.as_str(), kind, data);
+    let event = event(context, class_name, outcome);
     Ok(OutboxRecord {
-        subject: nats_subject(context, class_name, kind)?,
+        subject: nats_subject(context, class_name, event.kind)?,
         payload: serde_json::to_string(&event).map_err(StoreError::backend)?,
         event_id: event.id,
     })
@@ -126,20 +121,19 @@ pub(crate) fn compact_record(
     class_name: &str,
     outcome: &WriteOutcome,
 ) -> StoreResult<OutboxRecord> {
-    let (kind, data) = event_data(context, class_name, outcome);
-    let object_id = data
-        .object
-        .get("objectId")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_default();
-    let subject = format!("{class_name}/{object_id}");
-    let data = serde_json::value::to_raw_value(&data).map_err(StoreError::backend)?;
-    let time = chrono::Utc::now().timestamp_millis();
-    let compact: CompactEvent = (kind, context.source.as_str(), time, &subject, &data);
+    let event = event(context, class_name, outcome);
+    let data = serde_json::value::to_raw_value(&event.data).map_err(StoreError::backend)?;
+    let compact: CompactEvent = (
+        event.kind,
+        &event.source,
+        event.time.timestamp_millis(),
+        &event.subject,
+        &data,
+    );
     Ok(OutboxRecord {
-        subject: nats_subject(context, class_name, kind)?,
+        subject: nats_subject(context, class_name, event.kind)?,
         payload: serde_json::to_string(&compact).map_err(StoreError::backend)?,
-        event_id: uuid::Uuid::now_v7().to_string(),
+        event_id: event.id,
     })
 }
 
