@@ -58,8 +58,44 @@
 //! - `data.context.master` is always present; `userId`, `installationId` and
 //!   `requestId` are absent when the request had none.
 //! - Members may be added later: ignore the ones you do not know.
+//!
+//! # Cloud functions and triggers
+//!
+//! A hook is served by a webhook or by a NATS handler in any language. The
+//! registry ([`HookEntry`]) is the key-value bucket `<PREFIX>_HOOKS`; Parse's
+//! `/hooks` routes edit it, and every process sees a change within a second.
+//!
+//! A NATS handler answers requests (core NATS request/reply; use a queue
+//! group to run several copies) on
+//!
+//! ```text
+//! <prefix>.functions.<functionName>            cloud functions
+//! <prefix>.triggers.<triggerName>.<className>  beforeSave, beforeDelete,
+//!                                              afterSave, afterDelete
+//! ```
+//!
+//! The request body is the JSON Parse Server sends its webhooks
+//! ([`FunctionRequest`], [`TriggerRequest`]; `proto/schema/`), with the
+//! header `X-Parse-Request-Id`. The reply body is [`HookReply`]:
+//! `{"success": ...}` or `{"error": "message"}` /
+//! `{"error": {"code": 141, "message": "..."}}`. A reply that is not JSON,
+//! is larger than the configured limit (1 MiB by default) or comes later
+//! than the timeout (10 s by default) is a failure.
+//!
+//! Functions need no registration: a function with no registry entry is
+//! requested on its subject, and no responder means "Invalid function".
+//! Triggers must be registered (`nats: true`), so that classes without
+//! hooks cost nothing.
+//!
+//! After-hooks come from the event stream, at least once, in order per
+//! object, with the event id in `eventId` and in the `Idempotency-Key`
+//! header; an error reply is retried with backoff, and after the last
+//! attempt the delivery goes to the stream `<PREFIX>_TRIGGERS_DEAD` on
+//! `<prefix>.dead.<className>.<triggerName>` with the headers
+//! `Oxbase-Attempts` and `Oxbase-Last-Error`.
 
 mod event;
+pub mod hooks;
 mod stream;
 mod subjects;
 
@@ -67,4 +103,7 @@ pub use event::{
     DataContentType, Event, EventKind, Object, ObjectEvent, RequestContext, SpecVersion,
 };
 pub use stream::{EventStreamSettings, EventStreamSpec, Storage, stream_name};
-pub use subjects::{DEFAULT_PREFIX, InvalidPrefix, Subjects};
+pub use hooks::{
+    Caller, FunctionRequest, HookEntry, HookError, HookReply, TriggerName, TriggerRequest,
+};
+pub use subjects::{DEFAULT_PREFIX, InvalidPrefix, Subjects, valid_token};

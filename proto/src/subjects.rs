@@ -1,6 +1,7 @@
 //! NATS subject names.
 
 use crate::event::EventKind;
+use crate::hooks::TriggerName;
 
 /// The default prefix of every NATS subject and stream oxbase uses.
 pub const DEFAULT_PREFIX: &str = "oxbase";
@@ -19,8 +20,16 @@ pub struct InvalidPrefix(pub String);
 /// exactly one subject token and needs no escaping; `<prefix>.events.<className>.>`
 /// selects every event of one class.
 ///
-/// `<prefix>.functions.<name>` and `<prefix>.jobs.>` are reserved for cloud
-/// functions and background jobs.
+/// Hooks:
+///
+/// - `<prefix>.functions.<name>`: a cloud function's NATS handler;
+/// - `<prefix>.triggers.<triggerName>.<className>`: a trigger's NATS handler;
+/// - `<prefix>.webhooks.>`: the triggers service's proxy to webhooks;
+/// - `<prefix>.deliveries.<partition>`: after-hooks waiting for delivery;
+/// - `<prefix>.dead.<className>.<triggerName>`: after-hooks that failed every
+///   attempt.
+///
+/// `<prefix>.jobs.>` is reserved for background jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {
     prefix: String,
@@ -31,12 +40,6 @@ impl Subjects {
     /// startup rather than as a publish error on the first write.
     pub fn new(prefix: impl Into<String>) -> Result<Self, InvalidPrefix> {
         let prefix = prefix.into();
-        let valid_token = |token: &str| {
-            !token.is_empty()
-                && token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        };
         if prefix.split('.').all(valid_token) {
             Ok(Self { prefix })
         } else {
@@ -61,6 +64,64 @@ impl Subjects {
     pub fn events_wildcard(&self) -> String {
         format!("{}.events.>", self.prefix)
     }
+
+    /// `<prefix>.functions.<name>`: where a cloud function's NATS handler
+    /// listens. `name` must be a [`valid_token`].
+    pub fn function(&self, name: &str) -> String {
+        format!("{}.functions.{name}", self.prefix)
+    }
+
+    /// `<prefix>.triggers.<triggerName>.<className>`: where a trigger's NATS
+    /// handler listens.
+    pub fn trigger(&self, trigger: TriggerName, class_name: &str) -> String {
+        format!("{}.triggers.{trigger}.{class_name}", self.prefix)
+    }
+
+    /// `<prefix>.webhooks.functions.<name>`: the webhook proxy, for a
+    /// function.
+    pub fn webhook_function(&self, name: &str) -> String {
+        format!("{}.webhooks.functions.{name}", self.prefix)
+    }
+
+    /// `<prefix>.webhooks.triggers.<triggerName>.<className>`: the webhook
+    /// proxy, for a trigger.
+    pub fn webhook_trigger(&self, trigger: TriggerName, class_name: &str) -> String {
+        format!("{}.webhooks.triggers.{trigger}.{class_name}", self.prefix)
+    }
+
+    pub fn webhooks_wildcard(&self) -> String {
+        format!("{}.webhooks.>", self.prefix)
+    }
+
+    /// `<prefix>.deliveries.<partition>`: the after-hook deliveries of one
+    /// partition, in order.
+    pub fn delivery(&self, partition: u32) -> String {
+        format!("{}.deliveries.{partition}", self.prefix)
+    }
+
+    pub fn deliveries_wildcard(&self) -> String {
+        format!("{}.deliveries.>", self.prefix)
+    }
+
+    /// `<prefix>.dead.<className>.<triggerName>`: a delivery that failed
+    /// every attempt.
+    pub fn dead_letter(&self, class_name: &str, trigger: TriggerName) -> String {
+        format!("{}.dead.{class_name}.{trigger}", self.prefix)
+    }
+
+    pub fn dead_letters_wildcard(&self) -> String {
+        format!("{}.dead.>", self.prefix)
+    }
+}
+
+/// Whether `name` can be one subject token: ASCII letters, digits, `_` and
+/// `-`. Function names must be, so that each has its own subject.
+pub fn valid_token(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Default for Subjects {

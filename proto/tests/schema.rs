@@ -9,7 +9,19 @@ use serde_json::{Map, Value};
 const UPDATE_VAR: &str = "OXBASE_UPDATE_SCHEMAS";
 
 fn schemas() -> Vec<(&'static str, Schema)> {
-    vec![("event.schema.json", schema_for!(oxbase_proto::Event))]
+    vec![
+        ("event.schema.json", schema_for!(oxbase_proto::Event)),
+        ("hook-entry.schema.json", schema_for!(oxbase_proto::HookEntry)),
+        (
+            "function-request.schema.json",
+            schema_for!(oxbase_proto::FunctionRequest),
+        ),
+        (
+            "trigger-request.schema.json",
+            schema_for!(oxbase_proto::TriggerRequest),
+        ),
+        ("hook-reply.schema.json", schema_for!(oxbase_proto::HookReply)),
+    ]
 }
 
 /// Keys sorted at every level, so the file's bytes do not depend on whether

@@ -8,6 +8,7 @@ mod db;
 mod error;
 mod files;
 mod global_config;
+mod hooks;
 mod query;
 mod relay;
 mod request;
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 pub use crate::auth::{Auth, KeyLevel, Keys, SessionUser};
 pub use crate::db::{Database, DatabaseSettings};
 pub use crate::error::{ApiError, ApiResult, code};
+pub use crate::hooks::Hooks;
 pub use crate::relay::{OutboxRelay, RelayError, RelaySettings, RelaySignals, ensure_stream};
 
 /// The API's shared state.
@@ -44,6 +46,8 @@ pub struct App {
     sessions: sessions::SessionCache,
     session_length_secs: u64,
     files: files::Files,
+    /// Cloud functions and triggers; `None` without NATS.
+    hooks: Option<hooks::HookRunner>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,11 +67,13 @@ pub enum StartError {
 
 impl App {
     /// `relay`, when events are on: the API wakes it after each write and
-    /// serves its backlog at `/metrics`.
+    /// serves its backlog at `/metrics`. `hooks`, when NATS is there: cloud
+    /// functions and triggers.
     pub async fn new(
         config: &Config,
         store: Arc<dyn Store>,
         relay: Option<Arc<RelaySignals>>,
+        hooks: Option<Hooks>,
     ) -> Result<Arc<Self>, StartError> {
         let events = relay.as_ref().map(|_| crate::db::EventSettings {
             source: config
@@ -103,6 +109,7 @@ impl App {
             sessions: sessions::SessionCache::default(),
             session_length_secs: config.session_length_secs,
             files: files::Files::from_config(config),
+            hooks: hooks.map(|hooks| hooks::HookRunner::new(config, hooks)),
         }))
     }
 

@@ -40,6 +40,7 @@ const PARSE_SERVER_ALIASES: &[(&str, &str)] = &[
     ("PARSE_SERVER_READ_ONLY_MASTER_KEY", "read_only_master_key"),
     ("PARSE_SERVER_MASTER_KEY_IPS", "master_key_ips"),
     ("PARSE_SERVER_SESSION_LENGTH", "session_length_secs"),
+    ("PARSE_SERVER_WEBHOOK_KEY", "triggers.webhook_key"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +164,51 @@ impl Default for EventsConfig {
     }
 }
 
+/// Cloud functions and triggers: the hook registry, synchronous calls, and
+/// the triggers service's durable after-hook deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriggersConfig {
+    /// Sent to webhooks as `X-Parse-Webhook-Key` (Parse's `webhookKey`), so
+    /// they can tell oxbase's calls from anyone else's.
+    pub webhook_key: Option<Secret>,
+    /// How long a function, a beforeSave or beforeDelete hook, or one
+    /// after-hook delivery may take before it counts as failed.
+    pub timeout_ms: u64,
+    /// Largest reply accepted from a webhook or a NATS handler.
+    pub max_reply_bytes: usize,
+    /// Attempts at one after-hook delivery before it goes to the dead
+    /// letters.
+    pub max_attempts: u32,
+    /// The first retry's delay; each later one doubles, up to
+    /// `retry_max_ms`, with random jitter of up to half the delay.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// After-hook deliveries are spread over this many ordered partitions
+    /// (by object): the most deliveries in flight at once across every
+    /// triggers process. Changing it on a running deployment may reorder
+    /// the events of an object that are waiting at that moment.
+    pub partitions: u32,
+    /// Servers holding a copy of the hook registry and the delivery
+    /// streams: 1 on a single server, 3 in a cluster.
+    pub replicas: usize,
+}
+
+impl Default for TriggersConfig {
+    fn default() -> Self {
+        Self {
+            webhook_key: None,
+            timeout_ms: 10_000,
+            max_reply_bytes: 1024 * 1024,
+            max_attempts: 8,
+            retry_initial_ms: 500,
+            retry_max_ms: 30_000,
+            partitions: 16,
+            replicas: 1,
+        }
+    }
+}
+
 /// Who may upload files, as Parse Server's `fileUpload` option.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -242,6 +288,7 @@ pub struct Config {
     pub limits: Limits,
     pub files: FilesConfig,
     pub events: EventsConfig,
+    pub triggers: TriggersConfig,
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `oxbase_api=debug,info`.
     pub log_level: String,
@@ -276,6 +323,7 @@ impl Default for Config {
             limits: Limits::default(),
             files: FilesConfig::default(),
             events: EventsConfig::default(),
+            triggers: TriggersConfig::default(),
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_timeout_secs: 10,
@@ -368,6 +416,12 @@ impl Config {
         }
         if self.app_id.is_empty() {
             return Err(ConfigError::Invalid("app_id must not be empty".into()));
+        }
+        let triggers = &self.triggers;
+        if triggers.partitions == 0 || triggers.max_attempts == 0 || triggers.timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "triggers.partitions, triggers.max_attempts and triggers.timeout_ms must be at least 1".into(),
+            ));
         }
         if self.limits.max_batch_size == 0 || self.limits.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(

@@ -6,6 +6,6 @@ pub mod health;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use config::{Config, ConfigError, FilesConfig, Limits, LogFormat, Secret};
+pub use config::{Config, ConfigError, FilesConfig, Limits, LogFormat, Secret, TriggersConfig};
 pub use health::Readiness;
 pub use shutdown::Shutdown;

@@ -158,7 +158,7 @@ async fn api(config: Config) -> anyhow::Result<()> {
     store.ping().await.context("the store does not answer")?;
     readiness.set("store", true);
     let relay = start_relay(&config, &store, &readiness, &shutdown).await?;
-    let app = oxbase_api::App::new(&config, Arc::clone(&store), relay).await?;
+    let app = oxbase_api::App::new(&config, Arc::clone(&store), relay, None).await?;
     let listener = oxbase_api::bind(&config).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
