@@ -254,7 +254,10 @@ mod tests {
         let coded: HookReply =
             serde_json::from_str(r#"{"error": {"code": 137, "message": "taken"}}"#).unwrap();
         let coded = coded.error.unwrap();
-        assert_eq!((coded.code(), coded.message().as_str()), (Some(137), "taken"));
+        assert_eq!(
+            (coded.code(), coded.message().as_str()),
+            (Some(137), "taken")
+        );
         let other: HookReply = serde_json::from_str(r#"{"error": [1]}"#).unwrap();
         assert_eq!(other.error.unwrap().message(), "[1]");
     }

@@ -102,8 +102,8 @@ mod subjects;
 pub use event::{
     DataContentType, Event, EventKind, Object, ObjectEvent, RequestContext, SpecVersion,
 };
-pub use stream::{EventStreamSettings, EventStreamSpec, Storage, stream_name};
 pub use hooks::{
     Caller, FunctionRequest, HookEntry, HookError, HookReply, TriggerName, TriggerRequest,
 };
+pub use stream::{EventStreamSettings, EventStreamSpec, Storage, stream_name};
 pub use subjects::{DEFAULT_PREFIX, InvalidPrefix, Subjects, valid_token};

@@ -11,7 +11,10 @@ const UPDATE_VAR: &str = "OXBASE_UPDATE_SCHEMAS";
 fn schemas() -> Vec<(&'static str, Schema)> {
     vec![
         ("event.schema.json", schema_for!(oxbase_proto::Event)),
-        ("hook-entry.schema.json", schema_for!(oxbase_proto::HookEntry)),
+        (
+            "hook-entry.schema.json",
+            schema_for!(oxbase_proto::HookEntry),
+        ),
         (
             "function-request.schema.json",
             schema_for!(oxbase_proto::FunctionRequest),
@@ -20,7 +23,10 @@ fn schemas() -> Vec<(&'static str, Schema)> {
             "trigger-request.schema.json",
             schema_for!(oxbase_proto::TriggerRequest),
         ),
-        ("hook-reply.schema.json", schema_for!(oxbase_proto::HookReply)),
+        (
+            "hook-reply.schema.json",
+            schema_for!(oxbase_proto::HookReply),
+        ),
     ]
 }
 

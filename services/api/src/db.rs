@@ -58,6 +58,16 @@ pub struct PreparedWrite {
 }
 
 impl PreparedWrite {
+    /// Also answers these fields of the saved object, as Parse does for
+    /// fields a beforeSave hook changed.
+    pub(crate) fn echo_also(&mut self, keys: impl IntoIterator<Item = String>) {
+        for key in keys {
+            if !self.echo.contains(&key) {
+                self.echo.push(key);
+            }
+        }
+    }
+
     pub fn class_name(&self) -> &str {
         self.op.class_name()
     }
@@ -319,6 +329,50 @@ impl Database {
             .await?;
         let objects = self
             .finish(auth, &view, class_name, objects, &options, &protected)
+            .await?;
+        objects.into_iter().next().ok_or_else(ApiError::not_found)
+    }
+
+    /// The stored object a before-hook is shown for an update or delete:
+    /// all of it, but only if `auth` may make that write, so a hook never
+    /// runs for a write that would be refused.
+    pub(crate) async fn object_for_hook(
+        &self,
+        auth: &Auth,
+        class_name: &str,
+        object_id: &str,
+        operation: Operation,
+    ) -> ApiResult<Object> {
+        validate_class_access(class_name)?;
+        let view = self.schemas_for(class_name, &[]).await?;
+        self.check_class_exists(auth, &view, class_name)?;
+        let class = view.get(class_name).map(Arc::as_ref);
+        let clp = access::check_class(auth, class, operation)?;
+        let options = FindOptions {
+            filter: Filter::field(
+                "objectId",
+                Condition::Eq(QueryValue::String(object_id.to_owned())),
+            )
+            .and(write_precondition(auth, clp)),
+            order: Vec::new(),
+            skip: 0,
+            limit: 1,
+            count: false,
+            keys: None,
+            exclude_keys: Vec::new(),
+            include: Vec::new(),
+            include_all: false,
+        };
+        let query = store_query(class_name, &options);
+        let objects = self
+            .retry_stale(view.clone(), |v| {
+                let (store, query) = (&self.store, &query);
+                async move { store.find(&v, query).await }
+            })
+            .await?;
+        let master = Auth::master();
+        let objects = self
+            .finish(&master, &view, class_name, objects, &options, &[])
             .await?;
         objects.into_iter().next().ok_or_else(ApiError::not_found)
     }

@@ -27,6 +27,9 @@ pub mod code {
     pub const FILE_SAVE_ERROR: i32 = 130;
     pub const DUPLICATE_VALUE: i32 = 137;
     pub const INVALID_ROLE_NAME: i32 = 139;
+    pub const SCRIPT_FAILED: i32 = 141;
+    pub const VALIDATION_ERROR: i32 = 142;
+    pub const WEBHOOK_ERROR: i32 = 143;
     pub const USERNAME_MISSING: i32 = 200;
     pub const PASSWORD_MISSING: i32 = 201;
     pub const USERNAME_TAKEN: i32 = 202;

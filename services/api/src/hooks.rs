@@ -1,13 +1,32 @@
-//! Cloud functions and the synchronous triggers (beforeSave,
-//! beforeDelete), called over NATS: a NATS handler directly, a webhook
-//! through the triggers service's proxy.
+//! Cloud functions, Parse's `/hooks` registry routes, and the synchronous
+//! triggers (beforeSave, beforeDelete). Every call goes over NATS: to a
+//! NATS handler directly, or to a webhook through the triggers service's
+//! proxy, so the API itself never calls out over HTTP.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxbase_hooks::{CallLimits, HookRegistry};
+use async_nats::HeaderMap;
+use axum::http::Method;
+use oxbase_hooks::{CallError, CallLimits, HookRegistry, RegistryError};
 use oxbase_kit::Config;
-use oxbase_proto::Subjects;
+use oxbase_proto::hooks::{REQUEST_ID, WEBHOOK_URL};
+use oxbase_proto::{
+    Caller, FunctionRequest, HookEntry, HookReply, Subjects, TriggerName, TriggerRequest,
+};
+use oxbase_store::write::apply_update;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::App;
+use crate::access::Operation;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult, code};
+use crate::query::FindOptions;
+use crate::request::ParseRequest;
+use crate::routes::Reply;
+use crate::values::{WriteKind, parse_write, validate_class_name};
+use oxbase_store::Object;
 
 /// What the API needs to call hooks.
 #[derive(Debug, Clone)]
@@ -23,6 +42,18 @@ pub(crate) struct HookRunner {
     limits: CallLimits,
 }
 
+/// Members a beforeSave may not change.
+const FIXED_FIELDS: &[&str] = &["objectId", "createdAt", "updatedAt", "className"];
+/// Members hooks are not shown, and that a beforeSave therefore keeps as
+/// the request wrote them.
+const SECRET_FIELDS: &[&str] = &["password"];
+/// Headers hooks are not shown: a webhook is someone else's server.
+const HIDDEN_HEADERS: &[&str] = &[
+    "x-parse-master-key",
+    "x-parse-maintenance-key",
+    "authorization",
+];
+
 impl HookRunner {
     pub(crate) fn new(config: &Config, hooks: Hooks) -> Self {
         Self {
@@ -33,6 +64,564 @@ impl HookRunner {
                 timeout: Duration::from_millis(config.triggers.timeout_ms),
                 max_reply_bytes: config.triggers.max_reply_bytes,
             },
+        }
+    }
+
+    /// The registered trigger, once the registry has loaded (only the first
+    /// requests after a start wait for it).
+    async fn trigger(&self, class_name: &str, trigger: TriggerName) -> Option<HookEntry> {
+        if !self.registry.is_loaded() {
+            self.registry.wait_loaded(self.limits.timeout).await;
+        }
+        self.registry.trigger(class_name, trigger)
+    }
+
+    /// Calls a hook: a webhook through the proxy, or the NATS handler on
+    /// `nats_subject`.
+    async fn call(
+        &self,
+        entry: Option<&HookEntry>,
+        nats_subject: String,
+        webhook_subject: impl FnOnce() -> String,
+        body: &impl Serialize,
+        request_id: Option<&str>,
+    ) -> Result<HookReply, CallError> {
+        let body = serde_json::to_vec(body).map_err(|e| CallError::Nats(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        if let Some(id) = request_id {
+            headers.insert(REQUEST_ID, id);
+        }
+        let subject = match entry.and_then(|e| e.url.as_deref()) {
+            Some(url) => {
+                headers.insert(WEBHOOK_URL, url);
+                webhook_subject()
+            }
+            None => nats_subject,
+        };
+        oxbase_hooks::call(&self.client, subject, headers, body.into(), self.limits).await
+    }
+}
+
+/// A hook's failure to answer, as the client sees it.
+fn call_failed(what: &str, entry: Option<&HookEntry>, err: CallError) -> ApiError {
+    let message = match (err, entry.and_then(|e| e.url.as_ref())) {
+        (CallError::NoHandler, Some(_)) => {
+            format!("{what} cannot reach its webhook: no triggers service is running")
+        }
+        (CallError::NoHandler, None) => format!("{what} has no handler listening"),
+        (CallError::Timeout(ms), _) => format!("{what} did not answer within {ms} ms"),
+        (err, _) => format!("{what} failed: {err}"),
+    };
+    ApiError::new(code::SCRIPT_FAILED, message)
+}
+
+/// A handler's error reply: its code when it gave a usable one.
+fn rejected(err: &oxbase_proto::HookError, default: i32) -> ApiError {
+    let code = err
+        .code()
+        .and_then(|c| i32::try_from(c).ok())
+        .filter(|c| *c > 1)
+        .unwrap_or(default);
+    ApiError::new(code, err.message())
+}
+
+impl App {
+    fn hook_runner(&self, what: &str) -> ApiResult<&HookRunner> {
+        self.hooks.as_ref().ok_or_else(|| {
+            ApiError::new(
+                code::SCRIPT_FAILED,
+                format!("{what} need NATS, and this server runs without it"),
+            )
+        })
+    }
+
+    /// Who is calling, as hooks are shown it.
+    async fn caller(&self, auth: &Auth, req: &ParseRequest) -> Caller {
+        let mut user = None;
+        if let Some(session) = &auth.user
+            && let Ok(options) = FindOptions::for_get(&Map::new(), self.db.limits())
+            && let Ok(mut object) = self
+                .db
+                .get(&Auth::master(), "_User", &session.id, &options)
+                .await
+        {
+            object.insert(
+                "sessionToken".into(),
+                Value::from(session.session_token.clone()),
+            );
+            user = Some(object);
+        }
+        let headers = req
+            .headers
+            .iter()
+            .filter(|(name, _)| !HIDDEN_HEADERS.contains(&name.as_str()))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), Value::from(value.to_str().ok()?)))
+            })
+            .collect();
+        Caller {
+            master: auth.master,
+            user,
+            installation_id: auth.installation_id.clone(),
+            headers,
+            ip: Some(req.ip.to_string()),
+            request_id: auth.request_id.clone(),
+        }
+    }
+
+    /// `POST /functions/{name}`: the registered webhook, or the NATS
+    /// handler on `<prefix>.functions.<name>`.
+    pub(crate) async fn function_route(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+        name: &str,
+    ) -> ApiResult<Reply> {
+        let invalid =
+            || ApiError::new(code::SCRIPT_FAILED, format!("Invalid function: \"{name}\""));
+        if !oxbase_proto::valid_token(name) {
+            return Err(invalid());
+        }
+        let runner = self.hook_runner("Cloud functions")?;
+        let entry = runner.registry.function(name);
+        let request = FunctionRequest {
+            function_name: name.to_owned(),
+            params: req.params.clone(),
+            caller: self.caller(auth, req).await,
+        };
+        let what = format!("The function {name}");
+        let reply = runner
+            .call(
+                entry.as_ref(),
+                runner.subjects.function(name),
+                || runner.subjects.webhook_function(name),
+                &request,
+                auth.request_id.as_deref(),
+            )
+            .await
+            .map_err(|err| match err {
+                CallError::NoHandler if entry.is_none() => invalid(),
+                err => call_failed(&what, entry.as_ref(), err),
+            })?;
+        if let Some(err) = reply.error {
+            return Err(rejected(&err, code::SCRIPT_FAILED));
+        }
+        let mut body = Map::new();
+        if let Some(result) = reply.success {
+            body.insert("result".into(), result);
+        }
+        Ok(Reply::ok(Value::Object(body)))
+    }
+
+    /// Runs the class's beforeSave hook, if it has one. Answers the body to
+    /// write instead of `body` and the fields the hook changed, or `None`
+    /// when the write goes ahead as asked.
+    pub(crate) async fn before_save(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+        class_name: &str,
+        object_id: Option<&str>,
+        body: &Map<String, Value>,
+    ) -> ApiResult<Option<(Map<String, Value>, Vec<String>)>> {
+        let Some(runner) = &self.hooks else {
+            return Ok(None);
+        };
+        let Some(entry) = runner.trigger(class_name, TriggerName::BeforeSave).await else {
+            return Ok(None);
+        };
+        let (original, kind) = match object_id {
+            Some(id) => (
+                Some(
+                    self.db
+                        .object_for_hook(auth, class_name, id, Operation::Update)
+                        .await?,
+                ),
+                WriteKind::Update { object_id: id },
+            ),
+            None => (
+                None,
+                WriteKind::Create {
+                    allow_custom_id: true,
+                },
+            ),
+        };
+        let parsed = parse_write(body, kind)?;
+        let mut object = original.clone().unwrap_or_default();
+        apply_update(&mut object, &parsed.changes)?;
+        for secret in SECRET_FIELDS {
+            object.remove(*secret);
+        }
+        let request = TriggerRequest {
+            trigger_name: TriggerName::BeforeSave,
+            object: with_class(object.clone(), class_name),
+            original: original.map(|o| with_class(o, class_name)),
+            event_id: None,
+            caller: self.caller(auth, req).await,
+        };
+        let reply = self
+            .call_trigger(
+                runner,
+                &entry,
+                class_name,
+                TriggerName::BeforeSave,
+                &request,
+                auth,
+            )
+            .await?;
+        if let Some(err) = reply.error {
+            return Err(rejected(&err, code::VALIDATION_ERROR));
+        }
+        let Some(Value::Object(returned)) = reply.success else {
+            return Ok(None);
+        };
+        Ok(Some(merge_returned(body, &object, returned)))
+    }
+
+    /// Runs the class's beforeDelete hook, if it has one; its error refuses
+    /// the delete.
+    pub(crate) async fn before_delete(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+        class_name: &str,
+        object_id: &str,
+    ) -> ApiResult<()> {
+        let Some(runner) = &self.hooks else {
+            return Ok(());
+        };
+        let Some(entry) = runner.trigger(class_name, TriggerName::BeforeDelete).await else {
+            return Ok(());
+        };
+        let object = self
+            .db
+            .object_for_hook(auth, class_name, object_id, Operation::Delete)
+            .await?;
+        let request = TriggerRequest {
+            trigger_name: TriggerName::BeforeDelete,
+            object: with_class(object, class_name),
+            original: None,
+            event_id: None,
+            caller: self.caller(auth, req).await,
+        };
+        let reply = self
+            .call_trigger(
+                runner,
+                &entry,
+                class_name,
+                TriggerName::BeforeDelete,
+                &request,
+                auth,
+            )
+            .await?;
+        match reply.error {
+            Some(err) => Err(rejected(&err, code::VALIDATION_ERROR)),
+            None => Ok(()),
+        }
+    }
+
+    async fn call_trigger(
+        &self,
+        runner: &HookRunner,
+        entry: &HookEntry,
+        class_name: &str,
+        trigger: TriggerName,
+        request: &TriggerRequest,
+        auth: &Auth,
+    ) -> ApiResult<HookReply> {
+        runner
+            .call(
+                Some(entry),
+                runner.subjects.trigger(trigger, class_name),
+                || runner.subjects.webhook_trigger(trigger, class_name),
+                request,
+                auth.request_id.as_deref(),
+            )
+            .await
+            .map_err(|err| {
+                call_failed(
+                    &format!("The {trigger} hook of {class_name}"),
+                    Some(entry),
+                    err,
+                )
+            })
+    }
+
+    /// Parse's `/hooks` routes, master key only.
+    pub(crate) async fn hooks_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+        auth.require_master()?;
+        let runner = self.hook_runner("Hooks")?;
+        let registry = &runner.registry;
+        let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+        let deleting = req.body.get("__op").and_then(Value::as_str) == Some("Delete");
+        let to_body = |entry: HookEntry| serde_json::to_value(entry).unwrap_or_default();
+        match (&req.method, &s[1..]) {
+            (&Method::GET, ["functions"]) => Ok(Reply::ok(Value::Array(
+                registry.functions().into_iter().map(to_body).collect(),
+            ))),
+            (&Method::GET, ["triggers"]) => Ok(Reply::ok(Value::Array(
+                registry.triggers().into_iter().map(to_body).collect(),
+            ))),
+            (&Method::GET, ["functions", name]) => registry
+                .function(name)
+                .map(|e| Reply::ok(to_body(e)))
+                .ok_or_else(|| no_function(name)),
+            (&Method::GET, ["triggers", class, trigger]) => TriggerName::parse(trigger)
+                .and_then(|t| registry.trigger(class, t))
+                .map(|e| Reply::ok(to_body(e)))
+                .ok_or_else(|| no_trigger(class)),
+            (&Method::POST, ["functions" | "triggers"]) => {
+                let entry = hook_entry(&req.body, None)?;
+                let created = registry
+                    .create(entry.clone())
+                    .await
+                    .map_err(|err| match err {
+                        RegistryError::Exists => already_exists(&entry),
+                        err => registry_failed(err),
+                    })?;
+                Ok(Reply::ok(to_body(created)))
+            }
+            (&Method::PUT, ["functions", name]) if deleting => {
+                delete_hook(registry, &HookEntry::function_key(name)).await
+            }
+            (&Method::PUT, ["triggers", class, trigger]) if deleting => {
+                match TriggerName::parse(trigger) {
+                    Some(t) => delete_hook(registry, &HookEntry::trigger_key(class, t)).await,
+                    None => Ok(Reply::ok(Value::Object(Map::new()))),
+                }
+            }
+            (&Method::PUT, ["functions", name]) => {
+                let entry = hook_entry(&req.body, Some(HookName::Function(name)))?;
+                update_hook(registry, entry, || no_function(name)).await
+            }
+            (&Method::PUT, ["triggers", class, trigger]) => {
+                let entry = hook_entry(&req.body, Some(HookName::Trigger(class, trigger)))?;
+                update_hook(registry, entry, || no_trigger(class)).await
+            }
+            _ => Err(ApiError::NoRoute {
+                method: req.method.to_string(),
+                path: format!("{}/{}", self.mount, req.segments.join("/")),
+            }),
+        }
+    }
+}
+
+fn with_class(mut object: Object, class_name: &str) -> Object {
+    object.insert("className".into(), Value::from(class_name));
+    object
+}
+
+/// The write a beforeSave's returned object asks for. The returned object
+/// replaces the request's fields, as in Parse Server, but a field the hook
+/// returned as it was shown keeps the request's own operation (an
+/// `Increment` stays atomic), and fixed fields keep theirs.
+fn merge_returned(
+    body: &Map<String, Value>,
+    shown: &Object,
+    returned: Map<String, Value>,
+) -> (Map<String, Value>, Vec<String>) {
+    let mut write = Map::new();
+    let mut changed = Vec::new();
+    for (key, value) in returned {
+        if FIXED_FIELDS.contains(&key.as_str()) {
+            continue;
+        }
+        if shown.get(&key) == Some(&value) {
+            if let Some(asked) = body.get(&key) {
+                write.insert(key, asked.clone());
+            }
+        } else {
+            changed.push(key.clone());
+            write.insert(key, value);
+        }
+    }
+    for key in ["objectId"].iter().chain(SECRET_FIELDS) {
+        if let Some(value) = body.get(*key) {
+            write.insert((*key).to_owned(), value.clone());
+        }
+    }
+    (write, changed)
+}
+
+enum HookName<'a> {
+    Function(&'a str),
+    Trigger(&'a str, &'a str),
+}
+
+fn invalid_hook(detail: &str) -> ApiError {
+    ApiError::new(
+        code::WEBHOOK_ERROR,
+        format!("invalid hook declaration: {detail}"),
+    )
+}
+
+/// The entry a `/hooks` body declares. On `PUT`, the name comes from the
+/// path.
+fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ApiResult<HookEntry> {
+    let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
+    let (function_name, class_name, trigger_name) = match name {
+        Some(HookName::Function(name)) => (Some(name.to_owned()), None, None),
+        Some(HookName::Trigger(class, trigger)) => {
+            (None, Some(class.to_owned()), Some(trigger.to_owned()))
+        }
+        None => (text("functionName"), text("className"), text("triggerName")),
+    };
+    let url = text("url");
+    let nats = body.get("nats") == Some(&Value::Bool(true));
+    match (&url, nats) {
+        (Some(url), false) => validate_url(url)?,
+        (None, true) => {}
+        (Some(_), true) => return Err(invalid_hook("give either url or nats, not both")),
+        (None, false) => return Err(invalid_hook("a url (or nats: true) is required")),
+    }
+    match (function_name, class_name, trigger_name) {
+        (Some(name), None, None) => {
+            if !oxbase_proto::valid_token(&name) {
+                return Err(invalid_hook(
+                    "a function name is 1 to 128 ASCII letters, digits, '_' or '-'",
+                ));
+            }
+            Ok(HookEntry {
+                function_name: Some(name),
+                class_name: None,
+                trigger_name: None,
+                url,
+                nats,
+            })
+        }
+        (None, Some(class), Some(trigger)) => {
+            if class != "_User" && class != "_Role" && class != "_Session" {
+                validate_class_name(&class).map_err(|_| invalid_hook("invalid className"))?;
+            }
+            let trigger = TriggerName::parse(&trigger).ok_or_else(|| {
+                invalid_hook(
+                    "triggerName must be beforeSave, afterSave, beforeDelete or afterDelete",
+                )
+            })?;
+            Ok(HookEntry {
+                function_name: None,
+                class_name: Some(class),
+                trigger_name: Some(trigger),
+                url,
+                nats,
+            })
+        }
+        _ => Err(invalid_hook(
+            "give functionName, or className and triggerName",
+        )),
+    }
+}
+
+/// A webhook URL: http or https, with a host, and nothing a header cannot
+/// carry.
+fn validate_url(url: &str) -> ApiResult<()> {
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    let printable = url.bytes().all(|b| b.is_ascii_graphic());
+    match host {
+        Some(host) if !host.is_empty() && printable && url.len() <= 2048 => Ok(()),
+        _ => Err(invalid_hook("url must be an http or https URL")),
+    }
+}
+
+fn no_function(name: &str) -> ApiError {
+    ApiError::new(
+        code::WEBHOOK_ERROR,
+        format!("no function named: {name} is defined"),
+    )
+}
+
+fn no_trigger(class: &str) -> ApiError {
+    ApiError::new(code::WEBHOOK_ERROR, format!("class {class} does not exist"))
+}
+
+fn already_exists(entry: &HookEntry) -> ApiError {
+    let message = match (&entry.function_name, &entry.class_name, entry.trigger_name) {
+        (Some(name), _, _) => format!("function name: {name} already exists"),
+        (_, Some(class), Some(trigger)) => format!("class {class} already has trigger {trigger}"),
+        _ => "the hook already exists".into(),
+    };
+    ApiError::new(code::WEBHOOK_ERROR, message)
+}
+
+fn registry_failed(err: RegistryError) -> ApiError {
+    tracing::warn!(error = %err, "hook registry");
+    ApiError::new(
+        code::WEBHOOK_ERROR,
+        "the hook registry is unavailable; try again",
+    )
+}
+
+async fn delete_hook(registry: &HookRegistry, key: &str) -> ApiResult<Reply> {
+    registry.delete(key).await.map_err(registry_failed)?;
+    Ok(Reply::ok(Value::Object(Map::new())))
+}
+
+async fn update_hook(
+    registry: &HookRegistry,
+    entry: HookEntry,
+    missing: impl FnOnce() -> ApiError,
+) -> ApiResult<Reply> {
+    match registry.update(entry).await {
+        Ok(entry) => Ok(Reply::ok(serde_json::to_value(entry).unwrap_or_default())),
+        Err(RegistryError::NotFound) => Err(missing()),
+        Err(err) => Err(registry_failed(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_returned_object_replaces_the_write_but_keeps_unchanged_operations() {
+        let body = map(json!({"score": {"__op": "Increment", "amount": 1}, "name": "a"}));
+        let shown = map(json!({"objectId": "x", "score": 2, "name": "a", "level": 3}));
+        let returned = map(json!({
+            "objectId": "other", "createdAt": "t", "score": 2, "level": 3, "stamped": true
+        }));
+        let (write, changed) = merge_returned(&body, &shown, returned);
+        assert_eq!(
+            Value::Object(write),
+            json!({"score": {"__op": "Increment", "amount": 1}, "stamped": true})
+        );
+        assert_eq!(changed, ["stamped"]);
+    }
+
+    #[test]
+    fn hook_declarations_are_checked() {
+        let ok = hook_entry(
+            &map(json!({"functionName": "f", "url": "https://x.io/f"})),
+            None,
+        );
+        assert!(ok.is_ok());
+        let nats = hook_entry(
+            &map(json!({"className": "Game", "triggerName": "beforeSave", "nats": true})),
+            None,
+        )
+        .unwrap();
+        assert!(nats.nats && nats.url.is_none());
+        for bad in [
+            json!({"functionName": "f", "url": "ftp://x.io"}),
+            json!({"functionName": "f", "url": "http://"}),
+            json!({"functionName": "f"}),
+            json!({"functionName": "a.b", "url": "http://x.io"}),
+            json!({"className": "Game", "triggerName": "beforeFind", "url": "http://x.io"}),
+            json!({"className": "1x", "triggerName": "afterSave", "url": "http://x.io"}),
+            json!({"url": "http://x.io"}),
+        ] {
+            let err = hook_entry(&map(bad.clone()), None).unwrap_err();
+            assert!(
+                matches!(err, ApiError::Parse { code: 143, .. }),
+                "{bad}: {err:?}"
+            );
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct ParseRequest {
     pub origin: String,
     /// The file of a `POST /files/{name}`.
     pub upload: Option<FileUpload>,
+    /// The HTTP headers, for hooks, which Parse shows them.
+    pub headers: std::sync::Arc<HeaderMap>,
 }
 
 /// The body of a file upload: the raw bytes, or the JS SDK's JSON form
@@ -141,6 +143,7 @@ impl ParseRequest {
             ip,
             origin: origin(headers),
             upload: None,
+            headers: std::sync::Arc::new(headers.clone()),
         })
     }
 
@@ -204,6 +207,7 @@ impl ParseRequest {
             ip,
             origin: origin(headers),
             upload: Some(upload),
+            headers: std::sync::Arc::new(headers.clone()),
         })
     }
 
@@ -223,6 +227,7 @@ impl ParseRequest {
             ip: self.ip,
             origin: self.origin.clone(),
             upload: None,
+            headers: self.headers.clone(),
         }
     }
 }

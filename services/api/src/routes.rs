@@ -32,9 +32,7 @@ impl Reply {
 /// Parse Server routes oxbase does not serve yet; they answer with an error
 /// that says so rather than "no such route".
 const NOT_YET: &[&str] = &[
-    "functions",
     "jobs",
-    "hooks",
     "push",
     "installations",
     "aggregate",
@@ -173,6 +171,10 @@ impl App {
             (_, ["files", ..]) => self.files_route(auth, req).await,
             (_, ["config"]) => self.config_route(auth, req).await,
             (_, ["schemas", ..]) => self.schemas_route(auth, req).await,
+            (_, ["hooks", ..]) => self.hooks_route(auth, req).await,
+            (&Method::GET | &Method::POST, ["functions", name]) => {
+                self.function_route(auth, req, name).await
+            }
             (_, [root, ..]) if NOT_YET.contains(root) => {
                 Err(ApiError::not_supported(format!("/{root}")))
             }
@@ -195,11 +197,41 @@ impl App {
         write: &ClassWrite<'_>,
     ) -> ApiResult<PreparedWrite> {
         match write {
-            ClassWrite::Create(class) => self.db.prepare_create(auth, class, &req.body).await,
+            ClassWrite::Create(class) => self.prepare_create(auth, req, class).await,
             ClassWrite::Update(class, id) => {
-                self.db.prepare_update(auth, class, id, &req.body).await
+                match self
+                    .before_save(auth, req, class, Some(id), &req.body)
+                    .await?
+                {
+                    None => self.db.prepare_update(auth, class, id, &req.body).await,
+                    Some((body, changed)) => {
+                        let mut prepared = self.db.prepare_update(auth, class, id, &body).await?;
+                        prepared.echo_also(changed);
+                        Ok(prepared)
+                    }
+                }
             }
-            ClassWrite::Delete(class, id) => self.db.prepare_delete(auth, class, id).await,
+            ClassWrite::Delete(class, id) => {
+                self.before_delete(auth, req, class, id).await?;
+                self.db.prepare_delete(auth, class, id).await
+            }
+        }
+    }
+
+    /// A create, after the class's beforeSave hook.
+    pub(crate) async fn prepare_create(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+        class: &str,
+    ) -> ApiResult<PreparedWrite> {
+        match self.before_save(auth, req, class, None, &req.body).await? {
+            None => self.db.prepare_create(auth, class, &req.body).await,
+            Some((body, changed)) => {
+                let mut prepared = self.db.prepare_create(auth, class, &body).await?;
+                prepared.echo_also(changed);
+                Ok(prepared)
+            }
         }
     }
 

@@ -340,7 +340,7 @@ impl App {
     /// `POST /users` (and `POST /classes/_User`): the user and its first
     /// session are created together.
     pub(crate) async fn signup(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
-        let user = self.db.prepare_create(auth, "_User", &req.body).await?;
+        let user = self.prepare_create(auth, req, "_User").await?;
         let user_id = user.object_id().unwrap_or_default().to_owned();
         let (session, token) = self
             .db

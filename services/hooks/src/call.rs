@@ -90,7 +90,10 @@ mod tests {
             parse_reply(b"<html>", 100),
             Err(CallError::NotJson(_))
         ));
-        assert!(matches!(parse_reply(b"[1]", 100), Err(CallError::NotJson(_))));
+        assert!(matches!(
+            parse_reply(b"[1]", 100),
+            Err(CallError::NotJson(_))
+        ));
         let empty = parse_reply(b"{}", 100).unwrap();
         assert!(empty.success.is_none() && empty.error.is_none());
     }
