@@ -90,10 +90,50 @@ function installTrace() {
 }
 
 /**
+ * A nats-server with JetStream on a free port and a temp dir: its URL and a
+ * function stopping it. The test command puts nats-server on PATH.
+ */
+async function startNats(dir) {
+  const port = await freePort();
+  const child = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let failed = null;
+  child.on('error', (err) => {
+    failed = err;
+  });
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (failed) throw new Error(`cannot start nats-server (bash ops/test.sh installs it): ${failed.message}`);
+    const open = await new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.end();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+    if (open) break;
+    if (Date.now() > deadline) throw new Error('nats-server did not start');
+    await sleep(50);
+  }
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/**
  * Spawns the server, waits until GET /ready answers 200, and initializes the
  * SDK. Returns { Parse, port, serverURL, stop }.
+ *
+ * With `{ nats: true }` it also starts a nats-server and runs `oxbase all`
+ * (the API with the triggers service, events on); `env` adds settings.
  */
-export async function startServer() {
+export async function startServer({ nats = false, env = {} } = {}) {
   const bin = binaryPath();
   try {
     await access(bin, fsConstants.X_OK);
@@ -107,16 +147,19 @@ export async function startServer() {
   const port = await freePort();
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'oxbase-sdk-'));
   const database = process.env.OXBASE_TEST_BACKEND === 'postgres' ? postgresDatabase() : null;
-  const args = ['api', '--port', String(port), '--data-dir', dataDir, '--app-id', APP_ID, '--master-key', MASTER_KEY];
+  const natsServer = nats ? await startNats(path.join(dataDir, 'nats')) : null;
+  const args = [nats ? 'all' : 'api', '--port', String(port), '--data-dir', dataDir, '--app-id', APP_ID, '--master-key', MASTER_KEY];
   if (database) args.push('--database-uri', database.uri);
   const child = spawn(bin, args, {
     env: {
       ...inheritedEnv(),
       OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true',
       // The SDK suite tests the API; events have their own tests with NATS.
-      OXBASE_EVENTS__ENABLED: 'false',
+      OXBASE_EVENTS__ENABLED: nats ? 'true' : 'false',
+      ...(natsServer ? { OXBASE_NATS_URL: natsServer.url } : {}),
       OXBASE_HOST: '127.0.0.1',
       NO_COLOR: '1',
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -144,6 +187,7 @@ export async function startServer() {
   });
 
   const cleanupDir = async () => {
+    if (natsServer) await natsServer.stop();
     await rm(dataDir, { recursive: true, force: true });
     if (database) database.drop();
   };

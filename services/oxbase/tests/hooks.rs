@@ -1,0 +1,316 @@
+//! Cloud functions and before-hooks served by NATS handlers written in
+//! Rust with async-nats, against `oxbase api` and a real nats-server; and
+//! handlers that misbehave.
+
+mod common;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use common::{Nats, Oxbase, free_port};
+
+/// A REST call with the master key: (status, body).
+async fn master(server: &Oxbase, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let response = server
+        .request(method, path)
+        .header("X-Parse-Master-Key", "mk")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// A REST call as a client: (status, body).
+async fn client(server: &Oxbase, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let response = server
+        .request(method, path)
+        .header("X-Parse-Request-Id", "req-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Answers every request on `subject` with `answer(request body)`.
+async fn serve(
+    nats: &async_nats::Client,
+    subject: &str,
+    answer: impl Fn(&async_nats::Message) -> Vec<u8> + Send + 'static,
+) {
+    let mut requests = nats.subscribe(subject.to_owned()).await.unwrap();
+    nats.flush().await.unwrap();
+    let replier = nats.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            if let Some(reply) = request.reply.clone() {
+                let body = answer(&request);
+                replier.publish(reply, body.into()).await.unwrap();
+            }
+        }
+    });
+}
+
+fn json_of(message: &async_nats::Message) -> Value {
+    serde_json::from_slice(&message.payload).unwrap()
+}
+
+#[tokio::test]
+async fn nats_handlers_serve_a_function_and_a_before_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let server = Oxbase::start(&dir.path().join("api"), &nats.url(), &[]).await;
+    let handler = async_nats::connect(nats.url()).await.unwrap();
+
+    // A function needs no registration: its subject is its name.
+    serve(&handler, "oxbase.functions.double", |request| {
+        let body = json_of(request);
+        let request_id = request
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("X-Parse-Request-Id"))
+            .map(|v| v.to_string());
+        let n = body["params"]["n"].as_i64().unwrap_or_default();
+        serde_json::to_vec(&json!({"success": {
+            "value": n * 2,
+            "functionName": body["functionName"],
+            "master": body["master"],
+            "requestId": request_id,
+        }}))
+        .unwrap()
+    })
+    .await;
+    let (status, body) = client(
+        &server,
+        reqwest::Method::POST,
+        "functions/double",
+        json!({"n": 21}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"result": {"value": 42, "functionName": "double", "master": false, "requestId": "req-1"}})
+    );
+
+    // A beforeSave served over NATS is registered with `nats: true`.
+    let (status, body) = master(
+        &server,
+        reqwest::Method::POST,
+        "hooks/triggers",
+        json!({"className": "Order", "triggerName": "beforeSave", "nats": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"className": "Order", "triggerName": "beforeSave", "nats": true})
+    );
+    serve(&handler, "oxbase.triggers.beforeSave.Order", |request| {
+        let body = json_of(request);
+        let mut object = body["object"].clone();
+        let reply = if object["total"].as_i64().unwrap_or_default() > 100 {
+            json!({"error": "too big"})
+        } else if object["total"] == json!(13) {
+            json!({"error": {"code": 137, "message": "unlucky"}})
+        } else {
+            object["checked"] = json!(true);
+            // Fixed fields cannot be changed by a hook.
+            object["objectId"] = json!("hacked0001");
+            object["createdAt"] = json!("1999-01-01T00:00:00.000Z");
+            json!({"success": object})
+        };
+        serde_json::to_vec(&reply).unwrap()
+    })
+    .await;
+
+    let (status, created) = client(
+        &server,
+        reqwest::Method::POST,
+        "classes/Order",
+        json!({"total": 5}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["checked"], json!(true), "{created}");
+    let id = created["objectId"].as_str().unwrap();
+    assert_ne!(id, "hacked0001");
+    let (_, stored) = client(
+        &server,
+        reqwest::Method::GET,
+        &format!("classes/Order/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (stored["total"].clone(), stored["checked"].clone()),
+        (json!(5), json!(true))
+    );
+    assert_eq!(stored["createdAt"], created["createdAt"]);
+
+    let (status, refused) = client(
+        &server,
+        reqwest::Method::POST,
+        "classes/Order",
+        json!({"total": 500}),
+    )
+    .await;
+    assert_eq!(
+        (status, refused),
+        (400, json!({"code": 142, "error": "too big"}))
+    );
+    let (status, refused) = client(
+        &server,
+        reqwest::Method::PUT,
+        &format!("classes/Order/{id}"),
+        json!({"total": 13}),
+    )
+    .await;
+    assert_eq!(
+        (status, refused),
+        (400, json!({"code": 137, "error": "unlucky"}))
+    );
+    let (_, found) = client(
+        &server,
+        reqwest::Method::GET,
+        "classes/Order",
+        json!({"count": 1, "limit": 0}),
+    )
+    .await;
+    assert_eq!(found["count"], json!(1), "refused writes stored nothing");
+    let (_, stored) = client(
+        &server,
+        reqwest::Method::GET,
+        &format!("classes/Order/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(stored["total"], json!(5));
+}
+
+#[tokio::test]
+async fn misbehaving_handlers_get_clear_errors_and_the_api_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let server = Oxbase::start(
+        &dir.path().join("api"),
+        &nats.url(),
+        &[
+            ("OXBASE_TRIGGERS__TIMEOUT_MS", "500"),
+            ("OXBASE_TRIGGERS__MAX_REPLY_BYTES", "1000"),
+        ],
+    )
+    .await;
+    let handler = async_nats::connect(nats.url()).await.unwrap();
+    serve(&handler, "oxbase.functions.garbage", |_| {
+        b"<html>oops</html>".to_vec()
+    })
+    .await;
+    serve(&handler, "oxbase.functions.huge", |_| {
+        serde_json::to_vec(&json!({"success": "x".repeat(5000)})).unwrap()
+    })
+    .await;
+    // Subscribed, so the request is not refused at once, but never answers.
+    let _silent = handler.subscribe("oxbase.functions.silent").await.unwrap();
+    handler.flush().await.unwrap();
+
+    let cases = [
+        (
+            "garbage",
+            "The function garbage failed: the answer is not JSON",
+        ),
+        (
+            "huge",
+            "The function huge failed: the answer is 5014 bytes, more than the limit of 1000",
+        ),
+        ("silent", "The function silent did not answer within 500 ms"),
+        ("nobody", "Invalid function: \"nobody\""),
+        ("bad.name", "Invalid function: \"bad.name\""),
+    ];
+    for (name, message) in cases {
+        let (status, body) = client(
+            &server,
+            reqwest::Method::POST,
+            &format!("functions/{name}"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, 400, "{name}: {body}");
+        assert_eq!(body["code"], json!(141), "{name}: {body}");
+        let text = body["error"].as_str().unwrap();
+        assert!(text.starts_with(message), "{name}: {text}");
+    }
+
+    // A registered NATS trigger with no handler refuses the write clearly.
+    master(
+        &server,
+        reqwest::Method::POST,
+        "hooks/triggers",
+        json!({"className": "Lonely", "triggerName": "beforeSave", "nats": true}),
+    )
+    .await;
+    let (status, body) = client(
+        &server,
+        reqwest::Method::POST,
+        "classes/Lonely",
+        json!({"a": 1}),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"code": 141, "error": "The beforeSave hook of Lonely has no handler listening"})
+        )
+    );
+
+    // Webhook URLs must be http(s).
+    for url in [
+        "file:///etc/passwd",
+        "ftp://example.com/x",
+        "http://",
+        "not a url",
+    ] {
+        let (status, body) = master(
+            &server,
+            reqwest::Method::POST,
+            "hooks/functions",
+            json!({"functionName": "f", "url": url}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (400, json!(143)),
+            "{url}: {body}"
+        );
+    }
+    // A webhook function with no triggers service to call it.
+    master(
+        &server,
+        reqwest::Method::POST,
+        "hooks/functions",
+        json!({"functionName": "web", "url": "http://127.0.0.1:9/never"}),
+    )
+    .await;
+    let (status, body) = client(&server, reqwest::Method::POST, "functions/web", json!({})).await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"code": 141, "error": "The function web cannot reach its webhook: no triggers service is running"})
+        )
+    );
+
+    // Still up, and writes to classes without hooks go through.
+    let (status, _) = client(
+        &server,
+        reqwest::Method::POST,
+        "classes/Plain",
+        json!({"a": 1}),
+    )
+    .await;
+    assert_eq!(status, 201);
+}
