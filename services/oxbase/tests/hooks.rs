@@ -13,11 +13,13 @@ use common::{Nats, Oxbase, free_port};
 async fn master(server: &Oxbase, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
     let response = server
         .request(method, path)
-        .header("X-Parse-Master-Key", "mk")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .header("X-Parse-Master-Key", "mk");
+    let response = if body.is_null() {
+        response
+    } else {
+        response.json(&body)
+    };
+    let response = response.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
@@ -26,11 +28,13 @@ async fn master(server: &Oxbase, method: reqwest::Method, path: &str, body: Valu
 async fn client(server: &Oxbase, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
     let response = server
         .request(method, path)
-        .header("X-Parse-Request-Id", "req-1")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .header("X-Parse-Request-Id", "req-1");
+    let response = if body.is_null() {
+        response
+    } else {
+        response.json(&body)
+    };
+    let response = response.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
@@ -313,4 +317,82 @@ async fn misbehaving_handlers_get_clear_errors_and_the_api_stays_up() {
     )
     .await;
     assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn every_api_process_sees_a_registry_change_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let a = Oxbase::start(&dir.path().join("a"), &nats.url(), &[]).await;
+    let b = Oxbase::start(&dir.path().join("b"), &nats.url(), &[]).await;
+    let handler = async_nats::connect(nats.url()).await.unwrap();
+    serve(&handler, "oxbase.triggers.beforeSave.Shared", |_| {
+        br#"{"error": "closed"}"#.to_vec()
+    })
+    .await;
+
+    let (status, _) = client(&b, reqwest::Method::POST, "classes/Shared", json!({"a": 1})).await;
+    assert_eq!(status, 201, "no hook yet");
+    let (status, _) = master(
+        &a,
+        reqwest::Method::POST,
+        "hooks/triggers",
+        json!({"className": "Shared", "triggerName": "beforeSave", "nats": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Registered through A, enforced by B once B's mirror has the change.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, body) =
+            client(&b, reqwest::Method::POST, "classes/Shared", json!({"a": 2})).await;
+        if status == 400 {
+            assert_eq!(body, json!({"code": 142, "error": "closed"}));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B never saw the hook");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, listed) = master(&b, reqwest::Method::GET, "hooks/triggers", Value::Null).await;
+    assert_eq!(
+        listed,
+        json!([{"className": "Shared", "triggerName": "beforeSave", "nats": true}])
+    );
+
+    // Removed through B, gone on A.
+    let (status, body) = master(
+        &b,
+        reqwest::Method::PUT,
+        "hooks/triggers/Shared/beforeSave",
+        json!({"__op": "Delete"}),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({})));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, _) =
+            client(&a, reqwest::Method::POST, "classes/Shared", json!({"a": 3})).await;
+        if status == 201 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never saw the removal"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, body) = master(
+        &a,
+        reqwest::Method::GET,
+        "hooks/triggers/Shared/beforeSave",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"code": 143, "error": "class Shared does not exist"})
+        )
+    );
 }
