@@ -75,7 +75,10 @@ pub fn key_of(entry: &HookEntry) -> Option<String> {
 
 /// The in-memory mirror of the `<PREFIX>_HOOKS` bucket.
 pub struct HookRegistry {
-    kv: kv::Store,
+    jetstream: jetstream::Context,
+    bucket: String,
+    replicas: usize,
+    kv: tokio::sync::OnceCell<kv::Store>,
     hooks: RwLock<Arc<Hooks>>,
     /// Whether any trigger is registered, so writes to classes without
     /// hooks skip even the lookup's lock.
@@ -96,35 +99,43 @@ pub fn bucket_name(subjects: &Subjects) -> String {
 }
 
 impl HookRegistry {
-    /// Opens (creating it if needed) the registry bucket. The mirror is
-    /// empty until [`HookRegistry::run`] has loaded it.
-    pub async fn open(
-        jetstream: &jetstream::Context,
-        subjects: &Subjects,
-        replicas: usize,
-    ) -> Result<Arc<Self>, RegistryError> {
-        let bucket = bucket_name(subjects);
-        let kv = match jetstream.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => jetstream
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    description: "oxbase hook registry: functions and triggers".into(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas.max(1),
-                    ..Default::default()
-                })
-                .await
-                .map_err(nats)?,
-        };
-        Ok(Arc::new(Self {
-            kv,
+    /// A registry that is empty until [`HookRegistry::run`] has opened the
+    /// bucket (creating it if needed) and loaded it. Nothing here waits for
+    /// NATS, so a process can start while NATS is down.
+    pub fn new(jetstream: jetstream::Context, subjects: &Subjects, replicas: usize) -> Arc<Self> {
+        Arc::new(Self {
+            jetstream,
+            bucket: bucket_name(subjects),
+            replicas: replicas.max(1),
+            kv: tokio::sync::OnceCell::new(),
             hooks: RwLock::new(Arc::default()),
             any_triggers: AtomicBool::new(false),
             loaded: AtomicBool::new(false),
             loaded_signal: Notify::new(),
-        }))
+        })
+    }
+
+    /// The bucket, opened (or created) on first use.
+    async fn kv(&self) -> Result<&kv::Store, RegistryError> {
+        self.kv
+            .get_or_try_init(|| async {
+                match self.jetstream.get_key_value(&self.bucket).await {
+                    Ok(kv) => Ok(kv),
+                    Err(_) => self
+                        .jetstream
+                        .create_key_value(kv::Config {
+                            bucket: self.bucket.clone(),
+                            description: "oxbase hook registry: functions and triggers".into(),
+                            history: 1,
+                            storage: jetstream::stream::StorageType::File,
+                            num_replicas: self.replicas,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(nats),
+                }
+            })
+            .await
     }
 
     fn snapshot(&self) -> Arc<Hooks> {
@@ -189,7 +200,7 @@ impl HookRegistry {
     pub async fn create(&self, entry: HookEntry) -> Result<HookEntry, RegistryError> {
         let key = key_of(&entry).ok_or(RegistryError::NotFound)?;
         let value = serde_json::to_vec(&entry).map_err(nats)?;
-        match self.kv.create(&key, value.into()).await {
+        match self.kv().await?.create(&key, value.into()).await {
             Ok(revision) => {
                 self.apply(&key, revision, Some(entry.clone()));
                 Ok(entry)
@@ -204,16 +215,15 @@ impl HookRegistry {
     /// Replaces a registered hook; fails if there is none.
     pub async fn update(&self, entry: HookEntry) -> Result<HookEntry, RegistryError> {
         let key = key_of(&entry).ok_or(RegistryError::NotFound)?;
-        let current = self
-            .kv
+        let kv = self.kv().await?;
+        let current = kv
             .entry(key.as_str())
             .await
             .map_err(nats)?
             .filter(|e| e.operation == kv::Operation::Put)
             .ok_or(RegistryError::NotFound)?;
         let value = serde_json::to_vec(&entry).map_err(nats)?;
-        let revision = self
-            .kv
+        let revision = kv
             .update(&key, value.into(), current.revision)
             .await
             .map_err(nats)?;
@@ -224,9 +234,9 @@ impl HookRegistry {
     /// Removes the hook stored under `key`. Removing a hook that is not
     /// there succeeds, as in Parse Server.
     pub async fn delete(&self, key: &str) -> Result<(), RegistryError> {
-        self.kv.delete(key).await.map_err(nats)?;
-        let revision = self
-            .kv
+        let kv = self.kv().await?;
+        kv.delete(key).await.map_err(nats)?;
+        let revision = kv
             .entry(key)
             .await
             .map_err(nats)?
@@ -283,13 +293,14 @@ impl HookRegistry {
     }
 
     async fn follow(&self) -> Result<(), RegistryError> {
-        let status = self.kv.status().await.map_err(nats)?;
+        let kv = self.kv().await?;
+        let status = kv.status().await.map_err(nats)?;
         let last = status.info.state.last_sequence;
         let mut entries = HashMap::new();
-        let mut keys = self.kv.keys().await.map_err(nats)?;
+        let mut keys = kv.keys().await.map_err(nats)?;
         while let Some(key) = keys.next().await {
             let key = key.map_err(nats)?;
-            if let Some(entry) = self.kv.entry(key.as_str()).await.map_err(nats)?
+            if let Some(entry) = kv.entry(key.as_str()).await.map_err(nats)?
                 && entry.operation == kv::Operation::Put
                 && let Some(hook) = parse_entry(&entry)
             {
@@ -304,11 +315,7 @@ impl HookRegistry {
         }
         self.loaded.store(true, Ordering::Release);
         self.loaded_signal.notify_waiters();
-        let mut watch = self
-            .kv
-            .watch_all_from_revision(last + 1)
-            .await
-            .map_err(nats)?;
+        let mut watch = kv.watch_all_from_revision(last + 1).await.map_err(nats)?;
         while let Some(change) = watch.next().await {
             let change = change.map_err(nats)?;
             match change.operation {
