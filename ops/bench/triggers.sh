@@ -48,7 +48,7 @@ CLIENT=("$ROOT/target/release/examples/triggers_bench" --base "http://127.0.0.1:
 fresh() {
   stop_all
   start_nats
-  start_oxbase OXBASE_EVENTS__ENABLED=true OXBASE_NATS_URL="$NATS_URL"
+  start_oxbase OXBASE_EVENTS__ENABLED=true OXBASE_TRIGGERS__ENABLED=true OXBASE_NATS_URL="$NATS_URL"
 }
 echo "oxbase $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) cores, embedded store, nats-server $(nats-server --version | awk '{print $NF}') with file storage"
 

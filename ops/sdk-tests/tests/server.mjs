@@ -156,6 +156,7 @@ export async function startServer({ nats = false, env = {} } = {}) {
       OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true',
       // The SDK suite tests the API; events have their own tests with NATS.
       OXBASE_EVENTS__ENABLED: nats ? 'true' : 'false',
+      OXBASE_TRIGGERS__ENABLED: nats ? 'true' : 'false',
       ...(natsServer ? { OXBASE_NATS_URL: natsServer.url } : {}),
       OXBASE_HOST: '127.0.0.1',
       NO_COLOR: '1',

@@ -67,11 +67,17 @@ impl HookRunner {
         }
     }
 
-    /// The registered trigger, once the registry has loaded (only the first
-    /// requests after a start wait for it).
+    /// The registered trigger. Until the registry's first load `/ready`
+    /// answers 503; a write that comes anyway waits for the load while NATS
+    /// is connected (it is then a matter of milliseconds), and without NATS
+    /// goes ahead as if the class had no hooks.
     async fn trigger(&self, class_name: &str, trigger: TriggerName) -> Option<HookEntry> {
-        if !self.registry.is_loaded() {
-            self.registry.wait_loaded(self.limits.timeout).await;
+        if !self.registry.is_loaded()
+            && self.client.connection_state() == async_nats::connection::State::Connected
+        {
+            self.registry
+                .wait_loaded(self.limits.timeout.min(Duration::from_secs(2)))
+                .await;
         }
         self.registry.trigger(class_name, trigger)
     }
@@ -130,7 +136,7 @@ impl App {
         self.hooks.as_ref().ok_or_else(|| {
             ApiError::new(
                 code::SCRIPT_FAILED,
-                format!("{what} need NATS, and this server runs without it"),
+                format!("{what} are turned off on this server (triggers.enabled is false)"),
             )
         })
     }

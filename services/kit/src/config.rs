@@ -169,6 +169,9 @@ impl Default for EventsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TriggersConfig {
+    /// Cloud functions and hooks, which need NATS; off, `/functions` and
+    /// `/hooks` answer that they are off and writes run no hooks.
+    pub enabled: bool,
     /// Sent to webhooks as `X-Parse-Webhook-Key` (Parse's `webhookKey`), so
     /// they can tell oxbase's calls from anyone else's.
     pub webhook_key: Option<Secret>,
@@ -197,6 +200,7 @@ pub struct TriggersConfig {
 impl Default for TriggersConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             webhook_key: None,
             timeout_ms: 10_000,
             max_reply_bytes: 1024 * 1024,

@@ -274,13 +274,13 @@ async fn system_classes_and_other_routes_say_not_supported_yet() {
         108,
     );
     assert_error(&server.post("push", json!({})).await, 400, 108);
-    // Without NATS there are no hooks to call, and the error says so.
+    // With hooks off (as without NATS), the error says so.
     let (status, body) = server.post("functions/hello", json!({})).await;
     assert_eq!(
         (status, body),
         (
             400,
-            json!({"code": 141, "error": "Cloud functions need NATS, and this server runs without it"})
+            json!({"code": 141, "error": "Cloud functions are turned off on this server (triggers.enabled is false)"})
         )
     );
     let (status, body) = server.get("nothing/here").await;
