@@ -1,0 +1,150 @@
+//! The webhook proxy: the API asks over NATS (`<prefix>.webhooks.>`, with
+//! the URL in `Oxbase-Webhook-Url`) and this answers with the webhook's
+//! reply, so only the triggers service ever calls out over HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use oxbase_kit::{Readiness, Shutdown};
+use oxbase_proto::hooks::{HOOK_FAILURE, REQUEST_ID, WEBHOOK_URL};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::metrics::Metrics;
+use crate::webhook::{WebhookClient, WebhookFailure};
+use crate::{Backoff, Settings, header_text};
+
+/// The queue group every triggers process joins, so each request is
+/// answered once.
+pub const QUEUE_GROUP: &str = "oxbase-triggers";
+/// Webhook calls one process makes at once; further requests wait.
+const MAX_IN_FLIGHT: usize = 512;
+
+pub struct WebhookProxy {
+    client: async_nats::Client,
+    webhooks: WebhookClient,
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+}
+
+impl WebhookProxy {
+    pub fn new(
+        client: async_nats::Client,
+        webhooks: WebhookClient,
+        settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            webhooks,
+            settings,
+            metrics,
+        }
+    }
+
+    /// Answers requests until `shutdown`, then lets the calls in flight
+    /// finish (each is bounded by the timeout).
+    pub async fn run(self, readiness: Readiness, shutdown: Shutdown) {
+        readiness.register("webhooks");
+        let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut calls = JoinSet::new();
+        let mut backoff = Backoff::new();
+        'subscribe: loop {
+            let subject = this.settings.subjects.webhooks_wildcard();
+            let subscribed = tokio::select! {
+                s = this.client.queue_subscribe(subject, QUEUE_GROUP.into()) => s,
+                () = shutdown.wait() => break,
+            };
+            let mut requests = match subscribed {
+                Ok(requests) => requests,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot subscribe to the webhook requests; retrying");
+                    if backoff.wait(&shutdown).await {
+                        continue;
+                    }
+                    break;
+                }
+            };
+            readiness.set("webhooks", true);
+            backoff.reset();
+            loop {
+                let request = tokio::select! {
+                    request = requests.next() => request,
+                    () = shutdown.wait() => {
+                        let _ = requests.unsubscribe().await;
+                        break 'subscribe;
+                    }
+                };
+                let Some(request) = request else {
+                    readiness.set("webhooks", false);
+                    if backoff.wait(&shutdown).await {
+                        continue 'subscribe;
+                    }
+                    break 'subscribe;
+                };
+                let permit = tokio::select! {
+                    permit = Arc::clone(&permits).acquire_owned() => permit,
+                    () = shutdown.wait() => break 'subscribe,
+                };
+                let Ok(permit) = permit else {
+                    break 'subscribe;
+                };
+                let this = Arc::clone(&this);
+                calls.spawn(async move {
+                    this.answer(request).await;
+                    drop(permit);
+                });
+                while calls.try_join_next().is_some() {}
+            }
+        }
+        readiness.set("webhooks", false);
+        let bound = this.settings.timeout + Duration::from_secs(1);
+        let _ =
+            tokio::time::timeout(bound, async { while calls.join_next().await.is_some() {} }).await;
+    }
+
+    async fn answer(&self, request: async_nats::Message) {
+        let Some(reply) = request.reply.clone() else {
+            return;
+        };
+        let header = |name: &str| {
+            request
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        let url = header(WEBHOOK_URL).unwrap_or_default();
+        let request_id = header(REQUEST_ID);
+        let mut pass = Vec::new();
+        if let Some(id) = &request_id {
+            pass.push((REQUEST_ID, id.as_str()));
+        }
+        Metrics::add(&self.metrics.proxied, 1);
+        let answer = self
+            .webhooks
+            .post(&url, &pass, request.payload.clone())
+            .await;
+        let published = match answer {
+            Ok(body) => self.client.publish(reply, body).await,
+            Err(failure) => {
+                Metrics::add(&self.metrics.proxy_failures, 1);
+                if !matches!(failure, WebhookFailure::Status(_)) {
+                    tracing::debug!(%url, %failure, "webhook call failed");
+                }
+                let mut headers = HeaderMap::new();
+                headers.insert(HOOK_FAILURE, header_text(&failure.to_string()).as_str());
+                self.client
+                    .publish_with_headers(reply, headers, Bytes::new())
+                    .await
+            }
+        };
+        if let Err(err) = published {
+            tracing::debug!(%err, "cannot send the webhook's answer");
+        }
+    }
+}
