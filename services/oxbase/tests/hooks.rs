@@ -39,23 +39,48 @@ async fn client(server: &Oxbase, method: reqwest::Method, path: &str, body: Valu
     (status, response.json().await.unwrap())
 }
 
-/// Answers every request on `subject` with `answer(request body)`.
+/// Answers every request on `subject` with `answer(request body)`, once
+/// the server routes requests there.
 async fn serve(
     nats: &async_nats::Client,
     subject: &str,
     answer: impl Fn(&async_nats::Message) -> Vec<u8> + Send + 'static,
 ) {
     let mut requests = nats.subscribe(subject.to_owned()).await.unwrap();
-    nats.flush().await.unwrap();
     let replier = nats.clone();
     tokio::spawn(async move {
         while let Some(request) = requests.next().await {
-            if let Some(reply) = request.reply.clone() {
-                let body = answer(&request);
-                replier.publish(reply, body.into()).await.unwrap();
-            }
+            let Some(reply) = request.reply.clone() else {
+                continue;
+            };
+            let probe = request
+                .headers
+                .as_ref()
+                .is_some_and(|h| h.get("Probe").is_some());
+            let body = if probe { Vec::new() } else { answer(&request) };
+            replier.publish(reply, body.into()).await.unwrap();
         }
     });
+    wait_routed(nats, subject, true).await;
+}
+
+/// Waits until the server has the subscription on `subject`: a flush only
+/// sends it, so a request from another connection could still find no
+/// responder. `answers`: whether the subscriber replies to probes.
+async fn wait_routed(nats: &async_nats::Client, subject: &str, answers: bool) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Probe", "1");
+    for _ in 0..100 {
+        let request = async_nats::Request::new()
+            .headers(headers.clone())
+            .timeout(Some(std::time::Duration::from_millis(200)));
+        match nats.send_request(subject.to_owned(), request).await {
+            Ok(_) => return,
+            Err(err) if !answers && err.kind() == async_nats::RequestErrorKind::TimedOut => return,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    panic!("the subscription on {subject} never became routable");
 }
 
 fn json_of(message: &async_nats::Message) -> Value {
@@ -219,7 +244,7 @@ async fn misbehaving_handlers_get_clear_errors_and_the_api_stays_up() {
     .await;
     // Subscribed, so the request is not refused at once, but never answers.
     let _silent = handler.subscribe("oxbase.functions.silent").await.unwrap();
-    handler.flush().await.unwrap();
+    wait_routed(&handler, "oxbase.functions.silent", false).await;
 
     let cases = [
         (
