@@ -123,9 +123,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 overrides.push(("port", Value::from(port)));
             }
             let config = Config::load(cli.config.as_deref(), &overrides)?;
-            oxbase_kit::telemetry::init(config.log_format, &config.log_level);
             match args.action {
-                None => triggers(config).await,
+                None => {
+                    oxbase_kit::telemetry::init(config.log_format, &config.log_level);
+                    triggers(config).await
+                }
+                // No log lines: its output is the count, for scripts.
                 Some(TriggersAction::Replay { class }) => replay(config, class).await,
             }
         }

@@ -300,12 +300,23 @@ impl TriggersService {
             }
         }
         let jetstream = jetstream::new(self.client.clone());
+        let mut router = EventRouter::new(
+            jetstream.clone(),
+            Arc::clone(&self.registry),
+            Arc::clone(&self.settings),
+            Arc::clone(&self.metrics),
+        );
         let mut backoff = Backoff::new();
+        // Ready only once the router's consumer exists: events written
+        // after that are routed even if this process dies at once.
         let deliveries = loop {
             let ensured = async {
                 streams::events_stream(&jetstream, &self.settings.events).await?;
                 streams::ensure(&jetstream, dead_letters_stream(&self.settings)).await?;
-                streams::ensure(&jetstream, deliveries_stream(&self.settings)).await
+                let deliveries =
+                    streams::ensure(&jetstream, deliveries_stream(&self.settings)).await?;
+                router.connect().await?;
+                Ok::<_, TriggersError>(deliveries)
             };
             match ensured.await {
                 Ok(stream) => break stream,
@@ -318,12 +329,6 @@ impl TriggersService {
                 }
             }
         };
-        let router = EventRouter::new(
-            jetstream.clone(),
-            Arc::clone(&self.registry),
-            Arc::clone(&self.settings),
-            Arc::clone(&self.metrics),
-        );
         tasks.spawn(router.run(shutdown.clone()));
         let deliverer = Arc::new(Deliverer::new(
             jetstream,

@@ -90,6 +90,16 @@ impl EventRouter {
         }
     }
 
+    /// Creates the router's consumer (if no router has yet) and starts
+    /// pulling. Events published from then on are routed; the step opens
+    /// it when this was not called.
+    pub async fn connect(&mut self) -> Result<(), TriggersError> {
+        if self.messages.is_none() {
+            self.messages = Some(self.open().await?);
+        }
+        Ok(())
+    }
+
     async fn open(&self) -> Result<ReadyChunks<pull::Stream>, TriggersError> {
         let nats = |e: &dyn std::fmt::Display| TriggersError::Nats(e.to_string());
         let stream = self
@@ -130,10 +140,8 @@ impl EventRouter {
     /// The step: routes the events that are ready (at least one, waiting
     /// for it), and acks them once the deliveries stream has them all.
     pub async fn process_one(&mut self, shutdown: &Shutdown) -> Result<Routed, TriggersError> {
-        if self.messages.is_none() {
-            self.messages = Some(self.open().await?);
-        }
-        let messages = self.messages.as_mut().expect("opened above");
+        self.connect().await?;
+        let messages = self.messages.as_mut().expect("connected above");
         let batch = tokio::select! {
             batch = messages.next() => batch,
             () = shutdown.wait() => return Ok(Routed::Stopped),

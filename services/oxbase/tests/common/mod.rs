@@ -262,3 +262,150 @@ pub fn event_with_id(message: &async_nats::Message) -> (Value, String) {
         .unwrap_or_default();
     (serde_json::from_slice(&message.payload).unwrap(), id)
 }
+
+impl Oxbase {
+    /// `oxbase <command>` (`api`, `all`) on the embedded store in `dir`,
+    /// as [`Oxbase::start`] does for `api`; waits for /ready.
+    pub async fn start_command(
+        command: &str,
+        dir: &Path,
+        nats_url: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_oxbase"))
+            .arg(command)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--master-key",
+                "mk",
+                "--app-id",
+                "app",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("OXBASE_HOST", "127.0.0.1")
+            .env("OXBASE_ALLOW_CLIENT_CLASS_CREATION", "true")
+            .env("OXBASE_NATS_URL", nats_url)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child: std::sync::Mutex::new(child),
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// A REST call with the master key; panics unless it succeeds.
+    pub async fn master_call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let mut request = self
+            .request(method, path)
+            .header("X-Parse-Master-Key", "mk");
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert!(status.is_success(), "{path}: {status}: {body}");
+        body
+    }
+}
+
+/// A separate `oxbase triggers` process, killed (SIGKILL) when dropped.
+pub struct TriggersProcess {
+    child: std::sync::Mutex<Child>,
+    pub base: String,
+}
+
+impl TriggersProcess {
+    /// Starts `oxbase triggers` against `nats_url` and waits for /ready.
+    pub async fn start(nats_url: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_oxbase"))
+            .args(["triggers", "--port", &port.to_string()])
+            .env("OXBASE_HOST", "127.0.0.1")
+            .env("OXBASE_NATS_URL", nats_url)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = Self {
+            child: std::sync::Mutex::new(child),
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = client.get(format!("{}/ready", process.base)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return process;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "oxbase triggers never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the process the way a crash would (SIGKILL).
+    pub fn kill(&self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Stops it the way an operator does (SIGTERM) and returns how it
+    /// exited.
+    pub fn terminate(&self) -> std::process::ExitStatus {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().unwrap()
+    }
+
+    /// A counter from its /metrics.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+}
+
+impl Drop for TriggersProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `oxbase triggers replay <args>` and returns what it printed.
+pub fn replay_dead_letters(nats_url: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_oxbase"))
+        .args(["triggers", "replay"])
+        .args(args)
+        .env("OXBASE_NATS_URL", nats_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
