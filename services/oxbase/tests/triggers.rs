@@ -196,9 +196,20 @@ fn assert_well_formed_and_in_order(hits: &[Hit]) {
         let n = hit.body["object"]["n"].as_i64().unwrap();
         let id = hit.object_id().to_owned();
         if let Some((previous, previous_key)) = latest.get(&id) {
+            let history: Vec<_> = hits
+                .iter()
+                .filter(|h| h.object_id() == id)
+                .map(|h| {
+                    (
+                        &h.body["object"]["n"],
+                        h.header("Idempotency-Key"),
+                        h.succeeded,
+                    )
+                })
+                .collect();
             assert!(
                 n > *previous || (n == *previous && previous_key == key),
-                "object {id}: n = {n} (event {key}) arrived after n = {previous} (event {previous_key})"
+                "object {id}: n = {n} (event {key}) arrived after n = {previous} (event {previous_key}); all its requests: {history:?}"
             );
         }
         latest.insert(id, (n, key.to_owned()));
@@ -426,7 +437,7 @@ async fn a_webhook_that_always_fails_ends_in_the_dead_letters_and_is_replayed() 
 async fn kill_9_of_the_triggers_service_mid_run_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(free_port(), &dir.path().join("nats"));
-    let server = Oxbase::start(&dir.path().join("api"), &nats.url(), &[]).await;
+    let server = Arc::new(Oxbase::start(&dir.path().join("api"), &nats.url(), &[]).await);
     let first = TriggersProcess::start(&nats.url(), FAST).await;
     // From the 300th request on, the webhook holds its answers, so the
     // process is killed with deliveries in flight.
@@ -444,8 +455,12 @@ async fn kill_9_of_the_triggers_service_mid_run_loses_nothing() {
     .await;
     register_after_save(&server, &webhook.url()).await;
 
-    // 100 objects, each created and updated 9 times: 1,000 afterSaves.
-    write(&server, 100, 9).await;
+    // 100 objects, each created and updated 9 times: 1,000 afterSaves,
+    // still being written (and routed) when the process is killed.
+    let writer = {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move { write(&server, 100, 9).await })
+    };
     webhook
         .wait_for("300 deliveries", Duration::from_secs(30), |hits| {
             hits.len() >= 300
@@ -456,8 +471,10 @@ async fn kill_9_of_the_triggers_service_mid_run_loses_nothing() {
     assert!(at_kill < 1000, "the kill came after every delivery");
     holding.store(false, Ordering::SeqCst);
     let _second = TriggersProcess::start(&nats.url(), FAST).await;
+    writer.await.unwrap();
 
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    eventually_messages(&js, "OXBASE_EVENTS", 1000, Duration::from_secs(30)).await;
     let events = event_ids(&js).await;
     assert_eq!(events.len(), 1000);
     webhook
@@ -523,19 +540,25 @@ async fn two_triggers_processes_share_the_work_in_order_per_object() {
     );
     assert!(delivered_a + delivered_b >= 500);
 
-    // SIGTERM stops a process cleanly; the other carries on alone.
+    // One process stops cleanly (SIGTERM), a third starts, the second
+    // dies (SIGKILL): the third, alone, routes and delivers what comes
+    // next, whichever process had been routing.
     assert!(a.terminate().success());
+    let c = TriggersProcess::start(&nats.url(), FAST).await;
+    b.kill();
     let created = server
         .call(reqwest::Method::POST, "classes/Item", json!({"n": 100}))
         .await;
     let id = created["objectId"].as_str().unwrap().to_owned();
     webhook
         .wait_for(
-            "the delivery after the stop",
-            Duration::from_secs(30),
-            |hits| hits.iter().any(|h| h.object_id() == id),
+            "the delivery after the stops",
+            Duration::from_secs(40),
+            |hits| hits.iter().any(|h| h.object_id() == id && h.succeeded),
         )
         .await;
+    assert_eq!(c.metric("oxbase_triggers_routed_total").await, 1);
+    assert_eq!(c.metric("oxbase_triggers_delivered_total").await, 1);
 }
 
 #[tokio::test]

@@ -1,6 +1,14 @@
 //! The router: events with an after-hook go to the deliveries stream, in
 //! the events stream's order.
+//!
+//! JetStream hands a consumer's messages out in order, but not its
+//! redeliveries: when a router dies holding events it had not acked,
+//! whoever routes next can be handed newer events before those come back.
+//! So the router routes strictly by stream sequence: it holds what arrives
+//! ahead of a gap until the gap is filled (by a redelivery) or is shown to
+//! hold nothing pending (already routed, or removed from the stream).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,33 +20,51 @@ use futures_util::stream::ReadyChunks;
 use oxbase_hooks::HookRegistry;
 use oxbase_kit::Shutdown;
 use oxbase_proto::TriggerName;
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::{Backoff, EventHead, Settings, TriggersError};
 
 /// The router's durable consumer on the events stream.
 pub const ROUTER_CONSUMER: &str = "oxbase-triggers-router";
-/// The priority group the routers share; JetStream pins it to one client.
+/// The priority group the routers share; JetStream pins it to one client,
+/// so one router works at a time and the others stand by.
 const PIN_GROUP: &str = "router";
 /// Most events routed in one round.
 const BATCH: usize = 256;
 /// Events handed to a router that neither acks them nor signals progress
 /// within this long are handed out again.
 const ACK_WAIT: Duration = Duration::from_secs(5);
-/// How long the pin stays with a router that stopped pulling. Longer than
-/// [`ACK_WAIT`], so that by the time another router takes over, every event
-/// the old one held is waiting for redelivery, and JetStream redelivers
-/// before it delivers anything newer: the order per object holds across a
-/// takeover.
+/// How long the pin stays with a router that stopped pulling.
 const PIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// While events wait behind a gap: how often the consumer's state is
+/// checked, and how often the waiting events are kept from redelivery.
+const GAP_CHECK: Duration = Duration::from_millis(250);
+const KEEP_ALIVE: Duration = Duration::from_millis(1500);
 
 /// What one round of routing did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Routed {
-    /// Events read: `routed` had an after-hook, `skipped` had none.
-    Batch { routed: usize, skipped: usize },
-    /// Shutdown came before any event.
+    /// Events routed in order: `routed` had an after-hook, `skipped` had
+    /// none; `waiting` arrived ahead of an event still missing.
+    Batch {
+        routed: usize,
+        skipped: usize,
+        waiting: usize,
+    },
+    /// Shutdown came first.
     Stopped,
+}
+
+/// The consumer being read, and the events read ahead of a gap.
+struct Reading {
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    messages: ReadyChunks<pull::Stream>,
+    /// The stream sequence of the next event to route.
+    next: u64,
+    ahead: BTreeMap<u64, jetstream::Message>,
+    last_gap_check: Option<Instant>,
+    last_keep_alive: Instant,
 }
 
 pub struct EventRouter {
@@ -46,7 +72,7 @@ pub struct EventRouter {
     registry: Arc<HookRegistry>,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
-    messages: Option<ReadyChunks<pull::Stream>>,
+    reading: Option<Reading>,
 }
 
 impl EventRouter {
@@ -61,7 +87,7 @@ impl EventRouter {
             registry,
             settings,
             metrics,
-            messages: None,
+            reading: None,
         }
     }
 
@@ -74,15 +100,7 @@ impl EventRouter {
                 Ok(Routed::Batch { .. }) => backoff.reset(),
                 Err(err) => {
                     tracing::warn!(%err, "the event router stopped; starting over");
-                    // Events this router was handed but never saw (on the
-                    // wire, in the client's buffer) are only redelivered
-                    // after their ack wait. Pulling again sooner would get
-                    // newer events ahead of them.
-                    let pause = tokio::select! {
-                        () = tokio::time::sleep(ACK_WAIT + Duration::from_secs(1)) => true,
-                        () = shutdown.wait() => false,
-                    };
-                    if !pause || !backoff.wait(&shutdown).await {
+                    if !backoff.wait(&shutdown).await {
                         return;
                     }
                 }
@@ -91,22 +109,21 @@ impl EventRouter {
     }
 
     /// Creates the router's consumer (if no router has yet) and starts
-    /// pulling. Events published from then on are routed; the step opens
-    /// it when this was not called.
+    /// pulling. Events published from then on are routed; the step
+    /// connects when this was not called.
     pub async fn connect(&mut self) -> Result<(), TriggersError> {
-        if self.messages.is_none() {
-            self.messages = Some(self.open().await?);
+        if self.reading.is_none() {
+            self.reading = Some(self.open().await?);
         }
         Ok(())
     }
 
-    async fn open(&self) -> Result<ReadyChunks<pull::Stream>, TriggersError> {
-        let nats = |e: &dyn std::fmt::Display| TriggersError::Nats(e.to_string());
+    async fn open(&self) -> Result<Reading, TriggersError> {
         let stream = self
             .jetstream
             .get_stream(&self.settings.events.name)
             .await
-            .map_err(|e| nats(&e))?;
+            .map_err(nats)?;
         let consumer = stream
             .create_consumer(pull::Config {
                 durable_name: Some(ROUTER_CONSUMER.into()),
@@ -124,7 +141,8 @@ impl EventRouter {
                 ..Default::default()
             })
             .await
-            .map_err(|e| nats(&e))?;
+            .map_err(nats)?;
+        let next = consumer.cached_info().ack_floor.stream_sequence + 1;
         let messages = consumer
             .stream()
             .group(PIN_GROUP)
@@ -133,40 +151,72 @@ impl EventRouter {
             .heartbeat(Duration::from_secs(1))
             .messages()
             .await
-            .map_err(|e| nats(&e))?;
-        Ok(messages.ready_chunks(BATCH))
+            .map_err(nats)?;
+        Ok(Reading {
+            consumer,
+            messages: messages.ready_chunks(BATCH),
+            next,
+            ahead: BTreeMap::new(),
+            last_gap_check: None,
+            last_keep_alive: Instant::now(),
+        })
     }
 
-    /// The step: routes the events that are ready (at least one, waiting
-    /// for it), and acks them once the deliveries stream has them all.
+    /// The step: reads the events that are ready (waiting for at least
+    /// one), and routes those that are next in the stream; the deliveries
+    /// stream has every one before any is acked.
     pub async fn process_one(&mut self, shutdown: &Shutdown) -> Result<Routed, TriggersError> {
         self.connect().await?;
-        let messages = self.messages.as_mut().expect("connected above");
-        let batch = tokio::select! {
-            batch = messages.next() => batch,
+        let reading = self.reading.as_mut().expect("connected above");
+        let waiting = !reading.ahead.is_empty();
+        let chunk = tokio::select! {
+            chunk = reading.messages.next() => Some(chunk),
+            () = tokio::time::sleep(GAP_CHECK), if waiting => None,
             () = shutdown.wait() => return Ok(Routed::Stopped),
         };
-        let Some(batch) = batch else {
-            self.messages = None;
-            return Err(TriggersError::Nats("the event consumer ended".into()));
-        };
-        let mut events = Vec::with_capacity(batch.len());
         let mut failure = None;
-        for message in batch {
-            match message {
-                Ok(message) => events.push(message),
-                Err(err) => {
-                    failure = Some(err);
-                    break;
+        match chunk {
+            Some(Some(chunk)) => {
+                for message in chunk {
+                    match message {
+                        Ok(message) => reading.take(message).await,
+                        Err(err) => {
+                            failure = Some(err.to_string());
+                            break;
+                        }
+                    }
                 }
             }
+            Some(None) => failure = Some("the event consumer ended".into()),
+            None => {}
         }
-        let routed = self.route(&events, shutdown).await;
-        if let Some(err) = failure {
-            self.messages = None;
-            return Err(TriggersError::Nats(err.to_string()));
+        if reading.gap() {
+            reading.check_gap().await?;
         }
-        routed
+        let ready = reading.in_order();
+        if !reading.ahead.is_empty() && reading.last_keep_alive.elapsed() >= KEEP_ALIVE {
+            reading.last_keep_alive = Instant::now();
+            for message in reading.ahead.values() {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+        let waiting = reading.ahead.len();
+        let routed = self.route(&ready, shutdown).await;
+        if let Some(reason) = failure {
+            // What was read ahead comes back once its ack wait is over.
+            self.reading = None;
+            return Err(TriggersError::Nats(reason));
+        }
+        routed.map(|routed| match routed {
+            Routed::Batch {
+                routed, skipped, ..
+            } => Routed::Batch {
+                routed,
+                skipped,
+                waiting,
+            },
+            Routed::Stopped => Routed::Stopped,
+        })
     }
 
     /// Publishes the events with hooks, retrying until the deliveries
@@ -206,7 +256,7 @@ impl EventRouter {
                 let _ = event.ack_with(AckKind::Progress).await;
             }
             if !backoff.wait(shutdown).await {
-                // Not acked: redelivered to whichever router holds the pin.
+                // Not acked: redelivered to whichever router works next.
                 return Ok(Routed::Stopped);
             }
         }
@@ -219,6 +269,7 @@ impl EventRouter {
         Ok(Routed::Batch {
             routed: routes.len(),
             skipped,
+            waiting: 0,
         })
     }
 
@@ -228,7 +279,6 @@ impl EventRouter {
         &self,
         routes: &[(String, String, &jetstream::Message)],
     ) -> Result<(), TriggersError> {
-        let nats = |e: &dyn std::fmt::Display| TriggersError::Nats(e.to_string());
         let mut acks = Vec::with_capacity(routes.len());
         for (subject, id, event) in routes {
             let publish = PublishMessage::build()
@@ -238,12 +288,82 @@ impl EventRouter {
                 .jetstream
                 .send_publish(subject.clone(), publish)
                 .await
-                .map_err(|e| nats(&e))?;
+                .map_err(nats)?;
             acks.push(ack);
         }
         for ack in acks {
-            ack.await.map_err(|e| nats(&e))?;
+            ack.await.map_err(nats)?;
         }
         Ok(())
     }
+}
+
+impl Reading {
+    /// Keeps an event for routing in order; one already routed (handed out
+    /// again after its ack was lost) is only acked.
+    async fn take(&mut self, message: jetstream::Message) {
+        let Ok(sequence) = message.info().map(|i| i.stream_sequence) else {
+            return;
+        };
+        if sequence < self.next {
+            let _ = message.ack().await;
+        } else {
+            self.ahead.insert(sequence, message);
+        }
+    }
+
+    /// Whether the first event held is not the next one.
+    fn gap(&self) -> bool {
+        self.ahead
+            .first_key_value()
+            .is_some_and(|(sequence, _)| *sequence != self.next)
+    }
+
+    /// Asks the consumer what the gap holds. Everything up to its ack floor
+    /// is routed. If nothing is pending but what this router holds, the
+    /// rest of the gap was routed (acked out of order) or removed from the
+    /// stream; otherwise an event in it is out with a router that died (or
+    /// still on its way here) and will be handed out again.
+    async fn check_gap(&mut self) -> Result<(), TriggersError> {
+        if self
+            .last_gap_check
+            .is_some_and(|at| at.elapsed() < GAP_CHECK)
+        {
+            return Ok(());
+        }
+        self.last_gap_check = Some(Instant::now());
+        let info = self.consumer.get_info().await.map_err(nats)?;
+        self.next = self.next.max(info.ack_floor.stream_sequence + 1);
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() >= self.next {
+                break;
+            }
+            let _ = entry.remove().ack().await;
+        }
+        if self.gap() && info.num_ack_pending <= self.ahead.len() {
+            self.next = *self.ahead.keys().next().expect("a gap has a first event");
+        }
+        Ok(())
+    }
+
+    /// Takes the events that follow on from what was routed, without gaps.
+    fn in_order(&mut self) -> Vec<jetstream::Message> {
+        let mut ready = Vec::new();
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() != self.next {
+                break;
+            }
+            self.next += 1;
+            ready.push(entry.remove());
+        }
+        if !ready.is_empty() {
+            // A new gap may be checked at once.
+            self.last_gap_check = None;
+        }
+        ready
+    }
+}
+
+fn nats(err: impl std::fmt::Display) -> TriggersError {
+    TriggersError::Nats(err.to_string())
 }

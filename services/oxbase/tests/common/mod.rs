@@ -328,12 +328,20 @@ impl TriggersProcess {
     /// Starts `oxbase triggers` against `nats_url` and waits for /ready.
     pub async fn start(nats_url: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
+        // OXBASE_TEST_LOG_DIR keeps each process's log, for debugging.
+        let log = match std::env::var_os("OXBASE_TEST_LOG_DIR") {
+            Some(dir) => Stdio::from(
+                std::fs::File::create(Path::new(&dir).join(format!("triggers-{port}.log")))
+                    .unwrap(),
+            ),
+            None => Stdio::null(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_oxbase"))
             .args(["triggers", "--port", &port.to_string()])
             .env("OXBASE_HOST", "127.0.0.1")
             .env("OXBASE_NATS_URL", nats_url)
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
