@@ -133,7 +133,7 @@ impl Deliverer {
             if attempts == self.settings.max_attempts {
                 break;
             }
-            let delay = self.retry_delay(attempts);
+            let delay = retry_delay(&self.settings, attempts);
             let waited = tokio::select! {
                 () = with_progress(message, keep, tokio::time::sleep(delay)) => true,
                 () = shutdown.wait() => false,
@@ -282,23 +282,22 @@ impl Deliverer {
         Ok(value.and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    /// The wait before retry `attempt + 1`: doubling from `retry_initial`
-    /// up to `retry_max`, less a random part of up to half, so that
-    /// deliveries failing together do not retry together.
-    fn retry_delay(&self, attempt: u32) -> Duration {
-        let base = self
-            .settings
-            .retry_initial
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-            .min(self.settings.retry_max);
-        let half = base.as_millis() as u64 / 2;
-        let jitter = rand::rng().random_range(0..=half);
-        base.saturating_sub(Duration::from_millis(jitter))
-    }
-
     fn progress_interval(&self) -> Duration {
         self.settings.delivery_ack_wait() / 4
     }
+}
+
+/// The wait before retry `attempt + 1`: doubling from `retry_initial` up
+/// to `retry_max`, less a random part of up to half, so that deliveries
+/// failing together do not retry together.
+fn retry_delay(settings: &Settings, attempt: u32) -> Duration {
+    let base = settings
+        .retry_initial
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+        .min(settings.retry_max);
+    let half = base.as_millis() as u64 / 2;
+    let jitter = rand::rng().random_range(0..=half);
+    base.saturating_sub(Duration::from_millis(jitter))
 }
 
 /// One delivery's request, built once for every attempt.
@@ -485,6 +484,25 @@ impl DeliveryWorker {
 mod tests {
     use super::*;
     use oxbase_proto::{EventKind, ObjectEvent, RequestContext};
+
+    #[test]
+    fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {
+        let settings = Settings {
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_millis(1000),
+            ..Settings::default()
+        };
+        for _ in 0..50 {
+            let delays: Vec<u128> = (1..=6)
+                .map(|attempt| retry_delay(&settings, attempt).as_millis())
+                .collect();
+            let bases = [100, 200, 400, 800, 1000, 1000];
+            for (delay, base) in delays.iter().zip(bases) {
+                assert!(*delay <= base && *delay >= base / 2, "{delays:?}");
+            }
+        }
+        assert!(retry_delay(&settings, 40).as_millis() <= 1000);
+    }
 
     #[test]
     fn the_request_is_parse_s_webhook_body_with_the_event_id() {
