@@ -216,6 +216,9 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     };
     let relay = start_relay(&config, client.as_ref(), &store, &readiness, &shutdown)?;
     let hooks = start_hooks(&config, client.as_ref(), &readiness, &shutdown)?;
+    if let (Some(client), Some(_)) = (&client, &relay) {
+        prepare_triggers(&config, client, &readiness, &shutdown);
+    }
     let triggers = match (&hooks, services) {
         (Some(hooks), Services::All) => Some(oxbase_triggers::TriggersService::new(
             &config,
@@ -349,6 +352,48 @@ fn start_relay(
     );
     tokio::spawn(relay.run(readiness.clone(), shutdown.clone()));
     Ok(Some(signals))
+}
+
+/// Has the triggers service's streams and its router's consumer created,
+/// when events and triggers are on: the router starts with the events
+/// published after its consumer exists, so with this every event written
+/// once `/ready` answers has its after-hooks delivered, even if no triggers
+/// process has run yet.
+fn prepare_triggers(
+    config: &Config,
+    client: &async_nats::Client,
+    readiness: &Readiness,
+    shutdown: &Shutdown,
+) {
+    if !config.triggers.enabled {
+        return;
+    }
+    readiness.register("router");
+    let config = config.clone();
+    let client = client.clone();
+    let readiness = readiness.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match oxbase_triggers::prepare(&config, client.clone()).await {
+                Ok(()) => {
+                    readiness.set("router", true);
+                    return;
+                }
+                Err(err @ oxbase_triggers::TriggersError::StreamMismatch { .. }) => {
+                    tracing::error!(%err, "cannot set up after-hook deliveries");
+                    return;
+                }
+                Err(err) => tracing::debug!(%err, "cannot set up after-hook deliveries yet"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.wait() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
 }
 
 /// Keeps the hook registry in sync over `client`, when triggers are on.

@@ -346,6 +346,21 @@ impl TriggersService {
     }
 }
 
+/// Sets up the streams and the router's consumer, which a triggers process
+/// otherwise does when it starts. The router's consumer starts with the
+/// events published after it was created, so an API process calls this at
+/// start: every event it writes afterwards has its after-hooks delivered,
+/// even if no triggers process has run yet.
+pub async fn prepare(config: &Config, client: async_nats::Client) -> Result<(), TriggersError> {
+    let settings = Settings::from_config(config)?;
+    let jetstream = jetstream::new(client);
+    streams::events_stream(&jetstream, &settings.events).await?;
+    streams::ensure(&jetstream, dead_letters_stream(&settings)).await?;
+    streams::ensure(&jetstream, deliveries_stream(&settings)).await?;
+    router::router_consumer(&jetstream, &settings).await?;
+    Ok(())
+}
+
 /// Runs the triggers service until `shutdown`: see [`TriggersService`].
 pub async fn run(
     config: &Config,

@@ -65,6 +65,9 @@ struct Reading {
     ahead: BTreeMap<u64, jetstream::Message>,
     last_gap_check: Option<Instant>,
     last_keep_alive: Instant,
+    /// Whether JetStream has handed this router anything, which it only
+    /// does to the router it pinned.
+    pinned: bool,
 }
 
 pub struct EventRouter {
@@ -96,7 +99,10 @@ impl EventRouter {
         let mut backoff = Backoff::new();
         loop {
             match self.process_one(&shutdown).await {
-                Ok(Routed::Stopped) => return,
+                Ok(Routed::Stopped) => {
+                    self.release().await;
+                    return;
+                }
                 Ok(Routed::Batch { .. }) => backoff.reset(),
                 Err(err) => {
                     tracing::warn!(%err, "the event router stopped; starting over");
@@ -104,6 +110,41 @@ impl EventRouter {
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// Stops pulling and hands the work over at once: what was read ahead
+    /// goes back for redelivery, and the pin is released, so a standby
+    /// router need not wait out the pin timeout.
+    async fn release(&mut self) {
+        let Some(reading) = self.reading.take() else {
+            return;
+        };
+        let Reading {
+            consumer,
+            messages,
+            ahead,
+            pinned,
+            ..
+        } = reading;
+        drop(messages);
+        for message in ahead.values() {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
+        if pinned {
+            let stream = consumer.cached_info().stream_name.clone();
+            let unpinned = async {
+                self.jetstream
+                    .get_stream(stream)
+                    .await
+                    .map_err(nats)?
+                    .unpin_consumer(ROUTER_CONSUMER, PIN_GROUP)
+                    .await
+                    .map_err(nats)
+            };
+            if let Err(err) = unpinned.await {
+                tracing::debug!(%err, "cannot release the router's pin");
             }
         }
     }
@@ -119,29 +160,7 @@ impl EventRouter {
     }
 
     async fn open(&self) -> Result<Reading, TriggersError> {
-        let stream = self
-            .jetstream
-            .get_stream(&self.settings.events.name)
-            .await
-            .map_err(nats)?;
-        let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some(ROUTER_CONSUMER.into()),
-                description: Some("oxbase triggers: events with after-hooks to deliveries".into()),
-                // Events from before the first triggers process are not
-                // after-hooks of anything anyone registered.
-                deliver_policy: DeliverPolicy::New,
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
-                max_ack_pending: (BATCH * 4) as i64,
-                priority_policy: PriorityPolicy::PinnedClient,
-                priority_groups: vec![PIN_GROUP.into()],
-                priority_timeout: PIN_TIMEOUT,
-                num_replicas: self.settings.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(nats)?;
+        let consumer = router_consumer(&self.jetstream, &self.settings).await?;
         let next = consumer.cached_info().ack_floor.stream_sequence + 1;
         let messages = consumer
             .stream()
@@ -159,6 +178,7 @@ impl EventRouter {
             ahead: BTreeMap::new(),
             last_gap_check: None,
             last_keep_alive: Instant::now(),
+            pinned: false,
         })
     }
 
@@ -305,6 +325,7 @@ impl Reading {
         let Ok(sequence) = message.info().map(|i| i.stream_sequence) else {
             return;
         };
+        self.pinned = true;
         if sequence < self.next {
             let _ = message.ack().await;
         } else {
@@ -362,6 +383,36 @@ impl Reading {
         }
         ready
     }
+}
+
+/// Creates the router's consumer on the events stream, or brings it to
+/// this version's settings.
+pub(crate) async fn router_consumer(
+    jetstream: &jetstream::Context,
+    settings: &Settings,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, TriggersError> {
+    let stream = jetstream
+        .get_stream(&settings.events.name)
+        .await
+        .map_err(nats)?;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(ROUTER_CONSUMER.into()),
+            description: Some("oxbase triggers: events with after-hooks to deliveries".into()),
+            // Events from before the consumer existed were written when no
+            // after-hook was meant to run for them.
+            deliver_policy: DeliverPolicy::New,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: (BATCH * 4) as i64,
+            priority_policy: PriorityPolicy::PinnedClient,
+            priority_groups: vec![PIN_GROUP.into()],
+            priority_timeout: PIN_TIMEOUT,
+            num_replicas: settings.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(nats)
 }
 
 fn nats(err: impl std::fmt::Display) -> TriggersError {
