@@ -49,7 +49,10 @@ async fn killing_a_nats_node_loses_no_event() {
     let server = Oxbase::start(
         dir.path(),
         &urls(&client_ports),
-        &[("OXBASE_EVENTS__STREAM__REPLICAS", "3")],
+        &[
+            ("OXBASE_EVENTS__STREAM__REPLICAS", "3"),
+            ("OXBASE_TRIGGERS__REPLICAS", "3"),
+        ],
     )
     .await;
     let js = connect(&client_ports).await;
