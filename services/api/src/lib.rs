@@ -113,22 +113,35 @@ impl App {
         }))
     }
 
-    /// The axum router: the Parse API under the mount path, plus `/health`
-    /// and `/ready`.
-    pub fn router(self: &Arc<Self>, readiness: Readiness) -> axum::Router {
+    /// The axum router: the Parse API under the mount path, plus `/health`,
+    /// `/ready` and `/metrics` (with `more_metrics` appended, for services
+    /// sharing the process).
+    pub fn router(
+        self: &Arc<Self>,
+        readiness: Readiness,
+        more_metrics: Option<MetricsSource>,
+    ) -> axum::Router {
         let relay = self.db.relay().cloned();
         oxbase_kit::health::router(readiness)
             .route(
                 "/metrics",
-                axum::routing::get(move || async move { metrics(relay.as_deref()) }),
+                axum::routing::get(move || async move {
+                    metrics(relay.as_deref(), more_metrics.as_deref())
+                }),
             )
             .merge(server::router(self.clone()))
     }
 }
 
+/// Prometheus text from another service in the same process.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Prometheus text: the outbox backlog, when events are on.
-fn metrics(relay: Option<&RelaySignals>) -> String {
-    let mut out = String::new();
+fn metrics(
+    relay: Option<&RelaySignals>,
+    more: Option<&(dyn Fn() -> String + Send + Sync)>,
+) -> String {
+    let mut out = more.map(|more| more()).unwrap_or_default();
     if let Some(relay) = relay {
         let backlog = relay.backlog.load(std::sync::atomic::Ordering::Relaxed);
         out.push_str("# HELP oxbase_outbox_backlog Events written but not yet published.\n");
@@ -163,9 +176,10 @@ pub async fn serve(
     app: Arc<App>,
     readiness: Readiness,
     shutdown: Shutdown,
+    more_metrics: Option<MetricsSource>,
 ) -> Result<(), StartError> {
     readiness.register("api");
-    let router = app.router(readiness.clone());
+    let router = app.router(readiness.clone(), more_metrics);
     readiness.set("api", true);
     axum::serve(
         listener,

@@ -227,6 +227,10 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
+    let more_metrics = triggers.as_ref().map(|service| {
+        let metrics = service.metrics();
+        Arc::new(move || metrics.render()) as oxbase_api::MetricsSource
+    });
     let app = oxbase_api::App::new(&config, Arc::clone(&store), relay, hooks).await?;
     let listener = oxbase_api::bind(&config).await?;
     tracing::info!(
@@ -236,7 +240,14 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         "serving the Parse API"
     );
     let api = async {
-        let served = oxbase_api::serve(listener, app, readiness.clone(), shutdown.clone()).await;
+        let served = oxbase_api::serve(
+            listener,
+            app,
+            readiness.clone(),
+            shutdown.clone(),
+            more_metrics,
+        )
+        .await;
         shutdown.trigger();
         served.map_err(anyhow::Error::from)
     };

@@ -116,6 +116,7 @@ impl TestServer {
             Arc::clone(&app),
             Readiness::new(),
             shutdown.clone(),
+            None,
         ));
         Self {
             base: format!("http://{addr}{}", config.mount_path),
