@@ -9,34 +9,34 @@ use serde_json::{Value, json};
 
 use common::{Nats, Oxbase, free_port};
 
-/// A REST call with the master key: (status, body).
-async fn master(server: &Oxbase, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-    let response = server
+/// A REST call, with the master key or as a client: (status, body).
+async fn rest(
+    server: &Oxbase,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+    master: bool,
+) -> (u16, Value) {
+    let mut request = server
         .request(method, path)
-        .header("X-Parse-Master-Key", "mk");
-    let response = if body.is_null() {
-        response
-    } else {
-        response.json(&body)
-    };
-    let response = response.send().await.unwrap();
+        .header("X-Parse-Request-Id", "req-1");
+    if master {
+        request = request.header("X-Parse-Master-Key", "mk");
+    }
+    if !body.is_null() {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
 
-/// A REST call as a client: (status, body).
+async fn master(server: &Oxbase, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    rest(server, method, path, body, true).await
+}
+
 async fn client(server: &Oxbase, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-    let response = server
-        .request(method, path)
-        .header("X-Parse-Request-Id", "req-1");
-    let response = if body.is_null() {
-        response
-    } else {
-        response.json(&body)
-    };
-    let response = response.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    rest(server, method, path, body, false).await
 }
 
 /// Answers every request on `subject` with `answer(request body)`, once

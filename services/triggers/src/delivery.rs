@@ -15,7 +15,7 @@ use oxbase_kit::Shutdown;
 use oxbase_proto::hooks::{ATTEMPTS, IDEMPOTENCY_KEY, LAST_ERROR, REQUEST_ID};
 use oxbase_proto::{Caller, Event, HookEntry, HookReply, TriggerName, TriggerRequest};
 use rand::Rng;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::metrics::Metrics;
@@ -319,11 +319,14 @@ fn trigger_request(event: Event, trigger: TriggerName) -> TriggerRequest {
     };
     let context = data.context;
     let user = context.user_id.map(|id| {
-        let pointer = json!({"__type": "Pointer", "className": "_User", "objectId": id});
-        match pointer {
-            Value::Object(map) => map,
-            _ => unreachable!("a JSON object literal"),
-        }
+        [
+            ("__type", "Pointer"),
+            ("className", "_User"),
+            ("objectId", id.as_str()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), Value::from(value)))
+        .collect()
     });
     TriggerRequest {
         trigger_name: trigger,
@@ -484,6 +487,7 @@ impl DeliveryWorker {
 mod tests {
     use super::*;
     use oxbase_proto::{EventKind, ObjectEvent, RequestContext};
+    use serde_json::json;
 
     #[test]
     fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {

@@ -117,11 +117,15 @@ impl Oxbase {
         server
     }
 
-    /// Starts the process without waiting for it to be ready.
+    /// Starts `oxbase api` without waiting for it to be ready.
     pub fn spawn(dir: &Path, nats_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_command("api", dir, nats_url, env)
+    }
+
+    fn spawn_command(command: &str, dir: &Path, nats_url: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_oxbase"))
-            .arg("api")
+            .arg(command)
             .args([
                 "--port",
                 &port.to_string(),
@@ -272,32 +276,7 @@ impl Oxbase {
         nats_url: &str,
         env: &[(&str, &str)],
     ) -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_oxbase"))
-            .arg(command)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--master-key",
-                "mk",
-                "--app-id",
-                "app",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("OXBASE_HOST", "127.0.0.1")
-            .env("OXBASE_ALLOW_CLIENT_CLASS_CREATION", "true")
-            .env("OXBASE_NATS_URL", nats_url)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Self {
-            child: std::sync::Mutex::new(child),
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
-        };
+        let server = Self::spawn_command(command, dir, nats_url, env);
         server.wait_ready().await;
         server
     }
