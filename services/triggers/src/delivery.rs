@@ -106,7 +106,7 @@ impl Deliverer {
             body,
         };
         let keep = self.progress_interval();
-        let mut attempts = 0;
+        let mut attempts = earlier_attempts(message, self.settings.max_attempts);
         let mut last_error = String::new();
         while attempts < self.settings.max_attempts {
             attempts += 1;
@@ -285,6 +285,17 @@ impl Deliverer {
     fn progress_interval(&self) -> Duration {
         self.settings.delivery_ack_wait() / 4
     }
+}
+
+/// Attempts made before this delivery of the message: each earlier
+/// delivery (to a process that then died or stopped) made at least one.
+/// One attempt is always left, so a redelivered message is tried at least
+/// once more before it goes to the dead letters.
+fn earlier_attempts(message: &jetstream::Message, max_attempts: u32) -> u32 {
+    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+    u32::try_from(delivered.saturating_sub(1))
+        .unwrap_or(0)
+        .min(max_attempts.saturating_sub(1))
 }
 
 /// The wait before retry `attempt + 1`: doubling from `retry_initial` up
