@@ -8,6 +8,27 @@ use std::time::{Duration, Instant};
 
 use oxbase_store::{ClassSchema, SchemaView, Store, StoreResult};
 
+enum Change {
+    Install(ClassSchema),
+    Remove(String),
+}
+
+impl Change {
+    fn apply(&self, view: &SchemaView) -> SchemaView {
+        match self {
+            Change::Install(schema) => view.with(schema.clone()),
+            Change::Remove(class_name) => {
+                let rest: Vec<ClassSchema> = view
+                    .classes()
+                    .filter(|class| class.class_name != *class_name)
+                    .map(|class| (**class).clone())
+                    .collect();
+                SchemaView::new(rest)
+            }
+        }
+    }
+}
+
 /// Reloads caused by unknown names happen at most this often, so requests
 /// naming classes that do not exist cannot hammer the store.
 const MISS_RELOAD_INTERVAL: Duration = Duration::from_millis(50);
@@ -15,6 +36,10 @@ const MISS_RELOAD_INTERVAL: Duration = Duration::from_millis(50);
 pub struct SchemaCache {
     store: Arc<dyn Store>,
     view: RwLock<SchemaView>,
+    /// While a reload reads the store: the changes this process made
+    /// meanwhile, which the reload applies on top of what it read, so that
+    /// a read that started before a change cannot undo it.
+    during_reload: Mutex<Option<Vec<Change>>>,
     last_reload: Mutex<Instant>,
     /// One reload at a time; callers that waited reuse its result.
     reloading: tokio::sync::Mutex<()>,
@@ -26,6 +51,7 @@ impl SchemaCache {
         let cache = Arc::new(Self {
             store,
             view: RwLock::new(view),
+            during_reload: Mutex::new(None),
             last_reload: Mutex::new(Instant::now()),
             reloading: tokio::sync::Mutex::new(()),
         });
@@ -48,8 +74,23 @@ impl SchemaCache {
             return Ok(self.current());
         }
         let started = Instant::now();
-        let fresh = SchemaView::new(self.store.load_schemas().await?);
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        *self.during_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+        let loaded = self.store.load_schemas().await;
+        // Under the view's lock, as changes are made, so none falls between
+        // taking the log and replacing the view.
+        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        let changes = self
+            .during_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default();
+        let mut fresh = SchemaView::new(loaded?);
+        for change in &changes {
+            fresh = change.apply(&fresh);
+        }
+        *view = fresh.clone();
+        drop(view);
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = started;
         Ok(fresh)
     }
@@ -75,22 +116,25 @@ impl SchemaCache {
 
     /// Records a class's schema this process just changed.
     pub fn install(&self, schema: ClassSchema) {
-        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
-        *view = view.with(schema);
+        self.change(Change::Install(schema));
     }
 
     /// Forgets a class this process just deleted.
     pub fn remove(&self, class_name: &str) {
+        self.change(Change::Remove(class_name.to_owned()));
+    }
+
+    fn change(&self, change: Change) {
         let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
-        if view.get(class_name).is_none() {
-            return;
+        *view = change.apply(&view);
+        if let Some(log) = self
+            .during_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            log.push(change);
         }
-        let rest: Vec<ClassSchema> = view
-            .classes()
-            .filter(|class| class.class_name != class_name)
-            .map(|class| (**class).clone())
-            .collect();
-        *view = SchemaView::new(rest);
     }
 }
 
