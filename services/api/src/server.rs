@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
@@ -43,7 +43,25 @@ async fn handle(
     }
     let response = match app.handle_http(peer.ip(), request).await {
         Ok(reply) => reply_response(reply),
-        Err(err) => err.into_response(),
+        Err(err) => {
+            // Refused for its size, the body was left unread: the client
+            // must not send its next request on this connection.
+            let unread_body = matches!(
+                err,
+                ApiError::TooLarge
+                    | ApiError::Parse {
+                        code: crate::error::code::FILE_SAVE_ERROR,
+                        ..
+                    }
+            );
+            let mut response = err.into_response();
+            if unread_body {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
     };
     with_cors(response)
 }
