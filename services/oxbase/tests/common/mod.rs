@@ -206,19 +206,7 @@ impl Oxbase {
     }
 
     pub async fn backlog(&self) -> u64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("oxbase_outbox_backlog "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no backlog in {text}"))
+        metric(&self.base, "oxbase_outbox_backlog").await
     }
 
     /// Waits until the relay has published everything in the outbox. The
@@ -362,16 +350,7 @@ impl TriggersProcess {
 
     /// A counter from its /metrics.
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
+        metric(&self.base, name).await
     }
 }
 
@@ -395,4 +374,18 @@ pub fn replay_dead_letters(nats_url: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A value from the /metrics of the process at `base`.
+async fn metric(base: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
