@@ -77,13 +77,15 @@ impl std::fmt::Display for TriggerName {
 }
 
 /// One entry of the hook registry, in Parse's `/hooks` shape: a function
-/// (`functionName`) or a trigger (`className` and `triggerName`), served
+/// (`functionName`), a trigger (`className` and `triggerName`) or, as an
+/// oxbase extension, a background job's handler (`jobName`), served
 /// either by a webhook (`url`) or by a NATS handler (`nats: true`) on
 /// [`Subjects::function`](crate::Subjects::function) or
 /// [`Subjects::trigger`](crate::Subjects::trigger).
 ///
 /// The registry is the JetStream key-value bucket `<PREFIX>_HOOKS`, keyed
-/// `function.<functionName>` and `trigger.<className>.<triggerName>`, with
+/// `function.<functionName>`, `trigger.<className>.<triggerName>` and
+/// `job.<jobName>`, with
 /// this JSON as the value. A handler in any language may register itself by
 /// putting its entry there; `/hooks` does the same with the master key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -95,6 +97,8 @@ pub struct HookEntry {
     pub class_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger_name: Option<TriggerName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
     /// The webhook's URL (http or https).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -107,6 +111,11 @@ impl HookEntry {
     /// The registry key of a function.
     pub fn function_key(name: &str) -> String {
         format!("function.{name}")
+    }
+
+    /// The registry key of a job's handler.
+    pub fn job_key(name: &str) -> String {
+        format!("job.{name}")
     }
 
     /// The registry key of a trigger.

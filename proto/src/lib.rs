@@ -96,6 +96,7 @@
 
 mod event;
 pub mod hooks;
+pub mod jobs;
 mod stream;
 mod subjects;
 

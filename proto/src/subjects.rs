@@ -29,7 +29,13 @@ pub struct InvalidPrefix(pub String);
 /// - `<prefix>.dead.<className>.<triggerName>`: after-hooks that failed every
 ///   attempt.
 ///
-/// `<prefix>.jobs.>` is reserved for background jobs.
+/// Background jobs ([`crate::jobs`]):
+///
+/// - `<prefix>.jobs.submit`: submissions, as NATS requests;
+/// - `<prefix>.jobs.run.<queue>.<name>`: where NATS workers take runs;
+/// - `<prefix>.jobs.progress.<process>.<jobId>`: workers' progress reports;
+/// - `<prefix>.jobs.ready.<queue>.<priority>` and
+///   `<prefix>.jobs.delayed.<jobId>`: the jobs service's own queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {
     prefix: String,
@@ -111,6 +117,50 @@ impl Subjects {
 
     pub fn dead_letters_wildcard(&self) -> String {
         format!("{}.dead.>", self.prefix)
+    }
+
+    /// `<prefix>.jobs.submit`: where jobs are submitted over NATS.
+    pub fn jobs_submit(&self) -> String {
+        format!("{}.jobs.submit", self.prefix)
+    }
+
+    /// `<prefix>.jobs.run.<queue>.<name>`: where a NATS worker for the job
+    /// `name` of `queue` listens.
+    pub fn job_run(&self, queue: &str, name: &str) -> String {
+        format!("{}.jobs.run.{queue}.{name}", self.prefix)
+    }
+
+    /// `<prefix>.jobs.progress.<process>.<jobId>`: a run's progress reports,
+    /// to the jobs process running it.
+    pub fn job_progress(&self, process: &str, job_id: &str) -> String {
+        format!("{}.jobs.progress.{process}.{job_id}", self.prefix)
+    }
+
+    pub fn job_progress_wildcard(&self, process: &str) -> String {
+        format!("{}.jobs.progress.{process}.*", self.prefix)
+    }
+
+    /// `<prefix>.jobs.ready.<queue>.<priority>`: jobs ready to run.
+    pub fn job_ready(&self, queue: &str, priority: u8) -> String {
+        format!("{}.jobs.ready.{queue}.{priority}", self.prefix)
+    }
+
+    /// `<prefix>.jobs.ready.<queue>.*`.
+    pub fn job_ready_queue(&self, queue: &str) -> String {
+        format!("{}.jobs.ready.{queue}.*", self.prefix)
+    }
+
+    /// `<prefix>.jobs.delayed.<jobId>`: a job's wait for its time.
+    pub fn job_delayed(&self, job_id: &str) -> String {
+        format!("{}.jobs.delayed.{job_id}", self.prefix)
+    }
+
+    /// The subjects of the jobs stream.
+    pub fn jobs_stream_subjects(&self) -> Vec<String> {
+        vec![
+            format!("{}.jobs.ready.>", self.prefix),
+            format!("{}.jobs.delayed.>", self.prefix),
+        ]
     }
 }
 

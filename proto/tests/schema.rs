@@ -27,6 +27,26 @@ fn schemas() -> Vec<(&'static str, Schema)> {
             "hook-reply.schema.json",
             schema_for!(oxbase_proto::HookReply),
         ),
+        (
+            "job-spec.schema.json",
+            schema_for!(oxbase_proto::jobs::JobSpec),
+        ),
+        (
+            "job-record.schema.json",
+            schema_for!(oxbase_proto::jobs::JobRecord),
+        ),
+        (
+            "job-submitted.schema.json",
+            schema_for!(oxbase_proto::jobs::Submitted),
+        ),
+        (
+            "job-run.schema.json",
+            schema_for!(oxbase_proto::jobs::JobRun),
+        ),
+        (
+            "job-progress.schema.json",
+            schema_for!(oxbase_proto::jobs::JobProgress),
+        ),
     ]
 }
 

@@ -368,6 +368,13 @@ impl App {
             (&Method::GET, ["triggers"]) => Ok(Reply::ok(Value::Array(
                 registry.triggers().into_iter().map(to_body).collect(),
             ))),
+            (&Method::GET, ["jobs"]) => Ok(Reply::ok(Value::Array(
+                registry.jobs().into_iter().map(to_body).collect(),
+            ))),
+            (&Method::GET, ["jobs", name]) => registry
+                .job(name)
+                .map(|e| Reply::ok(to_body(e)))
+                .ok_or_else(|| no_job(name)),
             (&Method::GET, ["functions", name]) => registry
                 .function(name)
                 .map(|e| Reply::ok(to_body(e)))
@@ -376,7 +383,7 @@ impl App {
                 .and_then(|t| registry.trigger(class, t))
                 .map(|e| Reply::ok(to_body(e)))
                 .ok_or_else(|| no_trigger(class)),
-            (&Method::POST, ["functions" | "triggers"]) => {
+            (&Method::POST, ["functions" | "triggers" | "jobs"]) => {
                 let entry = hook_entry(&req.body, None)?;
                 let created = registry
                     .create(entry.clone())
@@ -390,6 +397,9 @@ impl App {
             (&Method::PUT, ["functions", name]) if deleting => {
                 delete_hook(registry, &HookEntry::function_key(name)).await
             }
+            (&Method::PUT, ["jobs", name]) if deleting => {
+                delete_hook(registry, &HookEntry::job_key(name)).await
+            }
             (&Method::PUT, ["triggers", class, trigger]) if deleting => {
                 match TriggerName::parse(trigger) {
                     Some(t) => delete_hook(registry, &HookEntry::trigger_key(class, t)).await,
@@ -399,6 +409,10 @@ impl App {
             (&Method::PUT, ["functions", name]) => {
                 let entry = hook_entry(&req.body, Some(HookName::Function(name)))?;
                 update_hook(registry, entry, || no_function(name)).await
+            }
+            (&Method::PUT, ["jobs", name]) => {
+                let entry = hook_entry(&req.body, Some(HookName::Job(name)))?;
+                update_hook(registry, entry, || no_job(name)).await
             }
             (&Method::PUT, ["triggers", class, trigger]) => {
                 let entry = hook_entry(&req.body, Some(HookName::Trigger(class, trigger)))?;
@@ -451,6 +465,7 @@ fn merge_returned(
 
 enum HookName<'a> {
     Function(&'a str),
+    Job(&'a str),
     Trigger(&'a str, &'a str),
 }
 
@@ -465,12 +480,18 @@ fn invalid_hook(detail: &str) -> ApiError {
 /// path.
 fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ApiResult<HookEntry> {
     let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
-    let (function_name, class_name, trigger_name) = match name {
-        Some(HookName::Function(name)) => (Some(name.to_owned()), None, None),
+    let (function_name, class_name, trigger_name, job_name) = match name {
+        Some(HookName::Function(name)) => (Some(name.to_owned()), None, None, None),
+        Some(HookName::Job(name)) => (None, None, None, Some(name.to_owned())),
         Some(HookName::Trigger(class, trigger)) => {
-            (None, Some(class.to_owned()), Some(trigger.to_owned()))
+            (None, Some(class.to_owned()), Some(trigger.to_owned()), None)
         }
-        None => (text("functionName"), text("className"), text("triggerName")),
+        None => (
+            text("functionName"),
+            text("className"),
+            text("triggerName"),
+            text("jobName"),
+        ),
     };
     let url = text("url");
     let nats = body.get("nats") == Some(&Value::Bool(true));
@@ -480,22 +501,39 @@ fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ApiResul
         (Some(_), true) => return Err(invalid_hook("give either url or nats, not both")),
         (None, false) => return Err(invalid_hook("a url (or nats: true) is required")),
     }
-    match (function_name, class_name, trigger_name) {
-        (Some(name), None, None) => {
-            if !oxbase_proto::valid_token(&name) {
-                return Err(invalid_hook(
-                    "a function name is 1 to 128 ASCII letters, digits, '_' or '-'",
-                ));
-            }
+    let name_ok = |name: &str| {
+        if oxbase_proto::valid_token(name) {
+            Ok(())
+        } else {
+            Err(invalid_hook(
+                "a function or job name is 1 to 128 ASCII letters, digits, '_' or '-'",
+            ))
+        }
+    };
+    match (function_name, class_name, trigger_name, job_name) {
+        (Some(name), None, None, None) => {
+            name_ok(&name)?;
             Ok(HookEntry {
                 function_name: Some(name),
                 class_name: None,
                 trigger_name: None,
+                job_name: None,
                 url,
                 nats,
             })
         }
-        (None, Some(class), Some(trigger)) => {
+        (None, None, None, Some(name)) => {
+            name_ok(&name)?;
+            Ok(HookEntry {
+                function_name: None,
+                class_name: None,
+                trigger_name: None,
+                job_name: Some(name),
+                url,
+                nats,
+            })
+        }
+        (None, Some(class), Some(trigger), None) => {
             if class != "_User" && class != "_Role" && class != "_Session" {
                 validate_class_name(&class).map_err(|_| invalid_hook("invalid className"))?;
             }
@@ -508,12 +546,13 @@ fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ApiResul
                 function_name: None,
                 class_name: Some(class),
                 trigger_name: Some(trigger),
+                job_name: None,
                 url,
                 nats,
             })
         }
         _ => Err(invalid_hook(
-            "give functionName, or className and triggerName",
+            "give functionName, jobName, or className and triggerName",
         )),
     }
 }
@@ -539,6 +578,13 @@ fn no_function(name: &str) -> ApiError {
     )
 }
 
+fn no_job(name: &str) -> ApiError {
+    ApiError::new(
+        code::WEBHOOK_ERROR,
+        format!("no job named: {name} is defined"),
+    )
+}
+
 fn no_trigger(class: &str) -> ApiError {
     ApiError::new(code::WEBHOOK_ERROR, format!("class {class} does not exist"))
 }
@@ -546,6 +592,10 @@ fn no_trigger(class: &str) -> ApiError {
 fn already_exists(entry: &HookEntry) -> ApiError {
     let message = match (&entry.function_name, &entry.class_name, entry.trigger_name) {
         (Some(name), _, _) => format!("function name: {name} already exists"),
+        _ if entry.job_name.is_some() => format!(
+            "job name: {} already exists",
+            entry.job_name.as_deref().unwrap_or_default()
+        ),
         (_, Some(class), Some(trigger)) => format!("class {class} already has trigger {trigger}"),
         _ => "the hook already exists".into(),
     };

@@ -9,6 +9,7 @@ mod error;
 mod files;
 mod global_config;
 mod hooks;
+mod jobs;
 mod query;
 mod relay;
 mod request;
@@ -31,6 +32,7 @@ pub use crate::auth::{Auth, KeyLevel, Keys, SessionUser};
 pub use crate::db::{Database, DatabaseSettings};
 pub use crate::error::{ApiError, ApiResult, code};
 pub use crate::hooks::Hooks;
+pub use crate::jobs::Jobs;
 pub use crate::relay::{OutboxRelay, RelayError, RelaySettings, RelaySignals, ensure_stream};
 
 /// The API's shared state.
@@ -48,6 +50,8 @@ pub struct App {
     files: files::Files,
     /// Cloud functions and triggers; `None` without NATS.
     hooks: Option<hooks::HookRunner>,
+    /// Background jobs; `None` when off or without NATS.
+    jobs: Option<jobs::Jobs>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +78,7 @@ impl App {
         store: Arc<dyn Store>,
         relay: Option<Arc<RelaySignals>>,
         hooks: Option<Hooks>,
+        jobs: Option<Jobs>,
     ) -> Result<Arc<Self>, StartError> {
         let events = relay.as_ref().map(|_| crate::db::EventSettings {
             source: config
@@ -110,6 +115,7 @@ impl App {
             session_length_secs: config.session_length_secs,
             files: files::Files::from_config(config),
             hooks: hooks.map(|hooks| hooks::HookRunner::new(config, hooks)),
+            jobs,
         }))
     }
 

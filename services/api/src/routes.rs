@@ -17,6 +17,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
     pub location: Option<String>,
+    /// Headers besides the usual ones, such as `X-Parse-Job-Status-Id`.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -25,6 +27,7 @@ impl Reply {
             status: StatusCode::OK,
             body,
             location: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -32,7 +35,6 @@ impl Reply {
 /// Parse Server routes oxbase does not serve yet; they answer with an error
 /// that says so rather than "no such route".
 const NOT_YET: &[&str] = &[
-    "jobs",
     "push",
     "installations",
     "aggregate",
@@ -172,6 +174,8 @@ impl App {
             (_, ["config"]) => self.config_route(auth, req).await,
             (_, ["schemas", ..]) => self.schemas_route(auth, req).await,
             (_, ["hooks", ..]) => self.hooks_route(auth, req).await,
+            (_, ["jobs", ..]) => self.jobs_route(auth, req).await,
+            (_, ["queues", ..]) => self.queues_route(auth, req).await,
             (&Method::GET | &Method::POST, ["functions", name]) => {
                 self.function_route(auth, req, name).await
             }
@@ -244,6 +248,7 @@ impl App {
                     "{}{}/classes/{class}/{object_id}",
                     req.origin, self.mount
                 )),
+                headers: Vec::new(),
             },
             _ => Reply::ok(reply.body()),
         }

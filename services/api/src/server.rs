@@ -77,6 +77,11 @@ fn reply_response(reply: Reply) -> Response {
     if let Some(location) = reply.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
         response.headers_mut().insert(LOCATION, location);
     }
+    for (name, value) in reply.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
     response
 }
 

@@ -361,6 +361,7 @@ impl App {
             status: StatusCode::CREATED,
             body,
             location: Some(format!("{}{}/users/{user_id}", req.origin, self.mount)),
+            headers: Vec::new(),
         })
     }
 

@@ -33,6 +33,7 @@ struct Hooks {
     /// Registry key → (revision, entry), to apply changes in order.
     entries: HashMap<String, (u64, HookEntry)>,
     functions: HashMap<String, HookEntry>,
+    jobs: HashMap<String, HookEntry>,
     /// className → the entry of each trigger, indexed like
     /// [`TriggerName::ALL`].
     triggers: HashMap<String, [Option<HookEntry>; 4]>,
@@ -41,10 +42,13 @@ struct Hooks {
 impl Hooks {
     fn rebuild(entries: HashMap<String, (u64, HookEntry)>) -> Self {
         let mut functions = HashMap::new();
+        let mut jobs = HashMap::new();
         let mut triggers: HashMap<String, [Option<HookEntry>; 4]> = HashMap::new();
         for (_, entry) in entries.values() {
             if let Some(name) = &entry.function_name {
                 functions.insert(name.clone(), entry.clone());
+            } else if let Some(name) = &entry.job_name {
+                jobs.insert(name.clone(), entry.clone());
             } else if let (Some(class), Some(trigger)) = (&entry.class_name, entry.trigger_name) {
                 triggers.entry(class.clone()).or_default()[index(trigger)] = Some(entry.clone());
             }
@@ -52,6 +56,7 @@ impl Hooks {
         Self {
             entries,
             functions,
+            jobs,
             triggers,
         }
     }
@@ -66,9 +71,15 @@ fn index(trigger: TriggerName) -> usize {
 
 /// The key an entry is stored under, if the entry is well formed.
 pub fn key_of(entry: &HookEntry) -> Option<String> {
-    match (&entry.function_name, &entry.class_name, entry.trigger_name) {
-        (Some(name), None, None) => Some(HookEntry::function_key(name)),
-        (None, Some(class), Some(trigger)) => Some(HookEntry::trigger_key(class, trigger)),
+    match (
+        &entry.function_name,
+        &entry.class_name,
+        entry.trigger_name,
+        &entry.job_name,
+    ) {
+        (Some(name), None, None, None) => Some(HookEntry::function_key(name)),
+        (None, Some(class), Some(trigger), None) => Some(HookEntry::trigger_key(class, trigger)),
+        (None, None, None, Some(name)) => Some(HookEntry::job_key(name)),
         _ => None,
     }
 }
@@ -145,6 +156,18 @@ impl HookRegistry {
     /// The function registered under `name`.
     pub fn function(&self, name: &str) -> Option<HookEntry> {
         self.snapshot().functions.get(name).cloned()
+    }
+
+    /// The handler registered for the job `name`.
+    pub fn job(&self, name: &str) -> Option<HookEntry> {
+        self.snapshot().jobs.get(name).cloned()
+    }
+
+    /// Every job handler, sorted by name.
+    pub fn jobs(&self) -> Vec<HookEntry> {
+        let mut out: Vec<_> = self.snapshot().jobs.values().cloned().collect();
+        out.sort_by(|a, b| a.job_name.cmp(&b.job_name));
+        out
     }
 
     /// The hook of `trigger` on `class_name`. Cheap when the class has none.

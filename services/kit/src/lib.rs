@@ -6,6 +6,9 @@ pub mod health;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use config::{Config, ConfigError, FilesConfig, Limits, LogFormat, Secret, TriggersConfig};
+pub use config::{
+    Config, ConfigError, FilesConfig, JobsConfig, Limits, LogFormat, QueueConfig, Secret,
+    TriggersConfig,
+};
 pub use health::Readiness;
 pub use shutdown::Shutdown;

@@ -43,6 +43,17 @@ enum Command {
     /// and the webhook calls of functions and before-hooks. Needs NATS,
     /// not the store.
     Triggers(TriggersArgs),
+    /// The jobs service alone: runs background jobs from the queues, and
+    /// answers NATS submissions. Needs NATS, and the store for Parse's
+    /// `_JobStatus`.
+    Jobs(PortArgs),
+}
+
+#[derive(Debug, Args)]
+struct PortArgs {
+    /// Port of /health, /ready and /metrics (OXBASE_PORT).
+    #[arg(long)]
+    port: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -117,12 +128,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => dev(cli.config, args).await,
         Command::Api(args) => serve(server_config(cli.config, &args)?, Services::Api).await,
         Command::All(args) => serve(server_config(cli.config, &args)?, Services::All).await,
+        Command::Jobs(args) => {
+            let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
+            oxbase_kit::telemetry::init(config.log_format, &config.log_level);
+            jobs(config).await
+        }
         Command::Triggers(args) => {
-            let mut overrides = Vec::new();
-            if let Some(port) = args.port {
-                overrides.push(("port", Value::from(port)));
-            }
-            let config = Config::load(cli.config.as_deref(), &overrides)?;
+            let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
             match args.action {
                 None => {
                     oxbase_kit::telemetry::init(config.log_format, &config.log_level);
@@ -133,6 +145,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn port_override(port: Option<u16>) -> Vec<(&'static str, Value)> {
+    port.map(|port| ("port", Value::from(port)))
+        .into_iter()
+        .collect()
 }
 
 /// The config of a process that serves the API.
@@ -199,17 +217,9 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals();
     let readiness = Readiness::new();
     readiness.register("store");
-    let options = oxbase_store::StoreOptions {
-        pool_size: config.database_pool_size,
-        read_uri: config.database_read_uri.clone(),
-        read_preference: config.database_read_preference.clone(),
-    };
-    let store = oxbase_store::open(&config.database_uri(), &options)
-        .await
-        .context("cannot open the store")?;
-    store.ping().await.context("the store does not answer")?;
+    let store = open_store(&config).await?;
     readiness.set("store", true);
-    let client = if config.events.enabled || config.triggers.enabled {
+    let client = if config.events.enabled || config.triggers.enabled || config.jobs.enabled {
         Some(nats::connect(&config).await?)
     } else {
         None
@@ -227,11 +237,40 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    let more_metrics = triggers.as_ref().map(|service| {
-        let metrics = service.metrics();
-        Arc::new(move || metrics.render()) as oxbase_api::MetricsSource
+    let registry = hooks.as_ref().map(|hooks| Arc::clone(&hooks.registry));
+    let jobs_service = match (&client, services) {
+        (Some(client), Services::All) if config.jobs.enabled => Some(
+            oxbase_jobs::JobsService::new(&config, client.clone(), registry.clone())?,
+        ),
+        _ => None,
+    };
+    let jobs = match (&client, &jobs_service) {
+        (_, Some(service)) => Some(service.queue()),
+        (Some(client), None) if config.jobs.enabled => Some(oxbase_jobs::JobQueue::new(
+            async_nats::jetstream::new(client.clone()),
+            Arc::new(oxbase_jobs::Settings::from_config(&config)?),
+        )),
+        _ => None,
+    }
+    .map(|queue| oxbase_api::Jobs {
+        queue,
+        registry: registry.clone(),
     });
-    let app = oxbase_api::App::new(&config, Arc::clone(&store), relay, hooks).await?;
+    let mut sources: Vec<oxbase_api::MetricsSource> = Vec::new();
+    if let Some(service) = &triggers {
+        let metrics = service.metrics();
+        sources.push(Arc::new(move || metrics.render()));
+    }
+    if let Some(service) = &jobs_service {
+        let metrics = service.metrics();
+        sources.push(Arc::new(move || metrics.render()));
+    }
+    let more_metrics = (!sources.is_empty()).then(|| {
+        Arc::new(move || sources.iter().map(|source| source()).collect::<String>())
+            as oxbase_api::MetricsSource
+    });
+    let app = oxbase_api::App::new(&config, Arc::clone(&store), relay, hooks, jobs).await?;
+    let jobs_service = jobs_service.map(|service| service.status_sink(app.job_status_sink()));
     let listener = oxbase_api::bind(&config).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -261,11 +300,26 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         }
         ran.context("the triggers service failed")
     };
+    let jobs = async {
+        let Some(service) = jobs_service else {
+            return Ok(());
+        };
+        let ran = service.run(readiness.clone(), shutdown.clone()).await;
+        if ran.is_err() {
+            shutdown.trigger();
+        }
+        ran.context("the jobs service failed")
+    };
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
-    match drain_within(&shutdown, grace, async { tokio::join!(api, triggers) }).await {
-        Some((api, triggers)) => {
+    match drain_within(&shutdown, grace, async {
+        tokio::join!(api, triggers, jobs)
+    })
+    .await
+    {
+        Some((api, triggers, jobs)) => {
             api?;
             triggers?;
+            jobs?;
         }
         None => tracing::warn!("stopped with work still in flight"),
     }
@@ -286,13 +340,71 @@ async fn triggers(config: Config) -> anyhow::Result<()> {
         .context("triggers are turned off")?;
     let service = oxbase_triggers::TriggersService::new(&config, client, hooks.registry)?;
     let metrics = service.metrics();
-    let listener = oxbase_api::bind(&config).await?;
-    tracing::info!(addr = %listener.local_addr()?, "triggers service: health and metrics");
-    let router = oxbase_kit::health::router(readiness.clone()).route(
+    let work = async {
+        service
+            .run(readiness.clone(), shutdown.clone())
+            .await
+            .context("the triggers service failed")
+    };
+    background(
+        &config,
+        readiness.clone(),
+        shutdown.clone(),
+        Arc::new(move || metrics.render()),
+        work,
+    )
+    .await
+}
+
+/// `oxbase jobs`: the jobs service, with /health, /ready and /metrics on
+/// the configured port. It opens the store to keep Parse's `_JobStatus`.
+async fn jobs(config: Config) -> anyhow::Result<()> {
+    if !config.jobs.enabled {
+        bail!("jobs are turned off (jobs.enabled = false)");
+    }
+    let shutdown = Shutdown::on_signals();
+    let readiness = Readiness::new();
+    let client = nats::connect(&config).await?;
+    let hooks = start_hooks(&config, Some(&client), &readiness, &shutdown)?;
+    let registry = hooks.as_ref().map(|hooks| Arc::clone(&hooks.registry));
+    let store = open_store(&config).await?;
+    // The API's object layer, for `_JobStatus`; it serves no requests.
+    let app = oxbase_api::App::new(&config, store, None, None, None).await?;
+    let service = oxbase_jobs::JobsService::new(&config, client, registry)?
+        .status_sink(app.job_status_sink());
+    let metrics = service.metrics();
+    let work = async {
+        service
+            .run(readiness.clone(), shutdown.clone())
+            .await
+            .context("the jobs service failed")
+    };
+    background(
+        &config,
+        readiness.clone(),
+        shutdown.clone(),
+        Arc::new(move || metrics.render()),
+        work,
+    )
+    .await
+}
+
+/// Runs a background service's `work` beside /health, /ready and /metrics
+/// on the configured port, until a signal and the drain that follows.
+async fn background(
+    config: &Config,
+    readiness: Readiness,
+    shutdown: Shutdown,
+    metrics: oxbase_api::MetricsSource,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let listener = oxbase_api::bind(config).await?;
+    tracing::info!(addr = %listener.local_addr()?, "health and metrics");
+    let router = oxbase_kit::health::router(readiness).route(
         "/metrics",
         axum::routing::get(move || {
             let metrics = Arc::clone(&metrics);
-            async move { metrics.render() }
+            async move { metrics() }
         }),
     );
     let http = async {
@@ -303,9 +415,9 @@ async fn triggers(config: Config) -> anyhow::Result<()> {
             .context("the health endpoint failed")
     };
     let work = async {
-        let ran = service.run(readiness.clone(), shutdown.clone()).await;
+        let ran = work.await;
         shutdown.trigger();
-        ran.context("the triggers service failed")
+        ran
     };
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
     match drain_within(&shutdown, grace, async { tokio::join!(work, http) }).await {
@@ -313,7 +425,7 @@ async fn triggers(config: Config) -> anyhow::Result<()> {
             work?;
             http?;
         }
-        None => tracing::warn!("stopped with deliveries still in flight"),
+        None => tracing::warn!("stopped with work still in flight"),
     }
     tracing::info!("stopped");
     Ok(())
@@ -336,6 +448,19 @@ async fn replay(config: Config, class: Option<String>) -> anyhow::Result<()> {
         None => println!("replayed {moved} {what}"),
     }
     Ok(())
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn oxbase_store::Store>> {
+    let options = oxbase_store::StoreOptions {
+        pool_size: config.database_pool_size,
+        read_uri: config.database_read_uri.clone(),
+        read_preference: config.database_read_preference.clone(),
+    };
+    let store = oxbase_store::open(&config.database_uri(), &options)
+        .await
+        .context("cannot open the store")?;
+    store.ping().await.context("the store does not answer")?;
+    Ok(store)
 }
 
 /// Runs the outbox relay over `client`, when events are on.

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use common::{Nats, Oxbase, TriggersProcess, all_events, free_port, replay_dead_letters};
+use common::{Nats, Oxbase, ServiceProcess, all_events, free_port, replay_dead_letters};
 
 /// One request the webhook received.
 #[derive(Debug, Clone)]
@@ -370,7 +370,7 @@ async fn a_webhook_that_always_fails_ends_in_the_dead_letters_and_is_replayed() 
     let server = Oxbase::start(&dir.path().join("api"), &nats.url(), &[]).await;
     let mut env = FAST.to_vec();
     env.push(("OXBASE_TRIGGERS__MAX_ATTEMPTS", "3"));
-    let _triggers = TriggersProcess::start(&nats.url(), &env).await;
+    let _triggers = ServiceProcess::start("triggers", &nats.url(), &env).await;
     let healthy = Arc::new(AtomicBool::new(false));
     let webhook = Webhook::start({
         let healthy = Arc::clone(&healthy);
@@ -438,7 +438,7 @@ async fn kill_9_of_the_triggers_service_mid_run_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(free_port(), &dir.path().join("nats"));
     let server = Arc::new(Oxbase::start(&dir.path().join("api"), &nats.url(), &[]).await);
-    let first = TriggersProcess::start(&nats.url(), FAST).await;
+    let first = ServiceProcess::start("triggers", &nats.url(), FAST).await;
     // From the 300th request on, the webhook holds its answers, so the
     // process is killed with deliveries in flight.
     let holding = Arc::new(AtomicBool::new(true));
@@ -470,7 +470,7 @@ async fn kill_9_of_the_triggers_service_mid_run_loses_nothing() {
     let at_kill = webhook.hits().len();
     assert!(at_kill < 1000, "the kill came after every delivery");
     holding.store(false, Ordering::SeqCst);
-    let _second = TriggersProcess::start(&nats.url(), FAST).await;
+    let _second = ServiceProcess::start("triggers", &nats.url(), FAST).await;
     writer.await.unwrap();
 
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
@@ -511,8 +511,8 @@ async fn two_triggers_processes_share_the_work_in_order_per_object() {
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(free_port(), &dir.path().join("nats"));
     let server = Oxbase::start(&dir.path().join("api"), &nats.url(), &[]).await;
-    let a = TriggersProcess::start(&nats.url(), FAST).await;
-    let b = TriggersProcess::start(&nats.url(), FAST).await;
+    let a = ServiceProcess::start("triggers", &nats.url(), FAST).await;
+    let b = ServiceProcess::start("triggers", &nats.url(), FAST).await;
     let webhook = Webhook::start(|_, _| Answer::Success).await;
     register_after_save(&server, &webhook.url()).await;
 
@@ -544,7 +544,7 @@ async fn two_triggers_processes_share_the_work_in_order_per_object() {
     // dies (SIGKILL): the third, alone, routes and delivers what comes
     // next, whichever process had been routing.
     assert!(a.terminate().success());
-    let c = TriggersProcess::start(&nats.url(), FAST).await;
+    let c = ServiceProcess::start("triggers", &nats.url(), FAST).await;
     b.kill();
     let created = server
         .call(reqwest::Method::POST, "classes/Item", json!({"n": 100}))

@@ -83,6 +83,7 @@ async fn router(url: &str) -> (EventRouter, async_nats::Client) {
         function_name: None,
         class_name: Some("Item".into()),
         trigger_name: Some(TriggerName::AfterSave),
+        job_name: None,
         url: None,
         nats: true,
     };

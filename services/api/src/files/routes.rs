@@ -40,6 +40,7 @@ fn bare(status: StatusCode, message: &str) -> Reply {
         status,
         body: json!({ "error": message }),
         location: None,
+        headers: Vec::new(),
     }
 }
 
@@ -169,6 +170,7 @@ impl App {
             status: StatusCode::CREATED,
             body: json!({ "url": url, "name": stored_name }),
             location: Some(url),
+            headers: Vec::new(),
         })
     }
 

@@ -285,26 +285,27 @@ impl Oxbase {
     }
 }
 
-/// A separate `oxbase triggers` process, killed (SIGKILL) when dropped.
-pub struct TriggersProcess {
+/// A separate background service process (`oxbase triggers`, `oxbase
+/// jobs`), killed (SIGKILL) when dropped.
+pub struct ServiceProcess {
     child: std::sync::Mutex<Child>,
     pub base: String,
 }
 
-impl TriggersProcess {
-    /// Starts `oxbase triggers` against `nats_url` and waits for /ready.
-    pub async fn start(nats_url: &str, env: &[(&str, &str)]) -> Self {
+impl ServiceProcess {
+    /// Starts `oxbase <command>` against `nats_url` and waits for /ready.
+    pub async fn start(command: &str, nats_url: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         // OXBASE_TEST_LOG_DIR keeps each process's log, for debugging.
         let log = match std::env::var_os("OXBASE_TEST_LOG_DIR") {
             Some(dir) => Stdio::from(
-                std::fs::File::create(Path::new(&dir).join(format!("triggers-{port}.log")))
+                std::fs::File::create(Path::new(&dir).join(format!("{command}-{port}.log")))
                     .unwrap(),
             ),
             None => Stdio::null(),
         };
         let child = Command::new(env!("CARGO_BIN_EXE_oxbase"))
-            .args(["triggers", "--port", &port.to_string()])
+            .args([command, "--port", &port.to_string()])
             .env("OXBASE_HOST", "127.0.0.1")
             .env("OXBASE_NATS_URL", nats_url)
             .envs(env.iter().copied())
@@ -325,7 +326,7 @@ impl TriggersProcess {
             }
             assert!(
                 Instant::now() < deadline,
-                "oxbase triggers never became ready"
+                "oxbase {command} never became ready"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -354,7 +355,7 @@ impl TriggersProcess {
     }
 }
 
-impl Drop for TriggersProcess {
+impl Drop for ServiceProcess {
     fn drop(&mut self) {
         self.kill();
     }

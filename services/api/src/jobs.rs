@@ -1,0 +1,261 @@
+//! Background jobs over HTTP: Parse's `POST /jobs/<name>` with its
+//! `_JobStatus`, and oxbase's queue API under `/queues`. Both only put jobs
+//! in the queues (NATS); the jobs service runs them.
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use oxbase_hooks::HookRegistry;
+use oxbase_jobs::{JobQueue, JobStatusSink, JobsError, StatusUpdate};
+use oxbase_proto::jobs::{JobSpec, JobState};
+use serde_json::{Map, Value, json};
+
+use crate::App;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult, code};
+use crate::request::ParseRequest;
+use crate::routes::Reply;
+
+/// Jobs listed at most per request.
+const MAX_LIST: usize = 1000;
+
+/// What the API needs for jobs.
+#[derive(Debug, Clone)]
+pub struct Jobs {
+    pub queue: Arc<JobQueue>,
+    /// Where `POST /jobs/<name>` checks that the job has a handler.
+    pub registry: Option<Arc<HookRegistry>>,
+}
+
+fn jobs_error(err: JobsError) -> ApiError {
+    match err {
+        JobsError::NotFound => ApiError::new(code::OBJECT_NOT_FOUND, "Job not found."),
+        JobsError::Nats(detail) => ApiError::internal(format!("jobs: {detail}")),
+        other => ApiError::new(code::VALIDATION_ERROR, other.to_string()),
+    }
+}
+
+fn to_json(value: impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+impl App {
+    fn jobs(&self) -> ApiResult<&Jobs> {
+        self.jobs.as_ref().ok_or_else(|| {
+            ApiError::new(
+                code::COMMAND_UNAVAILABLE,
+                "Background jobs are off on this server (jobs.enabled = false, or no NATS).",
+            )
+        })
+    }
+
+    /// Parse's `POST /jobs/<name>` and `POST /jobs` (`{"jobName": ...}`):
+    /// a `_JobStatus` in `running`, then the job on the Parse queue.
+    pub(crate) async fn jobs_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+        auth.require_master()?;
+        auth.require_writable("start a job")?;
+        let jobs = self.jobs()?;
+        let name = match (&req.method, req.segments.get(1)) {
+            (&Method::POST, Some(name)) if req.segments.len() == 2 => name.clone(),
+            (&Method::POST, None) => req
+                .body
+                .get("jobName")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::new(code::SCRIPT_FAILED, "Invalid job."))?,
+            _ => {
+                return Err(ApiError::NoRoute {
+                    method: req.method.to_string(),
+                    path: format!("{}/{}", self.mount, req.segments.join("/")),
+                });
+            }
+        };
+        let known = jobs
+            .registry
+            .as_ref()
+            .is_some_and(|registry| registry.job(&name).is_some());
+        if !known {
+            return Err(ApiError::new(code::SCRIPT_FAILED, "Invalid job."));
+        }
+        let params = Value::Object(req.params.clone());
+        let mut status = Map::new();
+        status.insert("jobName".into(), json!(name));
+        status.insert("source".into(), json!("api"));
+        status.insert("status".into(), json!("running"));
+        status.insert("params".into(), params.clone());
+        status.insert("ACL".into(), json!({}));
+        let write = self
+            .db
+            .prepare_create(&Auth::master(), "_JobStatus", &status)
+            .await?;
+        let status_id = write.object_id().unwrap_or_default().to_owned();
+        self.db.commit_one(write).await?;
+        let queue = jobs.queue.settings().parse_queue.clone();
+        let spec = JobSpec {
+            name,
+            payload: params,
+            ..JobSpec::default()
+        };
+        if let Err(err) = jobs
+            .queue
+            .submit(&queue, spec, Some(status_id.clone()))
+            .await
+        {
+            let _ = self
+                .update_job_status(
+                    &status_id,
+                    StatusUpdate {
+                        status: Some("failed"),
+                        message: Some(err.to_string()),
+                        finished: true,
+                    },
+                )
+                .await;
+            return Err(jobs_error(err));
+        }
+        let mut reply = Reply::ok(json!({}));
+        reply.headers.push(("X-Parse-Job-Status-Id", status_id));
+        Ok(reply)
+    }
+
+    /// oxbase's queue API, master key only:
+    ///
+    /// - `GET /queues`: the queues and their settings;
+    /// - `POST /queues/<q>/jobs`: submit a [`JobSpec`];
+    /// - `GET /queues/<q>/jobs?state=&limit=`: list;
+    /// - `GET /queues/<q>/jobs/<id>`: one job;
+    /// - `POST /queues/<q>/jobs/<id>/cancel` and `.../retry`.
+    pub(crate) async fn queues_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+        auth.require_master()?;
+        let jobs = self.jobs()?;
+        let queue = &jobs.queue;
+        let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+        if req.method != Method::GET {
+            auth.require_writable("change jobs")?;
+        }
+        match (&req.method, &s[1..]) {
+            (&Method::GET, []) => {
+                let queues = queue
+                    .settings()
+                    .queues
+                    .iter()
+                    .map(|(name, config)| {
+                        let mut value = to_json(config);
+                        if let Value::Object(map) = &mut value {
+                            map.insert("name".into(), json!(name));
+                        }
+                        value
+                    })
+                    .collect();
+                Ok(Reply::ok(json!({ "results": Value::Array(queues) })))
+            }
+            (&Method::POST, [name, "jobs"]) => {
+                let spec: JobSpec = serde_json::from_value(Value::Object(req.body.clone()))
+                    .map_err(|err| {
+                        ApiError::new(code::VALIDATION_ERROR, format!("invalid job: {err}"))
+                    })?;
+                let submitted = queue.submit(name, spec, None).await.map_err(jobs_error)?;
+                let status = if submitted.duplicate {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                };
+                Ok(Reply {
+                    status,
+                    ..Reply::ok(to_json(submitted))
+                })
+            }
+            (&Method::GET, [name, "jobs"]) => {
+                let state = match req.params.get("state") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(text)) => Some(JobState::parse(text).ok_or_else(|| {
+                        ApiError::new(
+                            code::VALIDATION_ERROR,
+                            "state must be waiting, delayed, active, succeeded, dead or cancelled",
+                        )
+                    })?),
+                    Some(_) => {
+                        return Err(ApiError::new(
+                            code::VALIDATION_ERROR,
+                            "state must be a string",
+                        ));
+                    }
+                };
+                let limit = match req.params.get("limit") {
+                    None => 100,
+                    Some(value) => value
+                        .as_u64()
+                        .filter(|n| (1..=MAX_LIST as u64).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                code::VALIDATION_ERROR,
+                                format!("limit must be from 1 to {MAX_LIST}"),
+                            )
+                        })? as usize,
+                };
+                let found = queue.list(name, state, limit).await.map_err(jobs_error)?;
+                Ok(Reply::ok(json!({ "results": to_json(found) })))
+            }
+            (&Method::GET, [name, "jobs", id]) => {
+                queue
+                    .settings()
+                    .queues
+                    .get(*name)
+                    .ok_or_else(|| jobs_error(JobsError::UnknownQueue((*name).to_owned())))?;
+                let job = queue.get(Some(name), id).await.map_err(jobs_error)?;
+                Ok(Reply::ok(to_json(job)))
+            }
+            (&Method::POST, [name, "jobs", id, "cancel"]) => {
+                let job = queue.cancel(name, id).await.map_err(jobs_error)?;
+                Ok(Reply::ok(to_json(job)))
+            }
+            (&Method::POST, [name, "jobs", id, "retry"]) => {
+                let job = queue.retry(name, id).await.map_err(jobs_error)?;
+                Ok(Reply::ok(to_json(job)))
+            }
+            _ => Err(ApiError::NoRoute {
+                method: req.method.to_string(),
+                path: format!("{}/{}", self.mount, req.segments.join("/")),
+            }),
+        }
+    }
+
+    async fn update_job_status(&self, id: &str, update: StatusUpdate) -> ApiResult<()> {
+        let mut body = Map::new();
+        if let Some(status) = update.status {
+            body.insert("status".into(), json!(status));
+        }
+        if let Some(message) = update.message {
+            body.insert("message".into(), json!(message));
+        }
+        if update.finished {
+            body.insert(
+                "finishedAt".into(),
+                json!({"__type": "Date", "iso": crate::values::now()}),
+            );
+        }
+        let write = self
+            .db
+            .prepare_update(&Auth::master(), "_JobStatus", id, &body)
+            .await?;
+        self.db.commit_one(write).await?;
+        Ok(())
+    }
+
+    /// What the jobs service writes `_JobStatus` through.
+    pub fn job_status_sink(self: &Arc<Self>) -> Arc<dyn JobStatusSink> {
+        Arc::new(JobStatusWriter(Arc::clone(self)))
+    }
+}
+
+struct JobStatusWriter(Arc<App>);
+
+#[async_trait::async_trait]
+impl JobStatusSink for JobStatusWriter {
+    async fn update(&self, status_id: &str, update: StatusUpdate) -> Result<(), String> {
+        self.0
+            .update_job_status(status_id, update)
+            .await
+            .map_err(|err| err.to_string())
+    }
+}

@@ -1,0 +1,698 @@
+//! Taking ready jobs off the queues, highest priority first, and running
+//! them to an outcome.
+//!
+//! Each (queue, priority) has a durable pull consumer. A dispatcher with a
+//! free slot asks priority 9's consumer first and works down, so the job
+//! it starts is always the oldest of the highest priority waiting.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use futures_util::StreamExt;
+use oxbase_kit::{QueueConfig, Shutdown};
+use oxbase_proto::jobs::{
+    AttemptError, Backoff, JobProgress, JobRecord, JobRun, JobState, PRIORITY_LEVELS, QueuedJob,
+};
+use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::handlers::{Handlers, JobStatusSink, Progress, StatusUpdate};
+use crate::queue::{JobQueue, now, timestamp};
+use crate::records::{Records, Versioned, Write, nats};
+use crate::{JobsError, Metrics};
+
+/// Ready jobs taken in one round, at most.
+const BATCH: usize = 64;
+/// How often an idle dispatcher looks again without being woken: the
+/// latest a scheduled job or a retry starts after its time.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Failed attempts kept on a record.
+const MAX_ERRORS: usize = 50;
+
+pub(crate) fn consumer_name(queue: &str, priority: u8) -> String {
+    format!("jobs-{queue}-{priority}")
+}
+
+/// What every dispatcher of a process shares.
+pub(crate) struct Runner {
+    pub(crate) queue: Arc<JobQueue>,
+    pub(crate) handlers: Handlers,
+    pub(crate) sink: Option<Arc<dyn JobStatusSink>>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// This process's name in progress subjects.
+    pub(crate) process: String,
+    /// Running job id → where its worker's progress reports go.
+    pub(crate) progress: Mutex<HashMap<String, mpsc::UnboundedSender<JobProgress>>>,
+    pub(crate) global: Arc<Semaphore>,
+}
+
+/// How one message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Retrying,
+    Dead,
+    /// Stale or duplicate: acked without running.
+    Dropped,
+}
+
+impl Runner {
+    fn records(&self) -> impl std::future::Future<Output = Result<&Records, JobsError>> {
+        self.queue.records()
+    }
+
+    /// Runs the job a message names, if the message is current, and acks
+    /// it once the outcome is recorded. An error leaves it unacked, so
+    /// JetStream hands it out again.
+    pub(crate) async fn process(
+        &self,
+        message: &jetstream::Message,
+        config: &QueueConfig,
+    ) -> Result<Outcome, JobsError> {
+        let Ok(queued) = serde_json::from_slice::<QueuedJob>(&message.payload) else {
+            tracing::warn!(subject = %message.subject, "dropping a message that names no job");
+            message.ack().await.map_err(nats)?;
+            return Ok(Outcome::Dropped);
+        };
+        let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+        let records = self.records().await?;
+        let Some((mut record, mut revision)) = self.claim(records, &queued, delivered).await?
+        else {
+            message.ack().await.map_err(nats)?;
+            return Ok(Outcome::Dropped);
+        };
+        self.metrics.started.fetch_add(1, Ordering::Relaxed);
+        self.metrics.running.fetch_add(1, Ordering::Relaxed);
+        if record.attempts == 1 {
+            self.status(&record, StatusUpdate::default()).await;
+        }
+        let result = self
+            .run(message, config, &mut record, &mut revision, records)
+            .await;
+        self.metrics.running.fetch_sub(1, Ordering::Relaxed);
+        let outcome = self.finish(records, &mut record, revision, result).await?;
+        message.ack().await.map_err(nats)?;
+        Ok(outcome)
+    }
+
+    /// Decides whether the message runs its job and, if so, marks the job
+    /// active: `None` means drop the message.
+    async fn claim(
+        &self,
+        records: &Records,
+        queued: &QueuedJob,
+        delivered: i64,
+    ) -> Result<Option<(JobRecord, u64)>, JobsError> {
+        loop {
+            let (mut record, revision) = match records.get(&queued.id).await? {
+                Some(Versioned { record, revision }) => (record, revision),
+                None => match &queued.job {
+                    // The submitter has not written the record yet (or died
+                    // first): the message carries it.
+                    Some(job) if queued.ticket == 1 => match records.put(job, 0, None).await? {
+                        Write::Done(revision) => ((**job).clone(), revision),
+                        Write::Conflict => continue,
+                    },
+                    _ => return Ok(None),
+                },
+            };
+            if queued.ticket < record.ticket {
+                // An older message. If the job is queued again but the
+                // process that queued it died before its message was
+                // published, publish it now (duplicates are dropped).
+                if matches!(record.state, JobState::Waiting | JobState::Delayed)
+                    && queued.ticket + 1 == record.ticket
+                {
+                    self.queue
+                        .enqueue(&record, false)
+                        .await?
+                        .await
+                        .map_err(nats)?;
+                }
+                return Ok(None);
+            }
+            let rerun = record.state == JobState::Active && delivered > 1;
+            let runnable = matches!(record.state, JobState::Waiting | JobState::Delayed) || rerun;
+            if queued.ticket > record.ticket || !runnable {
+                return Ok(None);
+            }
+            if rerun {
+                tracing::info!(id = %record.id, "running again a job whose process stopped");
+            }
+            record.state = JobState::Active;
+            record.attempts += 1;
+            record.started_at = Some(timestamp(now()));
+            record.progress = None;
+            match records.put(&record, revision, None).await? {
+                Write::Done(revision) => return Ok(Some((record, revision))),
+                Write::Conflict => continue,
+            }
+        }
+    }
+
+    /// One attempt, bounded by the job's timeout and its heartbeat, with
+    /// the message kept alive meanwhile.
+    async fn run(
+        &self,
+        message: &jetstream::Message,
+        config: &QueueConfig,
+        record: &mut JobRecord,
+        revision: &mut u64,
+        records: &Records,
+    ) -> Result<serde_json::Value, String> {
+        let (progress, mut reports) = Progress::channel();
+        let settings = self.queue.settings();
+        let subject = settings.subjects.job_progress(&self.process, &record.id);
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(record.id.clone(), progress.sender());
+        let run = JobRun {
+            id: record.id.clone(),
+            queue: record.queue.clone(),
+            name: record.name.clone(),
+            payload: record.payload.clone(),
+            attempt: record.attempts,
+            max_attempts: record.max_attempts,
+            timeout_ms: record.timeout_ms,
+            heartbeat_ms: config.heartbeat_ms,
+            progress_subject: Some(subject),
+        };
+        let timeout = Duration::from_millis(record.timeout_ms);
+        let silence = Duration::from_millis(config.heartbeat_ms);
+        let call = self.handlers.call(run, progress);
+        tokio::pin!(call);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let heartbeat = tokio::time::sleep(silence);
+        tokio::pin!(heartbeat);
+        let mut keepalive = tokio::time::interval(settings.ack_wait / 3);
+        keepalive.tick().await;
+        let result = loop {
+            tokio::select! {
+                result = &mut call => break result,
+                () = &mut deadline => {
+                    break Err(format!("the job did not finish within {} ms", record.timeout_ms));
+                }
+                () = &mut heartbeat => {
+                    break Err(format!("the worker sent no heartbeat for {} ms", config.heartbeat_ms));
+                }
+                Some(report) = reports.recv() => {
+                    heartbeat.as_mut().reset(tokio::time::Instant::now() + silence);
+                    if report.progress.is_some() || report.message.is_some() {
+                        self.report(records, record, revision, report).await;
+                    }
+                }
+                _ = keepalive.tick() => {
+                    if let Err(err) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(%err, "cannot keep a running job's message");
+                    }
+                }
+            }
+        };
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&record.id);
+        result
+    }
+
+    async fn report(
+        &self,
+        records: &Records,
+        record: &mut JobRecord,
+        revision: &mut u64,
+        report: JobProgress,
+    ) {
+        if let Some(progress) = report.progress {
+            record.progress = Some(progress.clamp(0.0, 100.0));
+        }
+        if report.message.is_some() {
+            record.message = report.message.clone();
+        }
+        match records.put(record, *revision, None).await {
+            Ok(Write::Done(next)) => *revision = next,
+            Ok(Write::Conflict) => {
+                tracing::debug!(id = %record.id, "progress lost to a newer write")
+            }
+            Err(err) => tracing::debug!(%err, "cannot store progress"),
+        }
+        if let Some(text) = report.message {
+            self.status(
+                record,
+                StatusUpdate {
+                    message: Some(text),
+                    ..StatusUpdate::default()
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Records the attempt's outcome: succeeded, queued again after its
+    /// backoff, or dead.
+    async fn finish(
+        &self,
+        records: &Records,
+        record: &mut JobRecord,
+        revision: u64,
+        result: Result<serde_json::Value, String>,
+    ) -> Result<Outcome, JobsError> {
+        let settings = self.queue.settings();
+        let finished = timestamp(now());
+        let (outcome, update) = match result {
+            Ok(value) => {
+                let message = match &value {
+                    serde_json::Value::String(text) => text.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                record.state = JobState::Succeeded;
+                record.result = Some(value);
+                record.finished_at = Some(finished);
+                (
+                    Outcome::Succeeded,
+                    StatusUpdate {
+                        status: Some("succeeded"),
+                        message: Some(message),
+                        finished: true,
+                    },
+                )
+            }
+            Err(error) => {
+                tracing::info!(id = %record.id, attempt = record.attempts, %error, "job attempt failed");
+                record.errors.push(AttemptError {
+                    attempt: record.attempts,
+                    error: error.clone(),
+                    at: finished.clone(),
+                });
+                if record.errors.len() > MAX_ERRORS {
+                    record.errors.remove(0);
+                }
+                if record.attempts < record.max_attempts {
+                    let delay = backoff_delay(record.backoff, record.attempts);
+                    record.ticket += 1;
+                    record.run_at = timestamp(now() + delay);
+                    record.state = if delay.is_zero() {
+                        JobState::Waiting
+                    } else {
+                        JobState::Delayed
+                    };
+                    (
+                        Outcome::Retrying,
+                        StatusUpdate {
+                            message: Some(format!(
+                                "attempt {} failed: {error}; retrying",
+                                record.attempts
+                            )),
+                            ..StatusUpdate::default()
+                        },
+                    )
+                } else {
+                    record.state = JobState::Dead;
+                    record.finished_at = Some(finished);
+                    (
+                        Outcome::Dead,
+                        StatusUpdate {
+                            status: Some("failed"),
+                            message: Some(error),
+                            finished: true,
+                        },
+                    )
+                }
+            }
+        };
+        let ttl = record.state.is_final().then_some(settings.retention);
+        let mut revision = revision;
+        loop {
+            match records.put(record, revision, ttl).await? {
+                Write::Done(_) => break,
+                Write::Conflict => match records.get(&record.id).await? {
+                    // Only this run writes an active job; a newer revision
+                    // is its own progress write racing, so write over it.
+                    Some(current)
+                        if current.record.ticket == record.ticket
+                            || (outcome == Outcome::Retrying
+                                && current.record.ticket + 1 == record.ticket) =>
+                    {
+                        revision = current.revision;
+                    }
+                    _ => return Ok(Outcome::Dropped),
+                },
+            }
+        }
+        match outcome {
+            Outcome::Retrying => {
+                // The record first, then the message: a crash between the
+                // two is repaired when the old message comes back.
+                self.queue
+                    .enqueue(record, false)
+                    .await?
+                    .await
+                    .map_err(nats)?;
+                self.metrics.retried.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Succeeded => {
+                self.metrics.succeeded.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Dead => {
+                self.metrics.dead.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Dropped => {}
+        }
+        self.status(record, update).await;
+        Ok(outcome)
+    }
+
+    /// Mirrors a change on Parse's `_JobStatus`, for jobs that have one.
+    async fn status(&self, record: &JobRecord, update: StatusUpdate) {
+        let (Some(sink), Some(id)) = (&self.sink, &record.job_status_id) else {
+            return;
+        };
+        let update = StatusUpdate {
+            status: update.status.or(Some("running")),
+            ..update
+        };
+        if let Err(err) = sink.update(id, update).await {
+            tracing::warn!(%err, job = %record.id, "cannot update _JobStatus");
+        }
+    }
+}
+
+/// The wait before the retry that follows failed attempt `attempt`.
+pub(crate) fn backoff_delay(backoff: Backoff, attempt: u32) -> Duration {
+    match backoff {
+        Backoff::Fixed { delay_ms } => Duration::from_millis(delay_ms),
+        Backoff::Exponential {
+            delay_ms,
+            max_ms,
+            jitter,
+        } => {
+            let doublings = attempt.saturating_sub(1).min(40);
+            let base = delay_ms.saturating_mul(1u64 << doublings).min(max_ms);
+            let extra = if jitter && base > 1 {
+                rand::rng().random_range(0..=base / 2)
+            } else {
+                0
+            };
+            Duration::from_millis(base + extra)
+        }
+    }
+}
+
+/// Takes one queue's ready jobs, highest priority first, while it has
+/// free slots.
+pub(crate) struct PriorityDispatcher {
+    runner: Arc<Runner>,
+    queue: String,
+    config: QueueConfig,
+    slots: Arc<Semaphore>,
+    consumers: Vec<pull::Stream>,
+    handles: Vec<jetstream::consumer::Consumer<pull::Config>>,
+}
+
+impl PriorityDispatcher {
+    pub(crate) fn new(runner: Arc<Runner>, queue: String, config: QueueConfig) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            runner,
+            queue,
+            config,
+            consumers: Vec::new(),
+            handles: Vec::new(),
+        }
+    }
+
+    /// Creates (or finds) the queue's consumers, one per priority.
+    pub(crate) async fn connect(&mut self) -> Result<(), JobsError> {
+        let settings = self.runner.queue.settings().clone();
+        self.runner.queue.records().await?;
+        let stream = self
+            .runner
+            .queue
+            .jetstream()
+            .get_stream(settings.stream_name())
+            .await
+            .map_err(nats)?;
+        let mut handles = Vec::with_capacity(PRIORITY_LEVELS as usize);
+        for priority in 0..PRIORITY_LEVELS {
+            let name = consumer_name(&self.queue, priority);
+            let consumer = stream
+                .get_or_create_consumer(
+                    &name,
+                    pull::Config {
+                        durable_name: Some(name.clone()),
+                        filter_subject: settings.subjects.job_ready(&self.queue, priority),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ack_wait: settings.ack_wait,
+                        max_deliver: -1,
+                        max_ack_pending: 100_000,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(nats)?;
+            handles.push(consumer);
+        }
+        self.handles = handles;
+        self.consumers.clear();
+        Ok(())
+    }
+
+    /// Up to `wanted` ready jobs, highest priority first.
+    async fn fetch(&self, wanted: usize) -> Result<Vec<jetstream::Message>, JobsError> {
+        let mut out = Vec::with_capacity(wanted);
+        for consumer in self.handles.iter().rev() {
+            if out.len() == wanted {
+                break;
+            }
+            let mut batch = consumer
+                .fetch()
+                .max_messages(wanted - out.len())
+                .messages()
+                .await
+                .map_err(nats)?;
+            while let Some(message) = batch.next().await {
+                match message {
+                    Ok(message) => out.push(message),
+                    Err(err) => {
+                        tracing::debug!(%err, "fetch");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn run(mut self, shutdown: Shutdown) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(err) = self.connect().await {
+            tracing::warn!(%err, queue = %self.queue, "cannot set up the job queue yet");
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.wait() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let client = self.runner.queue.jetstream().client();
+        let ready = self
+            .runner
+            .queue
+            .settings()
+            .subjects
+            .job_ready_queue(&self.queue);
+        if let Ok(mut woken) = client.subscribe(ready).await {
+            let wake = Arc::clone(&wake);
+            tokio::spawn(async move {
+                while woken.next().await.is_some() {
+                    wake.notify_one();
+                }
+            });
+        }
+        if self.config.aging_ms > 0 {
+            tokio::spawn(age(
+                self.handles.clone(),
+                self.runner.queue.clone(),
+                self.queue.clone(),
+                Duration::from_millis(self.config.aging_ms),
+                shutdown.clone(),
+            ));
+        }
+        let mut running = tokio::task::JoinSet::new();
+        let batch = if self.config.rate_limit > 0 { 1 } else { BATCH };
+        loop {
+            while running.try_join_next().is_some() {}
+            let permits = tokio::select! {
+                permits = self.permits(batch) => permits,
+                () = shutdown.wait() => break,
+            };
+            let messages = match self.fetch(permits.len()).await {
+                Ok(messages) => messages,
+                Err(err) => {
+                    tracing::warn!(%err, queue = %self.queue, "cannot take ready jobs");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = shutdown.wait() => break,
+                    }
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                drop(permits);
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    () = shutdown.wait() => break,
+                }
+                continue;
+            }
+            for (message, permit) in messages.into_iter().zip(permits) {
+                if self.config.rate_limit > 0 && !self.rate_token(&message, &shutdown).await {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    continue;
+                }
+                let runner = Arc::clone(&self.runner);
+                let config = self.config.clone();
+                running.spawn(async move {
+                    let _permit = permit;
+                    if let Err(err) = runner.process(&message, &config).await {
+                        tracing::warn!(%err, "a job's run is left to be retried");
+                    }
+                });
+            }
+        }
+        // Jobs already running finish (the caller bounds how long).
+        while running.join_next().await.is_some() {}
+    }
+
+    /// At least one slot (queue and global), and up to `batch` if free.
+    async fn permits(&self, batch: usize) -> Vec<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let queue = Arc::clone(&self.slots).acquire_owned().await;
+        let global = Arc::clone(&self.runner.global).acquire_owned().await;
+        let (Ok(queue), Ok(global)) = (queue, global) else {
+            return Vec::new();
+        };
+        let mut permits = vec![(queue, global)];
+        while permits.len() < batch {
+            let (Ok(queue), Ok(global)) = (
+                Arc::clone(&self.slots).try_acquire_owned(),
+                Arc::clone(&self.runner.global).try_acquire_owned(),
+            ) else {
+                break;
+            };
+            permits.push((queue, global));
+        }
+        permits
+    }
+
+    /// Waits for the queue's rate limit to allow one more start, across
+    /// every jobs process: a fixed window counted in the records bucket.
+    async fn rate_token(&self, message: &jetstream::Message, shutdown: &Shutdown) -> bool {
+        let period = self.config.rate_period_ms.max(1);
+        loop {
+            let Ok(records) = self.runner.queue.records().await else {
+                return false;
+            };
+            let now_ms = now().timestamp_millis().max(0) as u64;
+            let window = now_ms - now_ms % period;
+            let wait = match records.rate_window(&self.queue).await {
+                Ok((start, count, revision)) => {
+                    let count = if start == window { count } else { 0 };
+                    if count < u64::from(self.config.rate_limit) {
+                        match records
+                            .set_rate_window(&self.queue, window, count + 1, revision)
+                            .await
+                        {
+                            Ok(true) => return true,
+                            Ok(false) => continue,
+                            Err(_) => Duration::from_millis(100),
+                        }
+                    } else {
+                        Duration::from_millis(window + period - now_ms)
+                    }
+                }
+                Err(_) => Duration::from_millis(100),
+            };
+            let _ = message.ack_with(AckKind::Progress).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait.min(Duration::from_secs(5))) => {}
+                () = shutdown.wait() => return false,
+            }
+        }
+    }
+}
+
+/// Aging: a job that has waited `aging` at one priority moves up one. Its
+/// message is copied to the next priority, then acked; a crash between the
+/// two leaves two copies of one ticket, and the second is dropped.
+async fn age(
+    consumers: Vec<jetstream::consumer::Consumer<pull::Config>>,
+    queue: Arc<JobQueue>,
+    name: String,
+    aging: Duration,
+    shutdown: Shutdown,
+) {
+    let period = (aging / 2).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = shutdown.wait() => return,
+        }
+        for (priority, consumer) in consumers.iter().enumerate().take(consumers.len() - 1) {
+            if let Err(err) = promote(consumer, &queue, &name, priority as u8 + 1, aging).await {
+                tracing::debug!(%err, "aging");
+            }
+        }
+    }
+}
+
+async fn promote(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    queue: &JobQueue,
+    name: &str,
+    to: u8,
+    aging: Duration,
+) -> Result<(), JobsError> {
+    loop {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .messages()
+            .await
+            .map_err(nats)?;
+        let Some(Ok(message)) = batch.next().await else {
+            return Ok(());
+        };
+        let waited = message
+            .info()
+            .map(|info| since_unix_nanos(info.published.unix_timestamp_nanos()))
+            .unwrap_or_default();
+        if waited < aging {
+            // The oldest has not waited long enough, so none has.
+            message.ack_with(AckKind::Nak(None)).await.map_err(nats)?;
+            return Ok(());
+        }
+        let subject = queue.settings().subjects.job_ready(name, to);
+        queue
+            .jetstream()
+            .publish(subject, message.payload.clone())
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        message.ack().await.map_err(nats)?;
+    }
+}
+
+fn since_unix_nanos(at: i128) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i128;
+    Duration::from_nanos((now - at).clamp(0, i128::from(u64::MAX)) as u64)
+}

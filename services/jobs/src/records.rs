@@ -1,0 +1,247 @@
+//! Job records in the key-value bucket `<PREFIX>_JOBS`: `job.<id>` holds a
+//! [`JobRecord`], `idem.<queue>.<key>` the id an idempotency key points at,
+//! and `rate.<queue>` a rate-limited queue's current window.
+//!
+//! Every change is a compare-and-set on the key's revision, so two
+//! processes never both move a job out of the same state.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, kv};
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use oxbase_proto::jobs::{JobRecord, JobState};
+
+use crate::JobsError;
+
+/// A record and the revision it was read at.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub record: JobRecord,
+    pub revision: u64,
+}
+
+/// Why a compare-and-set did not apply.
+#[derive(Debug)]
+pub enum Write {
+    Done(u64),
+    /// The key changed since it was read (or, for a create, exists).
+    Conflict,
+}
+
+#[derive(Clone)]
+pub struct Records {
+    jetstream: jetstream::Context,
+    kv: kv::Store,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+pub(crate) fn nats(err: impl std::fmt::Display) -> JobsError {
+    JobsError::Nats(err.to_string())
+}
+
+fn job_key(id: &str) -> String {
+    format!("job.{id}")
+}
+
+impl Records {
+    /// Opens the bucket, creating it when missing.
+    pub async fn open(
+        jetstream: jetstream::Context,
+        bucket: String,
+        replicas: usize,
+    ) -> Result<Self, JobsError> {
+        let kv = match jetstream.get_key_value(&bucket).await {
+            Ok(kv) => kv,
+            Err(_) => match jetstream
+                .create_key_value(kv::Config {
+                    bucket: bucket.clone(),
+                    description: "oxbase background jobs".into(),
+                    history: 1,
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas,
+                    // Per-message TTLs: finished jobs and idempotency keys
+                    // expire on their own.
+                    limit_markers: Some(Duration::from_secs(60)),
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(kv) => kv,
+                // Another process created it meanwhile.
+                Err(_) => jetstream.get_key_value(&bucket).await.map_err(nats)?,
+            },
+        };
+        Ok(Self {
+            prefix: format!("$KV.{bucket}."),
+            jetstream,
+            kv,
+        })
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Versioned>, JobsError> {
+        if !oxbase_proto::valid_token(id) {
+            return Ok(None);
+        }
+        let Some(entry) = self.kv.entry(job_key(id)).await.map_err(nats)? else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let record = serde_json::from_slice(&entry.value)
+            .map_err(|e| JobsError::Nats(format!("job {id} has an unreadable record: {e}")))?;
+        Ok(Some(Versioned {
+            record,
+            revision: entry.revision,
+        }))
+    }
+
+    /// Writes `record` if its key is still at `revision` (0: absent). A
+    /// `ttl` makes the record expire, for finished jobs.
+    pub async fn put(
+        &self,
+        record: &JobRecord,
+        revision: u64,
+        ttl: Option<Duration>,
+    ) -> Result<Write, JobsError> {
+        let body = serde_json::to_vec(record).map_err(|e| JobsError::Nats(e.to_string()))?;
+        let mut publish = jetstream::message::PublishMessage::build()
+            .payload(Bytes::from(body))
+            .expected_last_subject_sequence(revision);
+        if let Some(ttl) = ttl {
+            publish = publish.ttl(ttl);
+        }
+        let subject = format!("{}{}", self.prefix, job_key(&record.id));
+        let ack = self
+            .jetstream
+            .send_publish(subject, publish)
+            .await
+            .map_err(nats)?;
+        match ack.await {
+            Ok(ack) => Ok(Write::Done(ack.sequence)),
+            Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => Ok(Write::Conflict),
+            Err(err) => Err(nats(err)),
+        }
+    }
+
+    /// Points the idempotency key at `id` for `window`, unless it already
+    /// points somewhere: then the id it points at.
+    pub async fn claim_key(
+        &self,
+        queue: &str,
+        key: &str,
+        id: &str,
+        window: Duration,
+    ) -> Result<Option<String>, JobsError> {
+        let name = format!(
+            "idem.{queue}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+        );
+        loop {
+            match self
+                .kv
+                .create_with_ttl(&name, Bytes::from(id.to_owned()), window)
+                .await
+            {
+                Ok(_) => return Ok(None),
+                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    match self.kv.get(&name).await.map_err(nats)? {
+                        Some(existing) => {
+                            return Ok(Some(String::from_utf8_lossy(&existing).into_owned()));
+                        }
+                        // Expired between the two calls: claim it again.
+                        None => continue,
+                    }
+                }
+                Err(err) => return Err(nats(err)),
+            }
+        }
+    }
+
+    /// The rate window of a queue: (window start in ms, starts counted),
+    /// and its revision.
+    pub async fn rate_window(&self, queue: &str) -> Result<(u64, u64, u64), JobsError> {
+        match self.kv.entry(format!("rate.{queue}")).await.map_err(nats)? {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let text = String::from_utf8_lossy(&entry.value);
+                let (start, count) = text.split_once(' ').unwrap_or(("0", "0"));
+                Ok((
+                    start.parse().unwrap_or(0),
+                    count.parse().unwrap_or(0),
+                    entry.revision,
+                ))
+            }
+            Some(entry) => Ok((0, 0, entry.revision)),
+            None => Ok((0, 0, 0)),
+        }
+    }
+
+    /// Sets a queue's rate window if it is still at `revision`.
+    pub async fn set_rate_window(
+        &self,
+        queue: &str,
+        start: u64,
+        count: u64,
+        revision: u64,
+    ) -> Result<bool, JobsError> {
+        match self
+            .kv
+            .update(
+                format!("rate.{queue}"),
+                Bytes::from(format!("{start} {count}")),
+                revision,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(err) => Err(nats(err)),
+        }
+    }
+
+    /// Up to `limit` jobs of `queue` (in `state`, when given), most
+    /// recently changed first. It reads every record, so it is for
+    /// operators, not for hot paths.
+    pub async fn list(
+        &self,
+        queue: &str,
+        state: Option<JobState>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, JobsError> {
+        let mut watch = self.kv.watch_with_history("job.>").await.map_err(nats)?;
+        let mut found = std::collections::VecDeque::with_capacity(limit.min(1024));
+        let empty = self.kv.status().await.map_err(nats)?.values() == 0;
+        if empty {
+            return Ok(Vec::new());
+        }
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(5), watch.next()).await;
+            let Ok(Some(entry)) = next else { break };
+            let entry = entry.map_err(nats)?;
+            if entry.operation == kv::Operation::Put
+                && let Ok(record) = serde_json::from_slice::<JobRecord>(&entry.value)
+                && record.queue == queue
+                && state.is_none_or(|s| s == record.state)
+            {
+                if found.len() == limit {
+                    found.pop_front();
+                }
+                found.push_back(record);
+            }
+            if entry.delta == 0 {
+                break;
+            }
+        }
+        Ok(found.into_iter().rev().collect())
+    }
+}
