@@ -244,7 +244,7 @@ impl Database {
         class_name: &str,
         options: &FindOptions,
     ) -> ApiResult<(Vec<Object>, Option<u64>)> {
-        validate_class_access(class_name)?;
+        validate_class_access(auth, class_name)?;
         let view = self
             .schemas_for(class_name, &options.filter.fields())
             .await?;
@@ -308,7 +308,7 @@ impl Database {
         object_id: &str,
         options: &FindOptions,
     ) -> ApiResult<Object> {
-        validate_class_access(class_name)?;
+        validate_class_access(auth, class_name)?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         let class = view.get(class_name).map(Arc::as_ref);
@@ -343,7 +343,7 @@ impl Database {
         object_id: &str,
         operation: Operation,
     ) -> ApiResult<Object> {
-        validate_class_access(class_name)?;
+        validate_class_access(auth, class_name)?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         let class = view.get(class_name).map(Arc::as_ref);
@@ -494,7 +494,7 @@ impl Database {
         class_name: &str,
         body: &Map<String, Value>,
     ) -> ApiResult<PreparedWrite> {
-        validate_class_access(class_name)?;
+        validate_class_access(auth, class_name)?;
         auth.require_writable("create")?;
         let mut parsed = parse_write(
             body,
@@ -546,7 +546,7 @@ impl Database {
         object_id: &str,
         body: &Map<String, Value>,
     ) -> ApiResult<PreparedWrite> {
-        validate_class_access(class_name)?;
+        validate_class_access(auth, class_name)?;
         auth.require_writable("update")?;
         let mut parsed = parse_write(body, WriteKind::Update { object_id })?;
         let view = self.schemas_for(class_name, &[]).await?;
@@ -586,7 +586,7 @@ impl Database {
         class_name: &str,
         object_id: &str,
     ) -> ApiResult<PreparedWrite> {
-        validate_class_access(class_name)?;
+        validate_class_access(auth, class_name)?;
         auth.require_writable("delete")?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
@@ -670,9 +670,16 @@ impl Database {
 
 /// Classes `/classes` serves: any valid name, and the system classes
 /// whose rules oxbase implements.
-fn validate_class_access(class_name: &str) -> ApiResult<()> {
+fn validate_class_access(auth: &Auth, class_name: &str) -> ApiResult<()> {
     match class_name {
         "_User" | "_Role" | "_Session" => Ok(()),
+        // Written by the jobs service; Parse Server lets only the master
+        // key near it.
+        "_JobStatus" if auth.master => Ok(()),
+        "_JobStatus" => Err(ApiError::new(
+            code::OPERATION_FORBIDDEN,
+            format!("Clients aren't allowed to perform this operation on the {class_name} collection."),
+        )),
         _ => validate_class_name(class_name),
     }
 }

@@ -217,6 +217,12 @@ impl Runner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&record.id);
+        // Reports sent just before the answer still count.
+        while let Ok(report) = reports.try_recv() {
+            if report.progress.is_some() || report.message.is_some() {
+                self.report(records, record, revision, report).await;
+            }
+        }
         result
     }
 

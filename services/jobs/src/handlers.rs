@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::{HeaderMap, client::RequestErrorKind};
 use bytes::Bytes;
 use oxbase_hooks::HookRegistry;
-use oxbase_proto::hooks::{HookReply, IDEMPOTENCY_KEY, WEBHOOK_KEY};
+use oxbase_proto::hooks::{HookError, IDEMPOTENCY_KEY, WEBHOOK_KEY};
 use oxbase_proto::jobs::{JobProgress, JobRun};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -111,17 +111,22 @@ impl Handlers {
             Some(url) => self.post(&url, &run, body).await?,
             None => self.request(&run, body).await?,
         };
-        match serde_json::from_slice::<HookReply>(&reply) {
-            Ok(HookReply {
-                error: Some(error), ..
-            }) => Err(error.message()),
-            Ok(HookReply {
-                success: Some(result),
-                ..
-            }) => Ok(result),
-            _ => Err(
-                "the handler's answer is not {\"success\": ...} or {\"error\": ...} JSON".into(),
-            ),
+        // `{"success": null}` is a success, so look for the member rather
+        // than at its value.
+        let reply: Option<serde_json::Map<String, Value>> = serde_json::from_slice(&reply).ok();
+        match reply {
+            Some(mut reply) if reply.contains_key("error") => {
+                let error = reply.remove("error").unwrap_or_default();
+                Err(serde_json::from_value::<HookError>(error)
+                    .map(|e| e.message())
+                    .unwrap_or_else(|_| "the handler failed".into()))
+            }
+            Some(mut reply) if reply.contains_key("success") => {
+                Ok(reply.remove("success").unwrap_or_default())
+            }
+            _ => {
+                Err(r#"the handler's answer is not {"success": ...} or {"error": ...} JSON"#.into())
+            }
         }
     }
 

@@ -612,13 +612,33 @@ fn set_path(tree: &mut Value, dotted: &str, value: Value) {
 
 /// Sets `key` from an environment string, typed like the key's current
 /// value. Keys that do not exist are ignored.
+/// Settings that are maps of named entries: an environment variable may
+/// name an entry that does not exist yet (`OXBASE_JOBS__QUEUES__EMAILS__...`),
+/// which then starts from these defaults.
+fn map_entry_default(path: &str) -> Option<Value> {
+    match path {
+        "jobs.queues" => serde_json::to_value(QueueConfig::default()).ok(),
+        _ => None,
+    }
+}
+
 fn set_from_env(tree: &mut Value, key: &str, var: &str, raw: &str) -> Result<(), ConfigError> {
     let mut node = &mut *tree;
+    let mut path = String::new();
     for part in key.split('.') {
+        if node.get(part).is_none()
+            && let (Some(entry), Value::Object(map)) = (map_entry_default(&path), &mut *node)
+        {
+            map.insert(part.to_owned(), entry);
+        }
         match node.get_mut(part) {
             Some(child) => node = child,
             None => return Ok(()),
         }
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(part);
     }
     let bad = |reason: &str| ConfigError::Env {
         var: var.to_owned(),

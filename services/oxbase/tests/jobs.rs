@@ -4,8 +4,9 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use oxbase_proto::jobs::JobRun;
@@ -16,14 +17,19 @@ use common::{Nats, Oxbase, ServiceProcess, free_port};
 /// What a worker does with a run: wait, then answer this body.
 type Answer = Arc<dyn Fn(&JobRun) -> (Duration, Value) + Send + Sync>;
 
+/// A run as a worker received it.
+#[derive(Debug, Clone)]
+struct Received {
+    at: Instant,
+    wall: SystemTime,
+    run: JobRun,
+}
+
+type Runs = Arc<Mutex<Vec<Received>>>;
+
 /// A NATS worker for the job `name` of `queue`: records each run it
 /// receives (in arrival order) and answers it.
-async fn worker(
-    nats: &async_nats::Client,
-    queue: &str,
-    name: &str,
-    answer: Answer,
-) -> Arc<Mutex<Vec<(Instant, JobRun)>>> {
+async fn worker(nats: &async_nats::Client, queue: &str, name: &str, answer: Answer) -> Runs {
     let runs = Arc::new(Mutex::new(Vec::new()));
     let mut requests = nats
         .queue_subscribe(format!("oxbase.jobs.run.{queue}.{name}"), "workers".into())
@@ -35,7 +41,11 @@ async fn worker(
     tokio::spawn(async move {
         while let Some(request) = requests.next().await {
             let run: JobRun = serde_json::from_slice(&request.payload).unwrap();
-            seen.lock().unwrap().push((Instant::now(), run.clone()));
+            seen.lock().unwrap().push(Received {
+                at: Instant::now(),
+                wall: SystemTime::now(),
+                run: run.clone(),
+            });
             let (wait, body) = answer(&run);
             let client = client.clone();
             tokio::spawn(async move {
@@ -172,10 +182,10 @@ async fn one_worker_runs_queued_jobs_by_priority_then_first_in_first_out() {
         .lock()
         .unwrap()
         .iter()
-        .map(|(_, run)| {
+        .map(|received| {
             (
-                run.payload["priority"].as_u64().unwrap(),
-                run.payload["seq"].as_u64().unwrap(),
+                received.run.payload["priority"].as_u64().unwrap(),
+                received.run.payload["seq"].as_u64().unwrap(),
             )
         })
         .collect();
@@ -224,7 +234,7 @@ async fn failures_back_off_then_die_and_a_retry_from_the_api_runs_the_job_again(
         errors.iter().all(|e| e["error"] == "upstream is down"),
         "{dead}"
     );
-    let times: Vec<Instant> = runs.lock().unwrap().iter().map(|(at, _)| *at).collect();
+    let times: Vec<Instant> = runs.lock().unwrap().iter().map(|r| r.at).collect();
     assert_eq!(times.len(), 3);
     for pair in times.windows(2) {
         // The fixed backoff, rounded up to the schedule's whole second.
@@ -298,7 +308,7 @@ async fn delays_idempotency_keys_and_cancel() {
     setup
         .wait_state("default", id, "succeeded", Duration::from_secs(10))
         .await;
-    let ran_after = runs.lock().unwrap()[0].0 - submitted_at;
+    let ran_after = runs.lock().unwrap()[0].at - submitted_at;
     assert!(
         ran_after >= Duration::from_millis(2000) && ran_after < Duration::from_millis(3100),
         "a 2 s delay ran after {ran_after:?}"
@@ -309,7 +319,7 @@ async fn delays_idempotency_keys_and_cancel() {
         .lock()
         .unwrap()
         .iter()
-        .map(|(_, r)| r.id.clone())
+        .map(|r| r.run.id.clone())
         .collect();
     assert_eq!(ran, vec![id.to_owned()]);
     let (status, body) = setup
@@ -368,4 +378,406 @@ async fn bad_submissions_get_clear_errors() {
         .call(reqwest::Method::GET, "/queues", Value::Null)
         .await;
     assert_eq!(status, 200, "the API is still up");
+}
+
+/// A worker that takes `busy` per run and tracks how many runs overlap,
+/// per queue and in all.
+struct Overlap {
+    now: Mutex<HashMap<String, usize>>,
+    most: Mutex<HashMap<String, usize>>,
+}
+
+impl Overlap {
+    fn enter(&self, queue: &str) {
+        let mut now = self.now.lock().unwrap();
+        *now.entry(queue.into()).or_default() += 1;
+        *now.entry("*".into()).or_default() += 1;
+        let mut most = self.most.lock().unwrap();
+        for key in [queue, "*"] {
+            let current = now[key];
+            let best = most.entry(key.into()).or_default();
+            *best = (*best).max(current);
+        }
+    }
+
+    fn leave(&self, queue: &str) {
+        let mut now = self.now.lock().unwrap();
+        *now.get_mut(queue).unwrap() -= 1;
+        *now.get_mut("*").unwrap() -= 1;
+    }
+
+    fn most(&self, key: &str) -> usize {
+        self.most.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+}
+
+async fn busy_worker(
+    nats: &async_nats::Client,
+    queue: &'static str,
+    busy: Duration,
+    overlap: Arc<Overlap>,
+) -> Runs {
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let mut requests = nats
+        .subscribe(format!("oxbase.jobs.run.{queue}.busy"))
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let (seen, client) = (Arc::clone(&runs), nats.clone());
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let run: JobRun = serde_json::from_slice(&request.payload).unwrap();
+            seen.lock().unwrap().push(Received {
+                at: Instant::now(),
+                wall: SystemTime::now(),
+                run,
+            });
+            let (client, overlap) = (client.clone(), Arc::clone(&overlap));
+            tokio::spawn(async move {
+                overlap.enter(queue);
+                tokio::time::sleep(busy).await;
+                overlap.leave(queue);
+                let reply = request.reply.unwrap();
+                let _ = client
+                    .publish(reply, br#"{"success":1}"#.to_vec().into())
+                    .await;
+            });
+        }
+    });
+    runs
+}
+
+#[tokio::test]
+async fn concurrency_limits_hold_per_queue_and_per_process() {
+    let env = [
+        ("OXBASE_JOBS__CONCURRENCY", "3"),
+        ("OXBASE_JOBS__QUEUES__LIMITED__CONCURRENCY", "2"),
+    ];
+    let setup = setup(&env).await;
+    let overlap = Arc::new(Overlap {
+        now: Mutex::new(HashMap::new()),
+        most: Mutex::new(HashMap::new()),
+    });
+    let busy = Duration::from_millis(300);
+    let limited = busy_worker(&setup.client, "limited", busy, Arc::clone(&overlap)).await;
+    let open = busy_worker(&setup.client, "default", busy, Arc::clone(&overlap)).await;
+    for _ in 0..6 {
+        setup.submit("limited", json!({"name": "busy"})).await;
+        setup.submit("default", json!({"name": "busy"})).await;
+    }
+    let _jobs = setup.jobs(&env).await;
+    wait_for(
+        || limited.lock().unwrap().len() == 6 && open.lock().unwrap().len() == 6,
+        Duration::from_secs(30),
+        "12 runs",
+    )
+    .await;
+    assert_eq!(overlap.most("limited"), 2, "the queue's limit, reached");
+    assert_eq!(overlap.most("*"), 3, "the process's limit, reached");
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_across_processes() {
+    let env = [
+        ("OXBASE_JOBS__QUEUES__RATED__RATE_LIMIT", "4"),
+        ("OXBASE_JOBS__QUEUES__RATED__RATE_PERIOD_MS", "1000"),
+    ];
+    let setup = setup(&env).await;
+    let runs = worker(&setup.client, "rated", "tick", succeed()).await;
+    for _ in 0..12 {
+        setup.submit("rated", json!({"name": "tick"})).await;
+    }
+    let _a = setup.jobs(&env).await;
+    let _b = setup.jobs(&env).await;
+    wait_for(
+        || runs.lock().unwrap().len() == 12,
+        Duration::from_secs(30),
+        "12 runs",
+    )
+    .await;
+    let mut per_window: HashMap<u128, usize> = HashMap::new();
+    for received in runs.lock().unwrap().iter() {
+        let ms = received
+            .wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        *per_window.entry(ms / 1000).or_default() += 1;
+    }
+    assert!(per_window.values().all(|&n| n <= 4), "{per_window:?}");
+    assert!(
+        per_window.len() >= 3,
+        "12 jobs at 4/s span 3 windows: {per_window:?}"
+    );
+}
+
+const FAST_ACK: &[(&str, &str)] = &[("OXBASE_JOBS__ACK_WAIT_MS", "2000")];
+
+#[tokio::test]
+async fn a_job_running_on_a_killed_process_runs_again_and_no_job_is_lost() {
+    let setup = setup(FAST_ACK).await;
+    let first_attempt_hangs: Answer = Arc::new(|run| {
+        if run.attempt == 1 && run.payload["hang"] == true {
+            (Duration::from_secs(3600), json!({"success": null}))
+        } else {
+            (Duration::from_millis(20), json!({"success": run.attempt}))
+        }
+    });
+    let runs = worker(&setup.client, "default", "work", first_attempt_hangs).await;
+    let first = setup.jobs(FAST_ACK).await;
+    let hanging = setup
+        .submit(
+            "default",
+            json!({"name": "work", "payload": {"hang": true}}),
+        )
+        .await;
+    let hanging = hanging["job"]["id"].as_str().unwrap().to_owned();
+    let mut ids = vec![hanging.clone()];
+    for n in 0..200 {
+        let job = setup
+            .submit("default", json!({"name": "work", "payload": {"n": n}}))
+            .await;
+        ids.push(job["job"]["id"].as_str().unwrap().to_owned());
+    }
+    wait_for(
+        || runs.lock().unwrap().len() >= 50,
+        Duration::from_secs(30),
+        "50 runs",
+    )
+    .await;
+    first.kill();
+    let _second = setup.jobs(FAST_ACK).await;
+    for id in &ids {
+        let job = setup
+            .wait_state("default", id, "succeeded", Duration::from_secs(60))
+            .await;
+        if *id == hanging {
+            assert_eq!(job["attempts"], 2, "{job}");
+            assert_eq!(job["result"], 2, "{job}");
+        }
+    }
+    let seen: std::collections::HashSet<String> = runs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.run.id.clone())
+        .collect();
+    assert_eq!(seen.len(), ids.len(), "every job ran");
+}
+
+#[tokio::test]
+async fn three_processes_share_a_queue_and_run_each_job_once() {
+    let setup = setup(&[]).await;
+    let runs = worker(
+        &setup.client,
+        "default",
+        "shared",
+        Arc::new(|_| (Duration::from_millis(10), json!({"success": null}))),
+    )
+    .await;
+    let env = [("OXBASE_JOBS__QUEUES__DEFAULT__CONCURRENCY", "4")];
+    let _a = setup.jobs(&env).await;
+    let _b = setup.jobs(&env).await;
+    let _c = setup.jobs(&env).await;
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        let job = setup
+            .submit("default", json!({"name": "shared", "payload": n}))
+            .await;
+        ids.push(job["job"]["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        setup
+            .wait_state("default", id, "succeeded", Duration::from_secs(60))
+            .await;
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for received in runs.lock().unwrap().iter() {
+        *counts.entry(received.run.id.clone()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 300);
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "ran more than once: {twice:?}");
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_long_run_alive_and_silence_fails_it() {
+    let env = [("OXBASE_JOBS__QUEUES__DEFAULT__HEARTBEAT_MS", "1000")];
+    let setup = setup(&env).await;
+    // "steady" reports progress every 300 ms for 2.5 s, then answers;
+    // "silent" never says anything.
+    let mut requests = setup
+        .client
+        .subscribe("oxbase.jobs.run.default.*")
+        .await
+        .unwrap();
+    setup.client.flush().await.unwrap();
+    let client = setup.client.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let run: JobRun = serde_json::from_slice(&request.payload).unwrap();
+            if run.name != "steady" {
+                continue;
+            }
+            let client = client.clone();
+            tokio::spawn(async move {
+                let progress = run.progress_subject.clone().unwrap();
+                for step in 1..=8 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let report =
+                        json!({"progress": step as f64 * 12.5, "message": format!("step {step}")});
+                    client
+                        .publish(
+                            progress.clone(),
+                            serde_json::to_vec(&report).unwrap().into(),
+                        )
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let reply = request.reply.unwrap();
+                client
+                    .publish(reply, br#"{"success":"done"}"#.to_vec().into())
+                    .await
+                    .unwrap();
+            });
+        }
+    });
+    let _jobs = setup.jobs(&env).await;
+    let steady = setup
+        .submit("default", json!({"name": "steady", "maxAttempts": 1}))
+        .await;
+    let silent = setup
+        .submit("default", json!({"name": "silent", "maxAttempts": 1}))
+        .await;
+    let steady = setup
+        .wait_state(
+            "default",
+            steady["job"]["id"].as_str().unwrap(),
+            "succeeded",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(steady["progress"], 100.0, "{steady}");
+    assert_eq!(steady["message"], "step 8", "{steady}");
+    let silent = setup
+        .wait_state(
+            "default",
+            silent["job"]["id"].as_str().unwrap(),
+            "dead",
+            Duration::from_secs(20),
+        )
+        .await;
+    let error = silent["errors"][0]["error"].as_str().unwrap();
+    assert!(error.contains("no heartbeat"), "{error}");
+}
+
+#[tokio::test]
+async fn parse_jobs_run_on_their_registered_handler_and_fill_job_status() {
+    let setup = setup(&[]).await;
+    let (status, body) = setup
+        .call(reqwest::Method::POST, "/jobs/report", json!({}))
+        .await;
+    assert_eq!((status, body["code"].clone()), (400, json!(141)), "{body}");
+    assert_eq!(body["error"], "Invalid job.");
+    let (status, body) = setup
+        .call(
+            reqwest::Method::POST,
+            "/hooks/jobs",
+            json!({"jobName": "report", "nats": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut requests = setup
+        .client
+        .subscribe("oxbase.jobs.run.default.report")
+        .await
+        .unwrap();
+    setup.client.flush().await.unwrap();
+    let client = setup.client.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let run: JobRun = serde_json::from_slice(&request.payload).unwrap();
+            let report = json!({"message": format!("halfway through {}", run.payload["month"])});
+            client
+                .publish(
+                    run.progress_subject.unwrap(),
+                    serde_json::to_vec(&report).unwrap().into(),
+                )
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            client
+                .publish(
+                    request.reply.unwrap(),
+                    br#"{"success":"all done"}"#.to_vec().into(),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let _jobs = setup.jobs(&[]).await;
+
+    let response = setup
+        .api
+        .request(reqwest::Method::POST, "/jobs/report")
+        .header("X-Parse-Master-Key", "mk")
+        .json(&json!({"month": "May"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let status_id = response
+        .headers()
+        .get("X-Parse-Job-Status-Id")
+        .map(|id| id.to_str().unwrap().to_owned());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!((status.as_u16(), &body), (200, &json!({})));
+    let status_id = status_id.expect("X-Parse-Job-Status-Id");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut messages = Vec::new();
+    let done = loop {
+        let (status, body) = setup
+            .call(
+                reqwest::Method::GET,
+                &format!("/classes/_JobStatus/{status_id}"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        if let Some(message) = body["message"].as_str()
+            && messages.last().map(String::as_str) != Some(message)
+        {
+            messages.push(message.to_owned());
+        }
+        if body["status"] != "running" {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still running: {body}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["message"], "all done");
+    assert_eq!(done["jobName"], "report");
+    assert_eq!(done["source"], "api");
+    assert_eq!(done["params"], json!({"month": "May"}));
+    assert_eq!(done["finishedAt"]["__type"], "Date", "{done}");
+    assert!(
+        messages.contains(&"halfway through \"May\"".to_owned()),
+        "{messages:?}"
+    );
+    // Only the master key reads it.
+    let response = setup
+        .api
+        .request(
+            reqwest::Method::GET,
+            &format!("/classes/_JobStatus/{status_id}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], 119);
 }
