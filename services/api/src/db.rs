@@ -678,7 +678,9 @@ fn validate_class_access(auth: &Auth, class_name: &str) -> ApiResult<()> {
         "_JobStatus" if auth.master => Ok(()),
         "_JobStatus" => Err(ApiError::new(
             code::OPERATION_FORBIDDEN,
-            format!("Clients aren't allowed to perform this operation on the {class_name} collection."),
+            format!(
+                "Clients aren't allowed to perform this operation on the {class_name} collection."
+            ),
         )),
         _ => validate_class_name(class_name),
     }

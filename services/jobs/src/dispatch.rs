@@ -702,3 +702,38 @@ fn since_unix_nanos(at: i128) -> Duration {
         .as_nanos() as i128;
     Duration::from_nanos((now - at).clamp(0, i128::from(u64::MAX)) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_backoff_doubles_up_to_its_cap_with_up_to_half_again_of_jitter() {
+        let plain = Backoff::Exponential {
+            delay_ms: 100,
+            max_ms: 1000,
+            jitter: false,
+        };
+        let waits: Vec<u128> = (1..=6)
+            .map(|attempt| backoff_delay(plain, attempt).as_millis())
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        let jittered = Backoff::Exponential {
+            delay_ms: 100,
+            max_ms: 1000,
+            jitter: true,
+        };
+        for attempt in 1..=6 {
+            let base = waits[attempt as usize - 1];
+            let wait = backoff_delay(jittered, attempt).as_millis();
+            assert!(
+                (base..=base + base / 2).contains(&wait),
+                "{attempt}: {wait}"
+            );
+        }
+        assert_eq!(
+            backoff_delay(Backoff::Fixed { delay_ms: 250 }, 9),
+            Duration::from_millis(250)
+        );
+    }
+}

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use oxbase_hooks::HookRegistry;
+use oxbase_hooks::{HookRegistry, RegistryError};
 use oxbase_kit::{Config, Readiness, Shutdown};
+use oxbase_proto::HookEntry;
 use oxbase_proto::hooks::{HookError, HookReply};
 use oxbase_proto::jobs::{JobProgress, JobSpec};
 use serde_json::Value;
@@ -79,6 +80,13 @@ impl JobsService {
     pub async fn run(self, readiness: Readiness, shutdown: Shutdown) -> Result<(), JobsError> {
         readiness.register("jobs");
         let settings = Arc::clone(self.queue.settings());
+        if let Some(registry) = &self.registry {
+            tokio::spawn(register_builtins(
+                Arc::clone(registry),
+                self.builtins.keys().cloned().collect(),
+                shutdown.clone(),
+            ));
+        }
         let runner = Arc::new(Runner {
             queue: Arc::clone(&self.queue),
             handlers: Handlers::new(
@@ -124,6 +132,42 @@ impl JobsService {
         }
         while tasks.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+/// Lists each built-in job in the hook registry (as served over NATS, by
+/// this service), so `POST /jobs/<name>` knows it has a handler.
+async fn register_builtins(registry: Arc<HookRegistry>, names: Vec<String>, shutdown: Shutdown) {
+    let mut backoff = std::time::Duration::from_millis(100);
+    let mut left = names;
+    while !left.is_empty() {
+        let mut failed = Vec::new();
+        for name in left {
+            let entry = HookEntry {
+                function_name: None,
+                class_name: None,
+                trigger_name: None,
+                job_name: Some(name.clone()),
+                url: None,
+                nats: true,
+            };
+            match registry.create(entry).await {
+                Ok(_) | Err(RegistryError::Exists) => {}
+                Err(err) => {
+                    tracing::debug!(%err, job = %name, "cannot list a built-in job yet");
+                    failed.push(name);
+                }
+            }
+        }
+        left = failed;
+        if left.is_empty() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.wait() => return,
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     }
 }
 

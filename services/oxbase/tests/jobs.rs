@@ -781,3 +781,47 @@ async fn parse_jobs_run_on_their_registered_handler_and_fill_job_status() {
     assert_eq!(response.status(), 400);
     assert_eq!(response.json::<Value>().await.unwrap()["code"], 119);
 }
+
+#[tokio::test]
+async fn aging_lets_a_low_priority_job_through_a_flood_of_high_ones() {
+    let env = [
+        ("OXBASE_JOBS__QUEUES__AGED__AGING_MS", "300"),
+        ("OXBASE_JOBS__QUEUES__AGED__CONCURRENCY", "1"),
+    ];
+    let setup = Arc::new(setup(&env).await);
+    let runs = worker(
+        &setup.client,
+        "aged",
+        "w",
+        Arc::new(|_| (Duration::from_millis(100), json!({"success": null}))),
+    )
+    .await;
+    let low = setup
+        .submit(
+            "aged",
+            json!({"name": "w", "priority": 0, "payload": "low"}),
+        )
+        .await;
+    let low = low["job"]["id"].as_str().unwrap().to_owned();
+    let _jobs = setup.jobs(&env).await;
+    // High-priority jobs arrive faster than they run, for 12 s: without
+    // aging the low one waits until the flood is over.
+    let flood_ends = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < flood_ends {
+        setup
+            .submit("aged", json!({"name": "w", "priority": 9}))
+            .await;
+        if runs.lock().unwrap().iter().any(|r| r.run.id == low) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    let ran = runs
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.run.id == low)
+        .map(|r| r.at);
+    let ran = ran.expect("the low-priority job ran during the flood");
+    assert!(ran < flood_ends);
+}
