@@ -60,10 +60,6 @@ pub enum Outcome {
 }
 
 impl Runner {
-    fn records(&self) -> impl std::future::Future<Output = Result<&Records, JobsError>> {
-        self.queue.records()
-    }
-
     /// Runs the job a message names, if the message is current, and acks
     /// it once the outcome is recorded. An error leaves it unacked, so
     /// JetStream hands it out again.
@@ -78,7 +74,7 @@ impl Runner {
             return Ok(Outcome::Dropped);
         };
         let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-        let records = self.records().await?;
+        let records = self.queue.records().await?;
         let Some((mut record, mut revision)) = self.claim(records, &queued, delivered).await?
         else {
             message.ack().await.map_err(nats)?;
@@ -416,8 +412,8 @@ pub(crate) struct PriorityDispatcher {
     queue: String,
     config: QueueConfig,
     slots: Arc<Semaphore>,
-    consumers: Vec<pull::Stream>,
-    handles: Vec<jetstream::consumer::Consumer<pull::Config>>,
+    /// One consumer per priority, lowest first.
+    consumers: Vec<jetstream::consumer::Consumer<pull::Config>>,
 }
 
 impl PriorityDispatcher {
@@ -428,7 +424,6 @@ impl PriorityDispatcher {
             queue,
             config,
             consumers: Vec::new(),
-            handles: Vec::new(),
         }
     }
 
@@ -443,7 +438,7 @@ impl PriorityDispatcher {
             .get_stream(settings.stream_name())
             .await
             .map_err(nats)?;
-        let mut handles = Vec::with_capacity(PRIORITY_LEVELS as usize);
+        let mut consumers = Vec::with_capacity(PRIORITY_LEVELS as usize);
         for priority in 0..PRIORITY_LEVELS {
             let name = consumer_name(&self.queue, priority);
             let consumer = stream
@@ -461,17 +456,16 @@ impl PriorityDispatcher {
                 )
                 .await
                 .map_err(nats)?;
-            handles.push(consumer);
+            consumers.push(consumer);
         }
-        self.handles = handles;
-        self.consumers.clear();
+        self.consumers = consumers;
         Ok(())
     }
 
     /// Up to `wanted` ready jobs, highest priority first.
     async fn fetch(&self, wanted: usize) -> Result<Vec<jetstream::Message>, JobsError> {
         let mut out = Vec::with_capacity(wanted);
-        for consumer in self.handles.iter().rev() {
+        for consumer in self.consumers.iter().rev() {
             if out.len() == wanted {
                 break;
             }
@@ -522,7 +516,7 @@ impl PriorityDispatcher {
         }
         if self.config.aging_ms > 0 {
             tokio::spawn(age(
-                self.handles.clone(),
+                self.consumers.clone(),
                 self.runner.queue.clone(),
                 self.queue.clone(),
                 Duration::from_millis(self.config.aging_ms),

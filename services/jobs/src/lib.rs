@@ -104,9 +104,3 @@ impl Settings {
         oxbase_proto::stream_name(&self.subjects, "JOBS")
     }
 }
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings::from_config(&Config::default()).expect("the default config is valid")
-    }
-}

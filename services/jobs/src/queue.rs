@@ -210,17 +210,14 @@ impl JobQueue {
                 ))));
                 continue;
             }
-            let record = match self.new_record(&queue, spec) {
-                Ok(mut record) => {
-                    record.job_status_id = status_id;
-                    record
-                }
+            let mut record = match self.new_record(&queue, spec) {
+                Ok(record) => record,
                 Err(err) => {
                     out.push(Err(err));
                     continue;
                 }
             };
-            let mut record = record;
+            record.job_status_id = status_id;
             if let Some(key) = &record.idempotency_key {
                 match records
                     .claim_key(&queue, key, &record.id, self.settings.idempotency_window)
