@@ -322,12 +322,7 @@ impl JobQueue {
         let (subject, publish) = if due > now() + SCHEDULE_THRESHOLD {
             // JetStream's message schedule stores the message on `ready` at
             // its time; until then it waits on the job's own subject.
-            // Schedules have whole seconds: round up, so a job never runs
-            // before its time (and at most a second after).
-            let whole = due.timestamp() + i64::from(due.timestamp_subsec_nanos() > 0);
-            let at = DateTime::from_timestamp(whole, 0)
-                .unwrap_or(due)
-                .to_rfc3339_opts(SecondsFormat::Secs, true);
+            let at = due.to_rfc3339_opts(SecondsFormat::Millis, true);
             (
                 subjects.job_delayed(&record.id),
                 publish
