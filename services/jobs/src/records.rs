@@ -220,12 +220,20 @@ impl Records {
     ) -> Result<Vec<JobRecord>, JobsError> {
         let mut watch = self.kv.watch_with_history("job.>").await.map_err(nats)?;
         let mut found = std::collections::VecDeque::with_capacity(limit.min(1024));
-        let empty = self.kv.status().await.map_err(nats)?.values() == 0;
-        if empty {
+        let mut stream = self
+            .jetstream
+            .get_stream(format!("KV_{}", self.kv.name))
+            .await
+            .map_err(nats)?;
+        if stream.info().await.map_err(nats)?.state.messages == 0 {
             return Ok(Vec::new());
         }
+        // No record matching says nothing at all: give up on the first one
+        // sooner than on a later one.
+        let mut wait = Duration::from_secs(1);
         loop {
-            let next = tokio::time::timeout(Duration::from_secs(5), watch.next()).await;
+            let next = tokio::time::timeout(wait, watch.next()).await;
+            wait = Duration::from_secs(5);
             let Ok(Some(entry)) = next else { break };
             let entry = entry.map_err(nats)?;
             if entry.operation == kv::Operation::Put

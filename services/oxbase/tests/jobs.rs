@@ -242,6 +242,30 @@ async fn failures_back_off_then_die_and_a_retry_from_the_api_runs_the_job_again(
         assert!(gap < Duration::from_millis(2500), "retried after {gap:?}");
     }
 
+    let (status, listed) = setup
+        .call(
+            reqwest::Method::GET,
+            "/queues/default/jobs?state=dead",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let listed: Vec<&str> = listed["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![id.as_str()]);
+    let (status, body) = setup
+        .call(
+            reqwest::Method::GET,
+            "/queues/default/jobs?state=sleeping",
+            Value::Null,
+        )
+        .await;
+    assert_eq!((status, body["code"].clone()), (400, json!(142)), "{body}");
+
     fail.store(false, std::sync::atomic::Ordering::SeqCst);
     let (status, retried) = setup
         .call(
