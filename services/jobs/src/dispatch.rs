@@ -414,6 +414,38 @@ pub(crate) struct PriorityDispatcher {
     slots: Arc<Semaphore>,
     /// One consumer per priority, lowest first.
     consumers: Vec<jetstream::consumer::Consumer<pull::Config>>,
+    waiting: Arc<Waiting>,
+}
+
+/// Which priorities may hold ready jobs: set when a job is announced or
+/// when the idle poll comes round, cleared when a fetch finds a priority
+/// drained.
+#[derive(Debug)]
+struct Waiting([std::sync::atomic::AtomicBool; PRIORITY_LEVELS as usize]);
+
+impl Waiting {
+    fn all() -> Self {
+        Self(std::array::from_fn(|_| {
+            std::sync::atomic::AtomicBool::new(true)
+        }))
+    }
+
+    fn mark(&self, priority: usize) {
+        if let Some(flag) = self.0.get(priority) {
+            flag.store(true, Ordering::Release);
+        }
+    }
+
+    fn mark_all(&self) {
+        for flag in &self.0 {
+            flag.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether the priority may hold jobs; clears it.
+    fn take(&self, priority: usize) -> bool {
+        self.0[priority].swap(false, Ordering::AcqRel)
+    }
 }
 
 impl PriorityDispatcher {
@@ -424,6 +456,7 @@ impl PriorityDispatcher {
             queue,
             config,
             consumers: Vec::new(),
+            waiting: Arc::new(Waiting::all()),
         }
     }
 
@@ -462,27 +495,40 @@ impl PriorityDispatcher {
         Ok(())
     }
 
-    /// Up to `wanted` ready jobs, highest priority first.
+    /// Up to `wanted` ready jobs, highest priority first. Only priorities
+    /// that may hold jobs are asked: each ask costs NATS a pull request.
     async fn fetch(&self, wanted: usize) -> Result<Vec<jetstream::Message>, JobsError> {
         let mut out = Vec::with_capacity(wanted);
-        for consumer in self.consumers.iter().rev() {
+        for (priority, consumer) in self.consumers.iter().enumerate().rev() {
             if out.len() == wanted {
                 break;
             }
+            if !self.waiting.take(priority) {
+                continue;
+            }
+            let asked = wanted - out.len();
             let mut batch = consumer
                 .fetch()
-                .max_messages(wanted - out.len())
+                .max_messages(asked)
                 .messages()
                 .await
                 .map_err(nats)?;
+            let mut got = 0;
             while let Some(message) = batch.next().await {
                 match message {
-                    Ok(message) => out.push(message),
+                    Ok(message) => {
+                        out.push(message);
+                        got += 1;
+                    }
                     Err(err) => {
                         tracing::debug!(%err, "fetch");
                         break;
                     }
                 }
+            }
+            if got == asked {
+                // It may hold more.
+                self.waiting.mark(priority);
             }
         }
         Ok(out)
@@ -508,8 +554,18 @@ impl PriorityDispatcher {
             .job_ready_queue(&self.queue);
         if let Ok(mut woken) = client.subscribe(ready).await {
             let wake = Arc::clone(&wake);
+            let waiting = Arc::clone(&self.waiting);
             tokio::spawn(async move {
-                while woken.next().await.is_some() {
+                while let Some(message) = woken.next().await {
+                    let priority = message
+                        .subject
+                        .rsplit('.')
+                        .next()
+                        .and_then(|p| p.parse().ok());
+                    match priority {
+                        Some(priority) => waiting.mark(priority),
+                        None => waiting.mark_all(),
+                    }
                     wake.notify_one();
                 }
             });
@@ -525,12 +581,19 @@ impl PriorityDispatcher {
         }
         let mut running = tokio::task::JoinSet::new();
         let batch = if self.config.rate_limit > 0 { 1 } else { BATCH };
+        let mut looked_everywhere = tokio::time::Instant::now();
         loop {
             while running.try_join_next().is_some() {}
             let permits = tokio::select! {
                 permits = self.permits(batch) => permits,
                 () = shutdown.wait() => break,
             };
+            // A busy queue still looks at every priority now and then, for
+            // the scheduled jobs and retries no one announces.
+            if looked_everywhere.elapsed() >= IDLE_POLL {
+                self.waiting.mark_all();
+                looked_everywhere = tokio::time::Instant::now();
+            }
             let messages = match self.fetch(permits.len()).await {
                 Ok(messages) => messages,
                 Err(err) => {
@@ -546,7 +609,8 @@ impl PriorityDispatcher {
                 drop(permits);
                 tokio::select! {
                     () = wake.notified() => {}
-                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    // Scheduled jobs and retries arrive unannounced.
+                    () = tokio::time::sleep(IDLE_POLL) => self.waiting.mark_all(),
                     () = shutdown.wait() => break,
                 }
                 continue;

@@ -7,7 +7,11 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishErrorKind, kv};
+use async_nats::jetstream::{
+    self,
+    context::{PublishAckFuture, PublishErrorKind},
+    kv,
+};
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -42,6 +46,15 @@ impl std::fmt::Debug for Records {
         f.debug_struct("Records")
             .field("prefix", &self.prefix)
             .finish()
+    }
+}
+
+/// The outcome of a write sent with [`Records::send_put`].
+pub async fn settle(ack: PublishAckFuture) -> Result<Write, JobsError> {
+    match ack.await {
+        Ok(ack) => Ok(Write::Done(ack.sequence)),
+        Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => Ok(Write::Conflict),
+        Err(err) => Err(nats(err)),
     }
 }
 
@@ -114,6 +127,17 @@ impl Records {
         revision: u64,
         ttl: Option<Duration>,
     ) -> Result<Write, JobsError> {
+        settle(self.send_put(record, revision, ttl).await?).await
+    }
+
+    /// Sends the write of [`Records::put`]; [`settle`] its answer later,
+    /// so that many writes are in flight at once.
+    pub async fn send_put(
+        &self,
+        record: &JobRecord,
+        revision: u64,
+        ttl: Option<Duration>,
+    ) -> Result<PublishAckFuture, JobsError> {
         let body = serde_json::to_vec(record).map_err(|e| JobsError::Nats(e.to_string()))?;
         let mut publish = jetstream::message::PublishMessage::build()
             .payload(Bytes::from(body))
@@ -122,16 +146,10 @@ impl Records {
             publish = publish.ttl(ttl);
         }
         let subject = format!("{}{}", self.prefix, job_key(&record.id));
-        let ack = self
-            .jetstream
+        self.jetstream
             .send_publish(subject, publish)
             .await
-            .map_err(nats)?;
-        match ack.await {
-            Ok(ack) => Ok(Write::Done(ack.sequence)),
-            Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => Ok(Write::Conflict),
-            Err(err) => Err(nats(err)),
-        }
+            .map_err(nats)
     }
 
     /// Points the idempotency key at `id` for `window`, unless it already
