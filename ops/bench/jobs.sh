@@ -12,22 +12,18 @@
 #   key-value compare-and-set writes per second, IN_FLIGHT writers at once.
 #
 #   ops/bench/jobs.sh     (COUNT=100000 LATENCY_COUNT=5000 RATE=1000 DELAYED=1000000
-#                          CONCURRENCY=1024 BATCH=1000 IN_FLIGHT=4 MODES="throughput latency delayed")
+#                          CONCURRENCY=1024 BATCH=1000 IN_FLIGHT=16 MODES="throughput latency delayed")
 #
-# CONCURRENCY sets both jobs.concurrency and the default queue's. Keep
-# BATCH * IN_FLIGHT under 5000: a jobs process answering more jobs in
-# concurrent submissions than that wedges (its JetStream context allows
-# 5000 unawaited publish acks, and each submission holds one per job until
-# it has published them all). The client, the worker, `oxbase jobs` and
-# nats-server share this machine's cores, so the figures include their
-# contention for CPU. Each mode gets a fresh nats-server and jobs process.
+# CONCURRENCY sets both jobs.concurrency and the default queue's. The
+# client, the worker, `oxbase jobs` and nats-server share this machine's
+# cores, so the figures include their contention for CPU. Each mode gets a fresh nats-server and jobs process.
 source "$(dirname "$0")/lib.sh"
 COUNT="${COUNT:-100000}"
 LATENCY_COUNT="${LATENCY_COUNT:-5000}"
 RATE="${RATE:-1000}"
 DELAYED="${DELAYED:-1000000}"
 CONCURRENCY="${CONCURRENCY:-1024}"
-IN_FLIGHT="${IN_FLIGHT:-4}"
+IN_FLIGHT="${IN_FLIGHT:-16}"
 BATCH="${BATCH:-1000}"
 MODES="${MODES:-throughput latency delayed}"
 export PATH="$ROOT/.oxbase/tools/bin:$PATH"
