@@ -234,11 +234,27 @@ impl App {
                 json!({"__type": "Date", "iso": crate::values::now()}),
             );
         }
-        let write = self
-            .db
-            .prepare_update(&Auth::master(), "_JobStatus", id, &body)
-            .await?;
-        self.db.commit_one(write).await?;
+        let attempt = || async {
+            let write = self
+                .db
+                .prepare_update(&Auth::master(), "_JobStatus", id, &body)
+                .await?;
+            self.db.commit_one(write).await
+        };
+        match attempt().await {
+            // The jobs process's schemas may predate the class, which the
+            // API created when the job started: look again, once.
+            Err(ApiError::Parse {
+                code: code::OBJECT_NOT_FOUND,
+                ..
+            }) => {
+                self.db.schema_cache().reload().await?;
+                attempt().await?;
+            }
+            other => {
+                other?;
+            }
+        }
         Ok(())
     }
 
