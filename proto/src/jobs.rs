@@ -170,7 +170,8 @@ pub struct JobRecord {
     pub payload: Value,
     pub priority: u8,
     pub state: JobState,
-    /// Runs started so far.
+    /// Runs started so far. On a queued message: the runs before it, so
+    /// that a run is attempt `attempts` + its delivery count.
     pub attempts: u32,
     pub max_attempts: u32,
     pub backoff: Backoff,
@@ -245,17 +246,6 @@ pub struct JobProgress {
     pub progress: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-}
-
-/// The jobs service's own message on a ready or delayed subject: which
-/// job, under which ticket. A job's first message also carries its record,
-/// written to the bucket by whoever gets there first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueuedJob {
-    pub id: String,
-    pub ticket: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<Box<JobRecord>>,
 }
 
 #[cfg(test)]

@@ -140,19 +140,32 @@ impl Subjects {
         format!("{}.jobs.progress.{process}.*", self.prefix)
     }
 
-    /// `<prefix>.jobs.ready.<queue>.<priority>`: jobs ready to run.
-    pub fn job_ready(&self, queue: &str, priority: u8) -> String {
-        format!("{}.jobs.ready.{queue}.{priority}", self.prefix)
+    /// `<prefix>.jobs.ready.<queue>.<priority>.<jobId>`: a job ready to
+    /// run. The message is the job's record.
+    pub fn job_ready(&self, queue: &str, priority: u8, job_id: &str) -> String {
+        format!("{}.jobs.ready.{queue}.{priority}.{job_id}", self.prefix)
     }
 
-    /// `<prefix>.jobs.ready.<queue>.*`.
-    pub fn job_ready_queue(&self, queue: &str) -> String {
-        format!("{}.jobs.ready.{queue}.*", self.prefix)
+    /// `<prefix>.jobs.ready.<queue>.<priority>.*`: one priority's jobs.
+    pub fn job_ready_priority(&self, queue: &str, priority: u8) -> String {
+        format!("{}.jobs.ready.{queue}.{priority}.*", self.prefix)
     }
 
-    /// `<prefix>.jobs.delayed.<jobId>`: a job's wait for its time.
-    pub fn job_delayed(&self, job_id: &str) -> String {
-        format!("{}.jobs.delayed.{job_id}", self.prefix)
+    /// `<prefix>.jobs.delayed.<queue>.<jobId>`: a job waiting for its
+    /// time, as a JetStream message schedule.
+    pub fn job_delayed(&self, queue: &str, job_id: &str) -> String {
+        format!("{}.jobs.delayed.{queue}.{job_id}", self.prefix)
+    }
+
+    /// `<prefix>.jobs.delayed.<queue>.*`.
+    pub fn job_delayed_queue(&self, queue: &str) -> String {
+        format!("{}.jobs.delayed.{queue}.*", self.prefix)
+    }
+
+    /// `<prefix>.jobs.wake.<queue>` (core NATS, not stored): a submitter's
+    /// nudge to idle dispatchers; the body is the priority.
+    pub fn job_wake(&self, queue: &str) -> String {
+        format!("{}.jobs.wake.{queue}", self.prefix)
     }
 
     /// The subjects of the jobs stream.

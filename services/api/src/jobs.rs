@@ -202,7 +202,7 @@ impl App {
                     .queues
                     .get(*name)
                     .ok_or_else(|| jobs_error(JobsError::UnknownQueue((*name).to_owned())))?;
-                let job = queue.get(Some(name), id).await.map_err(jobs_error)?;
+                let job = queue.get(name, id).await.map_err(jobs_error)?;
                 Ok(Reply::ok(to_json(job)))
             }
             (&Method::POST, [name, "jobs", id, "cancel"]) => {

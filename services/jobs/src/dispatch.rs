@@ -14,7 +14,7 @@ use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures_util::StreamExt;
 use oxbase_kit::{QueueConfig, Shutdown};
 use oxbase_proto::jobs::{
-    AttemptError, Backoff, JobProgress, JobRecord, JobRun, JobState, PRIORITY_LEVELS, QueuedJob,
+    AttemptError, Backoff, JobProgress, JobRecord, JobRun, JobState, PRIORITY_LEVELS,
 };
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -68,15 +68,14 @@ impl Runner {
         message: &jetstream::Message,
         config: &QueueConfig,
     ) -> Result<Outcome, JobsError> {
-        let Ok(queued) = serde_json::from_slice::<QueuedJob>(&message.payload) else {
-            tracing::warn!(subject = %message.subject, "dropping a message that names no job");
+        let Ok(queued) = serde_json::from_slice::<JobRecord>(&message.payload) else {
+            tracing::warn!(subject = %message.subject, "dropping a message that is not a job");
             message.ack().await.map_err(nats)?;
             return Ok(Outcome::Dropped);
         };
         let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
         let records = self.queue.records().await?;
-        let Some((mut record, mut revision)) = self.claim(records, &queued, delivered).await?
-        else {
+        let Some((mut record, mut revision)) = self.claim(records, queued, delivered).await? else {
             message.ack().await.map_err(nats)?;
             return Ok(Outcome::Dropped);
         };
@@ -94,59 +93,60 @@ impl Runner {
         Ok(outcome)
     }
 
-    /// Decides whether the message runs its job and, if so, marks the job
-    /// active: `None` means drop the message.
+    /// Decides whether the message runs its job: `None` means drop it.
+    /// Otherwise the job as it runs now, and its record's revision (0: it
+    /// has none). Nothing is written: the message, held by this process
+    /// until acknowledged, is what says the job is running.
     async fn claim(
         &self,
         records: &Records,
-        queued: &QueuedJob,
+        queued: JobRecord,
         delivered: i64,
     ) -> Result<Option<(JobRecord, u64)>, JobsError> {
-        loop {
-            let (mut record, revision) = match records.get(&queued.id).await? {
-                Some(Versioned { record, revision }) => (record, revision),
-                None => match &queued.job {
-                    // The submitter has not written the record yet (or died
-                    // first): the message carries it.
-                    Some(job) if queued.ticket == 1 => match records.put(job, 0, None).await? {
-                        Write::Done(revision) => ((**job).clone(), revision),
-                        Write::Conflict => continue,
-                    },
-                    _ => return Ok(None),
-                },
-            };
-            if queued.ticket < record.ticket {
-                // An older message. If the job is queued again but the
-                // process that queued it died before its message was
-                // published, publish it now (duplicates are dropped).
-                if matches!(record.state, JobState::Waiting | JobState::Delayed)
-                    && queued.ticket + 1 == record.ticket
-                {
-                    self.queue
-                        .enqueue(&record, false)
-                        .await?
-                        .await
-                        .map_err(nats)?;
+        let mut revision = 0;
+        // The first delivery of a job's first message: nothing can have
+        // happened to the job yet (a cancel takes the message out before
+        // any dispatcher has it), so it needs no look at the bucket.
+        if queued.ticket > 1 || delivered > 1 {
+            if let Some(Versioned {
+                record,
+                revision: at,
+            }) = records.get(&queued.id).await?
+            {
+                if queued.ticket < record.ticket {
+                    // An older message. If the job is queued again but
+                    // the process that queued it died before publishing,
+                    // publish it now (duplicates are dropped).
+                    if matches!(record.state, JobState::Waiting | JobState::Delayed)
+                        && queued.ticket + 1 == record.ticket
+                    {
+                        self.queue.queue_job(&record).await?;
+                    }
+                    return Ok(None);
                 }
-                return Ok(None);
-            }
-            let rerun = record.state == JobState::Active && delivered > 1;
-            let runnable = matches!(record.state, JobState::Waiting | JobState::Delayed) || rerun;
-            if queued.ticket > record.ticket || !runnable {
-                return Ok(None);
-            }
-            if rerun {
-                tracing::info!(id = %record.id, "running again a job whose process stopped");
-            }
-            record.state = JobState::Active;
-            record.attempts += 1;
-            record.started_at = Some(timestamp(now()));
-            record.progress = None;
-            match records.put(&record, revision, None).await? {
-                Write::Done(revision) => return Ok(Some((record, revision))),
-                Write::Conflict => continue,
+                // Same ticket: it runs if it has not run, or if it was
+                // running where the message was held before (delivered
+                // again: that process stopped).
+                let runnable = match record.state {
+                    JobState::Waiting | JobState::Delayed => true,
+                    JobState::Active => delivered > 1,
+                    _ => false,
+                };
+                if queued.ticket == record.ticket && !runnable {
+                    return Ok(None);
+                }
+                if queued.ticket == record.ticket && record.state == JobState::Active {
+                    tracing::info!(id = %record.id, "running again a job whose process stopped");
+                }
+                revision = at;
             }
         }
+        let mut record = queued;
+        record.state = JobState::Active;
+        record.attempts += u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+        record.started_at = Some(timestamp(now()));
+        record.progress = None;
+        Ok(Some((record, revision)))
     }
 
     /// One attempt, bounded by the job's timeout and its heartbeat, with
@@ -235,7 +235,7 @@ impl Runner {
         if report.message.is_some() {
             record.message = report.message.clone();
         }
-        match records.put(record, *revision, None).await {
+        match records.put(record, *revision).await {
             Ok(Write::Done(next)) => *revision = next,
             Ok(Write::Conflict) => {
                 tracing::debug!(id = %record.id, "progress lost to a newer write")
@@ -263,7 +263,6 @@ impl Runner {
         revision: u64,
         result: Result<serde_json::Value, String>,
     ) -> Result<Outcome, JobsError> {
-        let settings = self.queue.settings();
         let finished = timestamp(now());
         let (outcome, update) = match result {
             Ok(value) => {
@@ -327,34 +326,34 @@ impl Runner {
                 }
             }
         };
-        let ttl = record.state.is_final().then_some(settings.retention);
-        let mut revision = revision;
-        loop {
-            match records.put(record, revision, ttl).await? {
-                Write::Done(_) => break,
-                Write::Conflict => match records.get(&record.id).await? {
-                    // Only this run writes an active job; a newer revision
-                    // is its own progress write racing, so write over it.
-                    Some(current)
-                        if current.record.ticket == record.ticket
-                            || (outcome == Outcome::Retrying
-                                && current.record.ticket + 1 == record.ticket) =>
-                    {
-                        revision = current.revision;
-                    }
-                    _ => return Ok(Outcome::Dropped),
-                },
+        if outcome == Outcome::Succeeded {
+            // Nothing else writes the record of a job while it runs.
+            records.overwrite(record).await?;
+        } else {
+            let mut revision = revision;
+            loop {
+                match records.put(record, revision).await? {
+                    Write::Done(_) => break,
+                    Write::Conflict => match records.get(&record.id).await? {
+                        // A newer revision of this ticket is this run's own
+                        // progress write, racing: the outcome wins.
+                        Some(current)
+                            if current.record.ticket == record.ticket
+                                || (outcome == Outcome::Retrying
+                                    && current.record.ticket + 1 == record.ticket) =>
+                        {
+                            revision = current.revision;
+                        }
+                        _ => return Ok(Outcome::Dropped),
+                    },
+                }
             }
         }
         match outcome {
             Outcome::Retrying => {
                 // The record first, then the message: a crash between the
                 // two is repaired when the old message comes back.
-                self.queue
-                    .enqueue(record, false)
-                    .await?
-                    .await
-                    .map_err(nats)?;
+                self.queue.queue_job(record).await?;
                 self.metrics.retried.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Succeeded => {
@@ -414,6 +413,7 @@ pub(crate) struct PriorityDispatcher {
     slots: Arc<Semaphore>,
     /// One consumer per priority, lowest first.
     consumers: Vec<jetstream::consumer::Consumer<pull::Config>>,
+    stream: Option<jetstream::stream::Stream>,
     waiting: Arc<Waiting>,
 }
 
@@ -456,6 +456,7 @@ impl PriorityDispatcher {
             queue,
             config,
             consumers: Vec::new(),
+            stream: None,
             waiting: Arc::new(Waiting::all()),
         }
     }
@@ -463,35 +464,27 @@ impl PriorityDispatcher {
     /// Creates (or finds) the queue's consumers, one per priority.
     pub(crate) async fn connect(&mut self) -> Result<(), JobsError> {
         let settings = self.runner.queue.settings().clone();
-        self.runner.queue.records().await?;
-        let stream = self
-            .runner
-            .queue
-            .jetstream()
-            .get_stream(settings.stream_name())
-            .await
-            .map_err(nats)?;
+        let stream = self.runner.queue.store().await?.stream.clone();
         let mut consumers = Vec::with_capacity(PRIORITY_LEVELS as usize);
         for priority in 0..PRIORITY_LEVELS {
             let name = consumer_name(&self.queue, priority);
+            // Created or, when an older version made it, updated.
             let consumer = stream
-                .get_or_create_consumer(
-                    &name,
-                    pull::Config {
-                        durable_name: Some(name.clone()),
-                        filter_subject: settings.subjects.job_ready(&self.queue, priority),
-                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                        ack_wait: settings.ack_wait,
-                        max_deliver: -1,
-                        max_ack_pending: 100_000,
-                        ..Default::default()
-                    },
-                )
+                .create_consumer(pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: settings.subjects.job_ready_priority(&self.queue, priority),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: settings.ack_wait,
+                    max_deliver: -1,
+                    max_ack_pending: 100_000,
+                    ..Default::default()
+                })
                 .await
                 .map_err(nats)?;
             consumers.push(consumer);
         }
         self.consumers = consumers;
+        self.stream = Some(stream);
         Ok(())
     }
 
@@ -546,21 +539,14 @@ impl PriorityDispatcher {
         }
         let wake = Arc::new(tokio::sync::Notify::new());
         let client = self.runner.queue.jetstream().client();
-        let ready = self
-            .runner
-            .queue
-            .settings()
-            .subjects
-            .job_ready_queue(&self.queue);
-        if let Ok(mut woken) = client.subscribe(ready).await {
+        let subject = self.runner.queue.settings().subjects.job_wake(&self.queue);
+        if let Ok(mut woken) = client.subscribe(subject).await {
             let wake = Arc::clone(&wake);
             let waiting = Arc::clone(&self.waiting);
             tokio::spawn(async move {
                 while let Some(message) = woken.next().await {
-                    let priority = message
-                        .subject
-                        .rsplit('.')
-                        .next()
+                    let priority = std::str::from_utf8(&message.payload)
+                        .ok()
                         .and_then(|p| p.parse().ok());
                     match priority {
                         Some(priority) => waiting.mark(priority),
@@ -570,8 +556,11 @@ impl PriorityDispatcher {
                 }
             });
         }
-        if self.config.aging_ms > 0 {
+        if self.config.aging_ms > 0
+            && let Some(stream) = self.stream.clone()
+        {
             tokio::spawn(age(
+                stream,
                 self.consumers.clone(),
                 self.runner.queue.clone(),
                 self.queue.clone(),
@@ -693,8 +682,9 @@ impl PriorityDispatcher {
 
 /// Aging: a job that has waited `aging` at one priority moves up one. Its
 /// message is copied to the next priority, then acked; a crash between the
-/// two leaves two copies of one ticket, and the second is dropped.
+/// two can leave both copies to run.
 async fn age(
+    stream: jetstream::stream::Stream,
     consumers: Vec<jetstream::consumer::Consumer<pull::Config>>,
     queue: Arc<JobQueue>,
     name: String,
@@ -708,7 +698,8 @@ async fn age(
             () = shutdown.wait() => return,
         }
         for (priority, consumer) in consumers.iter().enumerate().take(consumers.len() - 1) {
-            if let Err(err) = promote(consumer, &queue, &name, priority as u8 + 1, aging).await {
+            if let Err(err) = promote(&stream, consumer, &queue, &name, priority as u8, aging).await
+            {
                 tracing::debug!(%err, "aging");
             }
         }
@@ -716,13 +707,32 @@ async fn age(
 }
 
 async fn promote(
+    stream: &jetstream::stream::Stream,
     consumer: &jetstream::consumer::Consumer<pull::Config>,
     queue: &JobQueue,
     name: &str,
-    to: u8,
+    from: u8,
     aging: Duration,
 ) -> Result<(), JobsError> {
+    let subjects = &queue.settings().subjects;
     loop {
+        // Look before taking: a job taken and given back would count a
+        // delivery, which is an attempt.
+        let info = consumer.get_info().await.map_err(nats)?;
+        if info.num_pending == 0 {
+            return Ok(());
+        }
+        let next = stream
+            .direct_get_next_for_subject(
+                subjects.job_ready_priority(name, from),
+                Some(info.delivered.stream_sequence + 1),
+            )
+            .await
+            .map_err(nats)?;
+        if since_unix_nanos(next.time.unix_timestamp_nanos()) < aging {
+            // The oldest has not waited long enough, so none has.
+            return Ok(());
+        }
         let mut batch = consumer
             .fetch()
             .max_messages(1)
@@ -732,19 +742,14 @@ async fn promote(
         let Some(Ok(message)) = batch.next().await else {
             return Ok(());
         };
-        let waited = message
-            .info()
-            .map(|info| since_unix_nanos(info.published.unix_timestamp_nanos()))
-            .unwrap_or_default();
-        if waited < aging {
-            // The oldest has not waited long enough, so none has.
-            message.ack_with(AckKind::Nak(None)).await.map_err(nats)?;
-            return Ok(());
-        }
-        let subject = queue.settings().subjects.job_ready(name, to);
+        let id = message.subject.rsplit('.').next().unwrap_or_default();
+        let ticket = serde_json::from_slice::<JobRecord>(&message.payload).map_or(0, |r| r.ticket);
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(message.payload.clone())
+            .message_id(format!("{id}.{ticket}.{}", from + 1));
         queue
             .jetstream()
-            .publish(subject, message.payload.clone())
+            .send_publish(subjects.job_ready(name, from + 1, id), publish)
             .await
             .map_err(nats)?
             .await

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishAckFuture, stream};
+use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::StreamExt;
 use oxbase_proto::jobs::{
-    Backoff, DEFAULT_PRIORITY, JobRecord, JobSpec, JobState, PRIORITY_LEVELS, QueuedJob, Submitted,
+    Backoff, DEFAULT_PRIORITY, JobRecord, JobSpec, JobState, PRIORITY_LEVELS, Submitted,
 };
 
-use crate::records::{Records, Versioned, Write, nats, settle};
+use crate::dispatch::consumer_name;
+use crate::records::{Records, Versioned, Write, nats};
 use crate::{JobsError, Settings};
 
 /// A publish repeating a `Nats-Msg-Id` seen this recently is dropped, so a
@@ -21,9 +23,8 @@ const SCHEDULE_THRESHOLD: Duration = Duration::from_millis(20);
 const MAX_KEY_LEN: usize = 256;
 /// Jobs whose writes are in flight together in one submission.
 const SUBMIT_WINDOW: usize = 256;
-/// Windows in flight at once in one process: with two writes per job this
-/// keeps submissions to about 2,000 of the NATS context's 5,000 unanswered
-/// publishes.
+/// Windows in flight at once in one process: this keeps submissions to
+/// about 1,000 of the NATS context's 5,000 unanswered publishes.
 const SUBMIT_WINDOWS: usize = 4;
 const MAX_ATTEMPTS: i64 = 1000;
 const MAX_TIMEOUT_MS: i64 = 24 * 3600 * 1000;
@@ -42,12 +43,36 @@ enum Prepared {
     Existing(Submitted),
 }
 
+/// The jobs stream and the records bucket, set up on first use.
+pub(crate) struct Store {
+    pub(crate) records: Records,
+    pub(crate) stream: stream::Stream,
+}
+
+/// A job's queued message.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) record: JobRecord,
+    pub(crate) sequence: u64,
+    /// The ready priority it waits at; `None` while it is scheduled.
+    pub(crate) priority: Option<u8>,
+}
+
+/// A job as it stands: its record where one was written, else as its
+/// queued message describes it.
+struct Current {
+    record: JobRecord,
+    /// The record's revision in the bucket; 0 when it has none.
+    revision: u64,
+    queued: Option<Queued>,
+}
+
 /// The client side of the jobs: what the API, the NATS responder and the
 /// dispatchers use to put jobs in the queues and change their state.
 pub struct JobQueue {
     settings: Arc<Settings>,
     jetstream: jetstream::Context,
-    records: tokio::sync::OnceCell<Records>,
+    store: tokio::sync::OnceCell<Store>,
     /// Submission windows in flight at once.
     submitting: tokio::sync::Semaphore,
 }
@@ -65,7 +90,7 @@ impl JobQueue {
         Arc::new(Self {
             settings,
             jetstream,
-            records: tokio::sync::OnceCell::new(),
+            store: tokio::sync::OnceCell::new(),
             submitting: tokio::sync::Semaphore::new(SUBMIT_WINDOWS),
         })
     }
@@ -78,18 +103,24 @@ impl JobQueue {
         &self.jetstream
     }
 
-    pub(crate) async fn records(&self) -> Result<&Records, JobsError> {
-        self.records
+    pub(crate) async fn store(&self) -> Result<&Store, JobsError> {
+        self.store
             .get_or_try_init(|| async {
-                ensure_stream(&self.jetstream, &self.settings).await?;
-                Records::open(
+                let stream = ensure_stream(&self.jetstream, &self.settings).await?;
+                let records = Records::open(
                     self.jetstream.clone(),
                     self.settings.stream_name(),
                     self.settings.replicas,
+                    self.settings.retention,
                 )
-                .await
+                .await?;
+                Ok(Store { records, stream })
             })
             .await
+    }
+
+    pub(crate) async fn records(&self) -> Result<&Records, JobsError> {
+        Ok(&self.store().await?.records)
     }
 
     /// Checks a submission and makes the job's first record.
@@ -228,61 +259,51 @@ impl JobQueue {
         }
     }
 
+    /// Publishes the window's jobs with their acks awaited together. The
+    /// message is the job: nothing else is written until it runs.
     async fn submit_window(
         &self,
         records: &Records,
         window: Vec<(String, JobSpec, Option<String>)>,
     ) -> Vec<Result<Submitted, JobsError>> {
         let mut out: Vec<Result<Submitted, JobsError>> = Vec::with_capacity(window.len());
-        let mut fresh = Vec::new();
+        let mut sent = Vec::new();
         for (queue, spec, status_id) in window {
             match self.prepare(records, &queue, spec, status_id).await {
                 Ok(Prepared::Existing(found)) => out.push(Ok(found)),
                 Ok(Prepared::New(record)) => {
-                    // The message goes first and carries the record: if
-                    // this process dies before the record is written, the
-                    // dispatcher writes it from the message, so a queued
-                    // job always has both.
-                    let sent = self.enqueue(&record, true).await;
+                    sent.push((out.len(), self.send(&record).await));
                     out.push(Ok(Submitted {
-                        job: record.clone(),
+                        job: record,
                         duplicate: false,
                     }));
-                    fresh.push((out.len() - 1, record, sent));
                 }
                 Err(err) => out.push(Err(err)),
             }
         }
-        let mut writes = Vec::with_capacity(fresh.len());
-        for (index, record, sent) in fresh {
-            let queued = match sent {
-                Ok(ack) => ack.await.map_err(nats),
+        for (index, ack) in sent {
+            let stored = match ack {
+                Ok(ack) => ack.await.map(drop).map_err(nats),
                 Err(err) => Err(err),
             };
-            let write = match queued {
-                Ok(_) => records.send_put(&record, 0, None).await,
-                Err(err) => Err(err),
-            };
-            writes.push((index, record, write));
-        }
-        for (index, record, write) in writes {
-            let written = match write {
-                Ok(ack) => settle(ack).await,
-                Err(err) => Err(err),
-            };
-            match written {
-                Ok(Write::Done(_)) => {}
-                // A dispatcher took the job first and wrote it.
-                Ok(Write::Conflict) => {
-                    if let Ok(Some(current)) = records.get(&record.id).await {
-                        out[index] = Ok(Submitted {
-                            job: current.record,
-                            duplicate: false,
-                        });
-                    }
-                }
-                Err(err) => out[index] = Err(err),
+            if let Err(err) = stored {
+                out[index] = Err(err);
             }
+        }
+        let mut ready: Vec<(&str, u8)> = out
+            .iter()
+            .filter_map(|done| match done {
+                Ok(Submitted {
+                    job,
+                    duplicate: false,
+                }) if job.state == JobState::Waiting => Some((job.queue.as_str(), job.priority)),
+                _ => None,
+            })
+            .collect();
+        ready.sort_unstable();
+        ready.dedup();
+        for (queue, priority) in ready {
+            self.wake(queue, priority).await;
         }
         out
     }
@@ -311,7 +332,7 @@ impl JobQueue {
         let window = self.settings.idempotency_window;
         match records.claim_key(queue, key, &record.id, window).await? {
             None => Ok(Prepared::New(record)),
-            Some(first) => match self.existing(records, &first).await? {
+            Some(first) => match self.existing(queue, &first).await? {
                 Some(found) => Ok(Prepared::Existing(found)),
                 // The first submission claimed the key and died before
                 // queuing its job: this one queues it.
@@ -325,9 +346,9 @@ impl JobQueue {
 
     /// The job an idempotency key already points at, or `None` when it
     /// does not appear within a second (its submission died).
-    async fn existing(&self, records: &Records, id: &str) -> Result<Option<Submitted>, JobsError> {
+    async fn existing(&self, queue: &str, id: &str) -> Result<Option<Submitted>, JobsError> {
         for _ in 0..50 {
-            if let Some(current) = records.get(id).await? {
+            if let Some(current) = self.current(queue, id).await? {
                 return Ok(Some(Submitted {
                     job: current.record,
                     duplicate: true,
@@ -340,33 +361,28 @@ impl JobQueue {
     }
 
     /// Publishes the message that runs `record` under its ticket: on its
-    /// ready subject, or scheduled for its `run_at`.
-    pub(crate) async fn enqueue(
-        &self,
-        record: &JobRecord,
-        with_record: bool,
-    ) -> Result<PublishAckFuture, JobsError> {
-        let message = QueuedJob {
-            id: record.id.clone(),
-            ticket: record.ticket,
-            job: with_record.then(|| Box::new(record.clone())),
-        };
+    /// ready subject, or scheduled for its `run_at`. The message is the
+    /// record itself.
+    async fn send(&self, record: &JobRecord) -> Result<PublishAckFuture, JobsError> {
         let body =
-            Bytes::from(serde_json::to_vec(&message).map_err(|e| JobsError::Nats(e.to_string()))?);
+            Bytes::from(serde_json::to_vec(record).map_err(|e| JobsError::Nats(e.to_string()))?);
         let subjects = &self.settings.subjects;
-        let ready = subjects.job_ready(&record.queue, record.priority);
-        let due = DateTime::parse_from_rfc3339(&record.run_at)
-            .map(|at| at.with_timezone(&Utc))
-            .unwrap_or_else(|_| now());
+        let ready = subjects.job_ready(&record.queue, record.priority, &record.id);
         let publish = jetstream::message::PublishMessage::build().payload(body);
-        let (subject, publish) = if due > now() + SCHEDULE_THRESHOLD {
+        let (subject, publish) = if record.state == JobState::Delayed {
             // JetStream's message schedule stores the message on `ready` at
             // its time; until then it waits on the job's own subject.
-            let at = due.to_rfc3339_opts(SecondsFormat::Millis, true);
+            let at = DateTime::parse_from_rfc3339(&record.run_at)
+                .map(|at| at.with_timezone(&Utc))
+                .unwrap_or_else(|_| now())
+                .max(now() + SCHEDULE_THRESHOLD);
             (
-                subjects.job_delayed(&record.id),
+                subjects.job_delayed(&record.queue, &record.id),
                 publish
-                    .header("Nats-Schedule", format!("@at {at}"))
+                    .header(
+                        "Nats-Schedule",
+                        format!("@at {}", at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+                    )
                     .header("Nats-Schedule-Target", ready),
             )
         } else {
@@ -381,15 +397,151 @@ impl JobQueue {
             .map_err(nats)
     }
 
-    /// The job `id`, if it is in `queue` (any queue when `None`).
-    pub async fn get(&self, queue: Option<&str>, id: &str) -> Result<JobRecord, JobsError> {
-        let records = self.records().await?;
-        match records.get(id).await? {
-            Some(found) if queue.is_none_or(|q| q == found.record.queue) => Ok(found.record),
-            _ => Err(JobsError::NotFound),
+    /// Queues `record` (a retry, or a job run again) and waits until it is
+    /// stored.
+    pub(crate) async fn queue_job(&self, record: &JobRecord) -> Result<(), JobsError> {
+        self.send(record).await?.await.map_err(nats)?;
+        if record.state == JobState::Waiting {
+            self.wake(&record.queue, record.priority).await;
+        }
+        Ok(())
+    }
+
+    /// Tells idle dispatchers of `queue` that `priority` has work. Best
+    /// effort: they look every so often anyway.
+    async fn wake(&self, queue: &str, priority: u8) {
+        let subject = self.settings.subjects.job_wake(queue);
+        let body = Bytes::from(priority.to_string());
+        if let Err(err) = self.jetstream.client().publish(subject, body).await {
+            tracing::debug!(%err, "cannot wake the dispatchers");
         }
     }
 
+    /// The job `id` of `queue`.
+    pub async fn get(&self, queue: &str, id: &str) -> Result<JobRecord, JobsError> {
+        self.settings.queue(queue)?;
+        match self.current(queue, id).await? {
+            Some(current) => Ok(current.record),
+            None => Err(JobsError::NotFound),
+        }
+    }
+
+    /// The job as it stands. A queued job has a record only once it has
+    /// failed an attempt, so its message speaks for it; a message handed
+    /// to a dispatcher and not yet acknowledged is a running job.
+    async fn current(&self, queue: &str, id: &str) -> Result<Option<Current>, JobsError> {
+        if !oxbase_proto::valid_token(id) {
+            return Ok(None);
+        }
+        let store = self.store().await?;
+        let mut last = None;
+        // Twice: a job can finish between reading its record and looking
+        // for its message.
+        for _ in 0..2 {
+            let kept = store.records.get(id).await?;
+            if let Some(kept) = &kept {
+                if kept.record.queue != queue {
+                    return Ok(None);
+                }
+                if kept.record.state.is_final() || kept.record.state == JobState::Active {
+                    return Ok(Some(Current {
+                        record: kept.record.clone(),
+                        revision: kept.revision,
+                        queued: None,
+                    }));
+                }
+            }
+            let revision = kept.as_ref().map_or(0, |k| k.revision);
+            match self.locate(store, queue, id).await? {
+                Some(queued)
+                    if kept
+                        .as_ref()
+                        .is_none_or(|k| queued.record.ticket >= k.record.ticket) =>
+                {
+                    let mut record = queued.record.clone();
+                    record.state = match queued.priority {
+                        None => JobState::Delayed,
+                        Some(p) if self.handed_out(store, queue, p, queued.sequence).await? => {
+                            record.attempts += 1;
+                            JobState::Active
+                        }
+                        Some(_) => JobState::Waiting,
+                    };
+                    return Ok(Some(Current {
+                        record,
+                        revision,
+                        queued: Some(queued),
+                    }));
+                }
+                _ => {
+                    last = kept.map(|Versioned { record, revision }| Current {
+                        record,
+                        revision,
+                        queued: None,
+                    });
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    /// The job's current message: scheduled, or ready at some priority
+    /// (the highest, should aging have copied it a moment ago).
+    async fn locate(
+        &self,
+        store: &Store,
+        queue: &str,
+        id: &str,
+    ) -> Result<Option<Queued>, JobsError> {
+        let subjects = &self.settings.subjects;
+        let lookups = (0..PRIORITY_LEVELS)
+            .rev()
+            .map(|p| (Some(p), subjects.job_ready(queue, p, id)))
+            .chain([(None, subjects.job_delayed(queue, id))])
+            .map(|(priority, subject)| async move {
+                match store.stream.direct_get_last_for_subject(subject).await {
+                    Ok(message) => Ok(serde_json::from_slice::<JobRecord>(&message.payload)
+                        .ok()
+                        .map(|record| Queued {
+                            record,
+                            sequence: message.sequence,
+                            priority,
+                        })),
+                    Err(err) if err.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+                    Err(err) => Err(nats(err)),
+                }
+            });
+        let found = futures_util::future::try_join_all(lookups).await?;
+        Ok(found
+            .into_iter()
+            .flatten()
+            .max_by_key(|q| (q.record.ticket, q.priority.is_some())))
+    }
+
+    /// Whether the ready message at `sequence` has been handed to a
+    /// dispatcher: a consumer hands out its messages in stream order.
+    async fn handed_out(
+        &self,
+        store: &Store,
+        queue: &str,
+        priority: u8,
+        sequence: u64,
+    ) -> Result<bool, JobsError> {
+        match store
+            .stream
+            .consumer_info(consumer_name(queue, priority))
+            .await
+        {
+            Ok(info) => Ok(info.delivered.stream_sequence >= sequence),
+            Err(err) if err.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                Ok(false)
+            }
+            Err(err) => Err(nats(err)),
+        }
+    }
+
+    /// Up to `limit` jobs of `queue` (in `state`, when given): the queued
+    /// ones in queue order, then the finished ones, most recent first.
     pub async fn list(
         &self,
         queue: &str,
@@ -397,95 +549,181 @@ impl JobQueue {
         limit: usize,
     ) -> Result<Vec<JobRecord>, JobsError> {
         self.settings.queue(queue)?;
-        self.records().await?.list(queue, state, limit).await
+        let store = self.store().await?;
+        let mut found = Vec::new();
+        if state.is_none_or(|s| !s.is_final()) {
+            found = self.list_queued(store, queue, state, limit).await?;
+        }
+        if found.len() < limit && state.is_none_or(|s| s.is_final() || s == JobState::Active) {
+            let kept = store.records.list(queue, state, limit).await?;
+            // A running job that reported progress is in both: the record
+            // says more.
+            for record in kept {
+                if record.state.is_final() {
+                    found.push(record);
+                } else if record.state == JobState::Active {
+                    match found.iter_mut().find(|r| r.id == record.id) {
+                        Some(listed) => *listed = record,
+                        None => found.push(record),
+                    }
+                }
+            }
+            found.truncate(limit);
+        }
+        Ok(found)
     }
 
-    /// Cancels a job that is waiting or delayed.
+    /// Reads the queue's messages in stream order, through an ephemeral
+    /// ordered consumer.
+    async fn list_queued(
+        &self,
+        store: &Store,
+        queue: &str,
+        state: Option<JobState>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, JobsError> {
+        let subjects = &self.settings.subjects;
+        let mut filters = Vec::new();
+        if state != Some(JobState::Delayed) {
+            filters.push(format!("{}.jobs.ready.{queue}.>", subjects.prefix()));
+        }
+        if state.is_none_or(|s| s == JobState::Delayed) {
+            filters.push(subjects.job_delayed_queue(queue));
+        }
+        // Where each priority's consumer has got to.
+        let mut handed = [0u64; PRIORITY_LEVELS as usize];
+        for (p, reached) in handed.iter_mut().enumerate() {
+            if let Ok(info) = store
+                .stream
+                .consumer_info(consumer_name(queue, p as u8))
+                .await
+            {
+                *reached = info.delivered.stream_sequence;
+            }
+        }
+        let consumer = store
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subjects: filters,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats)?;
+        let mut pending = consumer.get_info().await.map_err(nats)?.num_pending;
+        let mut messages = consumer.messages().await.map_err(nats)?;
+        let mut found: Vec<JobRecord> = Vec::new();
+        while pending > 0 && found.len() < limit {
+            let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+            let Ok(Some(Ok(message))) = next else { break };
+            pending = message.info().map_or(0, |info| info.pending);
+            let Ok(mut record) = serde_json::from_slice::<JobRecord>(&message.payload) else {
+                continue;
+            };
+            let sequence = message.info().map_or(0, |info| info.stream_sequence);
+            let ready_at = message
+                .subject
+                .split('.')
+                .rev()
+                .nth(1)
+                .and_then(|p| p.parse::<usize>().ok())
+                .filter(|_| !message.subject.contains(".jobs.delayed."));
+            record.state = match ready_at {
+                None => JobState::Delayed,
+                Some(p) if handed.get(p).is_some_and(|&h| h >= sequence) => {
+                    record.attempts += 1;
+                    JobState::Active
+                }
+                Some(_) => JobState::Waiting,
+            };
+            if state.is_none_or(|s| s == record.state) {
+                // An older message of a job queued again is not listed.
+                found.retain(|r| r.id != record.id || r.ticket > record.ticket);
+                if !found.iter().any(|r| r.id == record.id) {
+                    found.push(record);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Cancels a job that is waiting or delayed: its message is taken out
+    /// of the stream, which is only a cancel if no dispatcher had it yet.
     pub async fn cancel(&self, queue: &str, id: &str) -> Result<JobRecord, JobsError> {
-        let records = self.records().await?;
-        loop {
-            let Versioned {
+        self.settings.queue(queue)?;
+        let store = self.store().await?;
+        for _ in 0..50 {
+            let Some(Current {
                 mut record,
                 revision,
-            } = self.read_in(records, queue, id).await?;
+                queued,
+            }) = self.current(queue, id).await?
+            else {
+                return Err(JobsError::NotFound);
+            };
             if !matches!(record.state, JobState::Waiting | JobState::Delayed) {
                 return Err(JobsError::WrongState(format!(
                     "the job is {}; only a waiting or delayed job can be cancelled",
                     record.state.as_str()
                 )));
             }
-            let delayed = record.state == JobState::Delayed;
+            let Some(queued) = queued else {
+                // A retry whose message is on its way.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            if !matches!(store.stream.delete_message(queued.sequence).await, Ok(true)) {
+                // It moved meanwhile (its schedule fired, or it ran).
+                continue;
+            }
+            if let Some(priority) = queued.priority
+                && self
+                    .handed_out(store, queue, priority, queued.sequence)
+                    .await?
+            {
+                return Err(JobsError::WrongState(
+                    "the job started as it was being cancelled".into(),
+                ));
+            }
             record.state = JobState::Cancelled;
             record.finished_at = Some(timestamp(now()));
-            if let Write::Done(_) = records
-                .put(&record, revision, Some(self.settings.retention))
-                .await?
-            {
-                if delayed {
-                    // Its schedule would fire only to be dropped; removing
-                    // it frees the space now.
-                    self.drop_schedule(id).await;
-                }
-                return Ok(record);
+            if let Write::Conflict = store.records.put(&record, revision).await? {
+                store.records.overwrite(&record).await?;
             }
+            return Ok(record);
         }
+        Err(JobsError::WrongState(
+            "the job keeps changing; try again".into(),
+        ))
     }
 
-    async fn drop_schedule(&self, id: &str) {
-        let subject = self.settings.subjects.job_delayed(id);
-        if let Ok(stream) = self.jetstream.get_stream(self.settings.stream_name()).await
-            && let Err(err) = stream.purge().filter(subject).await
-        {
-            tracing::debug!(%err, id, "cannot remove a cancelled job's schedule");
-        }
-    }
-
-    /// Runs a dead job again, with a fresh set of attempts. A job already
-    /// waiting or delayed is queued again, which is harmless (its older
-    /// message is dropped) and recovers one whose message was lost.
+    /// Runs a dead job again, with a fresh set of attempts.
     pub async fn retry(&self, queue: &str, id: &str) -> Result<JobRecord, JobsError> {
+        self.settings.queue(queue)?;
         let records = self.records().await?;
         loop {
-            let Versioned {
+            let Some(Current {
                 mut record,
                 revision,
-            } = self.read_in(records, queue, id).await?;
-            match record.state {
-                JobState::Dead => {
-                    record.state = JobState::Waiting;
-                    record.attempts = 0;
-                    record.ticket += 1;
-                    record.run_at = timestamp(now());
-                    record.finished_at = None;
-                    if let Write::Done(_) = records.put(&record, revision, None).await? {
-                        self.enqueue(&record, false).await?.await.map_err(nats)?;
-                        return Ok(record);
-                    }
-                }
-                JobState::Waiting | JobState::Delayed => {
-                    self.enqueue(&record, false).await?.await.map_err(nats)?;
-                    return Ok(record);
-                }
-                state => {
-                    return Err(JobsError::WrongState(format!(
-                        "the job is {}; only a dead job can be retried",
-                        state.as_str()
-                    )));
-                }
+                ..
+            }) = self.current(queue, id).await?
+            else {
+                return Err(JobsError::NotFound);
+            };
+            if record.state != JobState::Dead {
+                return Err(JobsError::WrongState(format!(
+                    "the job is {}; only a dead job can be retried",
+                    record.state.as_str()
+                )));
             }
-        }
-    }
-
-    async fn read_in(
-        &self,
-        records: &Records,
-        queue: &str,
-        id: &str,
-    ) -> Result<Versioned, JobsError> {
-        self.settings.queue(queue)?;
-        match records.get(id).await? {
-            Some(found) if found.record.queue == queue => Ok(found),
-            _ => Err(JobsError::NotFound),
+            record.state = JobState::Waiting;
+            record.attempts = 0;
+            record.ticket += 1;
+            record.run_at = timestamp(now());
+            record.finished_at = None;
+            if let Write::Done(_) = records.put(&record, revision).await? {
+                self.queue_job(&record).await?;
+                return Ok(record);
+            }
         }
     }
 }
@@ -498,7 +736,15 @@ pub(crate) async fn ensure_stream(
     settings: &Settings,
 ) -> Result<stream::Stream, JobsError> {
     let name = settings.stream_name();
-    if let Ok(stream) = jetstream.get_stream(&name).await {
+    if let Ok(mut stream) = jetstream.get_stream(&name).await {
+        let config = stream.info().await.map_err(nats)?.config.clone();
+        if !config.allow_direct {
+            let config = stream::Config {
+                allow_direct: true,
+                ..config
+            };
+            jetstream.update_stream(&config).await.map_err(nats)?;
+        }
         return Ok(stream);
     }
     let config = stream::Config {
@@ -510,6 +756,8 @@ pub(crate) async fn ensure_stream(
         num_replicas: settings.replicas,
         duplicate_window: DUPLICATE_WINDOW,
         allow_message_schedules: true,
+        // Looking a job up by id reads its message directly.
+        allow_direct: true,
         ..Default::default()
     };
     match jetstream.create_stream(config).await {

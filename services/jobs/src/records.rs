@@ -49,8 +49,7 @@ impl std::fmt::Debug for Records {
     }
 }
 
-/// The outcome of a write sent with [`Records::send_put`].
-pub async fn settle(ack: PublishAckFuture) -> Result<Write, JobsError> {
+async fn settle(ack: PublishAckFuture) -> Result<Write, JobsError> {
     match ack.await {
         Ok(ack) => Ok(Write::Done(ack.sequence)),
         Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => Ok(Write::Conflict),
@@ -62,38 +61,75 @@ pub(crate) fn nats(err: impl std::fmt::Display) -> JobsError {
     JobsError::Nats(err.to_string())
 }
 
+fn encode(record: &JobRecord) -> Result<Bytes, JobsError> {
+    serde_json::to_vec(record)
+        .map(Bytes::from)
+        .map_err(|e| JobsError::Nats(e.to_string()))
+}
+
 fn job_key(id: &str) -> String {
     format!("job.{id}")
 }
 
 impl Records {
-    /// Opens the bucket, creating it when missing.
+    /// Opens the bucket, creating it when missing. Records expire
+    /// `retention` after their last write: a record is only ever written
+    /// for a job that has finished, failed or reported progress, and a
+    /// job's queued message carries its record whole, so one that expires
+    /// early is rebuilt from the message.
     pub async fn open(
         jetstream: jetstream::Context,
         bucket: String,
         replicas: usize,
+        retention: Duration,
     ) -> Result<Self, JobsError> {
-        let kv = match jetstream.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => match jetstream
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    description: "oxbase background jobs".into(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas,
-                    // Per-message TTLs: finished jobs and idempotency keys
-                    // expire on their own.
-                    limit_markers: Some(Duration::from_secs(60)),
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(kv) => kv,
-                // Another process created it meanwhile.
-                Err(_) => jetstream.get_key_value(&bucket).await.map_err(nats)?,
-            },
+        let config = jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some("oxbase background jobs".into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age: retention,
+            duplicate_window: retention.min(Duration::from_secs(120)),
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            // Idempotency keys carry their own window as a TTL. A bucket
+            // limit (the retention) removes records without markers: a
+            // marker per expired job would double its writes.
+            allow_message_ttl: true,
+            ..Default::default()
         };
+        match jetstream.get_stream(&config.name).await {
+            Ok(mut stream) => {
+                let current = stream.info().await.map_err(nats)?.config.clone();
+                if current.max_age != config.max_age
+                    || current.subject_delete_marker_ttl.is_some()
+                    || !current.allow_message_ttl
+                {
+                    let updated = jetstream::stream::Config {
+                        max_age: config.max_age,
+                        subject_delete_marker_ttl: None,
+                        allow_message_ttl: true,
+                        duplicate_window: config.duplicate_window,
+                        ..current
+                    };
+                    if let Err(err) = jetstream.update_stream(&updated).await {
+                        tracing::warn!(%err, "cannot apply jobs.retention_secs to the job records");
+                    }
+                }
+            }
+            Err(_) => {
+                if let Err(err) = jetstream.create_stream(&config).await {
+                    // Another process created it meanwhile, or NATS is
+                    // down: the open below says which.
+                    tracing::debug!(%err, "creating the job records bucket");
+                }
+            }
+        }
+        let kv = jetstream.get_key_value(&bucket).await.map_err(nats)?;
         Ok(Self {
             prefix: format!("$KV.{bucket}."),
             jetstream,
@@ -119,37 +155,33 @@ impl Records {
         }))
     }
 
-    /// Writes `record` if its key is still at `revision` (0: absent). A
-    /// `ttl` makes the record expire, for finished jobs.
-    pub async fn put(
-        &self,
-        record: &JobRecord,
-        revision: u64,
-        ttl: Option<Duration>,
-    ) -> Result<Write, JobsError> {
-        settle(self.send_put(record, revision, ttl).await?).await
+    /// Writes `record` if its key is still at `revision` (0: absent).
+    pub async fn put(&self, record: &JobRecord, revision: u64) -> Result<Write, JobsError> {
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(encode(record)?)
+            .expected_last_subject_sequence(revision);
+        let sent = self
+            .jetstream
+            .send_publish(self.subject(&record.id), publish)
+            .await
+            .map_err(nats)?;
+        settle(sent).await
     }
 
-    /// Sends the write of [`Records::put`]; [`settle`] its answer later,
-    /// so that many writes are in flight at once.
-    pub async fn send_put(
-        &self,
-        record: &JobRecord,
-        revision: u64,
-        ttl: Option<Duration>,
-    ) -> Result<PublishAckFuture, JobsError> {
-        let body = serde_json::to_vec(record).map_err(|e| JobsError::Nats(e.to_string()))?;
-        let mut publish = jetstream::message::PublishMessage::build()
-            .payload(Bytes::from(body))
-            .expected_last_subject_sequence(revision);
-        if let Some(ttl) = ttl {
-            publish = publish.ttl(ttl);
-        }
-        let subject = format!("{}{}", self.prefix, job_key(&record.id));
+    /// Writes `record` whatever the key holds: for the outcome of a run,
+    /// which nothing else writes while it runs.
+    pub async fn overwrite(&self, record: &JobRecord) -> Result<(), JobsError> {
         self.jetstream
-            .send_publish(subject, publish)
+            .publish(self.subject(&record.id), encode(record)?)
             .await
-            .map_err(nats)
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+
+    fn subject(&self, id: &str) -> String {
+        format!("{}{}", self.prefix, job_key(id))
     }
 
     /// Points the idempotency key at `id` for `window`, unless it already

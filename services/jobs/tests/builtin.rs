@@ -107,8 +107,8 @@ async fn a_builtin_job_runs_in_process_reports_progress_and_lists_itself() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let (good, bad) = loop {
-        let good = queue.get(None, &good.job.id).await.unwrap();
-        let bad = queue.get(None, &bad.job.id).await.unwrap();
+        let good = queue.get("default", &good.job.id).await.unwrap();
+        let bad = queue.get("default", &bad.job.id).await.unwrap();
         if good.state.is_final() && bad.state.is_final() {
             break (good, bad);
         }
