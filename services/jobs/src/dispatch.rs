@@ -107,39 +107,38 @@ impl Runner {
         // The first delivery of a job's first message: nothing can have
         // happened to the job yet (a cancel takes the message out before
         // any dispatcher has it), so it needs no look at the bucket.
-        if queued.ticket > 1 || delivered > 1 {
-            if let Some(Versioned {
+        if (queued.ticket > 1 || delivered > 1)
+            && let Some(Versioned {
                 record,
                 revision: at,
             }) = records.get(&queued.id).await?
-            {
-                if queued.ticket < record.ticket {
-                    // An older message. If the job is queued again but
-                    // the process that queued it died before publishing,
-                    // publish it now (duplicates are dropped).
-                    if matches!(record.state, JobState::Waiting | JobState::Delayed)
-                        && queued.ticket + 1 == record.ticket
-                    {
-                        self.queue.queue_job(&record).await?;
-                    }
-                    return Ok(None);
+        {
+            if queued.ticket < record.ticket {
+                // An older message. If the job is queued again but
+                // the process that queued it died before publishing,
+                // publish it now (duplicates are dropped).
+                if matches!(record.state, JobState::Waiting | JobState::Delayed)
+                    && queued.ticket + 1 == record.ticket
+                {
+                    self.queue.queue_job(&record).await?;
                 }
-                // Same ticket: it runs if it has not run, or if it was
-                // running where the message was held before (delivered
-                // again: that process stopped).
-                let runnable = match record.state {
-                    JobState::Waiting | JobState::Delayed => true,
-                    JobState::Active => delivered > 1,
-                    _ => false,
-                };
-                if queued.ticket == record.ticket && !runnable {
-                    return Ok(None);
-                }
-                if queued.ticket == record.ticket && record.state == JobState::Active {
-                    tracing::info!(id = %record.id, "running again a job whose process stopped");
-                }
-                revision = at;
+                return Ok(None);
             }
+            // Same ticket: it runs if it has not run, or if it was
+            // running where the message was held before (delivered
+            // again: that process stopped).
+            let runnable = match record.state {
+                JobState::Waiting | JobState::Delayed => true,
+                JobState::Active => delivered > 1,
+                _ => false,
+            };
+            if queued.ticket == record.ticket && !runnable {
+                return Ok(None);
+            }
+            if queued.ticket == record.ticket && record.state == JobState::Active {
+                tracing::info!(id = %record.id, "running again a job whose process stopped");
+            }
+            revision = at;
         }
         let mut record = queued;
         record.state = JobState::Active;
