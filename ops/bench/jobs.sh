@@ -12,9 +12,11 @@
 #   key-value compare-and-set writes per second, IN_FLIGHT writers at once.
 #
 #   ops/bench/jobs.sh     (COUNT=100000 LATENCY_COUNT=5000 RATE=1000 DELAYED=1000000
-#                          CONCURRENCY=1024 BATCH=1000 IN_FLIGHT=16 MODES="throughput latency delayed")
+#                          CONCURRENCY=1024 BATCH=1000 IN_FLIGHT=16 KEEP_SUCCEEDED=true
+#                          MODES="throughput latency delayed")
 #
-# CONCURRENCY sets both jobs.concurrency and the default queue's. The
+# CONCURRENCY sets both jobs.concurrency and the default queue's;
+# KEEP_SUCCEEDED=false has the default queue forget succeeded jobs. The
 # client, the worker, `oxbase jobs` and nats-server share this machine's
 # cores, so the figures include their contention for CPU. Each mode gets a fresh nats-server and jobs process.
 source "$(dirname "$0")/lib.sh"
@@ -25,6 +27,7 @@ DELAYED="${DELAYED:-1000000}"
 CONCURRENCY="${CONCURRENCY:-1024}"
 IN_FLIGHT="${IN_FLIGHT:-16}"
 BATCH="${BATCH:-1000}"
+KEEP_SUCCEEDED="${KEEP_SUCCEEDED:-true}"
 MODES="${MODES:-throughput latency delayed}"
 export PATH="$ROOT/.oxbase/tools/bin:$PATH"
 command -v nats-server >/dev/null || { echo "nats-server not found: run bash ops/test.sh once" >&2; exit 1; }
@@ -48,6 +51,7 @@ start_jobs() {
   env OXBASE_NATS_URL="$NATS_URL" OXBASE_DATA_DIR="$BENCH_DIR/data" OXBASE_HOST=127.0.0.1 OXBASE_LOG_LEVEL=warn \
     OXBASE_APP_ID="$APP_ID" OXBASE_MASTER_KEY="$MASTER_KEY" \
     OXBASE_JOBS__CONCURRENCY="$CONCURRENCY" OXBASE_JOBS__QUEUES__DEFAULT__CONCURRENCY="$CONCURRENCY" \
+    OXBASE_JOBS__QUEUES__DEFAULT__KEEP_SUCCEEDED="$KEEP_SUCCEEDED" \
     "$OXBASE" jobs --port "$BENCH_PORT" >"$BENCH_DIR/jobs.log" 2>&1 &
   JOBS_PID=$!
   for _ in $(seq 300); do
@@ -77,7 +81,7 @@ client() {
     --nats-monitor "http://127.0.0.1:$NATS_MONITOR_PORT" \
     --nats-pid "$NATS_PID" --jobs-pid "$JOBS_PID" --in-flight "$IN_FLIGHT" --batch "$BATCH" "$@"
 }
-echo "oxbase $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) cores, oxbase jobs with concurrency $CONCURRENCY (default queue $CONCURRENCY), nats-server $(nats-server --version | awk '{print $NF}') with file storage"
+echo "oxbase $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) cores, oxbase jobs with concurrency $CONCURRENCY (default queue $CONCURRENCY, keep_succeeded $KEEP_SUCCEEDED), nats-server $(nats-server --version | awk '{print $NF}') with file storage"
 
 for mode in $MODES; do
   fresh

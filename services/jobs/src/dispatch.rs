@@ -88,7 +88,9 @@ impl Runner {
             .run(message, config, &mut record, &mut revision, records)
             .await;
         self.metrics.running.fetch_sub(1, Ordering::Relaxed);
-        let outcome = self.finish(records, &mut record, revision, result).await?;
+        let outcome = self
+            .finish(records, &mut record, revision, result, config.keep_succeeded)
+            .await?;
         message.ack().await.map_err(nats)?;
         Ok(outcome)
     }
@@ -261,6 +263,7 @@ impl Runner {
         record: &mut JobRecord,
         revision: u64,
         result: Result<serde_json::Value, String>,
+        keep_succeeded: bool,
     ) -> Result<Outcome, JobsError> {
         let finished = timestamp(now());
         let (outcome, update) = match result {
@@ -326,8 +329,12 @@ impl Runner {
             }
         };
         if outcome == Outcome::Succeeded {
-            // Nothing else writes the record of a job while it runs.
-            records.overwrite(record).await?;
+            // Nothing else writes the record of a job while it runs. One
+            // that is not kept is still written over when it has a record
+            // (of progress, or of a failed attempt), which would be stale.
+            if keep_succeeded || revision > 0 {
+                records.overwrite(record).await?;
+            }
         } else {
             let mut revision = revision;
             loop {
@@ -610,12 +617,14 @@ impl PriorityDispatcher {
                 }
                 let runner = Arc::clone(&self.runner);
                 let config = self.config.clone();
-                running.spawn(async move {
+                // Boxed: the run's future is large, and spawning would copy
+                // it whole.
+                running.spawn(Box::pin(async move {
                     let _permit = permit;
                     if let Err(err) = runner.process(&message, &config).await {
                         tracing::warn!(%err, "a job's run is left to be retried");
                     }
-                });
+                }));
             }
         }
         // Jobs already running finish (the caller bounds how long).

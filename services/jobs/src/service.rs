@@ -10,8 +10,8 @@ use oxbase_hooks::{HookRegistry, RegistryError};
 use oxbase_kit::{Config, Readiness, Shutdown};
 use oxbase_proto::HookEntry;
 use oxbase_proto::hooks::{HookError, HookReply};
-use oxbase_proto::jobs::{JobProgress, JobSpec};
-use serde_json::Value;
+use oxbase_proto::jobs::{JobProgress, JobSpec, Submitted};
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use crate::dispatch::{PriorityDispatcher, Runner};
@@ -249,8 +249,7 @@ async fn answer_submissions(queue: Arc<JobQueue>, client: async_nats::Client, sh
         let queue = Arc::clone(&queue);
         let client = client.clone();
         tokio::spawn(async move {
-            let answer = submit(&queue, &request.payload).await;
-            let body = serde_json::to_vec(&answer).unwrap_or_default();
+            let body = submit(&queue, &request.payload).await;
             if let Err(err) = client.publish(reply, Bytes::from(body)).await {
                 tracing::debug!(%err, "cannot answer a job submission");
             }
@@ -258,78 +257,88 @@ async fn answer_submissions(queue: Arc<JobQueue>, client: async_nats::Client, sh
     }
 }
 
-async fn submit(queue: &JobQueue, body: &[u8]) -> HookReply {
-    let failed = |err: &JobsError| HookReply {
-        success: None,
-        error: Some(HookError::Coded {
-            code: Some(err.code()),
-            message: Some(err.to_string()),
-        }),
-    };
+/// One submission's answer, for one job or for each of an array.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Done { success: Submitted },
+    Failed(HookReply),
+}
+
+impl From<Result<Submitted, JobsError>> for Answer {
+    fn from(result: Result<Submitted, JobsError>) -> Self {
+        match result {
+            Ok(success) => Self::Done { success },
+            Err(err) => Self::Failed(HookReply {
+                success: None,
+                error: Some(HookError::Coded {
+                    code: Some(err.code()),
+                    message: Some(err.to_string()),
+                }),
+            }),
+        }
+    }
+}
+
+/// Answers a NATS submission: `{"success": Submitted}` (or `{"error"}`)
+/// for one job, `{"success": [...]}` with one of those per job for an
+/// array. Each spec is parsed straight from the body and each answer
+/// written straight out: a batch of a thousand is the hot path.
+async fn submit(queue: &JobQueue, body: &[u8]) -> Vec<u8> {
+    let failed = |err: JobsError| to_json(&Answer::from(Err(err)));
     let limit = queue.settings().max_payload_bytes * 4;
     if body.len() > limit.max(1024 * 1024) {
-        return failed(&JobsError::TooLarge {
+        return failed(JobsError::TooLarge {
             size: body.len(),
             limit,
         });
     }
-    let (specs, many) = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(items)) if items.len() <= MAX_SUBMIT_BATCH => (items, true),
-        Ok(Value::Array(_)) => {
-            return failed(&JobsError::Invalid(format!(
+    let (items, many) = match serde_json::from_slice::<Vec<&RawValue>>(body) {
+        Ok(items) if items.len() <= MAX_SUBMIT_BATCH => (items, true),
+        Ok(_) => {
+            return failed(JobsError::Invalid(format!(
                 "submit at most {MAX_SUBMIT_BATCH} jobs at once"
             )));
         }
-        Ok(item) => (vec![item], false),
-        Err(err) => return failed(&JobsError::Invalid(format!("not JSON: {err}"))),
+        Err(_) => match serde_json::from_slice::<&RawValue>(body) {
+            Ok(item) => (vec![item], false),
+            Err(err) => return failed(JobsError::Invalid(format!("not JSON: {err}"))),
+        },
     };
-    let mut parsed = Vec::with_capacity(specs.len());
-    let mut errors = HashMap::new();
-    for (index, item) in specs.into_iter().enumerate() {
-        match serde_json::from_value::<JobSpec>(item) {
+    let mut answers: Vec<Option<Result<Submitted, JobsError>>> = Vec::with_capacity(items.len());
+    let mut specs = Vec::with_capacity(items.len());
+    for item in items {
+        match serde_json::from_str::<JobSpec>(item.get()) {
             Ok(spec) => {
                 let name = spec.queue.clone().unwrap_or_else(|| "default".into());
-                parsed.push((index, (name, spec, None)));
+                specs.push((name, spec, None));
+                answers.push(None);
             }
-            Err(err) => {
-                errors.insert(index, JobsError::Invalid(format!("not a job: {err}")));
-            }
+            Err(err) => answers.push(Some(Err(JobsError::Invalid(format!("not a job: {err}"))))),
         }
     }
-    let total = parsed.len() + errors.len();
-    let (indexes, specs): (Vec<_>, Vec<_>) = parsed.into_iter().unzip();
-    let mut results: HashMap<usize, Result<Value, JobsError>> = indexes
-        .into_iter()
-        .zip(queue.submit_many(specs).await)
-        .map(|(index, result)| {
-            (
-                index,
-                result.map(|done| serde_json::to_value(done).unwrap_or_default()),
-            )
+    let mut done = queue.submit_many(specs).await.into_iter();
+    let mut answers = answers.into_iter().map(|answer| {
+        Answer::from(
+            answer
+                .or_else(|| done.next())
+                .unwrap_or_else(|| Err(JobsError::Invalid("nothing to submit".into()))),
+        )
+    });
+    if many {
+        to_json(&Many {
+            success: answers.collect(),
         })
-        .collect();
-    for (index, err) in errors {
-        results.insert(index, Err(err));
+    } else {
+        to_json(&answers.next())
     }
-    if !many {
-        return match results.remove(&0) {
-            Some(Ok(value)) => HookReply {
-                success: Some(value),
-                error: None,
-            },
-            Some(Err(err)) => failed(&err),
-            None => failed(&JobsError::Invalid("nothing to submit".into())),
-        };
-    }
-    let items = (0..total)
-        .map(|index| match results.remove(&index) {
-            Some(Ok(value)) => value,
-            Some(Err(err)) => serde_json::to_value(failed(&err)).unwrap_or_default(),
-            None => Value::Null,
-        })
-        .collect();
-    HookReply {
-        success: Some(Value::Array(items)),
-        error: None,
-    }
+}
+
+#[derive(serde::Serialize)]
+struct Many {
+    success: Vec<Answer>,
+}
+
+fn to_json(value: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
 }

@@ -282,6 +282,11 @@ pub struct QueueConfig {
     /// `backoff_max_ms`, with jitter.
     pub backoff_ms: u64,
     pub backoff_max_ms: u64,
+    /// Keep a record of each succeeded job (for `jobs.retention_secs`).
+    /// Off, a succeeded job is forgotten once done, as Sidekiq and
+    /// BullMQ's `removeOnComplete` do: one write fewer per job, and a job
+    /// id that is no longer found once its job succeeded.
+    pub keep_succeeded: bool,
 }
 
 impl Default for QueueConfig {
@@ -296,6 +301,7 @@ impl Default for QueueConfig {
             heartbeat_ms: 60 * 1000,
             backoff_ms: 1000,
             backoff_max_ms: 5 * 60 * 1000,
+            keep_succeeded: true,
         }
     }
 }
