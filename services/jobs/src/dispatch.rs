@@ -89,7 +89,13 @@ impl Runner {
             .await;
         self.metrics.running.fetch_sub(1, Ordering::Relaxed);
         let outcome = self
-            .finish(records, &mut record, revision, result, config.keep_succeeded)
+            .finish(
+                records,
+                &mut record,
+                revision,
+                result,
+                config.keep_succeeded,
+            )
             .await?;
         message.ack().await.map_err(nats)?;
         Ok(outcome)

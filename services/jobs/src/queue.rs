@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, context::PublishAckFuture, stream};
+use async_nats::jetstream::{self, context::PublishAckFuture, stream};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures_util::StreamExt;
 use oxbase_proto::jobs::{
     Backoff, DEFAULT_PRIORITY, JobRecord, JobSpec, JobState, PRIORITY_LEVELS, Submitted,
 };
@@ -573,8 +572,9 @@ impl JobQueue {
         Ok(found)
     }
 
-    /// Reads the queue's messages in stream order, through an ephemeral
-    /// ordered consumer.
+    /// Reads the queue's messages in stream order, one direct get at a
+    /// time (a work-queue stream allows no other consumer on them), until
+    /// `limit` match.
     async fn list_queued(
         &self,
         store: &Store,
@@ -585,10 +585,10 @@ impl JobQueue {
         let subjects = &self.settings.subjects;
         let mut filters = Vec::new();
         if state != Some(JobState::Delayed) {
-            filters.push(format!("{}.jobs.ready.{queue}.>", subjects.prefix()));
+            filters.push((true, format!("{}.jobs.ready.{queue}.>", subjects.prefix())));
         }
         if state.is_none_or(|s| s == JobState::Delayed) {
-            filters.push(subjects.job_delayed_queue(queue));
+            filters.push((false, subjects.job_delayed_queue(queue)));
         }
         // Where each priority's consumer has got to.
         let mut handed = [0u64; PRIORITY_LEVELS as usize];
@@ -601,45 +601,48 @@ impl JobQueue {
                 *reached = info.delivered.stream_sequence;
             }
         }
-        let consumer = store
-            .stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subjects: filters,
-                ..Default::default()
-            })
-            .await
-            .map_err(nats)?;
-        let mut pending = consumer.get_info().await.map_err(nats)?.num_pending;
-        let mut messages = consumer.messages().await.map_err(nats)?;
         let mut found: Vec<JobRecord> = Vec::new();
-        while pending > 0 && found.len() < limit {
-            let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
-            let Ok(Some(Ok(message))) = next else { break };
-            pending = message.info().map_or(0, |info| info.pending);
-            let Ok(mut record) = serde_json::from_slice::<JobRecord>(&message.payload) else {
-                continue;
-            };
-            let sequence = message.info().map_or(0, |info| info.stream_sequence);
-            let ready_at = message
-                .subject
-                .split('.')
-                .rev()
-                .nth(1)
-                .and_then(|p| p.parse::<usize>().ok())
-                .filter(|_| !message.subject.contains(".jobs.delayed."));
-            record.state = match ready_at {
-                None => JobState::Delayed,
-                Some(p) if handed.get(p).is_some_and(|&h| h >= sequence) => {
-                    record.attempts += 1;
-                    JobState::Active
-                }
-                Some(_) => JobState::Waiting,
-            };
-            if state.is_none_or(|s| s == record.state) {
-                // An older message of a job queued again is not listed.
-                found.retain(|r| r.id != record.id || r.ticket > record.ticket);
-                if !found.iter().any(|r| r.id == record.id) {
-                    found.push(record);
+        for (ready, filter) in filters {
+            let mut from = 1;
+            while found.len() < limit {
+                let message = match store
+                    .stream
+                    .direct_get_next_for_subject(filter.clone(), Some(from))
+                    .await
+                {
+                    Ok(message) => message,
+                    Err(err) if err.kind() == stream::DirectGetErrorKind::NotFound => break,
+                    Err(err) => return Err(nats(err)),
+                };
+                from = message.sequence + 1;
+                let Ok(mut record) = serde_json::from_slice::<JobRecord>(&message.payload) else {
+                    continue;
+                };
+                let priority = ready
+                    .then(|| {
+                        message
+                            .subject
+                            .split('.')
+                            .rev()
+                            .nth(1)?
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .flatten();
+                record.state = match priority {
+                    None => JobState::Delayed,
+                    Some(p) if handed.get(p).is_some_and(|&h| h >= message.sequence) => {
+                        record.attempts += 1;
+                        JobState::Active
+                    }
+                    Some(_) => JobState::Waiting,
+                };
+                if state.is_none_or(|s| s == record.state) {
+                    // An older message of a job queued again is not listed.
+                    found.retain(|r| r.id != record.id || r.ticket > record.ticket);
+                    if !found.iter().any(|r| r.id == record.id) {
+                        found.push(record);
+                    }
                 }
             }
         }

@@ -257,25 +257,27 @@ async fn answer_submissions(queue: Arc<JobQueue>, client: async_nats::Client, sh
     }
 }
 
-/// One submission's answer, for one job or for each of an array.
-#[derive(serde::Serialize)]
-#[serde(untagged)]
-enum Answer {
-    Done { success: Submitted },
-    Failed(HookReply),
-}
+/// One submission's answer, for one job or for each of an array:
+/// `{"success": Submitted}` or a hook error.
+struct Answer(Result<Submitted, JobsError>);
 
-impl From<Result<Submitted, JobsError>> for Answer {
-    fn from(result: Result<Submitted, JobsError>) -> Self {
-        match result {
-            Ok(success) => Self::Done { success },
-            Err(err) => Self::Failed(HookReply {
+impl serde::Serialize for Answer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match &self.0 {
+            Ok(done) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("success", done)?;
+                map.end()
+            }
+            Err(err) => HookReply {
                 success: None,
                 error: Some(HookError::Coded {
                     code: Some(err.code()),
                     message: Some(err.to_string()),
                 }),
-            }),
+            }
+            .serialize(serializer),
         }
     }
 }
@@ -285,7 +287,7 @@ impl From<Result<Submitted, JobsError>> for Answer {
 /// array. Each spec is parsed straight from the body and each answer
 /// written straight out: a batch of a thousand is the hot path.
 async fn submit(queue: &JobQueue, body: &[u8]) -> Vec<u8> {
-    let failed = |err: JobsError| to_json(&Answer::from(Err(err)));
+    let failed = |err: JobsError| to_json(&Answer(Err(err)));
     let limit = queue.settings().max_payload_bytes * 4;
     if body.len() > limit.max(1024 * 1024) {
         return failed(JobsError::TooLarge {
@@ -319,7 +321,7 @@ async fn submit(queue: &JobQueue, body: &[u8]) -> Vec<u8> {
     }
     let mut done = queue.submit_many(specs).await.into_iter();
     let mut answers = answers.into_iter().map(|answer| {
-        Answer::from(
+        Answer(
             answer
                 .or_else(|| done.next())
                 .unwrap_or_else(|| Err(JobsError::Invalid("nothing to submit".into()))),

@@ -859,3 +859,127 @@ async fn aging_lets_a_low_priority_job_through_a_flood_of_high_ones() {
     let ran = ran.expect("the low-priority job ran during the flood");
     assert!(ran < flood_ends);
 }
+
+#[tokio::test]
+async fn queued_jobs_are_read_listed_and_cancelled_until_a_dispatcher_takes_them() {
+    let fleeting = [("OXBASE_JOBS__QUEUES__FLEETING__KEEP_SUCCEEDED", "false")];
+    let setup = setup(&fleeting).await;
+    let runs = worker(
+        &setup.client,
+        "default",
+        "hold",
+        Arc::new(|_| (Duration::from_millis(1500), json!({"success": "held"}))),
+    )
+    .await;
+    let fleeting_runs = worker(&setup.client, "fleeting", "hold", succeed()).await;
+    // No jobs process yet: everything waits.
+    let mut ids = Vec::new();
+    for spec in [
+        json!({"name": "hold", "payload": {"n": 1}}),
+        json!({"name": "hold", "priority": 7, "payload": {"n": 2}}),
+        json!({"name": "hold", "delayMs": 60_000}),
+    ] {
+        let body = setup.submit("default", spec).await;
+        ids.push(body["job"]["id"].as_str().unwrap().to_owned());
+    }
+    let (first, second, later) = (&ids[0], &ids[1], &ids[2]);
+    let job = setup.job("default", first).await;
+    assert_eq!(
+        (job["state"].clone(), job["attempts"].clone()),
+        (json!("waiting"), json!(0))
+    );
+    assert_eq!(job["payload"], json!({"n": 1}));
+    assert_eq!(setup.job("default", later).await["state"], "delayed");
+    let listed = |state: &'static str| {
+        let setup = &setup;
+        async move {
+            let (status, body) = setup
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/queues/default/jobs?state={state}"),
+                    Value::Null,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|job| job["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("waiting").await, vec![first.clone(), second.clone()]);
+    assert_eq!(listed("delayed").await, vec![later.clone()]);
+
+    for id in [first, later] {
+        let (status, body) = setup
+            .call(
+                reqwest::Method::POST,
+                &format!("/queues/default/jobs/{id}/cancel"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(
+            (status, body["state"].clone()),
+            (200, json!("cancelled")),
+            "{body}"
+        );
+        assert_eq!(setup.job("default", id).await["state"], "cancelled");
+    }
+    assert_eq!(listed("waiting").await, vec![second.clone()]);
+    assert!(listed("delayed").await.is_empty());
+
+    let _jobs = setup.jobs(&fleeting).await;
+    let running = setup
+        .wait_state("default", second, "active", Duration::from_secs(10))
+        .await;
+    assert_eq!(running["attempts"], 1, "{running}");
+    assert_eq!(listed("active").await, vec![second.clone()]);
+    let (status, body) = setup
+        .call(
+            reqwest::Method::POST,
+            &format!("/queues/default/jobs/{second}/cancel"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!((status, body["code"].clone()), (400, json!(142)), "{body}");
+    let done = setup
+        .wait_state("default", second, "succeeded", Duration::from_secs(10))
+        .await;
+    assert_eq!(done["result"], "held");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ran: Vec<String> = runs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.run.id.clone())
+        .collect();
+    assert_eq!(&ran, &[second.clone()], "cancelled jobs never run");
+
+    // A queue that forgets its succeeded jobs: the id is gone once done.
+    let body = setup.submit("fleeting", json!({"name": "hold"})).await;
+    let id = body["job"]["id"].as_str().unwrap().to_owned();
+    wait_for(
+        || !fleeting_runs.lock().unwrap().is_empty(),
+        Duration::from_secs(10),
+        "the fleeting job to run",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = setup
+            .call(
+                reqwest::Method::GET,
+                &format!("/queues/fleeting/jobs/{id}"),
+                Value::Null,
+            )
+            .await;
+        if status == 404 {
+            assert_eq!(body["code"], 101);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still found: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

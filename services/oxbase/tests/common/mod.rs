@@ -140,7 +140,7 @@ impl Oxbase {
             .env("OXBASE_ALLOW_CLIENT_CLASS_CREATION", "true")
             .env("OXBASE_NATS_URL", nats_url)
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(log_file(command, port))
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -292,24 +292,27 @@ pub struct ServiceProcess {
     pub base: String,
 }
 
+/// Where an oxbase process's log goes: OXBASE_TEST_LOG_DIR keeps each
+/// one, for debugging.
+fn log_file(command: &str, port: u16) -> Stdio {
+    match std::env::var_os("OXBASE_TEST_LOG_DIR") {
+        Some(dir) => Stdio::from(
+            std::fs::File::create(Path::new(&dir).join(format!("{command}-{port}.log"))).unwrap(),
+        ),
+        None => Stdio::null(),
+    }
+}
+
 impl ServiceProcess {
     /// Starts `oxbase <command>` against `nats_url` and waits for /ready.
     pub async fn start(command: &str, nats_url: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
-        // OXBASE_TEST_LOG_DIR keeps each process's log, for debugging.
-        let log = match std::env::var_os("OXBASE_TEST_LOG_DIR") {
-            Some(dir) => Stdio::from(
-                std::fs::File::create(Path::new(&dir).join(format!("{command}-{port}.log")))
-                    .unwrap(),
-            ),
-            None => Stdio::null(),
-        };
         let child = Command::new(env!("CARGO_BIN_EXE_oxbase"))
             .args([command, "--port", &port.to_string()])
             .env("OXBASE_HOST", "127.0.0.1")
             .env("OXBASE_NATS_URL", nats_url)
             .envs(env.iter().copied())
-            .stdout(log)
+            .stdout(log_file(command, port))
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
