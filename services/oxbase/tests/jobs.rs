@@ -955,7 +955,7 @@ async fn queued_jobs_are_read_listed_and_cancelled_until_a_dispatcher_takes_them
         .iter()
         .map(|r| r.run.id.clone())
         .collect();
-    assert_eq!(&ran, &[second.clone()], "cancelled jobs never run");
+    assert_eq!(ran, vec![second.clone()], "cancelled jobs never run");
 
     // A queue that forgets its succeeded jobs: the id is gone once done.
     let body = setup.submit("fleeting", json!({"name": "hold"})).await;
