@@ -137,16 +137,13 @@ impl Handlers {
         let request = async_nats::Request::new()
             .payload(Bytes::from(body))
             .headers(headers)
-            .timeout(Some(Duration::from_millis(run.timeout_ms)));
+            // The run's own deadline bounds it: one timer per run is enough.
+            .timeout(None);
         match self.client.send_request(subject.clone(), request).await {
             Ok(message) => Ok(message.payload),
             Err(err) if err.kind() == RequestErrorKind::NoResponders => {
                 Err(format!("no worker is listening on {subject}"))
             }
-            Err(err) if err.kind() == RequestErrorKind::TimedOut => Err(format!(
-                "the worker did not answer within {} ms",
-                run.timeout_ms
-            )),
             Err(err) => Err(format!("NATS: {err}")),
         }
     }

@@ -384,11 +384,17 @@ impl JobQueue {
                     )
                     .header("Nats-Schedule-Target", ready),
             )
-        } else {
+        } else if record.ticket > 1 || record.idempotency_key.is_some() {
+            // Queued again (a retry, a repair) or under a key a dead
+            // submission may have queued already: a repeat is dropped.
             (
                 ready,
                 publish.message_id(format!("{}.{}", record.id, record.ticket)),
             )
+        } else {
+            // A fresh id is published once; a duplicate-check would cost
+            // NATS an entry per job.
+            (ready, publish)
         };
         self.jetstream
             .send_publish(subject, publish)
