@@ -34,8 +34,9 @@ pub struct InvalidPrefix(pub String);
 /// - `<prefix>.jobs.submit`: submissions, as NATS requests;
 /// - `<prefix>.jobs.run.<queue>.<name>`: where NATS workers take runs;
 /// - `<prefix>.jobs.progress.<process>.<jobId>`: workers' progress reports;
-/// - `<prefix>.jobs.ready.<queue>.<priority>` and
-///   `<prefix>.jobs.delayed.<jobId>`: the jobs service's own queues.
+/// - `<prefix>.jobs.ready.<queue>.<priority>.<jobId>` and
+///   `<prefix>.jobs.delayed.<queue>.<jobId>`: the jobs service's own queues,
+///   and `<prefix>.jobs.wake.<queue>` its nudges to idle dispatchers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {
     prefix: String,

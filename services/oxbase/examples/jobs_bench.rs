@@ -390,6 +390,18 @@ impl Cpu {
 }
 
 /// Submits `count` jobs, each made by `spec`, in arrays of `batch` with
+/// An array submission's answer, read only as far as refusals.
+#[derive(serde::Deserialize)]
+struct BatchAnswer {
+    success: Vec<ItemAnswer>,
+}
+
+#[derive(serde::Deserialize)]
+struct ItemAnswer {
+    #[serde(default)]
+    error: Option<Value>,
+}
+
 /// `in_flight` awaiting their answer; returns the jobs refused.
 async fn submit_all(
     client: &async_nats::Client,
@@ -416,15 +428,23 @@ async fn submit_all(
                     .request(subject, body)
                     .await
                     .context("a submission was not answered in time")?;
-                let answer: Value = serde_json::from_slice(&reply.payload)?;
-                let Some(items) = answer["success"].as_array() else {
-                    bail!("a submission failed: {answer}");
+                // Only whether each job was refused: the answers carry
+                // whole records, and building them as values would cost
+                // this client (which shares the machine) more than needed.
+                let Ok(answer) = serde_json::from_slice::<BatchAnswer>(&reply.payload) else {
+                    bail!(
+                        "a submission failed: {}",
+                        String::from_utf8_lossy(&reply.payload)
+                    );
                 };
-                if items.len() != n {
-                    bail!("{n} jobs submitted, {} answers", items.len());
+                if answer.success.len() != n {
+                    bail!("{n} jobs submitted, {} answers", answer.success.len());
                 }
-                let refused: Vec<&Value> =
-                    items.iter().filter(|i| i.get("error").is_some()).collect();
+                let refused: Vec<&Value> = answer
+                    .success
+                    .iter()
+                    .filter_map(|i| i.error.as_ref())
+                    .collect();
                 if let Some(first) = refused.first() {
                     eprintln!("{} of {n} jobs refused, such as {first}", refused.len());
                 }
