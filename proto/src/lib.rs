@@ -94,6 +94,7 @@
 //! `<prefix>.dead.<className>.<triggerName>` with the headers
 //! `Oxbase-Attempts` and `Oxbase-Last-Error`.
 
+pub mod cron;
 mod event;
 pub mod hooks;
 pub mod jobs;

@@ -37,6 +37,9 @@ pub struct InvalidPrefix(pub String);
 /// - `<prefix>.jobs.ready.<queue>.<priority>.<jobId>` and
 ///   `<prefix>.jobs.delayed.<queue>.<jobId>`: the jobs service's own queues,
 ///   and `<prefix>.jobs.wake.<queue>` its nudges to idle dispatchers.
+///
+/// Schedules ([`crate::cron`]): `<prefix>.cron.runs.<schedule>`, the
+/// outcome of each tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {
     prefix: String,
@@ -65,6 +68,11 @@ impl Subjects {
             self.prefix,
             kind.subject_token()
         )
+    }
+
+    /// `<prefix>.events.<className>.>`: every event of one class.
+    pub fn class_events_wildcard(&self, class_name: &str) -> String {
+        format!("{}.events.{class_name}.>", self.prefix)
     }
 
     /// `<prefix>.events.>`: every object event of the deployment.
@@ -175,6 +183,16 @@ impl Subjects {
             format!("{}.jobs.ready.>", self.prefix),
             format!("{}.jobs.delayed.>", self.prefix),
         ]
+    }
+
+    /// `<prefix>.cron.runs.<schedule>`: what became of each tick of a
+    /// schedule ([`crate::cron::CronRun`]).
+    pub fn cron_runs(&self, schedule: &str) -> String {
+        format!("{}.cron.runs.{schedule}", self.prefix)
+    }
+
+    pub fn cron_runs_wildcard(&self) -> String {
+        format!("{}.cron.runs.*", self.prefix)
     }
 }
 

@@ -47,6 +47,14 @@ fn schemas() -> Vec<(&'static str, Schema)> {
             "job-progress.schema.json",
             schema_for!(oxbase_proto::jobs::JobProgress),
         ),
+        (
+            "cron-schedule.schema.json",
+            schema_for!(oxbase_proto::cron::CronSchedule),
+        ),
+        (
+            "cron-run.schema.json",
+            schema_for!(oxbase_proto::cron::CronRun),
+        ),
     ]
 }
 

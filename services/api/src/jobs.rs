@@ -23,6 +23,8 @@ const MAX_LIST: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct Jobs {
     pub queue: Arc<JobQueue>,
+    /// Schedules, when cron is on.
+    pub schedules: Option<Arc<oxbase_cron::ScheduleBook>>,
     /// Where `POST /jobs/<name>` checks that the job has a handler.
     pub registry: Option<Arc<HookRegistry>>,
 }
@@ -78,18 +80,7 @@ impl App {
             return Err(ApiError::new(code::SCRIPT_FAILED, "Invalid job."));
         }
         let params = Value::Object(req.params.clone());
-        let mut status = Map::new();
-        status.insert("jobName".into(), json!(name));
-        status.insert("source".into(), json!("api"));
-        status.insert("status".into(), json!("running"));
-        status.insert("params".into(), params.clone());
-        status.insert("ACL".into(), json!({}));
-        let write = self
-            .db
-            .prepare_create(&Auth::master(), "_JobStatus", &status)
-            .await?;
-        let status_id = write.object_id().unwrap_or_default().to_owned();
-        self.db.commit_one(write).await?;
+        let status_id = self.open_job_status(&name, &params, "api").await?;
         let queue = jobs.queue.settings().parse_queue.clone();
         let spec = JobSpec {
             name,
@@ -116,6 +107,29 @@ impl App {
         let mut reply = Reply::ok(json!({}));
         reply.headers.push(("X-Parse-Job-Status-Id", status_id));
         Ok(reply)
+    }
+
+    /// A `_JobStatus` in `running` for a run of Parse job `name`; its
+    /// objectId.
+    pub(crate) async fn open_job_status(
+        &self,
+        name: &str,
+        params: &Value,
+        source: &str,
+    ) -> ApiResult<String> {
+        let mut status = Map::new();
+        status.insert("jobName".into(), json!(name));
+        status.insert("source".into(), json!(source));
+        status.insert("status".into(), json!("running"));
+        status.insert("params".into(), params.clone());
+        status.insert("ACL".into(), json!({}));
+        let write = self
+            .db
+            .prepare_create(&Auth::master(), "_JobStatus", &status)
+            .await?;
+        let status_id = write.object_id().unwrap_or_default().to_owned();
+        self.db.commit_one(write).await?;
+        Ok(status_id)
     }
 
     /// oxbase's queue API, master key only:

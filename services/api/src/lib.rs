@@ -4,6 +4,7 @@
 
 mod access;
 mod auth;
+mod cron;
 mod db;
 mod error;
 mod files;

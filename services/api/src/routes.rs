@@ -39,7 +39,6 @@ const NOT_YET: &[&str] = &[
     "installations",
     "aggregate",
     "purge",
-    "cloud_code",
     "requestPasswordReset",
     "verificationEmailRequest",
     "upgradeToRevocableSession",
@@ -176,6 +175,8 @@ impl App {
             (_, ["hooks", ..]) => self.hooks_route(auth, req).await,
             (_, ["jobs", ..]) => self.jobs_route(auth, req).await,
             (_, ["queues", ..]) => self.queues_route(auth, req).await,
+            (_, ["cron", ..]) => self.cron_route(auth, req).await,
+            (_, ["cloud_code", ..]) => self.cloud_code_route(auth, req).await,
             (&Method::GET | &Method::POST, ["functions", name]) => {
                 self.function_route(auth, req, name).await
             }

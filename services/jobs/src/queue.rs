@@ -219,6 +219,11 @@ impl JobQueue {
         })
     }
 
+    /// Checks a job as [`submit`](Self::submit) would, without queueing it.
+    pub fn check(&self, queue: &str, spec: JobSpec) -> Result<(), JobsError> {
+        self.new_record(queue, spec).map(drop)
+    }
+
     /// Queues one job on `queue` (the spec's own `queue` when given must
     /// agree). `job_status_id` links a Parse `_JobStatus` object.
     pub async fn submit(

@@ -47,6 +47,10 @@ enum Command {
     /// answers NATS submissions. Needs NATS, and the store for Parse's
     /// `_JobStatus`.
     Jobs(PortArgs),
+    /// The cron service alone: fires every schedule's ticks, once each
+    /// across every cron process. Needs NATS, and the store for Parse's
+    /// `_JobSchedule`.
+    Cron(PortArgs),
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +136,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
             oxbase_kit::telemetry::init(config.log_format, &config.log_level);
             jobs(config).await
+        }
+        Command::Cron(args) => {
+            let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
+            oxbase_kit::telemetry::init(config.log_format, &config.log_level);
+            cron(config).await
         }
         Command::Triggers(args) => {
             let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
@@ -252,10 +261,24 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         )),
         _ => None,
     }
-    .map(|queue| oxbase_api::Jobs {
-        queue,
-        registry: registry.clone(),
+    .map(|queue| {
+        let schedules = match &client {
+            Some(client) if config.cron.enabled => schedule_book(&config, client, &queue).ok(),
+            _ => None,
+        };
+        oxbase_api::Jobs {
+            queue,
+            schedules,
+            registry: registry.clone(),
+        }
     });
+    let cron_service = match (&jobs, services) {
+        (Some(jobs), Services::All) => match &jobs.schedules {
+            Some(book) => Some(oxbase_cron::CronService::new(&config, Arc::clone(book))?),
+            None => None,
+        },
+        _ => None,
+    };
     let mut sources: Vec<oxbase_api::MetricsSource> = Vec::new();
     if let Some(service) = &triggers {
         let metrics = service.metrics();
@@ -265,12 +288,17 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         let metrics = service.metrics();
         sources.push(Arc::new(move || metrics.render()));
     }
+    if let Some(service) = &cron_service {
+        let metrics = service.metrics();
+        sources.push(Arc::new(move || metrics.render()));
+    }
     let more_metrics = (!sources.is_empty()).then(|| {
         Arc::new(move || sources.iter().map(|source| source()).collect::<String>())
             as oxbase_api::MetricsSource
     });
     let app = oxbase_api::App::new(&config, Arc::clone(&store), relay, hooks, jobs).await?;
     let jobs_service = jobs_service.map(|service| service.status_sink(app.job_status_sink()));
+    let cron_service = cron_service.map(|service| service.parse_schedules(app.parse_schedules()));
     let listener = oxbase_api::bind(&config).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -310,16 +338,27 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         }
         ran.context("the jobs service failed")
     };
+    let cron = async {
+        let Some(service) = cron_service else {
+            return Ok(());
+        };
+        let ran = service.run(readiness.clone(), shutdown.clone()).await;
+        if ran.is_err() {
+            shutdown.trigger();
+        }
+        ran.context("the cron service failed")
+    };
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
     match drain_within(&shutdown, grace, async {
-        tokio::join!(api, triggers, jobs)
+        tokio::join!(api, triggers, jobs, cron)
     })
     .await
     {
-        Some((api, triggers, jobs)) => {
+        Some((api, triggers, jobs, cron)) => {
             api?;
             triggers?;
             jobs?;
+            cron?;
         }
         None => tracing::warn!("stopped with work still in flight"),
     }
@@ -387,6 +426,55 @@ async fn jobs(config: Config) -> anyhow::Result<()> {
         work,
     )
     .await
+}
+
+/// `oxbase cron`: the cron service, with /health, /ready and /metrics on
+/// the configured port. It opens the store to fire Parse's `_JobSchedule`.
+async fn cron(config: Config) -> anyhow::Result<()> {
+    if !config.cron.enabled || !config.jobs.enabled {
+        bail!("cron is turned off (cron.enabled = false, or jobs.enabled = false)");
+    }
+    let shutdown = Shutdown::on_signals();
+    let readiness = Readiness::new();
+    let client = nats::connect(&config).await?;
+    let queue = oxbase_jobs::JobQueue::new(
+        async_nats::jetstream::new(client.clone()),
+        Arc::new(oxbase_jobs::Settings::from_config(&config)?),
+    );
+    let book = schedule_book(&config, &client, &queue)?;
+    let store = open_store(&config).await?;
+    // The API's object layer, for `_JobSchedule` and `_JobStatus`; it
+    // serves no requests.
+    let app = oxbase_api::App::new(&config, store, None, None, None).await?;
+    let service =
+        oxbase_cron::CronService::new(&config, book)?.parse_schedules(app.parse_schedules());
+    let metrics = service.metrics();
+    let work = async {
+        service
+            .run(readiness.clone(), shutdown.clone())
+            .await
+            .context("the cron service failed")
+    };
+    background(
+        &config,
+        readiness.clone(),
+        shutdown.clone(),
+        Arc::new(move || metrics.render()),
+        work,
+    )
+    .await
+}
+
+fn schedule_book(
+    config: &Config,
+    client: &async_nats::Client,
+    queue: &Arc<oxbase_jobs::JobQueue>,
+) -> anyhow::Result<Arc<oxbase_cron::ScheduleBook>> {
+    Ok(oxbase_cron::ScheduleBook::new(
+        async_nats::jetstream::new(client.clone()),
+        oxbase_cron::Settings::from_config(config)?,
+        Arc::clone(queue),
+    ))
 }
 
 /// Runs a background service's `work` beside /health, /ready and /metrics

@@ -1,0 +1,115 @@
+//! oxbase's cron service: schedules whose every tick fires exactly once
+//! across any number of cron processes.
+//!
+//! - [`ScheduleBook`] creates, reads, changes and deletes schedules, and
+//!   reads their last runs. The API uses it; it needs NATS only.
+//! - [`CronService`] fires the ticks: every process evaluates every
+//!   schedule, claims each tick's slot with a key-value `create`, and the
+//!   winner submits the job with the slot id as its idempotency key.
+//!
+//! The contract is in [`oxbase_proto::cron`].
+
+mod book;
+mod parse;
+mod service;
+mod slots;
+mod timing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oxbase_kit::Config;
+use oxbase_proto::Subjects;
+
+pub use book::ScheduleBook;
+pub use parse::from_job_schedule;
+pub use service::{CronService, ParseSchedules, Tick};
+pub use timing::Timing;
+
+/// What went wrong, in words a client can act on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CronError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a schedule named {0:?} already exists")]
+    Duplicate(String),
+    #[error("schedule not found")]
+    NotFound,
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+impl CronError {
+    /// The Parse error code a client sees.
+    pub fn code(&self) -> i64 {
+        match self {
+            Self::Invalid(_) => 142,
+            Self::Duplicate(_) => 137,
+            Self::NotFound => 101,
+            Self::Nats(_) => 1,
+        }
+    }
+}
+
+pub(crate) fn nats(err: impl std::fmt::Display) -> CronError {
+    CronError::Nats(err.to_string())
+}
+
+/// The cron settings every part shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub subjects: Subjects,
+    pub history: i64,
+    pub lease: Duration,
+    pub slot_ttl: Duration,
+    pub misfire_grace: Duration,
+    pub max_catch_up: usize,
+    pub replicas: usize,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Result<Arc<Self>, CronError> {
+        let cron = &config.cron;
+        Ok(Arc::new(Self {
+            subjects: Subjects::new(config.events.prefix.as_str())
+                .map_err(|e| CronError::Invalid(e.to_string()))?,
+            history: cron.history,
+            lease: Duration::from_millis(cron.lease_ms),
+            slot_ttl: Duration::from_secs(cron.slot_ttl_secs),
+            misfire_grace: Duration::from_millis(cron.misfire_grace_ms),
+            max_catch_up: cron.max_catch_up.max(1),
+            replicas: cron.replicas,
+        }))
+    }
+
+    fn name(&self, suffix: &str) -> String {
+        oxbase_proto::stream_name(&self.subjects, suffix)
+    }
+
+    /// `<PREFIX>_CRON_SCHEDULES`.
+    pub fn schedules_bucket(&self) -> String {
+        self.name("CRON_SCHEDULES")
+    }
+
+    /// `<PREFIX>_CRON_SLOTS`.
+    pub fn slots_bucket(&self) -> String {
+        self.name("CRON_SLOTS")
+    }
+
+    /// `<PREFIX>_CRON_RUNS`.
+    pub fn runs_stream(&self) -> String {
+        self.name("CRON_RUNS")
+    }
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

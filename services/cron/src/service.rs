@@ -1,0 +1,488 @@
+//! The cron process: every schedule's ticks, handed to [`Settler`] as
+//! they fall due.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+use oxbase_kit::{Config, Readiness, Shutdown};
+use oxbase_proto::cron::{CronRun, CronSchedule, Misfire, RunOutcome};
+use serde_json::{Map, Value};
+use tokio::task::JoinSet;
+
+use crate::book::{ScheduleBook, schedule_key};
+use crate::slots::Settler;
+use crate::timing::Timing;
+use crate::{CronError, nats, now_ms};
+
+pub use crate::slots::Tick;
+
+/// Ticks being settled at once by one process.
+const MAX_IN_FLIGHT: usize = 2048;
+/// How often Parse's `_JobSchedule` is read again without an event saying
+/// it changed.
+const PARSE_RESYNC: Duration = Duration::from_secs(30);
+/// Schedule names of Parse's `_JobSchedule` entries: `_parse_<objectId>`.
+pub(crate) const PARSE_PREFIX: &str = "_parse_";
+
+pub(crate) fn is_parse(name: &str) -> bool {
+    name.starts_with(PARSE_PREFIX)
+}
+
+/// Parse's `_JobSchedule`, as the API's object layer reads and writes it.
+#[async_trait::async_trait]
+pub trait ParseSchedules: Send + Sync {
+    /// Every `_JobSchedule` object, in REST form.
+    async fn load(&self) -> Result<Vec<Map<String, Value>>, String>;
+    /// Creates the `_JobStatus` (`running`) of a scheduled run of Parse
+    /// job `job_name`; its objectId.
+    async fn open_status(&self, job_name: &str, params: &Value) -> Result<String, String>;
+    /// Sets `lastRun` (Unix seconds) on the schedule's `_JobSchedule`.
+    async fn ran(&self, schedule: &str, tick_ms: i64) -> Result<(), String>;
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    fired: AtomicU64,
+    skipped: AtomicU64,
+    failed: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) taken_over: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn count(&self, outcome: RunOutcome) {
+        let counter = match outcome {
+            RunOutcome::Fired => &self.fired,
+            RunOutcome::Skipped => &self.skipped,
+            RunOutcome::Failed => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, value) in [
+            (
+                "oxbase_cron_fired_total",
+                "Ticks this process fired.",
+                &self.fired,
+            ),
+            (
+                "oxbase_cron_skipped_total",
+                "Missed ticks this process recorded as skipped.",
+                &self.skipped,
+            ),
+            (
+                "oxbase_cron_failed_total",
+                "Ticks whose job was refused.",
+                &self.failed,
+            ),
+            (
+                "oxbase_cron_claims_lost_total",
+                "Ticks another process claimed first.",
+                &self.lost,
+            ),
+            (
+                "oxbase_cron_taken_over_total",
+                "Ticks taken over from a silent process.",
+                &self.taken_over,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out
+    }
+}
+
+/// One schedule as this process follows it.
+struct Entry {
+    schedule: Arc<CronSchedule>,
+    timing: Timing,
+    /// The next tick not yet handed out.
+    cursor: Option<i64>,
+}
+
+pub struct CronService {
+    book: Arc<ScheduleBook>,
+    configured: Vec<CronSchedule>,
+    parse: Option<Arc<dyn ParseSchedules>>,
+    parse_queue: String,
+    process: String,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for CronService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CronService")
+            .field("process", &self.process)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CronService {
+    /// Checks the config file's schedules; nothing else happens until
+    /// [`run`](Self::run).
+    pub fn new(config: &Config, book: Arc<ScheduleBook>) -> Result<Self, CronError> {
+        let mut configured = Vec::new();
+        for (name, schedule) in &config.cron.schedules {
+            let mut schedule = schedule.clone();
+            if schedule.name.is_empty() {
+                schedule.name = name.clone();
+            }
+            if &schedule.name != name {
+                return Err(CronError::Invalid(format!(
+                    "cron.schedules.{name}: its name says {:?}",
+                    schedule.name
+                )));
+            }
+            book.check(&schedule)
+                .map_err(|err| CronError::Invalid(format!("cron.schedules.{name}: {err}")))?;
+            configured.push(schedule);
+        }
+        Ok(Self {
+            book,
+            configured,
+            parse: None,
+            parse_queue: config.jobs.parse_queue.clone(),
+            process: format!("cron-{}", uuid::Uuid::now_v7().simple()),
+            metrics: Arc::default(),
+        })
+    }
+
+    /// Fires Parse's `_JobSchedule` entries too.
+    pub fn parse_schedules(mut self, parse: Arc<dyn ParseSchedules>) -> Self {
+        self.parse = Some(parse);
+        self
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    pub fn process(&self) -> &str {
+        &self.process
+    }
+
+    pub async fn run(self, readiness: Readiness, shutdown: Shutdown) -> Result<(), CronError> {
+        readiness.register("cron");
+        let mut backoff = Duration::from_millis(100);
+        let storage = loop {
+            match self.book.storage().await {
+                Ok(storage) => break storage,
+                Err(err) => tracing::warn!(%err, "cannot open the cron buckets yet"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.wait() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        };
+        for schedule in &self.configured {
+            self.book.put(schedule.clone()).await?;
+        }
+        let mut watch = storage
+            .schedules
+            .watch_with_history(">")
+            .await
+            .map_err(nats)?;
+        if let Some(parse) = self.parse.clone() {
+            tokio::spawn(sync_parse(
+                Arc::clone(&self.book),
+                parse,
+                self.parse_queue.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let settler = Arc::new(Settler {
+            book: Arc::clone(&self.book),
+            slots: storage.slots.clone(),
+            process: self.process.clone(),
+            parse: self.parse.clone(),
+            metrics: Arc::clone(&self.metrics),
+        });
+        tracing::info!(process = %self.process, "firing schedules");
+        readiness.set("cron", true);
+
+        let mut entries: HashMap<String, Entry> = HashMap::new();
+        let mut timers: BTreeSet<(i64, String)> = BTreeSet::new();
+        let mut settling = JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        loop {
+            let next = timers.first().map(|(at, _)| *at);
+            let sleep = async {
+                match next {
+                    Some(at) => {
+                        let wait = (at - now_ms()).max(0) as u64;
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.wait() => break,
+                change = watch.next() => {
+                    let entry = match change {
+                        Some(Ok(entry)) => entry,
+                        Some(Err(err)) => {
+                            tracing::warn!(%err, "schedule watch failed; watching again");
+                            watch = storage.schedules.watch_with_history(">").await.map_err(nats)?;
+                            continue;
+                        }
+                        None => {
+                            watch = storage.schedules.watch_with_history(">").await.map_err(nats)?;
+                            continue;
+                        }
+                    };
+                    self.apply(&entry, &mut entries, &mut timers).await;
+                }
+                () = sleep => {
+                    let now = now_ms();
+                    while let Some((at, name)) = timers.first().cloned() {
+                        if at > now {
+                            break;
+                        }
+                        timers.pop_first();
+                        let Some(entry) = entries.get_mut(&name) else { continue };
+                        if entry.cursor != Some(at) {
+                            continue;
+                        }
+                        let ticks = self.plan(entry, now);
+                        entry.cursor = entry.timing.next_after(now);
+                        if let Some(next) = entry.cursor {
+                            timers.insert((next, name.clone()));
+                        }
+                        for tick in ticks {
+                            let settler = Arc::clone(&settler);
+                            let permit = Arc::clone(&slots).acquire_owned().await;
+                            let stop = shutdown.clone();
+                            settling.spawn(async move {
+                                let _permit = permit;
+                                settler.settle(tick, async move { stop.wait().await }).await;
+                            });
+                        }
+                    }
+                }
+                Some(_) = settling.join_next(), if !settling.is_empty() => {}
+            }
+        }
+        // Ticks in flight stop where they are: their claims are taken over
+        // by another process after the lease.
+        settling.shutdown().await;
+        Ok(())
+    }
+
+    /// Takes in a change of the schedule bucket.
+    async fn apply(
+        &self,
+        change: &kv::Entry,
+        entries: &mut HashMap<String, Entry>,
+        timers: &mut BTreeSet<(i64, String)>,
+    ) {
+        let Some(name) = change.key.strip_prefix("s.") else {
+            return;
+        };
+        let schedule = match change.operation {
+            kv::Operation::Put => serde_json::from_slice::<CronSchedule>(&change.value).ok(),
+            _ => None,
+        };
+        let Some(schedule) = schedule.filter(|s| s.enabled && s.name == name) else {
+            if let Some(old) = entries.remove(name)
+                && let Some(at) = old.cursor
+            {
+                timers.remove(&(at, name.to_owned()));
+            }
+            return;
+        };
+        let timing = match Timing::parse(&schedule.cron, &schedule.time_zone) {
+            Ok(timing) => timing,
+            Err(err) => {
+                tracing::warn!(%err, schedule = name, "ignoring a schedule that does not parse");
+                return;
+            }
+        };
+        let schedule = Arc::new(schedule);
+        if let Some(entry) = entries.get_mut(name)
+            && entry.schedule.since == schedule.since
+        {
+            // Same timing: only what it submits changed.
+            entry.schedule = schedule;
+            return;
+        }
+        if let Some(old) = entries.remove(name)
+            && let Some(at) = old.cursor
+        {
+            timers.remove(&(at, name.to_owned()));
+        }
+        let start = self.resume_after(&schedule).await;
+        let cursor = timing.next_after(start);
+        if let Some(at) = cursor {
+            timers.insert((at, name.to_owned()));
+        }
+        entries.insert(
+            name.to_owned(),
+            Entry {
+                schedule,
+                timing,
+                cursor,
+            },
+        );
+    }
+
+    /// The time after which a schedule's ticks are still to be settled:
+    /// its last recorded run, less a lease (a tick claimed then by a
+    /// process that died may be unsettled), and never before the schedule
+    /// took its current form.
+    async fn resume_after(&self, schedule: &CronSchedule) -> i64 {
+        let since = schedule.since.unwrap_or_else(now_ms) - 1;
+        let last = match self.last_run(&schedule.name).await {
+            Ok(last) => last,
+            Err(err) => {
+                tracing::warn!(%err, schedule = %schedule.name, "cannot read the last run; resuming from now");
+                Some(now_ms())
+            }
+        };
+        let lease = self.book.settings().lease.as_millis() as i64;
+        match last {
+            Some(last) => (last - lease).max(since),
+            None => since,
+        }
+    }
+
+    async fn last_run(&self, name: &str) -> Result<Option<i64>, CronError> {
+        let storage = self.book.storage().await?;
+        match storage
+            .runs
+            .direct_get_last_for_subject(self.book.settings().subjects.cron_runs(name))
+            .await
+        {
+            Ok(message) => Ok(serde_json::from_slice::<CronRun>(&message.payload)
+                .ok()
+                .and_then(|run| {
+                    chrono::DateTime::parse_from_rfc3339(&run.scheduled_at)
+                        .ok()
+                        .map(|at| at.timestamp_millis())
+                })),
+            Err(err)
+                if err.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(nats(err)),
+        }
+    }
+
+    /// The ticks of `entry` due by `now`, each marked fire or skip: ticks
+    /// later than the misfire grace are misfires, which the schedule's
+    /// policy skips, or fires the latest of once.
+    fn plan(&self, entry: &Entry, now: i64) -> Vec<Tick> {
+        let Some(first) = entry.cursor else {
+            return Vec::new();
+        };
+        let settings = self.book.settings();
+        let mut due = entry
+            .timing
+            .due_between(first - 1, now, settings.max_catch_up);
+        due.sort_unstable();
+        let grace = settings.misfire_grace.as_millis() as i64;
+        let last_missed = due.iter().rev().find(|at| **at < now - grace).copied();
+        due.into_iter()
+            .map(|at| {
+                let missed = at < now - grace;
+                let fire = !missed
+                    || (entry.schedule.misfire == Misfire::FireOnce && Some(at) == last_missed);
+                Tick {
+                    schedule: Arc::clone(&entry.schedule),
+                    at_ms: at,
+                    fire,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Keeps the `_parse_<objectId>` schedules equal to Parse's `_JobSchedule`:
+/// at start, whenever an object event says the class changed, and every
+/// [`PARSE_RESYNC`].
+async fn sync_parse(
+    book: Arc<ScheduleBook>,
+    parse: Arc<dyn ParseSchedules>,
+    parse_queue: String,
+    shutdown: Shutdown,
+) {
+    let subjects = &book.settings().subjects;
+    let changes = book
+        .jetstream()
+        .client()
+        .subscribe(subjects.class_events_wildcard("_JobSchedule"))
+        .await;
+    let mut changes = match changes {
+        Ok(changes) => Some(changes),
+        Err(err) => {
+            tracing::warn!(%err, "cannot follow _JobSchedule changes; reading it every 30 s");
+            None
+        }
+    };
+    loop {
+        if let Err(err) = sync_parse_once(&book, parse.as_ref(), &parse_queue).await {
+            tracing::warn!(%err, "cannot sync Parse's _JobSchedule");
+        }
+        let changed = async {
+            match changes.as_mut() {
+                Some(changes) => {
+                    changes.next().await;
+                    // Take in a burst of edits at once.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(PARSE_RESYNC) => {}
+            () = changed => {}
+        }
+    }
+}
+
+async fn sync_parse_once(
+    book: &ScheduleBook,
+    parse: &dyn ParseSchedules,
+    parse_queue: &str,
+) -> Result<(), CronError> {
+    let objects = parse.load().await.map_err(CronError::Nats)?;
+    let mut wanted = HashMap::new();
+    for object in &objects {
+        match crate::parse::from_job_schedule(object, parse_queue) {
+            Ok(schedule) => {
+                wanted.insert(schedule.name.clone(), schedule);
+            }
+            Err(err) => {
+                let id = object
+                    .get("objectId")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?");
+                tracing::warn!(%err, object_id = id, "a _JobSchedule that cannot fire");
+            }
+        }
+    }
+    for existing in book.list().await? {
+        if is_parse(&existing.name) && !wanted.contains_key(&existing.name) {
+            let storage = book.storage().await?;
+            storage
+                .schedules
+                .delete(schedule_key(&existing.name))
+                .await
+                .map_err(nats)?;
+        }
+    }
+    for schedule in wanted.into_values() {
+        book.put(schedule).await?;
+    }
+    Ok(())
+}
