@@ -187,9 +187,11 @@ impl App {
                     .as_ref()
                     .and_then(|jobs| jobs.registry.as_ref())
                     .is_some_and(|registry| registry.job(&name).is_some());
+                // Parse Server answers this with code 1 and a 500; a
+                // client's mistake is a 400 here.
                 if !deployed {
                     return Err(ApiError::new(
-                        code::INTERNAL_SERVER_ERROR,
+                        code::SCRIPT_FAILED,
                         "Cannot Schedule a job that is not deployed",
                     ));
                 }

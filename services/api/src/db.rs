@@ -673,10 +673,10 @@ impl Database {
 fn validate_class_access(auth: &Auth, class_name: &str) -> ApiResult<()> {
     match class_name {
         "_User" | "_Role" | "_Session" => Ok(()),
-        // Written by the jobs service; Parse Server lets only the master
-        // key near it.
-        "_JobStatus" if auth.master => Ok(()),
-        "_JobStatus" => Err(ApiError::new(
+        // Written by the jobs and cron services; Parse Server lets only
+        // the master key near them.
+        "_JobStatus" | "_JobSchedule" if auth.master => Ok(()),
+        "_JobStatus" | "_JobSchedule" => Err(ApiError::new(
             code::OPERATION_FORBIDDEN,
             format!(
                 "Clients aren't allowed to perform this operation on the {class_name} collection."

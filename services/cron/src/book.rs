@@ -162,7 +162,13 @@ impl ScheduleBook {
         let storage = self.storage().await?;
         let mut found = Vec::new();
         let bucket = &storage.schedules;
-        if bucket.status().await.map_err(nats)?.values() == 0 {
+        // The bucket handle's own status is from when it was opened.
+        let mut stream = self
+            .jetstream
+            .get_stream(format!("KV_{}", bucket.name))
+            .await
+            .map_err(nats)?;
+        if stream.info().await.map_err(nats)?.state.messages == 0 {
             return Ok(found);
         }
         let mut watch = bucket.watch_with_history(">").await.map_err(nats)?;
@@ -286,7 +292,7 @@ impl ScheduleBook {
             .map_err(nats)
     }
 
-    /// The last `limit` runs of a schedule, most recent first.
+    /// The last `limit` runs of a schedule, latest tick first.
     pub async fn runs(&self, name: &str, limit: usize) -> Result<Vec<CronRun>, CronError> {
         if !oxbase_proto::valid_token(name) {
             return Err(CronError::NotFound);
@@ -331,7 +337,10 @@ impl ScheduleBook {
                 break;
             }
         }
-        Ok(runs.into_iter().rev().collect())
+        let mut runs: Vec<CronRun> = runs.into();
+        // Settled order is not tick order when a tick was taken over.
+        runs.sort_by(|a, b| b.scheduled_at.cmp(&a.scheduled_at));
+        Ok(runs)
     }
 }
 

@@ -23,6 +23,9 @@ pub use crate::slots::Tick;
 
 /// Ticks being settled at once by one process.
 const MAX_IN_FLIGHT: usize = 2048;
+/// How many leases before its last run a returning process looks again
+/// at a schedule's ticks.
+const RESUME_LEASES: i64 = 3;
 /// How often Parse's `_JobSchedule` is read again without an event saying
 /// it changed.
 const PARSE_RESYNC: Duration = Duration::from_secs(30);
@@ -259,11 +262,12 @@ impl CronService {
                         }
                         for tick in ticks {
                             let settler = Arc::clone(&settler);
-                            let permit = Arc::clone(&slots).acquire_owned().await;
+                            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                                break;
+                            };
                             let stop = shutdown.clone();
                             settling.spawn(async move {
-                                let _permit = permit;
-                                settler.settle(tick, async move { stop.wait().await }).await;
+                                settler.settle(tick, permit, async move { stop.wait().await }).await;
                             });
                         }
                     }
@@ -335,9 +339,9 @@ impl CronService {
     }
 
     /// The time after which a schedule's ticks are still to be settled:
-    /// its last recorded run, less a lease (a tick claimed then by a
-    /// process that died may be unsettled), and never before the schedule
-    /// took its current form.
+    /// its last recorded run, less a few leases (a tick claimed then by a
+    /// process that died may be unsettled, if every process that saw it
+    /// died too), and never before the schedule took its current form.
     async fn resume_after(&self, schedule: &CronSchedule) -> i64 {
         let since = schedule.since.unwrap_or_else(now_ms) - 1;
         let last = match self.last_run(&schedule.name).await {
@@ -349,7 +353,7 @@ impl CronService {
         };
         let lease = self.book.settings().lease.as_millis() as i64;
         match last {
-            Some(last) => (last - lease).max(since),
+            Some(last) => (last - RESUME_LEASES * lease).max(since),
             None => since,
         }
     }

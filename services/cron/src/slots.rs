@@ -17,6 +17,7 @@ use bytes::Bytes;
 use oxbase_jobs::JobsError;
 use oxbase_proto::cron::{CronRun, CronSchedule, RunOutcome, slot_id};
 use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::book::{ScheduleBook, queue_of};
 use crate::service::{Metrics, ParseSchedules, is_parse};
@@ -65,12 +66,20 @@ fn encode(claim: &Claim) -> Result<Bytes, CronError> {
 
 impl Settler {
     /// Settles `tick`, or leaves it to the process that claimed it; retries
-    /// through NATS failures until `stop` resolves.
-    pub async fn settle(&self, tick: Tick, stop: impl std::future::Future<Output = ()>) {
+    /// through NATS failures until `stop` resolves. `permit` is held until
+    /// the first claim attempt is answered, not while a lost claim is
+    /// watched.
+    pub async fn settle(
+        &self,
+        tick: Tick,
+        permit: OwnedSemaphorePermit,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
         let work = async {
             let mut backoff = Duration::from_millis(100);
+            let mut permit = Some(permit);
             loop {
-                match self.settle_once(&tick).await {
+                match self.settle_once(&tick, &mut permit).await {
                     Ok(()) => return,
                     Err(err) => {
                         tracing::warn!(%err, schedule = %tick.schedule.name, tick = tick.at_ms, "cannot settle a tick yet");
@@ -86,7 +95,11 @@ impl Settler {
         }
     }
 
-    async fn settle_once(&self, tick: &Tick) -> Result<(), CronError> {
+    async fn settle_once(
+        &self,
+        tick: &Tick,
+        permit: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<(), CronError> {
         let key = slot_key(tick);
         let claim = Claim {
             process: self.process.clone(),
@@ -95,8 +108,13 @@ impl Settler {
             done: false,
             status_id: None,
         };
-        match self.slots.create(&key, encode(&claim)?).await {
-            Ok(revision) => return self.win(tick, &key, claim, revision).await,
+        let created = self.slots.create(&key, encode(&claim)?).await;
+        match created {
+            Ok(revision) => {
+                let won = self.win(tick, &key, claim, revision).await;
+                permit.take();
+                return won;
+            }
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
                 self.metrics
                     .lost
@@ -104,6 +122,7 @@ impl Settler {
             }
             Err(err) => return Err(nats(err)),
         }
+        permit.take();
         let lease = self.book.settings().lease;
         loop {
             tokio::time::sleep(lease).await;
