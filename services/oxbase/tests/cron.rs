@@ -598,3 +598,39 @@ async fn bad_schedules_get_clear_errors() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schedules_in_the_config_file_are_written_and_fire() {
+    let setup = setup().await;
+    let runs = worker(&setup.client, "filed").await;
+    let config = setup.data.with_file_name("oxbase.toml");
+    std::fs::write(
+        &config,
+        r#"
+[cron.schedules.from-file]
+cron = "@every 1s"
+misfire = "fireOnce"
+job = { name = "filed", priority = 7, payload = { source = "file" } }
+"#,
+    )
+    .unwrap();
+    let data = setup.data.display().to_string();
+    let config = config.display().to_string();
+    let _cron = ServiceProcess::start(
+        "cron",
+        &setup.nats.url(),
+        &[("OXBASE_DATA_DIR", &data), ("OXBASE_CONFIG", &config)],
+    )
+    .await;
+    let (status, schedule) = setup
+        .call(reqwest::Method::GET, "/cron/schedules/from-file", Value::Null)
+        .await;
+    assert_eq!(status, 200, "{schedule}");
+    assert_eq!(schedule["misfire"], "fireOnce");
+    assert_eq!(schedule["job"]["payload"], json!({"source": "file"}));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let fired = setup.runs("from-file").await;
+    assert!(fired.len() >= 2, "{fired:?}");
+    let ran = runs.lock().unwrap().len();
+    assert!(ran >= 2, "the worker saw {ran} runs");
+}
