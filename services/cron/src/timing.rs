@@ -85,7 +85,9 @@ impl Timing {
     pub fn next_after(&self, after_ms: i64) -> Option<i64> {
         match self {
             Self::Cron { cron, zone } => {
-                let after = zone.timestamp_millis_opt(after_ms).single()?;
+                // croner keeps the input's fraction of a second in what it
+                // returns: ticks must fall on whole seconds.
+                let after = zone.timestamp_millis_opt(whole_second(after_ms)).single()?;
                 cron.find_next_occurrence(&after, false)
                     .ok()
                     .map(|at| at.timestamp_millis())
@@ -100,6 +102,10 @@ impl Timing {
             Self::Once { at_ms } => (*at_ms > after_ms).then_some(*at_ms),
         }
     }
+}
+
+fn whole_second(ms: i64) -> i64 {
+    ms - ms.rem_euclid(1000)
 }
 
 fn parse_time(text: &str) -> Result<i64, CronError> {
@@ -118,7 +124,7 @@ impl Timing {
     fn last_at_or_before(&self, at_ms: i64) -> Option<i64> {
         match self {
             Self::Cron { cron, zone } => {
-                let at = zone.timestamp_millis_opt(at_ms).single()?;
+                let at = zone.timestamp_millis_opt(whole_second(at_ms)).single()?;
                 cron.find_previous_occurrence(&at, true)
                     .ok()
                     .map(|at| at.timestamp_millis())
@@ -213,6 +219,14 @@ mod tests {
         assert_eq!(
             t.next_after(ms("2026-01-01T00:00:30Z")),
             Some(ms("2026-01-01T00:01:30Z"))
+        );
+        // A time within a second still gives whole-second ticks.
+        let t = Timing::parse("* * * * *", "UTC").unwrap();
+        let start = ms("2026-01-01T00:00:12Z") + 860;
+        assert_eq!(t.next_after(start), Some(ms("2026-01-01T00:01:00Z")));
+        assert_eq!(
+            t.due_between(start, ms("2026-01-01T00:02:00Z") + 862, 10),
+            vec![ms("2026-01-01T00:02:00Z"), ms("2026-01-01T00:01:00Z")]
         );
         let t = Timing::parse("@daily", "UTC").unwrap();
         assert_eq!(

@@ -623,7 +623,11 @@ job = { name = "filed", priority = 7, payload = { source = "file" } }
     )
     .await;
     let (status, schedule) = setup
-        .call(reqwest::Method::GET, "/cron/schedules/from-file", Value::Null)
+        .call(
+            reqwest::Method::GET,
+            "/cron/schedules/from-file",
+            Value::Null,
+        )
         .await;
     assert_eq!(status, 200, "{schedule}");
     assert_eq!(schedule["misfire"], "fireOnce");
