@@ -1,10 +1,10 @@
 //! The cron process: every schedule's ticks, handed to [`Settler`] as
 //! they fall due.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -194,11 +194,15 @@ impl CronService {
             .watch_with_history(">")
             .await
             .map_err(nats)?;
+        // The `_parse_` schedules this process knows of, for the Parse
+        // sync to find the ones whose `_JobSchedule` is gone.
+        let known_parse = Arc::new(Mutex::new(HashSet::new()));
         if let Some(parse) = self.parse.clone() {
             tokio::spawn(sync_parse(
                 Arc::clone(&self.book),
                 parse,
                 self.parse_queue.clone(),
+                Arc::clone(&known_parse),
                 shutdown.clone(),
             ));
         }
@@ -242,6 +246,14 @@ impl CronService {
                             continue;
                         }
                     };
+                    if let Some(name) = entry.key.strip_prefix("s.").filter(|name| is_parse(name)) {
+                        let mut known = known_parse.lock().unwrap_or_else(|e| e.into_inner());
+                        if entry.operation == kv::Operation::Put {
+                            known.insert(name.to_owned());
+                        } else {
+                            known.remove(name);
+                        }
+                    }
                     self.apply(&entry, &mut entries, &mut timers).await;
                 }
                 () = sleep => {
@@ -417,6 +429,7 @@ async fn sync_parse(
     book: Arc<ScheduleBook>,
     parse: Arc<dyn ParseSchedules>,
     parse_queue: String,
+    known: Arc<Mutex<HashSet<String>>>,
     shutdown: Shutdown,
 ) {
     let subjects = &book.settings().subjects;
@@ -433,7 +446,7 @@ async fn sync_parse(
         }
     };
     loop {
-        if let Err(err) = sync_parse_once(&book, parse.as_ref(), &parse_queue).await {
+        if let Err(err) = sync_parse_once(&book, parse.as_ref(), &parse_queue, &known).await {
             tracing::warn!(%err, "cannot sync Parse's _JobSchedule");
         }
         let changed = async {
@@ -458,6 +471,7 @@ async fn sync_parse_once(
     book: &ScheduleBook,
     parse: &dyn ParseSchedules,
     parse_queue: &str,
+    known: &Mutex<HashSet<String>>,
 ) -> Result<(), CronError> {
     let objects = parse.load().await.map_err(CronError::Nats)?;
     let mut wanted = HashMap::new();
@@ -475,15 +489,20 @@ async fn sync_parse_once(
             }
         }
     }
-    for existing in book.list().await? {
-        if is_parse(&existing.name) && !wanted.contains_key(&existing.name) {
-            let storage = book.storage().await?;
-            storage
-                .schedules
-                .delete(schedule_key(&existing.name))
-                .await
-                .map_err(nats)?;
-        }
+    let gone: Vec<String> = known
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|name| !wanted.contains_key(*name))
+        .cloned()
+        .collect();
+    let storage = book.storage().await?;
+    for name in gone {
+        storage
+            .schedules
+            .delete(schedule_key(&name))
+            .await
+            .map_err(nats)?;
     }
     for schedule in wanted.into_values() {
         book.put(schedule).await?;

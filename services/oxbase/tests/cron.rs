@@ -463,6 +463,28 @@ async fn parse_job_schedules_fire_through_the_jobs_service() {
         .call(reqwest::Method::GET, "/cloud_code/jobs", Value::Null)
         .await;
     assert_eq!(schedules, json!([]));
+    // The cron service lets go of it too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, all) = setup
+            .call(reqwest::Method::GET, "/cron/schedules", Value::Null)
+            .await;
+        let names: Vec<&str> = all["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["name"].as_str())
+            .collect();
+        if names.is_empty() {
+            break;
+        }
+        assert_eq!(names, [format!("_parse_{id}")]);
+        assert!(
+            Instant::now() < deadline,
+            "the schedule outlived its _JobSchedule"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Master key only.
     let response = setup
