@@ -258,6 +258,9 @@ impl CronService {
                 }
                 () = sleep => {
                     let now = now_ms();
+                    // Schedules sharing an expression share its next tick:
+                    // one evaluation per expression and tick in a wake.
+                    let mut next_of: HashMap<(String, String, i64), Option<i64>> = HashMap::new();
                     while let Some((at, name)) = timers.first().cloned() {
                         if at > now {
                             break;
@@ -267,11 +270,27 @@ impl CronService {
                         if entry.cursor != Some(at) {
                             continue;
                         }
-                        let ticks = self.plan(entry, now);
-                        entry.cursor = entry.timing.next_after(now);
+                        let key = (entry.schedule.cron.clone(), entry.schedule.time_zone.clone(), at);
+                        let next = *next_of
+                            .entry(key)
+                            .or_insert_with(|| entry.timing.next_after(at));
+                        let due = match next {
+                            // The usual case: only the tick it woke for.
+                            Some(next) if next > now => {
+                                entry.cursor = Some(next);
+                                vec![at]
+                            }
+                            _ => {
+                                let settings = self.book.settings();
+                                let due = entry.timing.due_between(at - 1, now, settings.max_catch_up);
+                                entry.cursor = entry.timing.next_after(now);
+                                due
+                            }
+                        };
                         if let Some(next) = entry.cursor {
                             timers.insert((next, name.clone()));
                         }
+                        let ticks = self.plan(entry, due, now);
                         for tick in ticks {
                             let settler = Arc::clone(&settler);
                             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
@@ -393,19 +412,12 @@ impl CronService {
         }
     }
 
-    /// The ticks of `entry` due by `now`, each marked fire or skip: ticks
-    /// later than the misfire grace are misfires, which the schedule's
-    /// policy skips, or fires the latest of once.
-    fn plan(&self, entry: &Entry, now: i64) -> Vec<Tick> {
-        let Some(first) = entry.cursor else {
-            return Vec::new();
-        };
-        let settings = self.book.settings();
-        let mut due = entry
-            .timing
-            .due_between(first - 1, now, settings.max_catch_up);
+    /// Marks each due tick of `entry` fire or skip: ticks later than the
+    /// misfire grace are misfires, which the schedule's policy skips, or
+    /// fires the latest of once.
+    fn plan(&self, entry: &Entry, mut due: Vec<i64>, now: i64) -> Vec<Tick> {
         due.sort_unstable();
-        let grace = settings.misfire_grace.as_millis() as i64;
+        let grace = self.book.settings().misfire_grace.as_millis() as i64;
         let last_missed = due.iter().rev().find(|at| **at < now - grace).copied();
         due.into_iter()
             .map(|at| {
