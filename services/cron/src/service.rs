@@ -212,6 +212,7 @@ impl CronService {
             process: self.process.clone(),
             parse: self.parse.clone(),
             metrics: Arc::clone(&self.metrics),
+            recording: tokio::sync::Semaphore::new(crate::slots::MAX_RECORDING),
         });
         tracing::info!(process = %self.process, "firing schedules");
         readiness.set("cron", true);

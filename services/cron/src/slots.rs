@@ -17,7 +17,7 @@ use bytes::Bytes;
 use oxbase_jobs::JobsError;
 use oxbase_proto::cron::{CronRun, CronSchedule, RunOutcome, slot_id};
 use serde::{Deserialize, Serialize};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::book::{ScheduleBook, queue_of};
 use crate::service::{Metrics, ParseSchedules, is_parse};
@@ -52,7 +52,12 @@ pub(crate) struct Settler {
     pub process: String,
     pub parse: Option<Arc<dyn ParseSchedules>>,
     pub metrics: Arc<Metrics>,
+    /// Bounds the bookkeeping in flight (see [`Settler::win`]).
+    pub recording: Semaphore,
 }
+
+/// Ticks whose record and done mark are being written at once.
+pub(crate) const MAX_RECORDING: usize = 64;
 
 fn slot_key(tick: &Tick) -> String {
     format!("t.{}.{}", tick.schedule.name, tick.at_ms)
@@ -110,11 +115,7 @@ impl Settler {
         };
         let created = self.slots.create(&key, encode(&claim)?).await;
         match created {
-            Ok(revision) => {
-                let won = self.win(tick, &key, claim, revision).await;
-                permit.take();
-                return won;
-            }
+            Ok(revision) => return self.win(tick, &key, claim, revision, permit).await,
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
                 self.metrics
                     .lost
@@ -160,7 +161,7 @@ impl Settler {
                         fire: taken.fire,
                         ..tick.clone()
                     };
-                    return self.win(&tick, &key, taken, revision).await;
+                    return self.win(&tick, &key, taken, revision, &mut None).await;
                 }
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(err) => return Err(nats(err)),
@@ -168,13 +169,18 @@ impl Settler {
         }
     }
 
-    /// Settles a tick this process holds at `revision`.
+    /// Settles a tick this process holds at `revision`. The job goes first;
+    /// `permit` is let go once it is queued, and the bookkeeping after it
+    /// (the run's record, the slot marked done) waits for a place among
+    /// [`MAX_RECORDING`], so that in a burst of ticks NATS serves the
+    /// queueing of jobs before the records of the ones already queued.
     async fn win(
         &self,
         tick: &Tick,
         key: &str,
         mut claim: Claim,
         mut revision: u64,
+        permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<(), CronError> {
         let schedule = &tick.schedule;
         let slot = slot_id(&schedule.name, tick.at_ms);
@@ -227,6 +233,12 @@ impl Settler {
             }
         }
         run.at = rfc3339(now_ms());
+        permit.take();
+        let _recording = self
+            .recording
+            .acquire()
+            .await
+            .map_err(|e| CronError::Nats(e.to_string()))?;
         self.publish_run(&run).await?;
         if let Some(parse) = parse
             && run.outcome == RunOutcome::Fired
