@@ -213,6 +213,7 @@ impl CronService {
             parse: self.parse.clone(),
             metrics: Arc::clone(&self.metrics),
             recording: tokio::sync::Semaphore::new(crate::slots::MAX_RECORDING),
+            burst: Arc::default(),
         });
         tracing::info!(process = %self.process, "firing schedules");
         readiness.set("cron", true);
@@ -297,6 +298,7 @@ impl CronService {
                             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                                 break;
                             };
+                            let permit = crate::slots::InBurst::new(permit, Arc::clone(&settler.burst));
                             let stop = shutdown.clone();
                             settling.spawn(async move {
                                 settler.settle(tick, permit, async move { stop.wait().await }).await;

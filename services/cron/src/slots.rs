@@ -17,7 +17,9 @@ use bytes::Bytes;
 use oxbase_jobs::JobsError;
 use oxbase_proto::cron::{CronRun, CronSchedule, RunOutcome, slot_id};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::book::{ScheduleBook, queue_of};
 use crate::service::{Metrics, ParseSchedules, is_parse};
@@ -54,6 +56,58 @@ pub(crate) struct Settler {
     pub metrics: Arc<Metrics>,
     /// Bounds the bookkeeping in flight (see [`Settler::win`]).
     pub recording: Semaphore,
+    pub burst: Arc<Burst>,
+}
+
+/// The longest a tick's bookkeeping waits for the burst to be queued.
+const BURST_WAIT: Duration = Duration::from_secs(2);
+
+/// Counts the ticks between their first claim attempt and their job
+/// queued (or their claim lost): the bookkeeping of a burst waits for it
+/// to reach zero, so that the jobs of a burst go first.
+#[derive(Debug, Default)]
+pub(crate) struct Burst {
+    count: AtomicUsize,
+    drained: Notify,
+}
+
+impl Burst {
+    async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A tick's place in the burst, and in the ticks in flight; let go
+/// together.
+pub(crate) struct InBurst {
+    _permit: OwnedSemaphorePermit,
+    burst: Arc<Burst>,
+}
+
+impl InBurst {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, burst: Arc<Burst>) -> Self {
+        burst.count.fetch_add(1, Ordering::SeqCst);
+        Self {
+            _permit: permit,
+            burst,
+        }
+    }
+}
+
+impl Drop for InBurst {
+    fn drop(&mut self) {
+        if self.burst.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.burst.drained.notify_waiters();
+        }
+    }
 }
 
 /// Ticks whose record and done mark are being written at once.
@@ -77,7 +131,7 @@ impl Settler {
     pub async fn settle(
         &self,
         tick: Tick,
-        permit: OwnedSemaphorePermit,
+        permit: InBurst,
         stop: impl std::future::Future<Output = ()>,
     ) {
         let work = async {
@@ -103,7 +157,7 @@ impl Settler {
     async fn settle_once(
         &self,
         tick: &Tick,
-        permit: &mut Option<OwnedSemaphorePermit>,
+        permit: &mut Option<InBurst>,
     ) -> Result<(), CronError> {
         let key = slot_key(tick);
         let claim = Claim {
@@ -113,9 +167,11 @@ impl Settler {
             done: false,
             status_id: None,
         };
-        let created = self.slots.create(&key, encode(&claim)?).await;
+        let created = Box::pin(self.slots.create(&key, encode(&claim)?)).await;
         match created {
-            Ok(revision) => return self.win(tick, &key, claim, revision, permit).await,
+            // Boxed, as are the other large steps: a tick waiting out a lease
+            // holds only its own small state, not room for theirs.
+            Ok(revision) => return Box::pin(self.win(tick, &key, claim, revision, permit)).await,
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
                 self.metrics
                     .lost
@@ -161,7 +217,7 @@ impl Settler {
                         fire: taken.fire,
                         ..tick.clone()
                     };
-                    return self.win(&tick, &key, taken, revision, &mut None).await;
+                    return Box::pin(self.win(&tick, &key, taken, revision, &mut None)).await;
                 }
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(err) => return Err(nats(err)),
@@ -171,16 +227,16 @@ impl Settler {
 
     /// Settles a tick this process holds at `revision`. The job goes first;
     /// `permit` is let go once it is queued, and the bookkeeping after it
-    /// (the run's record, the slot marked done) waits for a place among
-    /// [`MAX_RECORDING`], so that in a burst of ticks NATS serves the
-    /// queueing of jobs before the records of the ones already queued.
+    /// (the run's record, the slot marked done) waits until the burst's
+    /// jobs are queued, then for a place among [`MAX_RECORDING`]: the two
+    /// cores and NATS serve the queueing of jobs before the records.
     async fn win(
         &self,
         tick: &Tick,
         key: &str,
         mut claim: Claim,
         mut revision: u64,
-        permit: &mut Option<OwnedSemaphorePermit>,
+        permit: &mut Option<InBurst>,
     ) -> Result<(), CronError> {
         let schedule = &tick.schedule;
         let slot = slot_id(&schedule.name, tick.at_ms);
@@ -213,12 +269,8 @@ impl Settler {
             }
             let mut spec = schedule.job.clone();
             spec.idempotency_key = Some(slot.clone());
-            match self
-                .book
-                .jobs()
-                .submit(queue_of(schedule), spec, claim.status_id.clone())
-                .await
-            {
+            let jobs = self.book.jobs();
+            match Box::pin(jobs.submit(queue_of(schedule), spec, claim.status_id.clone())).await {
                 Ok(submitted) => {
                     run.outcome = RunOutcome::Fired;
                     run.job_id = Some(submitted.job.id);
@@ -234,6 +286,8 @@ impl Settler {
         }
         run.at = rfc3339(now_ms());
         permit.take();
+        // A tick stuck retrying must not hold every record back.
+        let _ = tokio::time::timeout(BURST_WAIT, self.burst.drained()).await;
         let _recording = self
             .recording
             .acquire()
