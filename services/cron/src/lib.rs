@@ -23,7 +23,7 @@ use oxbase_proto::Subjects;
 
 pub use book::ScheduleBook;
 pub use parse::from_job_schedule;
-pub use service::{CronService, ParseSchedules, Tick};
+pub use service::{CronService, ParseSchedules};
 pub use timing::Timing;
 
 /// What went wrong, in words a client can act on.

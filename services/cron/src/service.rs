@@ -19,7 +19,7 @@ use crate::slots::Settler;
 use crate::timing::Timing;
 use crate::{CronError, nats, now_ms};
 
-pub use crate::slots::Tick;
+use crate::slots::Tick;
 
 /// Ticks being settled at once by one process.
 const MAX_IN_FLIGHT: usize = 2048;
@@ -166,10 +166,6 @@ impl CronService {
 
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
-    }
-
-    pub fn process(&self) -> &str {
-        &self.process
     }
 
     pub async fn run(self, readiness: Readiness, shutdown: Shutdown) -> Result<(), CronError> {

@@ -28,7 +28,7 @@ use crate::{CronError, nats, now_ms, rfc3339};
 /// One tick of one schedule, and whether it should fire (a misfire its
 /// policy skips should not).
 #[derive(Debug, Clone)]
-pub struct Tick {
+pub(crate) struct Tick {
     pub schedule: Arc<CronSchedule>,
     pub at_ms: i64,
     pub fire: bool,
