@@ -236,11 +236,7 @@ impl ScheduleBook {
     pub async fn replace(&self, mut schedule: CronSchedule) -> Result<CronSchedule, CronError> {
         self.check(&schedule)?;
         let (current, revision) = self.entry(&schedule.name).await?;
-        schedule.since = if restarts(&current, &schedule) {
-            Some(now_ms())
-        } else {
-            current.since
-        };
+        schedule.since = since_after(Some(&current), &schedule);
         let storage = self.storage().await?;
         storage
             .schedules
@@ -266,10 +262,7 @@ impl ScheduleBook {
             Err(err) => return Err(err),
         };
         if schedule.since.is_none() {
-            schedule.since = match &current {
-                Some(current) if !restarts(current, &schedule) => current.since,
-                _ => Some(now_ms()),
-            };
+            schedule.since = since_after(current.as_ref(), &schedule);
         }
         if current.as_ref() == Some(&schedule) {
             return Ok(());
@@ -349,9 +342,19 @@ pub(crate) fn queue_of(schedule: &CronSchedule) -> &str {
     schedule.job.queue.as_deref().unwrap_or("default")
 }
 
-/// Whether a change makes a schedule start afresh.
-fn restarts(old: &CronSchedule, new: &CronSchedule) -> bool {
-    old.cron != new.cron || old.time_zone != new.time_zone || (new.enabled && !old.enabled)
+/// The `since` of `new` replacing `old`: a change of timing or a
+/// re-enable starts the schedule afresh.
+fn since_after(old: Option<&CronSchedule>, new: &CronSchedule) -> Option<i64> {
+    match old {
+        Some(old)
+            if old.cron == new.cron
+                && old.time_zone == new.time_zone
+                && (old.enabled || !new.enabled) =>
+        {
+            old.since
+        }
+        _ => Some(now_ms()),
+    }
 }
 
 fn encode(schedule: &CronSchedule) -> Result<Bytes, CronError> {

@@ -232,17 +232,12 @@ impl CronService {
             tokio::select! {
                 () = shutdown.wait() => break,
                 change = watch.next() => {
-                    let entry = match change {
-                        Some(Ok(entry)) => entry,
-                        Some(Err(err)) => {
+                    let Some(Ok(entry)) = change else {
+                        if let Some(Err(err)) = change {
                             tracing::warn!(%err, "schedule watch failed; watching again");
-                            watch = storage.schedules.watch_with_history(">").await.map_err(nats)?;
-                            continue;
                         }
-                        None => {
-                            watch = storage.schedules.watch_with_history(">").await.map_err(nats)?;
-                            continue;
-                        }
+                        watch = storage.schedules.watch_with_history(">").await.map_err(nats)?;
+                        continue;
                     };
                     if let Some(name) = entry.key.strip_prefix("s.").filter(|name| is_parse(name)) {
                         let mut known = known_parse.lock().unwrap_or_else(|e| e.into_inner());

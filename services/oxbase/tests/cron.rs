@@ -54,16 +54,7 @@ impl Setup {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-        let mut request = self
-            .api
-            .request(method, path)
-            .header("X-Parse-Master-Key", "mk");
-        if !body.is_null() {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
+        self.api.master_request(method, path, body).await
     }
 
     async fn create(&self, schedule: Value) -> Value {
