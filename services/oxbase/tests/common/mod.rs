@@ -225,13 +225,19 @@ impl Oxbase {
 
 /// Every event in the stream, in stream order, with its `Nats-Msg-Id`.
 pub async fn all_events(js: &jetstream::Context) -> Vec<(Value, String)> {
-    let mut stream = js.get_stream("OXBASE_EVENTS").await.unwrap();
-    let total = stream.info().await.unwrap().state.messages as usize;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
+    // A cluster that has just lost a node may still be electing its meta
+    // leader, so its API can time out for a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (total, mut messages) = loop {
+        match ordered_reader(js).await {
+            Ok(reader) => break reader,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("the events stream is not readable yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the events stream never became readable: {e}"),
+        }
+    };
     let mut out = Vec::with_capacity(total);
     while out.len() < total {
         let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
@@ -242,6 +248,17 @@ pub async fn all_events(js: &jetstream::Context) -> Vec<(Value, String)> {
         out.push(event_with_id(&message));
     }
     out
+}
+
+async fn ordered_reader(
+    js: &jetstream::Context,
+) -> Result<(usize, consumer::pull::Ordered), async_nats::Error> {
+    let mut stream = js.get_stream("OXBASE_EVENTS").await?;
+    let total = stream.info().await?.state.messages as usize;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig::default())
+        .await?;
+    Ok((total, consumer.messages().await?))
 }
 
 /// The event a message carries, and its `Nats-Msg-Id` header.
