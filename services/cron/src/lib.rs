@@ -4,8 +4,9 @@
 //! - [`ScheduleBook`] creates, reads, changes and deletes schedules, and
 //!   reads their last runs. The API uses it; it needs NATS only.
 //! - [`CronService`] fires the ticks: every process evaluates every
-//!   schedule, claims each tick's slot with a key-value `create`, and the
-//!   winner submits the job with the slot id as its idempotency key.
+//!   schedule and races to claim each group of due ticks with a key-value
+//!   `create`; the winner submits the jobs, each with its tick's slot id
+//!   as its idempotency key.
 //!
 //! The contract is in [`oxbase_proto::cron`].
 

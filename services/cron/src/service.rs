@@ -15,13 +15,11 @@ use serde_json::{Map, Value};
 use tokio::task::JoinSet;
 
 use crate::book::{ScheduleBook, schedule_key};
-use crate::slots::Settler;
+use crate::slots::{self, Settler, Tick};
 use crate::timing::Timing;
 use crate::{CronError, nats, now_ms};
 
-use crate::slots::Tick;
-
-/// Ticks being settled at once by one process.
+/// Groups of ticks being settled at once by one process.
 const MAX_IN_FLIGHT: usize = 2048;
 /// How many leases before its last run a returning process looks again
 /// at a schedule's ticks.
@@ -208,7 +206,7 @@ impl CronService {
             process: self.process.clone(),
             parse: self.parse.clone(),
             metrics: Arc::clone(&self.metrics),
-            recording: tokio::sync::Semaphore::new(crate::slots::MAX_RECORDING),
+            recording: tokio::sync::Semaphore::new(slots::MAX_RECORDING),
             burst: Arc::default(),
         });
         tracing::info!(process = %self.process, "firing schedules");
@@ -217,7 +215,7 @@ impl CronService {
         let mut entries: HashMap<String, Entry> = HashMap::new();
         let mut timers: BTreeSet<(i64, String)> = BTreeSet::new();
         let mut settling = JoinSet::new();
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         loop {
             let next = timers.first().map(|(at, _)| *at);
             let sleep = async {
@@ -254,6 +252,7 @@ impl CronService {
                     // Schedules sharing an expression share its next tick:
                     // one evaluation per expression and tick in a wake.
                     let mut next_of: HashMap<(String, String, i64), Option<i64>> = HashMap::new();
+                    let mut due_ticks = Vec::new();
                     while let Some((at, name)) = timers.first().cloned() {
                         if at > now {
                             break;
@@ -283,18 +282,18 @@ impl CronService {
                         if let Some(next) = entry.cursor {
                             timers.insert((next, name.clone()));
                         }
-                        let ticks = self.plan(entry, due, now);
-                        for tick in ticks {
-                            let settler = Arc::clone(&settler);
-                            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-                                break;
-                            };
-                            let permit = crate::slots::InBurst::new(permit, Arc::clone(&settler.burst));
-                            let stop = shutdown.clone();
-                            settling.spawn(async move {
-                                settler.settle(tick, permit, async move { stop.wait().await }).await;
-                            });
-                        }
+                        due_ticks.extend(self.plan(entry, due, now));
+                    }
+                    for group in slots::groups(due_ticks) {
+                        let settler = Arc::clone(&settler);
+                        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                            break;
+                        };
+                        let permit = slots::InBurst::new(permit, Arc::clone(&settler.burst));
+                        let stop = shutdown.clone();
+                        settling.spawn(async move {
+                            settler.settle(group, permit, async move { stop.wait().await }).await;
+                        });
                     }
                 }
                 Some(_) = settling.join_next(), if !settling.is_empty() => {}

@@ -1,24 +1,34 @@
-//! Settling one tick, exactly once across every cron process.
+//! Settling ticks, exactly once across every cron process.
 //!
-//! The slot's key in `<PREFIX>_CRON_SLOTS` is created by the first process
-//! to reach it; that process submits the job (the slot id is the job's
-//! idempotency key), publishes the run, and marks the slot done. A process
-//! that loses the create looks again after the lease: a slot still not
-//! done then, and not touched for a lease, is taken over with a
-//! compare-and-set and settled again. Repeating a settle is harmless: the
-//! job's idempotency key returns the job already submitted, and the run's
+//! Ticks are claimed by keys of `<PREFIX>_CRON_SLOTS`. The ticks of one
+//! instant are split by a hash of their schedule's name into [`SHARDS`]
+//! groups, each claimed by one `create` of `b.<ms>.<shard>` whose value
+//! lists the schedules it settles: 10,000 ticks of one second cost 64
+//! claims, not 10,000. Each process lists the schedules it knows, so two
+//! lists can differ (a schedule one process has seen and another not yet).
+//! The stored list decides: a tick it names is the group's, and a process
+//! holding a tick it leaves out claims that tick alone, under
+//! `t.<schedule>.<ms>`. A list is fixed when its key is created, so no tick
+//! is under two claims.
+//!
+//! The winner of a claim submits its jobs (each slot id is its job's
+//! idempotency key), publishes the runs, and marks the claim done. A
+//! process that loses the create looks again after the lease: a claim
+//! still not done then, and not touched for a lease, is taken over with a
+//! compare-and-set and settled again. Repeating a settle is harmless: a
+//! job's idempotency key returns the job already submitted, and a run's
 //! `Nats-Msg-Id` keeps its record single.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use oxbase_jobs::JobsError;
 use oxbase_proto::cron::{CronRun, CronSchedule, RunOutcome, slot_id};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::book::{ScheduleBook, queue_of};
@@ -34,17 +44,57 @@ pub(crate) struct Tick {
     pub fire: bool,
 }
 
-/// A slot's key: who holds it, since when, and what it decided.
+/// How many claims the ticks of one instant are split into.
+const SHARDS: u64 = 64;
+
+/// Ticks claimed by one key.
+pub(crate) struct Group {
+    key: String,
+    at_ms: i64,
+    ticks: Vec<Tick>,
+}
+
+/// Splits ticks into their groups: by instant, then by shard.
+pub(crate) fn groups(ticks: Vec<Tick>) -> Vec<Group> {
+    let mut by_key: HashMap<(i64, u64), Vec<Tick>> = HashMap::new();
+    for tick in ticks {
+        by_key
+            .entry((tick.at_ms, shard(&tick.schedule.name)))
+            .or_default()
+            .push(tick);
+    }
+    by_key
+        .into_iter()
+        .map(|((at_ms, shard), ticks)| Group {
+            key: format!("b.{at_ms}.{shard}"),
+            at_ms,
+            ticks,
+        })
+        .collect()
+}
+
+/// FNV-1a: every process, whatever its build, must agree on a name's
+/// shard.
+fn shard(name: &str) -> u64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash % SHARDS
+}
+
+/// A claim's key: who holds it, since when, and what it decided.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Claim {
     process: String,
     at: i64,
-    fire: bool,
+    /// The ticks it settles: schedule name → whether the tick fires.
+    ticks: BTreeMap<String, bool>,
     #[serde(default)]
     done: bool,
-    /// A Parse schedule's `_JobStatus`, kept so that a takeover reuses it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    status_id: Option<String>,
+    /// The `_JobStatus` of each Parse schedule's tick, kept so that a
+    /// takeover reuses it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    status_ids: BTreeMap<String, String>,
 }
 
 /// What settling needs.
@@ -59,10 +109,16 @@ pub(crate) struct Settler {
     pub burst: Arc<Burst>,
 }
 
-/// The longest a tick's bookkeeping waits for the burst to be queued.
+/// The longest a claim's bookkeeping waits for the burst to be queued.
 const BURST_WAIT: Duration = Duration::from_secs(2);
 
-/// Counts the ticks between their first claim attempt and their job
+/// Runs published before their acks are awaited.
+const PUBLISH_WINDOW: usize = 256;
+
+/// Claims whose runs are being recorded at once.
+pub(crate) const MAX_RECORDING: usize = 8;
+
+/// Counts the groups between their first claim attempt and their jobs
 /// queued (or their claim lost): the bookkeeping of a burst waits for it
 /// to reach zero, so that the jobs of a burst go first.
 #[derive(Debug, Default)]
@@ -85,7 +141,7 @@ impl Burst {
     }
 }
 
-/// A tick's place in the burst, and in the ticks in flight; let go
+/// A group's place in the burst, and in the groups in flight; let go
 /// together.
 pub(crate) struct InBurst {
     _permit: OwnedSemaphorePermit,
@@ -110,13 +166,6 @@ impl Drop for InBurst {
     }
 }
 
-/// Ticks whose record and done mark are being written at once.
-pub(crate) const MAX_RECORDING: usize = 64;
-
-fn slot_key(tick: &Tick) -> String {
-    format!("t.{}.{}", tick.schedule.name, tick.at_ms)
-}
-
 fn encode(claim: &Claim) -> Result<Bytes, CronError> {
     serde_json::to_vec(claim)
         .map(Bytes::from)
@@ -124,13 +173,13 @@ fn encode(claim: &Claim) -> Result<Bytes, CronError> {
 }
 
 impl Settler {
-    /// Settles `tick`, or leaves it to the process that claimed it; retries
-    /// through NATS failures until `stop` resolves. `permit` is held until
-    /// the first claim attempt is answered, not while a lost claim is
-    /// watched.
+    /// Settles `group`, or leaves its ticks to the process that claimed
+    /// them; retries through NATS failures until `stop` resolves. `permit`
+    /// is held until the group's jobs are queued or its claim is lost, not
+    /// while a lost claim is watched.
     pub async fn settle(
         &self,
-        tick: Tick,
+        group: Group,
         permit: InBurst,
         stop: impl std::future::Future<Output = ()>,
     ) {
@@ -138,10 +187,13 @@ impl Settler {
             let mut backoff = Duration::from_millis(100);
             let mut permit = Some(permit);
             loop {
-                match self.settle_once(&tick, &mut permit).await {
+                let settled = self
+                    .settle_once(&group.key, group.at_ms, &group.ticks, &mut permit)
+                    .await;
+                match settled {
                     Ok(()) => return,
                     Err(err) => {
-                        tracing::warn!(%err, schedule = %tick.schedule.name, tick = tick.at_ms, "cannot settle a tick yet");
+                        tracing::warn!(%err, claim = %group.key, "cannot settle ticks yet");
                     }
                 }
                 tokio::time::sleep(backoff).await;
@@ -156,42 +208,94 @@ impl Settler {
 
     async fn settle_once(
         &self,
-        tick: &Tick,
+        key: &str,
+        at_ms: i64,
+        ticks: &[Tick],
         permit: &mut Option<InBurst>,
     ) -> Result<(), CronError> {
-        let key = slot_key(tick);
+        let Some(held) = self.claim(key, at_ms, ticks, permit).await? else {
+            return Ok(());
+        };
+        let (listed, alone): (Vec<Tick>, Vec<Tick>) = ticks
+            .iter()
+            .cloned()
+            .partition(|tick| held.ticks.contains_key(&tick.schedule.name));
+        // The ticks the stored list leaves out are claimed one by one,
+        // while this group still counts in the burst.
+        let alone = futures_util::future::join_all(
+            alone
+                .into_iter()
+                .map(|tick| Box::pin(self.settle_alone(at_ms, tick))),
+        )
+        .await;
+        permit.take();
+        alone.into_iter().collect::<Result<Vec<()>, _>>()?;
+        if listed.is_empty() {
+            return Ok(());
+        }
+        Box::pin(self.watch(key, at_ms, listed)).await
+    }
+
+    async fn settle_alone(&self, at_ms: i64, tick: Tick) -> Result<(), CronError> {
+        let key = format!("t.{}.{at_ms}", tick.schedule.name);
+        let ticks = [tick];
+        if self.claim(&key, at_ms, &ticks, &mut None).await?.is_none() {
+            return Ok(());
+        }
+        Box::pin(self.watch(&key, at_ms, ticks.into())).await
+    }
+
+    /// Claims `ticks` under `key` and settles them; or, when another
+    /// process holds the key, the claim it holds.
+    async fn claim(
+        &self,
+        key: &str,
+        at_ms: i64,
+        ticks: &[Tick],
+        permit: &mut Option<InBurst>,
+    ) -> Result<Option<Claim>, CronError> {
         let claim = Claim {
             process: self.process.clone(),
             at: now_ms(),
-            fire: tick.fire,
+            ticks: ticks
+                .iter()
+                .map(|tick| (tick.schedule.name.clone(), tick.fire))
+                .collect(),
             done: false,
-            status_id: None,
+            status_ids: BTreeMap::new(),
         };
-        let created = Box::pin(self.slots.create(&key, encode(&claim)?)).await;
+        // Boxed, as are the other large steps: a group waiting out a lease
+        // holds only its own small state, not room for theirs.
+        let created = Box::pin(self.slots.create(key, encode(&claim)?)).await;
         match created {
-            // Boxed, as are the other large steps: a tick waiting out a lease
-            // holds only its own small state, not room for theirs.
-            Ok(revision) => return Box::pin(self.win(tick, &key, claim, revision, permit)).await,
-            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
-                self.metrics
-                    .lost
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(revision) => {
+                Box::pin(self.win(key, at_ms, ticks.to_vec(), claim, revision, permit)).await?;
+                return Ok(None);
             }
+            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(err) => return Err(nats(err)),
         }
-        permit.take();
+        // None when expired: settled long ago.
+        let held = self.read(key).await?.map(|(held, _)| held);
+        if let Some(held) = &held {
+            let mine = ticks
+                .iter()
+                .filter(|tick| held.ticks.contains_key(&tick.schedule.name))
+                .count();
+            self.metrics.lost.fetch_add(mine as u64, Ordering::Relaxed);
+        }
+        Ok(held)
+    }
+
+    /// Follows a claim another process holds, and takes it over when it
+    /// stays undone and silent for a lease.
+    async fn watch(&self, key: &str, at_ms: i64, known: Vec<Tick>) -> Result<(), CronError> {
         let lease = self.book.settings().lease;
         loop {
             tokio::time::sleep(lease).await;
-            let Some(entry) = self.slots.entry(&key).await.map_err(nats)? else {
-                // Expired: settled long ago.
+            let Some((held, revision)) = self.read(key).await? else {
                 return Ok(());
             };
-            if entry.operation != kv::Operation::Put {
-                return Ok(());
-            }
-            let held: Claim = serde_json::from_slice(&entry.value)
-                .map_err(|e| CronError::Nats(format!("slot {key} is unreadable: {e}")))?;
             if held.done {
                 return Ok(());
             }
@@ -203,21 +307,15 @@ impl Settler {
                 at: now_ms(),
                 ..held
             };
-            match self
-                .slots
-                .update(&key, encode(&taken)?, entry.revision)
-                .await
-            {
+            match self.slots.update(key, encode(&taken)?, revision).await {
                 Ok(revision) => {
-                    tracing::info!(slot = %key, from = %taken.process, "took over a tick whose process went silent");
+                    tracing::info!(claim = %key, "took over ticks whose process went silent");
                     self.metrics
                         .taken_over
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let tick = Tick {
-                        fire: taken.fire,
-                        ..tick.clone()
-                    };
-                    return Box::pin(self.win(&tick, &key, taken, revision, &mut None)).await;
+                        .fetch_add(taken.ticks.len() as u64, Ordering::Relaxed);
+                    let ticks = self.ticks_of(&taken, at_ms, &known).await?;
+                    return Box::pin(self.win(key, at_ms, ticks, taken, revision, &mut None))
+                        .await;
                 }
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(err) => return Err(nats(err)),
@@ -225,39 +323,80 @@ impl Settler {
         }
     }
 
-    /// Settles a tick this process holds at `revision`. The job goes first;
-    /// `permit` is let go once it is queued, and the bookkeeping after it
-    /// (the run's record, the slot marked done) waits until the burst's
-    /// jobs are queued, then for a place among [`MAX_RECORDING`]: the two
-    /// cores and NATS serve the queueing of jobs before the records.
+    /// The ticks a claim lists, as its holder decided them. A schedule
+    /// this process has not seen yet is read from the book; one deleted
+    /// since has nothing left to fire.
+    async fn ticks_of(
+        &self,
+        claim: &Claim,
+        at_ms: i64,
+        known: &[Tick],
+    ) -> Result<Vec<Tick>, CronError> {
+        let known: HashMap<&str, &Arc<CronSchedule>> = known
+            .iter()
+            .map(|tick| (tick.schedule.name.as_str(), &tick.schedule))
+            .collect();
+        let mut ticks = Vec::with_capacity(claim.ticks.len());
+        for (name, &fire) in &claim.ticks {
+            let schedule = match known.get(name.as_str()) {
+                Some(schedule) => Arc::clone(schedule),
+                None => match self.book.get(name).await {
+                    Ok(schedule) => Arc::new(schedule),
+                    Err(CronError::NotFound) => continue,
+                    Err(err) => return Err(err),
+                },
+            };
+            ticks.push(Tick {
+                schedule,
+                at_ms,
+                fire,
+            });
+        }
+        Ok(ticks)
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<(Claim, u64)>, CronError> {
+        let Some(entry) = self.slots.entry(key).await.map_err(nats)? else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let claim = serde_json::from_slice(&entry.value)
+            .map_err(|e| CronError::Nats(format!("claim {key} is unreadable: {e}")))?;
+        Ok(Some((claim, entry.revision)))
+    }
+
+    /// Settles ticks this process holds at `revision`. The jobs go first;
+    /// `permit` is let go once they are queued, and the bookkeeping after
+    /// them (the runs' records, the claim marked done) waits until the
+    /// burst's jobs are queued, then for a place among [`MAX_RECORDING`]:
+    /// the two cores and NATS serve the queueing of jobs before the
+    /// records.
     async fn win(
         &self,
-        tick: &Tick,
         key: &str,
+        at_ms: i64,
+        ticks: Vec<Tick>,
         mut claim: Claim,
         mut revision: u64,
         permit: &mut Option<InBurst>,
     ) -> Result<(), CronError> {
-        let schedule = &tick.schedule;
-        let slot = slot_id(&schedule.name, tick.at_ms);
-        let parse = self.parse.as_ref().filter(|_| is_parse(&schedule.name));
-        let mut run = CronRun {
-            schedule: schedule.name.clone(),
-            slot: slot.clone(),
-            scheduled_at: rfc3339(tick.at_ms),
-            outcome: RunOutcome::Skipped,
-            process: self.process.clone(),
-            job_id: None,
-            error: None,
-            at: String::new(),
-        };
-        if claim.fire {
-            if let (Some(parse), None) = (parse, &claim.status_id) {
-                let status = parse
-                    .open_status(&schedule.job.name, &schedule.job.payload)
-                    .await
-                    .map_err(CronError::Nats)?;
-                claim.status_id = Some(status);
+        if let Some(parse) = &self.parse {
+            let mut opened = false;
+            for tick in &ticks {
+                let name = &tick.schedule.name;
+                if tick.fire && is_parse(name) && !claim.status_ids.contains_key(name) {
+                    let job = &tick.schedule.job;
+                    let status = parse
+                        .open_status(&job.name, &job.payload)
+                        .await
+                        .map_err(CronError::Nats)?;
+                    claim.status_ids.insert(name.clone(), status);
+                    opened = true;
+                }
+            }
+            if opened {
                 match self.slots.update(key, encode(&claim)?, revision).await {
                     Ok(next) => revision = next,
                     // Taken over meanwhile: the new holder settles it.
@@ -267,38 +406,70 @@ impl Settler {
                     Err(err) => return Err(nats(err)),
                 }
             }
-            let mut spec = schedule.job.clone();
-            spec.idempotency_key = Some(slot.clone());
-            let jobs = self.book.jobs();
-            match Box::pin(jobs.submit(queue_of(schedule), spec, claim.status_id.clone())).await {
-                Ok(submitted) => {
-                    run.outcome = RunOutcome::Fired;
-                    run.job_id = Some(submitted.job.id);
-                }
+        }
+        let firing: Vec<&Tick> = ticks.iter().filter(|tick| tick.fire).collect();
+        let specs = firing
+            .iter()
+            .map(|tick| {
+                let schedule = &tick.schedule;
+                let mut spec = schedule.job.clone();
+                spec.idempotency_key = Some(slot_id(&schedule.name, at_ms));
+                let status = claim.status_ids.get(&schedule.name).cloned();
+                (queue_of(schedule).to_owned(), spec, status)
+            })
+            .collect();
+        let submitted = Box::pin(self.book.jobs().submit_many(specs)).await;
+        let mut outcomes: HashMap<&str, Result<String, String>> = HashMap::new();
+        for (tick, submitted) in firing.iter().zip(submitted) {
+            let outcome = match submitted {
+                Ok(submitted) => Ok(submitted.job.id),
                 Err(JobsError::Nats(detail)) => return Err(CronError::Nats(detail)),
                 // Refused for good (its queue is gone, say): recorded, not
                 // retried forever.
-                Err(err) => {
-                    run.outcome = RunOutcome::Failed;
-                    run.error = Some(err.to_string());
-                }
-            }
+                Err(err) => Err(err.to_string()),
+            };
+            outcomes.insert(tick.schedule.name.as_str(), outcome);
         }
-        run.at = rfc3339(now_ms());
+        let at = rfc3339(now_ms());
+        let runs: Vec<CronRun> = ticks
+            .iter()
+            .map(|tick| {
+                let name = &tick.schedule.name;
+                let (outcome, job_id, error) = match outcomes.remove(name.as_str()) {
+                    None => (RunOutcome::Skipped, None, None),
+                    Some(Ok(id)) => (RunOutcome::Fired, Some(id), None),
+                    Some(Err(error)) => (RunOutcome::Failed, None, Some(error)),
+                };
+                CronRun {
+                    schedule: name.clone(),
+                    slot: slot_id(name, at_ms),
+                    scheduled_at: rfc3339(at_ms),
+                    outcome,
+                    process: self.process.clone(),
+                    job_id,
+                    error,
+                    at: at.clone(),
+                }
+            })
+            .collect();
         permit.take();
-        // A tick stuck retrying must not hold every record back.
+        // A group stuck retrying must not hold every record back.
         let _ = tokio::time::timeout(BURST_WAIT, self.burst.drained()).await;
         let _recording = self
             .recording
             .acquire()
             .await
             .map_err(|e| CronError::Nats(e.to_string()))?;
-        self.publish_run(&run).await?;
-        if let Some(parse) = parse
-            && run.outcome == RunOutcome::Fired
-            && let Err(err) = parse.ran(&schedule.name, tick.at_ms).await
-        {
-            tracing::warn!(%err, schedule = %schedule.name, "cannot record lastRun on the _JobSchedule");
+        self.publish_runs(&runs).await?;
+        if let Some(parse) = &self.parse {
+            for run in &runs {
+                if is_parse(&run.schedule)
+                    && run.outcome == RunOutcome::Fired
+                    && let Err(err) = parse.ran(&run.schedule, at_ms).await
+                {
+                    tracing::warn!(%err, schedule = %run.schedule, "cannot record lastRun on the _JobSchedule");
+                }
+            }
         }
         claim.done = true;
         match self.slots.update(key, encode(&claim)?, revision).await {
@@ -306,25 +477,51 @@ impl Settler {
             Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
             Err(err) => return Err(nats(err)),
         }
-        self.metrics.count(run.outcome);
+        for run in &runs {
+            self.metrics.count(run.outcome);
+        }
         Ok(())
     }
 
-    async fn publish_run(&self, run: &CronRun) -> Result<(), CronError> {
-        let body = serde_json::to_vec(run).map_err(|e| CronError::Nats(e.to_string()))?;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, run.slot.as_str());
-        let jetstream: &jetstream::Context = self.book.jetstream();
-        jetstream
-            .publish_with_headers(
-                self.book.settings().subjects.cron_runs(&run.schedule),
-                headers,
-                Bytes::from(body),
-            )
-            .await
-            .map_err(nats)?
-            .await
-            .map_err(nats)?;
+    /// Publishes runs with a window of acks awaited together.
+    async fn publish_runs(&self, runs: &[CronRun]) -> Result<(), CronError> {
+        let jetstream = self.book.jetstream();
+        let subjects = &self.book.settings().subjects;
+        for window in runs.chunks(PUBLISH_WINDOW) {
+            let mut acks = Vec::with_capacity(window.len());
+            for run in window {
+                let body = serde_json::to_vec(run).map_err(|e| CronError::Nats(e.to_string()))?;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, run.slot.as_str());
+                let ack = jetstream
+                    .publish_with_headers(
+                        subjects.cron_runs(&run.schedule),
+                        headers,
+                        Bytes::from(body),
+                    )
+                    .await
+                    .map_err(nats)?;
+                acks.push(ack);
+            }
+            for ack in acks {
+                ack.await.map_err(nats)?;
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_always_has_the_same_shard() {
+        // Fixed values: processes of different builds must agree.
+        assert_eq!(shard(""), 0xcbf2_9ce4_8422_2325 % SHARDS);
+        assert_eq!(shard("nightly"), shard("nightly"));
+        let spread: std::collections::HashSet<u64> =
+            (0..1000).map(|i| shard(&format!("s{i}"))).collect();
+        assert_eq!(spread.len(), SHARDS as usize, "1000 names fill every shard");
     }
 }
