@@ -314,8 +314,7 @@ impl Settler {
                         .taken_over
                         .fetch_add(taken.ticks.len() as u64, Ordering::Relaxed);
                     let ticks = self.ticks_of(&taken, at_ms, &known).await?;
-                    return Box::pin(self.win(key, at_ms, ticks, taken, revision, &mut None))
-                        .await;
+                    return Box::pin(self.win(key, at_ms, ticks, taken, revision, &mut None)).await;
                 }
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(err) => return Err(nats(err)),

@@ -273,11 +273,12 @@ impl JobQueue {
         let mut out: Vec<Result<Submitted, JobsError>> = Vec::with_capacity(window.len());
         let mut sent = Vec::new();
         // Idempotency keys are claimed together: each is a round trip.
-        let prepared =
-            futures_util::future::join_all(window.into_iter().map(|(queue, spec, status_id)| {
-                async move { self.prepare(records, &queue, spec, status_id).await }
-            }))
-            .await;
+        let prepared = futures_util::future::join_all(window.into_iter().map(
+            |(queue, spec, status_id)| async move {
+                self.prepare(records, &queue, spec, status_id).await
+            },
+        ))
+        .await;
         for prepared in prepared {
             match prepared {
                 Ok(Prepared::Existing(found)) => out.push(Ok(found)),

@@ -651,3 +651,93 @@ job = { name = "filed", priority = 7, payload = { source = "file" } }
     let ran = runs.lock().unwrap().len();
     assert!(ran >= 2, "the worker saw {ran} runs");
 }
+
+/// The claims of an instant list their schedules, and the stored list
+/// decides: a tick a finished claim lists is not fired again, a tick no
+/// list names is claimed alone and fires, and a tick a silent process's
+/// claim lists is taken over and fires. The claims of the other
+/// processes are written here by hand, for every one of the 64 groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_claim_list_decides_which_process_settles_a_tick() {
+    let setup = setup().await;
+    let _cron = setup.cron().await;
+    let enqueued = setup.watch_enqueued().await;
+    let whole_second = |s: i64| {
+        let now = chrono::Utc::now().timestamp_millis();
+        now - now.rem_euclid(1000) + s * 1000
+    };
+    let (first, second) = (whole_second(6), whole_second(7));
+    let at = |ms: i64| {
+        let time = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+        format!("@at {}", time.to_rfc3339())
+    };
+    for (name, tick) in [
+        ("settled-elsewhere", first),
+        ("left-out", first),
+        ("held-by-the-dead", second),
+    ] {
+        setup
+            .create(json!({"name": name, "cron": at(tick), "job": {"name": "noop"}}))
+            .await;
+    }
+    let js = async_nats::jetstream::new(setup.client.clone());
+    let slots = js.get_key_value("OXBASE_CRON_SLOTS").await.unwrap();
+    for group in 0..64 {
+        let claims = [
+            (first, json!({"settled-elsewhere": true}), true),
+            (second, json!({"held-by-the-dead": true}), false),
+        ];
+        for (tick, ticks, done) in claims {
+            let claim = json!({"process": "elsewhere", "at": 0, "ticks": ticks, "done": done});
+            slots
+                .create(format!("b.{tick}.{group}"), claim.to_string().into())
+                .await
+                .unwrap();
+        }
+    }
+    assert!(
+        chrono::Utc::now().timestamp_millis() < first - 500,
+        "the claims must be written before the tick"
+    );
+
+    // The takeover comes a lease (2 s) after the second tick.
+    tokio::time::sleep(Duration::from_millis(
+        (second + 4000 - chrono::Utc::now().timestamp_millis()) as u64,
+    ))
+    .await;
+    let slots_enqueued: Vec<String> = enqueued
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|job| job.idempotency_key.clone())
+        .collect();
+    assert_eq!(
+        slots_enqueued
+            .iter()
+            .filter(|s| s.starts_with("left-out@"))
+            .count(),
+        1,
+        "{slots_enqueued:?}"
+    );
+    assert_eq!(
+        slots_enqueued
+            .iter()
+            .filter(|s| s.starts_with("held-by-the-dead@"))
+            .count(),
+        1,
+        "{slots_enqueued:?}"
+    );
+    assert!(
+        !slots_enqueued
+            .iter()
+            .any(|s| s.starts_with("settled-elsewhere@")),
+        "{slots_enqueued:?}"
+    );
+    assert!(setup.runs("settled-elsewhere").await.is_empty());
+    for (name, tick) in [("left-out", first), ("held-by-the-dead", second)] {
+        let runs = setup.runs(name).await;
+        assert_eq!(runs.len(), 1, "{name}: {runs:?}");
+        assert_eq!(runs[0]["outcome"], "fired", "{name}: {runs:?}");
+        assert_eq!(runs[0]["slot"], format!("{name}@{tick}"));
+    }
+}
