@@ -55,6 +55,8 @@ pub struct PreparedWrite {
     echo: Vec<String>,
     /// Who makes the write, for its event; `None` when events are off.
     events: Option<EventContext>,
+    /// Installations this save duplicates, deleted once it is committed.
+    duplicates: Vec<String>,
 }
 
 impl PreparedWrite {
@@ -70,6 +72,14 @@ impl PreparedWrite {
 
     pub fn class_name(&self) -> &str {
         self.op.class_name()
+    }
+
+    pub(crate) fn remove_after(&mut self, duplicates: Vec<String>) {
+        self.duplicates = duplicates;
+    }
+
+    pub(crate) fn duplicates(&self) -> &[String] {
+        &self.duplicates
     }
 
     /// The object a create makes or an update or delete targets.
@@ -224,7 +234,7 @@ impl Database {
         class_name: &str,
     ) -> ApiResult<()> {
         if view.get(class_name).is_none()
-            && !matches!(class_name, "_User" | "_Role" | "_Session")
+            && !matches!(class_name, "_User" | "_Role" | "_Session" | "_Installation")
             && !auth.master
             && !self.settings.allow_client_class_creation
         {
@@ -245,6 +255,7 @@ impl Database {
         options: &FindOptions,
     ) -> ApiResult<(Vec<Object>, Option<u64>)> {
         validate_class_access(auth, class_name)?;
+        installations_need_master(auth, class_name, "find")?;
         let view = self
             .schemas_for(class_name, &options.filter.fields())
             .await?;
@@ -536,6 +547,7 @@ impl Database {
             },
             echo: parsed.echo,
             events: self.event_context(auth),
+            duplicates: Vec::new(),
         })
     }
 
@@ -577,6 +589,7 @@ impl Database {
             },
             echo: parsed.echo,
             events: self.event_context(auth),
+            duplicates: Vec::new(),
         })
     }
 
@@ -587,6 +600,7 @@ impl Database {
         object_id: &str,
     ) -> ApiResult<PreparedWrite> {
         validate_class_access(auth, class_name)?;
+        installations_need_master(auth, class_name, "delete")?;
         auth.require_writable("delete")?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
@@ -612,6 +626,7 @@ impl Database {
             },
             echo: Vec::new(),
             events: self.event_context(auth),
+            duplicates: Vec::new(),
         })
     }
 
@@ -672,7 +687,7 @@ impl Database {
 /// whose rules oxbase implements.
 fn validate_class_access(auth: &Auth, class_name: &str) -> ApiResult<()> {
     match class_name {
-        "_User" | "_Role" | "_Session" => Ok(()),
+        "_User" | "_Role" | "_Session" | "_Installation" => Ok(()),
         // Written by the jobs and cron services; Parse Server lets only
         // the master key near them.
         "_JobStatus" | "_JobSchedule" if auth.master => Ok(()),
@@ -684,6 +699,20 @@ fn validate_class_access(auth: &Auth, class_name: &str) -> ApiResult<()> {
         )),
         _ => validate_class_name(class_name),
     }
+}
+
+/// A device may read and write its own installation by id, but only the
+/// master key lists or deletes installations, as in Parse Server.
+fn installations_need_master(auth: &Auth, class_name: &str, operation: &str) -> ApiResult<()> {
+    if class_name == "_Installation" && !auth.master {
+        return Err(ApiError::new(
+            code::OPERATION_FORBIDDEN,
+            format!(
+                "Clients aren't allowed to perform the {operation} operation on the installation collection."
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// An update or delete applies only to an object the request may write.
@@ -710,6 +739,7 @@ fn restrict_subqueries(auth: &Auth, view: &SchemaView, filter: &mut Filter) -> A
             | Condition::DontSelect { query: sub, .. },
         ) => {
             restrict_subqueries(auth, view, &mut sub.filter)?;
+            installations_need_master(auth, &sub.class_name, "find")?;
             let clp = access::check_class(
                 auth,
                 view.get(&sub.class_name).map(Arc::as_ref),

@@ -25,6 +25,9 @@ pub mod code {
     pub const INVALID_ACL: i32 = 123;
     pub const INVALID_EMAIL_ADDRESS: i32 = 125;
     pub const FILE_SAVE_ERROR: i32 = 130;
+    pub const INVALID_INSTALLATION_ID: i32 = 132;
+    pub const MISSING_REQUIRED_FIELD: i32 = 135;
+    pub const CHANGED_IMMUTABLE_FIELD: i32 = 136;
     pub const DUPLICATE_VALUE: i32 = 137;
     pub const INVALID_ROLE_NAME: i32 = 139;
     pub const SCRIPT_FAILED: i32 = 141;

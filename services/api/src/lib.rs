@@ -10,6 +10,7 @@ mod error;
 mod files;
 mod global_config;
 mod hooks;
+mod installations;
 mod jobs;
 mod query;
 mod relay;

@@ -8,6 +8,7 @@ use crate::App;
 use crate::auth::Auth;
 use crate::db::{PreparedWrite, WriteReply};
 use crate::error::{ApiError, ApiResult};
+use crate::installations;
 use crate::query::FindOptions;
 use crate::request::ParseRequest;
 
@@ -36,7 +37,6 @@ impl Reply {
 /// that says so rather than "no such route".
 const NOT_YET: &[&str] = &[
     "push",
-    "installations",
     "aggregate",
     "purge",
     "requestPasswordReset",
@@ -62,6 +62,7 @@ pub(crate) fn canonical_segments(segments: Vec<String>) -> Vec<String> {
         Some("users") => "_User",
         Some("roles") => "_Role",
         Some("sessions") => "_Session",
+        Some("installations") => "_Installation",
         _ => return segments,
     };
     if segments.get(1).is_some_and(|s| s == "me") {
@@ -105,14 +106,26 @@ fn is_routable(req: &ParseRequest) -> bool {
         || s.first().is_some_and(|root| NOT_YET.contains(root))
 }
 
-/// What `after_writes` needs to know of a write: its class, and the id of
-/// an object it deletes.
-fn write_effect(write: &PreparedWrite) -> (String, Option<String>) {
+/// What `after_writes` needs to know of a committed write.
+#[derive(Debug)]
+pub(crate) struct WriteEffect {
+    pub class_name: String,
+    /// The object it deleted.
+    pub deleted: Option<String>,
+    /// The installations it duplicates.
+    pub duplicates: Vec<String>,
+}
+
+fn write_effect(write: &PreparedWrite) -> WriteEffect {
     let deleted = write
         .is_delete()
         .then(|| write.object_id().map(str::to_owned))
         .flatten();
-    (write.class_name().to_owned(), deleted)
+    WriteEffect {
+        class_name: write.class_name().to_owned(),
+        deleted,
+        duplicates: write.duplicates().to_vec(),
+    }
 }
 
 impl App {
@@ -120,7 +133,7 @@ impl App {
         let aliased;
         let req = if matches!(
             req.segments.first().map(String::as_str),
-            Some("users" | "roles" | "sessions")
+            Some("users" | "roles" | "sessions" | "installations")
         ) {
             aliased = ParseRequest {
                 segments: canonical_segments(req.segments.clone()),
@@ -202,20 +215,21 @@ impl App {
         write: &ClassWrite<'_>,
     ) -> ApiResult<PreparedWrite> {
         match write {
-            ClassWrite::Create(class) => self.prepare_create(auth, req, class).await,
-            ClassWrite::Update(class, id) => {
-                match self
-                    .before_save(auth, req, class, Some(id), &req.body)
-                    .await?
-                {
-                    None => self.db.prepare_update(auth, class, id, &req.body).await,
-                    Some((body, changed)) => {
-                        let mut prepared = self.db.prepare_update(auth, class, id, &body).await?;
-                        prepared.echo_also(changed);
-                        Ok(prepared)
-                    }
-                }
+            ClassWrite::Create(class @ installations::CLASS)
+            | ClassWrite::Update(class @ installations::CLASS, _) => {
+                let id = match write {
+                    ClassWrite::Update(_, id) => Some(*id),
+                    _ => None,
+                };
+                let landing = self.land_installation(auth, id, &req.body).await?;
+                let mut prepared = self
+                    .save(auth, req, class, landing.target.as_deref(), &landing.body)
+                    .await?;
+                prepared.remove_after(landing.duplicates);
+                Ok(prepared)
             }
+            ClassWrite::Create(class) => self.save(auth, req, class, None, &req.body).await,
+            ClassWrite::Update(class, id) => self.save(auth, req, class, Some(id), &req.body).await,
             ClassWrite::Delete(class, id) => {
                 self.before_delete(auth, req, class, id).await?;
                 self.db.prepare_delete(auth, class, id).await
@@ -223,21 +237,37 @@ impl App {
         }
     }
 
-    /// A create, after the class's beforeSave hook.
+    /// A create.
     pub(crate) async fn prepare_create(
         &self,
         auth: &Auth,
         req: &ParseRequest,
         class: &str,
     ) -> ApiResult<PreparedWrite> {
-        match self.before_save(auth, req, class, None, &req.body).await? {
-            None => self.db.prepare_create(auth, class, &req.body).await,
-            Some((body, changed)) => {
-                let mut prepared = self.db.prepare_create(auth, class, &body).await?;
-                prepared.echo_also(changed);
-                Ok(prepared)
-            }
-        }
+        self.save(auth, req, class, None, &req.body).await
+    }
+
+    /// A create (`object_id` `None`) or an update, after the class's
+    /// beforeSave hook.
+    async fn save(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+        class: &str,
+        object_id: Option<&str>,
+        body: &Map<String, Value>,
+    ) -> ApiResult<PreparedWrite> {
+        let hooked = self.before_save(auth, req, class, object_id, body).await?;
+        let (body, changed) = match &hooked {
+            Some((body, changed)) => (body, changed.clone()),
+            None => (body, Vec::new()),
+        };
+        let mut prepared = match object_id {
+            None => self.db.prepare_create(auth, class, body).await?,
+            Some(id) => self.db.prepare_update(auth, class, id, body).await?,
+        };
+        prepared.echo_also(changed);
+        Ok(prepared)
     }
 
     fn write_reply(&self, req: &ParseRequest, write: &ClassWrite<'_>, reply: WriteReply) -> Reply {
@@ -322,7 +352,13 @@ impl App {
         if !prepared.is_empty() {
             let effects: Vec<_> = prepared.iter().map(write_effect).collect();
             let replies = self.db.commit(prepared, transaction).await?;
-            self.after_writes(&effects).await;
+            let committed: Vec<WriteEffect> = effects
+                .into_iter()
+                .zip(&replies)
+                .filter(|(_, reply)| reply.is_ok())
+                .map(|(effect, _)| effect)
+                .collect();
+            self.after_writes(&committed).await;
             for (i, reply) in indexes.into_iter().zip(replies) {
                 results[i] = Some(reply.map(|r| r.body()));
             }

@@ -501,9 +501,9 @@ impl App {
 
     /// After writes commit: sessions of deleted users go, and cached
     /// tokens and roles that the writes made stale are forgotten.
-    pub(crate) async fn after_writes(&self, class_names: &[(String, Option<String>)]) {
-        for (class_name, deleted_id) in class_names {
-            match (class_name.as_str(), deleted_id) {
+    pub(crate) async fn after_writes(&self, effects: &[crate::routes::WriteEffect]) {
+        for effect in effects {
+            match (effect.class_name.as_str(), &effect.deleted) {
                 ("_Role", _) => self.sessions.clear(),
                 ("_User", Some(user_id)) => {
                     self.sessions.forget_user(user_id);
@@ -512,6 +512,10 @@ impl App {
                     }
                 }
                 ("_Session", _) => self.sessions.clear(),
+                ("_Installation", _) if !effect.duplicates.is_empty() => {
+                    self.remove_duplicate_installations(&effect.duplicates)
+                        .await;
+                }
                 _ => {}
             }
         }

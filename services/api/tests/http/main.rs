@@ -7,6 +7,7 @@ mod bad_input;
 mod batch;
 mod config;
 mod files;
+mod installations;
 mod keys;
 mod objects;
 mod queries;

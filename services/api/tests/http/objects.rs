@@ -268,7 +268,7 @@ async fn system_classes_and_other_routes_say_not_supported_yet() {
     let server = TestServer::start().await;
     assert_error(
         &server
-            .post("classes/_Installation", json!({"deviceType": "ios"}))
+            .post("classes/_Product", json!({"productIdentifier": "x"}))
             .await,
         400,
         108,
