@@ -56,8 +56,16 @@ impl App {
         let mut body = body.clone();
         let creating = object_id.is_none();
         for key in ["installationId", "deviceToken", "deviceType"] {
+            // A device may drop its token (an unset), not change its ids'
+            // type.
+            let unset = key == "deviceToken"
+                && body
+                    .get(key)
+                    .and_then(|value| value.get("__op"))
+                    .is_some_and(|op| op == "Delete");
             if let Some(value) = body.get(key)
                 && !value.is_string()
+                && !unset
             {
                 return Err(ApiError::new(
                     code::INCORRECT_TYPE,

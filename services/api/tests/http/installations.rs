@@ -116,6 +116,17 @@ async fn a_device_writes_its_installation_and_only_the_master_key_lists_or_delet
         assert_eq!((status, &body["code"]), (400, &json!(136)), "{body}");
         assert_eq!(body["error"], message);
     }
+    let (status, body) = server
+        .put(
+            &format!("installations/{id}"),
+            json!({"deviceToken": {"__op": "Delete"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        devices(&server).await,
+        vec![(json!("device-1"), Value::Null)]
+    );
     assert_error(
         &server
             .put("installations/nothere", json!({"deviceType": "ios"}))
