@@ -15,15 +15,7 @@ fn code(response: &(u16, Value)) -> i64 {
 }
 
 async fn master(server: &TestServer, method: Method, path: &str, body: Value) -> (u16, Value) {
-    read(
-        server
-            .master(method, path)
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    server.master_json(method, path, Some(body)).await
 }
 
 fn ids(body: &Value) -> Vec<String> {

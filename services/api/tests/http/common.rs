@@ -144,11 +144,17 @@ impl TestServer {
     }
 
     pub async fn json(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.request(method, path);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        read(request.send().await.unwrap()).await
+        send(self.request(method, path), body).await
+    }
+
+    /// A request with the master key.
+    pub async fn master_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        send(self.master(method, path), body).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -194,6 +200,13 @@ impl Drop for TestServer {
         // The server lets go of its connections before the database goes.
         self.shutdown.trigger();
     }
+}
+
+async fn send(mut request: RequestBuilder, body: Option<Value>) -> (u16, Value) {
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    read(request.send().await.unwrap()).await
 }
 
 pub async fn read(response: Response) -> (u16, Value) {

@@ -28,15 +28,7 @@ async fn device(
 }
 
 async fn master(server: &TestServer, method: Method, path: &str, body: Value) -> (u16, Value) {
-    read(
-        server
-            .master(method, path)
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    server.master_json(method, path, Some(body)).await
 }
 
 /// Every installation, by master key, as (installationId, deviceToken).

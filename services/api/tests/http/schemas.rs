@@ -12,11 +12,7 @@ async fn master(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = server.master(method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    read(request.send().await.unwrap()).await
+    server.master_json(method, path, body).await
 }
 
 async fn get(server: &TestServer, path: &str) -> (u16, Value) {
