@@ -98,6 +98,7 @@ pub mod cron;
 mod event;
 pub mod hooks;
 pub mod jobs;
+pub mod push;
 mod stream;
 mod subjects;
 

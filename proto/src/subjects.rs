@@ -40,6 +40,9 @@ pub struct InvalidPrefix(pub String);
 ///
 /// Schedules ([`crate::cron`]): `<prefix>.cron.runs.<schedule>`, the
 /// outcome of each tick.
+///
+/// Push ([`crate::push`]): `<prefix>.push.requests` and
+/// `<prefix>.push.batches`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {
     prefix: String,
@@ -193,6 +196,18 @@ impl Subjects {
 
     pub fn cron_runs_wildcard(&self) -> String {
         format!("{}.cron.runs.*", self.prefix)
+    }
+
+    /// `<prefix>.push.requests`: pushes to resolve
+    /// ([`crate::push::PushRequest`]).
+    pub fn push_requests(&self) -> String {
+        format!("{}.push.requests", self.prefix)
+    }
+
+    /// `<prefix>.push.batches`: pages of an audience to send
+    /// ([`crate::push::PushBatch`]).
+    pub fn push_batches(&self) -> String {
+        format!("{}.push.batches", self.prefix)
     }
 }
 

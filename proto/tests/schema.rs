@@ -55,6 +55,14 @@ fn schemas() -> Vec<(&'static str, Schema)> {
             "cron-run.schema.json",
             schema_for!(oxbase_proto::cron::CronRun),
         ),
+        (
+            "push-request.schema.json",
+            schema_for!(oxbase_proto::push::PushRequest),
+        ),
+        (
+            "push-batch.schema.json",
+            schema_for!(oxbase_proto::push::PushBatch),
+        ),
     ]
 }
 

@@ -690,8 +690,8 @@ fn validate_class_access(auth: &Auth, class_name: &str) -> ApiResult<()> {
         "_User" | "_Role" | "_Session" | "_Installation" => Ok(()),
         // Written by the jobs and cron services; Parse Server lets only
         // the master key near them.
-        "_JobStatus" | "_JobSchedule" if auth.master => Ok(()),
-        "_JobStatus" | "_JobSchedule" => Err(ApiError::new(
+        "_JobStatus" | "_JobSchedule" | "_PushStatus" if auth.master => Ok(()),
+        "_JobStatus" | "_JobSchedule" | "_PushStatus" => Err(ApiError::new(
             code::OPERATION_FORBIDDEN,
             format!(
                 "Clients aren't allowed to perform this operation on the {class_name} collection."

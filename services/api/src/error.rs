@@ -18,6 +18,7 @@ pub mod code {
     pub const INVALID_JSON: i32 = 107;
     pub const COMMAND_UNAVAILABLE: i32 = 108;
     pub const INCORRECT_TYPE: i32 = 111;
+    pub const PUSH_MISCONFIGURED: i32 = 115;
     pub const OBJECT_TOO_LARGE: i32 = 116;
     pub const OPERATION_FORBIDDEN: i32 = 119;
     pub const INVALID_NESTED_KEY: i32 = 121;

@@ -12,6 +12,7 @@ mod global_config;
 mod hooks;
 mod installations;
 mod jobs;
+mod push;
 mod query;
 mod relay;
 mod request;
@@ -54,6 +55,7 @@ pub struct App {
     hooks: Option<hooks::HookRunner>,
     /// Background jobs; `None` when off or without NATS.
     jobs: Option<jobs::Jobs>,
+    push: Option<oxbase_push::PushQueue>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,7 @@ impl App {
         relay: Option<Arc<RelaySignals>>,
         hooks: Option<Hooks>,
         jobs: Option<Jobs>,
+        push: Option<oxbase_push::PushQueue>,
     ) -> Result<Arc<Self>, StartError> {
         let events = relay.as_ref().map(|_| crate::db::EventSettings {
             source: config
@@ -118,6 +121,7 @@ impl App {
             files: files::Files::from_config(config),
             hooks: hooks.map(|hooks| hooks::HookRunner::new(config, hooks)),
             jobs,
+            push,
         }))
     }
 

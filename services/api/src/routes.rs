@@ -36,7 +36,6 @@ impl Reply {
 /// Parse Server routes oxbase does not serve yet; they answer with an error
 /// that says so rather than "no such route".
 const NOT_YET: &[&str] = &[
-    "push",
     "aggregate",
     "purge",
     "requestPasswordReset",
@@ -189,6 +188,7 @@ impl App {
             (_, ["jobs", ..]) => self.jobs_route(auth, req).await,
             (_, ["queues", ..]) => self.queues_route(auth, req).await,
             (_, ["cron", ..]) => self.cron_route(auth, req).await,
+            (_, ["push", ..]) => self.push_route(auth, req).await,
             (_, ["cloud_code", ..]) => self.cloud_code_route(auth, req).await,
             (&Method::GET | &Method::POST, ["functions", name]) => {
                 self.function_route(auth, req, name).await

@@ -259,6 +259,54 @@ impl Default for JobsConfig {
     }
 }
 
+/// Push notifications (`[push]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Off, `/push` answers that push is off and no push process runs.
+    pub enabled: bool,
+    /// Installations per batch.
+    pub batch_size: usize,
+    /// Notifications in flight at once per push process.
+    pub concurrency: usize,
+    /// Servers holding a copy of the push stream.
+    pub replicas: usize,
+    /// Firebase Cloud Messaging (HTTP v1), for `android` installations.
+    pub fcm: FcmConfig,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            batch_size: 500,
+            concurrency: 256,
+            replicas: 1,
+            fcm: FcmConfig::default(),
+        }
+    }
+}
+
+/// `[push.fcm]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FcmConfig {
+    /// The service account's JSON key file, from the Firebase console;
+    /// without it, pushes to `android` installations fail.
+    pub service_account: Option<std::path::PathBuf>,
+    /// Where messages are sent; Google's by default.
+    pub endpoint: String,
+}
+
+impl Default for FcmConfig {
+    fn default() -> Self {
+        Self {
+            service_account: None,
+            endpoint: "https://fcm.googleapis.com".into(),
+        }
+    }
+}
+
 /// Schedules (`[cron]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -432,6 +480,7 @@ pub struct Config {
     pub triggers: TriggersConfig,
     pub jobs: JobsConfig,
     pub cron: CronConfig,
+    pub push: PushConfig,
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `oxbase_api=debug,info`.
     pub log_level: String,
@@ -469,6 +518,7 @@ impl Default for Config {
             triggers: TriggersConfig::default(),
             jobs: JobsConfig::default(),
             cron: CronConfig::default(),
+            push: PushConfig::default(),
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_timeout_secs: 10,

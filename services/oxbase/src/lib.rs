@@ -51,6 +51,10 @@ enum Command {
     /// across every cron process. Needs NATS, and the store for Parse's
     /// `_JobSchedule`.
     Cron(PortArgs),
+    /// The push service alone: resolves pushes into batches and sends
+    /// them through the providers. Needs NATS, and the store for
+    /// `_Installation` and `_PushStatus`.
+    Push(PortArgs),
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +145,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
             oxbase_kit::telemetry::init(config.log_format, &config.log_level);
             cron(config).await
+        }
+        Command::Push(args) => {
+            let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
+            oxbase_kit::telemetry::init(config.log_format, &config.log_level);
+            push(config).await
         }
         Command::Triggers(args) => {
             let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
@@ -296,7 +305,30 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         Arc::new(move || sources.iter().map(|source| source()).collect::<String>())
             as oxbase_api::MetricsSource
     });
-    let app = oxbase_api::App::new(&config, Arc::clone(&store), relay, hooks, jobs).await?;
+    let push = match &client {
+        Some(client) if config.push.enabled => Some(oxbase_push::PushQueue::new(
+            async_nats::jetstream::new(client.clone()),
+            oxbase_push::Settings::from_config(&config)?,
+        )),
+        _ => None,
+    };
+    let app = oxbase_api::App::new(
+        &config,
+        Arc::clone(&store),
+        relay,
+        hooks,
+        jobs,
+        push.clone(),
+    )
+    .await?;
+    let push_service = match (&client, &push, services) {
+        (Some(client), Some(_), Services::All) => Some(oxbase_push::PushService::new(
+            &config,
+            client.clone(),
+            app.push_store(),
+        )?),
+        _ => None,
+    };
     let jobs_service = jobs_service.map(|service| service.status_sink(app.job_status_sink()));
     let cron_service = cron_service.map(|service| service.parse_schedules(app.parse_schedules()));
     let listener = oxbase_api::bind(&config).await?;
@@ -348,17 +380,28 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         }
         ran.context("the cron service failed")
     };
+    let push = async {
+        let Some(service) = push_service else {
+            return Ok(());
+        };
+        let ran = service.run(readiness.clone(), shutdown.clone()).await;
+        if ran.is_err() {
+            shutdown.trigger();
+        }
+        ran.context("the push service failed")
+    };
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
     match drain_within(&shutdown, grace, async {
-        tokio::join!(api, triggers, jobs, cron)
+        tokio::join!(api, triggers, jobs, cron, push)
     })
     .await
     {
-        Some((api, triggers, jobs, cron)) => {
+        Some((api, triggers, jobs, cron, push)) => {
             api?;
             triggers?;
             jobs?;
             cron?;
+            push?;
         }
         None => tracing::warn!("stopped with work still in flight"),
     }
@@ -408,7 +451,7 @@ async fn jobs(config: Config) -> anyhow::Result<()> {
     let registry = hooks.as_ref().map(|hooks| Arc::clone(&hooks.registry));
     let store = open_store(&config).await?;
     // The API's object layer, for `_JobStatus`; it serves no requests.
-    let app = oxbase_api::App::new(&config, store, None, None, None).await?;
+    let app = oxbase_api::App::new(&config, store, None, None, None, None).await?;
     let service = oxbase_jobs::JobsService::new(&config, client, registry)?
         .status_sink(app.job_status_sink());
     let metrics = service.metrics();
@@ -445,7 +488,7 @@ async fn cron(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     // The API's object layer, for `_JobSchedule` and `_JobStatus`; it
     // serves no requests.
-    let app = oxbase_api::App::new(&config, store, None, None, None).await?;
+    let app = oxbase_api::App::new(&config, store, None, None, None, None).await?;
     let service =
         oxbase_cron::CronService::new(&config, book)?.parse_schedules(app.parse_schedules());
     let metrics = service.metrics();
@@ -460,6 +503,37 @@ async fn cron(config: Config) -> anyhow::Result<()> {
         readiness.clone(),
         shutdown.clone(),
         Arc::new(move || metrics.render()),
+        work,
+    )
+    .await
+}
+
+/// `oxbase push`: the push service, with /health, /ready and /metrics on
+/// the configured port. It opens the store for `_Installation` and
+/// `_PushStatus`.
+async fn push(config: Config) -> anyhow::Result<()> {
+    if !config.push.enabled {
+        bail!("push is turned off (push.enabled = false)");
+    }
+    let shutdown = Shutdown::on_signals();
+    let readiness = Readiness::new();
+    let client = nats::connect(&config).await?;
+    let store = open_store(&config).await?;
+    // The API's object layer, for installations and statuses; it serves
+    // no requests.
+    let app = oxbase_api::App::new(&config, store, None, None, None, None).await?;
+    let service = oxbase_push::PushService::new(&config, client, app.push_store())?;
+    let work = async {
+        service
+            .run(readiness.clone(), shutdown.clone())
+            .await
+            .context("the push service failed")
+    };
+    background(
+        &config,
+        readiness.clone(),
+        shutdown.clone(),
+        Arc::new(String::new),
         work,
     )
     .await

@@ -105,7 +105,7 @@ impl TestServer {
         let store = oxbase_store::open(&config.database_uri(), &Default::default())
             .await
             .unwrap();
-        let app = oxbase_api::App::new(&config, store, None, None, None)
+        let app = oxbase_api::App::new(&config, store, None, None, None, None)
             .await
             .unwrap();
         let listener = oxbase_api::bind(&config).await.unwrap();

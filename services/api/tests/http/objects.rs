@@ -273,7 +273,15 @@ async fn system_classes_and_other_routes_say_not_supported_yet() {
         400,
         108,
     );
-    assert_error(&server.post("push", json!({})).await, 400, 108);
+    // Without NATS there is no push service to hand a push to.
+    let push = server
+        .master_json(Method::POST, "push", Some(json!({"where": {}, "data": {}})))
+        .await;
+    assert_eq!(
+        push.1["error"],
+        "Push is off on this server (push.enabled = false, or no NATS)."
+    );
+    assert_error(&push, 400, 108);
     // With hooks off (as without NATS), the error says so.
     let (status, body) = server.post("functions/hello", json!({})).await;
     assert_eq!(

@@ -1,0 +1,181 @@
+//! oxbase's push service: Parse's `POST /push`, fanned out over JetStream.
+//!
+//! - [`PushQueue`] is where the API hands a push over.
+//! - [`PushService`] takes pushes from the stream, pages through their
+//!   audience into batches, sends the batches through the providers, and
+//!   keeps the push's `_PushStatus` (through [`PushStore`]).
+//!
+//! The contract is in [`oxbase_proto::push`].
+
+mod fcm;
+mod service;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use oxbase_kit::Config;
+use oxbase_proto::Subjects;
+use oxbase_proto::push::{PushDevice, PushRequest};
+use serde_json::{Map, Value};
+
+pub use fcm::Fcm;
+pub use service::PushService;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PushError {
+    #[error("{0}")]
+    Config(String),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("{0}")]
+    Store(String),
+}
+
+pub(crate) fn nats(err: impl std::fmt::Display) -> PushError {
+    PushError::Nats(err.to_string())
+}
+
+/// What the push service reads and writes in the app's data: the API's
+/// object layer implements it.
+#[async_trait::async_trait]
+pub trait PushStore: Send + Sync {
+    /// Up to `limit` installations matching `query` that have a device
+    /// token, after objectId `after`, in objectId order.
+    async fn audience(
+        &self,
+        query: &Map<String, Value>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PushDevice>, String>;
+    /// Applies a Parse update body to the `_PushStatus`; the object after.
+    async fn update_status(
+        &self,
+        id: &str,
+        changes: Map<String, Value>,
+    ) -> Result<Map<String, Value>, String>;
+    /// Raises the `badge` of these installations by one; their badges.
+    async fn increment_badges(&self, ids: &[String]) -> Result<HashMap<String, i64>, String>;
+    /// Removes the token of installations their provider says is dead.
+    async fn forget_tokens(&self, ids: &[String]) -> Result<(), String>;
+}
+
+/// The push settings every part shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub subjects: Subjects,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub replicas: usize,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Result<Arc<Self>, PushError> {
+        let push = &config.push;
+        Ok(Arc::new(Self {
+            subjects: Subjects::new(config.events.prefix.as_str())
+                .map_err(|e| PushError::Config(e.to_string()))?,
+            batch_size: push.batch_size.max(1),
+            concurrency: push.concurrency.max(1),
+            replicas: push.replicas,
+        }))
+    }
+
+    /// `<PREFIX>_PUSH`.
+    pub fn stream_name(&self) -> String {
+        oxbase_proto::stream_name(&self.subjects, "PUSH")
+    }
+
+    fn scheduled(&self, status_id: &str) -> String {
+        format!("{}.push.scheduled.{status_id}", self.subjects.prefix())
+    }
+}
+
+/// Where the API hands pushes over.
+#[derive(Debug, Clone)]
+pub struct PushQueue {
+    jetstream: jetstream::Context,
+    settings: Arc<Settings>,
+}
+
+/// How long a repeated publish of one request or batch is dropped.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+impl PushQueue {
+    pub fn new(jetstream: jetstream::Context, settings: Arc<Settings>) -> Self {
+        Self {
+            jetstream,
+            settings,
+        }
+    }
+
+    /// Queues `request`, to be resolved now or at `at`.
+    pub async fn submit(
+        &self,
+        request: &PushRequest,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), PushError> {
+        ensure_stream(&self.jetstream, &self.settings).await?;
+        let body = Bytes::from(serde_json::to_vec(request).map_err(nats)?);
+        let requests = self.settings.subjects.push_requests();
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(body)
+            .message_id(&request.status_id);
+        let (subject, publish) = match at {
+            // JetStream's message schedule stores it on the requests
+            // subject at its time.
+            Some(at) => (
+                self.settings.scheduled(&request.status_id),
+                publish
+                    .header(
+                        "Nats-Schedule",
+                        format!("@at {}", at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                    )
+                    .header("Nats-Schedule-Target", requests),
+            ),
+            None => (requests, publish),
+        };
+        self.jetstream
+            .send_publish(subject, publish)
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+}
+
+/// The push stream: requests, their batches, and scheduled requests
+/// (work-queue retention: each leaves once handled).
+pub(crate) async fn ensure_stream(
+    jetstream: &jetstream::Context,
+    settings: &Settings,
+) -> Result<stream::Stream, PushError> {
+    let name = settings.stream_name();
+    if let Ok(stream) = jetstream.get_stream(&name).await {
+        return Ok(stream);
+    }
+    let prefix = settings.subjects.prefix();
+    let config = stream::Config {
+        name: name.clone(),
+        description: Some("oxbase push: requests and their batches".into()),
+        subjects: vec![
+            settings.subjects.push_requests(),
+            settings.subjects.push_batches(),
+            format!("{prefix}.push.scheduled.*"),
+        ],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        duplicate_window: DUPLICATE_WINDOW,
+        allow_message_schedules: true,
+        ..Default::default()
+    };
+    match jetstream.create_stream(config).await {
+        Ok(stream) => Ok(stream),
+        Err(err) => jetstream.get_stream(&name).await.map_err(|_| nats(err)),
+    }
+}

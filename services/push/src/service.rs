@@ -1,0 +1,343 @@
+//! The push process: resolves requests into batches, and sends batches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use oxbase_kit::{Config, Readiness, Shutdown};
+use oxbase_proto::push::{PushBatch, PushDevice, PushRequest};
+use serde_json::{Map, Value, json};
+
+use crate::{Fcm, PushError, PushStore, Settings, ensure_stream, nats};
+
+/// What became of one notification.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Delivery {
+    Sent,
+    /// The provider says the token is gone: it is removed.
+    Dead,
+    Failed(String),
+}
+
+/// How long a request or batch may stay with a process before another
+/// takes it: resolving a million installations, or sending a batch to a
+/// slow provider, takes a while.
+const ACK_WAIT: Duration = Duration::from_secs(300);
+
+pub struct PushService {
+    jetstream: jetstream::Context,
+    settings: Arc<Settings>,
+    store: Arc<dyn PushStore>,
+    fcm: Option<Arc<Fcm>>,
+}
+
+impl std::fmt::Debug for PushService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushService")
+            .field("settings", &self.settings)
+            .field("fcm", &self.fcm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PushService {
+    /// Reads the providers' keys; nothing else happens until
+    /// [`run`](Self::run).
+    pub fn new(
+        config: &Config,
+        client: async_nats::Client,
+        store: Arc<dyn PushStore>,
+    ) -> Result<Self, PushError> {
+        let fcm = Fcm::from_config(&config.push.fcm)?.map(Arc::new);
+        Ok(Self {
+            jetstream: jetstream::new(client),
+            settings: Settings::from_config(config)?,
+            store,
+            fcm,
+        })
+    }
+
+    pub async fn run(self, readiness: Readiness, shutdown: Shutdown) -> Result<(), PushError> {
+        readiness.register("push");
+        let mut backoff = Duration::from_millis(100);
+        let stream = loop {
+            match ensure_stream(&self.jetstream, &self.settings).await {
+                Ok(stream) => break stream,
+                Err(err) => tracing::warn!(%err, "cannot open the push stream yet"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.wait() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        };
+        let consumer = |name: &str, subject: String| consumer::pull::Config {
+            durable_name: Some(name.into()),
+            filter_subject: subject,
+            ack_wait: ACK_WAIT,
+            ..Default::default()
+        };
+        let requests = stream
+            .get_or_create_consumer(
+                "requests",
+                consumer("requests", self.settings.subjects.push_requests()),
+            )
+            .await
+            .map_err(nats)?;
+        let batches = stream
+            .get_or_create_consumer(
+                "batches",
+                consumer("batches", self.settings.subjects.push_batches()),
+            )
+            .await
+            .map_err(nats)?;
+        let mut requests = requests.messages().await.map_err(nats)?;
+        let mut batches = batches.messages().await.map_err(nats)?;
+        readiness.set("push", true);
+        tracing::info!("sending pushes");
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => return Ok(()),
+                Some(message) = requests.next() => {
+                    let message = message.map_err(nats)?;
+                    self.handle(&message, |body| self.resolve(body)).await;
+                }
+                Some(message) = batches.next() => {
+                    let message = message.map_err(nats)?;
+                    self.handle(&message, |body| self.send(body)).await;
+                }
+            }
+        }
+    }
+
+    /// Runs `work` on a message's body and acknowledges it, or leaves it
+    /// to be delivered again when `work` fails for now. An unreadable
+    /// message is dropped.
+    async fn handle<'a, F, Fut>(&'a self, message: &'a jetstream::Message, work: F)
+    where
+        F: FnOnce(&'a [u8]) -> Fut,
+        Fut: std::future::Future<Output = Result<(), PushError>>,
+    {
+        match work(&message.payload).await {
+            Ok(()) => {
+                if let Err(err) = message.ack().await {
+                    tracing::warn!(%err, "cannot acknowledge a push message");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, subject = %message.subject, "push message left for later");
+                let _ = message
+                    .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        }
+    }
+
+    /// Pages through a request's audience, one batch per page.
+    async fn resolve(&self, body: &[u8]) -> Result<(), PushError> {
+        let Ok(request) = serde_json::from_slice::<PushRequest>(body) else {
+            tracing::warn!("dropping an unreadable push request");
+            return Ok(());
+        };
+        let id = &request.status_id;
+        self.update_status(id, json!({"status": "running"})).await?;
+        let mut after: Option<String> = None;
+        let mut page = 0;
+        let mut total = 0;
+        loop {
+            let devices = self
+                .store
+                .audience(&request.query, after.as_deref(), self.settings.batch_size)
+                .await
+                .map_err(PushError::Store)?;
+            let Some(last) = devices.last() else { break };
+            after = Some(last.installation_id.clone());
+            total += devices.len();
+            let full = devices.len() == self.settings.batch_size;
+            let batch = PushBatch {
+                status_id: id.clone(),
+                page,
+                data: request.data.clone(),
+                expires_at: request.expires_at,
+                devices,
+            };
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(Bytes::from(serde_json::to_vec(&batch).map_err(nats)?))
+                .message_id(format!("{id}.{page}"));
+            self.jetstream
+                .send_publish(self.settings.subjects.push_batches(), publish)
+                .await
+                .map_err(nats)?
+                .await
+                .map_err(nats)?;
+            page += 1;
+            if !full {
+                break;
+            }
+        }
+        let status = self.update_status(id, json!({"count": total})).await?;
+        self.finish_if_done(id, &status).await
+    }
+
+    /// Sends a batch and counts it on the push's `_PushStatus`.
+    async fn send(&self, body: &[u8]) -> Result<(), PushError> {
+        let Ok(batch) = serde_json::from_slice::<PushBatch>(body) else {
+            tracing::warn!("dropping an unreadable push batch");
+            return Ok(());
+        };
+        let expired = batch
+            .expires_at
+            .is_some_and(|at| at < chrono::Utc::now().timestamp_millis());
+        let increment = batch
+            .data
+            .get("badge")
+            .and_then(Value::as_str)
+            .is_some_and(|badge| badge.eq_ignore_ascii_case("increment"));
+        let badges = if increment && !expired {
+            let ids: Vec<String> = batch
+                .devices
+                .iter()
+                .map(|device| device.installation_id.clone())
+                .collect();
+            self.store
+                .increment_badges(&ids)
+                .await
+                .map_err(PushError::Store)?
+        } else {
+            HashMap::new()
+        };
+        let (batch, badges) = (&batch, &badges);
+        let deliveries: Vec<(&PushDevice, Delivery)> = futures_util::stream::iter(&batch.devices)
+            .map(|device| {
+                let badge = badges.get(&device.installation_id).copied();
+                async move {
+                    let delivery = if expired {
+                        Delivery::Failed("the push expired before it was sent".into())
+                    } else {
+                        self.deliver(batch, device, badge).await
+                    };
+                    (device, delivery)
+                }
+            })
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
+            .await;
+
+        let mut sent: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut failed: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut dead = Vec::new();
+        for (device, delivery) in &deliveries {
+            let kind = device.device_type.as_str();
+            match delivery {
+                Delivery::Sent => *sent.entry(kind).or_default() += 1,
+                Delivery::Dead => {
+                    *failed.entry(kind).or_default() += 1;
+                    dead.push(device.installation_id.clone());
+                }
+                Delivery::Failed(error) => {
+                    tracing::debug!(%error, installation = %device.installation_id, "push not delivered");
+                    *failed.entry(kind).or_default() += 1;
+                }
+            }
+        }
+        if !dead.is_empty() {
+            self.store
+                .forget_tokens(&dead)
+                .await
+                .map_err(PushError::Store)?;
+        }
+        let mut changes = Map::new();
+        let increment = |amount: i64| json!({"__op": "Increment", "amount": amount});
+        changes.insert("numSent".into(), increment(sent.values().sum()));
+        changes.insert("numFailed".into(), increment(failed.values().sum()));
+        for (kind, amount) in &sent {
+            changes.insert(format!("sentPerType.{kind}"), increment(*amount));
+        }
+        for (kind, amount) in &failed {
+            changes.insert(format!("failedPerType.{kind}"), increment(*amount));
+        }
+        let status = self
+            .store
+            .update_status(&batch.status_id, changes)
+            .await
+            .map_err(PushError::Store)?;
+        self.finish_if_done(&batch.status_id, &status).await
+    }
+
+    async fn deliver(
+        &self,
+        batch: &PushBatch,
+        device: &PushDevice,
+        badge: Option<i64>,
+    ) -> Delivery {
+        match device.device_type.as_str() {
+            "android" => match &self.fcm {
+                Some(fcm) => {
+                    let message = android_message(batch, badge);
+                    fcm.send(&device.device_token, &message).await
+                }
+                None => Delivery::Failed("FCM is not configured ([push.fcm])".into()),
+            },
+            "ios" | "osx" | "tvos" | "watchos" => {
+                Delivery::Failed("APNs is not supported yet".into())
+            }
+            other => Delivery::Failed(format!("no push provider for deviceType {other:?}")),
+        }
+    }
+
+    async fn update_status(
+        &self,
+        id: &str,
+        changes: Value,
+    ) -> Result<Map<String, Value>, PushError> {
+        let Value::Object(changes) = changes else {
+            return Err(PushError::Store("a status update must be an object".into()));
+        };
+        self.store
+            .update_status(id, changes)
+            .await
+            .map_err(PushError::Store)
+    }
+
+    /// Marks the push succeeded once every device it counted was tried.
+    async fn finish_if_done(&self, id: &str, status: &Map<String, Value>) -> Result<(), PushError> {
+        let number = |key: &str| status.get(key).and_then(Value::as_i64);
+        let Some(count) = number("count") else {
+            return Ok(());
+        };
+        let tried = number("numSent").unwrap_or(0) + number("numFailed").unwrap_or(0);
+        if tried >= count && status.get("status").and_then(Value::as_str) != Some("succeeded") {
+            self.update_status(id, json!({"status": "succeeded"}))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The FCM message of a batch, as the Parse Android SDK reads it: the push
+/// data as a JSON string under `data`, with `push_id` and `time`.
+fn android_message(batch: &PushBatch, badge: Option<i64>) -> Map<String, Value> {
+    let mut data = batch.data.clone();
+    if let Some(badge) = badge {
+        data.insert("badge".into(), json!(badge));
+    }
+    let mut android = json!({"priority": "high"});
+    if let Some(at) = batch.expires_at {
+        let left = (at - chrono::Utc::now().timestamp_millis()).max(0) / 1000;
+        android["ttl"] = json!(format!("{left}s"));
+    }
+    let mut message = Map::new();
+    message.insert(
+        "data".into(),
+        json!({
+            "data": Value::Object(data).to_string(),
+            "push_id": batch.status_id,
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }),
+    );
+    message.insert("android".into(), android);
+    message
+}
