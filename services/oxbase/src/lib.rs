@@ -301,6 +301,12 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         let metrics = service.metrics();
         sources.push(Arc::new(move || metrics.render()));
     }
+    let push_metrics = Arc::new(oxbase_push::Metrics::default());
+    let runs_push = client.is_some() && config.push.enabled && matches!(services, Services::All);
+    if runs_push {
+        let metrics = Arc::clone(&push_metrics);
+        sources.push(Arc::new(move || metrics.render()));
+    }
     let more_metrics = (!sources.is_empty()).then(|| {
         Arc::new(move || sources.iter().map(|source| source()).collect::<String>())
             as oxbase_api::MetricsSource
@@ -321,12 +327,11 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         push.clone(),
     )
     .await?;
-    let push_service = match (&client, &push, services) {
-        (Some(client), Some(_), Services::All) => Some(oxbase_push::PushService::new(
-            &config,
-            client.clone(),
-            app.push_store(),
-        )?),
+    let push_service = match &client {
+        Some(client) if runs_push => Some(
+            oxbase_push::PushService::new(&config, client.clone(), app.push_store())?
+                .with_metrics(push_metrics),
+        ),
         _ => None,
     };
     let jobs_service = jobs_service.map(|service| service.status_sink(app.job_status_sink()));
@@ -523,6 +528,7 @@ async fn push(config: Config) -> anyhow::Result<()> {
     // no requests.
     let app = oxbase_api::App::new(&config, store, None, None, None, None).await?;
     let service = oxbase_push::PushService::new(&config, client, app.push_store())?;
+    let metrics = service.metrics();
     let work = async {
         service
             .run(readiness.clone(), shutdown.clone())
@@ -533,7 +539,7 @@ async fn push(config: Config) -> anyhow::Result<()> {
         &config,
         readiness.clone(),
         shutdown.clone(),
-        Arc::new(String::new),
+        Arc::new(move || metrics.render()),
         work,
     )
     .await

@@ -154,7 +154,7 @@ struct Setup {
     _dir: tempfile::TempDir,
     _nats: Nats,
     api: Oxbase,
-    _push: ServiceProcess,
+    push: ServiceProcess,
     fcm: Arc<Fcm>,
 }
 
@@ -195,7 +195,7 @@ async fn setup() -> Setup {
         _dir: dir,
         _nats: nats,
         api,
-        _push: push,
+        push,
         fcm,
     }
 }
@@ -356,6 +356,21 @@ async fn pushes_reach_exactly_their_audience_through_fcm() {
     let message = setup.fcm.delivered.lock().unwrap()["a4"][0].clone();
     let ttl = message["android"]["ttl"].as_str().unwrap();
     assert!(ttl.ends_with('s') && ttl.trim_end_matches('s').parse::<u64>().unwrap() > 590);
+
+    let metrics = reqwest::get(format!("{}/metrics", setup.push.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "oxbase_push_requests_total 2",
+        "oxbase_push_sent_total 3",
+        "oxbase_push_failed_total 2",
+        "oxbase_push_dead_tokens_total 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

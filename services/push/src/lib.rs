@@ -23,7 +23,7 @@ use oxbase_proto::push::{PushDevice, PushRequest};
 use serde_json::{Map, Value};
 
 pub use fcm::Fcm;
-pub use service::PushService;
+pub use service::{Metrics, PushService};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PushError {

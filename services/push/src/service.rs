@@ -1,7 +1,9 @@
 //! The push process: resolves requests into batches, and sends batches.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
@@ -27,7 +29,51 @@ pub(crate) enum Delivery {
 /// slow provider, takes a while.
 const ACK_WAIT: Duration = Duration::from_secs(300);
 
+/// What this process sent, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: AtomicU64,
+    batches: AtomicU64,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    dead: AtomicU64,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, value) in [
+            (
+                "oxbase_push_requests_total",
+                "Pushes resolved into batches.",
+                &self.requests,
+            ),
+            ("oxbase_push_batches_total", "Batches sent.", &self.batches),
+            (
+                "oxbase_push_sent_total",
+                "Notifications a provider accepted.",
+                &self.sent,
+            ),
+            (
+                "oxbase_push_failed_total",
+                "Notifications not delivered.",
+                &self.failed,
+            ),
+            (
+                "oxbase_push_dead_tokens_total",
+                "Tokens a provider said are gone, removed.",
+                &self.dead,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out
+    }
+}
+
 pub struct PushService {
+    metrics: Arc<Metrics>,
     jetstream: jetstream::Context,
     settings: Arc<Settings>,
     store: Arc<dyn PushStore>,
@@ -53,11 +99,22 @@ impl PushService {
     ) -> Result<Self, PushError> {
         let fcm = Fcm::from_config(&config.push.fcm)?.map(Arc::new);
         Ok(Self {
+            metrics: Arc::default(),
             jetstream: jetstream::new(client),
             settings: Settings::from_config(config)?,
             store,
             fcm,
         })
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Counts into `metrics`, for a process that lists them with others'.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub async fn run(self, readiness: Readiness, shutdown: Shutdown) -> Result<(), PushError> {
@@ -179,6 +236,7 @@ impl PushService {
             }
         }
         let status = self.update_status(id, json!({"count": total})).await?;
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         self.finish_if_done(id, &status).await
     }
 
@@ -264,6 +322,15 @@ impl PushService {
             .update_status(&batch.status_id, changes)
             .await
             .map_err(PushError::Store)?;
+        let metrics = &self.metrics;
+        metrics.batches.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .sent
+            .fetch_add(sent.values().sum::<i64>() as u64, Ordering::Relaxed);
+        metrics
+            .failed
+            .fetch_add(failed.values().sum::<i64>() as u64, Ordering::Relaxed);
+        metrics.dead.fetch_add(dead.len() as u64, Ordering::Relaxed);
         self.finish_if_done(&batch.status_id, &status).await
     }
 
