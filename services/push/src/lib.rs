@@ -132,7 +132,7 @@ impl PushQueue {
                 publish
                     .header(
                         "Nats-Schedule",
-                        format!("@at {}", at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                        format!("@at {}", at.to_rfc3339_opts(SecondsFormat::Millis, true)),
                     )
                     .header("Nats-Schedule-Target", requests),
             ),
