@@ -269,6 +269,10 @@ pub struct PushConfig {
     pub batch_size: usize,
     /// Notifications in flight at once per push process.
     pub concurrency: usize,
+    /// How long a push process may stay silent on the request or batch it
+    /// holds before another process takes it over; a live process says it
+    /// is still working three times per period.
+    pub ack_wait_ms: u64,
     /// Servers holding a copy of the push stream.
     pub replicas: usize,
     /// Firebase Cloud Messaging (HTTP v1), for `android` installations.
@@ -281,6 +285,7 @@ impl Default for PushConfig {
             enabled: true,
             batch_size: 500,
             concurrency: 256,
+            ack_wait_ms: 30_000,
             replicas: 1,
             fcm: FcmConfig::default(),
         }

@@ -36,6 +36,8 @@ struct Fcm {
     tokens_minted: Mutex<usize>,
     public_key: Vec<u8>,
     token_uri: String,
+    /// How long each message takes to answer.
+    delay: Duration,
 }
 
 fn pem_der(pem: &str) -> Vec<u8> {
@@ -114,6 +116,7 @@ async fn send(
         *count += 1;
         *count
     };
+    tokio::time::sleep(fcm.delay).await;
     if token.starts_with("dead-") {
         return google_error(StatusCode::NOT_FOUND, "NOT_FOUND", Some("UNREGISTERED"));
     }
@@ -133,13 +136,14 @@ async fn send(
     Json(json!({"name": format!("projects/{PROJECT}/messages/{attempt}")})).into_response()
 }
 
-async fn fake_fcm() -> (Arc<Fcm>, String) {
+async fn fake_fcm(delay: Duration) -> (Arc<Fcm>, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let key = RsaKeyPair::from_pkcs8(&pem_der(KEY)).unwrap();
     let fcm = Arc::new(Fcm {
         public_key: key.public().as_ref().to_vec(),
         token_uri: format!("{base}/token"),
+        delay,
         ..Fcm::default()
     });
     let app = Router::new()
@@ -152,18 +156,26 @@ async fn fake_fcm() -> (Arc<Fcm>, String) {
 
 struct Setup {
     _dir: tempfile::TempDir,
-    _nats: Nats,
+    nats: Nats,
     api: Oxbase,
     push: ServiceProcess,
     fcm: Arc<Fcm>,
+    /// What an `oxbase push` process of this setup needs.
+    push_env: Vec<(&'static str, String)>,
 }
 
 async fn setup() -> Setup {
+    setup_with(Duration::ZERO, &[]).await
+}
+
+/// NATS, `oxbase api`, a fake FCM answering each message after `delay`,
+/// and one `oxbase push` process with `env` added.
+async fn setup_with(delay: Duration, env: &[(&'static str, &str)]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(free_port(), &dir.path().join("nats"));
     let data = dir.path().join("data");
     let api = Oxbase::start(&data, &nats.url(), &[]).await;
-    let (fcm, base) = fake_fcm().await;
+    let (fcm, base) = fake_fcm(delay).await;
     let account = dir.path().join("service-account.json");
     std::fs::write(
         &account,
@@ -178,26 +190,28 @@ async fn setup() -> Setup {
         .to_string(),
     )
     .unwrap();
-    let push = ServiceProcess::start(
-        "push",
-        &nats.url(),
-        &[
-            ("OXBASE_DATA_DIR", &data.display().to_string()),
-            (
-                "OXBASE_PUSH__FCM__SERVICE_ACCOUNT",
-                &account.display().to_string(),
-            ),
-            ("OXBASE_PUSH__FCM__ENDPOINT", &base),
-        ],
-    )
-    .await;
+    let mut push_env = vec![
+        ("OXBASE_DATA_DIR", data.display().to_string()),
+        (
+            "OXBASE_PUSH__FCM__SERVICE_ACCOUNT",
+            account.display().to_string(),
+        ),
+        ("OXBASE_PUSH__FCM__ENDPOINT", base),
+    ];
+    push_env.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
     Setup {
         _dir: dir,
-        _nats: nats,
+        push: start_push(&nats, &push_env).await,
+        nats,
         api,
-        push,
         fcm,
+        push_env,
     }
+}
+
+async fn start_push(nats: &Nats, env: &[(&'static str, String)]) -> ServiceProcess {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ServiceProcess::start("push", &nats.url(), &env).await
 }
 
 impl Setup {
@@ -473,4 +487,84 @@ async fn bad_pushes_get_parse_errors() {
         .master_request(reqwest::Method::GET, "classes/_PushStatus", Value::Null)
         .await;
     assert_eq!(statuses["results"], json!([]), "{statuses}");
+}
+
+/// `kill -9` of the push process in the middle of a fan-out: another
+/// process takes over, every device is reached, and only the batch in
+/// flight can be sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_push_process_mid_fan_out_loses_no_device() {
+    const DEVICES: usize = 1000;
+    const BATCH: usize = 100;
+    let setup = setup_with(
+        Duration::from_millis(10),
+        &[
+            ("OXBASE_PUSH__BATCH_SIZE", "100"),
+            ("OXBASE_PUSH__CONCURRENCY", "4"),
+            ("OXBASE_PUSH__ACK_WAIT_MS", "1500"),
+        ],
+    )
+    .await;
+    for chunk in (0..DEVICES).collect::<Vec<_>>().chunks(50) {
+        let requests: Vec<Value> = chunk
+            .iter()
+            .map(|i| {
+                json!({"method": "POST", "path": "/parse/installations", "body": {
+                    "deviceType": "android", "installationId": format!("k-{i}"),
+                    "deviceToken": format!("token-{i}")}})
+            })
+            .collect();
+        let answers = setup
+            .api
+            .master_call(
+                reqwest::Method::POST,
+                "batch",
+                json!({ "requests": requests }),
+            )
+            .await;
+        assert!(
+            answers
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a.get("success").is_some())
+        );
+    }
+    let id = setup
+        .push(json!({"where": {}, "data": {"alert": "all"}}))
+        .await;
+    let delivered = || -> usize {
+        setup
+            .fcm
+            .delivered
+            .lock()
+            .unwrap()
+            .values()
+            .map(Vec::len)
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered() < 250 {
+        assert!(Instant::now() < deadline, "the fan-out never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    setup.push.kill();
+    let at_kill = delivered();
+    assert!(at_kill < DEVICES, "the fan-out ended before the kill");
+    let _second = start_push(&setup.nats, &setup.push_env).await;
+    let status = setup.wait_succeeded(&id).await;
+
+    let delivered = setup.fcm.delivered.lock().unwrap().clone();
+    let missing: Vec<usize> = (0..DEVICES)
+        .filter(|i| !delivered.contains_key(&format!("token-{i}")))
+        .collect();
+    assert!(missing.is_empty(), "never reached: {missing:?}");
+    let duplicates: usize = delivered.values().map(|m| m.len() - 1).sum();
+    println!("killed after {at_kill} of {DEVICES} messages; {duplicates} sent twice");
+    assert!(
+        duplicates <= BATCH,
+        "{duplicates} duplicates, more than one batch"
+    );
+    assert_eq!(status["count"], DEVICES);
+    assert_eq!(status["numSent"], DEVICES, "{status}");
 }

@@ -69,6 +69,7 @@ pub struct Settings {
     pub subjects: Subjects,
     pub batch_size: usize,
     pub concurrency: usize,
+    pub ack_wait: Duration,
     pub replicas: usize,
 }
 
@@ -80,6 +81,7 @@ impl Settings {
                 .map_err(|e| PushError::Config(e.to_string()))?,
             batch_size: push.batch_size.max(1),
             concurrency: push.concurrency.max(1),
+            ack_wait: Duration::from_millis(push.ack_wait_ms.max(300)),
             replicas: push.replicas,
         }))
     }

@@ -24,11 +24,6 @@ pub(crate) enum Delivery {
     Failed(String),
 }
 
-/// How long a request or batch may stay with a process before another
-/// takes it: resolving a million installations, or sending a batch to a
-/// slow provider, takes a while.
-const ACK_WAIT: Duration = Duration::from_secs(300);
-
 /// What this process sent, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -134,7 +129,7 @@ impl PushService {
         let consumer = |name: &str, subject: String| consumer::pull::Config {
             durable_name: Some(name.into()),
             filter_subject: subject,
-            ack_wait: ACK_WAIT,
+            ack_wait: self.settings.ack_wait,
             ..Default::default()
         };
         let requests = stream
@@ -171,14 +166,29 @@ impl PushService {
     }
 
     /// Runs `work` on a message's body and acknowledges it, or leaves it
-    /// to be delivered again when `work` fails for now. An unreadable
-    /// message is dropped.
+    /// to be delivered again when `work` fails for now. While it runs, the
+    /// message is kept: a process that dies lets it go within the ack
+    /// wait.
     async fn handle<'a, F, Fut>(&'a self, message: &'a jetstream::Message, work: F)
     where
         F: FnOnce(&'a [u8]) -> Fut,
         Fut: std::future::Future<Output = Result<(), PushError>>,
     {
-        match work(&message.payload).await {
+        let work = work(&message.payload);
+        tokio::pin!(work);
+        let mut keepalive = tokio::time::interval(self.settings.ack_wait / 3);
+        keepalive.tick().await;
+        let done = loop {
+            tokio::select! {
+                done = &mut work => break done,
+                _ = keepalive.tick() => {
+                    if let Err(err) = message.ack_with(jetstream::AckKind::Progress).await {
+                        tracing::debug!(%err, "cannot keep a push message");
+                    }
+                }
+            }
+        };
+        match done {
             Ok(()) => {
                 if let Err(err) = message.ack().await {
                     tracing::warn!(%err, "cannot acknowledge a push message");
