@@ -2,7 +2,6 @@
 //! they fall due.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,8 +65,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (name, help, value) in [
+        oxbase_kit::health::counters(&[
             (
                 "oxbase_cron_fired_total",
                 "Ticks this process fired.",
@@ -93,11 +91,7 @@ impl Metrics {
                 "Ticks taken over from a silent process.",
                 &self.taken_over,
             ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
-        }
-        out
+        ])
     }
 }
 

@@ -14,8 +14,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let counters = [
+        let mut out = oxbase_kit::health::counters(&[
             (
                 "oxbase_jobs_started_total",
                 "Job runs started.",
@@ -36,11 +35,7 @@ impl Metrics {
                 "Jobs that failed their last attempt.",
                 &self.dead,
             ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
-        }
+        ]);
         let _ = writeln!(
             out,
             "# HELP oxbase_jobs_running Jobs running in this process.\n# TYPE oxbase_jobs_running gauge\noxbase_jobs_running {}",

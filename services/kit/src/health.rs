@@ -77,6 +77,18 @@ async fn ready(readiness: Readiness) -> Response {
     }
 }
 
+/// Prometheus text for counters: (name, help, value) each.
+pub fn counters(counters: &[(&str, &str, &std::sync::atomic::AtomicU64)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let value = value.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

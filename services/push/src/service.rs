@@ -1,7 +1,6 @@
 //! The push process: resolves requests into batches, and sends batches.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -36,8 +35,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (name, help, value) in [
+        oxbase_kit::health::counters(&[
             (
                 "oxbase_push_requests_total",
                 "Pushes resolved into batches.",
@@ -59,11 +57,7 @@ impl Metrics {
                 "Tokens a provider said are gone, removed.",
                 &self.dead,
             ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
-        }
-        out
+        ])
     }
 }
 

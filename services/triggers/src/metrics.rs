@@ -1,6 +1,5 @@
 //! Counters for Prometheus.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What one triggers process has done since it started.
@@ -66,12 +65,6 @@ impl Metrics {
                 &self.proxy_failures,
             ),
         ];
-        let mut out = String::new();
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
-        }
-        out
+        oxbase_kit::health::counters(&counters)
     }
 }
