@@ -157,7 +157,7 @@ impl App {
             None => Vec::new(),
         };
 
-        if let Some(id) = object_id {
+        if object_id.is_some() {
             let Some(stored) = by_object else {
                 return Err(ApiError::new(
                     code::OBJECT_NOT_FOUND,
@@ -182,7 +182,6 @@ impl App {
             {
                 return Err(immutable("deviceType"));
             }
-            debug_assert_eq!(id_of(stored).as_deref(), Some(id));
         }
 
         // The device's own installation: the one with its installationId,

@@ -270,19 +270,11 @@ impl PushStore for AppPushStore {
         params.insert("limit".into(), json!(limit));
         params.insert("keys".into(), json!("deviceType,deviceToken,badge"));
         let options = FindOptions::for_find(&params, app.db.limits()).map_err(text)?;
-        let (found, _) = match app
+        let (found, _) = app
             .db
             .find(&Auth::master(), "_Installation", &options)
             .await
-        {
-            Ok(found) => found,
-            // No installation was ever saved.
-            Err(ApiError::Parse {
-                code: code::INVALID_CLASS_NAME,
-                ..
-            }) => return Ok(Vec::new()),
-            Err(err) => return Err(text(err)),
-        };
+            .map_err(text)?;
         Ok(found
             .into_iter()
             .filter_map(|object| {

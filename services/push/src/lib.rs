@@ -101,6 +101,8 @@ impl Settings {
 pub struct PushQueue {
     jetstream: jetstream::Context,
     settings: Arc<Settings>,
+    /// Set once the stream is known to exist: a push need not ask again.
+    stream_ready: Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// How long a repeated publish of one request or batch is dropped.
@@ -111,6 +113,7 @@ impl PushQueue {
         Self {
             jetstream,
             settings,
+            stream_ready: Arc::default(),
         }
     }
 
@@ -120,7 +123,13 @@ impl PushQueue {
         request: &PushRequest,
         at: Option<DateTime<Utc>>,
     ) -> Result<(), PushError> {
-        ensure_stream(&self.jetstream, &self.settings).await?;
+        self.stream_ready
+            .get_or_try_init(|| async {
+                ensure_stream(&self.jetstream, &self.settings)
+                    .await
+                    .map(drop)
+            })
+            .await?;
         let body = Bytes::from(serde_json::to_vec(request).map_err(nats)?);
         let requests = self.settings.subjects.push_requests();
         let publish = jetstream::message::PublishMessage::build()
