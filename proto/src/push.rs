@@ -34,6 +34,30 @@ pub struct PushRequest {
     /// Not sent after this (Unix milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "ApnsOptions::is_empty")]
+    pub apns: ApnsOptions,
+}
+
+/// The APNs request headers Parse takes from the push body (or its
+/// `data`): `push_type`, `priority` and `collapse_id`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApnsOptions {
+    /// `apns-push-type`; `alert` when unset, as Parse Server sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_type: Option<String>,
+    /// `apns-priority`: 10, 5 or 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// `apns-collapse-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse_id: Option<String>,
+}
+
+impl ApnsOptions {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// One page of a push's audience.
@@ -47,6 +71,8 @@ pub struct PushBatch {
     pub data: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "ApnsOptions::is_empty")]
+    pub apns: ApnsOptions,
     pub devices: Vec<PushDevice>,
 }
 
@@ -60,4 +86,7 @@ pub struct PushDevice {
     /// Its `badge` when the batch was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub badge: Option<i64>,
+    /// Its app's bundle id: the APNs topic, unless one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_identifier: Option<String>,
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::http::Method;
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
-use oxbase_proto::push::{PushDevice, PushRequest};
+use oxbase_proto::push::{ApnsOptions, PushDevice, PushRequest};
 use oxbase_push::PushStore;
 use serde_json::{Map, Value, json};
 
@@ -42,6 +42,33 @@ fn instant(value: &Value, name: &str) -> ApiResult<DateTime<Utc>> {
         _ => None,
     };
     parsed.ok_or_else(|| misconfigured(format!("{name} is not a valid time: {value}")))
+}
+
+/// `push_type`, `priority` and `collapse_id`, from the push body or, as
+/// Parse Server also reads them, from its `data`.
+fn apns_options(body: &Map<String, Value>, data: &Map<String, Value>) -> ApiResult<ApnsOptions> {
+    let field = |name: &str| body.get(name).or_else(|| data.get(name));
+    let text = |name: &str| match field(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(misconfigured(format!("{name} must be a string."))),
+    };
+    let priority = match field("priority") {
+        None | Some(Value::Null) => None,
+        Some(value) => match value.as_u64() {
+            Some(priority @ (1 | 5 | 10)) => Some(priority as u8),
+            _ => return Err(misconfigured("priority must be 10, 5 or 1.")),
+        },
+    };
+    let collapse_id = text("collapse_id")?;
+    if collapse_id.as_ref().is_some_and(|id| id.len() > 64) {
+        return Err(misconfigured("collapse_id must be at most 64 bytes."));
+    }
+    Ok(ApnsOptions {
+        push_type: text("push_type")?,
+        priority,
+        collapse_id,
+    })
 }
 
 impl App {
@@ -103,6 +130,7 @@ impl App {
                 return Err(misconfigured("badge must be a number or \"Increment\"."));
             }
         }
+        let apns = apns_options(body, data)?;
         let now = Utc::now();
         let push_time = match body.get("push_time") {
             None | Some(Value::Null) => None,
@@ -180,6 +208,7 @@ impl App {
             query,
             data: data.clone(),
             expires_at,
+            apns,
         };
         if let Err(err) = queue.submit(&request, later).await {
             let failed = json!({"status": "failed", "errorMessage": {"message": err.to_string()}});
@@ -268,7 +297,10 @@ impl PushStore for AppPushStore {
         params.insert("where".into(), json!({ "$and": parts }));
         params.insert("order".into(), json!("objectId"));
         params.insert("limit".into(), json!(limit));
-        params.insert("keys".into(), json!("deviceType,deviceToken,badge"));
+        params.insert(
+            "keys".into(),
+            json!("deviceType,deviceToken,badge,appIdentifier"),
+        );
         let options = FindOptions::for_find(&params, app.db.limits()).map_err(text)?;
         let (found, _) = app
             .db
@@ -284,6 +316,7 @@ impl PushStore for AppPushStore {
                     device_type: field("deviceType").unwrap_or_default(),
                     device_token: field("deviceToken")?,
                     badge: object.get("badge").and_then(Value::as_i64),
+                    app_identifier: field("appIdentifier"),
                 })
             })
             .collect())

@@ -277,6 +277,9 @@ pub struct PushConfig {
     pub replicas: usize,
     /// Firebase Cloud Messaging (HTTP v1), for `android` installations.
     pub fcm: FcmConfig,
+    /// Apple Push Notification service, for `ios`, `osx`, `tvos` and
+    /// `watchos` installations.
+    pub apns: ApnsConfig,
 }
 
 impl Default for PushConfig {
@@ -288,6 +291,7 @@ impl Default for PushConfig {
             ack_wait_ms: 30_000,
             replicas: 1,
             fcm: FcmConfig::default(),
+            apns: ApnsConfig::default(),
         }
     }
 }
@@ -310,6 +314,33 @@ impl Default for FcmConfig {
             endpoint: "https://fcm.googleapis.com".into(),
         }
     }
+}
+
+/// `[push.apns]`: token auth (`key`, `key_id`, `team_id`) or certificate
+/// auth (`certificate`, `certificate_key`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApnsConfig {
+    /// The `.p8` signing key from Apple's developer account.
+    pub key: Option<std::path::PathBuf>,
+    pub key_id: String,
+    pub team_id: String,
+    /// The push certificate and its private key, PEM (a `.p12` converts
+    /// with `openssl pkcs12 -nodes`); both may be in one file.
+    pub certificate: Option<std::path::PathBuf>,
+    pub certificate_key: Option<std::path::PathBuf>,
+    /// The app's bundle id. Empty, each installation's `appIdentifier` is
+    /// the topic; set, only installations of this app (or with no
+    /// `appIdentifier`) are sent to, as in Parse Server.
+    pub topic: String,
+    /// Apple's production host rather than its sandbox.
+    pub production: bool,
+    /// Where notifications are sent, over HTTP/2; Apple's host for
+    /// `production` by default.
+    pub endpoint: Option<String>,
+    /// A PEM certificate authority trusted beside the system's, for an
+    /// endpoint with its own certificate (a proxy, a test server).
+    pub ca_certificate: Option<std::path::PathBuf>,
 }
 
 /// Schedules (`[cron]`).

@@ -7,8 +7,8 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use config::{
-    Config, ConfigError, CronConfig, FcmConfig, FilesConfig, JobsConfig, Limits, LogFormat,
-    PushConfig, QueueConfig, Secret, TriggersConfig,
+    ApnsConfig, Config, ConfigError, CronConfig, FcmConfig, FilesConfig, JobsConfig, Limits,
+    LogFormat, PushConfig, QueueConfig, Secret, TriggersConfig,
 };
 pub use health::Readiness;
 pub use shutdown::Shutdown;

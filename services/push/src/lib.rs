@@ -7,6 +7,7 @@
 //!
 //! The contract is in [`oxbase_proto::push`].
 
+mod apns;
 mod fcm;
 mod service;
 
@@ -22,6 +23,7 @@ use oxbase_proto::Subjects;
 use oxbase_proto::push::{PushDevice, PushRequest};
 use serde_json::{Map, Value};
 
+pub use apns::Apns;
 pub use fcm::Fcm;
 pub use service::{Metrics, PushService};
 

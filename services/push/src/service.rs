@@ -12,7 +12,8 @@ use oxbase_kit::{Config, Readiness, Shutdown};
 use oxbase_proto::push::{PushBatch, PushDevice, PushRequest};
 use serde_json::{Map, Value, json};
 
-use crate::{Fcm, PushError, PushStore, Settings, ensure_stream, nats};
+use crate::apns::Notification;
+use crate::{Apns, Fcm, PushError, PushStore, Settings, ensure_stream, nats};
 
 /// What became of one notification.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +68,7 @@ pub struct PushService {
     settings: Arc<Settings>,
     store: Arc<dyn PushStore>,
     fcm: Option<Arc<Fcm>>,
+    apns: Option<Arc<Apns>>,
 }
 
 impl std::fmt::Debug for PushService {
@@ -74,6 +76,7 @@ impl std::fmt::Debug for PushService {
         f.debug_struct("PushService")
             .field("settings", &self.settings)
             .field("fcm", &self.fcm)
+            .field("apns", &self.apns)
             .finish_non_exhaustive()
     }
 }
@@ -87,12 +90,14 @@ impl PushService {
         store: Arc<dyn PushStore>,
     ) -> Result<Self, PushError> {
         let fcm = Fcm::from_config(&config.push.fcm)?.map(Arc::new);
+        let apns = Apns::from_config(&config.push.apns)?.map(Arc::new);
         Ok(Self {
             metrics: Arc::default(),
             jetstream: jetstream::new(client),
             settings: Settings::from_config(config)?,
             store,
             fcm,
+            apns,
         })
     }
 
@@ -223,6 +228,7 @@ impl PushService {
                 page,
                 data: request.data.clone(),
                 expires_at: request.expires_at,
+                apns: request.apns.clone(),
                 devices,
             };
             let publish = jetstream::message::PublishMessage::build()
@@ -271,7 +277,8 @@ impl PushService {
         } else {
             HashMap::new()
         };
-        let (batch, badges) = (&batch, &badges);
+        let apple = Notification::new(&batch);
+        let (batch, badges, apple) = (&batch, &badges, &apple);
         let deliveries: Vec<(&PushDevice, Delivery)> = futures_util::stream::iter(&batch.devices)
             .map(|device| {
                 let badge = badges.get(&device.installation_id).copied();
@@ -279,7 +286,7 @@ impl PushService {
                     let delivery = if expired {
                         Delivery::Failed("the push expired before it was sent".into())
                     } else {
-                        self.deliver(batch, device, badge).await
+                        self.deliver(batch, apple, device, badge).await
                     };
                     (device, delivery)
                 }
@@ -341,6 +348,7 @@ impl PushService {
     async fn deliver(
         &self,
         batch: &PushBatch,
+        apple: &Notification,
         device: &PushDevice,
         badge: Option<i64>,
     ) -> Delivery {
@@ -352,9 +360,10 @@ impl PushService {
                 }
                 None => Delivery::Failed("FCM is not configured ([push.fcm])".into()),
             },
-            "ios" | "osx" | "tvos" | "watchos" => {
-                Delivery::Failed("APNs is not supported yet".into())
-            }
+            "ios" | "osx" | "tvos" | "watchos" => match &self.apns {
+                Some(apns) => apns.send(device, apple, badge).await,
+                None => Delivery::Failed("APNs is not configured ([push.apns])".into()),
+            },
             other => Delivery::Failed(format!("no push provider for deviceType {other:?}")),
         }
     }
