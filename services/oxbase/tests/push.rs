@@ -1,165 +1,28 @@
 //! Push end to end: `POST /push` on `oxbase api`, resolved and sent by an
-//! `oxbase push` process, to a fake FCM HTTP v1 server with its OAuth2
-//! token endpoint, against a real nats-server.
+//! `oxbase push` process to local fakes of FCM HTTP v1 (with its OAuth2
+//! token endpoint) and APNs (HTTP/2 over TLS), against a real nats-server.
 
 mod common;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, UnparsedPublicKey};
+use oxbase_push_fakes::{
+    APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC, ApnsAuth, FakeApns, FakeFcm, Options, fixture,
+};
 use serde_json::{Value, json};
 
 use common::{Nats, Oxbase, ServiceProcess, free_port};
-
-const KEY: &str = include_str!("fixtures/fcm-test-key.pem");
-const PROJECT: &str = "oxbase-test";
-const ACCOUNT: &str = "push@oxbase-test.iam.gserviceaccount.com";
-const ACCESS_TOKEN: &str = "ya29.test-access-token";
-
-/// A fake FCM: the token endpoint checks the service account's signed JWT,
-/// and `messages:send` checks the access token and answers like Google,
-/// by token: `dead-*` is UNREGISTERED, `flaky-*` is 503 the first time.
-#[derive(Default)]
-struct Fcm {
-    /// Messages answered 200, by token.
-    delivered: Mutex<HashMap<String, Vec<Value>>>,
-    attempts: Mutex<HashMap<String, usize>>,
-    tokens_minted: Mutex<usize>,
-    public_key: Vec<u8>,
-    token_uri: String,
-    /// How long each message takes to answer.
-    delay: Duration,
-}
-
-fn pem_der(pem: &str) -> Vec<u8> {
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    STANDARD.decode(body).unwrap()
-}
-
-async fn token(State(fcm): State<Arc<Fcm>>, form: String) -> Response {
-    let pairs: HashMap<String, String> = form_pairs(&form);
-    let assertion = pairs.get("assertion").cloned().unwrap_or_default();
-    let parts: Vec<&str> = assertion.split('.').collect();
-    let verified = parts.len() == 3
-        && pairs.get("grant_type").map(String::as_str)
-            == Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
-        && URL_SAFE_NO_PAD.decode(parts[2]).is_ok_and(|signature| {
-            UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &fcm.public_key)
-                .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
-                .is_ok()
-        });
-    let claims: Value = parts
-        .get(1)
-        .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
-        .and_then(|c| serde_json::from_slice(&c).ok())
-        .unwrap_or_default();
-    let now = chrono::Utc::now().timestamp();
-    if !verified
-        || claims["iss"] != ACCOUNT
-        || claims["aud"] != fcm.token_uri.as_str()
-        || claims["scope"] != "https://www.googleapis.com/auth/firebase.messaging"
-        || claims["exp"].as_i64().is_none_or(|exp| exp <= now)
-    {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."})),
-        )
-            .into_response();
-    }
-    *fcm.tokens_minted.lock().unwrap() += 1;
-    Json(json!({"access_token": ACCESS_TOKEN, "expires_in": 3599, "token_type": "Bearer"}))
-        .into_response()
-}
-
-fn form_pairs(form: &str) -> HashMap<String, String> {
-    form.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.replace("%3A", ":").replace("%2F", "/")))
-        .collect()
-}
-
-fn google_error(status: StatusCode, name: &str, code: Option<&str>) -> Response {
-    let mut details = Vec::new();
-    if let Some(code) = code {
-        details.push(json!({"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}));
-    }
-    let body = json!({"error": {"code": status.as_u16(), "message": name, "status": name, "details": details}});
-    (status, Json(body)).into_response()
-}
-
-async fn send(
-    State(fcm): State<Arc<Fcm>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if bearer != format!("Bearer {ACCESS_TOKEN}") {
-        return google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", None);
-    }
-    let message = body["message"].clone();
-    let token = message["token"].as_str().unwrap_or_default().to_owned();
-    let attempt = {
-        let mut attempts = fcm.attempts.lock().unwrap();
-        let count = attempts.entry(token.clone()).or_default();
-        *count += 1;
-        *count
-    };
-    tokio::time::sleep(fcm.delay).await;
-    if token.starts_with("dead-") {
-        return google_error(StatusCode::NOT_FOUND, "NOT_FOUND", Some("UNREGISTERED"));
-    }
-    if token.starts_with("flaky-") && attempt == 1 {
-        return google_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            Some("UNAVAILABLE"),
-        );
-    }
-    fcm.delivered
-        .lock()
-        .unwrap()
-        .entry(token)
-        .or_default()
-        .push(message);
-    Json(json!({"name": format!("projects/{PROJECT}/messages/{attempt}")})).into_response()
-}
-
-async fn fake_fcm(delay: Duration) -> (Arc<Fcm>, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let key = RsaKeyPair::from_pkcs8(&pem_der(KEY)).unwrap();
-    let fcm = Arc::new(Fcm {
-        public_key: key.public().as_ref().to_vec(),
-        token_uri: format!("{base}/token"),
-        delay,
-        ..Fcm::default()
-    });
-    let app = Router::new()
-        .route("/token", post(token))
-        .route(&format!("/v1/projects/{PROJECT}/messages:send"), post(send))
-        .with_state(Arc::clone(&fcm));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (fcm, base)
-}
 
 struct Setup {
     _dir: tempfile::TempDir,
     nats: Nats,
     api: Oxbase,
     push: ServiceProcess,
-    fcm: Arc<Fcm>,
+    fcm: Arc<FakeFcm>,
+    apns: Arc<FakeApns>,
     /// What an `oxbase push` process of this setup needs.
     push_env: Vec<(&'static str, String)>,
 }
@@ -168,36 +31,53 @@ async fn setup() -> Setup {
     setup_with(Duration::ZERO, &[]).await
 }
 
-/// NATS, `oxbase api`, a fake FCM answering each message after `delay`,
-/// and one `oxbase push` process with `env` added.
 async fn setup_with(delay: Duration, env: &[(&'static str, &str)]) -> Setup {
+    setup_full(ApnsAuth::Token, delay, env).await
+}
+
+/// NATS, `oxbase api`, a fake FCM and a fake APNs (with `auth`) answering
+/// each message after `delay`, and one `oxbase push` process with `env`
+/// added.
+async fn setup_full(auth: ApnsAuth, delay: Duration, env: &[(&'static str, &str)]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(free_port(), &dir.path().join("nats"));
     let data = dir.path().join("data");
     let api = Oxbase::start(&data, &nats.url(), &[]).await;
-    let (fcm, base) = fake_fcm(delay).await;
+    let options = Options {
+        delay,
+        ..Options::default()
+    };
+    let fcm = FakeFcm::start(options).await;
+    let apns = FakeApns::start(auth, options).await;
     let account = dir.path().join("service-account.json");
-    std::fs::write(
-        &account,
-        json!({
-            "type": "service_account",
-            "project_id": PROJECT,
-            "private_key_id": "test",
-            "private_key": KEY,
-            "client_email": ACCOUNT,
-            "token_uri": format!("{base}/token"),
-        })
-        .to_string(),
-    )
-    .unwrap();
+    std::fs::write(&account, fcm.service_account().to_string()).unwrap();
+    let path = |name: &str| fixture(name).display().to_string();
     let mut push_env = vec![
         ("OXBASE_DATA_DIR", data.display().to_string()),
         (
             "OXBASE_PUSH__FCM__SERVICE_ACCOUNT",
             account.display().to_string(),
         ),
-        ("OXBASE_PUSH__FCM__ENDPOINT", base),
+        ("OXBASE_PUSH__FCM__ENDPOINT", fcm.base.clone()),
+        ("OXBASE_PUSH__APNS__TOPIC", APNS_TOPIC.into()),
+        ("OXBASE_PUSH__APNS__ENDPOINT", apns.base.clone()),
+        ("OXBASE_PUSH__APNS__CA_CERTIFICATE", path("ca.pem")),
     ];
+    push_env.extend(match auth {
+        ApnsAuth::Token => [
+            ("OXBASE_PUSH__APNS__KEY", path("apns-auth-key.p8")),
+            ("OXBASE_PUSH__APNS__KEY_ID", APNS_KEY_ID.into()),
+            ("OXBASE_PUSH__APNS__TEAM_ID", APNS_TEAM_ID.into()),
+        ],
+        ApnsAuth::Certificate => [
+            ("OXBASE_PUSH__APNS__CERTIFICATE", path("apns-client.pem")),
+            (
+                "OXBASE_PUSH__APNS__CERTIFICATE_KEY",
+                path("apns-client.key"),
+            ),
+            ("OXBASE_PUSH__APNS__PRODUCTION", "true".into()),
+        ],
+    });
     push_env.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
     Setup {
         _dir: dir,
@@ -205,6 +85,7 @@ async fn setup_with(delay: Duration, env: &[(&'static str, &str)]) -> Setup {
         nats,
         api,
         fcm,
+        apns,
         push_env,
     }
 }
@@ -268,19 +149,19 @@ impl Setup {
         }
     }
 
-    /// The push data each token received (the last message to it).
-    fn received(&self) -> HashMap<String, Value> {
-        self.fcm
-            .delivered
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(token, messages)| {
-                let data = &messages.last().unwrap()["data"];
-                let payload = serde_json::from_str(data["data"].as_str().unwrap()).unwrap();
-                (token.clone(), payload)
-            })
-            .collect()
+    async fn installation(&self, id: &str) -> Value {
+        self.api
+            .master_call(
+                reqwest::Method::GET,
+                &format!("classes/_Installation/{id}"),
+                Value::Null,
+            )
+            .await
+    }
+
+    /// Messages accepted by the fake FCM, per token.
+    fn fcm_delivered(&self) -> HashMap<String, Vec<Value>> {
+        self.fcm.received.delivered.lock().unwrap().clone()
     }
 }
 
@@ -298,8 +179,8 @@ async fn pushes_reach_exactly_their_audience_through_fcm() {
     setup.install(flaky).await;
     setup.install(android("a4", "sport")).await;
     setup
-        .install(json!({"deviceType": "ios", "installationId": "i-ios",
-                        "deviceToken": "ab".repeat(32), "channels": ["news"]}))
+        .install(json!({"deviceType": "win", "installationId": "i-win",
+                        "deviceToken": "w1", "channels": ["news"]}))
         .await;
     // No token: not in any audience.
     setup
@@ -317,7 +198,7 @@ async fn pushes_reach_exactly_their_audience_through_fcm() {
     assert_eq!(status["sentPerType"], json!({"android": 2}), "{status}");
     assert_eq!(
         status["failedPerType"],
-        json!({"android": 1, "ios": 1}),
+        json!({"android": 1, "win": 1}),
         "{status}"
     );
     assert_eq!(status["source"], "rest");
@@ -326,7 +207,7 @@ async fn pushes_reach_exactly_their_audience_through_fcm() {
         json!({"channels": {"$in": ["news"]}})
     );
 
-    let received = setup.received();
+    let received = setup.fcm.payloads();
     let mut tokens: Vec<&String> = received.keys().collect();
     tokens.sort();
     assert_eq!(tokens, ["a1", "flaky-a3"]);
@@ -336,22 +217,15 @@ async fn pushes_reach_exactly_their_audience_through_fcm() {
     );
     // Its badge was 4; the 503 was retried.
     assert_eq!(received["flaky-a3"]["badge"], 5);
-    assert_eq!(setup.fcm.attempts.lock().unwrap()["flaky-a3"], 2);
-    let message = setup.fcm.delivered.lock().unwrap()["a1"][0].clone();
+    assert_eq!(setup.fcm.received.attempts.lock().unwrap()["flaky-a3"], 2);
+    let message = setup.fcm_delivered()["a1"][0].clone();
     assert_eq!(message["data"]["push_id"], id.as_str());
     assert_eq!(message["android"]["priority"], "high");
     // One access token served every message.
-    assert_eq!(*setup.fcm.tokens_minted.lock().unwrap(), 1);
+    assert_eq!(setup.fcm.tokens_minted.load(Ordering::Relaxed), 1);
 
     // UNREGISTERED removed the token.
-    let installation = setup
-        .api
-        .master_call(
-            reqwest::Method::GET,
-            &format!("classes/_Installation/{dead}"),
-            Value::Null,
-        )
-        .await;
+    let installation = setup.installation(&dead).await;
     assert!(installation.get("deviceToken").is_none(), "{installation}");
 
     // A `where` query.
@@ -366,8 +240,8 @@ async fn pushes_reach_exactly_their_audience_through_fcm() {
         (status["count"].clone(), status["numSent"].clone()),
         (json!(1), json!(1))
     );
-    assert_eq!(setup.received()["a4"], json!({"alert": "goal"}));
-    let message = setup.fcm.delivered.lock().unwrap()["a4"][0].clone();
+    assert_eq!(setup.fcm.payloads()["a4"], json!({"alert": "goal"}));
+    let message = setup.fcm_delivered()["a4"][0].clone();
     let ttl = message["android"]["ttl"].as_str().unwrap();
     assert!(ttl.ends_with('s') && ttl.trim_end_matches('s').parse::<u64>().unwrap() > 590);
 
@@ -388,6 +262,126 @@ async fn pushes_reach_exactly_their_audience_through_fcm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_reach_apple_devices_through_apns_with_a_provider_token() {
+    let setup = setup().await;
+    let apple = |kind: &str, token: &str| {
+        json!({"deviceType": kind, "installationId": format!("i-{token}"),
+               "deviceToken": token, "channels": ["apple"], "appIdentifier": APNS_TOPIC})
+    };
+    let mut phone = apple("ios", &"ab".repeat(32));
+    phone["badge"] = json!(2);
+    setup.install(phone).await;
+    let dead = setup.install(apple("ios", "dead-i1")).await;
+    let bad = setup.install(apple("ios", "bad-i2")).await;
+    setup.install(apple("ios", "flaky-i3")).await;
+    let mut mac = apple("osx", "mac1");
+    mac.as_object_mut().unwrap().remove("appIdentifier");
+    setup.install(mac).await;
+    let mut other = apple("ios", "other1");
+    other["appIdentifier"] = json!("com.example.other");
+    let other = setup.install(other).await;
+    let mut tv = apple("tvos", "tv1");
+    tv["channels"] = json!(["elsewhere"]);
+    setup.install(tv).await;
+
+    let id = setup
+        .push(
+            json!({"channels": ["apple"], "push_type": "background", "priority": 5,
+                     "collapse_id": "c1", "expiration_interval": 600,
+                     "data": {"alert": "hi", "title": "T", "badge": "Increment", "sound": "s",
+                              "content-available": 1, "custom": "x"}}),
+        )
+        .await;
+    let status = setup.wait_succeeded(&id).await;
+    assert_eq!(status["count"], 6, "{status}");
+    assert_eq!(status["numSent"], 3, "{status}");
+    assert_eq!(status["numFailed"], 3, "{status}");
+    assert_eq!(
+        status["sentPerType"],
+        json!({"ios": 2, "osx": 1}),
+        "{status}"
+    );
+    assert_eq!(status["failedPerType"], json!({"ios": 3}), "{status}");
+
+    let payloads = setup.apns.payloads();
+    let mut tokens: Vec<&String> = payloads.keys().collect();
+    tokens.sort();
+    assert_eq!(tokens, [&"ab".repeat(32), "flaky-i3", "mac1"]);
+    assert_eq!(
+        payloads[&"ab".repeat(32)],
+        json!({"aps": {"alert": {"title": "T", "body": "hi"}, "badge": 3, "sound": "s",
+                       "content-available": 1}, "custom": "x"})
+    );
+    assert_eq!(payloads["mac1"]["aps"]["badge"], 1);
+    let message = setup.apns.received.last()["mac1"].clone();
+    let headers = &message["headers"];
+    assert_eq!(headers["apns-topic"], APNS_TOPIC);
+    assert_eq!(headers["apns-push-type"], "background");
+    assert_eq!(headers["apns-priority"], "5");
+    assert_eq!(headers["apns-collapse-id"], "c1");
+    let expires: i64 = headers["apns-expiration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let left = expires - chrono::Utc::now().timestamp();
+    assert!((590..=601).contains(&left), "{left}");
+    // The 429 was retried; one provider token signed every request.
+    assert_eq!(setup.apns.received.attempts.lock().unwrap()["flaky-i3"], 2);
+    assert_eq!(setup.apns.provider_tokens.lock().unwrap().len(), 1);
+
+    // 410 and BadDeviceToken removed the tokens; another app's device
+    // was not sent to, and keeps its token.
+    for gone in [&dead, &bad] {
+        let installation = setup.installation(gone).await;
+        assert!(installation.get("deviceToken").is_none(), "{installation}");
+    }
+    assert_eq!(setup.installation(&other).await["deviceToken"], "other1");
+
+    // Without push_type, Parse Server's `alert`.
+    let id = setup
+        .push(json!({"where": {"deviceType": "tvos"}, "data": {"alert": "tv"}}))
+        .await;
+    let status = setup.wait_succeeded(&id).await;
+    assert_eq!(status["numSent"], 1, "{status}");
+    let message = setup.apns.received.last()["tv1"].clone();
+    assert_eq!(message["headers"]["apns-push-type"], "alert");
+    assert_eq!(message["payload"], json!({"aps": {"alert": "tv"}}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_reach_apple_devices_with_a_client_certificate() {
+    let setup = setup_full(ApnsAuth::Certificate, Duration::ZERO, &[]).await;
+    setup
+        .install(json!({"deviceType": "ios", "installationId": "i-cert", "deviceToken": "cert1"}))
+        .await;
+    let id = setup
+        .push(json!({"where": {}, "data": {"alert": "signed"}}))
+        .await;
+    let status = setup.wait_succeeded(&id).await;
+    assert_eq!(status["numSent"], 1, "{status}");
+    assert_eq!(
+        setup.apns.payloads()["cert1"],
+        json!({"aps": {"alert": "signed"}})
+    );
+
+    // The fake refuses a client without the certificate.
+    let anonymous = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(fixture("ca.pem")).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let refused = anonymous
+        .post(format!("{}/3/device/cert1", setup.apns.base))
+        .body(r#"{"aps":{}}"#)
+        .send()
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(setup.apns.received.accepted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_push_goes_out_at_its_time() {
     let setup = setup().await;
     setup
@@ -403,7 +397,7 @@ async fn a_scheduled_push_goes_out_at_its_time() {
         .await;
     assert_eq!(setup.status(&id).await["status"], "scheduled");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(setup.received().is_empty(), "sent before its time");
+    assert_eq!(setup.fcm.received.accepted(), 0, "sent before its time");
     let status = setup.wait_succeeded(&id).await;
     assert_eq!(status["numSent"], 1);
     assert!(chrono::Utc::now() >= at, "finished before its push_time");
@@ -455,6 +449,18 @@ async fn bad_pushes_get_parse_errors() {
         (
             json!({"channels": ["a"], "data": {}, "push_time": "tomorrow"}),
             "push_time is not a valid time: \"tomorrow\"",
+        ),
+        (
+            json!({"channels": ["a"], "data": {}, "priority": 7}),
+            "priority must be 10, 5 or 1.",
+        ),
+        (
+            json!({"channels": ["a"], "data": {"push_type": 1}}),
+            "push_type must be a string.",
+        ),
+        (
+            json!({"channels": ["a"], "data": {}, "collapse_id": "x".repeat(65)}),
+            "collapse_id must be at most 64 bytes.",
         ),
     ];
     for (body, message) in cases {
@@ -533,16 +539,7 @@ async fn killing_the_push_process_mid_fan_out_loses_no_device() {
     let id = setup
         .push(json!({"where": {}, "data": {"alert": "all"}}))
         .await;
-    let delivered = || -> usize {
-        setup
-            .fcm
-            .delivered
-            .lock()
-            .unwrap()
-            .values()
-            .map(Vec::len)
-            .sum()
-    };
+    let delivered = || setup.fcm.received.accepted() as usize;
     let deadline = Instant::now() + Duration::from_secs(30);
     while delivered() < 250 {
         assert!(Instant::now() < deadline, "the fan-out never started");
@@ -554,7 +551,7 @@ async fn killing_the_push_process_mid_fan_out_loses_no_device() {
     let _second = start_push(&setup.nats, &setup.push_env).await;
     let status = setup.wait_succeeded(&id).await;
 
-    let delivered = setup.fcm.delivered.lock().unwrap().clone();
+    let delivered = setup.fcm_delivered();
     let missing: Vec<usize> = (0..DEVICES)
         .filter(|i| !delivered.contains_key(&format!("token-{i}")))
         .collect();
