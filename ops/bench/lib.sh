@@ -26,7 +26,7 @@ build_oxbase() {
 # Events and hooks are off unless the assignments turn them on (with a NATS
 # to reach).
 start_oxbase() {
-  env OXBASE_EVENTS__ENABLED=false OXBASE_TRIGGERS__ENABLED=false OXBASE_JOBS__ENABLED=false "$@" OXBASE_HOST=127.0.0.1 OXBASE_LOG_LEVEL=warn OXBASE_ALLOW_CLIENT_CLASS_CREATION=true \
+  env OXBASE_EVENTS__ENABLED=false OXBASE_TRIGGERS__ENABLED=false OXBASE_JOBS__ENABLED=false OXBASE_PUSH__ENABLED=false "$@" OXBASE_HOST=127.0.0.1 OXBASE_LOG_LEVEL=warn OXBASE_ALLOW_CLIENT_CLASS_CREATION=true \
     "$OXBASE" api --port "$BENCH_PORT" --data-dir "$BENCH_DIR/data" \
     --app-id "$APP_ID" --master-key "$MASTER_KEY" >"$BENCH_DIR/oxbase.log" 2>&1 &
   OXBASE_PID=$!

@@ -103,7 +103,7 @@ export async function startBoth() {
   const child = spawn(
     bin,
     ['api', '--port', String(oxPort), '--data-dir', dataDir, '--app-id', APP_ID, '--master-key', MASTER_KEY, '--database-uri', databaseURI],
-    { env: { ...env, OXBASE_HOST: '127.0.0.1', OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true', OXBASE_EVENTS__ENABLED: 'false', OXBASE_TRIGGERS__ENABLED: 'false', OXBASE_JOBS__ENABLED: 'false' }, stdio: ['ignore', process.env.OXBASE_INTEROP_TRACE ? 'inherit' : 'ignore', 'pipe'] },
+    { env: { ...env, OXBASE_HOST: '127.0.0.1', OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true', OXBASE_EVENTS__ENABLED: 'false', OXBASE_TRIGGERS__ENABLED: 'false', OXBASE_JOBS__ENABLED: 'false', OXBASE_PUSH__ENABLED: 'false' }, stdio: ['ignore', process.env.OXBASE_INTEROP_TRACE ? 'inherit' : 'ignore', 'pipe'] },
   );
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));

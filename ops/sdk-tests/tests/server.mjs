@@ -158,6 +158,7 @@ export async function startServer({ nats = false, env = {} } = {}) {
       OXBASE_EVENTS__ENABLED: nats ? 'true' : 'false',
       OXBASE_TRIGGERS__ENABLED: nats ? 'true' : 'false',
       OXBASE_JOBS__ENABLED: nats ? 'true' : 'false',
+      OXBASE_PUSH__ENABLED: nats ? 'true' : 'false',
       ...(natsServer ? { OXBASE_NATS_URL: natsServer.url } : {}),
       OXBASE_HOST: '127.0.0.1',
       NO_COLOR: '1',

@@ -237,7 +237,13 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     readiness.register("store");
     let store = open_store(&config).await?;
     readiness.set("store", true);
-    let client = if config.events.enabled || config.triggers.enabled || config.jobs.enabled {
+    // Every NATS-backed feature is reached through this client; push is
+    // on by default, so `oxbase api` without NATS needs push.enabled off.
+    let client = if config.events.enabled
+        || config.triggers.enabled
+        || config.jobs.enabled
+        || config.push.enabled
+    {
         Some(nats::connect(&config).await?)
     } else {
         None

@@ -11,9 +11,22 @@ use futures_util::StreamExt;
 use oxbase_kit::{Config, Readiness, Shutdown};
 use oxbase_proto::push::{PushBatch, PushDevice, PushRequest};
 use serde_json::{Map, Value, json};
+use tokio::sync::Semaphore;
 
 use crate::apns::Notification;
 use crate::{Apns, Fcm, PushError, PushStore, Settings, ensure_stream, nats};
+
+/// Requests one process resolves at once.
+const REQUESTS_IN_FLIGHT: usize = 2;
+/// Batches one process sends at once: while one batch waits on its last
+/// notifications and its status write, the others keep the senders busy.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    Resolve,
+    Send,
+}
 
 /// What became of one notification.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +82,8 @@ pub struct PushService {
     store: Arc<dyn PushStore>,
     fcm: Option<Arc<Fcm>>,
     apns: Option<Arc<Apns>>,
+    /// `concurrency` notifications in flight, across the batches.
+    senders: Semaphore,
 }
 
 impl std::fmt::Debug for PushService {
@@ -91,10 +106,12 @@ impl PushService {
     ) -> Result<Self, PushError> {
         let fcm = Fcm::from_config(&config.push.fcm)?.map(Arc::new);
         let apns = Apns::from_config(&config.push.apns)?.map(Arc::new);
+        let settings = Settings::from_config(config)?;
         Ok(Self {
             metrics: Arc::default(),
+            senders: Semaphore::new(settings.concurrency),
             jetstream: jetstream::new(client),
-            settings: Settings::from_config(config)?,
+            settings,
             store,
             fcm,
             apns,
@@ -145,41 +162,74 @@ impl PushService {
             )
             .await
             .map_err(nats)?;
-        let mut requests = requests.messages().await.map_err(nats)?;
-        let mut batches = batches.messages().await.map_err(nats)?;
+        // Only what is worked on is pulled: a message waiting in this
+        // process would be redelivered elsewhere once its ack wait ran out.
+        let requests = requests
+            .stream()
+            .max_messages_per_batch(REQUESTS_IN_FLIGHT)
+            .messages()
+            .await
+            .map_err(nats)?;
+        let batches = batches
+            .stream()
+            .max_messages_per_batch(BATCHES_IN_FLIGHT)
+            .messages()
+            .await
+            .map_err(nats)?;
         readiness.set("push", true);
         tracing::info!("sending pushes");
-        loop {
-            tokio::select! {
-                () = shutdown.wait() => return Ok(()),
-                Some(message) = requests.next() => {
-                    let message = message.map_err(nats)?;
-                    self.handle(&message, |body| self.resolve(body)).await;
-                }
-                Some(message) = batches.next() => {
-                    let message = message.map_err(nats)?;
-                    self.handle(&message, |body| self.send(body)).await;
-                }
-            }
+        let this = Arc::new(self);
+        tokio::select! {
+            () = shutdown.wait() => Ok(()),
+            done = async {
+                tokio::try_join!(
+                    this.drain(requests, Work::Resolve, REQUESTS_IN_FLIGHT),
+                    this.drain(batches, Work::Send, BATCHES_IN_FLIGHT),
+                )
+            } => done.map(drop),
         }
     }
 
-    /// Runs `work` on a message's body and acknowledges it, or leaves it
-    /// to be delivered again when `work` fails for now. While it runs, the
-    /// message is kept: a process that dies lets it go within the ack
+    /// Works on up to `limit` messages at once, each in its own task.
+    async fn drain(
+        self: &Arc<Self>,
+        mut messages: consumer::pull::Stream,
+        work: Work,
+        limit: usize,
+    ) -> Result<(), PushError> {
+        let slots = Arc::new(Semaphore::new(limit));
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(nats)?;
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                break;
+            };
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                this.handle(&message, work).await;
+                drop(slot);
+            });
+        }
+        Ok(())
+    }
+
+    /// Does `work` with a message's body and acknowledges it, or leaves it
+    /// to be delivered again when the work fails for now. While it runs,
+    /// the message is kept: a process that dies lets it go within the ack
     /// wait.
-    async fn handle<'a, F, Fut>(&'a self, message: &'a jetstream::Message, work: F)
-    where
-        F: FnOnce(&'a [u8]) -> Fut,
-        Fut: std::future::Future<Output = Result<(), PushError>>,
-    {
-        let work = work(&message.payload);
-        tokio::pin!(work);
+    async fn handle(&self, message: &jetstream::Message, work: Work) {
+        let body = &message.payload;
+        let done = async move {
+            match work {
+                Work::Resolve => self.resolve(body).await,
+                Work::Send => self.send(body).await,
+            }
+        };
+        tokio::pin!(done);
         let mut keepalive = tokio::time::interval(self.settings.ack_wait / 3);
         keepalive.tick().await;
         let done = loop {
             tokio::select! {
-                done = &mut work => break done,
+                done = &mut done => break done,
                 _ = keepalive.tick() => {
                     if let Err(err) = message.ack_with(jetstream::AckKind::Progress).await {
                         tracing::debug!(%err, "cannot keep a push message");
@@ -279,7 +329,12 @@ impl PushService {
         };
         let apple = Notification::new(&batch);
         let (batch, badges, apple) = (&batch, &badges, &apple);
-        let deliveries: Vec<(&PushDevice, Delivery)> = futures_util::stream::iter(&batch.devices)
+        // Made before they are polled: a closure making them inside the
+        // stream would keep the task from being spawned (its future would
+        // not be `Send` for every lifetime).
+        let deliveries: Vec<_> = batch
+            .devices
+            .iter()
             .map(|device| {
                 let badge = badges.get(&device.installation_id).copied();
                 async move {
@@ -291,6 +346,8 @@ impl PushService {
                     (device, delivery)
                 }
             })
+            .collect();
+        let deliveries: Vec<(&PushDevice, Delivery)> = futures_util::stream::iter(deliveries)
             .buffer_unordered(self.settings.concurrency)
             .collect()
             .await;
@@ -352,6 +409,9 @@ impl PushService {
         device: &PushDevice,
         badge: Option<i64>,
     ) -> Delivery {
+        let Ok(_sending) = self.senders.acquire().await else {
+            return Delivery::Failed("the push service is stopping".into());
+        };
         match device.device_type.as_str() {
             "android" => match &self.fcm {
                 Some(fcm) => {
