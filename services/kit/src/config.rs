@@ -269,6 +269,10 @@ pub struct PushConfig {
     pub batch_size: usize,
     /// Notifications in flight at once per push process.
     pub concurrency: usize,
+    /// Batches a push process sends at once: while one waits on its last
+    /// notifications, the others keep the senders busy. A process killed
+    /// mid-send can send these batches twice.
+    pub batches_in_flight: usize,
     /// How long a push process may stay silent on the request or batch it
     /// holds before another process takes it over; a live process says it
     /// is still working three times per period.
@@ -288,6 +292,7 @@ impl Default for PushConfig {
             enabled: true,
             batch_size: 500,
             concurrency: 256,
+            batches_in_flight: 4,
             ack_wait_ms: 30_000,
             replicas: 1,
             fcm: FcmConfig::default(),

@@ -157,14 +157,12 @@ impl Fcm {
     }
 
     /// Sends one message, retrying 429 and 5xx with backoff.
-    pub(crate) async fn send(&self, token: &str, message: &Map<String, Value>) -> Delivery {
+    pub(crate) async fn send(&self, token: &str, message: &Message) -> Delivery {
         let url = format!(
             "{}/v1/projects/{}/messages:send",
             self.endpoint, self.project_id
         );
-        let mut message = message.clone();
-        message.insert("token".into(), Value::String(token.to_owned()));
-        let body = json!({ "message": message });
+        let body = message.body(token);
         let mut backoff = Duration::from_millis(200);
         let mut renew = false;
         let mut last = String::new();
@@ -177,7 +175,8 @@ impl Fcm {
                 .http
                 .post(&url)
                 .bearer_auth(access)
-                .json(&body)
+                .header("Content-Type", "application/json")
+                .body(body.clone())
                 .send()
                 .await;
             let response = match response {
@@ -215,5 +214,47 @@ impl Fcm {
             }
         }
         Delivery::Failed(last)
+    }
+}
+
+/// A message to every device of a batch, serialized once: each device's
+/// body only adds its token.
+#[derive(Debug)]
+pub(crate) struct Message {
+    /// The message object without its opening brace.
+    rest: String,
+}
+
+impl Message {
+    pub(crate) fn new(message: Map<String, Value>) -> Self {
+        let text = Value::Object(message).to_string();
+        Self {
+            rest: text[1..].to_owned(),
+        }
+    }
+
+    fn body(&self, token: &str) -> bytes::Bytes {
+        let token = Value::String(token.to_owned()).to_string();
+        let comma = if self.rest == "}" { "" } else { "," };
+        format!("{{\"message\":{{\"token\":{token}{comma}{}}}", self.rest).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_body_is_the_message_with_its_token() {
+        let Value::Object(message) = json!({"data": {"a": "\"1\""}, "android": {}}) else {
+            unreachable!()
+        };
+        let body: Value = serde_json::from_slice(&Message::new(message).body("t\"x")).unwrap();
+        assert_eq!(
+            body,
+            json!({"message": {"token": "t\"x", "data": {"a": "\"1\""}, "android": {}}})
+        );
+        let body: Value = serde_json::from_slice(&Message::new(Map::new()).body("t")).unwrap();
+        assert_eq!(body, json!({"message": {"token": "t"}}));
     }
 }

@@ -71,6 +71,7 @@ pub struct Settings {
     pub subjects: Subjects,
     pub batch_size: usize,
     pub concurrency: usize,
+    pub batches_in_flight: usize,
     pub ack_wait: Duration,
     pub replicas: usize,
 }
@@ -83,6 +84,7 @@ impl Settings {
                 .map_err(|e| PushError::Config(e.to_string()))?,
             batch_size: push.batch_size.max(1),
             concurrency: push.concurrency.max(1),
+            batches_in_flight: push.batches_in_flight.max(1),
             ack_wait: Duration::from_millis(push.ack_wait_ms.max(300)),
             replicas: push.replicas,
         }))

@@ -14,13 +14,11 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
 use crate::apns::Notification;
+use crate::fcm;
 use crate::{Apns, Fcm, PushError, PushStore, Settings, ensure_stream, nats};
 
 /// Requests one process resolves at once.
 const REQUESTS_IN_FLIGHT: usize = 2;
-/// Batches one process sends at once: while one batch waits on its last
-/// notifications and its status write, the others keep the senders busy.
-const BATCHES_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Clone, Copy)]
 enum Work {
@@ -172,19 +170,20 @@ impl PushService {
             .map_err(nats)?;
         let batches = batches
             .stream()
-            .max_messages_per_batch(BATCHES_IN_FLIGHT)
+            .max_messages_per_batch(self.settings.batches_in_flight)
             .messages()
             .await
             .map_err(nats)?;
         readiness.set("push", true);
         tracing::info!("sending pushes");
+        let batches_in_flight = self.settings.batches_in_flight;
         let this = Arc::new(self);
         tokio::select! {
             () = shutdown.wait() => Ok(()),
             done = async {
                 tokio::try_join!(
                     this.drain(requests, Work::Resolve, REQUESTS_IN_FLIGHT),
-                    this.drain(batches, Work::Send, BATCHES_IN_FLIGHT),
+                    this.drain(batches, Work::Send, batches_in_flight),
                 )
             } => done.map(drop),
         }
@@ -327,8 +326,11 @@ impl PushService {
         } else {
             HashMap::new()
         };
-        let apple = Notification::new(&batch);
-        let (batch, badges, apple) = (&batch, &badges, &apple);
+        let messages = Messages {
+            android: fcm::Message::new(android_message(&batch, None)),
+            apple: Notification::new(&batch),
+        };
+        let (batch, badges, messages) = (&batch, &badges, &messages);
         // Made before they are polled: a closure making them inside the
         // stream would keep the task from being spawned (its future would
         // not be `Send` for every lifetime).
@@ -341,7 +343,7 @@ impl PushService {
                     let delivery = if expired {
                         Delivery::Failed("the push expired before it was sent".into())
                     } else {
-                        self.deliver(batch, apple, device, badge).await
+                        self.deliver(batch, messages, device, badge).await
                     };
                     (device, delivery)
                 }
@@ -405,7 +407,7 @@ impl PushService {
     async fn deliver(
         &self,
         batch: &PushBatch,
-        apple: &Notification,
+        messages: &Messages,
         device: &PushDevice,
         badge: Option<i64>,
     ) -> Delivery {
@@ -414,14 +416,17 @@ impl PushService {
         };
         match device.device_type.as_str() {
             "android" => match &self.fcm {
-                Some(fcm) => {
-                    let message = android_message(batch, badge);
-                    fcm.send(&device.device_token, &message).await
-                }
+                Some(fcm) => match badge {
+                    Some(badge) => {
+                        let message = fcm::Message::new(android_message(batch, Some(badge)));
+                        fcm.send(&device.device_token, &message).await
+                    }
+                    None => fcm.send(&device.device_token, &messages.android).await,
+                },
                 None => Delivery::Failed("FCM is not configured ([push.fcm])".into()),
             },
             "ios" | "osx" | "tvos" | "watchos" => match &self.apns {
-                Some(apns) => apns.send(device, apple, badge).await,
+                Some(apns) => apns.send(device, &messages.apple, badge).await,
                 None => Delivery::Failed("APNs is not configured ([push.apns])".into()),
             },
             other => Delivery::Failed(format!("no push provider for deviceType {other:?}")),
@@ -455,6 +460,12 @@ impl PushService {
         }
         Ok(())
     }
+}
+
+/// A batch's message for each provider, made once.
+struct Messages {
+    android: fcm::Message,
+    apple: Notification,
 }
 
 /// The FCM message of a batch, as the Parse Android SDK reads it: the push
