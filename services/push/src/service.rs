@@ -178,37 +178,51 @@ impl PushService {
         tracing::info!("sending pushes");
         let batches_in_flight = self.settings.batches_in_flight;
         let this = Arc::new(self);
-        tokio::select! {
-            () = shutdown.wait() => Ok(()),
-            done = async {
-                tokio::try_join!(
-                    this.drain(requests, Work::Resolve, REQUESTS_IN_FLIGHT),
-                    this.drain(batches, Work::Send, batches_in_flight),
-                )
-            } => done.map(drop),
-        }
+        tokio::try_join!(
+            this.drain(requests, Work::Resolve, REQUESTS_IN_FLIGHT, &shutdown),
+            this.drain(batches, Work::Send, batches_in_flight, &shutdown),
+        )
+        .map(drop)
     }
 
-    /// Works on up to `limit` messages at once, each in its own task.
+    /// Works on up to `limit` messages at once, each in its own task. Once
+    /// `shutdown` fires it takes no more, and waits for those it holds:
+    /// a batch cut off mid-send would be sent again by another process.
     async fn drain(
         self: &Arc<Self>,
         mut messages: consumer::pull::Stream,
         work: Work,
         limit: usize,
+        shutdown: &Shutdown,
     ) -> Result<(), PushError> {
         let slots = Arc::new(Semaphore::new(limit));
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(nats)?;
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                break;
+        let mut tasks = tokio::task::JoinSet::new();
+        let ended = loop {
+            let slot = tokio::select! {
+                () = shutdown.wait() => break Ok(()),
+                slot = Arc::clone(&slots).acquire_owned() => slot,
+            };
+            let message = tokio::select! {
+                () = shutdown.wait() => break Ok(()),
+                message = messages.next() => message,
+            };
+            let (Ok(slot), Some(message)) = (slot, message) else {
+                break Ok(());
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(err) => break Err(nats(err)),
             };
             let this = Arc::clone(self);
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 this.handle(&message, work).await;
                 drop(slot);
             });
-        }
-        Ok(())
+            // Finished tasks are let go as the loop turns.
+            while tasks.try_join_next().is_some() {}
+        };
+        while tasks.join_next().await.is_some() {}
+        ended
     }
 
     /// Does `work` with a message's body and acknowledges it, or leaves it
