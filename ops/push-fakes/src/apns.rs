@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -39,6 +40,8 @@ pub struct FakeApns {
     pub base: String,
     /// Distinct provider tokens that verified.
     pub provider_tokens: Mutex<HashSet<String>>,
+    /// TLS connections accepted.
+    pub connections: AtomicUsize,
     auth: ApnsAuth,
     public_key: Vec<u8>,
     options: Options,
@@ -104,6 +107,7 @@ impl FakeApns {
             received: Received::default(),
             base: format!("https://localhost:{port}"),
             provider_tokens: Mutex::default(),
+            connections: AtomicUsize::new(0),
             auth,
             public_key: ring::signature::KeyPair::public_key(&signing)
                 .as_ref()
@@ -118,6 +122,7 @@ impl FakeApns {
                     let Ok(stream) = acceptor.accept(stream).await else {
                         return;
                     };
+                    apns.connections.fetch_add(1, Ordering::Relaxed);
                     let service = hyper::service::service_fn(move |request| {
                         let apns = Arc::clone(&apns);
                         async move { Ok::<_, Infallible>(apns.handle(request).await) }

@@ -329,6 +329,8 @@ async fn pushes_reach_apple_devices_through_apns_with_a_provider_token() {
     // The 429 was retried; one provider token signed every request.
     assert_eq!(setup.apns.received.attempts.lock().unwrap()["flaky-i3"], 2);
     assert_eq!(setup.apns.provider_tokens.lock().unwrap().len(), 1);
+    // Over one HTTP/2 connection.
+    assert_eq!(setup.apns.connections.load(Ordering::Relaxed), 1);
 
     // 410 and BadDeviceToken removed the tokens; another app's device
     // was not sent to, and keeps its token.

@@ -381,6 +381,29 @@ fn payload(data: &Map<String, Value>) -> Map<String, Value> {
 mod tests {
     use super::*;
 
+    const KEY: &[u8] = include_bytes!("../../../ops/push-fakes/fixtures/apns-auth-key.p8");
+
+    #[test]
+    fn the_provider_token_is_reused_then_renewed_after_its_lifetime() {
+        let signer = Signer::new(KEY, "KEY", "TEAM").unwrap();
+        let first = signer.token().unwrap();
+        assert_eq!(signer.token().unwrap(), first);
+        let claims = first.split('.').nth(1).unwrap();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+        assert_eq!(claims["iss"], "TEAM");
+        // Aged past its lifetime (unless the clock started too recently
+        // to go back that far).
+        let Some(old) = Instant::now().checked_sub(TOKEN_LIFETIME) else {
+            return;
+        };
+        signer.token.write().unwrap().1 = old;
+        assert_ne!(signer.token().unwrap(), first);
+        assert!(signer.token.read().unwrap().1.elapsed() < Duration::from_secs(1));
+        let renewed = signer.token().unwrap();
+        assert_eq!(signer.token().unwrap(), renewed);
+    }
+
     fn of(data: Value) -> Value {
         let Value::Object(data) = data else { panic!() };
         Value::Object(payload(&data))
