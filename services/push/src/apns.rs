@@ -7,7 +7,6 @@
 //! once), with a provider token signed here: ES256, renewed within Apple's
 //! 20 to 60 minute window.
 
-use std::io::Read;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -62,29 +61,13 @@ impl Signer {
         let key =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &SystemRandom::new())
                 .map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))?;
-        let signer = Self {
+        let token = sign(&key, key_id, team_id)?;
+        Ok(Self {
             key,
             key_id: key_id.to_owned(),
             team_id: team_id.to_owned(),
-            token: RwLock::new((String::new(), Instant::now())),
-        };
-        *signer.token.write().unwrap_or_else(|e| e.into_inner()) = (signer.sign()?, Instant::now());
-        Ok(signer)
-    }
-
-    fn sign(&self) -> Result<String, String> {
-        let header = json!({"alg": "ES256", "kid": self.key_id});
-        let claims = json!({"iss": self.team_id, "iat": chrono::Utc::now().timestamp()});
-        let signed = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let signature = self
-            .key
-            .sign(&SystemRandom::new(), signed.as_bytes())
-            .map_err(|_| "cannot sign the APNs provider token".to_owned())?;
-        Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
+            token: RwLock::new((token, Instant::now())),
+        })
     }
 
     /// The current token, renewed once it is [`TOKEN_LIFETIME`] old.
@@ -97,10 +80,27 @@ impl Signer {
         }
         let mut token = self.token.write().unwrap_or_else(|e| e.into_inner());
         if token.1.elapsed() >= TOKEN_LIFETIME {
-            *token = (self.sign()?, Instant::now());
+            *token = (
+                sign(&self.key, &self.key_id, &self.team_id)?,
+                Instant::now(),
+            );
         }
         Ok(token.0.clone())
     }
+}
+
+fn sign(key: &EcdsaKeyPair, key_id: &str, team_id: &str) -> Result<String, String> {
+    let header = json!({"alg": "ES256", "kid": key_id});
+    let claims = json!({"iss": team_id, "iat": chrono::Utc::now().timestamp()});
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = key
+        .sign(&SystemRandom::new(), signed.as_bytes())
+        .map_err(|_| "cannot sign the APNs provider token".to_owned())?;
+    Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
 }
 
 impl std::fmt::Debug for Apns {
@@ -118,11 +118,7 @@ fn config_error(what: impl std::fmt::Display) -> PushError {
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, PushError> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut file| file.read_to_end(&mut bytes))
-        .map_err(|e| config_error(format!("cannot read {}: {e}", path.display())))?;
-    Ok(bytes)
+    std::fs::read(path).map_err(|e| config_error(format!("cannot read {}: {e}", path.display())))
 }
 
 impl Apns {
