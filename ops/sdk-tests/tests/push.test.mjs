@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { startServer } from './server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const KEY_FILE = path.resolve(here, '../../../services/oxbase/tests/fixtures/fcm-test-key.pem');
+const KEY_FILE = path.resolve(here, '../../push-fakes/fixtures/fcm-service-account-key.pem');
 const PROJECT = 'sdk-push';
 const ACCOUNT = 'push@sdk-push.iam.gserviceaccount.com';
 
