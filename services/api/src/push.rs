@@ -243,6 +243,20 @@ impl App {
     }
 
     /// Applies the same update to each installation in `ids`.
+    /// The `_Installation` objects a Parse find with `params` returns, as
+    /// the master key sees them.
+    async fn find_installations(&self, params: Value) -> ApiResult<Vec<Map<String, Value>>> {
+        let Value::Object(params) = params else {
+            return Ok(Vec::new());
+        };
+        let options = FindOptions::for_find(&params, self.db.limits())?;
+        let (found, _) = self
+            .db
+            .find(&Auth::master(), "_Installation", &options)
+            .await?;
+        Ok(found)
+    }
+
     async fn update_installations(&self, ids: &[String], change: Value) -> ApiResult<()> {
         let Value::Object(change) = change else {
             return Ok(());
@@ -293,18 +307,13 @@ impl PushStore for AppPushStore {
         if let Some(after) = after {
             parts.push(json!({"objectId": {"$gt": after}}));
         }
-        let mut params = Map::new();
-        params.insert("where".into(), json!({ "$and": parts }));
-        params.insert("order".into(), json!("objectId"));
-        params.insert("limit".into(), json!(limit));
-        params.insert(
-            "keys".into(),
-            json!("deviceType,deviceToken,badge,appIdentifier"),
-        );
-        let options = FindOptions::for_find(&params, app.db.limits()).map_err(text)?;
-        let (found, _) = app
-            .db
-            .find(&Auth::master(), "_Installation", &options)
+        let found = app
+            .find_installations(json!({
+                "where": {"$and": parts},
+                "order": "objectId",
+                "limit": limit,
+                "keys": "deviceType,deviceToken,badge,appIdentifier",
+            }))
             .await
             .map_err(text)?;
         Ok(found
@@ -335,14 +344,12 @@ impl PushStore for AppPushStore {
         app.update_installations(ids, json!({"badge": {"__op": "Increment", "amount": 1}}))
             .await
             .map_err(text)?;
-        let mut params = Map::new();
-        params.insert("where".into(), json!({"objectId": {"$in": ids}}));
-        params.insert("limit".into(), json!(ids.len()));
-        params.insert("keys".into(), json!("badge"));
-        let options = FindOptions::for_find(&params, app.db.limits()).map_err(text)?;
-        let (found, _) = app
-            .db
-            .find(&Auth::master(), "_Installation", &options)
+        let found = app
+            .find_installations(json!({
+                "where": {"objectId": {"$in": ids}},
+                "limit": ids.len(),
+                "keys": "badge",
+            }))
             .await
             .map_err(text)?;
         Ok(found

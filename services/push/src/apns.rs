@@ -22,14 +22,12 @@ use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use serde_json::{Map, Value, json};
 
-use crate::PushError;
 use crate::service::Delivery;
+use crate::{ATTEMPTS, Backoff, PushError};
 
 /// Apple refuses a provider token older than an hour, and one renewed
 /// more often than every 20 minutes.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(50 * 60);
-/// Attempts at a notification Apple answers 429 or 5xx.
-const ATTEMPTS: u32 = 4;
 
 pub struct Apns {
     http: reqwest::Client,
@@ -204,7 +202,7 @@ impl Apns {
         };
         let url = format!("{}/3/device/{}", self.endpoint, device.device_token);
         let body = notification.body(badge);
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::default();
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             let mut request = self
@@ -234,8 +232,7 @@ impl Apns {
                 Ok(response) => response,
                 Err(err) => {
                     last = format!("APNs: {err}");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    backoff.wait().await;
                     continue;
                 }
             };
@@ -257,8 +254,7 @@ impl Apns {
                 410 => return Delivery::Dead,
                 400 if reason == "BadDeviceToken" => return Delivery::Dead,
                 429 | 500..=599 if attempt < ATTEMPTS => {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    backoff.wait().await;
                 }
                 _ => return Delivery::Failed(last),
             }

@@ -15,12 +15,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
-use crate::PushError;
 use crate::service::Delivery;
+use crate::{ATTEMPTS, Backoff, PushError};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
-/// Attempts at a message Google answers 429 or 5xx.
-const ATTEMPTS: u32 = 4;
 
 #[derive(Deserialize)]
 struct ServiceAccount {
@@ -163,7 +161,7 @@ impl Fcm {
             self.endpoint, self.project_id
         );
         let body = message.body(token);
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::default();
         let mut renew = false;
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
@@ -183,8 +181,7 @@ impl Fcm {
                 Ok(response) => response,
                 Err(err) => {
                     last = format!("FCM: {err}");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    backoff.wait().await;
                     continue;
                 }
             };
@@ -207,8 +204,7 @@ impl Fcm {
                 _ if code == "UNREGISTERED" => return Delivery::Dead,
                 401 if !renew => renew = true,
                 429 | 500..=599 if attempt < ATTEMPTS => {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    backoff.wait().await;
                 }
                 _ => return Delivery::Failed(last),
             }

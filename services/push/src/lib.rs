@@ -41,6 +41,26 @@ pub(crate) fn nats(err: impl std::fmt::Display) -> PushError {
     PushError::Nats(err.to_string())
 }
 
+/// Attempts at a notification a provider answers 429 or 5xx, or cannot
+/// be reached for.
+pub(crate) const ATTEMPTS: u32 = 4;
+
+/// The wait between those attempts: 200 ms, doubling.
+pub(crate) struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(200))
+    }
+}
+
+impl Backoff {
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 *= 2;
+    }
+}
+
 /// What the push service reads and writes in the app's data: the API's
 /// object layer implements it.
 #[async_trait::async_trait]
