@@ -34,6 +34,9 @@ pub struct DatabaseSettings {
     pub relay: Option<Arc<crate::relay::RelaySignals>>,
     pub allow_client_class_creation: bool,
     pub allow_custom_object_id: bool,
+    /// Parse's `enforcePrivateUsers`: new users without an ACL are
+    /// readable by themselves only.
+    pub enforce_private_users: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +60,9 @@ pub struct PreparedWrite {
     events: Option<EventContext>,
     /// Installations this save duplicates, deleted once it is committed.
     duplicates: Vec<String>,
+    /// Whether this update sets a user's password, which ends the user's
+    /// sessions once it is committed.
+    sets_password: bool,
 }
 
 impl PreparedWrite {
@@ -94,6 +100,14 @@ impl PreparedWrite {
 
     pub fn is_delete(&self) -> bool {
         matches!(self.op, WriteOp::Delete { .. })
+    }
+
+    /// The user whose password this write changes.
+    pub(crate) fn password_changed_for(&self) -> Option<&str> {
+        match &self.op {
+            WriteOp::Update { object_id, .. } if self.sets_password => Some(object_id),
+            _ => None,
+        }
     }
 }
 
@@ -146,6 +160,10 @@ impl Database {
         self.settings.relay.as_ref()
     }
 
+    pub(crate) fn settings(&self) -> &DatabaseSettings {
+        &self.settings
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.settings.limits
     }
@@ -163,17 +181,31 @@ impl Database {
     }
 
     /// Runs a store call; when the store says the schemas it was given are
-    /// stale (another process changed a class), reloads them and runs it
-    /// once more.
-    async fn retry_stale<T, F, Fut>(&self, view: SchemaView, call: F) -> ApiResult<T>
+    /// stale (another process changed a class), reloads them into `view`
+    /// and runs it once more.
+    async fn retry_stale<T, F, Fut>(&self, view: &mut SchemaView, call: F) -> ApiResult<T>
     where
         F: Fn(SchemaView) -> Fut,
         Fut: std::future::Future<Output = oxbase_store::StoreResult<T>>,
     {
-        match call(view).await {
-            Err(StoreError::StaleSchema) => Ok(call(self.schemas.reload().await?).await?),
+        match call(view.clone()).await {
+            Err(StoreError::StaleSchema) => {
+                *view = self.schemas.reload().await?;
+                Ok(call(view.clone()).await?)
+            }
             other => Ok(other?),
         }
+    }
+
+    /// A query straight to the store, under the current schemas, for
+    /// lookups the object layer makes itself (users, sessions, roles).
+    pub(crate) async fn find_raw(&self, query: &Query) -> ApiResult<Vec<Object>> {
+        let mut view = self.schemas_for(&query.class_name, &[]).await?;
+        if view.get(&query.class_name).is_none() {
+            return Ok(Vec::new());
+        }
+        self.retry_stale(&mut view, |v| async move { self.store.find(&v, query).await })
+            .await
     }
 
     /// Makes sure the class has these fields, adding what is missing when
@@ -256,9 +288,13 @@ impl Database {
     ) -> ApiResult<(Vec<Object>, Option<u64>)> {
         validate_class_access(auth, class_name)?;
         installations_need_master(auth, class_name, "find")?;
-        let view = self
+        let mut view = self
             .schemas_for(class_name, &options.filter.fields())
             .await?;
+        // The owning class of a `$relatedTo` may be new to this process.
+        for (owner, key) in options.filter.relations_read() {
+            view = self.schemas_for(owner, &[key]).await?;
+        }
         self.check_class_exists(auth, &view, class_name)?;
         let class = view.get(class_name).map(Arc::as_ref);
         let mut restrict = Vec::new();
@@ -288,7 +324,7 @@ impl Database {
         let objects = if options.limit == 0 {
             Vec::new()
         } else {
-            self.retry_stale(view.clone(), |v| {
+            self.retry_stale(&mut view, |v| {
                 let (store, query) = (&self.store, &query);
                 async move { store.find(&v, query).await }
             })
@@ -296,7 +332,7 @@ impl Database {
         };
         let count = if options.count {
             Some(
-                self.retry_stale(view.clone(), |v| {
+                self.retry_stale(&mut view, |v| {
                     let (store, query) = (&self.store, &query);
                     async move { store.count(&v, query).await }
                 })
@@ -320,7 +356,7 @@ impl Database {
         options: &FindOptions,
     ) -> ApiResult<Object> {
         validate_class_access(auth, class_name)?;
-        let view = self.schemas_for(class_name, &[]).await?;
+        let mut view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         let class = view.get(class_name).map(Arc::as_ref);
         let clp = access::check_class(auth, class, Operation::Get)?;
@@ -333,7 +369,7 @@ impl Database {
         let mut query = store_query(class_name, &options);
         query.filter = self.restricted(auth, &view, class_name, query.filter, vec![clp])?;
         let objects = self
-            .retry_stale(view.clone(), |v| {
+            .retry_stale(&mut view, |v| {
                 let (store, query) = (&self.store, &query);
                 async move { store.find(&v, query).await }
             })
@@ -355,7 +391,7 @@ impl Database {
         operation: Operation,
     ) -> ApiResult<Object> {
         validate_class_access(auth, class_name)?;
-        let view = self.schemas_for(class_name, &[]).await?;
+        let mut view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         let class = view.get(class_name).map(Arc::as_ref);
         let clp = access::check_class(auth, class, operation)?;
@@ -376,7 +412,7 @@ impl Database {
         };
         let query = store_query(class_name, &options);
         let objects = self
-            .retry_stale(view.clone(), |v| {
+            .retry_stale(&mut view, |v| {
                 let (store, query) = (&self.store, &query);
                 async move { store.find(&v, query).await }
             })
@@ -548,6 +584,7 @@ impl Database {
             echo: parsed.echo,
             events: self.event_context(auth),
             duplicates: Vec::new(),
+            sets_password: false,
         })
     }
 
@@ -578,6 +615,11 @@ impl Database {
             _ => {}
         }
         self.ensure_fields(auth, class_name, &parsed.types).await?;
+        let sets_password = class_name == "_User"
+            && parsed
+                .changes
+                .iter()
+                .any(|(path, _)| path.field == "_hashed_password");
         Ok(PreparedWrite {
             op: WriteOp::Update {
                 class_name: class_name.to_owned(),
@@ -590,6 +632,7 @@ impl Database {
             echo: parsed.echo,
             events: self.event_context(auth),
             duplicates: Vec::new(),
+            sets_password,
         })
     }
 
@@ -627,6 +670,7 @@ impl Database {
             echo: Vec::new(),
             events: self.event_context(auth),
             duplicates: Vec::new(),
+            sets_password: false,
         })
     }
 
@@ -659,7 +703,7 @@ impl Database {
             events,
         };
         let outcomes = self
-            .retry_stale(self.schemas(), |v| {
+            .retry_stale(&mut self.schemas(), |v| {
                 let (store, batch) = (&self.store, batch.clone());
                 async move { store.write(&v, batch).await }
             })
@@ -690,8 +734,8 @@ fn validate_class_access(auth: &Auth, class_name: &str) -> ApiResult<()> {
         "_User" | "_Role" | "_Session" | "_Installation" => Ok(()),
         // Written by the jobs and cron services; Parse Server lets only
         // the master key near them.
-        "_JobStatus" | "_JobSchedule" | "_PushStatus" if auth.master => Ok(()),
-        "_JobStatus" | "_JobSchedule" | "_PushStatus" => Err(ApiError::new(
+        "_JobStatus" | "_JobSchedule" | "_PushStatus" | "_Audience" if auth.master => Ok(()),
+        "_JobStatus" | "_JobSchedule" | "_PushStatus" | "_Audience" => Err(ApiError::new(
             code::OPERATION_FORBIDDEN,
             format!(
                 "Clients aren't allowed to perform this operation on the {class_name} collection."

@@ -5,6 +5,7 @@
 mod access;
 mod auth;
 mod cron;
+mod dashboard;
 mod db;
 mod error;
 mod files;
@@ -50,6 +51,7 @@ pub struct App {
     batch_prefixes: Vec<String>,
     sessions: sessions::SessionCache,
     session_length_secs: u64,
+    revoke_session_on_password_reset: bool,
     files: files::Files,
     /// Cloud functions and triggers; `None` without NATS.
     hooks: Option<hooks::HookRunner>,
@@ -99,6 +101,7 @@ impl App {
             relay: relay.clone(),
             allow_client_class_creation: config.allow_client_class_creation,
             allow_custom_object_id: config.allow_custom_object_id,
+            enforce_private_users: config.enforce_private_users,
         };
         let db = Database::open(store, settings)
             .await
@@ -118,6 +121,7 @@ impl App {
             batch_prefixes,
             sessions: sessions::SessionCache::default(),
             session_length_secs: config.session_length_secs,
+            revoke_session_on_password_reset: config.revoke_session_on_password_reset,
             files: files::Files::from_config(config),
             hooks: hooks.map(|hooks| hooks::HookRunner::new(config, hooks)),
             jobs,

@@ -37,17 +37,13 @@ impl Reply {
 /// that says so rather than "no such route".
 const NOT_YET: &[&str] = &[
     "aggregate",
-    "purge",
     "requestPasswordReset",
     "verificationEmailRequest",
     "upgradeToRevocableSession",
     "verifyPassword",
     "loginAs",
     "graphql",
-    "serverInfo",
-    "scriptlog",
     "events",
-    "push_audiences",
     "validate_purchase",
     "challenge",
     "apps",
@@ -113,9 +109,11 @@ pub(crate) struct WriteEffect {
     pub deleted: Option<String>,
     /// The installations it duplicates.
     pub duplicates: Vec<String>,
+    /// The user whose password it changed.
+    pub password_changed_for: Option<String>,
 }
 
-fn write_effect(write: &PreparedWrite) -> WriteEffect {
+pub(crate) fn write_effect(write: &PreparedWrite) -> WriteEffect {
     let deleted = write
         .is_delete()
         .then(|| write.object_id().map(str::to_owned))
@@ -124,6 +122,7 @@ fn write_effect(write: &PreparedWrite) -> WriteEffect {
         class_name: write.class_name().to_owned(),
         deleted,
         duplicates: write.duplicates().to_vec(),
+        password_changed_for: write.password_changed_for().map(str::to_owned),
     }
 }
 
@@ -149,8 +148,11 @@ impl App {
             let prepared = self.prepare(auth, req, &write).await?;
             let effect = write_effect(&prepared);
             let reply = self.db.commit_one(prepared).await?;
-            self.after_writes(&[effect]).await;
-            return Ok(self.write_reply(req, &write, reply));
+            self.after_writes(std::slice::from_ref(&effect)).await;
+            let mut reply = self.write_reply(req, &write, reply);
+            self.renew_session_after(auth, &effect, &mut reply.body)
+                .await?;
+            return Ok(reply);
         }
         let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
         match (&req.method, s.as_slice()) {
@@ -193,13 +195,14 @@ impl App {
             (&Method::GET | &Method::POST, ["functions", name]) => {
                 self.function_route(auth, req, name).await
             }
+            (_, ["serverInfo"]) => self.server_info(auth, req),
+            (_, ["purge", ..]) => self.purge(auth, req).await,
+            (_, ["push_audiences", ..]) => self.push_audiences(auth, req).await,
+            (_, ["scriptlog", ..]) => self.script_log(auth, req),
             (_, [root, ..]) if NOT_YET.contains(root) => {
                 Err(ApiError::not_supported(format!("/{root}")))
             }
-            _ => Err(ApiError::NoRoute {
-                method: req.method.to_string(),
-                path: format!("{}/{}", self.mount, req.segments.join("/")),
-            }),
+            _ => Err(self.no_route(req)),
         }
     }
 
@@ -352,15 +355,24 @@ impl App {
         if !prepared.is_empty() {
             let effects: Vec<_> = prepared.iter().map(write_effect).collect();
             let replies = self.db.commit(prepared, transaction).await?;
-            let committed: Vec<WriteEffect> = effects
-                .into_iter()
+            let committed: Vec<&WriteEffect> = effects
+                .iter()
                 .zip(&replies)
                 .filter(|(_, reply)| reply.is_ok())
                 .map(|(effect, _)| effect)
                 .collect();
             self.after_writes(&committed).await;
-            for (i, reply) in indexes.into_iter().zip(replies) {
-                results[i] = Some(reply.map(|r| r.body()));
+            for ((i, reply), effect) in indexes.into_iter().zip(replies).zip(&effects) {
+                let answer = match reply {
+                    Ok(reply) => {
+                        let mut body = reply.body();
+                        self.renew_session_after(auth, effect, &mut body)
+                            .await
+                            .map(|()| body)
+                    }
+                    Err(err) => Err(err),
+                };
+                results[i] = Some(answer);
             }
         }
         let answers = join_all(reads.iter().map(|&i| self.dispatch(auth, &subs[i]))).await;

@@ -4,7 +4,7 @@
 //! schema it was given is stale.
 
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use oxbase_store::{ClassSchema, SchemaView, Store, StoreResult};
 
@@ -28,10 +28,6 @@ impl Change {
         }
     }
 }
-
-/// Reloads caused by unknown names happen at most this often, so requests
-/// naming classes that do not exist cannot hammer the store.
-const MISS_RELOAD_INTERVAL: Duration = Duration::from_millis(50);
 
 pub struct SchemaCache {
     store: Arc<dyn Store>,
@@ -96,19 +92,15 @@ impl SchemaCache {
     }
 
     /// The schemas, reloaded first when they do not know the class or one
-    /// of `fields` (another process may have added them).
+    /// of `fields` (another process may have just added them). Requests
+    /// naming classes that do not exist cannot hammer the store: reloads
+    /// run one at a time, and every request that waited on one shares it.
     pub async fn for_class(&self, class_name: &str, fields: &[&str]) -> StoreResult<SchemaView> {
         let view = self.current();
         let known = view
             .get(class_name)
             .is_some_and(|class| fields.iter().all(|f| class.fields.contains_key(*f)));
-        let recent = self
-            .last_reload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
-            < MISS_RELOAD_INTERVAL;
-        if known || recent {
+        if known {
             return Ok(view);
         }
         self.reload().await

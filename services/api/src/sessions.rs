@@ -176,11 +176,7 @@ impl App {
     }
 
     pub(crate) async fn find_all(&self, query: Query) -> ApiResult<Vec<Object>> {
-        let view = self.db.schemas_for(&query.class_name, &[]).await?;
-        if view.get(&query.class_name).is_none() {
-            return Ok(Vec::new());
-        }
-        Ok(self.db.store().find(&view, &query).await?)
+        self.db.find_raw(&query).await
     }
 
     /// `role:Name` of the roles whose `users` hold the user, and of the

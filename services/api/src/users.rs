@@ -113,14 +113,19 @@ impl Database {
             ));
         }
         self.check_user_fields(None, parsed).await?;
-        if set_value(parsed, "ACL").is_none() {
-            parsed.changes.push((
-                FieldPath::new("ACL"),
-                UpdateOp::Set(
-                    json!({"*": {"read": true}, object_id: {"read": true, "write": true}}),
-                ),
-            ));
-        }
+        // As Parse: the user may always read and change itself, whatever
+        // ACL it was given; without one, others may read it only when
+        // private users are not enforced.
+        let mut acl = match set_value(parsed, "ACL") {
+            Some(UpdateOp::Set(Value::Object(acl))) => acl.clone(),
+            _ if self.settings().enforce_private_users => Map::new(),
+            _ => Map::from_iter([("*".to_owned(), json!({"read": true}))]),
+        };
+        acl.insert(object_id.to_owned(), json!({"read": true, "write": true}));
+        parsed.changes.retain(|(path, _)| path.field != "ACL");
+        parsed
+            .changes
+            .push((FieldPath::new("ACL"), UpdateOp::Set(Value::Object(acl))));
         self.hash_password_change(parsed).await
     }
 
@@ -172,12 +177,8 @@ impl Database {
                     Condition::Ne(QueryValue::String(own_id.to_owned())),
                 ));
             }
-            let view = self.schemas_for("_User", &[]).await?;
-            if view.get("_User").is_none() {
-                return Ok::<bool, ApiError>(false);
-            }
             let query = oxbase_store::Query::new("_User").filter(filter).limit(1);
-            Ok(!self.store().find(&view, &query).await?.is_empty())
+            Ok::<bool, ApiError>(!self.find_raw(&query).await?.is_empty())
         };
         if let Some(username) = set_string(parsed, "username")?
             && taken("username", username).await?
@@ -230,10 +231,11 @@ impl Database {
     }
 
     /// A new session for a user, valid for the configured session length.
+    /// `action` is how it was made (`createdWith`), when Parse records one.
     pub(crate) async fn prepare_session(
         &self,
         user_id: &str,
-        action: &str,
+        action: Option<&str>,
         installation_id: Option<&str>,
         session_length_secs: u64,
     ) -> ApiResult<(PreparedWrite, String)> {
@@ -246,10 +248,12 @@ impl Database {
             "user".into(),
             json!({"__type": "Pointer", "className": "_User", "objectId": user_id}),
         );
-        body.insert(
-            "createdWith".into(),
-            json!({"action": action, "authProvider": "password"}),
-        );
+        if let Some(action) = action {
+            body.insert(
+                "createdWith".into(),
+                json!({"action": action, "authProvider": "password"}),
+            );
+        }
         body.insert(
             "expiresAt".into(),
             json!({"__type": "Date", "iso": format_date(expires)}),
@@ -346,7 +350,7 @@ impl App {
             .db
             .prepare_session(
                 &user_id,
-                "signup",
+                Some("signup"),
                 auth.installation_id.as_deref(),
                 self.session_length_secs,
             )
@@ -411,7 +415,7 @@ impl App {
             .db
             .prepare_session(
                 &user_id,
-                "login",
+                Some("login"),
                 auth.installation_id.as_deref(),
                 self.session_length_secs,
             )
@@ -501,8 +505,20 @@ impl App {
 
     /// After writes commit: sessions of deleted users go, and cached
     /// tokens and roles that the writes made stale are forgotten.
-    pub(crate) async fn after_writes(&self, effects: &[crate::routes::WriteEffect]) {
+    pub(crate) async fn after_writes<E>(&self, effects: &[E])
+    where
+        E: std::borrow::Borrow<crate::routes::WriteEffect>,
+    {
         for effect in effects {
+            let effect = effect.borrow();
+            if let Some(user_id) = &effect.password_changed_for
+                && self.revoke_session_on_password_reset
+            {
+                self.sessions.forget_user(user_id);
+                if let Err(err) = self.delete_sessions_of(user_id).await {
+                    tracing::warn!(%err, user_id, "cannot end sessions after a password change");
+                }
+            }
             match (effect.class_name.as_str(), &effect.deleted) {
                 ("_Role", _) => self.sessions.clear(),
                 ("_User", Some(user_id)) => {
@@ -519,6 +535,34 @@ impl App {
                 _ => {}
             }
         }
+    }
+
+    /// After a user changed their own password, Parse answers with a new
+    /// session (the old ones are gone); the master key gets none.
+    pub(crate) async fn renew_session_after(
+        &self,
+        auth: &Auth,
+        effect: &crate::routes::WriteEffect,
+        body: &mut Value,
+    ) -> ApiResult<()> {
+        let Some(user_id) = &effect.password_changed_for else {
+            return Ok(());
+        };
+        if auth.master {
+            return Ok(());
+        }
+        let (session, token) = self
+            .db
+            .prepare_session(
+                user_id,
+                None,
+                auth.installation_id.as_deref(),
+                self.session_length_secs,
+            )
+            .await?;
+        self.db.commit_one(session).await?;
+        body["sessionToken"] = Value::from(token);
+        Ok(())
     }
 
     async fn delete_sessions_of(&self, user_id: &str) -> ApiResult<()> {

@@ -40,6 +40,11 @@ const PARSE_SERVER_ALIASES: &[(&str, &str)] = &[
     ("PARSE_SERVER_READ_ONLY_MASTER_KEY", "read_only_master_key"),
     ("PARSE_SERVER_MASTER_KEY_IPS", "master_key_ips"),
     ("PARSE_SERVER_SESSION_LENGTH", "session_length_secs"),
+    ("PARSE_SERVER_ENFORCE_PRIVATE_USERS", "enforce_private_users"),
+    (
+        "PARSE_SERVER_REVOKE_SESSION_ON_PASSWORD_RESET",
+        "revoke_session_on_password_reset",
+    ),
     ("PARSE_SERVER_WEBHOOK_KEY", "triggers.webhook_key"),
 ];
 
@@ -515,6 +520,12 @@ pub struct Config {
     pub allow_client_class_creation: bool,
     /// Let clients choose the objectId of new objects.
     pub allow_custom_object_id: bool,
+    /// A user signed up without an ACL may be read only by itself (Parse
+    /// Server 9's `enforcePrivateUsers`); `false` makes it public-read.
+    pub enforce_private_users: bool,
+    /// A password change ends every session of the user (Parse's
+    /// `revokeSessionOnPasswordReset`); the user gets a new one.
+    pub revoke_session_on_password_reset: bool,
     pub limits: Limits,
     pub files: FilesConfig,
     pub events: EventsConfig,
@@ -553,6 +564,8 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:4222".into(),
             allow_client_class_creation: false,
             allow_custom_object_id: false,
+            enforce_private_users: true,
+            revoke_session_on_password_reset: true,
             limits: Limits::default(),
             files: FilesConfig::default(),
             events: EventsConfig::default(),

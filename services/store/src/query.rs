@@ -233,6 +233,20 @@ impl Filter {
         }
     }
 
+    /// The relations a `$relatedTo` reads, as (owning class, key), so
+    /// callers can tell whether their schema knows them.
+    pub fn relations_read(&self) -> Vec<(&str, &str)> {
+        match self {
+            Filter::And(parts) | Filter::Or(parts) | Filter::Nor(parts) => {
+                parts.iter().flat_map(Filter::relations_read).collect()
+            }
+            Filter::RelatedTo {
+                owner_class, key, ..
+            } => vec![(owner_class, key)],
+            _ => Vec::new(),
+        }
+    }
+
     /// The `$nearSphere` condition that orders results, if any: one at the
     /// top level or in a top-level `$and`.
     pub fn near_sphere(&self) -> Option<(&FieldPath, GeoPoint)> {

@@ -42,6 +42,14 @@ pub(super) struct Select {
     pub with_score: bool,
 }
 
+impl Select {
+    /// The column that says whether the stored schema has fields this
+    /// statement's schema lacks.
+    pub fn schema_outdated_column(&self) -> usize {
+        5 + self.columns.len() + usize::from(self.with_score)
+    }
+}
+
 pub(super) struct Compiler<'a> {
     schemas: &'a SchemaView,
     pub params: Params,
@@ -200,6 +208,22 @@ impl<'a> Compiler<'a> {
         if with_score {
             list.push(format!("{}::float8", score.as_deref().unwrap_or("0")));
         }
+        // Parse Server adds columns without telling anyone (schema hooks
+        // are off by default), so each read checks, once per statement,
+        // whether `_SCHEMA` lists a field this schema lacks; the caller
+        // then reloads and reads again.
+        let known: Vec<Value> = class
+            .fields
+            .keys()
+            .map(String::as_str)
+            .chain(super::layout::UNLISTED_STORED_FIELDS.iter().copied())
+            .map(Value::from)
+            .collect();
+        list.push(format!(
+            "EXISTS (SELECT 1 FROM \"_SCHEMA\" AS s CROSS JOIN LATERAL jsonb_object_keys(s.\"schema\"->'fields') AS f(name) WHERE s.\"className\" = {} AND NOT ({} ? f.name))",
+            self.params.text(class.class_name.clone()),
+            self.params.json(Value::Array(known)),
+        ));
         let mut sql = format!(
             "SELECT {} FROM {} AS {alias} WHERE {filter}",
             list.join(", "),
