@@ -204,8 +204,11 @@ impl Database {
         if view.get(&query.class_name).is_none() {
             return Ok(Vec::new());
         }
-        self.retry_stale(&mut view, |v| async move { self.store.find(&v, query).await })
-            .await
+        self.retry_stale(
+            &mut view,
+            |v| async move { self.store.find(&v, query).await },
+        )
+        .await
     }
 
     /// Makes sure the class has these fields, adding what is missing when
@@ -345,6 +348,32 @@ impl Database {
             .finish(auth, &view, class_name, objects, options, &protected)
             .await?;
         Ok((objects, count))
+    }
+
+    /// The store's plan for a find (`explain`), for the master key, which
+    /// sees every object, so no permission narrows the query.
+    pub async fn explain(&self, class_name: &str, options: &FindOptions) -> ApiResult<Value> {
+        let mut view = self
+            .schemas_for(class_name, &options.filter.fields())
+            .await?;
+        let query = store_query(class_name, options);
+        self.retry_stale(&mut view, |v| {
+            let (store, query) = (&self.store, &query);
+            async move { store.explain(&v, query).await }
+        })
+        .await
+    }
+
+    /// The class a find with `redirectClassNameForKey` reads: the target
+    /// of the relation `key`, or the class itself when `key` is not one.
+    pub async fn relation_target(&self, class_name: &str, key: &str) -> ApiResult<String> {
+        let view = self.schemas_for(class_name, &[key]).await?;
+        Ok(
+            match view.get(class_name).and_then(|class| class.field_type(key)) {
+                Some(FieldType::Relation { target_class }) => target_class.clone(),
+                _ => class_name.to_owned(),
+            },
+        )
     }
 
     /// `GET /classes/{class}/{id}`.

@@ -736,6 +736,37 @@ fn split_list(text: &str) -> impl Iterator<Item = &str> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// Options of `GET /classes/{class}` that change what the find answers
+/// rather than which objects match.
+#[derive(Debug, Default)]
+pub struct FindMode {
+    /// Answer the store's plan instead of objects (master key only).
+    pub explain: bool,
+    /// Query the target class of this relation field of the class, as the
+    /// SDKs' `relation.query()` does.
+    pub redirect_key: Option<String>,
+}
+
+impl FindMode {
+    /// Takes the mode's parameters out of `params`.
+    pub fn take(params: &mut Map<String, Value>) -> ApiResult<Self> {
+        let explain = truthy(params.remove("explain").as_ref());
+        let redirect_key = match params.remove("redirectClassNameForKey") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(key)) => Some(key),
+            Some(_) => {
+                return Err(ApiError::query(
+                    "redirectClassNameForKey must be a field name",
+                ));
+            }
+        };
+        Ok(Self {
+            explain,
+            redirect_key,
+        })
+    }
+}
+
 impl FindOptions {
     /// The options of `GET /classes/{class}`.
     pub fn for_find(params: &Map<String, Value>, limits: &Limits) -> ApiResult<Self> {

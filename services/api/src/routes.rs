@@ -9,7 +9,7 @@ use crate::auth::Auth;
 use crate::db::{PreparedWrite, WriteReply};
 use crate::error::{ApiError, ApiResult};
 use crate::installations;
-use crate::query::FindOptions;
+use crate::query::{FindMode, FindOptions};
 use crate::request::ParseRequest;
 
 /// A response body with its status and, for creates, its `Location`.
@@ -161,9 +161,29 @@ impl App {
             (&Method::GET | &Method::POST, ["login"]) => self.login(auth, req).await,
             (&Method::POST, ["logout"]) => self.logout(auth).await,
             (&Method::GET, ["classes", class]) => {
-                let options = FindOptions::for_find(&req.params, self.db.limits())?;
-                let (mut results, count) = self.db.find(auth, class, &options).await?;
+                let mut params = req.params.clone();
+                let mode = FindMode::take(&mut params)?;
+                let class = match &mode.redirect_key {
+                    Some(key) => self.db.relation_target(class, key).await?,
+                    None => (*class).to_owned(),
+                };
+                let options = FindOptions::for_find(&params, self.db.limits())?;
+                if mode.explain {
+                    if !auth.master {
+                        return Err(ApiError::query(
+                            "Using the explain query parameter requires the master key",
+                        ));
+                    }
+                    let plan = self.db.explain(&class, &options).await?;
+                    return Ok(Reply::ok(json!({ "results": plan })));
+                }
+                let (mut results, count) = self.db.find(auth, &class, &options).await?;
                 self.expand_files(req, &mut results);
+                if mode.redirect_key.is_some() {
+                    for object in &mut results {
+                        object.insert("className".into(), Value::from(class.as_str()));
+                    }
+                }
                 let mut body = Map::new();
                 body.insert(
                     "results".into(),

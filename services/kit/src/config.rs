@@ -40,7 +40,10 @@ const PARSE_SERVER_ALIASES: &[(&str, &str)] = &[
     ("PARSE_SERVER_READ_ONLY_MASTER_KEY", "read_only_master_key"),
     ("PARSE_SERVER_MASTER_KEY_IPS", "master_key_ips"),
     ("PARSE_SERVER_SESSION_LENGTH", "session_length_secs"),
-    ("PARSE_SERVER_ENFORCE_PRIVATE_USERS", "enforce_private_users"),
+    (
+        "PARSE_SERVER_ENFORCE_PRIVATE_USERS",
+        "enforce_private_users",
+    ),
     (
         "PARSE_SERVER_REVOKE_SESSION_ON_PASSWORD_RESET",
         "revoke_session_on_password_reset",

@@ -6,6 +6,7 @@
 //! event outbox) lives in one place per backend.
 
 pub mod acl;
+pub mod aggregate;
 mod error;
 pub mod geo;
 pub mod include;
@@ -68,6 +69,15 @@ pub trait Store: Send + Sync {
 
     /// How many objects match the query's filter (ignoring skip and limit).
     async fn count(&self, schemas: &SchemaView, query: &Query) -> StoreResult<u64>;
+
+    /// The database's own plan for the statement [`Store::find`] would run
+    /// for this query (Parse's `explain`), in the backend's shape: SQLite's
+    /// `EXPLAIN QUERY PLAN` rows as `[{"id", "parent", "detail"}]`,
+    /// PostgreSQL's `EXPLAIN (FORMAT JSON)` rows as
+    /// `[{"QUERY PLAN": [{"Plan": ...}]}]` (as Parse Server answers),
+    /// MongoDB's `explain` reply (`queryPlanner`, `executionStats`, ...).
+    /// A class missing from `schemas` has no plan: `[]`.
+    async fn explain(&self, schemas: &SchemaView, query: &Query) -> StoreResult<serde_json::Value>;
 
     /// Applies a batch of writes. For a non-atomic batch, the result holds
     /// each op's outcome in order. For an atomic batch, an `Err` means

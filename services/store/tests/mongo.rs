@@ -118,6 +118,7 @@ conformance_tests!(
     unique_fields_of_system_classes,
     schema_operations,
     writes_leave_events_in_the_outbox,
+    explain_answers_the_plan,
 );
 
 /// What lands in MongoDB is what Parse Server writes and reads.

@@ -107,4 +107,38 @@ conformance_tests!(
     unique_fields_of_system_classes,
     schema_operations,
     writes_leave_events_in_the_outbox,
+    explain_answers_the_plan,
 );
+
+/// PostgreSQL's plan is its `EXPLAIN (FORMAT JSON)` rows, as Parse Server
+/// answers them: `[{"QUERY PLAN": [{"Plan": {...}}]}]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_is_the_json_plan() {
+    let (store, _db) = TestDatabase::create().await;
+    let view = conformance::seed(
+        &store,
+        "Plan",
+        vec![serde_json::json!({"objectId": "p1", "rank": 1})],
+    )
+    .await;
+    let mut query = oxbase_store::Query::new("Plan").limit(5);
+    query.order = vec![oxbase_store::SortKey::Field {
+        path: oxbase_store::FieldPath::new("rank"),
+        descending: false,
+    }];
+    let plan = store.explain(&view, &query).await.unwrap();
+    let rows = plan.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{plan}");
+    let top = &rows[0]["QUERY PLAN"][0]["Plan"];
+    assert_eq!(top["Node Type"], "Limit", "{plan}");
+    fn node_types<'a>(node: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        out.extend(node["Node Type"].as_str());
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            node_types(child, out);
+        }
+    }
+    let mut types = Vec::new();
+    node_types(top, &mut types);
+    assert!(types.contains(&"Sort"), "{plan}");
+    assert!(types.contains(&"Seq Scan"), "{plan}");
+}

@@ -45,6 +45,7 @@ conformance_tests!(
     unique_fields_of_system_classes,
     schema_operations,
     writes_leave_events_in_the_outbox,
+    explain_answers_the_plan,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,4 +71,39 @@ async fn data_survives_reopening() {
         .unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["v"], 1);
+}
+
+/// SQLite's plan is its `EXPLAIN QUERY PLAN` rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_is_the_query_plan() {
+    let (store, _dir) = store();
+    let view = conformance::seed(
+        &store,
+        "Plan",
+        vec![serde_json::json!({"objectId": "p1", "rank": 1})],
+    )
+    .await;
+    let query = oxbase_store::Query::new("Plan").filter(oxbase_store::Filter::field(
+        "objectId",
+        oxbase_store::Condition::Eq(oxbase_store::QueryValue::String("p1".into())),
+    ));
+    let plan = store.explain(&view, &query).await.unwrap();
+    let rows = plan.as_array().unwrap();
+    assert!(!rows.is_empty());
+    for row in rows {
+        let mut keys: Vec<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["detail", "id", "parent"], "{plan}");
+    }
+    // The objectId is the key: a search, not a scan.
+    assert!(
+        rows.iter()
+            .any(|row| row["detail"].as_str().unwrap().starts_with("SEARCH")),
+        "{plan}"
+    );
 }

@@ -6,6 +6,7 @@ mod acl;
 mod bad_input;
 mod batch;
 mod config;
+mod dashboard;
 mod files;
 mod installations;
 mod keys;

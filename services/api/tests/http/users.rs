@@ -224,7 +224,20 @@ async fn only_the_user_or_the_master_key_changes_a_user() {
     let other = as_user(&server, &bob.token, Method::DELETE, &path, None).await;
     assert_eq!((other.0, code(&other)), (404, 101));
 
-    // Bob sees Ann, but not her email.
+    // Users are private, as in Parse Server 9; once Ann opens her ACL,
+    // Bob sees her, but not her email.
+    let hidden = as_user(&server, &bob.token, Method::GET, &path, None).await;
+    assert_eq!((hidden.0, code(&hidden)), (404, 101), "{}", hidden.1);
+    let public = json!({"*": {"read": true}, ann.id.as_str(): {"read": true, "write": true}});
+    let (status, body) = as_user(
+        &server,
+        &ann.token,
+        Method::PUT,
+        &path,
+        Some(json!({ "ACL": public })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let (status, seen) = as_user(&server, &bob.token, Method::GET, &path, None).await;
     assert_eq!(status, 200);
     assert_eq!(seen["username"], "ann");
@@ -239,7 +252,8 @@ async fn only_the_user_or_the_master_key_changes_a_user() {
     .await;
     assert_eq!((probe.0, code(&probe)), (400, 119));
 
-    // Ann changes her password: the old one stops working.
+    // Ann changes her password: the old one stops working, and so does
+    // her session; the answer carries her new one.
     let (status, body) = as_user(
         &server,
         &ann.token,
@@ -249,6 +263,12 @@ async fn only_the_user_or_the_master_key_changes_a_user() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    let ended = as_user(&server, &ann.token, Method::GET, "users/me", None).await;
+    assert_eq!(code(&ended), 209);
+    let ann = User {
+        id: ann.id,
+        token: body["sessionToken"].as_str().unwrap().to_owned(),
+    };
     let old = server
         .post("login", json!({"username": "ann", "password": "ann-pw"}))
         .await;
@@ -312,4 +332,104 @@ async fn no_query_returns_secrets() {
     assert_eq!(body["results"], json!([]));
     let (_, include) = server.get("classes/_Session?include=user").await;
     assert_eq!(include["results"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_users_are_private_unless_that_is_turned_off() {
+    let server = TestServer::start().await;
+    let ann = signup(&server, "ann").await;
+    let (_, stored) = server
+        .master_json(Method::GET, &format!("users/{}", ann.id), None)
+        .await;
+    assert_eq!(
+        stored["ACL"],
+        json!({ann.id.as_str(): {"read": true, "write": true}})
+    );
+    // A given ACL keeps the user's own access, as Parse adds it.
+    let (_, given) = server
+        .post(
+            "users",
+            json!({"username": "cy", "password": "pw", "ACL": {"*": {"read": true}}}),
+        )
+        .await;
+    let id = given["objectId"].as_str().unwrap();
+    let (_, stored) = server
+        .master_json(Method::GET, &format!("users/{id}"), None)
+        .await;
+    assert_eq!(
+        stored["ACL"],
+        json!({"*": {"read": true}, id: {"read": true, "write": true}})
+    );
+
+    let open = TestServer::start_with(|c| c.enforce_private_users = false).await;
+    let bob = signup(&open, "bob").await;
+    let dan = signup(&open, "dan").await;
+    let (status, seen) = as_user(
+        &open,
+        &dan.token,
+        Method::GET,
+        &format!("users/{}", bob.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(
+        seen["ACL"],
+        json!({"*": {"read": true}, bob.id.as_str(): {"read": true, "write": true}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_ends_every_session_of_the_user() {
+    let server = TestServer::start().await;
+    let ann = signup(&server, "ann").await;
+    let (_, phone) = server
+        .post("login", json!({"username": "ann", "password": "ann-pw"}))
+        .await;
+    let phone = phone["sessionToken"].as_str().unwrap().to_owned();
+    let path = format!("users/{}", ann.id);
+    let (status, body) = as_user(
+        &server,
+        &ann.token,
+        Method::PUT,
+        &path,
+        Some(json!({"password": "next-pw"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let fresh = body["sessionToken"]
+        .as_str()
+        .expect("a new session")
+        .to_owned();
+    for token in [&ann.token, &phone] {
+        let ended = as_user(&server, token, Method::GET, "users/me", None).await;
+        assert_eq!(code(&ended), 209, "{}", ended.1);
+    }
+    let (status, me) = as_user(&server, &fresh, Method::GET, "users/me", None).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["username"], "ann");
+
+    // The master key ends them too, and gets no session.
+    let (status, body) = server
+        .master_json(Method::PUT, &path, Some(json!({"password": "third-pw"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("sessionToken").is_none(), "{body}");
+    let ended = as_user(&server, &fresh, Method::GET, "users/me", None).await;
+    assert_eq!(code(&ended), 209);
+
+    // Turned off, other sessions live on.
+    let kept = TestServer::start_with(|c| c.revoke_session_on_password_reset = false).await;
+    let bob = signup(&kept, "bob").await;
+    let (status, body) = as_user(
+        &kept,
+        &bob.token,
+        Method::PUT,
+        &format!("users/{}", bob.id),
+        Some(json!({"password": "next-pw"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = as_user(&kept, &bob.token, Method::GET, "users/me", None).await;
+    assert_eq!(status, 200);
 }

@@ -374,19 +374,108 @@ impl MongoStore {
         Ok(())
     }
 
+    /// The filter and options of a find, shared by `find` and `explain`,
+    /// after resolving subqueries and making the text indexes `$text`
+    /// needs (as Parse does before either).
+    async fn compile_find(
+        &self,
+        schemas: &SchemaView,
+        class: &ClassSchema,
+        query: &Query,
+    ) -> StoreResult<FindCommand> {
+        let resolved = self.resolve(schemas, class, &query.filter).await?;
+        self.ensure_text_indexes(class, &resolved).await;
+        find_command(class, query, resolved)
+    }
+
+    /// Parse's recovery from `err` when a `$nearSphere` order lacks its
+    /// index: builds the `2d` index so the caller can try once more. Any
+    /// other error is the query's.
+    async fn recover_near_index(
+        &self,
+        class: &ClassSchema,
+        command: &FindCommand,
+        err: mongodb::error::Error,
+    ) -> StoreResult<()> {
+        if command.near != NearOrder::ByDistance || !lacks_geo_index(&err) {
+            return Err(query_error(err));
+        }
+        let Some((path, _)) = command.resolved.near_sphere() else {
+            return Err(query_error(err));
+        };
+        let key = filter::stored_path(class, path)?;
+        self.create_near_index(&class.class_name, &key).await
+    }
+
     async fn find_documents(
         &self,
         class: &ClassSchema,
-        filter: Document,
-        options: FindOptions,
+        command: &FindCommand,
     ) -> Result<Vec<Document>, mongodb::error::Error> {
         self.collection(&class.class_name)
-            .find(filter)
-            .with_options(options)
+            .find(command.filter.clone())
+            .with_options(command.options.clone())
             .await?
             .try_collect()
             .await
     }
+
+    /// Runs a read command with the configured read preference, as finds
+    /// and counts use.
+    async fn run_read_command(&self, command: Document) -> Result<Document, mongodb::error::Error> {
+        let run = self.db.run_command(command);
+        match self.db.selection_criteria() {
+            Some(criteria) => run.selection_criteria(criteria.clone()).await,
+            None => run.await,
+        }
+    }
+}
+
+/// What a find sends (its filter and options), and what its `$nearSphere`
+/// index recovery needs.
+struct FindCommand {
+    filter: Document,
+    options: FindOptions,
+    near: NearOrder,
+    resolved: crate::query::Filter,
+}
+
+/// The find of `query` once its filter is `resolved`.
+fn find_command(
+    class: &ClassSchema,
+    query: &Query,
+    resolved: crate::query::Filter,
+) -> StoreResult<FindCommand> {
+    let has_text = !text_fields(&resolved).is_empty();
+    let sort = sort_document(class, &query.order, has_text)?;
+    // `$nearSphere` orders by distance when nothing else orders; Mongo
+    // cannot combine it with `$text`.
+    let near = if sort.is_none() && !has_text {
+        NearOrder::ByDistance
+    } else {
+        NearOrder::None
+    };
+    let filter = filter_document(class, &resolved, near)?;
+    let mut options = FindOptions::default();
+    options.sort = sort;
+    options.projection = projection(class, query.keys.as_deref(), has_text);
+    options.skip = (query.skip > 0).then(|| u64::try_from(query.skip).unwrap_or(u64::MAX));
+    options.limit = query.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+    Ok(FindCommand {
+        filter,
+        options,
+        near,
+        resolved,
+    })
+}
+
+/// The `explain` command of a find as the Node driver (and so Parse's
+/// `explain: true`) sends it: the `find` command with the filter and the
+/// options as the driver serializes them, at `allPlansExecution`.
+fn explain_command(collection: &str, command: &FindCommand) -> StoreResult<Document> {
+    let mut find = doc! {"find": collection, "filter": command.filter.clone()};
+    find.extend(mongodb::bson::to_document(&command.options).map_err(StoreError::backend)?);
+    Ok(doc! {"explain": find, "verbosity": "allPlansExecution"})
 }
 
 /// Whether `hello` says the server runs transactions: a replica set member
@@ -599,40 +688,15 @@ impl Store for MongoStore {
         if query.limit == Some(0) {
             return Ok(Vec::new());
         }
-        let resolved = self.resolve(schemas, class, &query.filter).await?;
-        let has_text = !text_fields(&resolved).is_empty();
-        self.ensure_text_indexes(class, &resolved).await;
-        let sort = sort_document(class, &query.order, has_text)?;
-        // `$nearSphere` orders by distance when nothing else orders; Mongo
-        // cannot combine it with `$text`.
-        let near = if sort.is_none() && !has_text {
-            NearOrder::ByDistance
-        } else {
-            NearOrder::None
-        };
-        let filter = filter_document(class, &resolved, near)?;
-        let mut options = FindOptions::default();
-        options.sort = sort;
-        options.projection = projection(class, query.keys.as_deref(), has_text);
-        options.skip = (query.skip > 0).then(|| u64::try_from(query.skip).unwrap_or(u64::MAX));
-        options.limit = query.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        let documents = match self
-            .find_documents(class, filter.clone(), options.clone())
-            .await
-        {
+        let command = self.compile_find(schemas, class, query).await?;
+        let documents = match self.find_documents(class, &command).await {
             Ok(documents) => documents,
-            Err(err) if near == NearOrder::ByDistance && lacks_geo_index(&err) => {
-                // Parse's recovery: build the `2d` index, then try once more.
-                let Some((path, _)) = resolved.near_sphere() else {
-                    return Err(query_error(err));
-                };
-                let key = filter::stored_path(class, path)?;
-                self.create_near_index(&class.class_name, &key).await?;
-                self.find_documents(class, filter, options)
+            Err(err) => {
+                self.recover_near_index(class, &command, err).await?;
+                self.find_documents(class, &command)
                     .await
                     .map_err(query_error)?
             }
-            Err(err) => return Err(query_error(err)),
         };
         let mut out = Vec::with_capacity(documents.len());
         for document in &documents {
@@ -643,6 +707,22 @@ impl Store for MongoStore {
             out.push(object);
         }
         Ok(out)
+    }
+
+    async fn explain(&self, schemas: &SchemaView, query: &Query) -> StoreResult<serde_json::Value> {
+        let Some(class) = schemas.get(&query.class_name) else {
+            return Ok(serde_json::Value::Array(Vec::new()));
+        };
+        let command = self.compile_find(schemas, class, query).await?;
+        let explain = explain_command(&class.class_name, &command)?;
+        let reply = match self.run_read_command(explain.clone()).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                self.recover_near_index(class, &command, err).await?;
+                self.run_read_command(explain).await.map_err(query_error)?
+            }
+        };
+        Ok(mongodb::bson::Bson::Document(reply).into_relaxed_extjson())
     }
 
     async fn count(&self, schemas: &SchemaView, query: &Query) -> StoreResult<u64> {
@@ -715,6 +795,7 @@ fn lacks_geo_index(err: &mongodb::error::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mongodb::bson::Bson;
     use serde_json::json;
 
     #[test]
@@ -778,6 +859,68 @@ mod tests {
         );
         let (_, update) = schema_change_update(&next, &next, &SchemaChange::default()).unwrap();
         assert!(update.is_empty());
+    }
+
+    #[test]
+    fn explain_wraps_the_find_command() {
+        use crate::query::{Condition, FieldPath, Filter, QueryValue, SortKey};
+        let mut class = ClassSchema::new("GameScore");
+        class
+            .fields
+            .insert("score".into(), FieldType::Number.into());
+        class
+            .fields
+            .insert("playerName".into(), FieldType::String.into());
+        let filter = Filter::field("score", Condition::Gte(QueryValue::Number(1000.into())));
+        let mut query = Query::new("GameScore").filter(filter.clone()).limit(10);
+        query.skip = 5;
+        query.order = vec![SortKey::Field {
+            path: FieldPath::new("score"),
+            descending: true,
+        }];
+        query.keys = Some(vec!["playerName".into()]);
+        let command = find_command(&class, &query, filter).unwrap();
+        let explain = explain_command("GameScore", &command).unwrap();
+        let find = explain.get_document("explain").unwrap();
+        assert_eq!(
+            explain.get_str("verbosity"),
+            Ok("allPlansExecution"),
+            "Parse's `explain: true`"
+        );
+        // Exactly what the find sends: the compiled filter and options.
+        assert_eq!(find.get_str("find"), Ok("GameScore"));
+        assert_eq!(find.get_document("filter"), Ok(&command.filter));
+        assert_eq!(
+            find.get_document("filter"),
+            Ok(&doc! {"score": {"$gte": 1000}})
+        );
+        assert_eq!(find.get_document("sort"), Ok(&doc! {"score": -1}));
+        assert_eq!(
+            find.get("projection"),
+            command
+                .options
+                .projection
+                .clone()
+                .map(Bson::Document)
+                .as_ref()
+        );
+        assert_eq!(find.get_i64("skip"), Ok(5));
+        assert_eq!(find.get_i64("limit"), Ok(10));
+        let keys: Vec<&str> = find.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["find", "filter", "limit", "projection", "skip", "sort"]
+        );
+
+        // No options: the bare find.
+        let all = find_command(&class, &Query::new("GameScore"), Filter::All).unwrap();
+        assert_eq!(
+            explain_command("GameScore", &all).unwrap(),
+            doc! {
+                "explain": {"find": "GameScore", "filter": {}},
+                "verbosity": "allPlansExecution",
+            }
+        );
     }
 
     #[test]

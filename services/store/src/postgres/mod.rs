@@ -144,6 +144,15 @@ fn listen_for_schema_changes(uri: &str) -> StoreResult<tokio::sync::watch::Recei
     Ok(rx)
 }
 
+/// The SELECT a find runs (shared by `find` and `explain`); `None` when
+/// the class does not exist.
+fn compile_find(schemas: &SchemaView, query: &Query) -> StoreResult<Option<compile::Select>> {
+    schemas
+        .get(&query.class_name)
+        .map(|class| Compiler::new(schemas).select(class, query))
+        .transpose()
+}
+
 pub(super) fn pg_err(err: tokio_postgres::Error) -> StoreError {
     let Some(db) = err.as_db_error() else {
         return StoreError::backend(err);
@@ -537,19 +546,26 @@ impl Store for PostgresStore {
     }
 
     async fn find(&self, schemas: &SchemaView, query: &Query) -> StoreResult<Vec<Object>> {
-        let Some(class) = schemas.get(&query.class_name) else {
-            return Ok(Vec::new());
-        };
         if query.limit == Some(0) {
             return Ok(Vec::new());
         }
-        let select = Compiler::new(schemas).select(class, query)?;
+        let Some(select) = compile_find(schemas, query)? else {
+            return Ok(Vec::new());
+        };
         let client = self.read_pool.get().await.map_err(StoreError::backend)?;
         let statement = client.prepare_cached(&select.sql).await.map_err(pg_err)?;
         let rows = client
             .query(&statement, &select.params.refs())
             .await
             .map_err(pg_err)?;
+        let outdated = select.schema_outdated_column();
+        if let Some(row) = rows.first()
+            && row
+                .try_get::<_, bool>(outdated)
+                .map_err(StoreError::backend)?
+        {
+            return Err(StoreError::StaleSchema);
+        }
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let mut object = decode_row(&row, &select.columns)?;
@@ -565,6 +581,29 @@ impl Store for PostgresStore {
             out.push(object);
         }
         Ok(out)
+    }
+
+    async fn explain(&self, schemas: &SchemaView, query: &Query) -> StoreResult<Value> {
+        let Some(select) = compile_find(schemas, query)? else {
+            return Ok(Value::Array(Vec::new()));
+        };
+        let client = self.read_pool.get().await.map_err(StoreError::backend)?;
+        let sql = format!("EXPLAIN (FORMAT JSON) {}", select.sql);
+        let rows = client
+            .query(&sql, &select.params.refs())
+            .await
+            .map_err(pg_err)?;
+        // Parse Server answers the rows as they come: one, whose
+        // `QUERY PLAN` column holds `[{"Plan": {...}}]`.
+        rows.iter()
+            .map(|row| {
+                let plan: Value = row.try_get(0).map_err(StoreError::backend)?;
+                let mut out = serde_json::Map::new();
+                out.insert(row.columns()[0].name().to_owned(), plan);
+                Ok(Value::Object(out))
+            })
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Value::Array)
     }
 
     async fn count(&self, schemas: &SchemaView, query: &Query) -> StoreResult<u64> {

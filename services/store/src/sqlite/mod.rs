@@ -78,6 +78,21 @@ impl SqliteStore {
         })
     }
 
+    /// The SELECT a find runs (shared by `find` and `explain`), having
+    /// queued the indexes it wants; `None` when the class does not exist.
+    fn compile_find(
+        &self,
+        schemas: &SchemaView,
+        query: &Query,
+    ) -> StoreResult<Option<compile::Select>> {
+        let Some(class) = schemas.get(&query.class_name) else {
+            return Ok(None);
+        };
+        let mut select = Compiler::new(schemas).select(class, query)?;
+        self.request_indexes(std::mem::take(&mut select.index_hints));
+        Ok(Some(select))
+    }
+
     /// Queues expression indexes for fields a query used, once each.
     fn request_indexes(&self, hints: Vec<(String, String)>) {
         let mut wanted = Vec::new();
@@ -221,14 +236,12 @@ impl Store for SqliteStore {
     }
 
     async fn find(&self, schemas: &SchemaView, query: &Query) -> StoreResult<Vec<Object>> {
-        let Some(class) = schemas.get(&query.class_name) else {
-            return Ok(Vec::new());
-        };
         if query.limit == Some(0) {
             return Ok(Vec::new());
         }
-        let select = Compiler::new(schemas).select(class, query)?;
-        self.request_indexes(select.index_hints);
+        let Some(select) = self.compile_find(schemas, query)? else {
+            return Ok(Vec::new());
+        };
         let keys = query.keys.clone();
         let (sql, params, with_score) = (select.sql, select.params, select.with_score);
         self.engine
@@ -250,6 +263,31 @@ impl Store for SqliteStore {
                     out.push(object);
                 }
                 Ok(out)
+            })
+            .await
+    }
+
+    async fn explain(&self, schemas: &SchemaView, query: &Query) -> StoreResult<Value> {
+        let Some(select) = self.compile_find(schemas, query)? else {
+            return Ok(Value::Array(Vec::new()));
+        };
+        let sql = format!("EXPLAIN QUERY PLAN {}", select.sql);
+        let params = select.params;
+        self.engine
+            .read(move |conn| {
+                let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(params_from_iter(params.iter()), |row| {
+                        Ok(serde_json::json!({
+                            "id": row.get::<_, i64>("id")?,
+                            "parent": row.get::<_, i64>("parent")?,
+                            "detail": row.get::<_, String>("detail")?,
+                        }))
+                    })
+                    .map_err(sql_err)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map(Value::Array)
+                    .map_err(sql_err)
             })
             .await
     }

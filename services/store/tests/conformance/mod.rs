@@ -1369,3 +1369,63 @@ pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
     assert_eq!(last["type"], "oxbase.object.created");
     assert_eq!(last["data"]["object"]["n"], 5);
 }
+
+/// Whether a plan says something: a non-empty list of rows or document.
+fn is_plan(plan: &Value) -> bool {
+    match plan {
+        Value::Array(rows) => !rows.is_empty(),
+        Value::Object(fields) => !fields.is_empty(),
+        _ => false,
+    }
+}
+
+/// `explain` answers the backend's plan for the find a query would run.
+pub async fn explain_answers_the_plan(store: StoreRef) {
+    let view = seed(
+        &store,
+        "Plan",
+        (0..20)
+            .map(
+                |i| json!({"objectId": format!("x{i:02}"), "rank": i % 4, "name": format!("n{i}")}),
+            )
+            .collect(),
+    )
+    .await;
+    let simple = store.explain(&view, &Query::new("Plan")).await.unwrap();
+    assert!(is_plan(&simple), "a plan for a plain find: {simple}");
+
+    let mut filtered = q(
+        "Plan",
+        Filter::And(vec![
+            f("rank", Condition::Gte(n(2))),
+            f("name", Condition::Ne(s("n3"))),
+            Filter::Permission {
+                write: false,
+                principals: vec!["*".into(), "u1".into()],
+            },
+        ]),
+    )
+    .limit(3);
+    filtered.skip = 1;
+    filtered.order = vec![SortKey::Field {
+        path: FieldPath::new("name"),
+        descending: true,
+    }];
+    filtered.keys = Some(vec!["rank".into()]);
+    let plan = store.explain(&view, &filtered).await.unwrap();
+    assert!(is_plan(&plan), "a plan for a filtered find: {plan}");
+    assert_ne!(
+        plan, simple,
+        "the filtered find is planned, not the plain one"
+    );
+    // Explaining reads nothing and changes nothing.
+    assert_eq!(
+        ids(&store, &view, filtered).await,
+        list(&["x06", "x02", "x19"])
+    );
+    assert_eq!(
+        store.explain(&view, &Query::new("Missing")).await.unwrap(),
+        json!([]),
+        "a class that does not exist has no plan"
+    );
+}
