@@ -121,6 +121,11 @@ pub struct RequestContext {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub request_id: Option<String>,
+    /// Present (and true) when the delete was part of purging the whole
+    /// class (`DELETE /purge`), which runs no afterDelete trigger, as in
+    /// Parse Server.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub purge: bool,
 }
 
 impl Event {
@@ -261,6 +266,7 @@ mod tests {
                 installation_id: None,
                 master: false,
                 request_id: Some("req-1".into()),
+                purge: false,
             },
         }
     }

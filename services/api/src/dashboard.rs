@@ -65,8 +65,8 @@ impl App {
 
     /// `DELETE /purge/{class}`: deletes every object of the class and keeps
     /// its schema. Each object is deleted as a write of its own, so each
-    /// leaves its delete event; a class that does not exist answers `{}`,
-    /// as in Parse Server.
+    /// leaves its delete event (marked as a purge, so no afterDelete runs,
+    /// as in Parse Server); a class that does not exist answers `{}`.
     pub(crate) async fn purge(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
         auth.require_master()?;
         let [_, class_name] = req.segments.as_slice() else {
@@ -92,7 +92,9 @@ impl App {
             let mut deletes = Vec::with_capacity(page.len());
             for object in &page {
                 if let Some(id) = object.get("objectId").and_then(Value::as_str) {
-                    deletes.push(self.db.prepare_delete(auth, class_name, id).await?);
+                    let mut delete = self.db.prepare_delete(auth, class_name, id).await?;
+                    delete.mark_purge();
+                    deletes.push(delete);
                 }
             }
             let effects: Vec<WriteEffect> =

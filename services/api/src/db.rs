@@ -102,6 +102,14 @@ impl PreparedWrite {
         matches!(self.op, WriteOp::Delete { .. })
     }
 
+    /// Marks a delete as part of purging its class: its event runs no
+    /// afterDelete trigger.
+    pub(crate) fn mark_purge(&mut self) {
+        if let Some(events) = &mut self.events {
+            events.purge = true;
+        }
+    }
+
     /// The user whose password this write changes.
     pub(crate) fn password_changed_for(&self) -> Option<&str> {
         match &self.op {
@@ -712,6 +720,7 @@ impl Database {
             installation_id: auth.installation_id.clone(),
             master: auth.master,
             request_id: auth.request_id.clone(),
+            purge: false,
         })
     }
 

@@ -3,6 +3,7 @@
 //! [`Store`].
 
 mod access;
+mod aggregate;
 mod auth;
 mod cron;
 mod dashboard;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use crate::App;
 use crate::auth::Auth;
 use crate::db::{PreparedWrite, WriteReply};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, code};
 use crate::installations;
 use crate::query::{FindMode, FindOptions};
 use crate::request::ParseRequest;
@@ -36,7 +36,6 @@ impl Reply {
 /// Parse Server routes oxbase does not serve yet; they answer with an error
 /// that says so rather than "no such route".
 const NOT_YET: &[&str] = &[
-    "aggregate",
     "requestPasswordReset",
     "verificationEmailRequest",
     "upgradeToRevocableSession",
@@ -101,6 +100,22 @@ fn is_routable(req: &ParseRequest) -> bool {
         || s.first().is_some_and(|root| NOT_YET.contains(root))
 }
 
+/// Parse answers a change to a user that the user's ACL refused (or that
+/// names no user) with 206, not 101, unless the master key made it.
+fn user_write_refused(auth: &Auth, write: &ClassWrite<'_>, err: ApiError) -> ApiError {
+    let to_user = matches!(
+        write,
+        ClassWrite::Update("_User", _) | ClassWrite::Delete("_User", _)
+    );
+    match err {
+        ApiError::Parse {
+            code: code::OBJECT_NOT_FOUND,
+            ..
+        } if to_user && !auth.master => ApiError::new(code::SESSION_MISSING, "Permission denied"),
+        other => other,
+    }
+}
+
 /// What `after_writes` needs to know of a committed write.
 #[derive(Debug)]
 pub(crate) struct WriteEffect {
@@ -145,9 +160,10 @@ impl App {
             if let ClassWrite::Create("_User") = write {
                 return self.signup(auth, req).await;
             }
-            let prepared = self.prepare(auth, req, &write).await?;
+            let refused = |err| user_write_refused(auth, &write, err);
+            let prepared = self.prepare(auth, req, &write).await.map_err(refused)?;
             let effect = write_effect(&prepared);
-            let reply = self.db.commit_one(prepared).await?;
+            let reply = self.db.commit_one(prepared).await.map_err(refused)?;
             self.after_writes(std::slice::from_ref(&effect)).await;
             let mut reply = self.write_reply(req, &write, reply);
             self.renew_session_after(auth, &effect, &mut reply.body)
@@ -216,6 +232,7 @@ impl App {
                 self.function_route(auth, req, name).await
             }
             (_, ["serverInfo"]) => self.server_info(auth, req),
+            (_, ["aggregate", ..]) => self.aggregate_route(auth, req).await,
             (_, ["purge", ..]) => self.purge(auth, req).await,
             (_, ["push_audiences", ..]) => self.push_audiences(auth, req).await,
             (_, ["scriptlog", ..]) => self.script_log(auth, req),
@@ -365,8 +382,8 @@ impl App {
             match class_write(sub) {
                 Some(write) => match self.prepare(auth, sub, &write).await {
                     Ok(prepared) => writes.push((i, prepared)),
-                    Err(err) if transaction => return Err(err),
-                    Err(err) => results[i] = Some(Err(err)),
+                    Err(err) if transaction => return Err(user_write_refused(auth, &write, err)),
+                    Err(err) => results[i] = Some(Err(user_write_refused(auth, &write, err))),
                 },
                 None => reads.push(i),
             }
@@ -390,7 +407,10 @@ impl App {
                             .await
                             .map(|()| body)
                     }
-                    Err(err) => Err(err),
+                    Err(err) => match class_write(&subs[i]) {
+                        Some(write) => Err(user_write_refused(auth, &write, err)),
+                        None => Err(err),
+                    },
                 };
                 results[i] = Some(answer);
             }

@@ -618,6 +618,41 @@ async fn after_delete_reaches_a_nats_handler_and_webhook_functions_are_proxied()
     let js = jetstream::new(handler.clone());
     eventually_messages(&js, "OXBASE_TRIGGERS", 0, Duration::from_secs(10)).await;
 
+    // A purge deletes with events but runs no afterDelete, as Parse Server:
+    // the next afterDelete is the plain delete made after it, and nothing
+    // waits for delivery once that one is answered.
+    for n in [4, 5] {
+        server
+            .call(reqwest::Method::POST, "classes/Item", json!({"n": n}))
+            .await;
+    }
+    server
+        .master_call(reqwest::Method::DELETE, "purge/Item", json!({}))
+        .await;
+    let after = server
+        .call(reqwest::Method::POST, "classes/Item", json!({"n": 6}))
+        .await;
+    let after_id = after["objectId"].as_str().unwrap();
+    server
+        .request(reqwest::Method::DELETE, &format!("classes/Item/{after_id}"))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let request = tokio::time::timeout(Duration::from_secs(20), requests.next())
+        .await
+        .expect("no afterDelete arrived after the purge")
+        .unwrap();
+    let body: Value = serde_json::from_slice(&request.payload).unwrap();
+    assert_eq!(body["object"]["objectId"], json!(after_id), "{body}");
+    handler
+        .publish(request.reply.unwrap(), r#"{"success":true}"#.into())
+        .await
+        .unwrap();
+    handler.flush().await.unwrap();
+    eventually_messages(&js, "OXBASE_TRIGGERS", 0, Duration::from_secs(10)).await;
+
     // The webhook proxy: a function served by a webhook, and one whose
     // webhook fails.
     let webhook = Webhook::start(|hit, _| {

@@ -9,7 +9,11 @@
 //! PostgreSQL: a group's key comes back as `objectId`, `createdAt` and
 //! `updatedAt` as ISO strings, other dates as `{"__type": "Date"}`, a group
 //! keyed by a pointer as the pointee's objectId, and top-level nulls and
-//! hidden (`_`-prefixed) keys are dropped.
+//! keys Parse hides (`_rperm`, `_hashed_password`, ...) are dropped.
+//!
+//! Stages: `$match`, `$group`, `$project`, `$sort`, `$limit`, `$skip`,
+//! `$count`, `$unwind`. Anything else (`$lookup`, `$geoNear`, `$facet`,
+//! `$addFields`, ...) is refused with Parse's code 102.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,7 +67,9 @@ pub type AggregateResult<T> = Result<T, AggregateError>;
 pub struct Limits {
     /// Stages in a pipeline.
     pub max_stages: usize,
-    /// Documents any stage may produce (`$unwind` multiplies them).
+    /// Documents `$unwind` may produce, as it is the one stage that
+    /// multiplies them (the others never output more than they take). The
+    /// input is the caller's to bound: it fetched it.
     pub max_documents: usize,
     /// Nesting of expressions, projections and `$and`/`$or`/`$nor`.
     pub max_depth: usize,
@@ -73,7 +79,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_stages: 32,
-            max_documents: 1_000_000,
+            max_documents: 200_000,
             max_depth: 32,
         }
     }

@@ -23,6 +23,8 @@ pub struct EventContext {
     pub installation_id: Option<String>,
     pub master: bool,
     pub request_id: Option<String>,
+    /// The write deletes an object while purging its class.
+    pub purge: bool,
 }
 
 /// An event waiting in the outbox, in commit order (`seq`).
@@ -73,6 +75,7 @@ fn event(context: &EventContext, class_name: &str, outcome: &WriteOutcome) -> ox
             installation_id: context.installation_id.clone(),
             master: context.master,
             request_id: context.request_id.clone(),
+            purge: context.purge,
         },
     };
     Event::new(context.source.as_str(), kind, data)

@@ -541,6 +541,7 @@ mod tests {
                     installation_id: None,
                     master: false,
                     request_id: Some("r1".into()),
+                    purge: false,
                 },
             },
         );

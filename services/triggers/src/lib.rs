@@ -141,6 +141,14 @@ pub(crate) struct EventHead {
 struct DataHead {
     class_name: String,
     object: ObjectHead,
+    #[serde(default)]
+    context: ContextHead,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ContextHead {
+    #[serde(default)]
+    purge: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +161,12 @@ struct ObjectHead {
 impl EventHead {
     pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
         serde_json::from_slice(bytes).ok()
+    }
+
+    /// Whether the event's write runs after-hooks: a purge runs none, as
+    /// in Parse Server.
+    pub(crate) fn runs_triggers(&self) -> bool {
+        !self.data.context.purge
     }
 
     pub(crate) fn partition(&self, partitions: u32) -> u32 {
@@ -391,6 +405,20 @@ mod tests {
             seen[partition_of("Item", &format!("obj{i}"), 16) as usize] += 1;
         }
         assert!(seen.iter().all(|n| *n > 50), "{seen:?}");
+    }
+
+    #[test]
+    fn deletes_of_a_purge_run_no_after_hooks() {
+        let event = |context: &str| {
+            format!(
+                r#"{{"id": "e1", "type": "oxbase.object.deleted", "data": {{"className": "Item", "object": {{"objectId": "a"}}, "context": {context}}}}}"#
+            )
+        };
+        let purged =
+            EventHead::parse(event(r#"{"master": true, "purge": true}"#).as_bytes()).unwrap();
+        assert!(!purged.runs_triggers());
+        let deleted = EventHead::parse(event(r#"{"master": true}"#).as_bytes()).unwrap();
+        assert!(deleted.runs_triggers());
     }
 
     #[test]

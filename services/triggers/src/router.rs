@@ -255,10 +255,11 @@ impl EventRouter {
                 continue;
             };
             let trigger = TriggerName::after(head.kind);
-            if self
-                .registry
-                .trigger(&head.data.class_name, trigger)
-                .is_some()
+            if head.runs_triggers()
+                && self
+                    .registry
+                    .trigger(&head.data.class_name, trigger)
+                    .is_some()
             {
                 let subject = self
                     .settings

@@ -107,6 +107,16 @@ pub(super) fn to_stored(schema: &ClassSchema) -> Value {
     stored
 }
 
+/// Parse Server's classes whose schema it does not store in `_SCHEMA`
+/// (those of them oxbase serves through `/classes`).
+pub(super) const VOLATILE_CLASSES: [&str; 5] = [
+    "_JobStatus",
+    "_PushStatus",
+    "_JobSchedule",
+    "_Audience",
+    "_Idempotency",
+];
+
 /// Fields a stored schema lists that [`from_stored`] leaves out.
 pub(super) const UNLISTED_STORED_FIELDS: [&str; 3] = ["_rperm", "_wperm", "_hashed_password"];
 
@@ -127,7 +137,13 @@ pub(super) fn from_stored(class_name: &str, stored: &Value) -> StoreResult<Class
     }
     schema.class_level_permissions = match stored.get("classLevelPermissions") {
         Some(Value::Object(clp)) => Value::Object(clp.clone()),
-        _ => default_class_level_permissions(),
+        // Parse Server stores none for the classes it creates, and its
+        // PostgreSQL adapter reads them back as these defaults.
+        _ => {
+            let mut clp = default_class_level_permissions();
+            clp["ACL"] = json!({"*": {"read": true, "write": true}});
+            clp
+        }
     };
     if let Some(Value::Object(indexes)) = stored.get("indexes") {
         schema.indexes = indexes.clone();

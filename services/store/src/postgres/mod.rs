@@ -425,6 +425,28 @@ impl Store for PostgresStore {
                 }
             }
         }
+        // Parse Server keeps no `_SCHEMA` row for some of its own classes
+        // (its "volatile" ones); where such a table exists, the class has
+        // its default schema.
+        let unlisted: Vec<&str> = layout::VOLATILE_CLASSES
+            .iter()
+            .copied()
+            .filter(|name| !out.iter().any(|class| class.class_name == *name))
+            .collect();
+        if !unlisted.is_empty() {
+            let tables = client
+                .query(
+                    "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname = ANY($1::text[])",
+                    &[&unlisted],
+                )
+                .await
+                .map_err(pg_err)?;
+            for row in tables {
+                let name: String = row.try_get(0).map_err(StoreError::backend)?;
+                out.push(ClassSchema::new(&name));
+            }
+        }
         Ok(out)
     }
 

@@ -1189,6 +1189,7 @@ pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
         installation_id: None,
         master: false,
         request_id: None,
+        purge: false,
     };
     let batch = |ops: Vec<WriteOp>, atomic: bool| WriteBatch {
         ops,
