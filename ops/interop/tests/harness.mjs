@@ -46,7 +46,18 @@ export function client(serverURL) {
     } else if (body !== undefined) {
       payload = JSON.stringify(body);
     }
-    const res = await fetch(url, { method, headers, body: payload });
+    let res;
+    try {
+      res = await fetch(url, { method, headers, body: payload });
+    } catch (e) {
+      // After answering a 403 or a 500, Parse Server hands the error on to
+      // Express, whose final handler destroys the socket. A request sent
+      // on that kept-alive socket meanwhile is reset before Parse Server
+      // reads it (a reset, or a close right after the request went out),
+      // so it is sent again on a fresh connection.
+      if (!['ECONNRESET', 'UND_ERR_SOCKET'].includes(e?.cause?.code)) throw e;
+      res = await fetch(url, { method, headers, body: payload });
+    }
     const text = await res.text();
     let json;
     try {
@@ -89,8 +100,9 @@ export async function startBoth() {
     mountPath: '/parse',
     serverURL: parseURL,
     allowClientClassCreation: true,
-    // Reload schemas when another server changes them.
-    databaseOptions: { enableSchemaHooks: true },
+    // Parse Server's default mode, without databaseOptions.enableSchemaHooks:
+    // its schema cache does not hear about oxbase's schema changes, as in
+    // most deployments that would move to oxbase one server at a time.
     logLevel: 'error',
     logsFolder: null,
     silent: true,
