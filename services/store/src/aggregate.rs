@@ -85,23 +85,10 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ParseOptions {
-    pub limits: Limits,
-    /// Accepts what Parse Server before 7 accepted and 7+ rejects: stage
-    /// names without `$` (`group`, `match`, ...) and `objectId` for `_id`
-    /// in `$group`. Off by default, as in Parse Server 9.
-    pub legacy_names: bool,
-}
-
 /// A parsed `/aggregate` request.
 #[derive(Debug, Clone)]
 pub struct AggregateRequest {
     pub kind: AggregateKind,
-    /// The keys Parse takes out before building the pipeline (`hint`,
-    /// `explain`, `comment`, `readPreference`, and boolean `rawValues` /
-    /// `rawFieldNames`). They steer MongoDB only; the API may ignore them.
-    pub adapter_options: Map<String, Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,45 +120,29 @@ const TRANSPORT_KEYS: &[&str] = &[
     "_noBody",
 ];
 
-const LEGACY_STAGES: &[&str] = &[
-    "group", "match", "project", "sort", "limit", "skip", "count", "unwind",
-];
-
 impl AggregateRequest {
-    pub fn parse(params: &Map<String, Value>) -> AggregateResult<Self> {
-        Self::parse_with(params, &ParseOptions::default())
-    }
-
     /// Parses the request's parameters (body merged with the query string).
     /// A value may still be the JSON text a query parameter carried: as
     /// Parse does, a string that parses as JSON is taken as that JSON.
-    pub fn parse_with(
-        params: &Map<String, Value>,
-        options: &ParseOptions,
-    ) -> AggregateResult<Self> {
+    pub fn parse(params: &Map<String, Value>) -> AggregateResult<Self> {
+        let limits = Limits::default();
         let mut body: Map<String, Value> = params
             .iter()
             .filter(|(k, _)| !TRANSPORT_KEYS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), decode_param(v)))
             .collect();
-        let mut adapter_options = Map::new();
-        for key in ["hint", "explain", "comment", "readPreference"] {
-            if let Some(v) = take(&mut body, key) {
-                adapter_options.insert(key.to_owned(), v);
-            }
-        }
-        for key in ["rawValues", "rawFieldNames"] {
-            if body.get(key).is_some_and(Value::is_boolean)
-                && let Some(v) = take(&mut body, key)
-            {
-                adapter_options.insert(key.to_owned(), v);
-            }
-        }
+        // Parse takes these out for its adapter before building the
+        // pipeline; they only steer MongoDB, so they are ignored here.
+        body.retain(|k, v| match k.as_str() {
+            "hint" | "explain" | "comment" | "readPreference" => false,
+            "rawValues" | "rawFieldNames" => !v.is_boolean(),
+            _ => true,
+        });
         let distinct = body.get("distinct").filter(|v| truthy(v)).map(js_string);
 
         // Parse builds (and checks the names of) the stages even for a
         // distinct request, so a bad key fails both alike.
-        let raw = raw_stages(&body, options)?;
+        let raw = raw_stages(&body, &limits)?;
 
         if let Some(field) = distinct {
             let where_clause = match body.get("where") {
@@ -185,7 +156,6 @@ impl AggregateRequest {
                     field,
                     where_clause,
                 },
-                adapter_options,
             });
         }
         let mut stages = Vec::with_capacity(raw.len());
@@ -197,14 +167,10 @@ impl AggregateRequest {
                     "Invalid aggregate stage '{name}'."
                 )));
             }
-            stages.push(Stage::parse(&name, value, &options.limits)?);
+            stages.push(Stage::parse(&name, value, &limits)?);
         }
         Ok(Self {
-            kind: AggregateKind::Pipeline(Pipeline {
-                stages,
-                limits: options.limits,
-            }),
-            adapter_options,
+            kind: AggregateKind::Pipeline(Pipeline { stages, limits }),
         })
     }
 }
@@ -217,14 +183,6 @@ fn decode_param(value: &Value) -> Value {
         return decoded;
     }
     value.clone()
-}
-
-fn take(map: &mut Map<String, Value>, key: &str) -> Option<Value> {
-    let value = map.get(key).cloned();
-    if value.is_some() {
-        map.retain(|k, _| k != key);
-    }
-    value
 }
 
 /// JavaScript truthiness, as Parse tests `body.distinct` and
@@ -257,15 +215,12 @@ fn number_text(n: &Number) -> String {
 
 /// Parse's `getPipeline`/`transformStage`: the stages as (name, value),
 /// with Parse's checks on stage names and on `$group`'s `_id`.
-fn raw_stages(
-    body: &Map<String, Value>,
-    options: &ParseOptions,
-) -> AggregateResult<Vec<(String, Value)>> {
+fn raw_stages(body: &Map<String, Value>, limits: &Limits) -> AggregateResult<Vec<(String, Value)>> {
     let source = match body.get("pipeline") {
         Some(p) if truthy(p) => p,
         _ => &Value::Object(body.clone()),
     };
-    let mut stages: Vec<(String, Value)> = match source {
+    let stages: Vec<(String, Value)> = match source {
         Value::Array(items) => items
             .iter()
             .map(|item| match item {
@@ -293,48 +248,30 @@ fn raw_stages(
             ));
         }
     };
-    if stages.len() > options.limits.max_stages {
+    if stages.len() > limits.max_stages {
         return Err(AggregateError::query(format!(
             "the pipeline has {} stages; at most {} are allowed",
             stages.len(),
-            options.limits.max_stages
+            limits.max_stages
         )));
     }
-    for (name, value) in &mut stages {
+    for (name, value) in &stages {
         if name == "where" || name == "distinct" {
             continue;
         }
         if !name.starts_with('$') {
-            if options.legacy_names && LEGACY_STAGES.contains(&name.as_str()) {
-                *name = format!("${name}");
-            } else {
-                return Err(AggregateError::query(format!(
-                    "Invalid aggregate stage '{name}'."
-                )));
-            }
+            return Err(AggregateError::query(format!(
+                "Invalid aggregate stage '{name}'."
+            )));
         }
         if name == "$group" {
-            if let Value::Object(group) = value
-                && group.contains_key("objectId")
+            if value
+                .as_object()
+                .is_some_and(|g| g.contains_key("objectId"))
             {
-                if options.legacy_names && !group.contains_key("_id") {
-                    let renamed = group
-                        .iter()
-                        .map(|(k, v)| {
-                            let k = if k == "objectId" {
-                                "_id".to_owned()
-                            } else {
-                                k.clone()
-                            };
-                            (k, v.clone())
-                        })
-                        .collect();
-                    *group = renamed;
-                } else {
-                    return Err(AggregateError::query(
-                        "Cannot use 'objectId' in aggregation stage $group.",
-                    ));
-                }
+                return Err(AggregateError::query(
+                    "Cannot use 'objectId' in aggregation stage $group.",
+                ));
             }
             if !value.as_object().is_some_and(|g| g.contains_key("_id")) {
                 return Err(AggregateError::query(
@@ -408,25 +345,6 @@ impl Stage {
         };
         Ok(Self { raw: value, kind })
     }
-
-    /// The stage's name, with its `$`.
-    pub fn name(&self) -> &'static str {
-        match self.kind {
-            StageKind::Match(_) => "$match",
-            StageKind::Group(_) => "$group",
-            StageKind::Project(_) => "$project",
-            StageKind::Sort(_) => "$sort",
-            StageKind::Limit(_) => "$limit",
-            StageKind::Skip(_) => "$skip",
-            StageKind::Count(_) => "$count",
-            StageKind::Unwind(_) => "$unwind",
-        }
-    }
-
-    /// The stage's argument as the client sent it.
-    pub fn raw(&self) -> &Value {
-        &self.raw
-    }
 }
 
 /// An integer given as a JSON number (MongoDB takes `2.0` for 2).
@@ -486,17 +404,13 @@ fn parse_count(value: &Value) -> AggregateResult<String> {
 
 impl Pipeline {
     /// Parses bare stages (each a one-key object), as given in `pipeline`.
-    pub fn parse(stages: &[Value], options: &ParseOptions) -> AggregateResult<Self> {
+    pub fn parse(stages: &[Value]) -> AggregateResult<Self> {
         let mut body = Map::new();
         body.insert("pipeline".to_owned(), Value::Array(stages.to_vec()));
-        match AggregateRequest::parse_with(&body, options)?.kind {
+        match AggregateRequest::parse(&body)?.kind {
             AggregateKind::Pipeline(p) => Ok(p),
             AggregateKind::Distinct { .. } => Err(AggregateError::query("not a pipeline")),
         }
-    }
-
-    pub fn stages(&self) -> &[Stage] {
-        &self.stages
     }
 
     /// Takes the leading `$match` stages out, as the clients sent them, so
@@ -2366,7 +2280,7 @@ mod tests {
         let Value::Array(stages) = stages else {
             panic!("stages must be an array")
         };
-        Pipeline::parse(&stages, &ParseOptions::default()).expect("pipeline parses")
+        Pipeline::parse(&stages).expect("pipeline parses")
     }
 
     fn run(stages: Value, objects: Vec<Object>) -> Vec<Value> {
@@ -2386,7 +2300,7 @@ mod tests {
         let Value::Array(stages) = stages else {
             panic!("stages must be an array")
         };
-        match Pipeline::parse(&stages, &ParseOptions::default()) {
+        match Pipeline::parse(&stages) {
             Err(e) => e,
             Ok(p) => p.run(spec_objects()).expect_err("pipeline fails"),
         }
@@ -2419,8 +2333,8 @@ mod tests {
             let AggregateKind::Pipeline(p) = request.kind else {
                 panic!("{form}: not a pipeline")
             };
-            assert_eq!(p.stages().len(), 1, "{form}");
-            assert_eq!(p.stages()[0].name(), "$group");
+            assert_eq!(p.stages.len(), 1, "{form}");
+            assert!(matches!(p.stages[0].kind, StageKind::Group(_)), "{form}");
             assert_eq!(p.run(spec_objects()).expect("runs").len(), 3, "{form}");
         }
     }
@@ -2493,26 +2407,6 @@ mod tests {
     }
 
     #[test]
-    fn legacy_names_are_accepted_only_when_asked_for() {
-        let body =
-            params(json!({"group": {"objectId": null, "total": {"$sum": "$score"}}, "limit": 1}));
-        assert!(AggregateRequest::parse(&body).is_err());
-        let options = ParseOptions {
-            legacy_names: true,
-            ..ParseOptions::default()
-        };
-        let request = AggregateRequest::parse_with(&body, &options).expect("parses");
-        let AggregateKind::Pipeline(p) = request.kind else {
-            panic!("not a pipeline")
-        };
-        let results = p.run(spec_objects()).expect("runs");
-        assert_eq!(
-            Value::Array(results.into_iter().map(Value::Object).collect()),
-            json!([{"objectId": null, "total": 50}])
-        );
-    }
-
-    #[test]
     fn distinct_takes_the_field_and_where_and_still_checks_stage_names() {
         let request = AggregateRequest::parse(&params(json!({
             "distinct": "score",
@@ -2530,7 +2424,25 @@ mod tests {
         };
         assert_eq!(field, "score");
         assert_eq!(Value::Object(where_clause), json!({"name": "bar"}));
-        assert_eq!(request.adapter_options.get("hint"), Some(&json!("score_1")));
+
+        // The adapter's options are accepted and ignored; a `rawValues`
+        // that is not a boolean is a stage name like any other key.
+        let request = AggregateRequest::parse(&params(json!({
+            "$limit": 1,
+            "hint": "score_1",
+            "explain": true,
+            "comment": "c",
+            "readPreference": "PRIMARY",
+            "rawValues": true,
+            "rawFieldNames": false,
+        })))
+        .expect("parses");
+        let AggregateKind::Pipeline(p) = request.kind else {
+            panic!("not a pipeline")
+        };
+        assert_eq!(p.stages.len(), 1);
+        let e = request_error(json!({"$limit": 1, "rawValues": 1}));
+        assert_eq!(e.to_string(), "Invalid aggregate stage 'rawValues'.");
 
         // A number, as a query parameter decodes it, is a name all the same.
         let request = AggregateRequest::parse(&params(json!({"distinct": 7}))).expect("parses");
@@ -2570,7 +2482,7 @@ mod tests {
             Value::Object(matches[1].clone()),
             json!({"score": {"$gt": 5}})
         );
-        assert_eq!(rest.stages().len(), 1);
+        assert_eq!(rest.stages.len(), 1);
         let results = rest.run(spec_objects()).expect("runs");
         assert_eq!(
             Value::Object(results[0].clone()),
@@ -3277,20 +3189,8 @@ mod tests {
         let objects: Vec<Object> = (0..10)
             .map(|i| obj(json!({"objectId": format!("{i}"), "a": items})))
             .collect();
-        let request = AggregateRequest::parse_with(
-            &params(json!({"pipeline": [{"$unwind": "$a"}, {"$unwind": "$a"}]})),
-            &ParseOptions {
-                limits: Limits {
-                    max_documents: 100,
-                    ..Limits::default()
-                },
-                ..ParseOptions::default()
-            },
-        )
-        .expect("parses");
-        let AggregateKind::Pipeline(p) = request.kind else {
-            panic!("not a pipeline")
-        };
+        let mut p = pipeline(json!([{"$unwind": "$a"}, {"$unwind": "$a"}]));
+        p.limits.max_documents = 100;
         assert_eq!(p.run(objects).expect_err("too many").code(), INVALID_QUERY);
     }
 
