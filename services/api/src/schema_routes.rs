@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use axum::http::Method;
-use oxbase_store::schema::{DEFAULT_FIELDS, default_class_level_permissions, system_fields};
+use oxbase_store::schema::{
+    DEFAULT_FIELDS, VOLATILE_CLASSES, default_class_level_permissions, system_fields,
+};
 use oxbase_store::{ClassSchema, FieldSpec, FieldType, Query, SchemaChange, StoreError};
 use serde_json::{Map, Value, json};
 
@@ -31,19 +33,6 @@ const SYSTEM_CLASSES: &[&str] = &[
     "_Product",
     "_PushStatus",
     "_JobStatus",
-    "_JobSchedule",
-    "_Audience",
-    "_Idempotency",
-];
-
-/// Classes Parse Server answers for from its built-in definition, whatever
-/// is stored (`SchemaController.volatileClasses`).
-const VOLATILE_CLASSES: &[&str] = &[
-    "_JobStatus",
-    "_PushStatus",
-    "_Hooks",
-    "_GlobalConfig",
-    "_GraphQLConfig",
     "_JobSchedule",
     "_Audience",
     "_Idempotency",
@@ -105,10 +94,16 @@ impl App {
         Ok(Reply::ok(body))
     }
 
-    /// `GET /schemas`: every stored class, plus `_User` and `_Role`.
+    /// `GET /schemas`: every stored class, plus `_User` and `_Role`. Parse
+    /// Server's internal classes (`_PushStatus`, `_Audience`, ...) are not
+    /// listed, as Parse Server never stores their schemas.
     async fn all_schemas(&self) -> ApiResult<Value> {
         let view = self.db.schema_cache().reload().await?;
-        let mut classes: Vec<ClassSchema> = view.classes().map(|c| (**c).clone()).collect();
+        let mut classes: Vec<ClassSchema> = view
+            .classes()
+            .filter(|c| !VOLATILE_CLASSES.contains(&c.class_name.as_str()))
+            .map(|c| (**c).clone())
+            .collect();
         for name in IMPLICIT_CLASSES {
             if view.get(name).is_none() {
                 classes.push(base_schema(name));

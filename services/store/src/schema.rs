@@ -188,6 +188,20 @@ pub fn system_fields(class_name: &str) -> Vec<(&'static str, FieldType)> {
     }
 }
 
+/// Parse Server's classes whose schema it never stores in `_SCHEMA`: it
+/// answers for them from their built-in definition
+/// (`SchemaController.volatileClasses`).
+pub const VOLATILE_CLASSES: &[&str] = &[
+    "_JobStatus",
+    "_PushStatus",
+    "_Hooks",
+    "_GlobalConfig",
+    "_GraphQLConfig",
+    "_JobSchedule",
+    "_Audience",
+    "_Idempotency",
+];
+
 /// Unique fields Parse Server indexes on its own classes.
 pub fn unique_fields(class_name: &str) -> &'static [&'static str] {
     match class_name {

@@ -107,16 +107,6 @@ pub(super) fn to_stored(schema: &ClassSchema) -> Value {
     stored
 }
 
-/// Parse Server's classes whose schema it does not store in `_SCHEMA`
-/// (those of them oxbase serves through `/classes`).
-pub(super) const VOLATILE_CLASSES: [&str; 5] = [
-    "_JobStatus",
-    "_PushStatus",
-    "_JobSchedule",
-    "_Audience",
-    "_Idempotency",
-];
-
 /// Fields a stored schema lists that [`from_stored`] leaves out.
 pub(super) const UNLISTED_STORED_FIELDS: [&str; 3] = ["_rperm", "_wperm", "_hashed_password"];
 

@@ -425,12 +425,13 @@ impl Store for PostgresStore {
                 }
             }
         }
-        // Parse Server keeps no `_SCHEMA` row for some of its own classes
-        // (its "volatile" ones); where such a table exists, the class has
-        // its default schema.
-        let unlisted: Vec<&str> = layout::VOLATILE_CLASSES
+        // Parse Server keeps no `_SCHEMA` row for its volatile classes;
+        // where such a table exists, the class has its default schema.
+        // (Config and hooks have stores of their own.)
+        let unlisted: Vec<&str> = crate::schema::VOLATILE_CLASSES
             .iter()
             .copied()
+            .filter(|name| !matches!(*name, "_GlobalConfig" | "_Hooks" | "_GraphQLConfig"))
             .filter(|name| !out.iter().any(|class| class.class_name == *name))
             .collect();
         if !unlisted.is_empty() {
