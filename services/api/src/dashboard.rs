@@ -191,13 +191,6 @@ impl App {
             .collect();
         Ok(Reply::ok(Value::Array(body)))
     }
-
-    pub(crate) fn no_route(&self, req: &ParseRequest) -> ApiError {
-        ApiError::NoRoute {
-            method: req.method.to_string(),
-            path: format!("{}/{}", self.mount, req.segments.join("/")),
-        }
-    }
 }
 
 /// An audience's `query` as the object its stored JSON string holds.

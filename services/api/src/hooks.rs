@@ -418,10 +418,7 @@ impl App {
                 let entry = hook_entry(&req.body, Some(HookName::Trigger(class, trigger)))?;
                 update_hook(registry, entry, || no_trigger(class)).await
             }
-            _ => Err(ApiError::NoRoute {
-                method: req.method.to_string(),
-                path: format!("{}/{}", self.mount, req.segments.join("/")),
-            }),
+            _ => Err(self.no_route(req)),
         }
     }
 }

@@ -66,10 +66,7 @@ impl App {
                 .map(str::to_owned)
                 .ok_or_else(|| ApiError::new(code::SCRIPT_FAILED, "Invalid job."))?,
             _ => {
-                return Err(ApiError::NoRoute {
-                    method: req.method.to_string(),
-                    path: format!("{}/{}", self.mount, req.segments.join("/")),
-                });
+                return Err(self.no_route(req));
             }
         };
         let known = jobs
@@ -227,10 +224,7 @@ impl App {
                 let job = queue.retry(name, id).await.map_err(jobs_error)?;
                 Ok(Reply::ok(to_json(job)))
             }
-            _ => Err(ApiError::NoRoute {
-                method: req.method.to_string(),
-                path: format!("{}/{}", self.mount, req.segments.join("/")),
-            }),
+            _ => Err(self.no_route(req)),
         }
     }
 

@@ -85,10 +85,7 @@ impl App {
     /// `_PushStatus` in the `X-Parse-Push-Status-Id` header.
     pub(crate) async fn push_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
         if req.method != Method::POST || req.segments.len() != 1 {
-            return Err(ApiError::NoRoute {
-                method: req.method.to_string(),
-                path: format!("{}/{}", self.mount, req.segments.join("/")),
-            });
+            return Err(self.no_route(req));
         }
         auth.require_master()?;
         auth.require_writable("send a push")?;

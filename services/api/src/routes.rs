@@ -176,40 +176,7 @@ impl App {
             (&Method::GET, ["sessions", "me"]) => self.session_me(auth, req).await,
             (&Method::GET | &Method::POST, ["login"]) => self.login(auth, req).await,
             (&Method::POST, ["logout"]) => self.logout(auth).await,
-            (&Method::GET, ["classes", class]) => {
-                let mut params = req.params.clone();
-                let mode = FindMode::take(&mut params)?;
-                let class = match &mode.redirect_key {
-                    Some(key) => self.db.relation_target(class, key).await?,
-                    None => (*class).to_owned(),
-                };
-                let options = FindOptions::for_find(&params, self.db.limits())?;
-                if mode.explain {
-                    if !auth.master {
-                        return Err(ApiError::query(
-                            "Using the explain query parameter requires the master key",
-                        ));
-                    }
-                    let plan = self.db.explain(&class, &options).await?;
-                    return Ok(Reply::ok(json!({ "results": plan })));
-                }
-                let (mut results, count) = self.db.find(auth, &class, &options).await?;
-                self.expand_files(req, &mut results);
-                if mode.redirect_key.is_some() {
-                    for object in &mut results {
-                        object.insert("className".into(), Value::from(class.as_str()));
-                    }
-                }
-                let mut body = Map::new();
-                body.insert(
-                    "results".into(),
-                    Value::Array(results.into_iter().map(Value::Object).collect()),
-                );
-                if let Some(count) = count {
-                    body.insert("count".into(), json!(count));
-                }
-                Ok(Reply::ok(Value::Object(body)))
-            }
+            (&Method::GET, ["classes", class]) => self.find_route(auth, req, class).await,
             (&Method::GET, ["classes", class, id]) => {
                 let options = FindOptions::for_get(&req.params, self.db.limits())?;
                 let object = self.db.get(auth, class, id, &options).await?;
@@ -240,6 +207,51 @@ impl App {
                 Err(ApiError::not_supported(format!("/{root}")))
             }
             _ => Err(self.no_route(req)),
+        }
+    }
+
+    /// `GET /classes/{class}`, with Parse's `explain` and
+    /// `redirectClassNameForKey`.
+    async fn find_route(&self, auth: &Auth, req: &ParseRequest, class: &str) -> ApiResult<Reply> {
+        let mut params = req.params.clone();
+        let mode = FindMode::take(&mut params)?;
+        let class = match &mode.redirect_key {
+            Some(key) => self.db.relation_target(class, key).await?,
+            None => class.to_owned(),
+        };
+        let options = FindOptions::for_find(&params, self.db.limits())?;
+        if mode.explain {
+            if !auth.master {
+                return Err(ApiError::query(
+                    "Using the explain query parameter requires the master key",
+                ));
+            }
+            let plan = self.db.explain(&class, &options).await?;
+            return Ok(Reply::ok(json!({ "results": plan })));
+        }
+        let (mut results, count) = self.db.find(auth, &class, &options).await?;
+        self.expand_files(req, &mut results);
+        if mode.redirect_key.is_some() {
+            for object in &mut results {
+                object.insert("className".into(), Value::from(class.as_str()));
+            }
+        }
+        let mut body = Map::new();
+        body.insert(
+            "results".into(),
+            Value::Array(results.into_iter().map(Value::Object).collect()),
+        );
+        if let Some(count) = count {
+            body.insert("count".into(), json!(count));
+        }
+        Ok(Reply::ok(Value::Object(body)))
+    }
+
+    /// The error for a request no route serves.
+    pub(crate) fn no_route(&self, req: &ParseRequest) -> ApiError {
+        ApiError::NoRoute {
+            method: req.method.to_string(),
+            path: format!("{}/{}", self.mount, req.segments.join("/")),
         }
     }
 

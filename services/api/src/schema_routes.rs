@@ -85,10 +85,7 @@ impl App {
             }
             (&Method::DELETE, ["schemas", class]) => self.delete_schema(auth, class).await?,
             _ => {
-                return Err(ApiError::NoRoute {
-                    method: req.method.to_string(),
-                    path: format!("{}/{}", self.mount, req.segments.join("/")),
-                });
+                return Err(self.no_route(req));
             }
         };
         Ok(Reply::ok(body))

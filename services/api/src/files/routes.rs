@@ -87,10 +87,7 @@ impl App {
             (&Method::DELETE, ["files", rest @ ..]) if !rest.is_empty() => {
                 self.delete_file(auth, &rest.join("/")).await
             }
-            _ => Err(ApiError::NoRoute {
-                method: req.method.to_string(),
-                path: format!("{}/{}", self.mount, req.segments.join("/")),
-            }),
+            _ => Err(self.no_route(req)),
         }
     }
 
