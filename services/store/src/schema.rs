@@ -84,7 +84,7 @@ impl From<FieldType> for FieldSpec {
 pub const DEFAULT_FIELDS: [&str; 4] = ["objectId", "createdAt", "updatedAt", "ACL"];
 
 /// One class: its fields, permissions and indexes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClassSchema {
     pub class_name: String,
@@ -93,6 +93,21 @@ pub struct ClassSchema {
     pub class_level_permissions: Value,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub indexes: Map<String, Value>,
+    /// Which stored version of the schema this is, where the store can
+    /// tell (PostgreSQL: the `_SCHEMA` row's `xmin`), so a read can notice
+    /// that another process changed it since. Not part of the schema's
+    /// meaning: two schemas that differ only here are equal.
+    #[serde(skip)]
+    pub stored_version: Option<String>,
+}
+
+impl PartialEq for ClassSchema {
+    fn eq(&self, other: &Self) -> bool {
+        self.class_name == other.class_name
+            && self.fields == other.fields
+            && self.class_level_permissions == other.class_level_permissions
+            && self.indexes == other.indexes
+    }
 }
 
 /// The fields Parse Server gives its own classes beyond the defaults
@@ -229,6 +244,7 @@ impl ClassSchema {
             fields,
             class_level_permissions: default_class_level_permissions(),
             indexes: Map::new(),
+            stored_version: None,
         }
     }
 

@@ -267,3 +267,74 @@ async fn redirect_class_name_for_key_reads_the_relation_target() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"][0]["className"], "Shelf");
 }
+
+#[tokio::test]
+async fn aggregate_groups_counts_and_distinct_values_for_the_master_key() {
+    let server = TestServer::start().await;
+    for (team, score, tags) in [
+        ("red", 10, json!(["x", "y"])),
+        ("red", 20, json!(["y"])),
+        ("blue", 5, json!([])),
+    ] {
+        server
+            .post(
+                "classes/Score",
+                json!({"team": team, "score": score, "tags": tags}),
+            )
+            .await;
+    }
+    let aggregate = |params: Vec<(&'static str, Value)>| {
+        let request = server.master(Method::GET, "aggregate/Score").query(
+            &params
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect::<Vec<_>>(),
+        );
+        async move { read(request.send().await.unwrap()).await }
+    };
+
+    let (status, body) = aggregate(vec![(
+        "pipeline",
+        json!([
+            {"$group": {"_id": "$team", "total": {"$sum": "$score"}, "n": {"$sum": 1}}},
+            {"$sort": {"total": -1}},
+        ]),
+    )])
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"],
+        json!([
+            {"objectId": "red", "total": 30, "n": 2},
+            {"objectId": "blue", "total": 5, "n": 1},
+        ])
+    );
+    let (_, body) = aggregate(vec![(
+        "pipeline",
+        json!([{"$match": {"score": {"$gt": 6}}}, {"$unwind": "$tags"}, {"$count": "n"}]),
+    )])
+    .await;
+    assert_eq!(body["results"], json!([{"n": 3}]));
+    let (_, body) = aggregate(vec![
+        ("distinct", json!("team")),
+        ("where", json!({"score": {"$lt": 15}})),
+    ])
+    .await;
+    assert_eq!(body["results"], json!(["blue", "red"]));
+
+    // A stage Parse does not know is 102; a class that does not exist has
+    // no results; only the master key may aggregate.
+    let (status, body) = aggregate(vec![("pipeline", json!([{"$lookup": {}}]))]).await;
+    assert_eq!((status, body["code"].clone()), (400, json!(102)), "{body}");
+    let (status, body) = read(
+        server
+            .master(Method::GET, "aggregate/Nothing")
+            .query(&[("distinct", "team")])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"results": []})));
+    assert_master_only(server.get("aggregate/Score?distinct=team").await);
+}

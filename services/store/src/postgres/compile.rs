@@ -40,12 +40,13 @@ pub(super) struct Select {
     /// The columns after the five default ones, in order.
     pub columns: Vec<(String, FieldType)>,
     pub with_score: bool,
+    /// The version of the schema the statement was compiled for.
+    pub stored_version: Option<String>,
 }
 
 impl Select {
-    /// The column that says whether the stored schema has fields this
-    /// statement's schema lacks.
-    pub fn schema_outdated_column(&self) -> usize {
+    /// The column holding the version of the stored schema.
+    pub fn stored_version_column(&self) -> usize {
         5 + self.columns.len() + usize::from(self.with_score)
     }
 }
@@ -209,20 +210,13 @@ impl<'a> Compiler<'a> {
             list.push(format!("{}::float8", score.as_deref().unwrap_or("0")));
         }
         // Parse Server adds columns without telling anyone (schema hooks
-        // are off by default), so each read checks, once per statement,
-        // whether `_SCHEMA` lists a field this schema lacks; the caller
-        // then reloads and reads again.
-        let known: Vec<Value> = class
-            .fields
-            .keys()
-            .map(String::as_str)
-            .chain(super::layout::UNLISTED_STORED_FIELDS.iter().copied())
-            .map(Value::from)
-            .collect();
+        // are off by default), so each read also answers the version of
+        // the class's `_SCHEMA` row (one index lookup per statement); when
+        // it is not the version of this schema, the caller reloads and
+        // reads again.
         list.push(format!(
-            "EXISTS (SELECT 1 FROM \"_SCHEMA\" AS s CROSS JOIN LATERAL jsonb_object_keys(s.\"schema\"->'fields') AS f(name) WHERE s.\"className\" = {} AND NOT ({} ? f.name))",
+            "(SELECT s.xmin::text FROM \"_SCHEMA\" AS s WHERE s.\"className\" = {})",
             self.params.text(class.class_name.clone()),
-            self.params.json(Value::Array(known)),
         ));
         let mut sql = format!(
             "SELECT {} FROM {} AS {alias} WHERE {filter}",
@@ -245,6 +239,7 @@ impl<'a> Compiler<'a> {
             params,
             columns,
             with_score,
+            stored_version: class.stored_version.clone(),
         })
     }
 

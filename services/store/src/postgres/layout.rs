@@ -107,9 +107,6 @@ pub(super) fn to_stored(schema: &ClassSchema) -> Value {
     stored
 }
 
-/// Fields a stored schema lists that [`from_stored`] leaves out.
-pub(super) const UNLISTED_STORED_FIELDS: [&str; 3] = ["_rperm", "_wperm", "_hashed_password"];
-
 /// Reads a `schema` JSON in either of the shapes Parse writes.
 pub(super) fn from_stored(class_name: &str, stored: &Value) -> StoreResult<ClassSchema> {
     let mut schema = ClassSchema::new(class_name);
@@ -118,7 +115,7 @@ pub(super) fn from_stored(class_name: &str, stored: &Value) -> StoreResult<Class
         .and_then(Value::as_object)
         .ok_or_else(|| StoreError::Backend(format!("_SCHEMA row of {class_name} has no fields")))?;
     for (name, spec) in fields {
-        if UNLISTED_STORED_FIELDS.contains(&name.as_str()) {
+        if matches!(name.as_str(), "_rperm" | "_wperm" | "_hashed_password") {
             continue;
         }
         let spec: FieldSpec = serde_json::from_value(spec.clone())

@@ -348,7 +348,7 @@ impl PostgresStore {
         .map_err(pg_err)?;
         let row = tx
             .query_opt(
-                "SELECT \"schema\" FROM \"_SCHEMA\" WHERE \"className\" = $1::text",
+                "SELECT \"schema\", xmin::text FROM \"_SCHEMA\" WHERE \"className\" = $1::text",
                 &[&class_name],
             )
             .await
@@ -356,7 +356,9 @@ impl PostgresStore {
         let current = match row {
             Some(row) => {
                 let stored: Value = row.try_get(0).map_err(StoreError::backend)?;
-                Some(layout::from_stored(class_name, &stored)?)
+                let mut schema = layout::from_stored(class_name, &stored)?;
+                schema.stored_version = row.try_get(1).map_err(StoreError::backend)?;
+                Some(schema)
             }
             None => None,
         };
@@ -367,17 +369,20 @@ impl PostgresStore {
     }
 }
 
+/// Stores the schema and records the version it is stored as.
 async fn save_schema(
     tx: &deadpool_postgres::Transaction<'_>,
-    schema: &ClassSchema,
+    schema: &mut ClassSchema,
 ) -> StoreResult<()> {
-    tx.execute(
-        "INSERT INTO \"_SCHEMA\" (\"className\", \"schema\", \"isParseClass\") VALUES ($1::text, $2::jsonb, true)
-         ON CONFLICT (\"className\") DO UPDATE SET \"schema\" = EXCLUDED.\"schema\"",
-        &[&schema.class_name, &layout::to_stored(schema)],
-    )
-    .await
-    .map_err(pg_err)?;
+    let row = tx
+        .query_one(
+            "INSERT INTO \"_SCHEMA\" (\"className\", \"schema\", \"isParseClass\") VALUES ($1::text, $2::jsonb, true)
+         ON CONFLICT (\"className\") DO UPDATE SET \"schema\" = EXCLUDED.\"schema\" RETURNING xmin::text",
+            &[&schema.class_name, &layout::to_stored(schema)],
+        )
+        .await
+        .map_err(pg_err)?;
+    schema.stored_version = row.try_get(0).map_err(StoreError::backend)?;
     Ok(())
 }
 
@@ -410,7 +415,10 @@ impl Store for PostgresStore {
     async fn load_schemas(&self) -> StoreResult<Vec<ClassSchema>> {
         let client = self.read_pool.get().await.map_err(StoreError::backend)?;
         let rows = client
-            .query("SELECT \"className\", \"schema\" FROM \"_SCHEMA\"", &[])
+            .query(
+                "SELECT \"className\", \"schema\", xmin::text FROM \"_SCHEMA\"",
+                &[],
+            )
             .await
             .map_err(pg_err)?;
         let mut out = Vec::with_capacity(rows.len());
@@ -418,7 +426,10 @@ impl Store for PostgresStore {
             let name: String = row.try_get(0).map_err(StoreError::backend)?;
             let stored: Value = row.try_get(1).map_err(StoreError::backend)?;
             match layout::from_stored(&name, &stored) {
-                Ok(schema) => out.push(schema),
+                Ok(mut schema) => {
+                    schema.stored_version = row.try_get(2).map_err(StoreError::backend)?;
+                    out.push(schema);
+                }
                 // One unreadable row must not take every class down.
                 Err(err) => {
                     tracing::warn!(class = %name, %err, "skipping an unreadable _SCHEMA row")
@@ -458,7 +469,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<ClassSchema> {
         self.with_schema_lock(class_name, async |tx, current| {
             let existed = current.is_some();
-            let (schema, changed) = merge_fields(class_name, current, fields)?;
+            let (mut schema, changed) = merge_fields(class_name, current, fields)?;
             if !changed {
                 return Ok(schema);
             }
@@ -471,7 +482,7 @@ impl Store for PostgresStore {
             } else {
                 create_storage(tx, &schema).await?;
             }
-            save_schema(tx, &schema).await?;
+            save_schema(tx, &mut schema).await?;
             Ok(schema)
         })
         .await
@@ -483,8 +494,9 @@ impl Store for PostgresStore {
                 return Err(StoreError::ClassExists(schema.class_name.clone()));
             }
             create_storage(tx, schema).await?;
-            save_schema(tx, schema).await?;
-            Ok(schema.clone())
+            let mut schema = schema.clone();
+            save_schema(tx, &mut schema).await?;
+            Ok(schema)
         })
         .await
     }
@@ -496,7 +508,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<ClassSchema> {
         self.with_schema_lock(class_name, async |tx, current| {
             let current = current.ok_or_else(|| StoreError::ClassMissing(class_name.to_owned()))?;
-            let next = change.apply(&current)?;
+            let mut next = change.apply(&current)?;
             let table = quote_ident(class_name);
             for field in &change.delete_fields {
                 let ddl = match current.field_type(field) {
@@ -528,7 +540,7 @@ impl Store for PostgresStore {
                     tx.batch_execute(&ddl).await.map_err(pg_err)?;
                 }
             }
-            save_schema(tx, &next).await?;
+            save_schema(tx, &mut next).await?;
             Ok(next)
         })
         .await
@@ -581,13 +593,12 @@ impl Store for PostgresStore {
             .query(&statement, &select.params.refs())
             .await
             .map_err(pg_err)?;
-        let outdated = select.schema_outdated_column();
-        if let Some(row) = rows.first()
-            && row
-                .try_get::<_, bool>(outdated)
-                .map_err(StoreError::backend)?
-        {
-            return Err(StoreError::StaleSchema);
+        let version = select.stored_version_column();
+        if let Some(row) = rows.first() {
+            let stored: Option<String> = row.try_get(version).map_err(StoreError::backend)?;
+            if stored != select.stored_version {
+                return Err(StoreError::StaleSchema);
+            }
         }
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
