@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use oxbase_kit::{Readiness, Shutdown};
 use oxbase_proto::{EventStreamSpec, Storage};
@@ -72,6 +73,10 @@ pub struct OutboxRelay {
     /// This relay's name in the lease: unique per process.
     id: String,
     signals: Arc<RelaySignals>,
+    /// The id of the event the stream is known to hold last, so each
+    /// publish can require its predecessor to be there
+    /// (`Nats-Expected-Last-Msg-Id`); `None` until read from the stream.
+    last_event: Option<String>,
 }
 
 enum Round {
@@ -102,6 +107,7 @@ impl OutboxRelay {
             settings,
             id,
             signals,
+            last_event: None,
         }
     }
 
@@ -109,7 +115,7 @@ impl OutboxRelay {
     /// unreachable) are retried with backoff; events wait in the outbox.
     /// `readiness` says "nats" once the stream is set up and publishing
     /// works.
-    pub async fn run(self, readiness: Readiness, shutdown: Shutdown) {
+    pub async fn run(mut self, readiness: Readiness, shutdown: Shutdown) {
         readiness.register("nats");
         let mut stream_ready = false;
         let mut backoff = self.settings.poll;
@@ -168,13 +174,50 @@ impl OutboxRelay {
         }
     }
 
+    /// The id of the stream's last event, if it has one.
+    async fn stream_last_event(&self) -> Result<Option<String>, RelayError> {
+        let failed = |err: &dyn std::fmt::Display| RelayError::Publish(err.to_string());
+        let mut stream = self
+            .jetstream
+            .get_stream(&self.stream.name)
+            .await
+            .map_err(|e| failed(&e))?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| failed(&e))?
+            .state
+            .last_sequence;
+        if last == 0 {
+            return Ok(None);
+        }
+        // Without it (deleted by the stream's limits, say), publishing
+        // goes on with no expectation rather than stalling.
+        let Ok(message) = stream.get_raw_message(last).await else {
+            return Ok(None);
+        };
+        Ok(message
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|id| id.as_str().to_owned()))
+    }
+
     fn jetstream_connected(&self) -> bool {
         self.jetstream.client().connection_state() == async_nats::connection::State::Connected
     }
 
     /// Claims a batch, publishes it in order with pipelined acks, and marks
     /// what the stream acknowledged.
-    async fn round(&self) -> Result<Round, RelayError> {
+    ///
+    /// Pipelining alone could reorder events when a stream leader dies
+    /// mid-batch: the old leader loses some publishes while the new one
+    /// stores the ones after them, and the lost ones, sent again, land
+    /// last. So each publish names its predecessor as the stream's
+    /// expected last message: one whose predecessor is missing is refused,
+    /// and the next round sends again from the first event not
+    /// acknowledged. A repeat of an event the stream has is answered as a
+    /// duplicate before that check, so a round may start again anywhere.
+    async fn round(&mut self) -> Result<Round, RelayError> {
         let Some(entries) = self
             .store
             .outbox_claim(&self.id, self.settings.lease, self.settings.batch)
@@ -185,11 +228,18 @@ impl OutboxRelay {
         if entries.is_empty() {
             return Ok(Round::Idle);
         }
+        if self.last_event.is_none() {
+            self.last_event = self.stream_last_event().await?;
+        }
         let mut acks = Vec::with_capacity(entries.len());
+        let mut previous = self.last_event.clone();
         for entry in &entries {
-            let publish = PublishMessage::build()
+            let mut publish = PublishMessage::build()
                 .payload(entry.payload.clone().into())
                 .message_id(entry.event_id.as_str());
+            if let Some(previous) = previous.replace(entry.event_id.clone()) {
+                publish = publish.expected_last_message_id(previous);
+            }
             match self
                 .jetstream
                 .send_publish(entry.subject.clone(), publish)
@@ -206,8 +256,17 @@ impl OutboxRelay {
         let mut failure = None;
         for (entry, ack) in entries.iter().zip(acks) {
             match ack.await {
-                Ok(_) => sent.push(entry.seq),
+                Ok(_) => {
+                    sent.push(entry.seq);
+                    self.last_event = Some(entry.event_id.clone());
+                }
                 Err(err) => {
+                    // The stream's last event is not the one this relay
+                    // knew (another relay published, or a repeat came after
+                    // the duplicate window): read it again next round.
+                    if err.kind() == PublishErrorKind::WrongLastMessageId {
+                        self.last_event = None;
+                    }
                     failure = Some(err.to_string());
                     break;
                 }
