@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::http::Method;
+use oxbase_store::query::js_truthy;
 use oxbase_store::schema::{
     DEFAULT_FIELDS, VOLATILE_CLASSES, default_class_level_permissions, system_fields,
 };
@@ -134,7 +135,7 @@ impl App {
         if auth.read_only {
             return Err(read_only("create"));
         }
-        let body_class = body.get("className").filter(|v| truthy(v)).map(js);
+        let body_class = body.get("className").filter(|v| js_truthy(v)).map(js);
         if let (Some(path), Some(given)) = (path_class, &body_class)
             && path != given
         {
@@ -198,7 +199,7 @@ impl App {
         if auth.read_only {
             return Err(read_only("update"));
         }
-        if let Some(given) = body.get("className").filter(|v| truthy(v)) {
+        if let Some(given) = body.get("className").filter(|v| js_truthy(v)) {
             let given = js(given);
             if given != class_name {
                 return Err(mismatch(&given, class_name));
@@ -535,17 +536,6 @@ fn filled_clp(clp: &Value) -> Value {
     Value::Object(out)
 }
 
-/// JavaScript's truthiness, for the body values Parse tests with `if (x)`.
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
-    }
-}
-
 /// A value as JavaScript's template strings print it, for Parse's messages.
 fn js(value: &Value) -> String {
     match value {
@@ -626,7 +616,7 @@ fn parse_field(class_name: &str, name: &str, raw: &Value) -> ApiResult<FieldSpec
         Some(Value::String(kind)) if kind == "Pointer" || kind == "Relation" => {
             let target = match spec.get("targetClass") {
                 Some(Value::String(target)) if !target.is_empty() => target.clone(),
-                Some(target) if truthy(target) => return Err(invalid_json()),
+                Some(target) if js_truthy(target) => return Err(invalid_json()),
                 _ => {
                     return Err(ApiError::new(
                         MISSING_CLASS_NAME,
@@ -991,7 +981,7 @@ mod tests {
         assert_eq!(js(&json!("")), "");
         assert_eq!(js(&json!({})), "[object Object]");
         assert_eq!(js(&json!(["a", null, 2])), "a,,2");
-        assert!(!truthy(&json!(0)) && !truthy(&json!("")) && truthy(&json!([])));
+        assert!(!js_truthy(&json!(0)) && !js_truthy(&json!("")) && js_truthy(&json!([])));
     }
 
     #[test]

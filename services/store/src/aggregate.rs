@@ -22,7 +22,7 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, Timelike
 use regex::Regex;
 use serde_json::{Map, Number, Value};
 
-use crate::query::Object;
+use crate::query::{Object, js_truthy};
 
 /// Parse's `INVALID_QUERY`: a malformed pipeline, stage or operator.
 pub const INVALID_QUERY: i32 = 102;
@@ -138,7 +138,7 @@ impl AggregateRequest {
             "rawValues" | "rawFieldNames" => !v.is_boolean(),
             _ => true,
         });
-        let distinct = body.get("distinct").filter(|v| truthy(v)).map(js_string);
+        let distinct = body.get("distinct").filter(|v| js_truthy(v)).map(js_string);
 
         // Parse builds (and checks the names of) the stages even for a
         // distinct request, so a bad key fails both alike.
@@ -185,18 +185,6 @@ fn decode_param(value: &Value) -> Value {
     value.clone()
 }
 
-/// JavaScript truthiness, as Parse tests `body.distinct` and
-/// `body.pipeline`.
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        _ => true,
-    }
-}
-
 /// JavaScript's `String(value)` for the values a distinct name can be.
 fn js_string(value: &Value) -> String {
     match value {
@@ -217,7 +205,7 @@ fn number_text(n: &Number) -> String {
 /// with Parse's checks on stage names and on `$group`'s `_id`.
 fn raw_stages(body: &Map<String, Value>, limits: &Limits) -> AggregateResult<Vec<(String, Value)>> {
     let source = match body.get("pipeline") {
-        Some(p) if truthy(p) => p,
+        Some(p) if js_truthy(p) => p,
         _ => &Value::Object(body.clone()),
     };
     let stages: Vec<(String, Value)> = match source {
@@ -1008,7 +996,7 @@ fn parse_conds(value: &Value, depth: usize) -> AggregateResult<Vec<Cond>> {
             "$in" => Cond::In(list(arg, op)?),
             "$nin" => Cond::Nin(list(arg, op)?),
             "$all" => Cond::All(list(arg, op)?),
-            "$exists" => Cond::Exists(truthy(arg)),
+            "$exists" => Cond::Exists(js_truthy(arg)),
             "$size" => match whole_number(arg) {
                 Some(n) if n >= 0 => Cond::Size(n as usize),
                 _ => return Err(AggregateError::query("$size needs a non-negative integer")),

@@ -313,6 +313,18 @@ impl Query {
     }
 }
 
+/// JavaScript's truthiness, for the values Parse Server tests with
+/// `if (x)`.
+pub fn js_truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
 /// `value` with every object's keys sorted, so equal objects serialize
 /// equally whatever order their keys were written in. (Maps keep insertion
 /// order in this workspace: the MongoDB driver turns that on.)
