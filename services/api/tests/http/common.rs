@@ -80,9 +80,12 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        // Server logs go to the test's output, shown when it fails; the
-        // API's at info, so `/scriptlog` has lines to answer.
-        oxbase_kit::telemetry::init(oxbase_kit::LogFormat::Text, "warn,oxbase_api=info");
+        // Server logs go to the test's output. Purges log at info, so
+        // `/scriptlog` has lines to answer.
+        oxbase_kit::telemetry::init(
+            oxbase_kit::LogFormat::Text,
+            "warn,oxbase_api::dashboard=info",
+        );
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             app_id: APP_ID.into(),
