@@ -160,10 +160,15 @@ async fn push_audiences_store_their_query_as_parse_does() {
 async fn scriptlog_answers_recent_lines_newest_first() {
     let server = TestServer::start().await;
     assert_master_only(server.get("scriptlog").await);
-    server.post("classes/Logged", json!({"n": 1})).await;
-    server
-        .master_json(Method::DELETE, "purge/Logged", None)
-        .await;
+    // Each purge logs a line at info.
+    for class in ["Logged", "AlsoLogged"] {
+        server
+            .post(&format!("classes/{class}"), json!({"n": 1}))
+            .await;
+        server
+            .master_json(Method::DELETE, &format!("purge/{class}"), None)
+            .await;
+    }
     let (status, lines) = server
         .master_json(Method::GET, "scriptlog?size=500", None)
         .await;
