@@ -1,7 +1,6 @@
 //! `GET /aggregate/{class}`: Parse's aggregate pipelines and `distinct`,
 //! evaluated over the class's objects the same way on every store.
 
-use axum::http::Method;
 use oxbase_store::aggregate::{AggregateError, AggregateKind, AggregateRequest, distinct};
 use oxbase_store::{Filter, Object, Query};
 use serde_json::{Map, Value, json};
@@ -21,14 +20,9 @@ impl App {
         &self,
         auth: &Auth,
         req: &ParseRequest,
+        class_name: &str,
     ) -> ApiResult<Reply> {
         auth.require_master()?;
-        let [_, class_name] = req.segments.as_slice() else {
-            return Err(self.no_route(req));
-        };
-        if req.method != Method::GET {
-            return Err(self.no_route(req));
-        }
         if auth.read_only {
             return Err(ApiError::new(
                 code::OPERATION_FORBIDDEN,

@@ -67,14 +67,8 @@ impl App {
     /// its schema. Each object is deleted as a write of its own, so each
     /// leaves its delete event (marked as a purge, so no afterDelete runs,
     /// as in Parse Server); a class that does not exist answers `{}`.
-    pub(crate) async fn purge(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) async fn purge(&self, auth: &Auth, class_name: &str) -> ApiResult<Reply> {
         auth.require_master()?;
-        let [_, class_name] = req.segments.as_slice() else {
-            return Err(self.no_route(req));
-        };
-        if req.method != Method::DELETE {
-            return Err(self.no_route(req));
-        }
         if auth.read_only {
             return Err(ApiError::new(
                 code::OPERATION_FORBIDDEN,
@@ -83,7 +77,7 @@ impl App {
         }
         let mut purged = 0usize;
         loop {
-            let mut query = Query::new(class_name.as_str()).limit(PURGE_PAGE);
+            let mut query = Query::new(class_name).limit(PURGE_PAGE);
             query.keys = Some(Vec::new());
             let page = self.find_all(query).await?;
             if page.is_empty() {

@@ -199,8 +199,8 @@ impl App {
                 self.function_route(auth, req, name).await
             }
             (_, ["serverInfo"]) => self.server_info(auth, req),
-            (_, ["aggregate", ..]) => self.aggregate_route(auth, req).await,
-            (_, ["purge", ..]) => self.purge(auth, req).await,
+            (&Method::GET, ["aggregate", class]) => self.aggregate_route(auth, req, class).await,
+            (&Method::DELETE, ["purge", class]) => self.purge(auth, class).await,
             (_, ["push_audiences", ..]) => self.push_audiences(auth, req).await,
             (_, ["scriptlog", ..]) => self.script_log(auth, req),
             (_, [root, ..]) if NOT_YET.contains(root) => {
