@@ -6,11 +6,11 @@ use oxbase_store::{Filter, Object, Query};
 use serde_json::{Map, Value, json};
 
 use crate::App;
-use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
-use crate::query::WhereParser;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
+use oxbase_objects::Auth;
+use oxbase_objects::query::WhereParser;
+use oxbase_objects::{ParseError, ParseResult, code};
 
 /// The most objects one aggregation reads: the pipeline runs in memory.
 const MAX_INPUT_OBJECTS: usize = 500_000;
@@ -21,10 +21,10 @@ impl App {
         auth: &Auth,
         req: &ParseRequest,
         class_name: &str,
-    ) -> ApiResult<Reply> {
+    ) -> ParseResult<Reply> {
         auth.require_master()?;
         if auth.read_only {
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::OPERATION_FORBIDDEN,
                 "Cannot run an aggregation pipeline when using the readOnlyMasterKey",
             ));
@@ -46,7 +46,7 @@ impl App {
                 let pushed = matches
                     .iter()
                     .map(|m| self.where_filter(m))
-                    .collect::<ApiResult<Vec<Filter>>>();
+                    .collect::<ParseResult<Vec<Filter>>>();
                 let (filter, pipeline) = match pushed {
                     Ok(filters) => (filters.into_iter().fold(Filter::All, Filter::and), rest),
                     Err(_) => (Filter::All, pipeline),
@@ -63,19 +63,19 @@ impl App {
         Ok(Reply::ok(json!({ "results": results })))
     }
 
-    fn where_filter(&self, clause: &Map<String, Value>) -> ApiResult<Filter> {
-        WhereParser::new(self.db.limits()).parse(&Value::Object(clause.clone()))
+    fn where_filter(&self, clause: &Map<String, Value>) -> ParseResult<Filter> {
+        WhereParser::new(self.objects.limits()).parse(&Value::Object(clause.clone()))
     }
 
     /// The class's objects that match `filter`; none for a class that does
     /// not exist, as Parse Server answers.
-    async fn aggregate_input(&self, class_name: &str, filter: Filter) -> ApiResult<Vec<Object>> {
+    async fn aggregate_input(&self, class_name: &str, filter: Filter) -> ParseResult<Vec<Object>> {
         let query = Query::new(class_name)
             .filter(filter)
             .limit(MAX_INPUT_OBJECTS + 1);
-        let objects = self.db.find_raw(&query).await?;
+        let objects = self.objects.find_raw(&query).await?;
         if objects.len() > MAX_INPUT_OBJECTS {
-            return Err(ApiError::query(format!(
+            return Err(ParseError::query(format!(
                 "An aggregation may read at most {MAX_INPUT_OBJECTS} objects; add a $match first."
             )));
         }
@@ -83,6 +83,6 @@ impl App {
     }
 }
 
-fn aggregate_error(err: AggregateError) -> ApiError {
-    ApiError::new(err.code(), err.to_string())
+fn aggregate_error(err: AggregateError) -> ParseError {
+    ParseError::new(err.code(), err.to_string())
 }

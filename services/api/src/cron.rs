@@ -4,45 +4,43 @@
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
-use oxbase_cron::{CronError, ParseSchedules, ScheduleBook};
+use oxbase_cron::{CronError, ScheduleBook};
 use oxbase_proto::cron::CronSchedule;
 use serde_json::{Map, Value, json};
 
 use crate::App;
-use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
-use crate::query::FindOptions;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
+use oxbase_objects::Auth;
+use oxbase_objects::query::FindOptions;
+use oxbase_objects::{ParseError, ParseResult, code};
 
 /// Runs listed at most per request.
 const MAX_RUNS: usize = 1000;
-/// `_JobSchedule` objects read at most.
-const MAX_PARSE_SCHEDULES: u64 = 10_000;
 
-fn cron_error(err: CronError) -> ApiError {
+fn cron_error(err: CronError) -> ParseError {
     match err {
-        CronError::NotFound => ApiError::new(code::OBJECT_NOT_FOUND, "Schedule not found."),
-        CronError::Duplicate(_) => ApiError::new(code::DUPLICATE_VALUE, err.to_string()),
-        CronError::Nats(detail) => ApiError::internal(format!("cron: {detail}")),
-        CronError::Invalid(text) => ApiError::new(code::VALIDATION_ERROR, text),
+        CronError::NotFound => ParseError::new(code::OBJECT_NOT_FOUND, "Schedule not found."),
+        CronError::Duplicate(_) => ParseError::new(code::DUPLICATE_VALUE, err.to_string()),
+        CronError::Invalid(text) => ParseError::new(code::VALIDATION_ERROR, text),
+        other => ParseError::internal(format!("cron: {other}")),
     }
 }
 
-fn no_route(app: &App, req: &ParseRequest) -> ApiError {
-    ApiError::NoRoute {
+fn no_route(app: &App, req: &ParseRequest) -> ParseError {
+    ParseError::NoRoute {
         method: req.method.to_string(),
         path: format!("{}/{}", app.mount, req.segments.join("/")),
     }
 }
 
 impl App {
-    fn schedules(&self) -> ApiResult<&Arc<ScheduleBook>> {
+    fn schedules(&self) -> ParseResult<&Arc<ScheduleBook>> {
         self.jobs
             .as_ref()
             .and_then(|jobs| jobs.schedules.as_ref())
             .ok_or_else(|| {
-                ApiError::new(
+                ParseError::new(
                     code::COMMAND_UNAVAILABLE,
                     "Schedules are off on this server (cron.enabled = false, or no NATS).",
                 )
@@ -55,16 +53,16 @@ impl App {
     /// - `GET|PUT|DELETE /cron/schedules/<name>`;
     /// - `GET /cron/schedules/<name>/runs?limit=`: the last runs, latest
     ///   first.
-    pub(crate) async fn cron_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) async fn cron_route(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         auth.require_master()?;
         if req.method != Method::GET {
             auth.require_writable("change schedules")?;
         }
         let book = self.schedules()?;
         let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
-        let body = || -> ApiResult<CronSchedule> {
+        let body = || -> ParseResult<CronSchedule> {
             serde_json::from_value(Value::Object(req.body.clone())).map_err(|err| {
-                ApiError::new(code::VALIDATION_ERROR, format!("invalid schedule: {err}"))
+                ParseError::new(code::VALIDATION_ERROR, format!("invalid schedule: {err}"))
             })
         };
         match (&req.method, &s[1..]) {
@@ -88,7 +86,7 @@ impl App {
                     schedule.name = (*name).to_owned();
                 }
                 if schedule.name != *name {
-                    return Err(ApiError::new(
+                    return Err(ParseError::new(
                         code::VALIDATION_ERROR,
                         "a schedule cannot be renamed: create one under the new name",
                     ));
@@ -107,7 +105,7 @@ impl App {
                         .as_u64()
                         .filter(|n| (1..=MAX_RUNS as u64).contains(n))
                         .ok_or_else(|| {
-                            ApiError::new(
+                            ParseError::new(
                                 code::VALIDATION_ERROR,
                                 format!("limit must be from 1 to {MAX_RUNS}"),
                             )
@@ -132,16 +130,16 @@ impl App {
         &self,
         auth: &Auth,
         req: &ParseRequest,
-    ) -> ApiResult<Reply> {
+    ) -> ParseResult<Reply> {
         auth.require_master()?;
         if req.method != Method::GET {
             auth.require_writable("change job schedules")?;
         }
         let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
-        let schedule_body = || -> ApiResult<Map<String, Value>> {
+        let schedule_body = || -> ParseResult<Map<String, Value>> {
             match req.body.get("job_schedule") {
                 Some(Value::Object(map)) => Ok(map.clone()),
-                _ => Err(ApiError::new(
+                _ => Err(ParseError::new(
                     code::INVALID_JSON,
                     "job_schedule must be an object",
                 )),
@@ -149,13 +147,14 @@ impl App {
         };
         match (&req.method, &s[1..]) {
             (&Method::GET, ["jobs"]) => {
-                let all = self.job_schedules().await?;
+                let all = self.objects.job_schedules().await?;
                 Ok(Reply::ok(Value::Array(
                     all.into_iter().map(Value::Object).collect(),
                 )))
             }
             (&Method::GET, ["jobs", "data"]) => {
                 let in_use: Vec<Value> = self
+                    .objects
                     .job_schedules()
                     .await?
                     .into_iter()
@@ -190,20 +189,20 @@ impl App {
                 // Parse Server answers this with code 1 and a 500; a
                 // client's mistake is a 400 here.
                 if !deployed {
-                    return Err(ApiError::new(
+                    return Err(ParseError::new(
                         code::SCRIPT_FAILED,
                         "Cannot Schedule a job that is not deployed",
                     ));
                 }
                 if !schedule.contains_key("startAfter") {
-                    schedule.insert("startAfter".into(), json!(crate::values::now()));
+                    schedule.insert("startAfter".into(), json!(oxbase_objects::values::now()));
                 }
                 self.check_job_schedule(&schedule)?;
                 let write = self
-                    .db
+                    .objects
                     .prepare_create(&Auth::master(), "_JobSchedule", &schedule)
                     .await?;
-                let reply = self.db.commit_one(write).await?;
+                let reply = self.objects.commit_one(write).await?;
                 Ok(Reply {
                     status: StatusCode::CREATED,
                     ..Reply::ok(reply.body())
@@ -212,30 +211,30 @@ impl App {
             (&Method::PUT, ["jobs", id]) => {
                 let changes = schedule_body()?;
                 let current = self
-                    .db
+                    .objects
                     .get(
                         &Auth::master(),
                         "_JobSchedule",
                         id,
-                        &FindOptions::for_get(&Map::new(), self.db.limits())?,
+                        &FindOptions::for_get(&Map::new(), self.objects.limits())?,
                     )
                     .await?;
                 let mut merged = current;
                 merged.extend(changes.clone());
                 self.check_job_schedule(&merged)?;
                 let write = self
-                    .db
+                    .objects
                     .prepare_update(&Auth::master(), "_JobSchedule", id, &changes)
                     .await?;
-                let reply = self.db.commit_one(write).await?;
+                let reply = self.objects.commit_one(write).await?;
                 Ok(Reply::ok(reply.body()))
             }
             (&Method::DELETE, ["jobs", id]) => {
                 let write = self
-                    .db
+                    .objects
                     .prepare_delete(&Auth::master(), "_JobSchedule", id)
                     .await?;
-                self.db.commit_one(write).await?;
+                self.objects.commit_one(write).await?;
                 Ok(Reply::ok(json!({})))
             }
             _ => Err(no_route(self, req)),
@@ -243,7 +242,7 @@ impl App {
     }
 
     /// Refuses a `_JobSchedule` the cron service could not fire.
-    fn check_job_schedule(&self, schedule: &Map<String, Value>) -> ApiResult<()> {
+    fn check_job_schedule(&self, schedule: &Map<String, Value>) -> ParseResult<()> {
         let mut probe = schedule.clone();
         probe.entry("objectId").or_insert_with(|| json!("new"));
         let parse_queue = self
@@ -252,69 +251,9 @@ impl App {
             .map(|jobs| jobs.queue.settings().parse_queue.clone())
             .unwrap_or_else(|| "default".into());
         let converted = oxbase_cron::from_job_schedule(&probe, &parse_queue)
-            .map_err(|err| ApiError::new(code::VALIDATION_ERROR, err.to_string()))?;
+            .map_err(|err| ParseError::new(code::VALIDATION_ERROR, err.to_string()))?;
         oxbase_cron::Timing::parse(&converted.cron, &converted.time_zone)
-            .map_err(|err| ApiError::new(code::VALIDATION_ERROR, err.to_string()))?;
+            .map_err(|err| ParseError::new(code::VALIDATION_ERROR, err.to_string()))?;
         Ok(())
-    }
-
-    async fn job_schedules(&self) -> ApiResult<Vec<Map<String, Value>>> {
-        let mut params = Map::new();
-        params.insert("limit".into(), json!(MAX_PARSE_SCHEDULES));
-        let mut limits = self.db.limits().clone();
-        limits.max_limit = MAX_PARSE_SCHEDULES as usize;
-        let options = FindOptions::for_find(&params, &limits)?;
-        match self
-            .db
-            .find(&Auth::master(), "_JobSchedule", &options)
-            .await
-        {
-            Ok((objects, _)) => Ok(objects),
-            Err(ApiError::Parse {
-                code: code::OBJECT_NOT_FOUND | code::INVALID_CLASS_NAME,
-                ..
-            }) => Ok(Vec::new()),
-            Err(err) => Err(err),
-        }
-    }
-
-    /// What the cron service reads and writes `_JobSchedule` through.
-    pub fn parse_schedules(self: &Arc<Self>) -> Arc<dyn ParseSchedules> {
-        Arc::new(JobScheduleStore(Arc::clone(self)))
-    }
-}
-
-struct JobScheduleStore(Arc<App>);
-
-#[async_trait::async_trait]
-impl ParseSchedules for JobScheduleStore {
-    async fn load(&self) -> Result<Vec<Map<String, Value>>, String> {
-        self.0.job_schedules().await.map_err(|err| err.to_string())
-    }
-
-    async fn open_status(&self, job_name: &str, params: &Value) -> Result<String, String> {
-        self.0
-            .open_job_status(job_name, params, "schedule")
-            .await
-            .map_err(|err| err.to_string())
-    }
-
-    async fn ran(&self, schedule: &str, tick_ms: i64) -> Result<(), String> {
-        let Some(id) = schedule.strip_prefix("_parse_") else {
-            return Ok(());
-        };
-        let mut body = Map::new();
-        body.insert("lastRun".into(), json!(tick_ms.div_euclid(1000)));
-        let app = &self.0;
-        let write = app
-            .db
-            .prepare_update(&Auth::master(), "_JobSchedule", id, &body)
-            .await
-            .map_err(|err| err.to_string())?;
-        app.db
-            .commit_one(write)
-            .await
-            .map(drop)
-            .map_err(|err| err.to_string())
     }
 }

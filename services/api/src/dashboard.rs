@@ -8,10 +8,11 @@ use oxbase_store::Query;
 use serde_json::{Value, json};
 
 use crate::App;
-use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
 use crate::request::ParseRequest;
-use crate::routes::{Reply, WriteEffect};
+use crate::routes::Reply;
+use oxbase_objects::Auth;
+use oxbase_objects::WriteEffect;
+use oxbase_objects::{ParseError, ParseResult, code};
 
 /// The Parse Server release whose REST API oxbase follows. Parse Dashboard
 /// reads `parseServerVersion` to decide what it may ask for.
@@ -26,7 +27,7 @@ const MAX_LOG_LINES: usize = 1000;
 impl App {
     /// `GET /serverInfo`: what this server does, in Parse's `features` map,
     /// so the Dashboard shows only what works.
-    pub(crate) fn server_info(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) fn server_info(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         auth.require_master()?;
         if req.method != Method::GET {
             return Err(self.no_route(req));
@@ -67,10 +68,10 @@ impl App {
     /// its schema. Each object is deleted as a write of its own, so each
     /// leaves its delete event (marked as a purge, so no afterDelete runs,
     /// as in Parse Server); a class that does not exist answers `{}`.
-    pub(crate) async fn purge(&self, auth: &Auth, class_name: &str) -> ApiResult<Reply> {
+    pub(crate) async fn purge(&self, auth: &Auth, class_name: &str) -> ParseResult<Reply> {
         auth.require_master()?;
         if auth.read_only {
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::OPERATION_FORBIDDEN,
                 "read-only masterKey isn't allowed to purge a schema.",
             ));
@@ -79,27 +80,26 @@ impl App {
         loop {
             let mut query = Query::new(class_name).limit(PURGE_PAGE);
             query.keys = Some(Vec::new());
-            let page = self.find_all(query).await?;
+            let page = self.objects.find_all(query).await?;
             if page.is_empty() {
                 break;
             }
             let mut deletes = Vec::with_capacity(page.len());
             for object in &page {
                 if let Some(id) = object.get("objectId").and_then(Value::as_str) {
-                    let mut delete = self.db.prepare_delete(auth, class_name, id).await?;
+                    let mut delete = self.objects.prepare_delete(auth, class_name, id).await?;
                     delete.mark_purge();
                     deletes.push(delete);
                 }
             }
-            let effects: Vec<WriteEffect> =
-                deletes.iter().map(crate::routes::write_effect).collect();
-            let replies = self.db.commit(deletes, false).await?;
+            let effects: Vec<WriteEffect> = deletes.iter().map(WriteEffect::of).collect();
+            let replies = self.objects.commit(deletes, false).await?;
             // A page that deletes nothing would come back forever.
             if replies.iter().all(Result::is_err) {
-                return Err(ApiError::internal("purge deleted no object of a page"));
+                return Err(ParseError::internal("purge deleted no object of a page"));
             }
             purged += replies.iter().filter(|r| r.is_ok()).count();
-            self.after_writes(&effects).await;
+            self.objects.after_writes(&effects).await;
         }
         tracing::info!(class = %class_name, purged, "purged a class");
         Ok(Reply::ok(json!({})))
@@ -108,7 +108,11 @@ impl App {
     /// `/push_audiences`: Parse's `_Audience` class for the master key,
     /// with each audience's `query` (stored as a JSON string) answered as
     /// an object.
-    pub(crate) async fn push_audiences(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) async fn push_audiences(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+    ) -> ParseResult<Reply> {
         auth.require_master()?;
         let mut segments = vec!["classes".to_owned(), "_Audience".to_owned()];
         match (&req.method, req.segments.as_slice()) {
@@ -135,7 +139,7 @@ impl App {
     /// other level everything from info up; `size` (or `n`) lines, 10 by
     /// default, newest first unless `order=asc`, between `from` and
     /// `until`.
-    pub(crate) fn script_log(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) fn script_log(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         auth.require_master()?;
         if req.method != Method::GET || req.segments.len() != 1 {
             return Err(self.no_route(req));

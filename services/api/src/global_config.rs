@@ -15,10 +15,10 @@ use oxbase_store::{
 use serde_json::{Map, Value, json};
 
 use crate::App;
-use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
 use crate::request::ParseRequest;
 use crate::routes::Reply;
+use oxbase_objects::Auth;
+use oxbase_objects::{ParseError, ParseResult, code};
 
 const CLASS: &str = "_GlobalConfig";
 const OBJECT_ID: &str = "1";
@@ -28,13 +28,13 @@ const FIELDS: [&str; 2] = ["params", "masterKeyOnly"];
 const PROHIBITED_KEYS: &[&str] = &["__proto__", "constructor", "_bsontype"];
 
 impl App {
-    pub(crate) async fn config_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) async fn config_route(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         match req.method {
             Method::GET => self.get_config(auth).await,
             Method::PUT => {
                 auth.require_master()?;
                 if auth.read_only {
-                    return Err(ApiError::new(
+                    return Err(ParseError::new(
                         code::OPERATION_FORBIDDEN,
                         "read-only masterKey isn't allowed to update the config.",
                     ));
@@ -43,7 +43,7 @@ impl App {
                 self.update_config(changes).await?;
                 Ok(Reply::ok(json!({ "result": true })))
             }
-            _ => Err(ApiError::NoRoute {
+            _ => Err(ParseError::NoRoute {
                 method: req.method.to_string(),
                 path: format!("{}/config", self.mount),
             }),
@@ -52,11 +52,11 @@ impl App {
 
     /// `GET /config`. Without the master key, parameters flagged
     /// master-key-only are left out (and their flags with them).
-    async fn get_config(&self, auth: &Auth) -> ApiResult<Reply> {
-        let stored = match self.db.store().load_config().await {
+    async fn get_config(&self, auth: &Auth) -> ParseResult<Reply> {
+        let stored = match self.objects.store().load_config().await {
             Some(stored) => stored?,
             None => {
-                let view = self.db.schema_cache().for_class(CLASS, &[]).await?;
+                let view = self.objects.schema_cache().for_class(CLASS, &[]).await?;
                 self.stored_config(view).await?
             }
         };
@@ -93,7 +93,7 @@ impl App {
     }
 
     /// The config object, if there is one.
-    async fn stored_config(&self, view: SchemaView) -> ApiResult<Option<Object>> {
+    async fn stored_config(&self, view: SchemaView) -> ParseResult<Option<Object>> {
         if view.get(CLASS).is_none() {
             return Ok(None);
         }
@@ -103,10 +103,10 @@ impl App {
                 Condition::Eq(QueryValue::String(OBJECT_ID.into())),
             ))
             .limit(1);
-        let store = self.db.store();
+        let store = self.objects.store();
         let found = match store.find(&view, &query).await {
             Err(StoreError::StaleSchema) => {
-                let view = self.db.schema_cache().reload().await?;
+                let view = self.objects.schema_cache().reload().await?;
                 store.find(&view, &query).await?
             }
             other => other?,
@@ -116,8 +116,8 @@ impl App {
 
     /// The schemas, with `_GlobalConfig` and its two Object fields made
     /// to exist.
-    async fn config_schema(&self) -> ApiResult<SchemaView> {
-        let cache = self.db.schema_cache();
+    async fn config_schema(&self) -> ParseResult<SchemaView> {
+        let cache = self.objects.schema_cache();
         let view = cache.for_class(CLASS, &FIELDS).await?;
         let class = view.get(CLASS);
         let mut missing = BTreeMap::new();
@@ -141,7 +141,7 @@ impl App {
         if missing.is_empty() {
             return Ok(view);
         }
-        let schema = self.db.store().ensure_fields(CLASS, &missing).await?;
+        let schema = self.objects.store().ensure_fields(CLASS, &missing).await?;
         cache.install(schema);
         Ok(cache.current())
     }
@@ -149,8 +149,8 @@ impl App {
     /// Applies the changes to the config object, creating it when there
     /// is none. Two requests creating it at once both land: the loser of
     /// the insert updates instead.
-    async fn update_config(&self, changes: Vec<(FieldPath, UpdateOp)>) -> ApiResult<()> {
-        if let Some(done) = self.db.store().update_config(&changes).await {
+    async fn update_config(&self, changes: Vec<(FieldPath, UpdateOp)>) -> ParseResult<()> {
+        if let Some(done) = self.objects.store().update_config(&changes).await {
             return Ok(done?);
         }
         let view = self.config_schema().await?;
@@ -193,7 +193,7 @@ impl App {
                 "update raced"
             });
         }
-        Err(ApiError::internal(format!(
+        Err(ParseError::internal(format!(
             "cannot write _GlobalConfig: {}",
             last_error.unwrap_or_default()
         )))
@@ -204,10 +204,10 @@ impl App {
         view: &SchemaView,
         op: WriteOp,
     ) -> Result<WriteOutcome, StoreError> {
-        let store = self.db.store();
+        let store = self.objects.store();
         let results = match store.write(view, WriteBatch::one(op.clone())).await {
             Err(StoreError::StaleSchema) => {
-                let view = self.db.schema_cache().reload().await?;
+                let view = self.objects.schema_cache().reload().await?;
                 store.write(&view, WriteBatch::one(op)).await?
             }
             other => other?,
@@ -222,18 +222,18 @@ impl App {
 /// The changes a `PUT /config` body asks for, as Parse Server makes them:
 /// each parameter is set (or deleted with `{"__op": "Delete"}`) and its
 /// master-key-only flag set with it, `false` unless the body says `true`.
-fn config_changes(body: &Map<String, Value>) -> ApiResult<Vec<(FieldPath, UpdateOp)>> {
+fn config_changes(body: &Map<String, Value>) -> ParseResult<Vec<(FieldPath, UpdateOp)>> {
     let object = |field: &str| match body.get(field) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(map)) => Ok(map.clone()),
-        Some(_) => Err(ApiError::json(format!("{field} must be an object"))),
+        Some(_) => Err(ParseError::json(format!("{field} must be an object"))),
     };
     let params = object("params")?;
     let flags = object("masterKeyOnly")?;
     let mut changes = Vec::with_capacity(params.len() * 2);
     for (key, value) in &params {
         if key.is_empty() || key.contains('.') || key.starts_with('$') {
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::INVALID_KEY_NAME,
                 format!("Invalid key name: {key}"),
             ));
@@ -242,7 +242,7 @@ fn config_changes(body: &Map<String, Value>) -> ApiResult<Vec<(FieldPath, Update
             Some(Value::String(op)) if op == "Delete" => UpdateOp::Delete,
             Some(op) => {
                 let op = op.as_str().map_or_else(|| op.to_string(), str::to_owned);
-                return Err(ApiError::new(
+                return Err(ParseError::new(
                     code::COMMAND_UNAVAILABLE,
                     format!("The {op} operator is not supported in config parameters."),
                 ));
@@ -256,7 +256,7 @@ fn config_changes(body: &Map<String, Value>) -> ApiResult<Vec<(FieldPath, Update
             None | Some(Value::Null) => false,
             Some(Value::Bool(flag)) => *flag,
             Some(_) => {
-                return Err(ApiError::json(format!(
+                return Err(ParseError::json(format!(
                     "masterKeyOnly.{key} must be a boolean"
                 )));
             }
@@ -277,12 +277,12 @@ fn nested(field: &str, key: &str) -> FieldPath {
     }
 }
 
-fn check_prohibited(value: &Value) -> ApiResult<()> {
+fn check_prohibited(value: &Value) -> ParseResult<()> {
     match value {
         Value::Object(map) => {
             for (key, value) in map {
                 if PROHIBITED_KEYS.contains(&key.as_str()) {
-                    return Err(ApiError::new(
+                    return Err(ParseError::new(
                         code::INVALID_KEY_NAME,
                         format!("Prohibited keyword in request data: {{\"key\":\"{key}\"}}."),
                     ));
@@ -311,9 +311,9 @@ fn truthy(value: &Value) -> bool {
 mod tests {
     use super::*;
 
-    fn code_of(result: ApiResult<Vec<(FieldPath, UpdateOp)>>) -> i32 {
+    fn code_of(result: ParseResult<Vec<(FieldPath, UpdateOp)>>) -> i32 {
         match result {
-            Err(ApiError::Parse { code, .. }) => code,
+            Err(ParseError::Parse { code, .. }) => code,
             other => panic!("{other:?}"),
         }
     }

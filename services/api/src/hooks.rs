@@ -19,13 +19,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::App;
-use crate::access::Operation;
-use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
-use crate::query::FindOptions;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
-use crate::values::{WriteKind, parse_write, validate_class_name};
+use oxbase_objects::Auth;
+use oxbase_objects::access::Operation;
+use oxbase_objects::query::FindOptions;
+use oxbase_objects::values::{WriteKind, parse_write, validate_class_name};
+use oxbase_objects::{ParseError, ParseResult, code};
 use oxbase_store::Object;
 
 /// What the API needs to call hooks.
@@ -109,7 +109,7 @@ impl HookRunner {
 }
 
 /// A hook's failure to answer, as the client sees it.
-fn call_failed(what: &str, entry: Option<&HookEntry>, err: CallError) -> ApiError {
+fn call_failed(what: &str, entry: Option<&HookEntry>, err: CallError) -> ParseError {
     let message = match (err, entry.and_then(|e| e.url.as_ref())) {
         (CallError::NoHandler, Some(_)) => {
             format!("{what} cannot reach its webhook: no triggers service is running")
@@ -118,23 +118,23 @@ fn call_failed(what: &str, entry: Option<&HookEntry>, err: CallError) -> ApiErro
         (CallError::Timeout(ms), _) => format!("{what} did not answer within {ms} ms"),
         (err, _) => format!("{what} failed: {err}"),
     };
-    ApiError::new(code::SCRIPT_FAILED, message)
+    ParseError::new(code::SCRIPT_FAILED, message)
 }
 
 /// A handler's error reply: its code when it gave a usable one.
-fn rejected(err: &oxbase_proto::HookError, default: i32) -> ApiError {
+fn rejected(err: &oxbase_proto::HookError, default: i32) -> ParseError {
     let code = err
         .code()
         .and_then(|c| i32::try_from(c).ok())
         .filter(|c| *c > 1)
         .unwrap_or(default);
-    ApiError::new(code, err.message())
+    ParseError::new(code, err.message())
 }
 
 impl App {
-    fn hook_runner(&self, what: &str) -> ApiResult<&HookRunner> {
+    fn hook_runner(&self, what: &str) -> ParseResult<&HookRunner> {
         self.hooks.as_ref().ok_or_else(|| {
-            ApiError::new(
+            ParseError::new(
                 code::SCRIPT_FAILED,
                 format!("{what} are turned off on this server (triggers.enabled is false)"),
             )
@@ -145,9 +145,9 @@ impl App {
     async fn caller(&self, auth: &Auth, req: &ParseRequest) -> Caller {
         let mut user = None;
         if let Some(session) = &auth.user
-            && let Ok(options) = FindOptions::for_get(&Map::new(), self.db.limits())
+            && let Ok(options) = FindOptions::for_get(&Map::new(), self.objects.limits())
             && let Ok(mut object) = self
-                .db
+                .objects
                 .get(&Auth::master(), "_User", &session.id, &options)
                 .await
         {
@@ -182,9 +182,9 @@ impl App {
         auth: &Auth,
         req: &ParseRequest,
         name: &str,
-    ) -> ApiResult<Reply> {
+    ) -> ParseResult<Reply> {
         let invalid =
-            || ApiError::new(code::SCRIPT_FAILED, format!("Invalid function: \"{name}\""));
+            || ParseError::new(code::SCRIPT_FAILED, format!("Invalid function: \"{name}\""));
         if !oxbase_proto::valid_token(name) {
             return Err(invalid());
         }
@@ -229,7 +229,7 @@ impl App {
         class_name: &str,
         object_id: Option<&str>,
         body: &Map<String, Value>,
-    ) -> ApiResult<Option<(Map<String, Value>, Vec<String>)>> {
+    ) -> ParseResult<Option<(Map<String, Value>, Vec<String>)>> {
         let Some(runner) = &self.hooks else {
             return Ok(None);
         };
@@ -239,7 +239,7 @@ impl App {
         let (original, kind) = match object_id {
             Some(id) => (
                 Some(
-                    self.db
+                    self.objects
                         .object_for_hook(auth, class_name, id, Operation::Update)
                         .await?,
                 ),
@@ -292,7 +292,7 @@ impl App {
         req: &ParseRequest,
         class_name: &str,
         object_id: &str,
-    ) -> ApiResult<()> {
+    ) -> ParseResult<()> {
         let Some(runner) = &self.hooks else {
             return Ok(());
         };
@@ -300,7 +300,7 @@ impl App {
             return Ok(());
         };
         let object = self
-            .db
+            .objects
             .object_for_hook(auth, class_name, object_id, Operation::Delete)
             .await?;
         let request = TriggerRequest {
@@ -334,7 +334,7 @@ impl App {
         trigger: TriggerName,
         request: &TriggerRequest,
         auth: &Auth,
-    ) -> ApiResult<HookReply> {
+    ) -> ParseResult<HookReply> {
         runner
             .call(
                 Some(entry),
@@ -354,7 +354,7 @@ impl App {
     }
 
     /// Parse's `/hooks` routes, master key only.
-    pub(crate) async fn hooks_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) async fn hooks_route(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         auth.require_master()?;
         let runner = self.hook_runner("Hooks")?;
         let registry = &runner.registry;
@@ -466,8 +466,8 @@ enum HookName<'a> {
     Trigger(&'a str, &'a str),
 }
 
-fn invalid_hook(detail: &str) -> ApiError {
-    ApiError::new(
+fn invalid_hook(detail: &str) -> ParseError {
+    ParseError::new(
         code::WEBHOOK_ERROR,
         format!("invalid hook declaration: {detail}"),
     )
@@ -475,7 +475,7 @@ fn invalid_hook(detail: &str) -> ApiError {
 
 /// The entry a `/hooks` body declares. On `PUT`, the name comes from the
 /// path.
-fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ApiResult<HookEntry> {
+fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ParseResult<HookEntry> {
     let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
     let (function_name, class_name, trigger_name, job_name) = match name {
         Some(HookName::Function(name)) => (Some(name.to_owned()), None, None, None),
@@ -556,7 +556,7 @@ fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ApiResul
 
 /// A webhook URL: http or https, with a host, and nothing a header cannot
 /// carry.
-fn validate_url(url: &str) -> ApiResult<()> {
+fn validate_url(url: &str) -> ParseResult<()> {
     let host = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
@@ -568,25 +568,25 @@ fn validate_url(url: &str) -> ApiResult<()> {
     }
 }
 
-fn no_function(name: &str) -> ApiError {
-    ApiError::new(
+fn no_function(name: &str) -> ParseError {
+    ParseError::new(
         code::WEBHOOK_ERROR,
         format!("no function named: {name} is defined"),
     )
 }
 
-fn no_job(name: &str) -> ApiError {
-    ApiError::new(
+fn no_job(name: &str) -> ParseError {
+    ParseError::new(
         code::WEBHOOK_ERROR,
         format!("no job named: {name} is defined"),
     )
 }
 
-fn no_trigger(class: &str) -> ApiError {
-    ApiError::new(code::WEBHOOK_ERROR, format!("class {class} does not exist"))
+fn no_trigger(class: &str) -> ParseError {
+    ParseError::new(code::WEBHOOK_ERROR, format!("class {class} does not exist"))
 }
 
-fn already_exists(entry: &HookEntry) -> ApiError {
+fn already_exists(entry: &HookEntry) -> ParseError {
     let message = match (&entry.function_name, &entry.class_name, entry.trigger_name) {
         (Some(name), _, _) => format!("function name: {name} already exists"),
         _ if entry.job_name.is_some() => format!(
@@ -596,18 +596,18 @@ fn already_exists(entry: &HookEntry) -> ApiError {
         (_, Some(class), Some(trigger)) => format!("class {class} already has trigger {trigger}"),
         _ => "the hook already exists".into(),
     };
-    ApiError::new(code::WEBHOOK_ERROR, message)
+    ParseError::new(code::WEBHOOK_ERROR, message)
 }
 
-fn registry_failed(err: RegistryError) -> ApiError {
+fn registry_failed(err: RegistryError) -> ParseError {
     tracing::warn!(error = %err, "hook registry");
-    ApiError::new(
+    ParseError::new(
         code::WEBHOOK_ERROR,
         "the hook registry is unavailable; try again",
     )
 }
 
-async fn delete_hook(registry: &HookRegistry, key: &str) -> ApiResult<Reply> {
+async fn delete_hook(registry: &HookRegistry, key: &str) -> ParseResult<Reply> {
     registry.delete(key).await.map_err(registry_failed)?;
     Ok(Reply::ok(Value::Object(Map::new())))
 }
@@ -615,8 +615,8 @@ async fn delete_hook(registry: &HookRegistry, key: &str) -> ApiResult<Reply> {
 async fn update_hook(
     registry: &HookRegistry,
     entry: HookEntry,
-    missing: impl FnOnce() -> ApiError,
-) -> ApiResult<Reply> {
+    missing: impl FnOnce() -> ParseError,
+) -> ParseResult<Reply> {
     match registry.update(entry).await {
         Ok(entry) => Ok(Reply::ok(serde_json::to_value(entry).unwrap_or_default())),
         Err(RegistryError::NotFound) => Err(missing()),
@@ -672,7 +672,7 @@ mod tests {
         ] {
             let err = hook_entry(&map(bad.clone()), None).unwrap_err();
             assert!(
-                matches!(err, ApiError::Parse { code: 143, .. }),
+                matches!(err, ParseError::Parse { code: 143, .. }),
                 "{bad}: {err:?}"
             );
         }

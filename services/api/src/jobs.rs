@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use oxbase_hooks::HookRegistry;
-use oxbase_jobs::{JobQueue, JobStatusSink, JobsError, StatusUpdate};
+use oxbase_jobs::{JobQueue, JobsError};
 use oxbase_proto::jobs::{JobSpec, JobState};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::App;
-use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
 use crate::request::ParseRequest;
 use crate::routes::Reply;
+use oxbase_objects::{Auth, JobStatusChange};
+use oxbase_objects::{ParseError, ParseResult, code};
 
 /// Jobs listed at most per request.
 const MAX_LIST: usize = 1000;
@@ -29,11 +29,11 @@ pub struct Jobs {
     pub registry: Option<Arc<HookRegistry>>,
 }
 
-fn jobs_error(err: JobsError) -> ApiError {
+fn jobs_error(err: JobsError) -> ParseError {
     match err {
-        JobsError::NotFound => ApiError::new(code::OBJECT_NOT_FOUND, "Job not found."),
-        JobsError::Nats(detail) => ApiError::internal(format!("jobs: {detail}")),
-        other => ApiError::new(code::VALIDATION_ERROR, other.to_string()),
+        JobsError::NotFound => ParseError::new(code::OBJECT_NOT_FOUND, "Job not found."),
+        JobsError::Nats(detail) => ParseError::internal(format!("jobs: {detail}")),
+        other => ParseError::new(code::VALIDATION_ERROR, other.to_string()),
     }
 }
 
@@ -42,9 +42,9 @@ fn to_json(value: impl serde::Serialize) -> Value {
 }
 
 impl App {
-    fn jobs(&self) -> ApiResult<&Jobs> {
+    fn jobs(&self) -> ParseResult<&Jobs> {
         self.jobs.as_ref().ok_or_else(|| {
-            ApiError::new(
+            ParseError::new(
                 code::COMMAND_UNAVAILABLE,
                 "Background jobs are off on this server (jobs.enabled = false, or no NATS).",
             )
@@ -53,7 +53,7 @@ impl App {
 
     /// Parse's `POST /jobs/<name>` and `POST /jobs` (`{"jobName": ...}`):
     /// a `_JobStatus` in `running`, then the job on the Parse queue.
-    pub(crate) async fn jobs_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) async fn jobs_route(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         auth.require_master()?;
         auth.require_writable("start a job")?;
         let jobs = self.jobs()?;
@@ -64,7 +64,7 @@ impl App {
                 .get("jobName")
                 .and_then(Value::as_str)
                 .map(str::to_owned)
-                .ok_or_else(|| ApiError::new(code::SCRIPT_FAILED, "Invalid job."))?,
+                .ok_or_else(|| ParseError::new(code::SCRIPT_FAILED, "Invalid job."))?,
             _ => {
                 return Err(self.no_route(req));
             }
@@ -74,10 +74,10 @@ impl App {
             .as_ref()
             .is_some_and(|registry| registry.job(&name).is_some());
         if !known {
-            return Err(ApiError::new(code::SCRIPT_FAILED, "Invalid job."));
+            return Err(ParseError::new(code::SCRIPT_FAILED, "Invalid job."));
         }
         let params = Value::Object(req.params.clone());
-        let status_id = self.open_job_status(&name, &params, "api").await?;
+        let status_id = self.objects.open_job_status(&name, &params, "api").await?;
         let queue = jobs.queue.settings().parse_queue.clone();
         let spec = JobSpec {
             name,
@@ -89,44 +89,17 @@ impl App {
             .submit(&queue, spec, Some(status_id.clone()))
             .await
         {
-            let _ = self
-                .update_job_status(
-                    &status_id,
-                    StatusUpdate {
-                        status: Some("failed"),
-                        message: Some(err.to_string()),
-                        finished: true,
-                    },
-                )
-                .await;
+            let failed = JobStatusChange {
+                status: Some("failed".into()),
+                message: Some(err.to_string()),
+                finished: true,
+            };
+            let _ = self.objects.update_job_status(&status_id, failed).await;
             return Err(jobs_error(err));
         }
         let mut reply = Reply::ok(json!({}));
         reply.headers.push(("X-Parse-Job-Status-Id", status_id));
         Ok(reply)
-    }
-
-    /// A `_JobStatus` in `running` for a run of Parse job `name`; its
-    /// objectId.
-    pub(crate) async fn open_job_status(
-        &self,
-        name: &str,
-        params: &Value,
-        source: &str,
-    ) -> ApiResult<String> {
-        let mut status = Map::new();
-        status.insert("jobName".into(), json!(name));
-        status.insert("source".into(), json!(source));
-        status.insert("status".into(), json!("running"));
-        status.insert("params".into(), params.clone());
-        status.insert("ACL".into(), json!({}));
-        let write = self
-            .db
-            .prepare_create(&Auth::master(), "_JobStatus", &status)
-            .await?;
-        let status_id = write.object_id().unwrap_or_default().to_owned();
-        self.db.commit_one(write).await?;
-        Ok(status_id)
     }
 
     /// oxbase's queue API, master key only:
@@ -136,7 +109,7 @@ impl App {
     /// - `GET /queues/<q>/jobs?state=&limit=`: list;
     /// - `GET /queues/<q>/jobs/<id>`: one job;
     /// - `POST /queues/<q>/jobs/<id>/cancel` and `.../retry`.
-    pub(crate) async fn queues_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) async fn queues_route(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         auth.require_master()?;
         let jobs = self.jobs()?;
         let queue = &jobs.queue;
@@ -163,7 +136,7 @@ impl App {
             (&Method::POST, [name, "jobs"]) => {
                 let spec: JobSpec = serde_json::from_value(Value::Object(req.body.clone()))
                     .map_err(|err| {
-                        ApiError::new(code::VALIDATION_ERROR, format!("invalid job: {err}"))
+                        ParseError::new(code::VALIDATION_ERROR, format!("invalid job: {err}"))
                     })?;
                 let submitted = queue.submit(name, spec, None).await.map_err(jobs_error)?;
                 let status = if submitted.duplicate {
@@ -180,13 +153,13 @@ impl App {
                 let state = match req.params.get("state") {
                     None | Some(Value::Null) => None,
                     Some(Value::String(text)) => Some(JobState::parse(text).ok_or_else(|| {
-                        ApiError::new(
+                        ParseError::new(
                             code::VALIDATION_ERROR,
                             "state must be waiting, delayed, active, succeeded, dead or cancelled",
                         )
                     })?),
                     Some(_) => {
-                        return Err(ApiError::new(
+                        return Err(ParseError::new(
                             code::VALIDATION_ERROR,
                             "state must be a string",
                         ));
@@ -198,7 +171,7 @@ impl App {
                         .as_u64()
                         .filter(|n| (1..=MAX_LIST as u64).contains(n))
                         .ok_or_else(|| {
-                            ApiError::new(
+                            ParseError::new(
                                 code::VALIDATION_ERROR,
                                 format!("limit must be from 1 to {MAX_LIST}"),
                             )
@@ -226,60 +199,5 @@ impl App {
             }
             _ => Err(self.no_route(req)),
         }
-    }
-
-    async fn update_job_status(&self, id: &str, update: StatusUpdate) -> ApiResult<()> {
-        let mut body = Map::new();
-        if let Some(status) = update.status {
-            body.insert("status".into(), json!(status));
-        }
-        if let Some(message) = update.message {
-            body.insert("message".into(), json!(message));
-        }
-        if update.finished {
-            body.insert(
-                "finishedAt".into(),
-                json!({"__type": "Date", "iso": crate::values::now()}),
-            );
-        }
-        let attempt = || async {
-            let write = self
-                .db
-                .prepare_update(&Auth::master(), "_JobStatus", id, &body)
-                .await?;
-            self.db.commit_one(write).await
-        };
-        match attempt().await {
-            // The jobs process's schemas may predate the class, which the
-            // API created when the job started: look again, once.
-            Err(ApiError::Parse {
-                code: code::OBJECT_NOT_FOUND,
-                ..
-            }) => {
-                self.db.schema_cache().reload().await?;
-                attempt().await?;
-            }
-            other => {
-                other?;
-            }
-        }
-        Ok(())
-    }
-
-    /// What the jobs service writes `_JobStatus` through.
-    pub fn job_status_sink(self: &Arc<Self>) -> Arc<dyn JobStatusSink> {
-        Arc::new(JobStatusWriter(Arc::clone(self)))
-    }
-}
-
-struct JobStatusWriter(Arc<App>);
-
-#[async_trait::async_trait]
-impl JobStatusSink for JobStatusWriter {
-    async fn update(&self, status_id: &str, update: StatusUpdate) -> Result<(), String> {
-        self.0
-            .update_job_status(status_id, update)
-            .await
-            .map_err(|err| err.to_string())
     }
 }

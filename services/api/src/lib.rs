@@ -1,48 +1,37 @@
 //! oxbase's Parse-compatible REST API: an axum service that speaks Parse
-//! Server's protocol (the REST API and the JS SDK's tunnel) over a
-//! [`Store`].
+//! Server's protocol (the REST API and the JS SDK's tunnel) over the
+//! object layer ([`ObjectLayer`]). This crate is HTTP only: routing,
+//! request parsing and replies; Parse's rules live in `oxbase-objects`.
 
-mod access;
 mod aggregate;
-mod auth;
 mod cron;
 mod dashboard;
-mod db;
-mod error;
 mod files;
 mod global_config;
 mod hooks;
-mod installations;
 mod jobs;
+mod keys;
 mod push;
-mod query;
-mod relay;
 mod request;
 mod routes;
 mod schema_routes;
-mod schemas;
 mod server;
-mod sessions;
 mod users;
-mod values;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use oxbase_kit::{Config, Readiness, Shutdown};
-use oxbase_store::Store;
+use oxbase_objects::{ObjectLayer, RelaySignals};
 use tokio::net::TcpListener;
 
-pub use crate::auth::{Auth, KeyLevel, Keys, SessionUser};
-pub use crate::db::{Database, DatabaseSettings};
-pub use crate::error::{ApiError, ApiResult, code};
 pub use crate::hooks::Hooks;
 pub use crate::jobs::Jobs;
-pub use crate::relay::{OutboxRelay, RelayError, RelaySettings, RelaySignals, ensure_stream};
+pub use crate::keys::{KeyLevel, Keys};
 
 /// The API's shared state.
 pub struct App {
-    db: Database,
+    objects: Arc<ObjectLayer>,
     keys: Keys,
     app_id: String,
     /// The mount path, without a trailing slash.
@@ -50,9 +39,6 @@ pub struct App {
     /// Path prefixes `/batch` items may use: the mount path, and the public
     /// URL's path when it differs.
     batch_prefixes: Vec<String>,
-    sessions: sessions::SessionCache,
-    session_length_secs: u64,
-    revoke_session_on_password_reset: bool,
     files: files::Files,
     /// Cloud functions and triggers; `None` without NATS.
     hooks: Option<hooks::HookRunner>,
@@ -63,10 +49,6 @@ pub struct App {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the store: {0}")]
-    Store(#[from] oxbase_store::StoreError),
-    #[error("cannot load schemas: {0}")]
-    Schemas(ApiError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -77,36 +59,15 @@ pub enum StartError {
 }
 
 impl App {
-    /// `relay`, when events are on: the API wakes it after each write and
-    /// serves its backlog at `/metrics`. `hooks`, when NATS is there: cloud
+    /// The API over `objects`. `hooks`, when NATS is there: cloud
     /// functions and triggers.
-    pub async fn new(
+    pub fn new(
         config: &Config,
-        store: Arc<dyn Store>,
-        relay: Option<Arc<RelaySignals>>,
+        objects: Arc<ObjectLayer>,
         hooks: Option<Hooks>,
         jobs: Option<Jobs>,
         push: Option<oxbase_push::PushQueue>,
-    ) -> Result<Arc<Self>, StartError> {
-        let events = relay.as_ref().map(|_| crate::db::EventSettings {
-            source: config
-                .events
-                .source
-                .clone()
-                .unwrap_or_else(|| oxbase_proto::Event::source_for_app(&config.app_id)),
-            prefix: config.events.prefix.clone(),
-        });
-        let settings = DatabaseSettings {
-            limits: config.limits.clone(),
-            events,
-            relay: relay.clone(),
-            allow_client_class_creation: config.allow_client_class_creation,
-            allow_custom_object_id: config.allow_custom_object_id,
-            enforce_private_users: config.enforce_private_users,
-        };
-        let db = Database::open(store, settings)
-            .await
-            .map_err(StartError::Schemas)?;
+    ) -> Arc<Self> {
         let mut batch_prefixes = vec![config.mount_path.clone()];
         if let Some(public) = &config.public_server_url
             && let Some(path) = url_path(public)
@@ -114,20 +75,17 @@ impl App {
         {
             batch_prefixes.push(path);
         }
-        Ok(Arc::new(Self {
-            db,
+        Arc::new(Self {
+            objects,
             keys: Keys::from_config(config),
             app_id: config.app_id.clone(),
             mount: config.mount_path.clone(),
             batch_prefixes,
-            sessions: sessions::SessionCache::default(),
-            session_length_secs: config.session_length_secs,
-            revoke_session_on_password_reset: config.revoke_session_on_password_reset,
             files: files::Files::from_config(config),
             hooks: hooks.map(|hooks| hooks::HookRunner::new(config, hooks)),
             jobs,
             push,
-        }))
+        })
     }
 
     /// The axum router: the Parse API under the mount path, plus `/health`,
@@ -138,7 +96,7 @@ impl App {
         readiness: Readiness,
         more_metrics: Option<MetricsSource>,
     ) -> axum::Router {
-        let relay = self.db.relay().cloned();
+        let relay = self.objects.relay().cloned();
         oxbase_kit::health::router(readiness)
             .route(
                 "/metrics",

@@ -1,32 +1,27 @@
 //! Parse's `POST /push`: the push's `_PushStatus`, then the push handed to
-//! the push service over NATS; and the push service's reads and writes of
-//! installations and statuses ([`PushStore`]).
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! the push service over NATS.
 
 use axum::http::Method;
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
-use oxbase_proto::push::{ApnsOptions, PushDevice, PushRequest};
-use oxbase_push::PushStore;
+use oxbase_proto::push::{ApnsOptions, PushRequest};
 use serde_json::{Map, Value, json};
 
 use crate::App;
-use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
-use crate::query::FindOptions;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
+use oxbase_objects::Auth;
+use oxbase_objects::query::FindOptions;
+use oxbase_objects::{ParseError, ParseResult, code};
 
 const STATUS: &str = "_PushStatus";
 
-fn misconfigured(message: impl Into<String>) -> ApiError {
-    ApiError::new(code::PUSH_MISCONFIGURED, message)
+fn misconfigured(message: impl Into<String>) -> ParseError {
+    ParseError::new(code::PUSH_MISCONFIGURED, message)
 }
 
 /// A time as Parse takes `push_time` and `expiration_time`: Unix seconds,
 /// or an ISO 8601 date, in UTC when it names no zone.
-fn instant(value: &Value, name: &str) -> ApiResult<DateTime<Utc>> {
+fn instant(value: &Value, name: &str) -> ParseResult<DateTime<Utc>> {
     let parsed = match value {
         Value::Number(seconds) => seconds
             .as_f64()
@@ -46,7 +41,7 @@ fn instant(value: &Value, name: &str) -> ApiResult<DateTime<Utc>> {
 
 /// `push_type`, `priority` and `collapse_id`, from the push body or, as
 /// Parse Server also reads them, from its `data`.
-fn apns_options(body: &Map<String, Value>, data: &Map<String, Value>) -> ApiResult<ApnsOptions> {
+fn apns_options(body: &Map<String, Value>, data: &Map<String, Value>) -> ParseResult<ApnsOptions> {
     let field = |name: &str| body.get(name).or_else(|| data.get(name));
     let text = |name: &str| match field(name) {
         None | Some(Value::Null) => Ok(None),
@@ -72,9 +67,9 @@ fn apns_options(body: &Map<String, Value>, data: &Map<String, Value>) -> ApiResu
 }
 
 impl App {
-    fn push_queue(&self) -> ApiResult<&oxbase_push::PushQueue> {
+    fn push_queue(&self) -> ParseResult<&oxbase_push::PushQueue> {
         self.push.as_ref().ok_or_else(|| {
-            ApiError::new(
+            ParseError::new(
                 code::COMMAND_UNAVAILABLE,
                 "Push is off on this server (push.enabled = false, or no NATS).",
             )
@@ -83,7 +78,7 @@ impl App {
 
     /// `POST /push` (master key): answers at once, with the push's
     /// `_PushStatus` in the `X-Parse-Push-Status-Id` header.
-    pub(crate) async fn push_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) async fn push_route(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         if req.method != Method::POST || req.segments.len() != 1 {
             return Err(self.no_route(req));
         }
@@ -116,7 +111,7 @@ impl App {
         // A query that cannot run is refused now, not in the push service.
         let mut params = Map::new();
         params.insert("where".into(), Value::Object(query.clone()));
-        FindOptions::for_find(&params, self.db.limits())?;
+        FindOptions::for_find(&params, self.objects.limits())?;
         let Some(Value::Object(data)) = body.get("data") else {
             return Err(misconfigured("data must be an object."));
         };
@@ -194,11 +189,11 @@ impl App {
         status.insert("failedPerType".into(), json!({}));
         status.insert("ACL".into(), json!({}));
         let write = self
-            .db
+            .objects
             .prepare_create(&Auth::master(), STATUS, &status)
             .await?;
         let status_id = write.object_id().unwrap_or_default().to_owned();
-        self.db.commit_one(write).await?;
+        self.objects.commit_one(write).await?;
 
         let request = PushRequest {
             status_id: status_id.clone(),
@@ -210,9 +205,9 @@ impl App {
         if let Err(err) = queue.submit(&request, later).await {
             let failed = json!({"status": "failed", "errorMessage": {"message": err.to_string()}});
             if let Value::Object(failed) = failed {
-                let _ = self.store_status(&status_id, failed).await;
+                let _ = self.objects.update_push_status(&status_id, &failed).await;
             }
-            return Err(ApiError::internal(format!("push: {err}")));
+            return Err(ParseError::internal(format!("push: {err}")));
         }
         if let Some(Value::String(audience)) = body.get("audience_id") {
             self.count_audience_use(audience).await;
@@ -227,7 +222,7 @@ impl App {
     /// queued already, so a failure here is only logged.
     async fn count_audience_use(&self, audience_id: &str) {
         let change = json!({
-            "lastUsed": {"__type": "Date", "iso": crate::values::now()},
+            "lastUsed": {"__type": "Date", "iso": oxbase_objects::values::now()},
             "timesUsed": {"__op": "Increment", "amount": 1},
         });
         let Value::Object(change) = change else {
@@ -235,161 +230,15 @@ impl App {
         };
         let master = Auth::master();
         let result = match self
-            .db
+            .objects
             .prepare_update(&master, "_Audience", audience_id, &change)
             .await
         {
-            Ok(write) => self.db.commit_one(write).await.map(|_| ()),
+            Ok(write) => self.objects.commit_one(write).await.map(|_| ()),
             Err(err) => Err(err),
         };
         if let Err(err) = result {
             tracing::warn!(%err, audience_id, "cannot mark a push audience used");
         }
-    }
-
-    /// The push service's view of this app's data.
-    pub fn push_store(self: &Arc<Self>) -> Arc<dyn PushStore> {
-        Arc::new(AppPushStore(Arc::clone(self)))
-    }
-
-    async fn store_status(
-        &self,
-        id: &str,
-        changes: Map<String, Value>,
-    ) -> ApiResult<Map<String, Value>> {
-        let master = Auth::master();
-        let write = self
-            .db
-            .prepare_update(&master, STATUS, id, &changes)
-            .await?;
-        self.db.commit_one(write).await?;
-        let options = FindOptions::for_get(&Map::new(), self.db.limits())?;
-        self.db.get(&master, STATUS, id, &options).await
-    }
-
-    /// Applies the same update to each installation in `ids`.
-    /// The `_Installation` objects a Parse find with `params` returns, as
-    /// the master key sees them.
-    async fn find_installations(&self, params: Value) -> ApiResult<Vec<Map<String, Value>>> {
-        let Value::Object(params) = params else {
-            return Ok(Vec::new());
-        };
-        let options = FindOptions::for_find(&params, self.db.limits())?;
-        let (found, _) = self
-            .db
-            .find(&Auth::master(), "_Installation", &options)
-            .await?;
-        Ok(found)
-    }
-
-    async fn update_installations(&self, ids: &[String], change: Value) -> ApiResult<()> {
-        let Value::Object(change) = change else {
-            return Ok(());
-        };
-        let mut writes = Vec::with_capacity(ids.len());
-        for id in ids {
-            writes.push(
-                self.db
-                    .prepare_update(&Auth::master(), "_Installation", id, &change)
-                    .await?,
-            );
-        }
-        for reply in self.db.commit(writes, false).await? {
-            match reply {
-                // Deleted meanwhile: nothing to update.
-                Err(ApiError::Parse {
-                    code: code::OBJECT_NOT_FOUND,
-                    ..
-                }) => {}
-                other => {
-                    other?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-struct AppPushStore(Arc<App>);
-
-fn text(err: ApiError) -> String {
-    err.to_string()
-}
-
-#[async_trait::async_trait]
-impl PushStore for AppPushStore {
-    async fn audience(
-        &self,
-        query: &Map<String, Value>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<PushDevice>, String> {
-        let app = &self.0;
-        let mut parts = vec![
-            Value::Object(query.clone()),
-            json!({"deviceToken": {"$exists": true}}),
-        ];
-        if let Some(after) = after {
-            parts.push(json!({"objectId": {"$gt": after}}));
-        }
-        let found = app
-            .find_installations(json!({
-                "where": {"$and": parts},
-                "order": "objectId",
-                "limit": limit,
-                "keys": "deviceType,deviceToken,badge,appIdentifier",
-            }))
-            .await
-            .map_err(text)?;
-        Ok(found
-            .into_iter()
-            .filter_map(|object| {
-                let field = |key: &str| object.get(key).and_then(Value::as_str).map(str::to_owned);
-                Some(PushDevice {
-                    installation_id: field("objectId")?,
-                    device_type: field("deviceType").unwrap_or_default(),
-                    device_token: field("deviceToken")?,
-                    badge: object.get("badge").and_then(Value::as_i64),
-                    app_identifier: field("appIdentifier"),
-                })
-            })
-            .collect())
-    }
-
-    async fn update_status(
-        &self,
-        id: &str,
-        changes: Map<String, Value>,
-    ) -> Result<Map<String, Value>, String> {
-        self.0.store_status(id, changes).await.map_err(text)
-    }
-
-    async fn increment_badges(&self, ids: &[String]) -> Result<HashMap<String, i64>, String> {
-        let app = &self.0;
-        app.update_installations(ids, json!({"badge": {"__op": "Increment", "amount": 1}}))
-            .await
-            .map_err(text)?;
-        let found = app
-            .find_installations(json!({
-                "where": {"objectId": {"$in": ids}},
-                "limit": ids.len(),
-                "keys": "badge",
-            }))
-            .await
-            .map_err(text)?;
-        Ok(found
-            .into_iter()
-            .filter_map(|object| {
-                let id = object.get("objectId")?.as_str()?.to_owned();
-                Some((id, object.get("badge")?.as_i64()?))
-            })
-            .collect())
-    }
-
-    async fn forget_tokens(&self, ids: &[String]) -> Result<(), String> {
-        self.0
-            .update_installations(ids, json!({"deviceToken": {"__op": "Delete"}}))
-            .await
-            .map_err(text)
     }
 }

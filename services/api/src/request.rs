@@ -9,7 +9,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::error::{ApiError, ApiResult};
+use oxbase_objects::{ParseError, ParseResult};
 
 /// The credentials a request carries.
 #[derive(Debug, Clone, Default)]
@@ -114,7 +114,7 @@ impl ParseRequest {
         headers: &HeaderMap,
         body: &[u8],
         ip: IpAddr,
-    ) -> ApiResult<Self> {
+    ) -> ParseResult<Self> {
         let mut credentials = header_credentials(headers);
 
         let mut body = parse_body(body)?;
@@ -127,7 +127,7 @@ impl ParseRequest {
                 "PUT" => Method::PUT,
                 "DELETE" => Method::DELETE,
                 "POST" => Method::POST,
-                _ => return Err(ApiError::json(format!("unsupported _method {over:?}"))),
+                _ => return Err(ParseError::json(format!("unsupported _method {over:?}"))),
             };
         }
         take_tunnel_credentials(&mut body, &mut credentials)?;
@@ -156,7 +156,7 @@ impl ParseRequest {
         headers: &HeaderMap,
         raw: Bytes,
         ip: IpAddr,
-    ) -> ApiResult<Self> {
+    ) -> ParseResult<Self> {
         let mut credentials = header_credentials(headers);
         let mut upload = FileUpload {
             content_type: header(headers, "content-type"),
@@ -265,10 +265,12 @@ fn merge_query(params: &mut Map<String, Value>, query: Option<&str>) {
     }
 }
 
-fn path_segments(path: &str) -> ApiResult<Vec<String>> {
+fn path_segments(path: &str) -> ParseResult<Vec<String>> {
     path.split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s).ok_or_else(|| ApiError::json(format!("bad path segment {s:?}"))))
+        .map(|s| {
+            percent_decode(s).ok_or_else(|| ParseError::json(format!("bad path segment {s:?}")))
+        })
         .collect()
 }
 
@@ -300,25 +302,25 @@ fn decode_base64(text: &str) -> Option<Bytes> {
         .map(Bytes::from)
 }
 
-fn parse_body(bytes: &[u8]) -> ApiResult<Map<String, Value>> {
+fn parse_body(bytes: &[u8]) -> ParseResult<Map<String, Value>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::json("request body must be a JSON object")),
+        Ok(_) => Err(ParseError::json("request body must be a JSON object")),
         Err(err) if err.to_string().contains("recursion limit") => {
-            Err(ApiError::json("request body is nested too deeply"))
+            Err(ParseError::json("request body is nested too deeply"))
         }
-        Err(_) => Err(ApiError::json("invalid JSON")),
+        Err(_) => Err(ParseError::json("invalid JSON")),
     }
 }
 
 fn take_tunnel_credentials(
     body: &mut Map<String, Value>,
     credentials: &mut Credentials,
-) -> ApiResult<()> {
-    let take = |field: &str, slot: &mut Option<String>| -> ApiResult<()> {
+) -> ParseResult<()> {
+    let take = |field: &str, slot: &mut Option<String>| -> ParseResult<()> {
         match body.get(field) {
             None | Some(Value::Null) => {}
             Some(Value::String(value)) => {
@@ -326,7 +328,7 @@ fn take_tunnel_credentials(
                     *slot = Some(value.clone());
                 }
             }
-            Some(_) => return Err(ApiError::Unauthorized),
+            Some(_) => return Err(ParseError::Unauthorized),
         }
         Ok(())
     };
@@ -537,7 +539,10 @@ mod tests {
             let err =
                 ParseRequest::from_http(Method::POST, "/", None, &HeaderMap::new(), body, ip())
                     .unwrap_err();
-            assert!(matches!(err, ApiError::Parse { code: 107, .. }), "{err:?}");
+            assert!(
+                matches!(err, ParseError::Parse { code: 107, .. }),
+                "{err:?}"
+            );
         }
         let deep = "[".repeat(1000) + &"]".repeat(1000);
         let body = format!("{{\"a\": {deep}}}");
@@ -550,6 +555,6 @@ mod tests {
             ip(),
         )
         .unwrap_err();
-        assert!(matches!(err, ApiError::Parse { code: 107, .. }));
+        assert!(matches!(err, ParseError::Parse { code: 107, .. }));
     }
 }

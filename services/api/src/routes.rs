@@ -5,12 +5,12 @@ use futures_util::future::join_all;
 use serde_json::{Map, Value, json};
 
 use crate::App;
-use crate::auth::Auth;
-use crate::db::{PreparedWrite, WriteReply};
-use crate::error::{ApiError, ApiResult, code};
-use crate::installations;
-use crate::query::{FindMode, FindOptions};
 use crate::request::ParseRequest;
+use oxbase_objects::Auth;
+use oxbase_objects::installations;
+use oxbase_objects::query::{FindMode, FindOptions};
+use oxbase_objects::{ParseError, ParseResult, code};
+use oxbase_objects::{PreparedWrite, WriteEffect, WriteReply};
 
 /// A response body with its status and, for creates, its `Location`.
 #[derive(Debug, Clone)]
@@ -102,47 +102,22 @@ fn is_routable(req: &ParseRequest) -> bool {
 
 /// Parse answers a change to a user that the user's ACL refused (or that
 /// names no user) with 206, not 101, unless the master key made it.
-fn user_write_refused(auth: &Auth, write: &ClassWrite<'_>, err: ApiError) -> ApiError {
+fn user_write_refused(auth: &Auth, write: &ClassWrite<'_>, err: ParseError) -> ParseError {
     let to_user = matches!(
         write,
         ClassWrite::Update("_User", _) | ClassWrite::Delete("_User", _)
     );
     match err {
-        ApiError::Parse {
+        ParseError::Parse {
             code: code::OBJECT_NOT_FOUND,
             ..
-        } if to_user && !auth.master => ApiError::new(code::SESSION_MISSING, "Permission denied"),
+        } if to_user && !auth.master => ParseError::new(code::SESSION_MISSING, "Permission denied"),
         other => other,
     }
 }
 
-/// What `after_writes` needs to know of a committed write.
-#[derive(Debug)]
-pub(crate) struct WriteEffect {
-    pub class_name: String,
-    /// The object it deleted.
-    pub deleted: Option<String>,
-    /// The installations it duplicates.
-    pub duplicates: Vec<String>,
-    /// The user whose password it changed.
-    pub password_changed_for: Option<String>,
-}
-
-pub(crate) fn write_effect(write: &PreparedWrite) -> WriteEffect {
-    let deleted = write
-        .is_delete()
-        .then(|| write.object_id().map(str::to_owned))
-        .flatten();
-    WriteEffect {
-        class_name: write.class_name().to_owned(),
-        deleted,
-        duplicates: write.duplicates().to_vec(),
-        password_changed_for: write.password_changed_for().map(str::to_owned),
-    }
-}
-
 impl App {
-    pub(crate) async fn dispatch(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) async fn dispatch(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         let aliased;
         let req = if matches!(
             req.segments.first().map(String::as_str),
@@ -162,11 +137,14 @@ impl App {
             }
             let refused = |err| user_write_refused(auth, &write, err);
             let prepared = self.prepare(auth, req, &write).await.map_err(refused)?;
-            let effect = write_effect(&prepared);
-            let reply = self.db.commit_one(prepared).await.map_err(refused)?;
-            self.after_writes(std::slice::from_ref(&effect)).await;
+            let effect = WriteEffect::of(&prepared);
+            let reply = self.objects.commit_one(prepared).await.map_err(refused)?;
+            self.objects
+                .after_writes(std::slice::from_ref(&effect))
+                .await;
             let mut reply = self.write_reply(req, &write, reply);
-            self.renew_session_after(auth, &effect, &mut reply.body)
+            self.objects
+                .renew_session_after(auth, &effect, &mut reply.body)
                 .await?;
             return Ok(reply);
         }
@@ -178,8 +156,8 @@ impl App {
             (&Method::POST, ["logout"]) => self.logout(auth).await,
             (&Method::GET, ["classes", class]) => self.find_route(auth, req, class).await,
             (&Method::GET, ["classes", class, id]) => {
-                let options = FindOptions::for_get(&req.params, self.db.limits())?;
-                let object = self.db.get(auth, class, id, &options).await?;
+                let options = FindOptions::for_get(&req.params, self.objects.limits())?;
+                let object = self.objects.get(auth, class, id, &options).await?;
                 let mut objects = [object];
                 self.expand_files(req, &mut objects);
                 let [object] = objects;
@@ -204,7 +182,7 @@ impl App {
             (_, ["push_audiences", ..]) => self.push_audiences(auth, req).await,
             (_, ["scriptlog", ..]) => self.script_log(auth, req),
             (_, [root, ..]) if NOT_YET.contains(root) => {
-                Err(ApiError::not_supported(format!("/{root}")))
+                Err(ParseError::not_supported(format!("/{root}")))
             }
             _ => Err(self.no_route(req)),
         }
@@ -212,24 +190,24 @@ impl App {
 
     /// `GET /classes/{class}`, with Parse's `explain` and
     /// `redirectClassNameForKey`.
-    async fn find_route(&self, auth: &Auth, req: &ParseRequest, class: &str) -> ApiResult<Reply> {
+    async fn find_route(&self, auth: &Auth, req: &ParseRequest, class: &str) -> ParseResult<Reply> {
         let mut params = req.params.clone();
         let mode = FindMode::take(&mut params)?;
         let class = match &mode.redirect_key {
-            Some(key) => self.db.relation_target(class, key).await?,
+            Some(key) => self.objects.relation_target(class, key).await?,
             None => class.to_owned(),
         };
-        let options = FindOptions::for_find(&params, self.db.limits())?;
+        let options = FindOptions::for_find(&params, self.objects.limits())?;
         if mode.explain {
             if !auth.master {
-                return Err(ApiError::query(
+                return Err(ParseError::query(
                     "Using the explain query parameter requires the master key",
                 ));
             }
-            let plan = self.db.explain(&class, &options).await?;
+            let plan = self.objects.explain(&class, &options).await?;
             return Ok(Reply::ok(json!({ "results": plan })));
         }
-        let (mut results, count) = self.db.find(auth, &class, &options).await?;
+        let (mut results, count) = self.objects.find(auth, &class, &options).await?;
         self.expand_files(req, &mut results);
         if mode.redirect_key.is_some() {
             for object in &mut results {
@@ -248,8 +226,8 @@ impl App {
     }
 
     /// The error for a request no route serves.
-    pub(crate) fn no_route(&self, req: &ParseRequest) -> ApiError {
-        ApiError::NoRoute {
+    pub(crate) fn no_route(&self, req: &ParseRequest) -> ParseError {
+        ParseError::NoRoute {
             method: req.method.to_string(),
             path: format!("{}/{}", self.mount, req.segments.join("/")),
         }
@@ -265,7 +243,7 @@ impl App {
         auth: &Auth,
         req: &ParseRequest,
         write: &ClassWrite<'_>,
-    ) -> ApiResult<PreparedWrite> {
+    ) -> ParseResult<PreparedWrite> {
         match write {
             ClassWrite::Create(class @ installations::CLASS)
             | ClassWrite::Update(class @ installations::CLASS, _) => {
@@ -273,7 +251,7 @@ impl App {
                     ClassWrite::Update(_, id) => Some(*id),
                     _ => None,
                 };
-                let landing = self.land_installation(auth, id, &req.body).await?;
+                let landing = self.objects.land_installation(auth, id, &req.body).await?;
                 let mut prepared = self
                     .save(auth, req, class, landing.target.as_deref(), &landing.body)
                     .await?;
@@ -284,7 +262,7 @@ impl App {
             ClassWrite::Update(class, id) => self.save(auth, req, class, Some(id), &req.body).await,
             ClassWrite::Delete(class, id) => {
                 self.before_delete(auth, req, class, id).await?;
-                self.db.prepare_delete(auth, class, id).await
+                self.objects.prepare_delete(auth, class, id).await
             }
         }
     }
@@ -295,7 +273,7 @@ impl App {
         auth: &Auth,
         req: &ParseRequest,
         class: &str,
-    ) -> ApiResult<PreparedWrite> {
+    ) -> ParseResult<PreparedWrite> {
         self.save(auth, req, class, None, &req.body).await
     }
 
@@ -308,15 +286,15 @@ impl App {
         class: &str,
         object_id: Option<&str>,
         body: &Map<String, Value>,
-    ) -> ApiResult<PreparedWrite> {
+    ) -> ParseResult<PreparedWrite> {
         let hooked = self.before_save(auth, req, class, object_id, body).await?;
         let (body, changed) = match &hooked {
             Some((body, changed)) => (body, changed.clone()),
             None => (body, Vec::new()),
         };
         let mut prepared = match object_id {
-            None => self.db.prepare_create(auth, class, body).await?,
-            Some(id) => self.db.prepare_update(auth, class, id, body).await?,
+            None => self.objects.prepare_create(auth, class, body).await?,
+            Some(id) => self.objects.prepare_update(auth, class, id, body).await?,
         };
         prepared.echo_also(changed);
         Ok(prepared)
@@ -340,15 +318,15 @@ impl App {
     /// `POST /batch`: sub-requests answer positionally. Writes commit
     /// together in one store call (atomically with `"transaction": true`);
     /// reads run concurrently.
-    async fn batch(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    async fn batch(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         let requests = req
             .body
             .get("requests")
             .and_then(Value::as_array)
-            .ok_or_else(|| ApiError::json("requests must be an array"))?;
-        let max = self.db.limits().max_batch_size;
+            .ok_or_else(|| ParseError::json("requests must be an array"))?;
+        let max = self.objects.limits().max_batch_size;
         if requests.len() > max {
-            return Err(ApiError::json(format!(
+            return Err(ParseError::json(format!(
                 "Batch request contains {} sub-requests, which exceeds the limit of {max}.",
                 requests.len()
             )));
@@ -360,26 +338,26 @@ impl App {
             let path = item
                 .get("path")
                 .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::json("batch request path must be a string"))?;
+                .ok_or_else(|| ParseError::json("batch request path must be a string"))?;
             let method = match item.get("method").and_then(Value::as_str).unwrap_or("GET") {
                 m if m.eq_ignore_ascii_case("GET") => Method::GET,
                 m if m.eq_ignore_ascii_case("POST") => Method::POST,
                 m if m.eq_ignore_ascii_case("PUT") => Method::PUT,
                 m if m.eq_ignore_ascii_case("DELETE") => Method::DELETE,
-                other => return Err(ApiError::json(format!("cannot route {other} {path}"))),
+                other => return Err(ParseError::json(format!("cannot route {other} {path}"))),
             };
             let segments = self.batch_segments(path)?;
             if segments == ["batch"] {
-                return Err(ApiError::json("nested batch requests are not allowed"));
+                return Err(ParseError::json("nested batch requests are not allowed"));
             }
             let body = match item.get("body") {
                 None | Some(Value::Null) => Map::new(),
                 Some(Value::Object(map)) => map.clone(),
-                Some(_) => return Err(ApiError::json("batch request body must be an object")),
+                Some(_) => return Err(ParseError::json("batch request body must be an object")),
             };
             let sub = req.sub_request(method, canonical_segments(segments), body);
             if !is_routable(&sub) {
-                return Err(ApiError::json(format!(
+                return Err(ParseError::json(format!(
                     "cannot route {} {path}",
                     sub.method
                 )));
@@ -387,7 +365,7 @@ impl App {
             subs.push(sub);
         }
 
-        let mut results: Vec<Option<ApiResult<Value>>> = vec![None; subs.len()];
+        let mut results: Vec<Option<ParseResult<Value>>> = vec![None; subs.len()];
         let mut writes = Vec::new();
         let mut reads = Vec::new();
         for (i, sub) in subs.iter().enumerate() {
@@ -402,20 +380,21 @@ impl App {
         }
         let (indexes, prepared): (Vec<usize>, Vec<PreparedWrite>) = writes.into_iter().unzip();
         if !prepared.is_empty() {
-            let effects: Vec<_> = prepared.iter().map(write_effect).collect();
-            let replies = self.db.commit(prepared, transaction).await?;
+            let effects: Vec<_> = prepared.iter().map(WriteEffect::of).collect();
+            let replies = self.objects.commit(prepared, transaction).await?;
             let committed: Vec<&WriteEffect> = effects
                 .iter()
                 .zip(&replies)
                 .filter(|(_, reply)| reply.is_ok())
                 .map(|(effect, _)| effect)
                 .collect();
-            self.after_writes(&committed).await;
+            self.objects.after_writes(&committed).await;
             for ((i, reply), effect) in indexes.into_iter().zip(replies).zip(&effects) {
                 let answer = match reply {
                     Ok(reply) => {
                         let mut body = reply.body();
-                        self.renew_session_after(auth, effect, &mut body)
+                        self.objects
+                            .renew_session_after(auth, effect, &mut body)
                             .await
                             .map(|()| body)
                     }
@@ -436,7 +415,7 @@ impl App {
             .map(|result| match result {
                 Some(Ok(success)) => json!({ "success": success }),
                 Some(Err(err)) => json!({ "error": err.body() }),
-                None => json!({ "error": ApiError::internal("batch item had no result").body() }),
+                None => json!({ "error": ParseError::internal("batch item had no result").body() }),
             })
             .collect();
         Ok(Reply::ok(Value::Array(body)))
@@ -444,7 +423,7 @@ impl App {
 
     /// The route of a batch item's path: it must start with the mount path
     /// (or the public URL's path, behind a proxy).
-    fn batch_segments(&self, path: &str) -> ApiResult<Vec<String>> {
+    fn batch_segments(&self, path: &str) -> ParseResult<Vec<String>> {
         let rest = self
             .batch_prefixes
             .iter()
@@ -453,7 +432,7 @@ impl App {
                     .filter(|rest| rest.is_empty() || rest.starts_with('/'))
             })
             .min_by_key(|rest| rest.len())
-            .ok_or_else(|| ApiError::json(format!("cannot route batch path {path}")))?;
+            .ok_or_else(|| ParseError::json(format!("cannot route batch path {path}")))?;
         Ok(rest
             .split('/')
             .filter(|s| !s.is_empty())

@@ -13,31 +13,11 @@ use oxbase_store::{ClassSchema, FieldSpec, FieldType, Query, SchemaChange, Store
 use serde_json::{Map, Value, json};
 
 use crate::App;
-use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
 use crate::request::ParseRequest;
 use crate::routes::Reply;
-use crate::values::normalize_value;
-
-/// Parse's code for a class name or target class that is missing.
-const MISSING_CLASS_NAME: i32 = 135;
-/// Parse's code for adding or deleting a field Parse defines itself.
-const IMMUTABLE_FIELD: i32 = 136;
-
-/// Parse Server's own classes that `/schemas` accepts by name
-/// (`SchemaController.systemClasses`).
-const SYSTEM_CLASSES: &[&str] = &[
-    "_User",
-    "_Installation",
-    "_Role",
-    "_Session",
-    "_Product",
-    "_PushStatus",
-    "_JobStatus",
-    "_JobSchedule",
-    "_Audience",
-    "_Idempotency",
-];
+use oxbase_objects::Auth;
+use oxbase_objects::values::{SYSTEM_CLASSES, normalize_value};
+use oxbase_objects::{ParseError, ParseResult, code};
 
 /// Classes Parse Server creates when it starts, so its clients always see
 /// them; here they exist with their default schema until first stored.
@@ -71,7 +51,11 @@ const FILLED_CLP_OPERATIONS: &[&str] = &[
 ];
 
 impl App {
-    pub(crate) async fn schemas_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) async fn schemas_route(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+    ) -> ParseResult<Reply> {
         auth.require_master()?;
         let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
         let body = match (&req.method, segments.as_slice()) {
@@ -95,8 +79,8 @@ impl App {
     /// `GET /schemas`: every stored class, plus `_User` and `_Role`. Parse
     /// Server's internal classes (`_PushStatus`, `_Audience`, ...) are not
     /// listed, as Parse Server never stores their schemas.
-    async fn all_schemas(&self) -> ApiResult<Value> {
-        let view = self.db.schema_cache().reload().await?;
+    async fn all_schemas(&self) -> ParseResult<Value> {
+        let view = self.objects.schema_cache().reload().await?;
         let mut classes: Vec<ClassSchema> = view
             .classes()
             .filter(|c| !VOLATILE_CLASSES.contains(&c.class_name.as_str()))
@@ -113,11 +97,11 @@ impl App {
     }
 
     /// `GET /schemas/{class}`.
-    async fn one_schema(&self, class_name: &str) -> ApiResult<Value> {
+    async fn one_schema(&self, class_name: &str) -> ParseResult<Value> {
         if VOLATILE_CLASSES.contains(&class_name) {
             return Ok(volatile_display(class_name));
         }
-        let view = self.db.schema_cache().reload().await?;
+        let view = self.objects.schema_cache().reload().await?;
         match view.get(class_name) {
             Some(schema) => Ok(display(schema)),
             None if IMPLICIT_CLASSES.contains(&class_name) => Ok(display(&base_schema(class_name))),
@@ -131,7 +115,7 @@ impl App {
         auth: &Auth,
         path_class: Option<&str>,
         body: &Map<String, Value>,
-    ) -> ApiResult<Value> {
+    ) -> ParseResult<Value> {
         if auth.read_only {
             return Err(read_only("create"));
         }
@@ -145,15 +129,15 @@ impl App {
             (Some(path), _) => path.to_owned(),
             (None, Some(given)) => given,
             (None, None) => {
-                return Err(ApiError::new(
-                    MISSING_CLASS_NAME,
+                return Err(ParseError::new(
+                    code::MISSING_REQUIRED_FIELD,
                     "POST /schemas needs a class name.",
                 ));
             }
         };
         let class_name = class_name.as_str();
 
-        let view = self.db.schema_cache().reload().await?;
+        let view = self.objects.schema_cache().reload().await?;
         if view.get(class_name).is_some()
             || VOLATILE_CLASSES.contains(&class_name)
             || IMPLICIT_CLASSES.contains(&class_name)
@@ -183,8 +167,8 @@ impl App {
             plan_indexes(class_name, body.get("indexes"), &Map::new(), &schema.fields)?;
         schema.indexes = indexes;
 
-        let created = self.db.store().create_class(&schema).await?;
-        self.db.schema_cache().install(created.clone());
+        let created = self.objects.store().create_class(&schema).await?;
+        self.objects.schema_cache().install(created.clone());
         Ok(display(&created))
     }
 
@@ -195,7 +179,7 @@ impl App {
         auth: &Auth,
         class_name: &str,
         body: &Map<String, Value>,
-    ) -> ApiResult<Value> {
+    ) -> ParseResult<Value> {
         if auth.read_only {
             return Err(read_only("update"));
         }
@@ -205,7 +189,7 @@ impl App {
                 return Err(mismatch(&given, class_name));
             }
         }
-        let view = self.db.schema_cache().reload().await?;
+        let view = self.objects.schema_cache().reload().await?;
         let (current, stored) = match view.get(class_name) {
             Some(schema) => ((**schema).clone(), true),
             None if IMPLICIT_CLASSES.contains(&class_name) => (base_schema(class_name), false),
@@ -221,13 +205,13 @@ impl App {
                         && raw.get("type").and_then(Value::as_str)
                             != Some(type_tag(&existing.field_type)) =>
                 {
-                    return Err(ApiError::new(
+                    return Err(ParseError::new(
                         code::INVALID_SCHEMA_OPERATION,
                         format!("Field {name} exists, cannot update."),
                     ));
                 }
                 None if delete => {
-                    return Err(ApiError::new(
+                    return Err(ParseError::new(
                         code::INVALID_SCHEMA_OPERATION,
                         format!("Field {name} does not exist, cannot delete."),
                     ));
@@ -268,7 +252,7 @@ impl App {
             }
             let spec = parse_field(class_name, name, raw)?;
             if spec.field_type != existing.field_type {
-                return Err(ApiError::new(
+                return Err(ParseError::new(
                     code::INCORRECT_TYPE,
                     format!(
                         "schema mismatch for {class_name}.{name}; expected {} but got {}",
@@ -277,7 +261,7 @@ impl App {
                 ));
             }
             if spec != *existing {
-                return Err(ApiError::not_supported(format!(
+                return Err(ParseError::not_supported(format!(
                     "changing the required or defaultValue options of the existing field {name}"
                 )));
             }
@@ -294,7 +278,7 @@ impl App {
         if change == SchemaChange::default() {
             return Ok(display(&current));
         }
-        let store = self.db.store();
+        let store = self.objects.store();
         if !stored {
             match store.create_class(&current).await {
                 Ok(_) | Err(StoreError::ClassExists(_)) => {}
@@ -302,26 +286,26 @@ impl App {
             }
         }
         let updated = store.update_class(class_name, &change).await?;
-        self.db.schema_cache().install(updated.clone());
+        self.objects.schema_cache().install(updated.clone());
         Ok(display(&updated))
     }
 
     /// `DELETE /schemas/{class}`: drops an empty class and its relations'
     /// join tables. A class that does not exist answers `{}` too.
-    async fn delete_schema(&self, auth: &Auth, class_name: &str) -> ApiResult<Value> {
+    async fn delete_schema(&self, auth: &Auth, class_name: &str) -> ParseResult<Value> {
         if auth.read_only {
             return Err(read_only("delete"));
         }
         if !class_name_is_valid(class_name) {
             return Err(invalid_class_name(class_name));
         }
-        let cache = self.db.schema_cache();
+        let cache = self.objects.schema_cache();
         let view = cache.reload().await?;
         if view.get(class_name).is_none() {
             cache.remove(class_name);
             return Ok(json!({}));
         }
-        let store = self.db.store();
+        let store = self.objects.store();
         let query = Query::new(class_name);
         let count = store.count(&view, &query).await?;
         if count > 0 {
@@ -341,26 +325,26 @@ impl App {
     }
 }
 
-fn read_only(action: &str) -> ApiError {
-    ApiError::new(
+fn read_only(action: &str) -> ParseError {
+    ParseError::new(
         code::OPERATION_FORBIDDEN,
         format!("read-only masterKey isn't allowed to {action} a schema."),
     )
 }
 
-fn class_missing(class_name: &str) -> ApiError {
+fn class_missing(class_name: &str) -> ParseError {
     StoreError::ClassMissing(class_name.to_owned()).into()
 }
 
-fn mismatch(body_class: &str, path_class: &str) -> ApiError {
-    ApiError::new(
+fn mismatch(body_class: &str, path_class: &str) -> ParseError {
+    ParseError::new(
         code::INVALID_CLASS_NAME,
         format!("Class name mismatch between {body_class} and {path_class}."),
     )
 }
 
-fn invalid_class_name(class_name: &str) -> ApiError {
-    ApiError::new(
+fn invalid_class_name(class_name: &str) -> ParseError {
+    ParseError::new(
         code::INVALID_CLASS_NAME,
         format!(
             "Invalid classname: {class_name}, classnames can only have alphanumeric characters and _, and must start with an alpha character "
@@ -368,15 +352,15 @@ fn invalid_class_name(class_name: &str) -> ApiError {
     )
 }
 
-fn not_empty(class_name: &str, count: u64) -> ApiError {
-    ApiError::new(
+fn not_empty(class_name: &str, count: u64) -> ParseError {
+    ParseError::new(
         code::INVALID_SCHEMA_OPERATION,
         format!("Class {class_name} is not empty, contains {count} objects, cannot drop schema."),
     )
 }
 
-fn invalid_json() -> ApiError {
-    ApiError::json("invalid JSON")
+fn invalid_json() -> ParseError {
+    ParseError::json("invalid JSON")
 }
 
 fn is_word_char(c: char) -> bool {
@@ -421,16 +405,16 @@ fn class_name_is_valid(name: &str) -> bool {
 
 /// A field's name, for a field being `action` ("added", "changed"): 105
 /// when it is not a field name at all, 136 when Parse defines it.
-fn check_field_name(class_name: &str, name: &str, action: &str) -> ApiResult<()> {
+fn check_field_name(class_name: &str, name: &str, action: &str) -> ParseResult<()> {
     if !field_name_is_valid(name, class_name) {
-        return Err(ApiError::new(
+        return Err(ParseError::new(
             code::INVALID_KEY_NAME,
             format!("invalid field name: {name}"),
         ));
     }
     if !field_name_is_valid_for_class(name, class_name) {
-        return Err(ApiError::new(
-            IMMUTABLE_FIELD,
+        return Err(ParseError::new(
+            code::CHANGED_IMMUTABLE_FIELD,
             format!("field {name} cannot be {action}"),
         ));
     }
@@ -577,7 +561,7 @@ fn js_entries(value: &Value) -> Vec<(String, &Value)> {
 }
 
 /// The entries of an optional object in the body (`fields`).
-fn entries_of(value: Option<&Value>) -> ApiResult<Vec<(&String, &Value)>> {
+fn entries_of(value: Option<&Value>) -> ParseResult<Vec<(&String, &Value)>> {
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Object(map)) => Ok(map.iter().collect()),
@@ -610,7 +594,7 @@ fn type_tag(field_type: &FieldType) -> &'static str {
 
 /// Reads one field definition (`{"type": ..., "targetClass": ...,
 /// "required": ..., "defaultValue": ...}`) as Parse validates a new field.
-fn parse_field(class_name: &str, name: &str, raw: &Value) -> ApiResult<FieldSpec> {
+fn parse_field(class_name: &str, name: &str, raw: &Value) -> ParseResult<FieldSpec> {
     let spec = raw.as_object().ok_or_else(invalid_json)?;
     let field_type = match spec.get("type") {
         Some(Value::String(kind)) if kind == "Pointer" || kind == "Relation" => {
@@ -618,8 +602,8 @@ fn parse_field(class_name: &str, name: &str, raw: &Value) -> ApiResult<FieldSpec
                 Some(Value::String(target)) if !target.is_empty() => target.clone(),
                 Some(target) if js_truthy(target) => return Err(invalid_json()),
                 _ => {
-                    return Err(ApiError::new(
-                        MISSING_CLASS_NAME,
+                    return Err(ParseError::new(
+                        code::MISSING_REQUIRED_FIELD,
                         format!("type {kind} needs a class name"),
                     ));
                 }
@@ -649,7 +633,7 @@ fn parse_field(class_name: &str, name: &str, raw: &Value) -> ApiResult<FieldSpec
             "Bytes" => FieldType::Bytes,
             "Polygon" => FieldType::Polygon,
             other => {
-                return Err(ApiError::new(
+                return Err(ParseError::new(
                     code::INCORRECT_TYPE,
                     format!("invalid field type: {other}"),
                 ));
@@ -665,7 +649,7 @@ fn parse_field(class_name: &str, name: &str, raw: &Value) -> ApiResult<FieldSpec
         None | Some(Value::Null) => {}
         Some(Value::Bool(required)) => {
             if *required && matches!(out.field_type, FieldType::Relation { .. }) {
-                return Err(ApiError::new(
+                return Err(ParseError::new(
                     code::INCORRECT_TYPE,
                     format!(
                         "The 'required' option is not applicable for {}",
@@ -687,15 +671,15 @@ fn check_default(
     field: &str,
     field_type: &FieldType,
     default: &Value,
-) -> ApiResult<Value> {
+) -> ParseResult<Value> {
     if matches!(field_type, FieldType::Relation { .. }) {
-        return Err(ApiError::new(
+        return Err(ParseError::new(
             code::INCORRECT_TYPE,
             format!("The 'default value' option is not applicable for {field_type}"),
         ));
     }
     let mismatch = |got: String| {
-        ApiError::new(
+        ParseError::new(
             code::INCORRECT_TYPE,
             format!(
                 "schema mismatch for {class_name}.{field} default value; expected {field_type} but got {got}"
@@ -715,7 +699,7 @@ fn check_default(
 
 /// Parse allows one GeoPoint field per class. `added` are the new fields,
 /// in the order the request names them.
-fn check_geo_points(schema: &ClassSchema, added: &[&str]) -> ApiResult<()> {
+fn check_geo_points(schema: &ClassSchema, added: &[&str]) -> ParseResult<()> {
     let is_geo = |name: &str| {
         schema
             .fields
@@ -731,7 +715,7 @@ fn check_geo_points(schema: &ClassSchema, added: &[&str]) -> ApiResult<()> {
         .filter(|name| is_geo(name))
         .collect();
     if let [first, second, ..] = geo.as_slice() {
-        return Err(ApiError::new(
+        return Err(ParseError::new(
             code::INCORRECT_TYPE,
             format!(
                 "currently, only one GeoPoint field may exist in an object. Adding {second} when {first} already exists."
@@ -746,8 +730,8 @@ fn is_user_id(key: &str) -> bool {
     !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
-fn clp_error(message: String) -> ApiError {
-    ApiError::json(message)
+fn clp_error(message: String) -> ParseError {
+    ParseError::json(message)
 }
 
 /// A field that pointer permissions may name: a pointer to `_User`, or an
@@ -756,7 +740,7 @@ fn check_pointer_permission(
     field: &str,
     fields: &BTreeMap<String, FieldSpec>,
     operation: &str,
-) -> ApiResult<()> {
+) -> ParseResult<()> {
     let ok = fields
         .get(field)
         .is_some_and(|spec| match &spec.field_type {
@@ -774,7 +758,7 @@ fn check_pointer_permission(
 }
 
 /// Parse's `validateCLP`, against the class's fields after the change.
-fn validate_clp(perms: &Value, fields: &BTreeMap<String, FieldSpec>) -> ApiResult<()> {
+fn validate_clp(perms: &Value, fields: &BTreeMap<String, FieldSpec>) -> ParseResult<()> {
     if !matches!(perms, Value::Object(_) | Value::Array(_)) {
         return Err(clp_error(format!(
             "'{}' is not a valid value for class level permissions",
@@ -902,7 +886,7 @@ fn plan_indexes(
     submitted: Option<&Value>,
     existing: &Map<String, Value>,
     fields: &BTreeMap<String, FieldSpec>,
-) -> ApiResult<(Map<String, Value>, Vec<String>)> {
+) -> ParseResult<(Map<String, Value>, Vec<String>)> {
     let mut add = Map::new();
     let mut delete = Vec::new();
     let submitted = match submitted {
@@ -914,12 +898,12 @@ fn plan_indexes(
         let deleting = is_delete(spec);
         let exists = existing.contains_key(name);
         if exists && !deleting {
-            return Err(ApiError::query(format!(
+            return Err(ParseError::query(format!(
                 "Index {name} exists, cannot update."
             )));
         }
         if !exists && deleting {
-            return Err(ApiError::query(format!(
+            return Err(ParseError::query(format!(
                 "Index {name} does not exist, cannot delete."
             )));
         }
@@ -928,22 +912,22 @@ fn plan_indexes(
             continue;
         }
         if name.is_empty() {
-            return Err(ApiError::query("An index needs a name."));
+            return Err(ParseError::query("An index needs a name."));
         }
         let keys = spec
             .as_object()
             .filter(|keys| !keys.is_empty())
             .ok_or_else(|| {
-                ApiError::query(format!("Index {name} must name at least one field."))
+                ParseError::query(format!("Index {name} must name at least one field."))
             })?;
         for (field, direction) in keys {
             if !indexable(class_name, field, fields) {
-                return Err(ApiError::query(format!(
+                return Err(ParseError::query(format!(
                     "Field {field} does not exist, cannot add index."
                 )));
             }
             if !valid_index_direction(direction) {
-                return Err(ApiError::query(format!(
+                return Err(ParseError::query(format!(
                     "Index {name} has an invalid type for {field}: {}",
                     js(direction)
                 )));

@@ -9,15 +9,15 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use serde_json::json;
 
 use crate::App;
-use crate::error::{ApiError, ApiResult};
 use crate::request::{ParseRequest, is_file_upload};
 use crate::routes::Reply;
+use oxbase_objects::{ParseError, ParseResult};
 
 const ALLOW_HEADERS: &str = "X-Parse-Master-Key, X-Parse-REST-API-Key, X-Parse-Javascript-Key, \
 X-Parse-Application-Id, X-Parse-Client-Version, X-Parse-Session-Token, X-Requested-With, \
@@ -48,13 +48,15 @@ async fn handle(
             // must not send its next request on this connection.
             let unread_body = matches!(
                 err,
-                ApiError::TooLarge
-                    | ApiError::Parse {
-                        code: crate::error::code::FILE_SAVE_ERROR,
+                ParseError::TooLarge
+                    | ParseError::Parse {
+                        code: oxbase_objects::code::FILE_SAVE_ERROR,
                         ..
                     }
             );
-            let mut response = err.into_response();
+            let status =
+                StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = (status, axum::Json(err.body())).into_response();
             if unread_body {
                 response
                     .headers_mut()
@@ -109,13 +111,13 @@ fn with_cors(mut response: Response) -> Response {
 }
 
 impl App {
-    async fn handle_http(&self, ip: IpAddr, request: Request) -> ApiResult<Reply> {
+    async fn handle_http(&self, ip: IpAddr, request: Request) -> ParseResult<Reply> {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
         let rest = path
             .strip_prefix(self.mount.as_str())
             .filter(|rest| rest.is_empty() || rest.starts_with('/'))
-            .ok_or_else(|| ApiError::NoRoute {
+            .ok_or_else(|| ParseError::NoRoute {
                 method: parts.method.to_string(),
                 path: path.to_owned(),
             })?;
@@ -131,7 +133,7 @@ impl App {
         let (limit, too_large) = if upload {
             self.upload_body_limit(&parts.headers)
         } else {
-            (self.db.limits().max_body_bytes, ApiError::TooLarge)
+            (self.objects.limits().max_body_bytes, ParseError::TooLarge)
         };
         let declared = parts
             .headers
@@ -164,7 +166,7 @@ impl App {
             .await
         {
             Ok(result) => result,
-            Err(_) => Err(ApiError::internal(format!(
+            Err(_) => Err(ParseError::internal(format!(
                 "panic while handling {} /{}",
                 req.method,
                 req.segments.join("/")

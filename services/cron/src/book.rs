@@ -9,11 +9,12 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oxbase_jobs::JobQueue;
+use oxbase_kit::NatsError;
 use oxbase_proto::cron::{CronRun, CronSchedule};
 use tokio::sync::OnceCell;
 
 use crate::timing::Timing;
-use crate::{CronError, Settings, nats, now_ms};
+use crate::{CronError, Settings, now_ms};
 
 /// Longest schedule name.
 const MAX_NAME: usize = 64;
@@ -114,7 +115,7 @@ impl ScheduleBook {
                 };
                 let runs = match self.jetstream.get_or_create_stream(config.clone()).await {
                     Ok(stream) => stream,
-                    Err(err) => return Err(nats(err)),
+                    Err(err) => return Err(NatsError::from(err).into()),
                 };
                 if runs.cached_info().config.max_messages_per_subject != settings.history
                     && let Err(err) = self.jetstream.update_stream(&config).await
@@ -167,14 +168,17 @@ impl ScheduleBook {
             .jetstream
             .get_stream(format!("KV_{}", bucket.name))
             .await
-            .map_err(nats)?;
-        if stream.info().await.map_err(nats)?.state.messages == 0 {
+            .map_err(NatsError::from)?;
+        if stream.info().await.map_err(NatsError::from)?.state.messages == 0 {
             return Ok(found);
         }
-        let mut watch = bucket.watch_with_history(">").await.map_err(nats)?;
+        let mut watch = bucket
+            .watch_with_history(">")
+            .await
+            .map_err(NatsError::from)?;
         while let Ok(Some(entry)) = tokio::time::timeout(Duration::from_secs(5), watch.next()).await
         {
-            let entry = entry.map_err(nats)?;
+            let entry = entry.map_err(NatsError::from)?;
             if entry.operation == kv::Operation::Put
                 && let Ok(schedule) = serde_json::from_slice::<CronSchedule>(&entry.value)
             {
@@ -201,11 +205,14 @@ impl ScheduleBook {
             .schedules
             .entry(schedule_key(name))
             .await
-            .map_err(nats)?
+            .map_err(NatsError::from)?
         {
             Some(entry) if entry.operation == kv::Operation::Put => {
-                let schedule = serde_json::from_slice(&entry.value).map_err(|err| {
-                    CronError::Nats(format!("schedule {name} is unreadable: {err}"))
+                let schedule = serde_json::from_slice(&entry.value).map_err(|source| {
+                    CronError::Unreadable {
+                        what: format!("schedule {name}"),
+                        source,
+                    }
                 })?;
                 Ok((schedule, entry.revision))
             }
@@ -227,7 +234,7 @@ impl ScheduleBook {
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
                 Err(CronError::Duplicate(schedule.name))
             }
-            Err(err) => Err(nats(err)),
+            Err(err) => Err(NatsError::from(err).into()),
         }
     }
 
@@ -247,7 +254,7 @@ impl ScheduleBook {
                     "schedule {} changed meanwhile; read it again",
                     schedule.name
                 )),
-                _ => nats(err),
+                _ => NatsError::from(err).into(),
             })?;
         Ok(schedule)
     }
@@ -271,7 +278,7 @@ impl ScheduleBook {
             .schedules
             .put(schedule_key(&schedule.name), encode(&schedule)?)
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         Ok(())
     }
 
@@ -282,7 +289,7 @@ impl ScheduleBook {
             .schedules
             .delete_expect_revision(schedule_key(name), Some(revision))
             .await
-            .map_err(nats)
+            .map_err(|err| NatsError::from(err).into())
     }
 
     /// The last `limit` runs of a schedule, latest tick first.
@@ -297,11 +304,11 @@ impl ScheduleBook {
             .runs
             .info_with_subjects(subject.clone())
             .await
-            .map_err(nats)?
+            .map_err(NatsError::from)?
             .next()
             .await
             .transpose()
-            .map_err(nats)?
+            .map_err(NatsError::from)?
             .map_or(0, |(_, count)| count);
         if held == 0 || limit == 0 {
             return Ok(Vec::new());
@@ -314,12 +321,12 @@ impl ScheduleBook {
                 ..Default::default()
             })
             .await
-            .map_err(nats)?;
-        let mut messages = consumer.messages().await.map_err(nats)?;
+            .map_err(NatsError::from)?;
+        let mut messages = consumer.messages().await.map_err(NatsError::from)?;
         while let Ok(Some(message)) =
             tokio::time::timeout(Duration::from_secs(5), messages.next()).await
         {
-            let message = message.map_err(nats)?;
+            let message = message.map_err(NatsError::from)?;
             if let Ok(run) = serde_json::from_slice::<CronRun>(&message.payload) {
                 if runs.len() == limit {
                     runs.pop_front();
@@ -372,7 +379,10 @@ async fn open_bucket(
         Err(_) => match jetstream.create_key_value(config.clone()).await {
             Ok(store) => Ok(store),
             // Another process created it meanwhile.
-            Err(_) => jetstream.get_key_value(&config.bucket).await.map_err(nats),
+            Err(_) => Ok(jetstream
+                .get_key_value(&config.bucket)
+                .await
+                .map_err(NatsError::from)?),
         },
     }
 }

@@ -12,6 +12,7 @@
 
 mod book;
 mod parse;
+mod parse_schedules;
 mod service;
 mod slots;
 mod timing;
@@ -19,16 +20,18 @@ mod timing;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxbase_kit::Config;
+use oxbase_jobs::JobsError;
+use oxbase_kit::{Config, NatsError};
 use oxbase_proto::Subjects;
 
 pub use book::ScheduleBook;
 pub use parse::from_job_schedule;
-pub use service::{CronService, ParseSchedules};
+pub use service::{CronService, ParseSchedules, ParseSchedulesError};
 pub use timing::Timing;
 
-/// What went wrong, in words a client can act on.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// What went wrong, in words a client can act on; the
+/// [internal](Self::is_internal) ones are the server's.
+#[derive(Debug, thiserror::Error)]
 pub enum CronError {
     #[error("{0}")]
     Invalid(String),
@@ -37,7 +40,28 @@ pub enum CronError {
     #[error("schedule not found")]
     NotFound,
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[from] NatsError),
+    /// A schedule or a claim in its bucket that does not parse; `what`
+    /// names it (`schedule nightly`, `claim b.1700000000000.3`).
+    #[error("{what} is unreadable: {source}")]
+    Unreadable {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The job queue failed to take a tick's job (not a refusal of the
+    /// job, which is recorded as the tick's run).
+    #[error("jobs: {0}")]
+    Jobs(#[source] JobsError),
+    /// Parse's `_JobSchedule` or `_JobStatus` could not be read or written.
+    #[error("Parse schedules: {0}")]
+    ParseSchedules(#[from] ParseSchedulesError),
 }
 
 impl CronError {
@@ -47,13 +71,19 @@ impl CronError {
             Self::Invalid(_) => 142,
             Self::Duplicate(_) => 137,
             Self::NotFound => 101,
-            Self::Nats(_) => 1,
+            Self::Nats(_)
+            | Self::Unreadable { .. }
+            | Self::Encode { .. }
+            | Self::Jobs(_)
+            | Self::ParseSchedules(_) => 1,
         }
     }
-}
 
-pub(crate) fn nats(err: impl std::fmt::Display) -> CronError {
-    CronError::Nats(err.to_string())
+    /// The server failed (NATS, a record it cannot read, the store), not
+    /// the request.
+    pub fn is_internal(&self) -> bool {
+        self.code() == 1
+    }
 }
 
 /// The cron settings every part shares.

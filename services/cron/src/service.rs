@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
-use oxbase_kit::{Config, Readiness, Shutdown};
+use oxbase_kit::{
+    Config, MetricsSource, NatsError, PortError, Readiness, Service, ServiceError, Shutdown,
+};
 use oxbase_proto::cron::{CronRun, CronSchedule, Misfire, RunOutcome};
 use serde_json::{Map, Value};
 use tokio::task::JoinSet;
@@ -16,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::book::{ScheduleBook, schedule_key};
 use crate::slots::{self, Settler, Tick};
 use crate::timing::Timing;
-use crate::{CronError, nats, now_ms};
+use crate::{CronError, now_ms};
 
 /// Groups of ticks being settled at once by one process.
 const MAX_IN_FLIGHT: usize = 2048;
@@ -33,16 +35,24 @@ pub(crate) fn is_parse(name: &str) -> bool {
     name.starts_with(PARSE_PREFIX)
 }
 
+/// Why [`ParseSchedules`] could not read or write: the store's error,
+/// made with `.map_err(ParseSchedulesError::new)`.
+pub type ParseSchedulesError = PortError;
+
 /// Parse's `_JobSchedule`, as the API's object layer reads and writes it.
 #[async_trait::async_trait]
 pub trait ParseSchedules: Send + Sync {
     /// Every `_JobSchedule` object, in REST form.
-    async fn load(&self) -> Result<Vec<Map<String, Value>>, String>;
+    async fn load(&self) -> Result<Vec<Map<String, Value>>, ParseSchedulesError>;
     /// Creates the `_JobStatus` (`running`) of a scheduled run of Parse
     /// job `job_name`; its objectId.
-    async fn open_status(&self, job_name: &str, params: &Value) -> Result<String, String>;
+    async fn open_status(
+        &self,
+        job_name: &str,
+        params: &Value,
+    ) -> Result<String, ParseSchedulesError>;
     /// Sets `lastRun` (Unix seconds) on the schedule's `_JobSchedule`.
-    async fn ran(&self, schedule: &str, tick_ms: i64) -> Result<(), String>;
+    async fn ran(&self, schedule: &str, tick_ms: i64) -> Result<(), ParseSchedulesError>;
 }
 
 #[derive(Debug, Default)]
@@ -181,7 +191,7 @@ impl CronService {
             .schedules
             .watch_with_history(">")
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         // The `_parse_` schedules this process knows of, for the Parse
         // sync to find the ones whose `_JobSchedule` is gone.
         let known_parse = Arc::new(Mutex::new(HashSet::new()));
@@ -228,7 +238,7 @@ impl CronService {
                         if let Some(Err(err)) = change {
                             tracing::warn!(%err, "schedule watch failed; watching again");
                         }
-                        watch = storage.schedules.watch_with_history(">").await.map_err(nats)?;
+                        watch = storage.schedules.watch_with_history(">").await.map_err(NatsError::from)?;
                         continue;
                     };
                     if let Some(name) = entry.key.strip_prefix("s.").filter(|name| is_parse(name)) {
@@ -395,7 +405,7 @@ impl CronService {
             {
                 Ok(None)
             }
-            Err(err) => Err(nats(err)),
+            Err(err) => Err(NatsError::from(err).into()),
         }
     }
 
@@ -418,6 +428,26 @@ impl CronService {
                 }
             })
             .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for CronService {
+    fn name(&self) -> &'static str {
+        "cron"
+    }
+
+    fn metrics(&self) -> MetricsSource {
+        let metrics = CronService::metrics(self);
+        Arc::new(move || metrics.render())
+    }
+
+    async fn run(
+        self: Box<Self>,
+        readiness: Readiness,
+        shutdown: Shutdown,
+    ) -> Result<(), ServiceError> {
+        Ok(CronService::run(*self, readiness, shutdown).await?)
     }
 }
 
@@ -472,7 +502,7 @@ async fn sync_parse_once(
     parse_queue: &str,
     known: &Mutex<HashSet<String>>,
 ) -> Result<(), CronError> {
-    let objects = parse.load().await.map_err(CronError::Nats)?;
+    let objects = parse.load().await?;
     let mut wanted = HashMap::new();
     for object in &objects {
         match crate::parse::from_job_schedule(object, parse_queue) {
@@ -501,7 +531,7 @@ async fn sync_parse_once(
             .schedules
             .delete(schedule_key(&name))
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
     }
     for schedule in wanted.into_values() {
         book.put(schedule).await?;

@@ -27,13 +27,14 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use oxbase_jobs::JobsError;
+use oxbase_kit::NatsError;
 use oxbase_proto::cron::{CronRun, CronSchedule, RunOutcome, slot_id};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::book::{ScheduleBook, queue_of};
 use crate::service::{Metrics, ParseSchedules, is_parse};
-use crate::{CronError, nats, now_ms, rfc3339};
+use crate::{CronError, now_ms, rfc3339};
 
 /// One tick of one schedule, and whether it should fire (a misfire its
 /// policy skips should not).
@@ -169,7 +170,10 @@ impl Drop for InBurst {
 fn encode(claim: &Claim) -> Result<Bytes, CronError> {
     serde_json::to_vec(claim)
         .map(Bytes::from)
-        .map_err(|e| CronError::Nats(e.to_string()))
+        .map_err(|source| CronError::Encode {
+            what: "a claim",
+            source,
+        })
 }
 
 impl Settler {
@@ -273,7 +277,7 @@ impl Settler {
                 return Ok(None);
             }
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {}
-            Err(err) => return Err(nats(err)),
+            Err(err) => return Err(NatsError::from(err).into()),
         }
         // None when expired: settled long ago.
         let held = self.read(key).await?.map(|(held, _)| held);
@@ -317,7 +321,7 @@ impl Settler {
                     return Box::pin(self.win(key, at_ms, ticks, taken, revision, &mut None)).await;
                 }
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(err) => return Err(nats(err)),
+                Err(err) => return Err(NatsError::from(err).into()),
             }
         }
     }
@@ -355,14 +359,17 @@ impl Settler {
     }
 
     async fn read(&self, key: &str) -> Result<Option<(Claim, u64)>, CronError> {
-        let Some(entry) = self.slots.entry(key).await.map_err(nats)? else {
+        let Some(entry) = self.slots.entry(key).await.map_err(NatsError::from)? else {
             return Ok(None);
         };
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
-        let claim = serde_json::from_slice(&entry.value)
-            .map_err(|e| CronError::Nats(format!("claim {key} is unreadable: {e}")))?;
+        let claim =
+            serde_json::from_slice(&entry.value).map_err(|source| CronError::Unreadable {
+                what: format!("claim {key}"),
+                source,
+            })?;
         Ok(Some((claim, entry.revision)))
     }
 
@@ -387,10 +394,7 @@ impl Settler {
                 let name = &tick.schedule.name;
                 if tick.fire && is_parse(name) && !claim.status_ids.contains_key(name) {
                     let job = &tick.schedule.job;
-                    let status = parse
-                        .open_status(&job.name, &job.payload)
-                        .await
-                        .map_err(CronError::Nats)?;
+                    let status = parse.open_status(&job.name, &job.payload).await?;
                     claim.status_ids.insert(name.clone(), status);
                     opened = true;
                 }
@@ -402,7 +406,7 @@ impl Settler {
                     Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         return Ok(());
                     }
-                    Err(err) => return Err(nats(err)),
+                    Err(err) => return Err(NatsError::from(err).into()),
                 }
             }
         }
@@ -418,14 +422,15 @@ impl Settler {
             })
             .collect();
         let submitted = Box::pin(self.book.jobs().submit_many(specs)).await;
-        let mut outcomes: HashMap<&str, Result<String, String>> = HashMap::new();
+        let mut outcomes: HashMap<&str, Result<String, JobsError>> = HashMap::new();
         for (tick, submitted) in firing.iter().zip(submitted) {
             let outcome = match submitted {
                 Ok(submitted) => Ok(submitted.job.id),
-                Err(JobsError::Nats(detail)) => return Err(CronError::Nats(detail)),
+                Err(JobsError::Nats(err)) => return Err(CronError::Nats(err)),
+                Err(err) if err.is_internal() => return Err(CronError::Jobs(err)),
                 // Refused for good (its queue is gone, say): recorded, not
                 // retried forever.
-                Err(err) => Err(err.to_string()),
+                Err(err) => Err(err),
             };
             outcomes.insert(tick.schedule.name.as_str(), outcome);
         }
@@ -437,7 +442,7 @@ impl Settler {
                 let (outcome, job_id, error) = match outcomes.remove(name.as_str()) {
                     None => (RunOutcome::Skipped, None, None),
                     Some(Ok(id)) => (RunOutcome::Fired, Some(id), None),
-                    Some(Err(error)) => (RunOutcome::Failed, None, Some(error)),
+                    Some(Err(error)) => (RunOutcome::Failed, None, Some(error.to_string())),
                 };
                 CronRun {
                     schedule: name.clone(),
@@ -454,11 +459,8 @@ impl Settler {
         permit.take();
         // A group stuck retrying must not hold every record back.
         let _ = tokio::time::timeout(BURST_WAIT, self.burst.drained()).await;
-        let _recording = self
-            .recording
-            .acquire()
-            .await
-            .map_err(|e| CronError::Nats(e.to_string()))?;
+        // Never closed: the permit is always there to wait for.
+        let _recording = self.recording.acquire().await;
         self.publish_runs(&runs).await?;
         if let Some(parse) = &self.parse {
             for run in &runs {
@@ -474,7 +476,7 @@ impl Settler {
         match self.slots.update(key, encode(&claim)?, revision).await {
             Ok(_) => {}
             Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
-            Err(err) => return Err(nats(err)),
+            Err(err) => return Err(NatsError::from(err).into()),
         }
         for run in &runs {
             self.metrics.count(run.outcome);
@@ -489,7 +491,10 @@ impl Settler {
         for window in runs.chunks(PUBLISH_WINDOW) {
             let mut acks = Vec::with_capacity(window.len());
             for run in window {
-                let body = serde_json::to_vec(run).map_err(|e| CronError::Nats(e.to_string()))?;
+                let body = serde_json::to_vec(run).map_err(|source| CronError::Encode {
+                    what: "a run",
+                    source,
+                })?;
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(async_nats::header::NATS_MESSAGE_ID, run.slot.as_str());
                 let ack = jetstream
@@ -499,11 +504,11 @@ impl Settler {
                         Bytes::from(body),
                     )
                     .await
-                    .map_err(nats)?;
+                    .map_err(NatsError::from)?;
                 acks.push(ack);
             }
             for ack in acks {
-                ack.await.map_err(nats)?;
+                ack.await.map_err(NatsError::from)?;
             }
         }
         Ok(())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
-use oxbase_kit::Shutdown;
+use oxbase_kit::{NatsError, Shutdown};
 use oxbase_proto::{HookEntry, Subjects, TriggerName};
 use tokio::sync::Notify;
 
@@ -20,11 +20,9 @@ pub enum RegistryError {
     #[error("no such hook")]
     NotFound,
     #[error("the hook registry is unavailable: {0}")]
-    Nats(String),
-}
-
-fn nats(err: impl std::fmt::Display) -> RegistryError {
-    RegistryError::Nats(err.to_string())
+    Nats(#[from] NatsError),
+    #[error("cannot encode the hook: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 /// Every registered hook, by name.
@@ -143,7 +141,7 @@ impl HookRegistry {
                             ..Default::default()
                         })
                         .await
-                        .map_err(nats),
+                        .map_err(|err| NatsError::from(err).into()),
                 }
             })
             .await
@@ -222,7 +220,7 @@ impl HookRegistry {
     /// Registers a new hook; fails if its key is taken.
     pub async fn create(&self, entry: HookEntry) -> Result<HookEntry, RegistryError> {
         let key = key_of(&entry).ok_or(RegistryError::NotFound)?;
-        let value = serde_json::to_vec(&entry).map_err(nats)?;
+        let value = serde_json::to_vec(&entry).map_err(RegistryError::Encode)?;
         match self.kv().await?.create(&key, value.into()).await {
             Ok(revision) => {
                 self.apply(&key, revision, Some(entry.clone()));
@@ -231,7 +229,7 @@ impl HookRegistry {
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
                 Err(RegistryError::Exists)
             }
-            Err(err) => Err(nats(err)),
+            Err(err) => Err(NatsError::from(err).into()),
         }
     }
 
@@ -242,14 +240,14 @@ impl HookRegistry {
         let current = kv
             .entry(key.as_str())
             .await
-            .map_err(nats)?
+            .map_err(NatsError::from)?
             .filter(|e| e.operation == kv::Operation::Put)
             .ok_or(RegistryError::NotFound)?;
-        let value = serde_json::to_vec(&entry).map_err(nats)?;
+        let value = serde_json::to_vec(&entry).map_err(RegistryError::Encode)?;
         let revision = kv
             .update(&key, value.into(), current.revision)
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         self.apply(&key, revision, Some(entry.clone()));
         Ok(entry)
     }
@@ -258,11 +256,11 @@ impl HookRegistry {
     /// there succeeds, as in Parse Server.
     pub async fn delete(&self, key: &str) -> Result<(), RegistryError> {
         let kv = self.kv().await?;
-        kv.delete(key).await.map_err(nats)?;
+        kv.delete(key).await.map_err(NatsError::from)?;
         let revision = kv
             .entry(key)
             .await
-            .map_err(nats)?
+            .map_err(NatsError::from)?
             .map(|e| e.revision)
             .unwrap_or(0);
         self.apply(key, revision, None);
@@ -317,13 +315,13 @@ impl HookRegistry {
 
     async fn follow(&self) -> Result<(), RegistryError> {
         let kv = self.kv().await?;
-        let status = kv.status().await.map_err(nats)?;
+        let status = kv.status().await.map_err(NatsError::from)?;
         let last = status.info.state.last_sequence;
         let mut entries = HashMap::new();
-        let mut keys = kv.keys().await.map_err(nats)?;
+        let mut keys = kv.keys().await.map_err(NatsError::from)?;
         while let Some(key) = keys.next().await {
-            let key = key.map_err(nats)?;
-            if let Some(entry) = kv.entry(key.as_str()).await.map_err(nats)?
+            let key = key.map_err(NatsError::from)?;
+            if let Some(entry) = kv.entry(key.as_str()).await.map_err(NatsError::from)?
                 && entry.operation == kv::Operation::Put
                 && let Some(hook) = parse_entry(&entry)
             {
@@ -338,9 +336,12 @@ impl HookRegistry {
         }
         self.loaded.store(true, Ordering::Release);
         self.loaded_signal.notify_waiters();
-        let mut watch = kv.watch_all_from_revision(last + 1).await.map_err(nats)?;
+        let mut watch = kv
+            .watch_all_from_revision(last + 1)
+            .await
+            .map_err(NatsError::from)?;
         while let Some(change) = watch.next().await {
-            let change = change.map_err(nats)?;
+            let change = change.map_err(NatsError::from)?;
             match change.operation {
                 kv::Operation::Put => match parse_entry(&change) {
                     Some(hook) => self.apply(&change.key, change.revision, Some(hook)),
@@ -351,7 +352,7 @@ impl HookRegistry {
                 }
             }
         }
-        Err(RegistryError::Nats("the watch ended".into()))
+        Err(NatsError::new("the watch ended").into())
     }
 }
 

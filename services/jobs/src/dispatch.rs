@@ -12,16 +12,16 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures_util::StreamExt;
-use oxbase_kit::{QueueConfig, Shutdown};
+use oxbase_kit::{NatsError, QueueConfig, Shutdown};
 use oxbase_proto::jobs::{
     AttemptError, Backoff, JobProgress, JobRecord, JobRun, JobState, PRIORITY_LEVELS,
 };
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::handlers::{Handlers, JobStatusSink, Progress, StatusUpdate};
+use crate::handlers::{Handlers, JobStatusSink, Progress, RunError, StatusUpdate};
 use crate::queue::{JobQueue, now, timestamp};
-use crate::records::{Records, Versioned, Write, nats};
+use crate::records::{Records, Versioned, Write};
 use crate::{JobsError, Metrics};
 
 /// Ready jobs taken in one round, at most.
@@ -70,13 +70,13 @@ impl Runner {
     ) -> Result<Outcome, JobsError> {
         let Ok(queued) = serde_json::from_slice::<JobRecord>(&message.payload) else {
             tracing::warn!(subject = %message.subject, "dropping a message that is not a job");
-            message.ack().await.map_err(nats)?;
+            message.ack().await.map_err(NatsError::from)?;
             return Ok(Outcome::Dropped);
         };
         let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
         let records = self.queue.records().await?;
         let Some((mut record, mut revision)) = self.claim(records, queued, delivered).await? else {
-            message.ack().await.map_err(nats)?;
+            message.ack().await.map_err(NatsError::from)?;
             return Ok(Outcome::Dropped);
         };
         self.metrics.started.fetch_add(1, Ordering::Relaxed);
@@ -97,7 +97,7 @@ impl Runner {
                 config.keep_succeeded,
             )
             .await?;
-        message.ack().await.map_err(nats)?;
+        message.ack().await.map_err(NatsError::from)?;
         Ok(outcome)
     }
 
@@ -165,7 +165,7 @@ impl Runner {
         record: &mut JobRecord,
         revision: &mut u64,
         records: &Records,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, RunError> {
         let (progress, mut reports) = Progress::channel();
         let settings = self.queue.settings();
         let subject = settings.subjects.job_progress(&self.process, &record.id);
@@ -197,12 +197,8 @@ impl Runner {
         let result = loop {
             tokio::select! {
                 result = &mut call => break result,
-                () = &mut deadline => {
-                    break Err(format!("the job did not finish within {} ms", record.timeout_ms));
-                }
-                () = &mut heartbeat => {
-                    break Err(format!("the worker sent no heartbeat for {} ms", config.heartbeat_ms));
-                }
+                () = &mut deadline => break Err(RunError::Deadline(record.timeout_ms)),
+                () = &mut heartbeat => break Err(RunError::NoHeartbeat(config.heartbeat_ms)),
                 Some(report) = reports.recv() => {
                     heartbeat.as_mut().reset(tokio::time::Instant::now() + silence);
                     if report.progress.is_some() || report.message.is_some() {
@@ -268,7 +264,7 @@ impl Runner {
         records: &Records,
         record: &mut JobRecord,
         revision: u64,
-        result: Result<serde_json::Value, String>,
+        result: Result<serde_json::Value, RunError>,
         keep_succeeded: bool,
     ) -> Result<Outcome, JobsError> {
         let finished = timestamp(now());
@@ -293,6 +289,8 @@ impl Runner {
             }
             Err(error) => {
                 tracing::info!(id = %record.id, attempt = record.attempts, %error, "job attempt failed");
+                // What the record and `_JobStatus` keep of it.
+                let error = error.to_string();
                 record.errors.push(AttemptError {
                     attempt: record.attempts,
                     error: error.clone(),
@@ -492,7 +490,7 @@ impl PriorityDispatcher {
                     ..Default::default()
                 })
                 .await
-                .map_err(nats)?;
+                .map_err(NatsError::from)?;
             consumers.push(consumer);
         }
         self.consumers = consumers;
@@ -517,7 +515,7 @@ impl PriorityDispatcher {
                 .max_messages(asked)
                 .messages()
                 .await
-                .map_err(nats)?;
+                .map_err(NatsError::from)?;
             let mut got = 0;
             while let Some(message) = batch.next().await {
                 match message {
@@ -732,7 +730,7 @@ async fn promote(
     loop {
         // Look before taking: a job taken and given back would count a
         // delivery, which is an attempt.
-        let info = consumer.get_info().await.map_err(nats)?;
+        let info = consumer.get_info().await.map_err(NatsError::from)?;
         if info.num_pending == 0 {
             return Ok(());
         }
@@ -742,7 +740,7 @@ async fn promote(
                 Some(info.delivered.stream_sequence + 1),
             )
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         if since_unix_nanos(next.time.unix_timestamp_nanos()) < aging {
             // The oldest has not waited long enough, so none has.
             return Ok(());
@@ -752,7 +750,7 @@ async fn promote(
             .max_messages(1)
             .messages()
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         let Some(Ok(message)) = batch.next().await else {
             return Ok(());
         };
@@ -765,10 +763,10 @@ async fn promote(
             .jetstream()
             .send_publish(subjects.job_ready(name, from + 1, id), publish)
             .await
-            .map_err(nats)?
+            .map_err(NatsError::from)?
             .await
-            .map_err(nats)?;
-        message.ack().await.map_err(nats)?;
+            .map_err(NatsError::from)?;
+        message.ack().await.map_err(NatsError::from)?;
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_nats::{HeaderMap, client::RequestErrorKind};
 use bytes::Bytes;
 use oxbase_hooks::HookRegistry;
+use oxbase_kit::{NatsError, PortError};
 use oxbase_proto::hooks::{HookError, IDEMPOTENCY_KEY, WEBHOOK_KEY};
 use oxbase_proto::jobs::{JobProgress, JobRun};
 use serde_json::Value;
@@ -15,11 +16,50 @@ use tokio::sync::mpsc;
 
 use crate::Settings;
 
+/// Why an attempt of a [`BuiltinJob`] failed. Its text is the attempt's
+/// error message, which the job's record and `_JobStatus` show: make one
+/// with `JobFailure::from("payload.numbers must be an array")` (or
+/// `.into()`, or `?` on an `Option::ok_or("...")`), or from an error with
+/// `.map_err(JobFailure::new)`, which keeps it as the source.
+pub type JobFailure = PortError;
+
 /// A job implemented in Rust and run inside the jobs process.
 #[async_trait::async_trait]
 pub trait BuiltinJob: Send + Sync {
     /// Runs one attempt. An `Err` is the attempt's error message.
-    async fn run(&self, run: JobRun, progress: Progress) -> Result<Value, String>;
+    async fn run(&self, run: JobRun, progress: Progress) -> Result<Value, JobFailure>;
+}
+
+/// Why one attempt of a job failed; its text is the attempt's error
+/// message, which the job's record and `_JobStatus` show.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunError {
+    /// A built-in job's own failure, as it worded it.
+    #[error(transparent)]
+    Builtin(JobFailure),
+    #[error("{0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("no worker is listening on {0}")]
+    NoWorker(String),
+    #[error("NATS: {0}")]
+    Nats(#[source] NatsError),
+    #[error("the webhook did not answer within {0} ms")]
+    WebhookTimeout(u64),
+    #[error("cannot reach the webhook: {}", innermost(.0))]
+    Unreachable(#[source] reqwest::Error),
+    #[error("the webhook answered HTTP {0}")]
+    WebhookStatus(u16),
+    #[error("cannot read the webhook's answer: {}", innermost(.0))]
+    UnreadableAnswer(#[source] reqwest::Error),
+    /// The error message the handler answered.
+    #[error("{0}")]
+    Handler(String),
+    #[error(r#"the handler's answer is not {{"success": ...}} or {{"error": ...}} JSON"#)]
+    NotAnAnswer,
+    #[error("the job did not finish within {0} ms")]
+    Deadline(u64),
+    #[error("the worker sent no heartbeat for {0} ms")]
+    NoHeartbeat(u64),
 }
 
 /// How a running job reports progress; each report is also a heartbeat.
@@ -57,10 +97,14 @@ pub struct StatusUpdate {
     pub finished: bool,
 }
 
+/// Why a [`JobStatusSink`] could not write: the store's error, made with
+/// `.map_err(JobStatusError::new)`. The jobs service logs it and goes on.
+pub type JobStatusError = PortError;
+
 /// Writes `_JobStatus` (the API's store does; the jobs crate has none).
 #[async_trait::async_trait]
 pub trait JobStatusSink: Send + Sync {
-    async fn update(&self, status_id: &str, update: StatusUpdate) -> Result<(), String>;
+    async fn update(&self, status_id: &str, update: StatusUpdate) -> Result<(), JobStatusError>;
 }
 
 /// Finds and calls a job's handler.
@@ -86,7 +130,7 @@ impl Handlers {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| crate::JobsError::Nats(format!("HTTP client: {e}")))?;
+            .map_err(crate::JobsError::HttpClient)?;
         Ok(Self {
             builtins,
             registry,
@@ -97,16 +141,16 @@ impl Handlers {
     }
 
     /// Runs one attempt to its answer; the caller bounds it in time.
-    pub(crate) async fn call(&self, run: JobRun, progress: Progress) -> Result<Value, String> {
+    pub(crate) async fn call(&self, run: JobRun, progress: Progress) -> Result<Value, RunError> {
         if let Some(job) = self.builtins.get(&run.name) {
-            return job.run(run, progress).await;
+            return job.run(run, progress).await.map_err(RunError::Builtin);
         }
         let webhook = self
             .registry
             .as_ref()
             .and_then(|registry| registry.job(&run.name))
             .and_then(|entry| entry.url);
-        let body = serde_json::to_vec(&run).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&run).map_err(RunError::Encode)?;
         let reply = match webhook {
             Some(url) => self.post(&url, &run, body).await?,
             None => self.request(&run, body).await?,
@@ -117,20 +161,20 @@ impl Handlers {
         match reply {
             Some(mut reply) if reply.contains_key("error") => {
                 let error = reply.remove("error").unwrap_or_default();
-                Err(serde_json::from_value::<HookError>(error)
-                    .map(|e| e.message())
-                    .unwrap_or_else(|_| "the handler failed".into()))
+                Err(RunError::Handler(
+                    serde_json::from_value::<HookError>(error)
+                        .map(|e| e.message())
+                        .unwrap_or_else(|_| "the handler failed".into()),
+                ))
             }
             Some(mut reply) if reply.contains_key("success") => {
                 Ok(reply.remove("success").unwrap_or_default())
             }
-            _ => {
-                Err(r#"the handler's answer is not {"success": ...} or {"error": ...} JSON"#.into())
-            }
+            _ => Err(RunError::NotAnAnswer),
         }
     }
 
-    async fn request(&self, run: &JobRun, body: Vec<u8>) -> Result<Bytes, String> {
+    async fn request(&self, run: &JobRun, body: Vec<u8>) -> Result<Bytes, RunError> {
         let subject = self.settings.subjects.job_run(&run.queue, &run.name);
         let mut headers = HeaderMap::new();
         headers.insert(IDEMPOTENCY_KEY, run.id.as_str());
@@ -142,13 +186,13 @@ impl Handlers {
         match self.client.send_request(subject.clone(), request).await {
             Ok(message) => Ok(message.payload),
             Err(err) if err.kind() == RequestErrorKind::NoResponders => {
-                Err(format!("no worker is listening on {subject}"))
+                Err(RunError::NoWorker(subject))
             }
-            Err(err) => Err(format!("NATS: {err}")),
+            Err(err) => Err(RunError::Nats(err.into())),
         }
     }
 
-    async fn post(&self, url: &str, run: &JobRun, body: Vec<u8>) -> Result<Bytes, String> {
+    async fn post(&self, url: &str, run: &JobRun, body: Vec<u8>) -> Result<Bytes, RunError> {
         let mut request = self
             .http
             .post(url)
@@ -161,19 +205,16 @@ impl Handlers {
         }
         let response = request.send().await.map_err(|err| {
             if err.is_timeout() {
-                format!("the webhook did not answer within {} ms", run.timeout_ms)
+                RunError::WebhookTimeout(run.timeout_ms)
             } else {
-                format!("cannot reach the webhook: {}", innermost(&err))
+                RunError::Unreachable(err)
             }
         })?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("the webhook answered HTTP {}", status.as_u16()));
+            return Err(RunError::WebhookStatus(status.as_u16()));
         }
-        response
-            .bytes()
-            .await
-            .map_err(|err| format!("cannot read the webhook's answer: {}", innermost(&err)))
+        response.bytes().await.map_err(RunError::UnreadableAnswer)
     }
 }
 

@@ -11,6 +11,7 @@
 mod dispatch;
 mod handlers;
 mod metrics;
+mod parse_status;
 mod queue;
 mod records;
 mod service;
@@ -18,17 +19,18 @@ mod service;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use oxbase_kit::{Config, QueueConfig, Secret};
+use oxbase_kit::{Config, NatsError, QueueConfig, Secret};
 use oxbase_proto::Subjects;
 
-pub use handlers::{BuiltinJob, JobStatusSink, Progress, StatusUpdate};
+pub use handlers::{BuiltinJob, JobFailure, JobStatusError, JobStatusSink, Progress, StatusUpdate};
 pub use metrics::Metrics;
 pub use queue::JobQueue;
 pub use service::JobsService;
 
 /// What went wrong, in words a client can act on. The API maps each kind
-/// to a Parse error code.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// to a Parse error code; the [internal](Self::is_internal) ones are the
+/// server's, not the client's.
+#[derive(Debug, thiserror::Error)]
 pub enum JobsError {
     #[error("{0}")]
     Invalid(String),
@@ -42,7 +44,19 @@ pub enum JobsError {
     #[error("{0}")]
     WrongState(String),
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[from] NatsError),
+    /// A job's record in the bucket is not a job record.
+    #[error("job {id} has an unreadable record: {source}")]
+    Unreadable {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode a job record: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The client webhook jobs are called with cannot be made.
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 impl JobsError {
@@ -54,8 +68,14 @@ impl JobsError {
             | Self::TooLarge { .. }
             | Self::WrongState(_) => 142,
             Self::NotFound => 101,
-            Self::Nats(_) => 1,
+            Self::Nats(_) | Self::Unreadable { .. } | Self::Encode(_) | Self::HttpClient(_) => 1,
         }
+    }
+
+    /// The server failed (NATS, or a record it cannot read), not the
+    /// request: worth retrying, and no fault of the client's.
+    pub fn is_internal(&self) -> bool {
+        self.code() == 1
     }
 }
 

@@ -6,12 +6,13 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishAckFuture, stream};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use oxbase_kit::NatsError;
 use oxbase_proto::jobs::{
     Backoff, DEFAULT_PRIORITY, JobRecord, JobSpec, JobState, PRIORITY_LEVELS, Submitted,
 };
 
 use crate::dispatch::consumer_name;
-use crate::records::{Records, Versioned, Write, nats};
+use crate::records::{Records, Versioned, Write, encode};
 use crate::{JobsError, Settings};
 
 /// A publish repeating a `Nats-Msg-Id` seen this recently is dropped, so a
@@ -102,7 +103,7 @@ impl JobQueue {
         &self.jetstream
     }
 
-    pub(crate) async fn store(&self) -> Result<&Store, JobsError> {
+    pub(crate) async fn store(&self) -> Result<&Store, NatsError> {
         self.store
             .get_or_try_init(|| async {
                 let stream = ensure_stream(&self.jetstream, &self.settings).await?;
@@ -118,7 +119,7 @@ impl JobQueue {
             .await
     }
 
-    pub(crate) async fn records(&self) -> Result<&Records, JobsError> {
+    pub(crate) async fn records(&self) -> Result<&Records, NatsError> {
         Ok(&self.store().await?.records)
     }
 
@@ -246,7 +247,12 @@ impl JobQueue {
     ) -> Vec<Result<Submitted, JobsError>> {
         let records = match self.records().await {
             Ok(records) => records,
-            Err(err) => return specs.iter().map(|_| Err(err.clone())).collect(),
+            Err(err) => {
+                return specs
+                    .iter()
+                    .map(|_| Err(JobsError::Nats(err.clone())))
+                    .collect();
+            }
         };
         let mut out = Vec::with_capacity(specs.len());
         let mut specs = specs.into_iter();
@@ -294,7 +300,10 @@ impl JobQueue {
         }
         for (index, ack) in sent {
             let stored = match ack {
-                Ok(ack) => ack.await.map(drop).map_err(nats),
+                Ok(ack) => ack
+                    .await
+                    .map(drop)
+                    .map_err(|err| NatsError::from(err).into()),
                 Err(err) => Err(err),
             };
             if let Err(err) = stored {
@@ -375,8 +384,7 @@ impl JobQueue {
     /// ready subject, or scheduled for its `run_at`. The message is the
     /// record itself.
     async fn send(&self, record: &JobRecord) -> Result<PublishAckFuture, JobsError> {
-        let body =
-            Bytes::from(serde_json::to_vec(record).map_err(|e| JobsError::Nats(e.to_string()))?);
+        let body = encode(record)?;
         let subjects = &self.settings.subjects;
         let ready = subjects.job_ready(&record.queue, record.priority, &record.id);
         let publish = jetstream::message::PublishMessage::build().payload(body);
@@ -408,16 +416,18 @@ impl JobQueue {
             // NATS an entry per job.
             (ready, publish)
         };
-        self.jetstream
+        let ack = self
+            .jetstream
             .send_publish(subject, publish)
             .await
-            .map_err(nats)
+            .map_err(NatsError::from)?;
+        Ok(ack)
     }
 
     /// Queues `record` (a retry, or a job run again) and waits until it is
     /// stored.
     pub(crate) async fn queue_job(&self, record: &JobRecord) -> Result<(), JobsError> {
-        self.send(record).await?.await.map_err(nats)?;
+        self.send(record).await?.await.map_err(NatsError::from)?;
         if record.state == JobState::Waiting {
             self.wake(&record.queue, record.priority).await;
         }
@@ -525,7 +535,7 @@ impl JobQueue {
                             priority,
                         })),
                     Err(err) if err.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
-                    Err(err) => Err(nats(err)),
+                    Err(err) => Err(JobsError::from(NatsError::from(err))),
                 }
             });
         let found = futures_util::future::try_join_all(lookups).await?;
@@ -553,7 +563,7 @@ impl JobQueue {
             Err(err) if err.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
                 Ok(false)
             }
-            Err(err) => Err(nats(err)),
+            Err(err) => Err(NatsError::from(err).into()),
         }
     }
 
@@ -630,7 +640,7 @@ impl JobQueue {
                 {
                     Ok(message) => message,
                     Err(err) if err.kind() == stream::DirectGetErrorKind::NotFound => break,
-                    Err(err) => return Err(nats(err)),
+                    Err(err) => return Err(NatsError::from(err).into()),
                 };
                 from = message.sequence + 1;
                 let Ok(mut record) = serde_json::from_slice::<JobRecord>(&message.payload) else {
@@ -755,16 +765,16 @@ impl JobQueue {
 pub(crate) async fn ensure_stream(
     jetstream: &jetstream::Context,
     settings: &Settings,
-) -> Result<stream::Stream, JobsError> {
+) -> Result<stream::Stream, NatsError> {
     let name = settings.stream_name();
     if let Ok(mut stream) = jetstream.get_stream(&name).await {
-        let config = stream.info().await.map_err(nats)?.config.clone();
+        let config = stream.info().await?.config.clone();
         if !config.allow_direct {
             let config = stream::Config {
                 allow_direct: true,
                 ..config
             };
-            jetstream.update_stream(&config).await.map_err(nats)?;
+            jetstream.update_stream(&config).await?;
         }
         return Ok(stream);
     }
@@ -783,6 +793,6 @@ pub(crate) async fn ensure_stream(
     };
     match jetstream.create_stream(config).await {
         Ok(stream) => Ok(stream),
-        Err(err) => jetstream.get_stream(&name).await.map_err(|_| nats(err)),
+        Err(err) => jetstream.get_stream(&name).await.map_err(|_| err.into()),
     }
 }

@@ -15,6 +15,7 @@ use async_nats::jetstream::{
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use oxbase_kit::NatsError;
 use oxbase_proto::jobs::{JobRecord, JobState};
 
 use crate::JobsError;
@@ -53,18 +54,14 @@ async fn settle(ack: PublishAckFuture) -> Result<Write, JobsError> {
     match ack.await {
         Ok(ack) => Ok(Write::Done(ack.sequence)),
         Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => Ok(Write::Conflict),
-        Err(err) => Err(nats(err)),
+        Err(err) => Err(NatsError::from(err).into()),
     }
 }
 
-pub(crate) fn nats(err: impl std::fmt::Display) -> JobsError {
-    JobsError::Nats(err.to_string())
-}
-
-fn encode(record: &JobRecord) -> Result<Bytes, JobsError> {
+pub(crate) fn encode(record: &JobRecord) -> Result<Bytes, JobsError> {
     serde_json::to_vec(record)
         .map(Bytes::from)
-        .map_err(|e| JobsError::Nats(e.to_string()))
+        .map_err(JobsError::Encode)
 }
 
 fn job_key(id: &str) -> String {
@@ -82,7 +79,7 @@ impl Records {
         bucket: String,
         replicas: usize,
         retention: Duration,
-    ) -> Result<Self, JobsError> {
+    ) -> Result<Self, NatsError> {
         let config = jetstream::stream::Config {
             name: format!("KV_{bucket}"),
             description: Some("oxbase background jobs".into()),
@@ -104,7 +101,7 @@ impl Records {
         };
         match jetstream.get_stream(&config.name).await {
             Ok(mut stream) => {
-                let current = stream.info().await.map_err(nats)?.config.clone();
+                let current = stream.info().await?.config.clone();
                 if current.max_age != config.max_age
                     || current.subject_delete_marker_ttl.is_some()
                     || !current.allow_message_ttl
@@ -129,7 +126,7 @@ impl Records {
                 }
             }
         }
-        let kv = jetstream.get_key_value(&bucket).await.map_err(nats)?;
+        let kv = jetstream.get_key_value(&bucket).await?;
         Ok(Self {
             prefix: format!("$KV.{bucket}."),
             jetstream,
@@ -141,14 +138,17 @@ impl Records {
         if !oxbase_proto::valid_token(id) {
             return Ok(None);
         }
-        let Some(entry) = self.kv.entry(job_key(id)).await.map_err(nats)? else {
+        let Some(entry) = self.kv.entry(job_key(id)).await.map_err(NatsError::from)? else {
             return Ok(None);
         };
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
-        let record = serde_json::from_slice(&entry.value)
-            .map_err(|e| JobsError::Nats(format!("job {id} has an unreadable record: {e}")))?;
+        let record =
+            serde_json::from_slice(&entry.value).map_err(|source| JobsError::Unreadable {
+                id: id.to_owned(),
+                source,
+            })?;
         Ok(Some(Versioned {
             record,
             revision: entry.revision,
@@ -164,7 +164,7 @@ impl Records {
             .jetstream
             .send_publish(self.subject(&record.id), publish)
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         settle(sent).await
     }
 
@@ -174,9 +174,9 @@ impl Records {
         self.jetstream
             .publish(self.subject(&record.id), encode(record)?)
             .await
-            .map_err(nats)?
+            .map_err(NatsError::from)?
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         Ok(())
     }
 
@@ -205,7 +205,7 @@ impl Records {
             {
                 Ok(_) => return Ok(None),
                 Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    match self.kv.get(&name).await.map_err(nats)? {
+                    match self.kv.get(&name).await.map_err(NatsError::from)? {
                         Some(existing) => {
                             return Ok(Some(String::from_utf8_lossy(&existing).into_owned()));
                         }
@@ -213,7 +213,7 @@ impl Records {
                         None => continue,
                     }
                 }
-                Err(err) => return Err(nats(err)),
+                Err(err) => return Err(NatsError::from(err).into()),
             }
         }
     }
@@ -221,7 +221,12 @@ impl Records {
     /// The rate window of a queue: (window start in ms, starts counted),
     /// and its revision.
     pub async fn rate_window(&self, queue: &str) -> Result<(u64, u64, u64), JobsError> {
-        match self.kv.entry(format!("rate.{queue}")).await.map_err(nats)? {
+        match self
+            .kv
+            .entry(format!("rate.{queue}"))
+            .await
+            .map_err(NatsError::from)?
+        {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 let text = String::from_utf8_lossy(&entry.value);
                 let (start, count) = text.split_once(' ').unwrap_or(("0", "0"));
@@ -255,7 +260,7 @@ impl Records {
         {
             Ok(_) => Ok(true),
             Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(err) => Err(nats(err)),
+            Err(err) => Err(NatsError::from(err).into()),
         }
     }
 
@@ -268,14 +273,18 @@ impl Records {
         state: Option<JobState>,
         limit: usize,
     ) -> Result<Vec<JobRecord>, JobsError> {
-        let mut watch = self.kv.watch_with_history("job.>").await.map_err(nats)?;
+        let mut watch = self
+            .kv
+            .watch_with_history("job.>")
+            .await
+            .map_err(NatsError::from)?;
         let mut found = std::collections::VecDeque::with_capacity(limit.min(1024));
         let mut stream = self
             .jetstream
             .get_stream(format!("KV_{}", self.kv.name))
             .await
-            .map_err(nats)?;
-        if stream.info().await.map_err(nats)?.state.messages == 0 {
+            .map_err(NatsError::from)?;
+        if stream.info().await.map_err(NatsError::from)?.state.messages == 0 {
             return Ok(Vec::new());
         }
         // No record matching says nothing at all: give up on the first one
@@ -285,7 +294,7 @@ impl Records {
             let next = tokio::time::timeout(wait, watch.next()).await;
             wait = Duration::from_secs(5);
             let Ok(Some(entry)) = next else { break };
-            let entry = entry.map_err(nats)?;
+            let entry = entry.map_err(NatsError::from)?;
             if entry.operation == kv::Operation::Put
                 && let Ok(record) = serde_json::from_slice::<JobRecord>(&entry.value)
                 && record.queue == queue

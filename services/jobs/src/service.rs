@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oxbase_hooks::{HookRegistry, RegistryError};
-use oxbase_kit::{Config, Readiness, Shutdown};
+use oxbase_kit::{Config, MetricsSource, Readiness, Service, ServiceError, Shutdown};
 use oxbase_proto::HookEntry;
 use oxbase_proto::hooks::{HookError, HookReply};
 use oxbase_proto::jobs::{JobProgress, JobSpec, Submitted};
@@ -132,6 +132,26 @@ impl JobsService {
         }
         while tasks.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for JobsService {
+    fn name(&self) -> &'static str {
+        "jobs"
+    }
+
+    fn metrics(&self) -> MetricsSource {
+        let metrics = JobsService::metrics(self);
+        Arc::new(move || metrics.render())
+    }
+
+    async fn run(
+        self: Box<Self>,
+        readiness: Readiness,
+        shutdown: Shutdown,
+    ) -> Result<(), ServiceError> {
+        Ok(JobsService::run(*self, readiness, shutdown).await?)
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oxbase_hooks::HookRegistry;
-use oxbase_jobs::{BuiltinJob, JobsService, Progress};
+use oxbase_jobs::{BuiltinJob, JobFailure, JobsService, Progress};
 use oxbase_kit::{Config, Readiness, Shutdown};
 use oxbase_proto::jobs::{JobProgress, JobRun, JobSpec, JobState};
 use serde_json::{Value, json};
@@ -47,7 +47,7 @@ struct Sum;
 
 #[async_trait::async_trait]
 impl BuiltinJob for Sum {
-    async fn run(&self, run: JobRun, progress: Progress) -> Result<Value, String> {
+    async fn run(&self, run: JobRun, progress: Progress) -> Result<Value, JobFailure> {
         let numbers = run.payload["numbers"]
             .as_array()
             .ok_or("payload.numbers must be an array")?;

@@ -1,8 +1,11 @@
 //! Plumbing every oxbase service shares: layered config, tracing, graceful
-//! shutdown and health endpoints.
+//! shutdown, health endpoints, the errors services share, and the
+//! [`Service`] trait with [`run_services`].
 
 pub mod config;
+pub mod error;
 pub mod health;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
@@ -10,5 +13,7 @@ pub use config::{
     ApnsConfig, Config, ConfigError, CronConfig, FcmConfig, FilesConfig, JobsConfig, Limits,
     LogFormat, PushConfig, QueueConfig, Secret, TriggersConfig,
 };
+pub use error::{BoxError, NatsError, PortError};
 pub use health::Readiness;
+pub use service::{MetricsSource, Service, ServiceError, ServiceFailed, run_services};
 pub use shutdown::Shutdown;

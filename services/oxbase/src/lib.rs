@@ -324,24 +324,17 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         )),
         _ => None,
     };
-    let app = oxbase_api::App::new(
-        &config,
-        Arc::clone(&store),
-        relay,
-        hooks,
-        jobs,
-        push.clone(),
-    )
-    .await?;
+    let objects = open_objects(&config, store, relay).await?;
+    let app = oxbase_api::App::new(&config, Arc::clone(&objects), hooks, jobs, push.clone());
     let push_service = match &client {
         Some(client) if runs_push => Some(
-            oxbase_push::PushService::new(&config, client.clone(), app.push_store())?
+            oxbase_push::PushService::new(&config, client.clone(), objects.clone())?
                 .with_metrics(push_metrics),
         ),
         _ => None,
     };
-    let jobs_service = jobs_service.map(|service| service.status_sink(app.job_status_sink()));
-    let cron_service = cron_service.map(|service| service.parse_schedules(app.parse_schedules()));
+    let jobs_service = jobs_service.map(|service| service.status_sink(objects.clone()));
+    let cron_service = cron_service.map(|service| service.parse_schedules(objects.clone()));
     let listener = oxbase_api::bind(&config).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -460,11 +453,8 @@ async fn jobs(config: Config) -> anyhow::Result<()> {
     let client = nats::connect(&config).await?;
     let hooks = start_hooks(&config, Some(&client), &readiness, &shutdown)?;
     let registry = hooks.as_ref().map(|hooks| Arc::clone(&hooks.registry));
-    let store = open_store(&config).await?;
-    // The API's object layer, for `_JobStatus`; it serves no requests.
-    let app = oxbase_api::App::new(&config, store, None, None, None, None).await?;
-    let service = oxbase_jobs::JobsService::new(&config, client, registry)?
-        .status_sink(app.job_status_sink());
+    let objects = open_objects(&config, open_store(&config).await?, None).await?;
+    let service = oxbase_jobs::JobsService::new(&config, client, registry)?.status_sink(objects);
     let metrics = service.metrics();
     let work = async {
         service
@@ -496,12 +486,8 @@ async fn cron(config: Config) -> anyhow::Result<()> {
         Arc::new(oxbase_jobs::Settings::from_config(&config)?),
     );
     let book = schedule_book(&config, &client, &queue)?;
-    let store = open_store(&config).await?;
-    // The API's object layer, for `_JobSchedule` and `_JobStatus`; it
-    // serves no requests.
-    let app = oxbase_api::App::new(&config, store, None, None, None, None).await?;
-    let service =
-        oxbase_cron::CronService::new(&config, book)?.parse_schedules(app.parse_schedules());
+    let objects = open_objects(&config, open_store(&config).await?, None).await?;
+    let service = oxbase_cron::CronService::new(&config, book)?.parse_schedules(objects);
     let metrics = service.metrics();
     let work = async {
         service
@@ -529,11 +515,8 @@ async fn push(config: Config) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals();
     let readiness = Readiness::new();
     let client = nats::connect(&config).await?;
-    let store = open_store(&config).await?;
-    // The API's object layer, for installations and statuses; it serves
-    // no requests.
-    let app = oxbase_api::App::new(&config, store, None, None, None, None).await?;
-    let service = oxbase_push::PushService::new(&config, client, app.push_store())?;
+    let objects = open_objects(&config, open_store(&config).await?, None).await?;
+    let service = oxbase_push::PushService::new(&config, client, objects)?;
     let metrics = service.metrics();
     let work = async {
         service
@@ -637,6 +620,18 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn oxbase_store::Sto
     Ok(store)
 }
 
+/// Parse's object layer over `store`; `relay`, when events are on, is
+/// woken after each write.
+async fn open_objects(
+    config: &Config,
+    store: Arc<dyn oxbase_store::Store>,
+    relay: Option<Arc<oxbase_objects::RelaySignals>>,
+) -> anyhow::Result<Arc<oxbase_objects::ObjectLayer>> {
+    oxbase_objects::ObjectLayer::from_config(config, store, relay)
+        .await
+        .context("cannot load the schemas")
+}
+
 /// Runs the outbox relay over `client`, when events are on.
 fn start_relay(
     config: &Config,
@@ -644,7 +639,7 @@ fn start_relay(
     store: &Arc<dyn oxbase_store::Store>,
     readiness: &Readiness,
     shutdown: &Shutdown,
-) -> anyhow::Result<Option<Arc<oxbase_api::RelaySignals>>> {
+) -> anyhow::Result<Option<Arc<oxbase_objects::RelaySignals>>> {
     if !config.events.enabled {
         tracing::warn!("events are off (events.enabled = false): writes publish nothing");
         return Ok(None);
@@ -652,12 +647,12 @@ fn start_relay(
     let client = client.context("events need NATS")?;
     let subjects = oxbase_proto::Subjects::new(config.events.prefix.as_str())?;
     let stream = oxbase_proto::EventStreamSpec::new(&subjects, &config.events.stream);
-    let signals = Arc::new(oxbase_api::RelaySignals::default());
-    let relay = oxbase_api::OutboxRelay::new(
+    let signals = Arc::new(oxbase_objects::RelaySignals::default());
+    let relay = oxbase_objects::OutboxRelay::new(
         Arc::clone(store),
         async_nats::jetstream::new(client.clone()),
         stream,
-        oxbase_api::RelaySettings::default(),
+        oxbase_objects::RelaySettings::default(),
         Arc::clone(&signals),
     );
     tokio::spawn(relay.run(readiness.clone(), shutdown.clone()));

@@ -9,6 +9,7 @@
 
 mod apns;
 mod fcm;
+mod installations;
 mod service;
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use oxbase_kit::Config;
+use oxbase_kit::{Config, NatsError, PortError};
 use oxbase_proto::Subjects;
 use oxbase_proto::push::{PushDevice, PushRequest};
 use serde_json::{Map, Value};
@@ -27,18 +28,21 @@ pub use apns::Apns;
 pub use fcm::Fcm;
 pub use service::{Metrics, PushService};
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum PushError {
     #[error("{0}")]
     Config(String),
     #[error("NATS: {0}")]
-    Nats(String),
-    #[error("{0}")]
-    Store(String),
-}
-
-pub(crate) fn nats(err: impl std::fmt::Display) -> PushError {
-    PushError::Nats(err.to_string())
+    Nats(#[from] NatsError),
+    /// The app's data, through [`PushStore`].
+    #[error(transparent)]
+    Store(#[from] PushStoreError),
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Attempts at a notification a provider answers 429 or 5xx, or cannot
@@ -61,6 +65,11 @@ impl Backoff {
     }
 }
 
+/// Why a [`PushStore`] could not read or write: the store's error, made
+/// with `.map_err(PushStoreError::new)`. The push message that needed it
+/// is tried again later.
+pub type PushStoreError = PortError;
+
 /// What the push service reads and writes in the app's data: the API's
 /// object layer implements it.
 #[async_trait::async_trait]
@@ -72,17 +81,20 @@ pub trait PushStore: Send + Sync {
         query: &Map<String, Value>,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<PushDevice>, String>;
+    ) -> Result<Vec<PushDevice>, PushStoreError>;
     /// Applies a Parse update body to the `_PushStatus`; the object after.
     async fn update_status(
         &self,
         id: &str,
         changes: Map<String, Value>,
-    ) -> Result<Map<String, Value>, String>;
+    ) -> Result<Map<String, Value>, PushStoreError>;
     /// Raises the `badge` of these installations by one; their badges.
-    async fn increment_badges(&self, ids: &[String]) -> Result<HashMap<String, i64>, String>;
+    async fn increment_badges(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, i64>, PushStoreError>;
     /// Removes the token of installations their provider says is dead.
-    async fn forget_tokens(&self, ids: &[String]) -> Result<(), String>;
+    async fn forget_tokens(&self, ids: &[String]) -> Result<(), PushStoreError>;
 }
 
 /// The push settings every part shares.
@@ -154,10 +166,13 @@ impl PushQueue {
                     .map(drop)
             })
             .await?;
-        let body = Bytes::from(serde_json::to_vec(request).map_err(nats)?);
+        let body = serde_json::to_vec(request).map_err(|source| PushError::Encode {
+            what: "a push request",
+            source,
+        })?;
         let requests = self.settings.subjects.push_requests();
         let publish = jetstream::message::PublishMessage::build()
-            .payload(body)
+            .payload(Bytes::from(body))
             .message_id(&request.status_id);
         let (subject, publish) = match at {
             // JetStream's message schedule stores it on the requests
@@ -176,9 +191,9 @@ impl PushQueue {
         self.jetstream
             .send_publish(subject, publish)
             .await
-            .map_err(nats)?
+            .map_err(NatsError::from)?
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         Ok(())
     }
 }
@@ -211,6 +226,9 @@ pub(crate) async fn ensure_stream(
     };
     match jetstream.create_stream(config).await {
         Ok(stream) => Ok(stream),
-        Err(err) => jetstream.get_stream(&name).await.map_err(|_| nats(err)),
+        Err(err) => jetstream
+            .get_stream(&name)
+            .await
+            .map_err(|_| NatsError::from(err).into()),
     }
 }

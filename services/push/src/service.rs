@@ -8,14 +8,14 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use oxbase_kit::{Config, Readiness, Shutdown};
+use oxbase_kit::{Config, MetricsSource, NatsError, Readiness, Service, ServiceError, Shutdown};
 use oxbase_proto::push::{PushBatch, PushDevice, PushRequest};
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
 use crate::apns::Notification;
 use crate::fcm;
-use crate::{Apns, Fcm, PushError, PushStore, Settings, ensure_stream, nats};
+use crate::{Apns, Fcm, PushError, PushStore, Settings, ensure_stream};
 
 /// Requests one process resolves at once.
 const REQUESTS_IN_FLIGHT: usize = 2;
@@ -152,14 +152,14 @@ impl PushService {
                 consumer("requests", self.settings.subjects.push_requests()),
             )
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         let batches = stream
             .get_or_create_consumer(
                 "batches",
                 consumer("batches", self.settings.subjects.push_batches()),
             )
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         // Only what is worked on is pulled: a message waiting in this
         // process would be redelivered elsewhere once its ack wait ran out.
         let requests = requests
@@ -167,13 +167,13 @@ impl PushService {
             .max_messages_per_batch(REQUESTS_IN_FLIGHT)
             .messages()
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         let batches = batches
             .stream()
             .max_messages_per_batch(self.settings.batches_in_flight)
             .messages()
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         readiness.set("push", true);
         tracing::info!("sending pushes");
         let batches_in_flight = self.settings.batches_in_flight;
@@ -211,7 +211,7 @@ impl PushService {
             };
             let message = match message {
                 Ok(message) => message,
-                Err(err) => break Err(nats(err)),
+                Err(err) => break Err(NatsError::from(err).into()),
             };
             let this = Arc::clone(self);
             tasks.spawn(async move {
@@ -272,7 +272,8 @@ impl PushService {
             return Ok(());
         };
         let id = &request.status_id;
-        self.update_status(id, json!({"status": "running"})).await?;
+        self.update_status(id, one("status", json!("running")))
+            .await?;
         let mut after: Option<String> = None;
         let mut page = 0;
         let mut total = 0;
@@ -280,8 +281,7 @@ impl PushService {
             let devices = self
                 .store
                 .audience(&request.query, after.as_deref(), self.settings.batch_size)
-                .await
-                .map_err(PushError::Store)?;
+                .await?;
             let Some(last) = devices.last() else { break };
             after = Some(last.installation_id.clone());
             total += devices.len();
@@ -295,20 +295,25 @@ impl PushService {
                 devices,
             };
             let publish = jetstream::message::PublishMessage::build()
-                .payload(Bytes::from(serde_json::to_vec(&batch).map_err(nats)?))
+                .payload(Bytes::from(serde_json::to_vec(&batch).map_err(
+                    |source| PushError::Encode {
+                        what: "a push batch",
+                        source,
+                    },
+                )?))
                 .message_id(format!("{id}.{page}"));
             self.jetstream
                 .send_publish(self.settings.subjects.push_batches(), publish)
                 .await
-                .map_err(nats)?
+                .map_err(NatsError::from)?
                 .await
-                .map_err(nats)?;
+                .map_err(NatsError::from)?;
             page += 1;
             if !full {
                 break;
             }
         }
-        let status = self.update_status(id, json!({"count": total})).await?;
+        let status = self.update_status(id, one("count", json!(total))).await?;
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         self.finish_if_done(id, &status).await
     }
@@ -333,10 +338,7 @@ impl PushService {
                 .iter()
                 .map(|device| device.installation_id.clone())
                 .collect();
-            self.store
-                .increment_badges(&ids)
-                .await
-                .map_err(PushError::Store)?
+            self.store.increment_badges(&ids).await?
         } else {
             HashMap::new()
         };
@@ -386,10 +388,7 @@ impl PushService {
             }
         }
         if !dead.is_empty() {
-            self.store
-                .forget_tokens(&dead)
-                .await
-                .map_err(PushError::Store)?;
+            self.store.forget_tokens(&dead).await?;
         }
         let mut changes = Map::new();
         let increment = |amount: i64| json!({"__op": "Increment", "amount": amount});
@@ -401,11 +400,7 @@ impl PushService {
         for (kind, amount) in &failed {
             changes.insert(format!("failedPerType.{kind}"), increment(*amount));
         }
-        let status = self
-            .store
-            .update_status(&batch.status_id, changes)
-            .await
-            .map_err(PushError::Store)?;
+        let status = self.store.update_status(&batch.status_id, changes).await?;
         let metrics = &self.metrics;
         metrics.batches.fetch_add(1, Ordering::Relaxed);
         metrics
@@ -450,15 +445,9 @@ impl PushService {
     async fn update_status(
         &self,
         id: &str,
-        changes: Value,
+        changes: Map<String, Value>,
     ) -> Result<Map<String, Value>, PushError> {
-        let Value::Object(changes) = changes else {
-            return Err(PushError::Store("a status update must be an object".into()));
-        };
-        self.store
-            .update_status(id, changes)
-            .await
-            .map_err(PushError::Store)
+        Ok(self.store.update_status(id, changes).await?)
     }
 
     /// Marks the push succeeded once every device it counted was tried.
@@ -469,11 +458,36 @@ impl PushService {
         };
         let tried = number("numSent").unwrap_or(0) + number("numFailed").unwrap_or(0);
         if tried >= count && status.get("status").and_then(Value::as_str) != Some("succeeded") {
-            self.update_status(id, json!({"status": "succeeded"}))
+            self.update_status(id, one("status", json!("succeeded")))
                 .await?;
         }
         Ok(())
     }
+}
+
+#[async_trait::async_trait]
+impl Service for PushService {
+    fn name(&self) -> &'static str {
+        "push"
+    }
+
+    fn metrics(&self) -> MetricsSource {
+        let metrics = PushService::metrics(self);
+        Arc::new(move || metrics.render())
+    }
+
+    async fn run(
+        self: Box<Self>,
+        readiness: Readiness,
+        shutdown: Shutdown,
+    ) -> Result<(), ServiceError> {
+        Ok(PushService::run(*self, readiness, shutdown).await?)
+    }
+}
+
+/// A status update of one member.
+fn one(key: &str, value: Value) -> Map<String, Value> {
+    Map::from_iter([(key.to_owned(), value)])
 }
 
 /// A batch's message for each provider, made once.

@@ -1,3 +1,7 @@
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+
 use crate::schema::FieldType;
 
 /// What can go wrong in a store call. Variants a client caused carry enough
@@ -40,13 +44,147 @@ pub enum StoreError {
     StaleSchema,
     /// The storage itself failed: I/O, a lost connection, a bug.
     #[error("storage failure: {0}")]
-    Backend(String),
+    Backend(#[source] BackendError),
 }
 
 impl StoreError {
-    pub fn backend(err: impl std::fmt::Display) -> Self {
-        StoreError::Backend(err.to_string())
+    /// A storage failure caused by `err`, which stays reachable through
+    /// [`Error::source`].
+    pub fn backend(err: impl Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(BackendError::new(err))
+    }
+
+    /// A storage failure caused by `err` while doing what `context` says;
+    /// its text is `<context>: <err>`.
+    pub fn backend_context(
+        context: impl fmt::Display,
+        err: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Backend(BackendError::context(context, err))
+    }
+
+    /// A storage failure with no underlying error (an invariant broken, a
+    /// task gone).
+    pub fn backend_message(message: impl Into<String>) -> Self {
+        StoreError::Backend(BackendError::message(message))
+    }
+}
+
+/// Why the storage failed: a message, and the underlying error (a driver's,
+/// I/O) when there is one, shared so that [`StoreError`] stays `Clone`.
+///
+/// The message already includes the underlying error's text (it is what
+/// logs show), and [`Error::source`] returns that error too, for callers
+/// that inspect or downcast it.
+#[derive(Debug, Clone)]
+pub struct BackendError {
+    message: String,
+    source: Option<Arc<dyn Error + Send + Sync + 'static>>,
+}
+
+impl BackendError {
+    /// The failure `err`, with its text as the message.
+    pub fn new(err: impl Error + Send + Sync + 'static) -> Self {
+        Self::with_message(err.to_string(), err)
+    }
+
+    /// The failure `err` while doing what `context` says:
+    /// `<context>: <err>`.
+    pub fn context(context: impl fmt::Display, err: impl Error + Send + Sync + 'static) -> Self {
+        Self::with_message(format!("{context}: {err}"), err)
+    }
+
+    /// The failure `err`, described by `message` alone (logs show only the
+    /// message, so it should say what matters of `err`).
+    pub fn with_message(
+        message: impl Into<String>,
+        err: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(Arc::new(err)),
+        }
+    }
+
+    /// A failure with no underlying error.
+    pub fn message(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The underlying error, if any, as the driver reported it.
+    pub fn inner(&self) -> Option<&(dyn Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+
+    /// The underlying error when it is a `T` (such as
+    /// `tokio_postgres::Error`, `rusqlite::Error`, `mongodb::error::Error`).
+    pub fn downcast_ref<T: Error + 'static>(&self) -> Option<&T> {
+        self.inner()?.downcast_ref::<T>()
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error for BackendError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|err| err as &(dyn Error + 'static))
+    }
+}
+
+/// A message-only failure, so that `StoreError::Backend("...".into())`
+/// reads as it did when the variant held a `String`.
+impl From<String> for BackendError {
+    fn from(message: String) -> Self {
+        Self::message(message)
+    }
+}
+
+impl From<&str> for BackendError {
+    fn from(message: &str) -> Self {
+        Self::message(message)
     }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("disk on fire")]
+    struct Cause;
+
+    #[test]
+    fn backend_errors_keep_their_text_and_their_source() {
+        let err = StoreError::backend(Cause);
+        assert_eq!(err.to_string(), "storage failure: disk on fire");
+        let StoreError::Backend(backend) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(backend.downcast_ref::<Cause>().is_some());
+        let source = err.source().and_then(Error::source).expect("a cause");
+        assert!(source.downcast_ref::<Cause>().is_some());
+
+        let err = StoreError::backend_context("outbox row", Cause).clone();
+        assert_eq!(err.to_string(), "storage failure: outbox row: disk on fire");
+        assert!(err.source().and_then(Error::source).is_some());
+
+        let err = StoreError::backend_message("write task panicked");
+        assert_eq!(err.to_string(), "storage failure: write task panicked");
+        assert!(err.source().and_then(Error::source).is_none());
+        let StoreError::Backend(backend) = StoreError::Backend("no result".into()) else {
+            unreachable!()
+        };
+        assert_eq!(backend.to_string(), "no result");
+    }
+}

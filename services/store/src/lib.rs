@@ -27,10 +27,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use error::{StoreError, StoreResult};
+pub use error::{BackendError, StoreError, StoreResult};
 pub use outbox::{EventContext, OutboxEntry};
 pub use query::{Condition, FieldPath, Filter, Object, Query, QueryValue, SortKey};
-pub use schema::{ClassSchema, FieldSpec, FieldType, SchemaChange, SchemaView};
+pub use schema::{ClassSchema, FieldSpec, FieldType, SchemaChange, SchemaView, join_class_name};
 pub use write::{RelationChange, UpdateOp, WriteBatch, WriteOp, WriteOutcome};
 
 #[async_trait]
@@ -176,7 +176,7 @@ pub async fn open(uri: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Stor
         }
         _ => {
             let _ = options;
-            Err(StoreError::Backend(format!(
+            Err(StoreError::backend_message(format!(
                 "database scheme {scheme:?} is not supported (use sqlite://, postgres:// or mongodb://)"
             )))
         }

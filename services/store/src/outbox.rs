@@ -87,7 +87,7 @@ fn nats_subject(
     kind: oxbase_proto::EventKind,
 ) -> StoreResult<String> {
     let subjects = oxbase_proto::Subjects::new(context.prefix.as_str())
-        .map_err(|e| StoreError::Backend(format!("event subject prefix: {e}")))?;
+        .map_err(|e| StoreError::backend_context("event subject prefix", e))?;
     Ok(subjects.event(class_name, kind))
 }
 
@@ -155,7 +155,7 @@ pub(crate) fn expand_payload(event_id: &str, payload: String) -> StoreResult<Str
         &serde_json::value::RawValue,
     ) = serde_json::from_str(&payload).map_err(StoreError::backend)?;
     let time = chrono::DateTime::from_timestamp_millis(time)
-        .ok_or_else(|| StoreError::Backend(format!("outbox event {event_id}: bad time")))?;
+        .ok_or_else(|| StoreError::backend_message(format!("outbox event {event_id}: bad time")))?;
     oxbase_proto::Event::encode_with_raw_data(kind, &source, event_id, time, &subject, data)
         .map_err(StoreError::backend)
 }

@@ -227,6 +227,13 @@ pub fn unique_fields(class_name: &str) -> &'static [&'static str] {
     }
 }
 
+/// The class holding relation `key` of `class_name` (a join table on the
+/// SQL backends, a collection on MongoDB): `_Join:<key>:<class_name>`, as
+/// Parse Server names it.
+pub fn join_class_name(key: &str, class_name: &str) -> String {
+    format!("_Join:{key}:{class_name}")
+}
+
 impl ClassSchema {
     /// A new class with the default fields (and a system class's own), and
     /// Parse's default, open class-level permissions.
@@ -414,6 +421,11 @@ mod tests {
             FieldType::Acl
         );
         assert_eq!(pointer.to_string(), "Pointer<_User>");
+    }
+
+    #[test]
+    fn join_classes_are_named_as_parse_names_them() {
+        assert_eq!(join_class_name("users", "_Role"), "_Join:users:_Role");
     }
 
     #[test]

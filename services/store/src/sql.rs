@@ -1,5 +1,11 @@
 //! Helpers shared by the SQL backends.
 
+/// `name` as a double-quoted SQL identifier, with embedded quotes doubled,
+/// as both SQLite and PostgreSQL read it.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Renumbers the numbered placeholders (`?3`, `$3`) of `sql` in order of
 /// first use and drops the parameters nothing refers to. Compilers bind a
 /// value when they build an expression, and some expressions end up unused
@@ -72,5 +78,11 @@ mod tests {
         assert_eq!(params, vec!["three", "one"]);
         let (sql, params) = compact_params("x = ?2 OR ?12", '?', vec![1, 2]);
         assert_eq!((sql.as_str(), params), ("x = ?1 OR ?12", vec![2]));
+    }
+
+    #[test]
+    fn identifiers_are_quoted_with_embedded_quotes_doubled() {
+        assert_eq!(quote_ident("_Join:users:_Role"), "\"_Join:users:_Role\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use oxbase_store::mongo::MongoStore;
+use oxbase_test_support::{unique_database_name, with_database};
 
 const URI_VARIABLE: &str = "OXBASE_TEST_MONGODB_URI";
 
@@ -26,7 +27,7 @@ impl TestDatabase {
             println!("skipping {test}: set {URI_VARIABLE} to run it against MongoDB");
             return None;
         };
-        let name = format!("oxbase_test_{:016x}", rand::random::<u64>());
+        let name = unique_database_name("oxbase_test");
         let store = MongoStore::connect(&with_database(&uri, &name), &Default::default())
             .await
             .unwrap_or_else(|err| panic!("cannot connect to {URI_VARIABLE}: {err}"));
@@ -51,21 +52,6 @@ impl Drop for TestDatabase {
         })
         .join();
     }
-}
-
-/// The same server URI with another default database (the path after the
-/// hosts), keeping its options.
-fn with_database(uri: &str, name: &str) -> String {
-    let (base, query) = uri
-        .split_once('?')
-        .map(|(b, q)| (b, format!("?{q}")))
-        .unwrap_or((uri, String::new()));
-    let hosts_start = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let path_start = base[hosts_start..]
-        .find('/')
-        .map(|i| hosts_start + i)
-        .unwrap_or(base.len());
-    format!("{}/{name}{query}", &base[..path_start])
 }
 
 #[test]
@@ -98,28 +84,7 @@ macro_rules! conformance_tests {
     };
 }
 
-conformance_tests!(
-    create_read_update_delete,
-    duplicate_ids_are_refused,
-    preconditions_guard_updates_and_deletes,
-    atomic_batches_are_all_or_nothing,
-    schema_changes_merge_and_conflict,
-    comparison_operators,
-    arrays_and_nested_objects,
-    regex_and_logic,
-    subqueries,
-    geo_queries,
-    text_search,
-    order_skip_limit_keys_count,
-    hostile_input_is_inert,
-    includes_resolve_pointers,
-    relations_and_related_to,
-    permission_filters,
-    unique_fields_of_system_classes,
-    schema_operations,
-    writes_leave_events_in_the_outbox,
-    explain_answers_the_plan,
-);
+oxbase_test_support::for_each_conformance_test!(conformance_tests);
 
 /// What lands in MongoDB is what Parse Server writes and reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

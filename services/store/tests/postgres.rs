@@ -8,71 +8,20 @@ mod conformance;
 use std::sync::Arc;
 
 use oxbase_store::postgres::PostgresStore;
+use oxbase_test_support::PostgresDatabase;
 
-struct TestDatabase {
-    admin_uri: String,
-    name: String,
-}
-
-impl TestDatabase {
-    async fn create() -> (conformance::StoreRef, Self) {
-        let admin_uri = std::env::var("OXBASE_TEST_POSTGRES_URI").expect(
-            "OXBASE_TEST_POSTGRES_URI is not set: run `bash ops/test.sh`, which installs and starts \
-             PostgreSQL, or point it at a server whose user may create databases",
-        );
-        let name = format!("oxbase_test_{:016x}", rand::random::<u64>());
-        let (client, connection) = tokio_postgres::connect(&admin_uri, tokio_postgres::NoTls)
-            .await
-            .expect("cannot connect to OXBASE_TEST_POSTGRES_URI");
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let uri = with_database(&admin_uri, &name);
-        let store = PostgresStore::connect(&uri, &Default::default())
-            .await
-            .unwrap();
-        (Arc::new(store), Self { admin_uri, name })
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let (uri, name) = (self.admin_uri.clone(), self.name.clone());
-        // Drop cannot await; a short-lived runtime on its own thread can.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&uri, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// The same server URI with another database name.
-fn with_database(uri: &str, name: &str) -> String {
-    let (base, query) = uri
-        .split_once('?')
-        .map(|(b, q)| (b, format!("?{q}")))
-        .unwrap_or((uri, String::new()));
-    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let path_start = base[authority_end..]
-        .find('/')
-        .map(|i| authority_end + i)
-        .unwrap_or(base.len());
-    format!("{}/{name}{query}", &base[..path_start])
+/// A store on a fresh database, dropped when the `PostgresDatabase` is.
+async fn create() -> (conformance::StoreRef, PostgresDatabase) {
+    let db = PostgresDatabase::create(
+        "oxbase_test",
+        "OXBASE_TEST_POSTGRES_URI is not set: run `bash ops/test.sh`, which installs and starts \
+         PostgreSQL, or point it at a server whose user may create databases",
+    )
+    .await;
+    let store = PostgresStore::connect(db.uri(), &Default::default())
+        .await
+        .unwrap();
+    (Arc::new(store), db)
 }
 
 macro_rules! conformance_tests {
@@ -80,41 +29,20 @@ macro_rules! conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let (store, _db) = TestDatabase::create().await;
+                let (store, _db) = create().await;
                 conformance::$name(store).await;
             }
         )*
     };
 }
 
-conformance_tests!(
-    create_read_update_delete,
-    duplicate_ids_are_refused,
-    preconditions_guard_updates_and_deletes,
-    atomic_batches_are_all_or_nothing,
-    schema_changes_merge_and_conflict,
-    comparison_operators,
-    arrays_and_nested_objects,
-    regex_and_logic,
-    subqueries,
-    geo_queries,
-    text_search,
-    order_skip_limit_keys_count,
-    hostile_input_is_inert,
-    includes_resolve_pointers,
-    relations_and_related_to,
-    permission_filters,
-    unique_fields_of_system_classes,
-    schema_operations,
-    writes_leave_events_in_the_outbox,
-    explain_answers_the_plan,
-);
+oxbase_test_support::for_each_conformance_test!(conformance_tests);
 
 /// PostgreSQL's plan is its `EXPLAIN (FORMAT JSON)` rows, as Parse Server
 /// answers them: `[{"QUERY PLAN": [{"Plan": {...}}]}]`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_is_the_json_plan() {
-    let (store, _db) = TestDatabase::create().await;
+    let (store, _db) = create().await;
     let view = conformance::seed(
         &store,
         "Plan",

@@ -25,28 +25,7 @@ macro_rules! conformance_tests {
     };
 }
 
-conformance_tests!(
-    create_read_update_delete,
-    duplicate_ids_are_refused,
-    preconditions_guard_updates_and_deletes,
-    atomic_batches_are_all_or_nothing,
-    schema_changes_merge_and_conflict,
-    comparison_operators,
-    arrays_and_nested_objects,
-    regex_and_logic,
-    subqueries,
-    geo_queries,
-    text_search,
-    order_skip_limit_keys_count,
-    hostile_input_is_inert,
-    includes_resolve_pointers,
-    relations_and_related_to,
-    permission_filters,
-    unique_fields_of_system_classes,
-    schema_operations,
-    writes_leave_events_in_the_outbox,
-    explain_answers_the_plan,
-);
+oxbase_test_support::for_each_conformance_test!(conformance_tests);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_reopening() {

@@ -13,13 +13,10 @@ use serde_json::{Map, Value, json};
 use super::storage::{FileInfo, StorageError, StoredFile};
 use super::{mime, rules};
 use crate::App;
-use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
 use crate::request::{FileUpload, ParseRequest, headers_name_app, percent_decode};
 use crate::routes::Reply;
-
-/// Parse's `FILE_DELETE_ERROR`.
-const FILE_DELETE_ERROR: i32 = 153;
+use oxbase_objects::Auth;
+use oxbase_objects::{ParseError, ParseResult, code};
 
 /// Request body read for an upload without an app id header, which may be
 /// the JSON form: room for the file in base64 and for the JSON around it.
@@ -44,8 +41,8 @@ fn bare(status: StatusCode, message: &str) -> Reply {
     }
 }
 
-fn too_large_for_stream(max: usize) -> ApiError {
-    ApiError::new(
+fn too_large_for_stream(max: usize) -> ParseError {
+    ParseError::new(
         code::FILE_SAVE_ERROR,
         format!("File size exceeds maximum allowed: {max} bytes."),
     )
@@ -55,7 +52,7 @@ impl App {
     /// How much of an upload's body to read, and the error for more: the
     /// file may reach `files.max_upload_bytes` whatever `max_body_bytes`
     /// says; the JSON form gets room for base64.
-    pub(crate) fn upload_body_limit(&self, headers: &HeaderMap) -> (usize, ApiError) {
+    pub(crate) fn upload_body_limit(&self, headers: &HeaderMap) -> (usize, ParseError) {
         let max = self.files.config.max_upload_bytes;
         if headers_name_app(headers) {
             let stream = headers
@@ -64,22 +61,22 @@ impl App {
             let error = if stream {
                 too_large_for_stream(max)
             } else {
-                ApiError::TooLarge
+                ParseError::TooLarge
             };
             (max, error)
         } else {
             let base64 = max.div_ceil(3).saturating_mul(4);
             let limit = base64
                 .saturating_add(JSON_FORM_OVERHEAD)
-                .max(self.db.limits().max_body_bytes);
-            (limit, ApiError::TooLarge)
+                .max(self.objects.limits().max_body_bytes);
+            (limit, ParseError::TooLarge)
         }
     }
 
-    pub(crate) async fn files_route(&self, auth: &Auth, req: &ParseRequest) -> ApiResult<Reply> {
+    pub(crate) async fn files_route(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
         match (&req.method, s.as_slice()) {
-            (&Method::POST, ["files"]) => Err(ApiError::new(
+            (&Method::POST, ["files"]) => Err(ParseError::new(
                 code::INVALID_FILE_NAME,
                 "Filename not provided.",
             )),
@@ -92,7 +89,7 @@ impl App {
     }
 
     /// `POST /files/{name}`, with Parse Server 9's checks in its order.
-    async fn upload_file(&self, auth: &Auth, req: &ParseRequest, name: &str) -> ApiResult<Reply> {
+    async fn upload_file(&self, auth: &Auth, req: &ParseRequest, name: &str) -> ParseResult<Reply> {
         if auth.read_only {
             return Ok(bare(
                 StatusCode::FORBIDDEN,
@@ -110,7 +107,7 @@ impl App {
         let data = FileData::of(upload)?;
         if let Some(directory) = &data.directory {
             if !auth.master {
-                return Err(ApiError::new(
+                return Err(ParseError::new(
                     code::OPERATION_FORBIDDEN,
                     "Directory can only be set using the Master Key.",
                 ));
@@ -118,7 +115,7 @@ impl App {
             match directory {
                 Value::String(directory) => rules::validate_directory(directory)?,
                 _ => {
-                    return Err(ApiError::new(
+                    return Err(ParseError::new(
                         code::INVALID_FILE_NAME,
                         "Directory must be a string.",
                     ));
@@ -132,10 +129,13 @@ impl App {
             }
         } else {
             if upload.bytes.is_empty() {
-                return Err(ApiError::new(code::FILE_SAVE_ERROR, "Invalid file upload."));
+                return Err(ParseError::new(
+                    code::FILE_SAVE_ERROR,
+                    "Invalid file upload.",
+                ));
             }
             if upload.bytes.len() > max {
-                return Err(ApiError::TooLarge);
+                return Err(ParseError::TooLarge);
             }
         }
         check_denied(&data.metadata)?;
@@ -156,7 +156,7 @@ impl App {
         };
         if let Err(err) = self.files.storage.put(&stored_name, file).await {
             tracing::error!(%err, file = %stored_name, "cannot store a file");
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::FILE_SAVE_ERROR,
                 format!("Could not store file: {name}."),
             ));
@@ -172,7 +172,7 @@ impl App {
     }
 
     /// `DELETE /files/{name}`: master key only.
-    async fn delete_file(&self, auth: &Auth, name: &str) -> ApiResult<Reply> {
+    async fn delete_file(&self, auth: &Auth, name: &str) -> ParseResult<Reply> {
         auth.require_master()?;
         if auth.read_only {
             return Ok(bare(
@@ -183,10 +183,15 @@ impl App {
         match self.files.storage.delete(name).await {
             Ok(()) => Ok(Reply::ok(json!({}))),
             // Parse Server's default (GridFS) adapter's words.
-            Err(StorageError::NotFound) => Err(ApiError::new(FILE_DELETE_ERROR, "FileNotFound")),
+            Err(StorageError::NotFound) => {
+                Err(ParseError::new(code::FILE_DELETE_ERROR, "FileNotFound"))
+            }
             Err(err) => {
                 tracing::error!(%err, file = %name, "cannot delete a file");
-                Err(ApiError::new(FILE_DELETE_ERROR, "Could not delete file."))
+                Err(ParseError::new(
+                    code::FILE_DELETE_ERROR,
+                    "Could not delete file.",
+                ))
             }
         }
     }
@@ -249,12 +254,12 @@ impl App {
 
 /// Parse Server 9's `fileUpload` options; the master key may always
 /// upload.
-fn check_upload_permission(config: &oxbase_kit::FilesConfig, auth: &Auth) -> ApiResult<()> {
+fn check_upload_permission(config: &oxbase_kit::FilesConfig, auth: &Auth) -> ParseResult<()> {
     if auth.master {
         return Ok(());
     }
     let refused = |who: &str| {
-        Err(ApiError::new(
+        Err(ParseError::new(
             code::FILE_SAVE_ERROR,
             format!("File upload by {who} is disabled."),
         ))
@@ -280,19 +285,21 @@ struct FileData {
 }
 
 impl FileData {
-    fn of(upload: &FileUpload) -> ApiResult<Self> {
+    fn of(upload: &FileUpload) -> ParseResult<Self> {
         let object = |value: Option<&Value>| match value {
             Some(Value::Object(map)) => map.clone(),
             _ => Map::new(),
         };
         if let Some(stream) = &upload.stream {
-            let header_object = |text: &Option<String>, header: &str| -> ApiResult<_> {
+            let header_object = |text: &Option<String>, header: &str| -> ParseResult<_> {
                 let Some(text) = text else {
                     return Ok(Map::new());
                 };
                 match serde_json::from_str::<Value>(text) {
                     Ok(Value::Object(map)) => Ok(map),
-                    _ => Err(ApiError::json(format!("Invalid JSON in {header} header."))),
+                    _ => Err(ParseError::json(format!(
+                        "Invalid JSON in {header} header."
+                    ))),
                 }
             };
             return Ok(Self {
@@ -314,7 +321,7 @@ impl FileData {
 }
 
 /// Parse Server's `requestKeywordDenylist` check, with its default list.
-fn check_denied(map: &Map<String, Value>) -> ApiResult<()> {
+fn check_denied(map: &Map<String, Value>) -> ParseResult<()> {
     fn in_map(map: &Map<String, Value>) -> Option<String> {
         for (key, value) in map {
             for (denied, denied_value) in DENIED {
@@ -341,7 +348,7 @@ fn check_denied(map: &Map<String, Value>) -> ApiResult<()> {
         }
     }
     match in_map(map) {
-        Some(keyword) => Err(ApiError::new(
+        Some(keyword) => Err(ParseError::new(
             code::INVALID_KEY_NAME,
             format!("Prohibited keyword in request data: {keyword}."),
         )),
@@ -500,7 +507,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::auth::SessionUser;
+    use oxbase_objects::SessionUser;
 
     fn user(anonymous: bool) -> Auth {
         Auth {
@@ -514,10 +521,10 @@ mod tests {
         }
     }
 
-    fn message(result: ApiResult<()>) -> Option<String> {
+    fn message(result: ParseResult<()>) -> Option<String> {
         match result {
             Ok(()) => None,
-            Err(ApiError::Parse { code: 130, message }) => Some(message),
+            Err(ParseError::Parse { code: 130, message }) => Some(message),
             Err(other) => panic!("{other:?}"),
         }
     }
@@ -593,7 +600,7 @@ mod tests {
             ),
         ] {
             match check_denied(bad.as_object().unwrap()) {
-                Err(ApiError::Parse { code: 105, message }) => {
+                Err(ParseError::Parse { code: 105, message }) => {
                     assert_eq!(
                         message,
                         format!("Prohibited keyword in request data: {text}.")

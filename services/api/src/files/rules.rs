@@ -2,20 +2,23 @@
 
 use regex::Regex;
 
-use crate::error::{ApiError, ApiResult, code};
+use oxbase_objects::{ParseError, ParseResult, code};
 
 /// Parse's file name rule: at most 128 characters, a letter, digit or `_`
 /// first, then letters, digits and `@. ~_-`.
-pub fn validate_filename(name: &str) -> ApiResult<()> {
+pub fn validate_filename(name: &str) -> ParseResult<()> {
     if name.encode_utf16().count() > 128 {
-        return Err(ApiError::new(code::INVALID_FILE_NAME, "Filename too long."));
+        return Err(ParseError::new(
+            code::INVALID_FILE_NAME,
+            "Filename too long.",
+        ));
     }
     let mut chars = name.chars();
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || "@. ~_-".contains(c)) {
-        return Err(ApiError::new(
+        return Err(ParseError::new(
             code::INVALID_FILE_NAME,
             "Filename contains invalid characters.",
         ));
@@ -28,8 +31,8 @@ pub fn validate_filename(name: &str) -> ApiResult<()> {
 pub const RESERVED_DIRECTORY_SEGMENTS: &[&str] = &["metadata"];
 
 /// Parse Server 9's rule for the `directory` a master-key upload may name.
-pub fn validate_directory(directory: &str) -> ApiResult<()> {
-    let invalid = |message: &str| Err(ApiError::new(code::INVALID_FILE_NAME, message));
+pub fn validate_directory(directory: &str) -> ParseResult<()> {
+    let invalid = |message: &str| Err(ParseError::new(code::INVALID_FILE_NAME, message));
     if directory.is_empty() {
         return invalid("Directory must not be empty.");
     }
@@ -47,7 +50,7 @@ pub fn validate_directory(directory: &str) -> ApiResult<()> {
     }
     let first = directory.split('/').next().unwrap_or_default();
     if RESERVED_DIRECTORY_SEGMENTS.contains(&first) {
-        return Err(ApiError::new(
+        return Err(ParseError::new(
             code::INVALID_FILE_NAME,
             format!("Directory must not start with reserved segment \"{first}\"."),
         ));
@@ -169,9 +172,9 @@ pub fn check_extension(
     rules: &ExtensionRules,
     name: &str,
     content_type: Option<&str>,
-) -> ApiResult<()> {
+) -> ParseResult<()> {
     let refuse = |ext: &str| {
-        Err(ApiError::new(
+        Err(ParseError::new(
             code::FILE_SAVE_ERROR,
             format!("File upload of extension {ext} is disabled."),
         ))
@@ -214,7 +217,7 @@ pub fn check_extension(
         if !bare.is_empty() && !rules.allows(&bare) {
             return refuse(&bare);
         }
-        return Err(ApiError::new(
+        return Err(ParseError::new(
             code::FILE_SAVE_ERROR,
             "Invalid Content-Type.",
         ));
@@ -241,10 +244,10 @@ mod tests {
     /// Parse Server 9's default `fileExtensions`.
     const PARSE_DEFAULT: &str = r"^(?!([xXsS]?[hH][tT][mM][lL]?(\+[xX][mM][lL])?|[xX][hH][tT]|[sS][vV][gG]([zZ]|\+[xX][mM][lL])?|[xX][mM][lL]|[xX][sS][lL][tT]?(\+[xX][mM][lL])?|[xX][sS][dD]|[rR][nN][gG]|[rR][dD][fF](\+[xX][mM][lL])?|[oO][wW][lL]|[mM][aA][tT][hH][mM][lL](\+[xX][mM][lL])?)$)";
 
-    fn code_of(result: ApiResult<()>) -> Option<i32> {
+    fn code_of(result: ParseResult<()>) -> Option<i32> {
         match result {
             Ok(()) => None,
-            Err(ApiError::Parse { code, .. }) => Some(code),
+            Err(ParseError::Parse { code, .. }) => Some(code),
             Err(other) => panic!("{other:?}"),
         }
     }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use oxbase_kit::{Config, Readiness, Secret, Shutdown};
+use oxbase_test_support::PostgresDatabase;
 use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
 
@@ -21,57 +22,6 @@ pub struct TestServer {
     shutdown: Shutdown,
     _dir: tempfile::TempDir,
     _database: Option<PostgresDatabase>,
-}
-
-/// A PostgreSQL database that lives as long as the test.
-struct PostgresDatabase {
-    admin_uri: String,
-    name: String,
-}
-
-impl PostgresDatabase {
-    async fn create() -> (String, Self) {
-        let admin_uri = std::env::var("OXBASE_TEST_POSTGRES_URI").expect(
-            "OXBASE_TEST_BACKEND=postgres needs OXBASE_TEST_POSTGRES_URI: run `bash ops/test.sh`, \
-             which installs and starts PostgreSQL",
-        );
-        let name = format!("oxbase_api_{:016x}", rand::random::<u64>());
-        let (client, connection) = tokio_postgres::connect(&admin_uri, tokio_postgres::NoTls)
-            .await
-            .expect("cannot connect to OXBASE_TEST_POSTGRES_URI");
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let base = admin_uri.split('?').next().unwrap_or(&admin_uri);
-        let server = &base[..base.rfind('/').unwrap_or(base.len())];
-        (format!("{server}/{name}"), Self { admin_uri, name })
-    }
-}
-
-impl Drop for PostgresDatabase {
-    fn drop(&mut self) {
-        let (uri, name) = (self.admin_uri.clone(), self.name.clone());
-        // Drop cannot await; a short-lived runtime on its own thread can.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&uri, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 impl TestServer {
@@ -98,8 +48,14 @@ impl TestServer {
         };
         let database = match std::env::var("OXBASE_TEST_BACKEND").as_deref() {
             Ok("postgres") => {
-                let (uri, database) = PostgresDatabase::create().await;
-                config.database_uri = Some(uri);
+                // A fresh database, dropped with the server.
+                let database = PostgresDatabase::create(
+                    "oxbase_api",
+                    "OXBASE_TEST_BACKEND=postgres needs OXBASE_TEST_POSTGRES_URI: run \
+                     `bash ops/test.sh`, which installs and starts PostgreSQL",
+                )
+                .await;
+                config.database_uri = Some(database.uri().to_owned());
                 Some(database)
             }
             Ok("sqlite") | Err(_) => None,
@@ -109,9 +65,10 @@ impl TestServer {
         let store = oxbase_store::open(&config.database_uri(), &Default::default())
             .await
             .unwrap();
-        let app = oxbase_api::App::new(&config, store, None, None, None, None)
+        let objects = oxbase_objects::ObjectLayer::from_config(&config, store, None)
             .await
             .unwrap();
+        let app = oxbase_api::App::new(&config, objects, None, None, None);
         let listener = oxbase_api::bind(&config).await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();

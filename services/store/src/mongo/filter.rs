@@ -114,8 +114,8 @@ impl Translator<'_> {
                 doc! {key: {"$in": allowed}}
             }
             Filter::RelatedTo { .. } => {
-                return Err(StoreError::Backend(
-                    "$relatedTo reached the Mongo filter unresolved".into(),
+                return Err(StoreError::backend_message(
+                    "$relatedTo reached the Mongo filter unresolved",
                 ));
             }
         })
@@ -203,8 +203,8 @@ impl Translator<'_> {
             | Condition::NotInQuery(_)
             | Condition::Select { .. }
             | Condition::DontSelect { .. } => {
-                return Err(StoreError::Backend(
-                    "a subquery reached the Mongo filter unresolved".into(),
+                return Err(StoreError::backend_message(
+                    "a subquery reached the Mongo filter unresolved",
                 ));
             }
         })

@@ -51,7 +51,9 @@ use self::schema::{
 use self::transform::object_from_document;
 use crate::error::{StoreError, StoreResult};
 use crate::query::{Object, Query, project};
-use crate::schema::{ClassSchema, FieldType, SchemaChange, SchemaView, merge_fields};
+use crate::schema::{
+    ClassSchema, FieldType, SchemaChange, SchemaView, join_class_name, merge_fields,
+};
 use crate::write::{WriteBatch, WriteOutcome};
 use crate::{Store, StoreOptions};
 
@@ -98,7 +100,7 @@ fn read_preference(name: &str) -> StoreResult<ReadPreference> {
         "secondarypreferred" => ReadPreference::SecondaryPreferred { options: None },
         "nearest" => ReadPreference::Nearest { options: None },
         _ => {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::backend_message(format!(
                 "unknown MongoDB read preference {name:?}"
             )));
         }
@@ -111,7 +113,7 @@ impl MongoStore {
     pub async fn connect(uri: &str, options: &StoreOptions) -> StoreResult<Self> {
         let mut client_options = ClientOptions::parse(uri)
             .await
-            .map_err(|e| StoreError::Backend(format!("bad MongoDB URI: {e}")))?;
+            .map_err(|e| StoreError::backend_context("bad MongoDB URI", e))?;
         client_options.max_pool_size =
             Some(u32::try_from(options.pool_size.max(1)).unwrap_or(u32::MAX));
         if let Some(name) = &options.read_preference {
@@ -350,7 +352,7 @@ impl MongoStore {
     ) -> StoreResult<()> {
         if let FieldType::Relation { .. } = field_type {
             return self
-                .drop_collection(&resolve::join_collection(&class.class_name, name))
+                .drop_collection(&join_class_name(name, &class.class_name))
                 .await;
         }
         let key = filter::top_key(class, name);
@@ -670,7 +672,7 @@ impl Store for MongoStore {
         self.drop_collection(class_name).await?;
         for (name, spec) in &schema.fields {
             if matches!(spec.field_type, FieldType::Relation { .. }) {
-                self.drop_collection(&resolve::join_collection(class_name, name))
+                self.drop_collection(&join_class_name(name, class_name))
                     .await?;
             }
         }

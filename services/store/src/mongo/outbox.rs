@@ -94,7 +94,7 @@ fn entry_from_row(row: &Document) -> StoreResult<OutboxEntry> {
     let text = |key: &str| {
         row.get_str(key)
             .map(str::to_owned)
-            .map_err(|e| StoreError::Backend(format!("outbox row: {e}")))
+            .map_err(|e| StoreError::backend_context("outbox row", e))
     };
     Ok(OutboxEntry {
         seq: integer(row, "_id")?,
@@ -109,7 +109,7 @@ fn integer(document: &Document, key: &str) -> StoreResult<i64> {
     match document.get(key) {
         Some(Bson::Int64(n)) => Ok(*n),
         Some(Bson::Int32(n)) => Ok(i64::from(*n)),
-        other => Err(StoreError::Backend(format!(
+        other => Err(StoreError::backend_message(format!(
             "outbox: {key} is not an integer: {other:?}"
         ))),
     }
@@ -231,8 +231,8 @@ impl MongoStore {
             match result {
                 Ok(Some(counter)) => return first_seq(&counter, n),
                 Ok(None) => {
-                    return Err(StoreError::Backend(
-                        "the outbox counter upsert returned nothing".into(),
+                    return Err(StoreError::backend_message(
+                        "the outbox counter upsert returned nothing",
                     ));
                 }
                 Err(err) if has_code(&err, DUPLICATE_KEY) && attempt < UPSERT_ATTEMPTS => {}

@@ -19,12 +19,7 @@ use super::filter::{NearOrder, filter_document, projection};
 use super::transform::object_from_document;
 use crate::error::StoreResult;
 use crate::query::{Condition, FieldPath, Filter, QueryValue, SubQuery};
-use crate::schema::{ClassSchema, FieldType, SchemaView};
-
-/// The join collection of relation `key` on `class_name`.
-pub(super) fn join_collection(class_name: &str, key: &str) -> String {
-    format!("_Join:{key}:{class_name}")
-}
+use crate::schema::{ClassSchema, FieldType, SchemaView, join_class_name};
 
 /// A REST value as a query operand, for `$select`: dates, pointers and
 /// files compare in their stored forms, anything else as JSON.
@@ -256,7 +251,7 @@ impl MongoStore {
         }
         let ids = self
             .join_ids(
-                &join_collection(owner_class, key),
+                &join_class_name(key, owner_class),
                 doc! {"owningId": {"$eq": owner_id}},
                 "relatedId",
             )
@@ -289,7 +284,7 @@ impl MongoStore {
             Condition::Exists(exists) => {
                 let owners = self
                     .join_ids(
-                        &join_collection(&class.class_name, field),
+                        &join_class_name(field, &class.class_name),
                         doc! {},
                         "owningId",
                     )
@@ -307,7 +302,7 @@ impl MongoStore {
             Vec::new()
         } else {
             self.join_ids(
-                &join_collection(&class.class_name, field),
+                &join_class_name(field, &class.class_name),
                 doc! {"relatedId": {"$in": join_filter}},
                 "owningId",
             )
@@ -389,7 +384,7 @@ mod tests {
         );
         assert_eq!(values_at(&object, &FieldPath::parse("c")), vec![&json!(3)]);
         assert!(values_at(&object, &FieldPath::parse("a.x")).is_empty());
-        assert_eq!(join_collection("_Role", "users"), "_Join:users:_Role");
+        assert_eq!(join_class_name("users", "_Role"), "_Join:users:_Role");
         assert_eq!(id_string(&Bson::Int32(1)), Some("1".into()));
     }
 }

@@ -8,7 +8,7 @@ use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Map, Value};
 
 use super::transform::{plain_to_bson, plain_to_json, valid_field_name};
-use crate::error::{StoreError, StoreResult};
+use crate::error::{BackendError, StoreError, StoreResult};
 use crate::schema::{ClassSchema, FieldSpec, FieldType, default_class_level_permissions};
 
 pub(super) const SCHEMA_COLLECTION: &str = "_SCHEMA";
@@ -197,9 +197,12 @@ pub(super) fn indexes_document(indexes: &Map<String, Value>) -> StoreResult<Docu
 /// the default fields are added back, unknown type strings and non-field
 /// keys skipped, and a missing CLP read as Parse's default.
 pub(super) fn schema_from_document(doc: &Document) -> StoreResult<ClassSchema> {
-    let class_name = doc
-        .get_str("_id")
-        .map_err(|_| StoreError::Backend("a _SCHEMA document without a string _id".into()))?;
+    let class_name = doc.get_str("_id").map_err(|e| {
+        StoreError::Backend(BackendError::with_message(
+            "a _SCHEMA document without a string _id",
+            e,
+        ))
+    })?;
     let mut schema = ClassSchema::new(class_name);
     let metadata = doc.get_document("_metadata").ok();
     let options = metadata.and_then(|m| m.get_document("fields_options").ok());

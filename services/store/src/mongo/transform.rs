@@ -18,8 +18,36 @@ use crate::error::{StoreError, StoreResult};
 use crate::query::Object;
 use crate::schema::{ClassSchema, FieldType};
 
-/// A conversion failure, worded for whoever sent the value.
-pub(super) type Conv<T> = Result<T, String>;
+/// A REST value that has no stored form, worded for whoever sent it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(super) enum ConvError {
+    #[error("Nested keys should not contain the '$' or '.' characters: {0:?}")]
+    NestedKey(String),
+    #[error("invalid Date: iso must be an ISO-8601 date")]
+    Date,
+    #[error("invalid Pointer: className and objectId must be strings")]
+    Pointer,
+    #[error("invalid Bytes: base64 must be base64 text")]
+    Bytes,
+    #[error("invalid GeoPoint: latitude and longitude must be numbers")]
+    GeoPoint,
+    #[error("invalid Polygon: coordinates must be [latitude, longitude] pairs")]
+    Polygon,
+    #[error("GeoJSON: Loop must have at least 3 different vertices")]
+    PolygonVertices,
+    #[error("invalid File: name must be a string")]
+    File,
+}
+
+/// A value the client sent that cannot be stored is an invalid update.
+impl From<ConvError> for StoreError {
+    fn from(err: ConvError) -> Self {
+        StoreError::InvalidUpdate(err.to_string())
+    }
+}
+
+/// A conversion of a REST value to its stored form.
+pub(super) type Conv<T> = Result<T, ConvError>;
 
 /// Parse's own keys on `_User` documents, stored under these names and read
 /// back under them; Parse throws on any other unknown `_` key.
@@ -186,9 +214,7 @@ pub(super) fn interior(value: &Value) -> Conv<Bson> {
             let mut doc = Document::new();
             for (key, item) in entries {
                 if !valid_field_name(key) {
-                    return Err(format!(
-                        "Nested keys should not contain the '$' or '.' characters: {key:?}"
-                    ));
+                    return Err(ConvError::NestedKey(key.clone()));
                 }
                 doc.insert(key.clone(), interior(item)?);
             }
@@ -208,7 +234,7 @@ fn interior_atom(map: &Map<String, Value>) -> Conv<Option<Bson>> {
         }
         Some("Date") => date_value(&Value::Object(map.clone()))
             .map(|d| Some(Bson::DateTime(d)))
-            .ok_or_else(|| "invalid Date: iso must be an ISO-8601 date".to_owned()),
+            .ok_or(ConvError::Date),
         Some("Bytes") => bytes(map).map(Some),
         _ => Ok(None),
     }
@@ -224,7 +250,7 @@ fn pointer_parts(map: &Map<String, Value>) -> Conv<(&str, &str)> {
     let object_id = map.get("objectId").and_then(Value::as_str);
     match (class_name, object_id) {
         (Some(c), Some(id)) if !c.is_empty() && !c.contains('$') => Ok((c, id)),
-        _ => Err("invalid Pointer: className and objectId must be strings".to_owned()),
+        _ => Err(ConvError::Pointer),
     }
 }
 
@@ -238,7 +264,7 @@ fn bytes(map: &Map<String, Value>) -> Conv<Bson> {
         .get("base64")
         .and_then(Value::as_str)
         .and_then(|b64| BASE64.decode(b64).ok())
-        .ok_or_else(|| "invalid Bytes: base64 must be base64 text".to_owned())?;
+        .ok_or(ConvError::Bytes)?;
     Ok(Bson::Binary(Binary {
         subtype: BinarySubtype::Generic,
         bytes: decoded,
@@ -250,7 +276,7 @@ fn geo_point(map: &Map<String, Value>) -> Conv<Bson> {
     let lng = map.get("longitude").and_then(Value::as_f64);
     match (lat, lng) {
         (Some(lat), Some(lng)) => Ok(Bson::Array(vec![Bson::Double(lng), Bson::Double(lat)])),
-        _ => Err("invalid GeoPoint: latitude and longitude must be numbers".to_owned()),
+        _ => Err(ConvError::GeoPoint),
     }
 }
 
@@ -258,17 +284,19 @@ fn geo_point(map: &Map<String, Value>) -> Conv<Bson> {
 /// swapped to `[lng, lat]` and the ring closed, with at least three
 /// distinct vertices (`PolygonCoder.JSONToDatabase`).
 fn polygon(map: &Map<String, Value>) -> Conv<Bson> {
-    let bad = || "invalid Polygon: coordinates must be [latitude, longitude] pairs".to_owned();
     let pairs = map
         .get("coordinates")
         .and_then(Value::as_array)
-        .ok_or_else(bad)?;
+        .ok_or(ConvError::Polygon)?;
     let mut ring = Vec::with_capacity(pairs.len() + 1);
     for pair in pairs {
-        let pair = pair.as_array().filter(|p| p.len() == 2).ok_or_else(bad)?;
+        let pair = pair
+            .as_array()
+            .filter(|p| p.len() == 2)
+            .ok_or(ConvError::Polygon)?;
         match (pair[0].as_f64(), pair[1].as_f64()) {
             (Some(lat), Some(lng)) => ring.push((lat, lng)),
-            _ => return Err(bad()),
+            _ => return Err(ConvError::Polygon),
         }
     }
     if let (Some(first), Some(last)) = (ring.first().copied(), ring.last().copied())
@@ -283,7 +311,7 @@ fn polygon(map: &Map<String, Value>) -> Conv<Bson> {
         }
     }
     if distinct.len() < 3 {
-        return Err("GeoJSON: Loop must have at least 3 different vertices".to_owned());
+        return Err(ConvError::PolygonVertices);
     }
     let coordinates: Vec<Bson> = ring
         .into_iter()
@@ -322,7 +350,7 @@ pub(super) fn top_level(value: &Value) -> Conv<TopLevel> {
         Some("File") => Bson::String(
             map.get("name")
                 .and_then(Value::as_str)
-                .ok_or_else(|| "invalid File: name must be a string".to_owned())?
+                .ok_or(ConvError::File)?
                 .to_owned(),
         ),
         _ => interior(value)?,
@@ -394,7 +422,7 @@ pub(super) fn document_for_create(class_name: &str, object: &Object) -> StoreRes
     let object_id = object
         .get("objectId")
         .and_then(Value::as_str)
-        .ok_or_else(|| StoreError::Backend("object without objectId".into()))?;
+        .ok_or_else(|| StoreError::backend_message("object without objectId"))?;
     let mut doc = doc! {"_id": stored_id(class_name, object_id)};
     for (key, value) in object {
         if value.is_null() || matches!(key.as_str(), "objectId" | "createdAt" | "updatedAt" | "ACL")
@@ -414,7 +442,7 @@ pub(super) fn document_for_create(class_name: &str, object: &Object) -> StoreRes
         let date = object
             .get(rest)
             .and_then(date_value)
-            .ok_or_else(|| StoreError::Backend(format!("object without a valid {rest}")))?;
+            .ok_or_else(|| StoreError::backend_message(format!("object without a valid {rest}")))?;
         doc.insert(stored, date);
     }
     Ok(doc)
@@ -436,7 +464,7 @@ fn stored_pairs(class_name: &str, key: &str, value: &Value) -> StoreResult<Vec<(
                 date_value(value).ok_or_else(|| invalid(format!("{key} must be a date")))?,
             )
         } else {
-            interior(value).map_err(invalid)?
+            interior(value)?
         };
         return Ok(vec![(internal.to_owned(), stored)]);
     }
@@ -445,7 +473,7 @@ fn stored_pairs(class_name: &str, key: &str, value: &Value) -> StoreResult<Vec<(
         let date = date_value(value).ok_or_else(|| invalid(format!("{key} must be a date")))?;
         return Ok(vec![(stored_key.to_owned(), Bson::DateTime(date))]);
     }
-    Ok(match top_level(value).map_err(invalid)? {
+    Ok(match top_level(value)? {
         TopLevel::Pointer(pointer) => vec![(format!("_p_{key}"), Bson::String(pointer))],
         TopLevel::Value(stored) => vec![(stored_key.to_owned(), stored)],
         TopLevel::Skip => Vec::new(),
@@ -494,10 +522,7 @@ fn auth_data_pairs(value: &Value) -> StoreResult<Vec<(String, Bson)>> {
             return Err(invalid(format!("invalid auth provider name: {provider:?}")));
         }
         if !data.is_null() {
-            out.push((
-                format!("{AUTH_DATA_PREFIX}{provider}"),
-                interior(data).map_err(invalid)?,
-            ));
+            out.push((format!("{AUTH_DATA_PREFIX}{provider}"), interior(data)?));
         }
     }
     Ok(out)

@@ -226,7 +226,7 @@ pub(super) fn update_document(
         change(&mut update, &destination(class, path)?, op)?;
     }
     let updated = super::transform::parse_date(updated_at)
-        .ok_or_else(|| StoreError::Backend(format!("invalid updatedAt: {updated_at}")))?;
+        .ok_or_else(|| StoreError::backend_message(format!("invalid updatedAt: {updated_at}")))?;
     update.add("$set", "_updated_at".into(), Bson::DateTime(updated))?;
     Ok(update.finish())
 }
@@ -254,10 +254,7 @@ fn acl_change(update: &mut UpdateBuilder, path: &FieldPath, op: &UpdateOp) -> St
 }
 
 fn elements(items: &[Value]) -> StoreResult<Vec<Bson>> {
-    items
-        .iter()
-        .map(|item| interior(item).map_err(invalid))
-        .collect()
+    items.iter().map(|item| Ok(interior(item)?)).collect()
 }
 
 fn change(update: &mut UpdateBuilder, to: &Destination, op: &UpdateOp) -> StoreResult<()> {
@@ -282,9 +279,7 @@ fn change(update: &mut UpdateBuilder, to: &Destination, op: &UpdateOp) -> StoreR
     match op {
         UpdateOp::Delete => unset(update),
         UpdateOp::Set(Value::Null) if !to.nested => unset(update),
-        UpdateOp::Set(value) if to.nested => {
-            update.add("$set", to.key.clone(), interior(value).map_err(invalid)?)
-        }
+        UpdateOp::Set(value) if to.nested => update.add("$set", to.key.clone(), interior(value)?),
         UpdateOp::Set(value) => set_top_level(update, to, value),
         UpdateOp::Increment(amount) => update.add("$inc", to.key.clone(), number_to_bson(amount)),
         UpdateOp::Add(items) => update.add(
@@ -310,7 +305,7 @@ fn set_top_level(update: &mut UpdateBuilder, to: &Destination, value: &Value) ->
         return update.add("$set", to.key.clone(), Bson::DateTime(date));
     }
     let is_pointer_field = matches!(to.field_type, Some(FieldType::Pointer { .. }));
-    match top_level(value).map_err(invalid)? {
+    match top_level(value)? {
         TopLevel::Pointer(pointer) => match &to.pointer_key {
             Some(pointer_key) => update.add("$set", pointer_key.clone(), Bson::String(pointer)),
             None => Err(invalid(format!("{} does not hold pointers", to.key))),

@@ -29,13 +29,12 @@ use mongodb::options::{ReadPreference, ReturnDocument, SelectionCriteria};
 use super::MongoStore;
 use super::errors::OpError;
 use super::filter::{NearOrder, filter_document};
-use super::resolve::join_collection;
 use super::transform::{AUTH_DATA_PREFIX, document_for_create, object_from_document, stored_id};
 use super::update::{needs_providers, normalize, simulate, update_document};
 use crate::error::{StoreError, StoreResult};
 use crate::outbox::EventContext;
 use crate::query::{FieldPath, Filter, Object};
-use crate::schema::SchemaView;
+use crate::schema::{SchemaView, join_class_name};
 use crate::write::{RelationChange, UpdateOp, WriteBatch, WriteOp, WriteOutcome};
 
 /// How long a transaction that conflicted with another (or could not tell
@@ -132,7 +131,7 @@ impl MongoStore {
             out.push(result.and_then(|mut outcomes| {
                 outcomes
                     .pop()
-                    .ok_or_else(|| StoreError::Backend("a write produced no outcome".into()))
+                    .ok_or_else(|| StoreError::backend_message("a write produced no outcome"))
             }));
         }
         Ok(out)
@@ -495,7 +494,7 @@ impl MongoStore {
     ) -> Result<(), OpError> {
         for change in relations {
             check_relation_key(&change.key)?;
-            let name = join_collection(class_name, &change.key);
+            let name = join_class_name(&change.key, class_name);
             let join = self.primary_collection(&name);
             for related in &change.add {
                 let row = doc! {"relatedId": related, "owningId": owner};

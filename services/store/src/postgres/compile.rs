@@ -7,14 +7,14 @@
 
 use serde_json::{Value, json};
 
-use super::layout::{join_table, quote_ident};
 use super::values::{Param, Params, iso_expr};
 use crate::error::{StoreError, StoreResult};
 use crate::query::{
     Condition, ElementMatch, FieldPath, Filter, GeoPoint, Query, QueryValue, RegexSpec, SortKey,
     SubQuery, TextSearch,
 };
-use crate::schema::{ClassSchema, FieldType, SchemaView};
+use crate::schema::{ClassSchema, FieldType, SchemaView, join_class_name};
+use crate::sql::quote_ident;
 use crate::text::TextQuery;
 
 const TRUE: &str = "TRUE";
@@ -315,7 +315,7 @@ impl<'a> Compiler<'a> {
                 let id = self.params.text(owner_id.clone());
                 format!(
                     "{alias}.\"objectId\" IN (SELECT \"relatedId\" FROM {} WHERE \"owningId\" = {id})",
-                    quote_ident(&join_table(owner_class, key))
+                    quote_ident(&join_class_name(key, owner_class))
                 )
             }
             Filter::Permission { write, principals } => {
@@ -793,7 +793,7 @@ impl<'a> Compiler<'a> {
         field: &str,
         condition: &Condition,
     ) -> String {
-        let table = quote_ident(&join_table(&class.class_name, field));
+        let table = quote_ident(&join_class_name(field, &class.class_name));
         let ids = |values: &[QueryValue]| -> Vec<String> {
             values
                 .iter()

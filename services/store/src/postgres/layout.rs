@@ -17,16 +17,10 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{StoreError, StoreResult};
 use crate::schema::{
-    ClassSchema, FieldSpec, FieldType, default_class_level_permissions, unique_fields,
+    ClassSchema, FieldSpec, FieldType, default_class_level_permissions, join_class_name,
+    unique_fields,
 };
-
-pub(super) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-pub(super) fn join_table(class_name: &str, key: &str) -> String {
-    format!("_Join:{key}:{class_name}")
-}
+use crate::sql::quote_ident;
 
 /// The column type Parse gives a field type; `None` for fields that are
 /// not columns (relations, the ACL).
@@ -113,13 +107,16 @@ pub(super) fn from_stored(class_name: &str, stored: &Value) -> StoreResult<Class
     let fields = stored
         .get("fields")
         .and_then(Value::as_object)
-        .ok_or_else(|| StoreError::Backend(format!("_SCHEMA row of {class_name} has no fields")))?;
+        .ok_or_else(|| {
+            StoreError::backend_message(format!("_SCHEMA row of {class_name} has no fields"))
+        })?;
     for (name, spec) in fields {
         if matches!(name.as_str(), "_rperm" | "_wperm" | "_hashed_password") {
             continue;
         }
-        let spec: FieldSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| StoreError::Backend(format!("_SCHEMA field {class_name}.{name}: {e}")))?;
+        let spec: FieldSpec = serde_json::from_value(spec.clone()).map_err(|e| {
+            StoreError::backend_context(format!("_SCHEMA field {class_name}.{name}"), e)
+        })?;
         schema.fields.insert(name.clone(), spec);
     }
     schema.class_level_permissions = match stored.get("classLevelPermissions") {
@@ -183,7 +180,7 @@ pub(super) fn create_statements(schema: &ClassSchema) -> Vec<String> {
 pub(super) fn join_table_ddl(class_name: &str, key: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {} (\"relatedId\" varChar(120), \"owningId\" varChar(120), PRIMARY KEY(\"relatedId\", \"owningId\"))",
-        quote_ident(&join_table(class_name, key))
+        quote_ident(&join_class_name(key, class_name))
     )
 }
 

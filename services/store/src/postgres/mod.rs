@@ -21,11 +21,14 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use self::compile::Compiler;
-use self::layout::{columns, quote_ident};
+use self::layout::columns;
 use self::values::{acl_from, decode, put_defaults};
-use crate::error::{StoreError, StoreResult};
+use crate::error::{BackendError, StoreError, StoreResult};
 use crate::query::{Object, Query, project};
-use crate::schema::{ClassSchema, FieldType, SchemaChange, SchemaView, merge_fields};
+use crate::schema::{
+    ClassSchema, FieldType, SchemaChange, SchemaView, join_class_name, merge_fields,
+};
+use crate::sql::quote_ident;
 use crate::write::{WriteBatch, WriteOutcome};
 use crate::{Store, StoreOptions};
 
@@ -84,7 +87,7 @@ fn clean_uri(uri: &str) -> (String, Option<usize>) {
 
 fn config(uri: &str) -> StoreResult<tokio_postgres::Config> {
     tokio_postgres::Config::from_str(uri)
-        .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URI: {e}")))
+        .map_err(|e| StoreError::backend_context("bad PostgreSQL URI", e))
 }
 
 fn pool(uri: &str, pool_size: usize) -> StoreResult<Pool> {
@@ -157,8 +160,6 @@ pub(super) fn pg_err(err: tokio_postgres::Error) -> StoreError {
     let Some(db) = err.as_db_error() else {
         return StoreError::backend(err);
     };
-    let detail =
-        || StoreError::Backend(format!("{} ({}): {}", err, db.code().code(), db.message()));
     match *db.code() {
         SqlState::UNIQUE_VIOLATION => {
             // Parse's unique indexes are named `<Class>_unique_<field>`.
@@ -181,7 +182,10 @@ pub(super) fn pg_err(err: tokio_postgres::Error) -> StoreError {
         SqlState::NUMERIC_VALUE_OUT_OF_RANGE
         | SqlState::DATETIME_FIELD_OVERFLOW
         | SqlState::INVALID_DATETIME_FORMAT => StoreError::InvalidQuery(db.message().to_owned()),
-        _ => detail(),
+        _ => {
+            let message = format!("{} ({}): {}", err, db.code().code(), db.message());
+            StoreError::Backend(BackendError::with_message(message, err))
+        }
     }
 }
 
@@ -515,7 +519,7 @@ impl Store for PostgresStore {
                     Some(FieldType::Relation { .. }) => {
                         format!(
                             "DROP TABLE IF EXISTS {}",
-                            quote_ident(&layout::join_table(class_name, field))
+                            quote_ident(&join_class_name(field, class_name))
                         )
                     }
                     _ => format!(
@@ -563,7 +567,7 @@ impl Store for PostgresStore {
                 .map_err(pg_err)?;
             for (name, spec) in &current.fields {
                 if matches!(spec.field_type, FieldType::Relation { .. }) {
-                    let join = quote_ident(&layout::join_table(class_name, name));
+                    let join = quote_ident(&join_class_name(name, class_name));
                     tx.batch_execute(&format!("DROP TABLE IF EXISTS {join}"))
                         .await
                         .map_err(pg_err)?;

@@ -8,10 +8,10 @@ use serde_json::{Map, Number, Value, json};
 use tokio_postgres::Row;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
-use super::layout::quote_ident;
 use crate::error::{StoreError, StoreResult};
 use crate::query::Object;
 use crate::schema::FieldType;
+use crate::sql::quote_ident;
 
 /// A bound parameter. Every placeholder is written with an explicit cast
 /// to the type the variant carries (`$1::text`, `$2::float8`, ...), so the
@@ -193,7 +193,7 @@ fn parse_points(text: &str) -> Vec<(f64, f64)> {
 
 /// Reads column `idx` of `row`, of `field_type`, as REST JSON.
 pub(super) fn decode(row: &Row, idx: usize, field_type: &FieldType) -> StoreResult<Option<Value>> {
-    let get_err = |e: tokio_postgres::Error| StoreError::Backend(e.to_string());
+    let get_err = |e: tokio_postgres::Error| StoreError::backend(e);
     Ok(match field_type {
         FieldType::String => row.try_get::<_, Option<String>>(idx).map_err(get_err)?.map(Value::String),
         FieldType::Number => row.try_get::<_, Option<f64>>(idx).map_err(get_err)?.map(number),

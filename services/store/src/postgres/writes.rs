@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::Value;
 
 use super::compile::{Compiler, compact};
-use super::layout::{USER_INTERNAL_COLUMNS, columns, join_table, quote_ident};
+use super::layout::{USER_INTERNAL_COLUMNS, columns};
 use super::values::{Param, Params, encode};
 use super::{decode_row, decode_row_at, pg_err, select_list};
 use crate::acl;
@@ -17,7 +17,8 @@ use crate::error::{StoreError, StoreResult};
 use crate::outbox::{EventContext, OutboxRecord, record};
 use crate::query::FieldPath;
 use crate::query::{Filter, Object};
-use crate::schema::{ClassSchema, FieldType, SchemaView};
+use crate::schema::{ClassSchema, FieldType, SchemaView, join_class_name};
+use crate::sql::quote_ident;
 use crate::write::{RelationChange, UpdateOp, WriteOp, WriteOutcome, apply_update};
 
 /// The column type of a field of an object, or `None` for keys that are
@@ -59,7 +60,7 @@ async fn insert(
             .get(key)
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| StoreError::Backend(format!("object without {key}")))
+            .ok_or_else(|| StoreError::backend_message(format!("object without {key}")))
     };
     let mut params = Params::default();
     let mut names = vec![
@@ -86,7 +87,7 @@ async fn insert(
             if schema.field_type(key).is_some() {
                 continue;
             }
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::backend_message(format!(
                 "{}.{key} is not in the schema",
                 schema.class_name
             )));
@@ -207,7 +208,7 @@ async fn apply_relations(
     relations: &[RelationChange],
 ) -> StoreResult<()> {
     for change in relations {
-        let table = quote_ident(&join_table(class_name, &change.key));
+        let table = quote_ident(&join_class_name(&change.key, class_name));
         tx.batch_execute(&super::layout::join_table_ddl(class_name, &change.key))
             .await
             .map_err(pg_err)?;

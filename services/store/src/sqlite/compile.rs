@@ -9,20 +9,16 @@
 use rusqlite::types::Value as SqlValue;
 
 use super::functions::{GEO_DISTANCE, IN_POLYGON, POLYGON_CONTAINS, REGEXP, TEXT_SCORE, TextSpec};
-use super::layout::join_table;
 use crate::error::{StoreError, StoreResult};
 use crate::query::{
     Condition, ElementMatch, FieldPath, Filter, GeoPoint, Query, QueryValue, RegexSpec, SortKey,
     SubQuery, TextSearch, canonical,
 };
-use crate::schema::{ClassSchema, FieldType, SchemaView};
+use crate::schema::{ClassSchema, FieldType, SchemaView, join_class_name};
+use crate::sql::quote_ident;
 
 /// Columns every class table has besides `data`.
 pub(crate) const COLUMNS: [&str; 3] = ["objectId", "createdAt", "updatedAt"];
-
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 /// A JSON path segment that can be inlined into SQL text as is.
 fn is_plain(segment: &str) -> bool {
@@ -261,7 +257,7 @@ impl<'a> Compiler<'a> {
                     let id = self.bind_text(owner_id);
                     format!(
                         "{alias}.objectId IN (SELECT relatedId FROM {} WHERE owningId = {id})",
-                        quote_ident(&join_table(owner_class, key))
+                        quote_ident(&join_class_name(key, owner_class))
                     )
                 } else {
                     "0".into()
@@ -291,7 +287,7 @@ impl<'a> Compiler<'a> {
         field: &str,
         condition: &Condition,
     ) -> String {
-        let join = quote_ident(&join_table(&class.class_name, field));
+        let join = quote_ident(&join_class_name(field, &class.class_name));
         let ids = |values: &[QueryValue]| -> Vec<String> {
             values
                 .iter()

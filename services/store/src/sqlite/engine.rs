@@ -75,7 +75,7 @@ where
             return false;
         };
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(state)))
-            .unwrap_or_else(|_| Err(StoreError::Backend("write task panicked".into())));
+            .unwrap_or_else(|_| Err(StoreError::backend_message("write task panicked")));
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -85,7 +85,7 @@ where
         let result = match commit {
             Ok(()) => self
                 .result
-                .unwrap_or_else(|| Err(StoreError::Backend("write task did not run".into()))),
+                .unwrap_or_else(|| Err(StoreError::backend_message("write task did not run"))),
             Err(err) => Err(err),
         };
         let _ = self.reply.send(result);
@@ -167,14 +167,14 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         let task: ReadTask = Box::new(move |conn| {
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
-                .unwrap_or_else(|_| Err(StoreError::Backend("read task panicked".into())));
+                .unwrap_or_else(|_| Err(StoreError::backend_message("read task panicked")));
             let _ = tx.send(result);
         });
         self.readers
             .send(task)
-            .map_err(|_| StoreError::Backend("sqlite readers stopped".into()))?;
+            .map_err(|_| StoreError::backend_message("sqlite readers stopped"))?;
         rx.await
-            .map_err(|_| StoreError::Backend("sqlite reader dropped a request".into()))?
+            .map_err(|_| StoreError::backend_message("sqlite reader dropped a request"))?
     }
 
     pub async fn write<T, F>(&self, work: F) -> StoreResult<T>
@@ -185,7 +185,7 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         self.submit(work, tx)?;
         rx.await
-            .map_err(|_| StoreError::Backend("sqlite writer dropped a request".into()))?
+            .map_err(|_| StoreError::backend_message("sqlite writer dropped a request"))?
     }
 
     /// Queues write work without waiting for it.
@@ -209,7 +209,7 @@ impl Engine {
         };
         self.writer
             .send(Box::new(task))
-            .map_err(|_| StoreError::Backend("sqlite writer stopped".into()))
+            .map_err(|_| StoreError::backend_message("sqlite writer stopped"))
     }
 }
 

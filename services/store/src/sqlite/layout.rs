@@ -17,15 +17,12 @@ use std::collections::HashSet;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::compile::{COLUMNS, json_path, quote_ident};
+use super::compile::{COLUMNS, json_path};
 use super::engine::WriterState;
 use crate::error::{StoreError, StoreResult};
 use crate::query::FieldPath;
-use crate::schema::{ClassSchema, FieldType, unique_fields};
-
-pub(super) fn join_table(class_name: &str, key: &str) -> String {
-    format!("_Join:{key}:{class_name}")
-}
+use crate::schema::{ClassSchema, FieldType, join_class_name, unique_fields};
+use crate::sql::quote_ident;
 
 pub(super) fn ensure_schema_table(conn: &Connection) -> StoreResult<()> {
     conn.execute_batch(
@@ -121,7 +118,7 @@ pub(super) fn ensure_join_table(conn: &Connection, class_name: &str, key: &str) 
             owningId TEXT NOT NULL,
             PRIMARY KEY (relatedId, owningId)
         )",
-        quote_ident(&join_table(class_name, key))
+        quote_ident(&join_class_name(key, class_name))
     ))
     .map_err(StoreError::backend)
 }
@@ -194,7 +191,7 @@ pub(super) fn drop_field(conn: &Connection, schema: &ClassSchema, field: &str) -
         Some(FieldType::Relation { .. }) => conn
             .execute_batch(&format!(
                 "DROP TABLE IF EXISTS {}",
-                quote_ident(&join_table(&schema.class_name, field))
+                quote_ident(&join_class_name(field, &schema.class_name))
             ))
             .map_err(StoreError::backend),
         _ => {

@@ -17,12 +17,13 @@ use async_trait::async_trait;
 use rusqlite::{Row, params_from_iter};
 use serde_json::Value;
 
-use self::compile::{Compiler, quote_ident};
+use self::compile::Compiler;
 use self::engine::{Engine, WriterState, in_savepoint};
 use crate::Store;
 use crate::error::{StoreError, StoreResult};
 use crate::query::{Object, Query, project};
 use crate::schema::{ClassSchema, FieldType, SchemaChange, SchemaView, merge_fields};
+use crate::sql::quote_ident;
 use crate::write::{WriteBatch, WriteOutcome};
 
 /// Most on-demand expression indexes per class.

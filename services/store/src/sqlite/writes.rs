@@ -5,14 +5,15 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{OptionalExtension, params_from_iter};
 use serde_json::{Map, Value};
 
-use super::compile::{Compiler, quote_ident};
+use super::compile::Compiler;
 use super::engine::WriterState;
-use super::layout::{ensure_join_table, ensure_table, join_table};
+use super::layout::{ensure_join_table, ensure_table};
 use super::{object_from_row, sql_err};
 use crate::acl;
 use crate::error::{StoreError, StoreResult};
 use crate::query::{Filter, Object, canonical};
-use crate::schema::{ClassSchema, SchemaView};
+use crate::schema::{ClassSchema, SchemaView, join_class_name};
+use crate::sql::quote_ident;
 use crate::write::{RelationChange, WriteOp, WriteOutcome, apply_update};
 
 /// Splits an object into its columns: the three default fields, the
@@ -32,7 +33,7 @@ fn columns_of(object: &Object) -> StoreResult<Columns> {
             .get(key)
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| StoreError::Backend(format!("object without {key}")))
+            .ok_or_else(|| StoreError::backend_message(format!("object without {key}")))
     };
     let (read, write) = acl::permissions(object.get("ACL"));
     let perm = |list: Option<Vec<String>>| match list {
@@ -91,7 +92,7 @@ fn apply_relations(
 ) -> StoreResult<()> {
     for change in relations {
         ensure_join_table(&state.conn, class_name, &change.key)?;
-        let table = quote_ident(&join_table(class_name, &change.key));
+        let table = quote_ident(&join_class_name(&change.key, class_name));
         let mut insert = state
             .conn
             .prepare_cached(&format!(

@@ -1,5 +1,7 @@
 //! The store conformance suite: behaviour every backend must share. Each
-//! backend's test file calls these checks with a fresh, empty store.
+//! backend's test file calls these checks with a fresh, empty store, one
+//! test per name in `oxbase_test_support::for_each_conformance_test!`: a
+//! new check goes in that list too.
 
 #![allow(dead_code)]
 

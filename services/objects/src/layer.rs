@@ -19,13 +19,14 @@ use serde_json::{Map, Value, json};
 
 use crate::access::{self, Operation};
 use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
+use crate::error::{ParseError, ParseResult, code};
 use crate::query::FindOptions;
 use crate::schemas::SchemaCache;
+use crate::sessions::SessionCache;
 use crate::values::{WriteKind, now, parse_write, validate_class_name};
 
 #[derive(Debug, Clone)]
-pub struct DatabaseSettings {
+pub struct ObjectSettings {
     pub limits: Limits,
     /// Where events go (CloudEvents source, subject prefix); `None` turns
     /// the outbox off.
@@ -37,6 +38,11 @@ pub struct DatabaseSettings {
     /// Parse's `enforcePrivateUsers`: new users without an ACL are
     /// readable by themselves only.
     pub enforce_private_users: bool,
+    /// How long a new session lasts.
+    pub session_length_secs: u64,
+    /// Parse's `revokeSessionOnPasswordReset`: a password change ends the
+    /// user's sessions.
+    pub revoke_session_on_password_reset: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -45,10 +51,11 @@ pub struct EventSettings {
     pub prefix: String,
 }
 
-pub struct Database {
+pub struct ObjectLayer {
     store: Arc<dyn Store>,
     schemas: Arc<SchemaCache>,
-    settings: DatabaseSettings,
+    pub(crate) sessions: SessionCache,
+    settings: ObjectSettings,
 }
 
 /// A validated write, ready to commit alone or with others.
@@ -68,7 +75,7 @@ pub struct PreparedWrite {
 impl PreparedWrite {
     /// Also answers these fields of the saved object, as Parse does for
     /// fields a beforeSave hook changed.
-    pub(crate) fn echo_also(&mut self, keys: impl IntoIterator<Item = String>) {
+    pub fn echo_also(&mut self, keys: impl IntoIterator<Item = String>) {
         for key in keys {
             if !self.echo.contains(&key) {
                 self.echo.push(key);
@@ -80,11 +87,11 @@ impl PreparedWrite {
         self.op.class_name()
     }
 
-    pub(crate) fn remove_after(&mut self, duplicates: Vec<String>) {
+    pub fn remove_after(&mut self, duplicates: Vec<String>) {
         self.duplicates = duplicates;
     }
 
-    pub(crate) fn duplicates(&self) -> &[String] {
+    pub fn duplicates(&self) -> &[String] {
         &self.duplicates
     }
 
@@ -104,14 +111,14 @@ impl PreparedWrite {
 
     /// Marks a delete as part of purging its class: its event runs no
     /// afterDelete trigger.
-    pub(crate) fn mark_purge(&mut self) {
+    pub fn mark_purge(&mut self) {
         if let Some(events) = &mut self.events {
             events.purge = true;
         }
     }
 
     /// The user whose password this write changes.
-    pub(crate) fn password_changed_for(&self) -> Option<&str> {
+    pub fn password_changed_for(&self) -> Option<&str> {
         match &self.op {
             WriteOp::Update { object_id, .. } if self.sets_password => Some(object_id),
             _ => None,
@@ -144,31 +151,32 @@ fn new_object_id() -> String {
         .collect()
 }
 
-impl Database {
-    pub async fn open(store: Arc<dyn Store>, settings: DatabaseSettings) -> ApiResult<Self> {
+impl ObjectLayer {
+    pub async fn open(store: Arc<dyn Store>, settings: ObjectSettings) -> ParseResult<Self> {
         let schemas = SchemaCache::load(Arc::clone(&store)).await?;
         Ok(Self {
             store,
             schemas,
+            sessions: SessionCache::default(),
             settings,
         })
     }
 
     /// The store itself, for routes with their own rules (`/schemas`,
     /// `/config`, files) that do not go through object semantics.
-    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
-    pub(crate) fn schema_cache(&self) -> &SchemaCache {
+    pub fn schema_cache(&self) -> &SchemaCache {
         &self.schemas
     }
 
-    pub(crate) fn relay(&self) -> Option<&Arc<crate::relay::RelaySignals>> {
+    pub fn relay(&self) -> Option<&Arc<crate::relay::RelaySignals>> {
         self.settings.relay.as_ref()
     }
 
-    pub(crate) fn settings(&self) -> &DatabaseSettings {
+    pub fn settings(&self) -> &ObjectSettings {
         &self.settings
     }
 
@@ -180,18 +188,14 @@ impl Database {
         self.schemas.current()
     }
 
-    pub(crate) async fn schemas_for(
-        &self,
-        class_name: &str,
-        fields: &[&str],
-    ) -> ApiResult<SchemaView> {
+    pub async fn schemas_for(&self, class_name: &str, fields: &[&str]) -> ParseResult<SchemaView> {
         Ok(self.schemas.for_class(class_name, fields).await?)
     }
 
     /// Runs a store call; when the store says the schemas it was given are
     /// stale (another process changed a class), reloads them into `view`
     /// and runs it once more.
-    async fn retry_stale<T, F, Fut>(&self, view: &mut SchemaView, call: F) -> ApiResult<T>
+    async fn retry_stale<T, F, Fut>(&self, view: &mut SchemaView, call: F) -> ParseResult<T>
     where
         F: Fn(SchemaView) -> Fut,
         Fut: std::future::Future<Output = oxbase_store::StoreResult<T>>,
@@ -207,7 +211,7 @@ impl Database {
 
     /// A query straight to the store, under the current schemas, for
     /// lookups the object layer makes itself (users, sessions, roles).
-    pub(crate) async fn find_raw(&self, query: &Query) -> ApiResult<Vec<Object>> {
+    pub async fn find_raw(&self, query: &Query) -> ParseResult<Vec<Object>> {
         let mut view = self.schemas_for(&query.class_name, &[]).await?;
         if view.get(&query.class_name).is_none() {
             return Ok(Vec::new());
@@ -221,12 +225,12 @@ impl Database {
 
     /// Makes sure the class has these fields, adding what is missing when
     /// the class-level permissions allow adding fields.
-    pub(crate) async fn ensure_fields(
+    pub async fn ensure_fields(
         &self,
         auth: &Auth,
         class_name: &str,
         types: &BTreeMap<String, FieldType>,
-    ) -> ApiResult<()> {
+    ) -> ParseResult<()> {
         let view = self.schemas();
         let class = view.get(class_name);
         let mut missing = BTreeMap::new();
@@ -260,7 +264,7 @@ impl Database {
             .count();
         let old_geo_points = usize::from(class.and_then(|c| c.geo_point_field()).is_some());
         if new_geo_points + old_geo_points > 1 {
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::INCORRECT_TYPE,
                 "there can only be one geopoint field in a class",
             ));
@@ -275,13 +279,13 @@ impl Database {
         auth: &Auth,
         view: &SchemaView,
         class_name: &str,
-    ) -> ApiResult<()> {
+    ) -> ParseResult<()> {
         if view.get(class_name).is_none()
             && !matches!(class_name, "_User" | "_Role" | "_Session" | "_Installation")
             && !auth.master
             && !self.settings.allow_client_class_creation
         {
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::OPERATION_FORBIDDEN,
                 format!("This user is not allowed to access non-existent class: {class_name}"),
             ));
@@ -296,7 +300,7 @@ impl Database {
         auth: &Auth,
         class_name: &str,
         options: &FindOptions,
-    ) -> ApiResult<(Vec<Object>, Option<u64>)> {
+    ) -> ParseResult<(Vec<Object>, Option<u64>)> {
         validate_class_access(auth, class_name)?;
         installations_need_master(auth, class_name, "find")?;
         let mut view = self
@@ -360,7 +364,7 @@ impl Database {
 
     /// The store's plan for a find (`explain`), for the master key, which
     /// sees every object, so no permission narrows the query.
-    pub async fn explain(&self, class_name: &str, options: &FindOptions) -> ApiResult<Value> {
+    pub async fn explain(&self, class_name: &str, options: &FindOptions) -> ParseResult<Value> {
         let mut view = self
             .schemas_for(class_name, &options.filter.fields())
             .await?;
@@ -374,7 +378,7 @@ impl Database {
 
     /// The class a find with `redirectClassNameForKey` reads: the target
     /// of the relation `key`, or the class itself when `key` is not one.
-    pub async fn relation_target(&self, class_name: &str, key: &str) -> ApiResult<String> {
+    pub async fn relation_target(&self, class_name: &str, key: &str) -> ParseResult<String> {
         let view = self.schemas_for(class_name, &[key]).await?;
         Ok(
             match view.get(class_name).and_then(|class| class.field_type(key)) {
@@ -391,7 +395,7 @@ impl Database {
         class_name: &str,
         object_id: &str,
         options: &FindOptions,
-    ) -> ApiResult<Object> {
+    ) -> ParseResult<Object> {
         validate_class_access(auth, class_name)?;
         let mut view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
@@ -414,19 +418,19 @@ impl Database {
         let objects = self
             .finish(auth, &view, class_name, objects, &options, &protected)
             .await?;
-        objects.into_iter().next().ok_or_else(ApiError::not_found)
+        objects.into_iter().next().ok_or_else(ParseError::not_found)
     }
 
     /// The stored object a before-hook is shown for an update or delete:
     /// all of it, but only if `auth` may make that write, so a hook never
     /// runs for a write that would be refused.
-    pub(crate) async fn object_for_hook(
+    pub async fn object_for_hook(
         &self,
         auth: &Auth,
         class_name: &str,
         object_id: &str,
         operation: Operation,
-    ) -> ApiResult<Object> {
+    ) -> ParseResult<Object> {
         validate_class_access(auth, class_name)?;
         let mut view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
@@ -458,7 +462,7 @@ impl Database {
         let objects = self
             .finish(&master, &view, class_name, objects, &options, &[])
             .await?;
-        objects.into_iter().next().ok_or_else(ApiError::not_found)
+        objects.into_iter().next().ok_or_else(ParseError::not_found)
     }
 
     /// A client's filter narrowed to what it may read: its subqueries
@@ -471,7 +475,7 @@ impl Database {
         class_name: &str,
         mut filter: Filter,
         restrict: Vec<Filter>,
-    ) -> ApiResult<Filter> {
+    ) -> ParseResult<Filter> {
         if auth.master {
             return Ok(filter);
         }
@@ -504,7 +508,7 @@ impl Database {
         mut objects: Vec<Object>,
         options: &FindOptions,
         protected: &[String],
-    ) -> ApiResult<Vec<Object>> {
+    ) -> ParseResult<Vec<Object>> {
         let mut paths = options.include.clone();
         if options.include_all
             && let Some(class) = view.get(class_name)
@@ -577,7 +581,7 @@ impl Database {
         auth: &Auth,
         class_name: &str,
         body: &Map<String, Value>,
-    ) -> ApiResult<PreparedWrite> {
+    ) -> ParseResult<PreparedWrite> {
         validate_class_access(auth, class_name)?;
         auth.require_writable("create")?;
         let mut parsed = parse_write(
@@ -598,7 +602,7 @@ impl Database {
             "_User" => self.user_create_rules(&object_id, &mut parsed).await?,
             "_Role" => crate::users::role_create_rules(&parsed)?,
             "_Session" if !auth.master => {
-                return Err(ApiError::new(
+                return Err(ParseError::new(
                     code::SESSION_MISSING,
                     "Sessions are created by signing up or logging in.",
                 ));
@@ -631,14 +635,14 @@ impl Database {
         class_name: &str,
         object_id: &str,
         body: &Map<String, Value>,
-    ) -> ApiResult<PreparedWrite> {
+    ) -> ParseResult<PreparedWrite> {
         validate_class_access(auth, class_name)?;
         auth.require_writable("update")?;
         let mut parsed = parse_write(body, WriteKind::Update { object_id })?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         if view.get(class_name).is_none() {
-            return Err(ApiError::not_found());
+            return Err(ParseError::not_found());
         }
         let clp = access::check_class(
             auth,
@@ -678,14 +682,14 @@ impl Database {
         auth: &Auth,
         class_name: &str,
         object_id: &str,
-    ) -> ApiResult<PreparedWrite> {
+    ) -> ParseResult<PreparedWrite> {
         validate_class_access(auth, class_name)?;
         installations_need_master(auth, class_name, "delete")?;
         auth.require_writable("delete")?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         if view.get(class_name).is_none() {
-            return Err(ApiError::not_found());
+            return Err(ParseError::not_found());
         }
         let clp = access::check_class(
             auth,
@@ -693,7 +697,7 @@ impl Database {
             Operation::Delete,
         )?;
         if class_name == "_User" && !auth.master && auth.user.is_none() {
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::SESSION_MISSING,
                 "Insufficient auth to delete user",
             ));
@@ -730,7 +734,7 @@ impl Database {
         &self,
         writes: Vec<PreparedWrite>,
         atomic: bool,
-    ) -> ApiResult<Vec<ApiResult<WriteReply>>> {
+    ) -> ParseResult<Vec<ParseResult<WriteReply>>> {
         let echoes: Vec<Vec<String>> = writes.iter().map(|w| w.echo.clone()).collect();
         // The writes of one call share one request, so one context.
         let events = writes.first().and_then(|w| w.events.clone());
@@ -757,23 +761,23 @@ impl Database {
     }
 
     /// Commits one prepared write.
-    pub async fn commit_one(&self, write: PreparedWrite) -> ApiResult<WriteReply> {
+    pub async fn commit_one(&self, write: PreparedWrite) -> ParseResult<WriteReply> {
         self.commit(vec![write], false)
             .await?
             .pop()
-            .unwrap_or_else(|| Err(ApiError::internal("store returned no result")))
+            .unwrap_or_else(|| Err(ParseError::internal("store returned no result")))
     }
 }
 
 /// Classes `/classes` serves: any valid name, and the system classes
 /// whose rules oxbase implements.
-fn validate_class_access(auth: &Auth, class_name: &str) -> ApiResult<()> {
+fn validate_class_access(auth: &Auth, class_name: &str) -> ParseResult<()> {
     match class_name {
         "_User" | "_Role" | "_Session" | "_Installation" => Ok(()),
         // Written by the jobs and cron services; Parse Server lets only
         // the master key near them.
         "_JobStatus" | "_JobSchedule" | "_PushStatus" | "_Audience" if auth.master => Ok(()),
-        "_JobStatus" | "_JobSchedule" | "_PushStatus" | "_Audience" => Err(ApiError::new(
+        "_JobStatus" | "_JobSchedule" | "_PushStatus" | "_Audience" => Err(ParseError::new(
             code::OPERATION_FORBIDDEN,
             format!(
                 "Clients aren't allowed to perform this operation on the {class_name} collection."
@@ -785,9 +789,9 @@ fn validate_class_access(auth: &Auth, class_name: &str) -> ApiResult<()> {
 
 /// A device may read and write its own installation by id, but only the
 /// master key lists or deletes installations, as in Parse Server.
-fn installations_need_master(auth: &Auth, class_name: &str, operation: &str) -> ApiResult<()> {
+fn installations_need_master(auth: &Auth, class_name: &str, operation: &str) -> ParseResult<()> {
     if class_name == "_Installation" && !auth.master {
-        return Err(ApiError::new(
+        return Err(ParseError::new(
             code::OPERATION_FORBIDDEN,
             format!(
                 "Clients aren't allowed to perform the {operation} operation on the installation collection."
@@ -808,7 +812,7 @@ fn write_precondition(auth: &Auth, clp: Filter) -> Filter {
 
 /// Puts every `$inQuery`/`$select` subquery under the ACL, and refuses
 /// one on a class the request may not find.
-fn restrict_subqueries(auth: &Auth, view: &SchemaView, filter: &mut Filter) -> ApiResult<()> {
+fn restrict_subqueries(auth: &Auth, view: &SchemaView, filter: &mut Filter) -> ParseResult<()> {
     match filter {
         Filter::And(parts) | Filter::Or(parts) | Filter::Nor(parts) => parts
             .iter_mut()

@@ -6,7 +6,7 @@ use oxbase_store::{ClassSchema, Condition, Filter, Object, QueryValue};
 use serde_json::{Map, Value};
 
 use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
+use crate::error::{ParseError, ParseResult, code};
 
 /// The operations class-level permissions govern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl Operation {
 /// is granted outright; a filter on pointer fields when only pointer
 /// permissions (`readUserFields`, `writeUserFields`, `pointerFields`)
 /// grant it, which the query or write must then match.
-pub fn check_class(auth: &Auth, class: Option<&ClassSchema>, op: Operation) -> ApiResult<Filter> {
+pub fn check_class(auth: &Auth, class: Option<&ClassSchema>, op: Operation) -> ParseResult<Filter> {
     if auth.master {
         return Ok(Filter::All);
     }
@@ -64,7 +64,7 @@ pub fn check_class(auth: &Auth, class: Option<&ClassSchema>, op: Operation) -> A
         if auth.user.is_some() {
             return Ok(Filter::All);
         }
-        return Err(ApiError::new(
+        return Err(ParseError::new(
             code::OBJECT_NOT_FOUND,
             "Permission denied, user needs to be authenticated.",
         ));
@@ -95,8 +95,8 @@ pub fn check_class(auth: &Auth, class: Option<&ClassSchema>, op: Operation) -> A
     Err(denied(op, class_name))
 }
 
-pub fn denied(op: Operation, class_name: &str) -> ApiError {
-    ApiError::new(
+pub fn denied(op: Operation, class_name: &str) -> ParseError {
+    ParseError::new(
         code::OPERATION_FORBIDDEN,
         format!(
             "Permission denied for action {} on class {class_name}.",
@@ -197,11 +197,11 @@ pub fn check_query_fields(
     protected: &[String],
     where_fields: &[&str],
     order_fields: &[&str],
-) -> ApiResult<()> {
+) -> ParseResult<()> {
     for field in where_fields.iter().chain(order_fields) {
         let root = field.split('.').next().unwrap_or(field);
         if protected.iter().any(|p| p == root) {
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::OPERATION_FORBIDDEN,
                 format!("This user is not allowed to query {root} on class {class_name}"),
             ));
@@ -252,8 +252,8 @@ mod tests {
             check_class(&anon, Some(&c), Operation::Create).is_err(),
             "missing means closed"
         );
-        let err = |r: ApiResult<Filter>| match r.unwrap_err() {
-            ApiError::Parse { code, .. } => code,
+        let err = |r: ParseResult<Filter>| match r.unwrap_err() {
+            ParseError::Parse { code, .. } => code,
             other => panic!("{other:?}"),
         };
         assert_eq!(err(check_class(&anon, Some(&c), Operation::Find)), 119);

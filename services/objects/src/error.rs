@@ -1,9 +1,7 @@
-//! The API's one error type. It renders Parse's error body
-//! `{"code": N, "error": "..."}` with Parse's HTTP status, and keeps
-//! internal details out of it.
+//! Parse's one error type, for the object layer and the API above it. It
+//! knows Parse's error body `{"code": N, "error": "..."}` and HTTP status,
+//! and keeps internal details out of them.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use oxbase_store::StoreError;
 use serde_json::json;
 
@@ -34,6 +32,7 @@ pub mod code {
     pub const SCRIPT_FAILED: i32 = 141;
     pub const VALIDATION_ERROR: i32 = 142;
     pub const WEBHOOK_ERROR: i32 = 143;
+    pub const FILE_DELETE_ERROR: i32 = 153;
     pub const USERNAME_MISSING: i32 = 200;
     pub const PASSWORD_MISSING: i32 = 201;
     pub const USERNAME_TAKEN: i32 = 202;
@@ -44,7 +43,7 @@ pub mod code {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ApiError {
+pub enum ParseError {
     /// A Parse error: status 404 for 101, 500 for 1, 400 otherwise.
     #[error("{code}: {message}")]
     Parse { code: i32, message: String },
@@ -64,9 +63,9 @@ pub enum ApiError {
     NoRoute { method: String, path: String },
 }
 
-impl ApiError {
+impl ParseError {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        ApiError::Parse {
+        ParseError::Parse {
             code,
             message: message.into(),
         }
@@ -98,32 +97,33 @@ impl ApiError {
         Self::new(code::INTERNAL_SERVER_ERROR, "Internal server error.")
     }
 
-    pub fn status(&self) -> StatusCode {
+    /// The HTTP status Parse answers this error with.
+    pub fn status(&self) -> u16 {
         match self {
-            ApiError::Parse { code, .. } => match *code {
-                code::OBJECT_NOT_FOUND => StatusCode::NOT_FOUND,
-                code::INTERNAL_SERVER_ERROR => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::BAD_REQUEST,
+            ParseError::Parse { code, .. } => match *code {
+                code::OBJECT_NOT_FOUND => 404,
+                code::INTERNAL_SERVER_ERROR => 500,
+                _ => 400,
             },
-            ApiError::Unauthorized | ApiError::MasterKeyRequired => StatusCode::FORBIDDEN,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ParseError::Unauthorized | ParseError::MasterKeyRequired => 403,
+            ParseError::TooLarge => 413,
+            ParseError::NoRoute { .. } => 404,
         }
     }
 
     /// The JSON body a client sees.
     pub fn body(&self) -> serde_json::Value {
         match self {
-            ApiError::Parse { code, message } => json!({ "code": code, "error": message }),
-            ApiError::Unauthorized => json!({ "error": "unauthorized" }),
-            ApiError::MasterKeyRequired => {
+            ParseError::Parse { code, message } => json!({ "code": code, "error": message }),
+            ParseError::Unauthorized => json!({ "error": "unauthorized" }),
+            ParseError::MasterKeyRequired => {
                 json!({ "error": "unauthorized: master key is required" })
             }
-            ApiError::TooLarge => json!({
+            ParseError::TooLarge => json!({
                 "code": code::OBJECT_TOO_LARGE,
                 "error": "request entity too large",
             }),
-            ApiError::NoRoute { method, path } => json!({
+            ParseError::NoRoute { method, path } => json!({
                 "code": code::INVALID_JSON,
                 "error": format!("cannot route {method} {path}"),
             }),
@@ -131,61 +131,57 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
+impl From<StoreError> for ParseError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::NotFound => ApiError::not_found(),
+            StoreError::NotFound => ParseError::not_found(),
             // The unique indexes behind Parse's own checks, for the writes
             // that race past them.
             StoreError::Duplicate {
                 field: Some(ref field),
-            } if field == "username" => ApiError::new(
+            } if field == "username" => ParseError::new(
                 code::USERNAME_TAKEN,
                 "Account already exists for this username.",
             ),
             StoreError::Duplicate {
                 field: Some(ref field),
-            } if field == "email" => ApiError::new(
+            } if field == "email" => ParseError::new(
                 code::EMAIL_TAKEN,
                 "Account already exists for this email address.",
             ),
-            StoreError::Duplicate { .. } => ApiError::new(
+            StoreError::Duplicate { .. } => ParseError::new(
                 code::DUPLICATE_VALUE,
                 "A duplicate value for a field with unique values was provided",
             ),
             StoreError::SchemaMismatch { .. } => {
-                ApiError::new(code::INCORRECT_TYPE, err.to_string())
+                ParseError::new(code::INCORRECT_TYPE, err.to_string())
             }
-            StoreError::ClassExists(name) => ApiError::new(
+            StoreError::ClassExists(name) => ParseError::new(
                 code::INVALID_CLASS_NAME,
                 format!("Class {name} already exists."),
             ),
-            StoreError::ClassMissing(name) => ApiError::new(
+            StoreError::ClassMissing(name) => ParseError::new(
                 code::INVALID_CLASS_NAME,
                 format!("Class {name} does not exist."),
             ),
-            StoreError::ClassNotEmpty(name) => ApiError::new(
+            StoreError::ClassNotEmpty(name) => ParseError::new(
                 code::INVALID_SCHEMA_OPERATION,
                 format!("Class {name} is not empty, contains objects, cannot drop schema."),
             ),
             StoreError::InvalidSchema(message) => {
-                ApiError::new(code::INVALID_SCHEMA_OPERATION, message)
+                ParseError::new(code::INVALID_SCHEMA_OPERATION, message)
             }
-            StoreError::InvalidQuery(message) => ApiError::query(message),
-            StoreError::InvalidUpdate(message) => ApiError::new(code::INCORRECT_TYPE, message),
-            StoreError::StaleSchema => ApiError::internal("the schema changed during the request"),
-            StoreError::Backend(message) => ApiError::internal(message),
+            StoreError::InvalidQuery(message) => ParseError::query(message),
+            StoreError::InvalidUpdate(message) => ParseError::new(code::INCORRECT_TYPE, message),
+            StoreError::StaleSchema => {
+                ParseError::internal("the schema changed during the request")
+            }
+            StoreError::Backend(message) => ParseError::internal(message),
         }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status(), axum::Json(self.body())).into_response()
-    }
-}
-
-pub type ApiResult<T> = Result<T, ApiError>;
+pub type ParseResult<T> = Result<T, ParseError>;
 
 #[cfg(test)]
 mod tests {
@@ -193,15 +189,15 @@ mod tests {
 
     #[test]
     fn statuses_follow_parse() {
-        assert_eq!(ApiError::not_found().status(), StatusCode::NOT_FOUND);
-        assert_eq!(ApiError::query("x").status(), StatusCode::BAD_REQUEST);
-        assert_eq!(ApiError::Unauthorized.status(), StatusCode::FORBIDDEN);
+        assert_eq!(ParseError::not_found().status(), 404);
+        assert_eq!(ParseError::query("x").status(), 400);
+        assert_eq!(ParseError::Unauthorized.status(), 403);
         assert_eq!(
-            ApiError::Unauthorized.body(),
+            ParseError::Unauthorized.body(),
             json!({"error": "unauthorized"})
         );
         assert_eq!(
-            ApiError::internal("disk on fire").body(),
+            ParseError::internal("disk on fire").body(),
             json!({"code": 1, "error": "Internal server error."})
         );
     }

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use oxbase_store::{Condition, Filter, Object, Query, QueryValue};
 use serde_json::Value;
 
-use crate::App;
-use crate::auth::{Auth, KeyLevel, SessionUser};
-use crate::error::{ApiError, ApiResult, code};
-use crate::request::ParseRequest;
+use crate::ObjectLayer;
+use crate::auth::SessionUser;
+use crate::error::{ParseError, ParseResult, code};
 
 /// How long a resolved token is trusted before the store is asked again.
 /// A session revoked by another process stops working within this time;
@@ -72,8 +71,8 @@ impl SessionCache {
     }
 }
 
-pub(crate) fn invalid_token() -> ApiError {
-    ApiError::new(code::INVALID_SESSION_TOKEN, "Invalid session token")
+pub fn invalid_token() -> ParseError {
+    ParseError::new(code::INVALID_SESSION_TOKEN, "Invalid session token")
 }
 
 fn pointer(class_name: &str, object_id: &str) -> QueryValue {
@@ -83,26 +82,9 @@ fn pointer(class_name: &str, object_id: &str) -> QueryValue {
     }
 }
 
-impl App {
-    /// The keys decide the master level; a session token names the user.
-    pub(crate) async fn authenticate(&self, req: &ParseRequest) -> ApiResult<Auth> {
-        let level = self.keys.authenticate(&req.credentials, req.ip)?;
-        let mut auth = Auth {
-            master: level != KeyLevel::Client,
-            read_only: level == KeyLevel::ReadOnlyMaster,
-            installation_id: req.credentials.installation_id.clone(),
-            request_id: req.credentials.request_id.clone(),
-            user: None,
-        };
-        if !auth.master
-            && let Some(token) = req.credentials.session_token.as_deref()
-        {
-            auth.user = Some(self.session_user(token).await?);
-        }
-        Ok(auth)
-    }
-
-    async fn session_user(&self, token: &str) -> ApiResult<Arc<SessionUser>> {
+impl ObjectLayer {
+    /// The user behind a session token, with their roles.
+    pub async fn session_user(&self, token: &str) -> ParseResult<Arc<SessionUser>> {
         if let Some(user) = self.sessions.get(token) {
             return Ok(user);
         }
@@ -128,7 +110,7 @@ impl App {
                 .ok()
         });
         if expires_at.is_some() && expires_in.is_none() {
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::INVALID_SESSION_TOKEN,
                 "Session token is expired.",
             ));
@@ -163,11 +145,7 @@ impl App {
     }
 
     /// One object of a system class, read with master rights.
-    pub(crate) async fn find_one(
-        &self,
-        class_name: &str,
-        filter: Filter,
-    ) -> ApiResult<Option<Object>> {
+    pub async fn find_one(&self, class_name: &str, filter: Filter) -> ParseResult<Option<Object>> {
         Ok(self
             .find_all(Query::new(class_name).filter(filter).limit(1))
             .await?
@@ -175,13 +153,13 @@ impl App {
             .next())
     }
 
-    pub(crate) async fn find_all(&self, query: Query) -> ApiResult<Vec<Object>> {
-        self.db.find_raw(&query).await
+    pub async fn find_all(&self, query: Query) -> ParseResult<Vec<Object>> {
+        self.find_raw(&query).await
     }
 
     /// `role:Name` of the roles whose `users` hold the user, and of the
     /// roles whose `roles` hold those, to any depth.
-    async fn roles_of(&self, user_id: &str) -> ApiResult<Vec<String>> {
+    async fn roles_of(&self, user_id: &str) -> ParseResult<Vec<String>> {
         let mut names = Vec::new();
         let mut seen = HashSet::new();
         let mut frontier = Filter::field("users", Condition::Eq(pointer("_User", user_id)));

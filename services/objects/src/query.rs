@@ -8,7 +8,7 @@ use oxbase_store::query::{ElementMatch, GeoPoint, RegexSpec, SubQuery, TextSearc
 use oxbase_store::{Condition, FieldPath, Filter, QueryValue, SortKey};
 use serde_json::{Map, Value};
 
-use crate::error::{ApiError, ApiResult, code};
+use crate::error::{ParseError, ParseResult, code};
 use crate::values::{format_date, geo_point, normalize_date};
 
 /// Parses `where` objects against the limits of one deployment.
@@ -17,8 +17,8 @@ pub struct WhereParser<'a> {
     now: DateTime<Utc>,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::json(message)
+fn bad(message: impl Into<String>) -> ParseError {
+    ParseError::json(message)
 }
 
 impl<'a> WhereParser<'a> {
@@ -30,7 +30,7 @@ impl<'a> WhereParser<'a> {
     }
 
     /// Parses a `where` value (an object, or JSON text of one).
-    pub fn parse(&self, where_: &Value) -> ApiResult<Filter> {
+    pub fn parse(&self, where_: &Value) -> ParseResult<Filter> {
         match where_ {
             Value::Object(map) => self.object(map, 0),
             Value::String(text) => match serde_json::from_str::<Value>(text) {
@@ -38,14 +38,14 @@ impl<'a> WhereParser<'a> {
                 _ => Err(bad("where parameter is not valid JSON")),
             },
             Value::Null => Ok(Filter::All),
-            _ => Err(ApiError::query("where must be an object")),
+            _ => Err(ParseError::query("where must be an object")),
         }
     }
 
-    fn deeper(&self, depth: usize) -> ApiResult<usize> {
+    fn deeper(&self, depth: usize) -> ParseResult<usize> {
         let depth = depth + 1;
         if depth > self.limits.max_query_depth {
-            return Err(ApiError::query(format!(
+            return Err(ParseError::query(format!(
                 "Query condition nesting depth exceeds maximum allowed depth of {}",
                 self.limits.max_query_depth
             )));
@@ -53,17 +53,17 @@ impl<'a> WhereParser<'a> {
         Ok(depth)
     }
 
-    fn object(&self, map: &Map<String, Value>, depth: usize) -> ApiResult<Filter> {
+    fn object(&self, map: &Map<String, Value>, depth: usize) -> ParseResult<Filter> {
         let mut parts = Vec::with_capacity(map.len());
         for (key, value) in map {
             let part = match key.as_str() {
                 "$or" | "$and" | "$nor" => {
                     let name = &key[1..];
                     let items = value.as_array().ok_or_else(|| {
-                        ApiError::query(format!("Bad {key} format - use an array value."))
+                        ParseError::query(format!("Bad {key} format - use an array value."))
                     })?;
                     if key == "$nor" && items.is_empty() {
-                        return Err(ApiError::query(
+                        return Err(ParseError::query(
                             "Bad $nor format - use an array of at least 1 value.",
                         ));
                     }
@@ -72,11 +72,11 @@ impl<'a> WhereParser<'a> {
                         .iter()
                         .map(|item| match item {
                             Value::Object(map) => self.object(map, inner),
-                            _ => Err(ApiError::query(format!(
+                            _ => Err(ParseError::query(format!(
                                 "Bad ${name} format - use an array of objects."
                             ))),
                         })
-                        .collect::<ApiResult<Vec<_>>>()?;
+                        .collect::<ParseResult<Vec<_>>>()?;
                     match key.as_str() {
                         "$or" => Filter::Or(children),
                         "$and" => Filter::And(children),
@@ -84,7 +84,7 @@ impl<'a> WhereParser<'a> {
                     }
                 }
                 "$relatedTo" => related_to(value)?,
-                "ACL" => return Err(ApiError::query("Cannot query on ACL.")),
+                "ACL" => return Err(ParseError::query("Cannot query on ACL.")),
                 // Other top-level keys, `$where` among them, must be field
                 // names; field_path refuses them with Parse's 105.
                 _ => {
@@ -102,13 +102,13 @@ impl<'a> WhereParser<'a> {
     }
 
     /// The conditions on one field: an equality, or an object of operators.
-    fn constraint(&self, path: FieldPath, value: &Value, depth: usize) -> ApiResult<Filter> {
+    fn constraint(&self, path: FieldPath, value: &Value, depth: usize) -> ParseResult<Filter> {
         let ops = match value {
             Value::Object(map) if map.keys().any(|k| k.starts_with('$')) => map,
             _ => return Ok(Filter::Field(path, Condition::Eq(decode(value)?))),
         };
         if let Some(key) = ops.keys().find(|k| !k.starts_with('$')) {
-            return Err(ApiError::query(format!("bad constraint: {key}")));
+            return Err(ParseError::query(format!("bad constraint: {key}")));
         }
         let mut conditions = Vec::new();
         for (op, arg) in ops {
@@ -134,7 +134,7 @@ impl<'a> WhereParser<'a> {
                 "$regex" => Condition::Regex(self.regex(arg, ops.get("$options"))?),
                 "$options" => {
                     if !ops.contains_key("$regex") {
-                        return Err(ApiError::query("$options requires $regex"));
+                        return Err(ParseError::query("$options requires $regex"));
                     }
                     continue;
                 }
@@ -147,7 +147,7 @@ impl<'a> WhereParser<'a> {
                     }
                 }
                 "$select" | "$dontSelect" => {
-                    let improper = || ApiError::query("improper usage of $select");
+                    let improper = || ParseError::query("improper usage of $select");
                     let spec = arg.as_object().ok_or_else(improper)?;
                     let key = spec
                         .get("key")
@@ -180,7 +180,7 @@ impl<'a> WhereParser<'a> {
                 | "$maxDistanceInMiles"
                 | "$maxDistanceInKilometers" => {
                     if !ops.contains_key("$nearSphere") {
-                        return Err(ApiError::query(format!("{op} requires $nearSphere")));
+                        return Err(ParseError::query(format!("{op} requires $nearSphere")));
                     }
                     continue;
                 }
@@ -221,7 +221,7 @@ impl<'a> WhereParser<'a> {
                         "$relativeTime can only be used with the $lt, $lte, $gt, and $gte operators",
                     ));
                 }
-                other => return Err(ApiError::query(format!("bad constraint: {other}"))),
+                other => return Err(ParseError::query(format!("bad constraint: {other}"))),
             };
             conditions.push(Filter::Field(path.clone(), condition));
         }
@@ -231,7 +231,7 @@ impl<'a> WhereParser<'a> {
         })
     }
 
-    fn comparable(&self, op: &str, arg: &Value) -> ApiResult<QueryValue> {
+    fn comparable(&self, op: &str, arg: &Value) -> ParseResult<QueryValue> {
         if let Some(relative) = arg.get("$relativeTime") {
             let text = relative.as_str().ok_or_else(|| {
                 bad(format!(
@@ -246,11 +246,11 @@ impl<'a> WhereParser<'a> {
             value @ (QueryValue::Number(_) | QueryValue::String(_) | QueryValue::Date(_)) => {
                 Ok(value)
             }
-            _ => Err(ApiError::query(format!("bad {op} value"))),
+            _ => Err(ParseError::query(format!("bad {op} value"))),
         }
     }
 
-    fn all(&self, arg: &Value) -> ApiResult<Vec<ElementMatch>> {
+    fn all(&self, arg: &Value) -> ParseResult<Vec<ElementMatch>> {
         let items = arg.as_array().ok_or_else(|| bad("bad $all value"))?;
         let is_regex = |v: &Value| v.get("$regex").is_some();
         let regexes = items.iter().filter(|v| is_regex(v)).count();
@@ -273,12 +273,12 @@ impl<'a> WhereParser<'a> {
             .collect()
     }
 
-    fn regex(&self, pattern: &Value, options: Option<&Value>) -> ApiResult<RegexSpec> {
+    fn regex(&self, pattern: &Value, options: Option<&Value>) -> ParseResult<RegexSpec> {
         let pattern = pattern
             .as_str()
-            .ok_or_else(|| ApiError::query("$regex value must be a string"))?;
+            .ok_or_else(|| ParseError::query("$regex value must be a string"))?;
         if pattern.len() > self.limits.max_regex_length {
-            return Err(ApiError::query(format!(
+            return Err(ParseError::query(format!(
                 "$regex is longer than the maximum of {} bytes",
                 self.limits.max_regex_length
             )));
@@ -287,7 +287,7 @@ impl<'a> WhereParser<'a> {
             None => String::new(),
             Some(Value::String(o)) => {
                 if !o.chars().all(|c| "imxsu".contains(c)) {
-                    return Err(ApiError::query(format!(
+                    return Err(ParseError::query(format!(
                         "Bad $options value for query: {o}"
                     )));
                 }
@@ -297,20 +297,20 @@ impl<'a> WhereParser<'a> {
                 kept.dedup();
                 kept.into_iter().collect()
             }
-            Some(_) => return Err(ApiError::query("$options value must be a string")),
+            Some(_) => return Err(ParseError::query("$options value must be a string")),
         };
         let spec = RegexSpec {
             pattern: unquote(pattern),
             options,
         };
         oxbase_store::pattern::compile(&spec.inline()).map_err(|e| {
-            ApiError::query(format!("invalid $regex: {}", first_line(&e.to_string())))
+            ParseError::query(format!("invalid $regex: {}", first_line(&e.to_string())))
         })?;
         Ok(spec)
     }
 
-    fn subquery(&self, arg: &Value, depth: usize, op: &str) -> ApiResult<SubQuery> {
-        let improper = || ApiError::query(format!("improper usage of {op}"));
+    fn subquery(&self, arg: &Value, depth: usize, op: &str) -> ParseResult<SubQuery> {
+        let improper = || ParseError::query(format!("improper usage of {op}"));
         let spec = arg.as_object().ok_or_else(improper)?;
         let class_name = spec
             .get("className")
@@ -331,8 +331,8 @@ impl<'a> WhereParser<'a> {
 
 /// `{"object": <pointer>, "key": <relation field>}`: the objects in that
 /// object's relation.
-fn related_to(value: &Value) -> ApiResult<Filter> {
-    let bad = || ApiError::query("Bad $relatedTo format: use {object: <pointer>, key: <field>}.");
+fn related_to(value: &Value) -> ParseResult<Filter> {
+    let bad = || ParseError::query("Bad $relatedTo format: use {object: <pointer>, key: <field>}.");
     let key = value.get("key").and_then(Value::as_str).ok_or_else(bad)?;
     let object = value.get("object").ok_or_else(bad)?;
     let (Some("Pointer"), Some(owner_class), Some(owner_id)) = (
@@ -360,14 +360,14 @@ fn first_line(text: &str) -> &str {
 }
 
 /// A key in `where` or `keys`: a field name or a dotted path into one.
-pub fn field_path(key: &str) -> ApiResult<FieldPath> {
+pub fn field_path(key: &str) -> ParseResult<FieldPath> {
     let valid = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
         && !key.split('.').any(str::is_empty);
     if !valid {
-        return Err(ApiError::new(
+        return Err(ParseError::new(
             code::INVALID_KEY_NAME,
             format!("Invalid key name: {key}"),
         ));
@@ -376,7 +376,7 @@ pub fn field_path(key: &str) -> ApiResult<FieldPath> {
 }
 
 /// A value a field is compared with.
-pub fn decode(value: &Value) -> ApiResult<QueryValue> {
+pub fn decode(value: &Value) -> ParseResult<QueryValue> {
     Ok(match value {
         Value::Null => QueryValue::Null,
         Value::Bool(b) => QueryValue::Bool(*b),
@@ -425,7 +425,7 @@ pub fn decode(value: &Value) -> ApiResult<QueryValue> {
     })
 }
 
-fn decode_list(op: &str, arg: &Value) -> ApiResult<Vec<QueryValue>> {
+fn decode_list(op: &str, arg: &Value) -> ParseResult<Vec<QueryValue>> {
     arg.as_array()
         .ok_or_else(|| bad(format!("bad {op} value")))?
         .iter()
@@ -456,8 +456,8 @@ fn lng_lat_or_point(value: &Value) -> Option<GeoPoint> {
     point_value(value)
 }
 
-fn max_distance(ops: &Map<String, Value>) -> ApiResult<Option<f64>> {
-    let read = |key: &str, radius: f64| -> ApiResult<Option<f64>> {
+fn max_distance(ops: &Map<String, Value>) -> ParseResult<Option<f64>> {
+    let read = |key: &str, radius: f64| -> ParseResult<Option<f64>> {
         match ops.get(key) {
             None => Ok(None),
             Some(v) => v
@@ -473,7 +473,7 @@ fn max_distance(ops: &Map<String, Value>) -> ApiResult<Option<f64>> {
         .or(read("$maxDistanceInKilometers", EARTH_RADIUS_KM)?))
 }
 
-fn geo_within(arg: &Value) -> ApiResult<Condition> {
+fn geo_within(arg: &Value) -> ParseResult<Condition> {
     if let Some(polygon) = arg.get("$polygon") {
         let points: Option<Vec<GeoPoint>> = match polygon {
             Value::Object(map) if map.get("__type").and_then(Value::as_str) == Some("Polygon") => {
@@ -527,7 +527,7 @@ fn geo_within(arg: &Value) -> ApiResult<Condition> {
     ))
 }
 
-fn text_search(arg: &Value) -> ApiResult<TextSearch> {
+fn text_search(arg: &Value) -> ParseResult<TextSearch> {
     let search = arg
         .get("$search")
         .and_then(Value::as_object)
@@ -686,7 +686,7 @@ const GET_OPTIONS: &[&str] = &[
 
 /// A string option; numbers are accepted because query strings are read as
 /// JSON (`keys=1` arrives as a number).
-fn string_option(params: &Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
+fn string_option(params: &Map<String, Value>, key: &str) -> ParseResult<Option<String>> {
     match params.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -702,23 +702,23 @@ fn string_option(params: &Map<String, Value>, key: &str) -> ApiResult<Option<Str
                 .collect::<Vec<_>>()
                 .join(","),
         )),
-        Some(_) => Err(ApiError::query(format!("Invalid parameter {key}"))),
+        Some(_) => Err(ParseError::query(format!("Invalid parameter {key}"))),
     }
 }
 
-fn count_option(params: &Map<String, Value>, key: &str) -> ApiResult<Option<usize>> {
+fn count_option(params: &Map<String, Value>, key: &str) -> ParseResult<Option<usize>> {
     match params.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_u64()
             .map(|n| Some(usize::try_from(n).unwrap_or(usize::MAX)))
-            .ok_or_else(|| ApiError::query(format!("Invalid {key} value: {n}"))),
+            .ok_or_else(|| ParseError::query(format!("Invalid {key} value: {n}"))),
         Some(Value::String(s)) => s
             .trim()
             .parse::<usize>()
             .map(Some)
-            .map_err(|_| ApiError::query(format!("Invalid {key} value: {s}"))),
-        Some(other) => Err(ApiError::query(format!("Invalid {key} value: {other}"))),
+            .map_err(|_| ParseError::query(format!("Invalid {key} value: {s}"))),
+        Some(other) => Err(ParseError::query(format!("Invalid {key} value: {other}"))),
     }
 }
 
@@ -749,13 +749,13 @@ pub struct FindMode {
 
 impl FindMode {
     /// Takes the mode's parameters out of `params`.
-    pub fn take(params: &mut Map<String, Value>) -> ApiResult<Self> {
+    pub fn take(params: &mut Map<String, Value>) -> ParseResult<Self> {
         let explain = truthy(params.remove("explain").as_ref());
         let redirect_key = match params.remove("redirectClassNameForKey") {
             None | Some(Value::Null) => None,
             Some(Value::String(key)) => Some(key),
             Some(_) => {
-                return Err(ApiError::query(
+                return Err(ParseError::query(
                     "redirectClassNameForKey must be a field name",
                 ));
             }
@@ -769,20 +769,20 @@ impl FindMode {
 
 impl FindOptions {
     /// The options of `GET /classes/{class}`.
-    pub fn for_find(params: &Map<String, Value>, limits: &Limits) -> ApiResult<Self> {
+    pub fn for_find(params: &Map<String, Value>, limits: &Limits) -> ParseResult<Self> {
         if let Some(key) = params.keys().find(|k| !FIND_OPTIONS.contains(&k.as_str())) {
-            return Err(ApiError::query(format!(
+            return Err(ParseError::query(format!(
                 "Invalid parameter for query: {key}"
             )));
         }
         if truthy(params.get("explain")) {
-            return Err(ApiError::not_supported("explain"));
+            return Err(ParseError::not_supported("explain"));
         }
         if params
             .get("redirectClassNameForKey")
             .is_some_and(|v| !v.is_null())
         {
-            return Err(ApiError::not_supported("redirectClassNameForKey"));
+            return Err(ParseError::not_supported("redirectClassNameForKey"));
         }
         let filter = match params.get("where") {
             Some(where_) => WhereParser::new(limits).parse(where_)?,
@@ -805,16 +805,16 @@ impl FindOptions {
     }
 
     /// The options of `GET /classes/{class}/{id}`.
-    pub fn for_get(params: &Map<String, Value>, limits: &Limits) -> ApiResult<Self> {
+    pub fn for_get(params: &Map<String, Value>, limits: &Limits) -> ParseResult<Self> {
         if params.keys().any(|k| !GET_OPTIONS.contains(&k.as_str())) {
-            return Err(ApiError::query("Improper encode of parameter"));
+            return Err(ParseError::query("Improper encode of parameter"));
         }
         let mut options = Self::base(params, limits)?;
         options.limit = 1;
         Ok(options)
     }
 
-    fn base(params: &Map<String, Value>, limits: &Limits) -> ApiResult<Self> {
+    fn base(params: &Map<String, Value>, limits: &Limits) -> ParseResult<Self> {
         let mut options = FindOptions {
             filter: Filter::All,
             order: Vec::new(),
@@ -864,7 +864,7 @@ impl FindOptions {
         let mut expanded: Vec<Vec<String>> = Vec::new();
         for path in include_paths {
             if path.len() > limits.max_include_depth {
-                return Err(ApiError::query(format!(
+                return Err(ParseError::query(format!(
                     "Include depth of {} exceeds maximum allowed depth of {}",
                     path.len(),
                     limits.max_include_depth
@@ -883,7 +883,7 @@ impl FindOptions {
     }
 }
 
-fn parse_order(order: &str) -> ApiResult<Vec<SortKey>> {
+fn parse_order(order: &str) -> ParseResult<Vec<SortKey>> {
     let mut keys = Vec::new();
     for item in split_list(order) {
         let (descending, name) = match item.strip_prefix('-') {
@@ -900,7 +900,7 @@ fn parse_order(order: &str) -> ApiResult<Vec<SortKey>> {
             other => other,
         };
         let path = field_path(name).map_err(|_| {
-            ApiError::new(
+            ParseError::new(
                 code::INVALID_KEY_NAME,
                 format!("Invalid field name: {name}."),
             )
@@ -915,13 +915,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse(where_: Value) -> ApiResult<Filter> {
+    fn parse(where_: Value) -> ParseResult<Filter> {
         WhereParser::new(&Limits::default()).parse(&where_)
     }
 
-    fn code_of(result: ApiResult<Filter>) -> i32 {
+    fn code_of(result: ParseResult<Filter>) -> i32 {
         match result.unwrap_err() {
-            ApiError::Parse { code, .. } => code,
+            ParseError::Parse { code, .. } => code,
             other => panic!("{other:?}"),
         }
     }
@@ -1045,12 +1045,12 @@ mod tests {
         let bad = json!({"limit": 1, "bogus": 2});
         assert!(matches!(
             FindOptions::for_find(bad.as_object().unwrap(), &limits),
-            Err(ApiError::Parse { code: 102, .. })
+            Err(ParseError::Parse { code: 102, .. })
         ));
         let bad_where = json!({"where": "{nope"});
         assert!(matches!(
             FindOptions::for_find(bad_where.as_object().unwrap(), &limits),
-            Err(ApiError::Parse { code: 107, .. })
+            Err(ParseError::Parse { code: 107, .. })
         ));
         let get = json!({"limit": 1});
         assert!(FindOptions::for_get(get.as_object().unwrap(), &limits).is_err());

@@ -11,15 +11,15 @@
 use oxbase_store::{Condition, Filter, Object, Query, QueryValue};
 use serde_json::{Map, Value};
 
-use crate::App;
+use crate::ObjectLayer;
 use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult, code};
+use crate::error::{ParseError, ParseResult, code};
 
-pub(crate) const CLASS: &str = "_Installation";
+pub const CLASS: &str = "_Installation";
 
 /// Where an installation save lands.
 #[derive(Debug, Default)]
-pub(crate) struct Landing {
+pub struct Landing {
     /// The installation it updates; `None` creates one.
     pub target: Option<String>,
     /// The body to save: ids normalized, and a create's `objectId` and
@@ -37,22 +37,22 @@ fn text<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     body.get(key).and_then(Value::as_str)
 }
 
-fn immutable(field: &str) -> ApiError {
-    ApiError::new(
+fn immutable(field: &str) -> ParseError {
+    ParseError::new(
         code::CHANGED_IMMUTABLE_FIELD,
         format!("{field} may not be changed in this operation"),
     )
 }
 
-impl App {
+impl ObjectLayer {
     /// Applies Parse's installation rules to a create (`object_id` `None`)
     /// or an update of `_Installation`.
-    pub(crate) async fn land_installation(
+    pub async fn land_installation(
         &self,
         auth: &Auth,
         object_id: Option<&str>,
         body: &Map<String, Value>,
-    ) -> ApiResult<Landing> {
+    ) -> ParseResult<Landing> {
         let mut body = body.clone();
         let creating = object_id.is_none();
         for key in ["installationId", "deviceToken", "deviceType"] {
@@ -67,7 +67,7 @@ impl App {
                 && !value.is_string()
                 && !unset
             {
-                return Err(ApiError::new(
+                return Err(ParseError::new(
                     code::INCORRECT_TYPE,
                     format!("{key} must be a string"),
                 ));
@@ -79,7 +79,7 @@ impl App {
             && !body.contains_key("installationId")
             && request_installation.is_none()
         {
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::MISSING_REQUIRED_FIELD,
                 "at least one ID field (deviceToken, installationId) must be specified in this operation",
             ));
@@ -159,7 +159,7 @@ impl App {
 
         if object_id.is_some() {
             let Some(stored) = by_object else {
-                return Err(ApiError::new(
+                return Err(ParseError::new(
                     code::OBJECT_NOT_FOUND,
                     "Object not found for update.",
                 ));
@@ -188,7 +188,7 @@ impl App {
         // else the one the URL names.
         let matched = by_installation.or(by_object);
         if matched.is_none() && !body.contains_key("deviceType") {
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::MISSING_REQUIRED_FIELD,
                 "deviceType must be specified in this operation",
             ));
@@ -209,7 +209,7 @@ impl App {
                 }
                 _ => {
                     let Some(keep) = &body_installation else {
-                        return Err(ApiError::new(
+                        return Err(ParseError::new(
                             code::INVALID_INSTALLATION_ID,
                             "Must specify installationId when deviceToken matches multiple Installation objects",
                         ));
@@ -274,7 +274,7 @@ impl App {
         token: &str,
         app: Option<&str>,
         remove: impl Fn(&Object) -> bool,
-    ) -> ApiResult<Vec<String>> {
+    ) -> ParseResult<Vec<String>> {
         let mut filter = Filter::field("deviceToken", eq(token));
         if let Some(app) = app {
             filter = filter.and(Filter::field("appIdentifier", eq(app)));
@@ -291,10 +291,10 @@ impl App {
 
     /// Deletes the duplicates a committed save left, as the master key.
     /// The save stands whatever happens here, as in Parse Server.
-    pub(crate) async fn remove_duplicate_installations(&self, ids: &[String]) {
+    pub async fn remove_duplicate_installations(&self, ids: &[String]) {
         let mut deletes = Vec::with_capacity(ids.len());
         for id in ids {
-            match self.db.prepare_delete(&Auth::master(), CLASS, id).await {
+            match self.prepare_delete(&Auth::master(), CLASS, id).await {
                 Ok(delete) => deletes.push(delete),
                 Err(err) => tracing::warn!(%err, id, "cannot remove a duplicate installation"),
             }
@@ -302,14 +302,14 @@ impl App {
         if deletes.is_empty() {
             return;
         }
-        match self.db.commit(deletes, false).await {
+        match self.commit(deletes, false).await {
             Ok(replies) => {
                 for reply in replies {
                     // One already gone is what was wanted.
                     if let Err(err) = reply
                         && !matches!(
                             err,
-                            ApiError::Parse {
+                            ParseError::Parse {
                                 code: code::OBJECT_NOT_FOUND,
                                 ..
                             }

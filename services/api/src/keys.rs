@@ -1,85 +1,14 @@
-//! Who a request is: the application keys it presents decide whether it
-//! gets in at all, and whether it acts with the master key.
+//! The application keys a request presents: they decide whether it gets in
+//! at all, and whether it acts with the master key.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use oxbase_kit::{Config, Secret};
 
-use crate::error::{ApiError, ApiResult, code};
-use crate::request::Credentials;
+use oxbase_objects::{Auth, ParseError, ParseResult};
 
-/// The authority a request acts with.
-#[derive(Debug, Clone, Default)]
-pub struct Auth {
-    /// The master key (or the read-only master key): ACLs and class-level
-    /// permissions do not apply.
-    pub master: bool,
-    /// The read-only master key: reads as the master key, writes nothing.
-    pub read_only: bool,
-    pub installation_id: Option<String>,
-    /// The request's `X-Parse-Request-Id`, for the events its writes make.
-    pub request_id: Option<String>,
-    /// The signed-in user, from a valid session token.
-    pub user: Option<Arc<SessionUser>>,
-}
-
-/// The user behind a session token.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionUser {
-    pub id: String,
-    pub session_token: String,
-    /// Signed in through `authData.anonymous`.
-    pub anonymous: bool,
-    /// `role:Name` of every role the user holds, directly or through roles
-    /// of roles.
-    pub roles: Vec<String>,
-}
-
-impl Auth {
-    pub fn master() -> Self {
-        Self {
-            master: true,
-            ..Self::default()
-        }
-    }
-
-    /// For master-key-only routes.
-    pub fn require_master(&self) -> ApiResult<()> {
-        if self.master {
-            Ok(())
-        } else {
-            Err(ApiError::MasterKeyRequired)
-        }
-    }
-
-    /// Refuses a write (`action` is Parse's word for it: create, update,
-    /// delete...) to the read-only master key.
-    pub fn require_writable(&self, action: &str) -> ApiResult<()> {
-        if self.read_only {
-            Err(ApiError::new(
-                code::OPERATION_FORBIDDEN,
-                format!("read-only masterKey isn't allowed to perform the {action} operation."),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Who the request acts as in ACLs: `*`, the user's id and roles.
-    pub fn principals(&self) -> Vec<String> {
-        let mut out = vec!["*".to_owned()];
-        if let Some(user) = &self.user {
-            out.push(user.id.clone());
-            out.extend(user.roles.iter().cloned());
-        }
-        out
-    }
-
-    pub fn user_id(&self) -> Option<&str> {
-        self.user.as_ref().map(|u| u.id.as_str())
-    }
-}
+use crate::App;
+use crate::request::{Credentials, ParseRequest};
 
 /// The keys a deployment accepts.
 #[derive(Debug, Clone)]
@@ -184,13 +113,13 @@ impl Keys {
     /// makes the request master, but only from `master_key_ips`; otherwise,
     /// when any client key is configured, one of the configured keys must
     /// match.
-    pub fn authenticate(&self, credentials: &Credentials, ip: IpAddr) -> ApiResult<KeyLevel> {
+    pub fn authenticate(&self, credentials: &Credentials, ip: IpAddr) -> ParseResult<KeyLevel> {
         if !credentials
             .app_id
             .as_deref()
             .is_some_and(|id| constant_time_eq(id, &self.app_id))
         {
-            return Err(ApiError::Unauthorized);
+            return Err(ParseError::Unauthorized);
         }
         let matches = |expected: &Option<Secret>| match (expected, &credentials.master_key) {
             (Some(expected), Some(given)) => constant_time_eq(given, expected.expose()),
@@ -206,7 +135,7 @@ impl Keys {
         if level != KeyLevel::Client {
             if !self.master_key_ips.iter().any(|net| net.contains(ip)) {
                 tracing::warn!(%ip, "refused a master key request from an address not in master_key_ips");
-                return Err(ApiError::Unauthorized);
+                return Err(ParseError::Unauthorized);
             }
             return Ok(level);
         }
@@ -223,7 +152,7 @@ impl Keys {
                     .is_some_and(|given| constant_time_eq(given, expected.expose()))
             });
             if !matched {
-                return Err(ApiError::Unauthorized);
+                return Err(ParseError::Unauthorized);
             }
         }
         Ok(level)
@@ -238,6 +167,26 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl App {
+    /// The keys decide the master level; a session token names the user.
+    pub(crate) async fn authenticate(&self, req: &ParseRequest) -> ParseResult<Auth> {
+        let level = self.keys.authenticate(&req.credentials, req.ip)?;
+        let mut auth = Auth {
+            master: level != KeyLevel::Client,
+            read_only: level == KeyLevel::ReadOnlyMaster,
+            installation_id: req.credentials.installation_id.clone(),
+            request_id: req.credentials.request_id.clone(),
+            user: None,
+        };
+        if !auth.master
+            && let Some(token) = req.credentials.session_token.as_deref()
+        {
+            auth.user = Some(self.objects.session_user(token).await?);
+        }
+        Ok(auth)
+    }
 }
 
 #[cfg(test)]
@@ -267,12 +216,12 @@ mod tests {
         assert!(keys.authenticate(&creds("app"), LOCAL).is_ok());
         assert_eq!(
             keys.authenticate(&creds("other"), LOCAL).unwrap_err(),
-            ApiError::Unauthorized
+            ParseError::Unauthorized
         );
         assert_eq!(
             keys.authenticate(&Credentials::default(), LOCAL)
                 .unwrap_err(),
-            ApiError::Unauthorized
+            ParseError::Unauthorized
         );
     }
 
@@ -296,7 +245,7 @@ mod tests {
         let remote: IpAddr = "203.0.113.9".parse().unwrap();
         assert_eq!(
             keys.authenticate(&c, remote).unwrap_err(),
-            ApiError::Unauthorized
+            ParseError::Unauthorized
         );
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert_eq!(keys.authenticate(&c, mapped).unwrap(), KeyLevel::Master);

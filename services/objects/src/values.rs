@@ -8,9 +8,10 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use oxbase_store::{FieldPath, FieldType, RelationChange, UpdateOp};
 use serde_json::{Map, Value};
 
-use crate::error::{ApiError, ApiResult, code};
+use crate::error::{ParseError, ParseResult, code};
 
-/// Classes Parse Server defines itself.
+/// Parse Server's own classes (`SchemaController.systemClasses`): the
+/// underscore names `/schemas` accepts.
 pub const SYSTEM_CLASSES: &[&str] = &[
     "_User",
     "_Installation",
@@ -22,10 +23,16 @@ pub const SYSTEM_CLASSES: &[&str] = &[
     "_JobSchedule",
     "_Audience",
     "_Idempotency",
-    "_GlobalConfig",
-    "_GraphQLConfig",
-    "_Hooks",
 ];
+
+/// Classes Parse Server keeps for itself beyond those: no client may
+/// create or point at objects of any other underscore name.
+const INTERNAL_CLASSES: &[&str] = &["_GlobalConfig", "_GraphQLConfig", "_Hooks"];
+
+/// One of Parse Server's own classes, system or internal.
+pub fn is_parse_class(name: &str) -> bool {
+    SYSTEM_CLASSES.contains(&name) || INTERNAL_CLASSES.contains(&name)
+}
 
 /// Keys refused anywhere in a body: they mean something to JavaScript or
 /// BSON, and Parse Server refuses them too.
@@ -38,14 +45,16 @@ fn is_name(name: &str) -> bool {
 }
 
 /// A class name a client may use through `/classes`.
-pub fn validate_class_name(name: &str) -> ApiResult<()> {
-    if SYSTEM_CLASSES.contains(&name) {
-        return Err(ApiError::not_supported(format!("the system class {name}")));
+pub fn validate_class_name(name: &str) -> ParseResult<()> {
+    if is_parse_class(name) {
+        return Err(ParseError::not_supported(format!(
+            "the system class {name}"
+        )));
     }
     if is_name(name) {
         Ok(())
     } else {
-        Err(ApiError::new(
+        Err(ParseError::new(
             code::INVALID_CLASS_NAME,
             format!(
                 "Invalid classname: {name}, classnames can only have alphanumeric characters and _, and must start with an alpha character "
@@ -59,8 +68,8 @@ pub fn is_field_name(name: &str) -> bool {
     is_name(name)
 }
 
-fn invalid_field(name: &str) -> ApiError {
-    ApiError::new(
+fn invalid_field(name: &str) -> ParseError {
+    ParseError::new(
         code::INVALID_KEY_NAME,
         format!("Invalid field name: {name}."),
     )
@@ -95,13 +104,13 @@ fn typed<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key)
 }
 
-fn bad_type(kind: &str) -> ApiError {
-    ApiError::new(code::INCORRECT_TYPE, format!("This is not a valid {kind}"))
+fn bad_type(kind: &str) -> ParseError {
+    ParseError::new(code::INCORRECT_TYPE, format!("This is not a valid {kind}"))
 }
 
 /// Validates a value being stored and returns it in canonical form with the
 /// field type it implies (`None` for null).
-pub fn normalize_value(value: &Value) -> ApiResult<(Value, Option<FieldType>)> {
+pub fn normalize_value(value: &Value) -> ParseResult<(Value, Option<FieldType>)> {
     Ok(match value {
         Value::Null => (Value::Null, None),
         Value::Bool(_) => (value.clone(), Some(FieldType::Boolean)),
@@ -111,7 +120,7 @@ pub fn normalize_value(value: &Value) -> ApiResult<(Value, Option<FieldType>)> {
             let items = items
                 .iter()
                 .map(|item| normalize_value(item).map(|(v, _)| v))
-                .collect::<ApiResult<Vec<_>>>()?;
+                .collect::<ParseResult<Vec<_>>>()?;
             (Value::Array(items), Some(FieldType::Array))
         }
         Value::Object(map) => match map.get("__type").and_then(Value::as_str) {
@@ -120,7 +129,7 @@ pub fn normalize_value(value: &Value) -> ApiResult<(Value, Option<FieldType>)> {
                 let mut out = Map::new();
                 for (key, value) in map {
                     if key.contains('$') || key.contains('.') {
-                        return Err(ApiError::new(
+                        return Err(ParseError::new(
                             code::INVALID_NESTED_KEY,
                             "Nested keys should not contain the '$' or '.' characters",
                         ));
@@ -136,14 +145,17 @@ pub fn normalize_value(value: &Value) -> ApiResult<(Value, Option<FieldType>)> {
     })
 }
 
-fn prohibited(key: &str) -> ApiError {
-    ApiError::new(
+fn prohibited(key: &str) -> ParseError {
+    ParseError::new(
         code::INVALID_KEY_NAME,
         format!("Prohibited keyword in request data: {{\"key\":\"{key}\"}}."),
     )
 }
 
-fn normalize_typed(kind: &str, map: &Map<String, Value>) -> ApiResult<(Value, Option<FieldType>)> {
+fn normalize_typed(
+    kind: &str,
+    map: &Map<String, Value>,
+) -> ParseResult<(Value, Option<FieldType>)> {
     let text = |key: &str| typed(map, key).and_then(Value::as_str);
     Ok(match kind {
         "Date" => {
@@ -159,7 +171,7 @@ fn normalize_typed(kind: &str, map: &Map<String, Value>) -> ApiResult<(Value, Op
             let (Some(class_name), Some(object_id)) = (text("className"), text("objectId")) else {
                 return Err(bad_type("Pointer"));
             };
-            if !is_name(class_name) && !SYSTEM_CLASSES.contains(&class_name) {
+            if !is_name(class_name) && !is_parse_class(class_name) {
                 return Err(bad_type("Pointer"));
             }
             (
@@ -195,7 +207,7 @@ fn normalize_typed(kind: &str, map: &Map<String, Value>) -> ApiResult<(Value, Op
                 pairs.push(Value::Array(pair.clone()));
             }
             if pairs.len() < 3 {
-                return Err(ApiError::new(
+                return Err(ParseError::new(
                     code::INCORRECT_TYPE,
                     "Polygon must have at least 3 values",
                 ));
@@ -226,7 +238,7 @@ fn normalize_typed(kind: &str, map: &Map<String, Value>) -> ApiResult<(Value, Op
                 Some(FieldType::Bytes),
             )
         }
-        "Relation" => return Err(ApiError::not_supported("Relation fields")),
+        "Relation" => return Err(ParseError::not_supported("Relation fields")),
         other => return Err(bad_type(other)),
     })
 }
@@ -243,8 +255,8 @@ pub fn geo_point(map: &Map<String, Value>) -> Option<(f64, f64)> {
 }
 
 /// Validates an ACL object: `{"*" | userId | "role:Name": {"read": bool, "write": bool}}`.
-pub fn validate_acl(acl: &Value) -> ApiResult<Value> {
-    let bad = |why: &str| ApiError::new(code::INVALID_ACL, format!("Invalid ACL: {why}"));
+pub fn validate_acl(acl: &Value) -> ParseResult<Value> {
+    let bad = |why: &str| ParseError::new(code::INVALID_ACL, format!("Invalid ACL: {why}"));
     let entries = acl.as_object().ok_or_else(|| bad("it must be an object"))?;
     let mut out = Map::new();
     for (id, grant) in entries {
@@ -294,11 +306,11 @@ pub enum WriteKind<'a> {
     Update { object_id: &'a str },
 }
 
-pub fn parse_write(body: &Map<String, Value>, kind: WriteKind<'_>) -> ApiResult<ParsedWrite> {
+pub fn parse_write(body: &Map<String, Value>, kind: WriteKind<'_>) -> ParseResult<ParsedWrite> {
     let mut out = ParsedWrite::default();
-    let set_type = |out: &mut ParsedWrite, field: &str, t: FieldType| -> ApiResult<()> {
+    let set_type = |out: &mut ParsedWrite, field: &str, t: FieldType| -> ParseResult<()> {
         match out.types.get(field) {
-            Some(existing) if *existing != t => Err(ApiError::new(
+            Some(existing) if *existing != t => Err(ParseError::new(
                 code::INCORRECT_TYPE,
                 format!("conflicting types for {field}: {existing} and {t}"),
             )),
@@ -316,7 +328,7 @@ pub fn parse_write(body: &Map<String, Value>, kind: WriteKind<'_>) -> ApiResult<
                         allow_custom_id: true,
                     } => {
                         let id = value.as_str().filter(|id| !id.is_empty()).ok_or_else(|| {
-                            ApiError::new(
+                            ParseError::new(
                                 code::MISSING_OBJECT_ID,
                                 "objectId must not be empty, null or undefined",
                             )
@@ -325,7 +337,7 @@ pub fn parse_write(body: &Map<String, Value>, kind: WriteKind<'_>) -> ApiResult<
                     }
                     WriteKind::Update { object_id } if value.as_str() == Some(object_id) => {}
                     _ => {
-                        return Err(ApiError::new(
+                        return Err(ParseError::new(
                             code::INVALID_KEY_NAME,
                             "objectId is an invalid field name.",
                         ));
@@ -336,7 +348,7 @@ pub fn parse_write(body: &Map<String, Value>, kind: WriteKind<'_>) -> ApiResult<
             // The server sets these.
             "createdAt" | "updatedAt" => continue,
             "id" => {
-                return Err(ApiError::new(
+                return Err(ParseError::new(
                     code::INVALID_KEY_NAME,
                     "id is an invalid field name.",
                 ));
@@ -409,7 +421,7 @@ pub fn parse_write(body: &Map<String, Value>, kind: WriteKind<'_>) -> ApiResult<
 
 /// `AddRelation`, `RemoveRelation`, or a `Batch` of both on one field: the
 /// target class and the ids to add and remove.
-fn relation_op(path: &FieldPath, value: &Value) -> ApiResult<Option<(String, RelationChange)>> {
+fn relation_op(path: &FieldPath, value: &Value) -> ParseResult<Option<(String, RelationChange)>> {
     let Some(op) = value.get("__op").and_then(Value::as_str) else {
         return Ok(None);
     };
@@ -419,14 +431,14 @@ fn relation_op(path: &FieldPath, value: &Value) -> ApiResult<Option<(String, Rel
             let ops = value
                 .get("ops")
                 .and_then(Value::as_array)
-                .ok_or_else(|| ApiError::json("Batch ops must be an array"))?;
+                .ok_or_else(|| ParseError::json("Batch ops must be an array"))?;
             if !ops.iter().all(|op| {
                 matches!(
                     op.get("__op").and_then(Value::as_str),
                     Some("AddRelation" | "RemoveRelation")
                 )
             }) {
-                return Err(ApiError::new(
+                return Err(ParseError::new(
                     code::COMMAND_UNAVAILABLE,
                     "A Batch may only hold AddRelation and RemoveRelation.",
                 ));
@@ -448,7 +460,7 @@ fn relation_op(path: &FieldPath, value: &Value) -> ApiResult<Option<(String, Rel
         let objects = op
             .get("objects")
             .and_then(Value::as_array)
-            .ok_or_else(|| ApiError::json("objects to add must be an array"))?;
+            .ok_or_else(|| ParseError::json("objects to add must be an array"))?;
         for object in objects {
             let (Some("Pointer"), Some(class_name), Some(object_id)) = (
                 object.get("__type").and_then(Value::as_str),
@@ -459,7 +471,7 @@ fn relation_op(path: &FieldPath, value: &Value) -> ApiResult<Option<(String, Rel
             };
             match &target {
                 Some(existing) if existing != class_name => {
-                    return Err(ApiError::new(
+                    return Err(ParseError::new(
                         code::INCORRECT_TYPE,
                         format!(
                             "Related object must be of class {existing}, but {class_name} was passed in."
@@ -478,7 +490,7 @@ fn relation_op(path: &FieldPath, value: &Value) -> ApiResult<Option<(String, Rel
     }
     match target {
         Some(target) => Ok(Some((target, change))),
-        None => Err(ApiError::json("a relation operation needs objects")),
+        None => Err(ParseError::json("a relation operation needs objects")),
     }
 }
 
@@ -486,12 +498,12 @@ fn is_delete_op(value: &Value) -> bool {
     value.get("__op").and_then(Value::as_str) == Some("Delete")
 }
 
-fn parse_op(map: &Map<String, Value>) -> ApiResult<UpdateOp> {
+fn parse_op(map: &Map<String, Value>) -> ParseResult<UpdateOp> {
     let name = map.get("__op").and_then(Value::as_str).unwrap_or_default();
-    let objects = || -> ApiResult<Vec<Value>> {
+    let objects = || -> ParseResult<Vec<Value>> {
         map.get("objects")
             .and_then(Value::as_array)
-            .ok_or_else(|| ApiError::json("objects to add must be an array"))?
+            .ok_or_else(|| ParseError::json("objects to add must be an array"))?
             .iter()
             .map(|item| normalize_value(item).map(|(v, _)| v))
             .collect()
@@ -500,14 +512,14 @@ fn parse_op(map: &Map<String, Value>) -> ApiResult<UpdateOp> {
         "Increment" => match map.get("amount") {
             Some(Value::Number(n)) => UpdateOp::Increment(n.clone()),
             None => UpdateOp::Increment(1.into()),
-            Some(_) => return Err(ApiError::json("incrementing must provide a number")),
+            Some(_) => return Err(ParseError::json("incrementing must provide a number")),
         },
         "Add" => UpdateOp::Add(objects()?),
         "AddUnique" => UpdateOp::AddUnique(objects()?),
         "Remove" => UpdateOp::Remove(objects()?),
         "Delete" => UpdateOp::Delete,
         other => {
-            return Err(ApiError::new(
+            return Err(ParseError::new(
                 code::COMMAND_UNAVAILABLE,
                 format!("The {other} operator is not supported yet."),
             ));
@@ -520,7 +532,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn create(body: Value) -> ApiResult<ParsedWrite> {
+    fn create(body: Value) -> ParseResult<ParsedWrite> {
         parse_write(
             body.as_object().unwrap(),
             WriteKind::Create {
@@ -529,9 +541,9 @@ mod tests {
         )
     }
 
-    fn code_of(err: ApiError) -> i32 {
+    fn code_of(err: ParseError) -> i32 {
         match err {
-            ApiError::Parse { code, .. } => code,
+            ParseError::Parse { code, .. } => code,
             other => panic!("not a Parse error: {other:?}"),
         }
     }

@@ -1,0 +1,524 @@
+//! Users, sessions and roles: the rules Parse applies to writes on
+//! `_User`, `_Session` and `_Role`, log-in and log-out, and what a
+//! committed write changes for sessions (a password change ends them).
+
+use chrono::Utc;
+use oxbase_store::query::RegexSpec;
+use oxbase_store::{Condition, FieldPath, Filter, QueryValue, UpdateOp};
+use rand::Rng;
+use serde_json::{Map, Value, json};
+
+use crate::ObjectLayer;
+use crate::auth::Auth;
+use crate::error::{ParseError, ParseResult, code};
+use crate::layer::PreparedWrite;
+use crate::values::{ParsedWrite, format_date};
+
+/// bcrypt's cost factor, as Parse Server uses it, so either server can
+/// check the other's hashes at the same price.
+pub const BCRYPT_COST: u32 = 10;
+
+/// A revocable session token as Parse Server makes them: `r:` and 32 hex
+/// digits.
+fn new_session_token() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("r:{hex}")
+}
+
+async fn hash_password(password: String) -> ParseResult<String> {
+    tokio::task::spawn_blocking(move || bcrypt::hash(password, BCRYPT_COST))
+        .await
+        .map_err(ParseError::internal)?
+        .map_err(ParseError::internal)
+}
+
+async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+        .await
+        .unwrap_or(false)
+}
+
+/// The value a write sets on a top-level field, if it sets one.
+fn set_value<'a>(parsed: &'a ParsedWrite, field: &str) -> Option<&'a UpdateOp> {
+    parsed
+        .changes
+        .iter()
+        .find(|(path, _)| path.field == field && !path.is_nested())
+        .map(|(_, op)| op)
+}
+
+fn set_string(parsed: &ParsedWrite, field: &str) -> ParseResult<Option<String>> {
+    match set_value(parsed, field) {
+        None => Ok(None),
+        Some(UpdateOp::Set(Value::String(s))) => Ok(Some(s.clone())),
+        Some(_) => Err(ParseError::new(
+            code::INCORRECT_TYPE,
+            format!("{field} must be a string"),
+        )),
+    }
+}
+
+fn is_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && domain.contains('.')
+        && !email.chars().any(char::is_whitespace)
+        && !domain.contains('@')
+}
+
+/// A case-insensitive exact match, as Parse checks usernames and emails
+/// for uniqueness.
+fn same_text(field: &str, value: &str) -> Filter {
+    Filter::field(
+        field,
+        Condition::Regex(RegexSpec {
+            pattern: format!("^{}$", regex::escape(value)),
+            options: "i".into(),
+        }),
+    )
+}
+
+impl ObjectLayer {
+    /// Sign-up: a username and password are required, the email must look
+    /// like one, and neither may belong to another user. The password is
+    /// stored only as its bcrypt hash.
+    pub async fn user_create_rules(
+        &self,
+        object_id: &str,
+        parsed: &mut ParsedWrite,
+    ) -> ParseResult<()> {
+        reject_auth_data(parsed)?;
+        let username = set_string(parsed, "username")?.filter(|u| !u.is_empty());
+        if username.is_none() {
+            return Err(ParseError::new(
+                code::USERNAME_MISSING,
+                "bad or missing username",
+            ));
+        }
+        let password = set_string(parsed, "password")?.filter(|p| !p.is_empty());
+        if password.is_none() {
+            return Err(ParseError::new(
+                code::PASSWORD_MISSING,
+                "password is required",
+            ));
+        }
+        self.check_user_fields(None, parsed).await?;
+        // As Parse: the user may always read and change itself, whatever
+        // ACL it was given; without one, others may read it only when
+        // private users are not enforced.
+        let mut acl = match set_value(parsed, "ACL") {
+            Some(UpdateOp::Set(Value::Object(acl))) => acl.clone(),
+            _ if self.settings().enforce_private_users => Map::new(),
+            _ => Map::from_iter([("*".to_owned(), json!({"read": true}))]),
+        };
+        acl.insert(object_id.to_owned(), json!({"read": true, "write": true}));
+        parsed.changes.retain(|(path, _)| path.field != "ACL");
+        parsed
+            .changes
+            .push((FieldPath::new("ACL"), UpdateOp::Set(Value::Object(acl))));
+        self.hash_password_change(parsed).await
+    }
+
+    /// Only a signed-in user (or the master key) may change a user, and the
+    /// user's ACL decides which; usernames and
+    /// emails stay unique, and a new password is hashed.
+    pub async fn user_update_rules(
+        &self,
+        auth: &Auth,
+        object_id: &str,
+        parsed: &mut ParsedWrite,
+    ) -> ParseResult<()> {
+        // Another user is refused by the user's ACL, as in Parse Server.
+        if !auth.master && auth.user.is_none() {
+            return Err(ParseError::new(
+                code::SESSION_MISSING,
+                format!("Cannot modify user {object_id}."),
+            ));
+        }
+        reject_auth_data(parsed)?;
+        if let Some(UpdateOp::Delete) = set_value(parsed, "username") {
+            return Err(ParseError::new(
+                code::USERNAME_MISSING,
+                "bad or missing username",
+            ));
+        }
+        if set_string(parsed, "username")?.is_some_and(|u| u.is_empty()) {
+            return Err(ParseError::new(
+                code::USERNAME_MISSING,
+                "bad or missing username",
+            ));
+        }
+        if set_string(parsed, "password")?.is_some_and(|p| p.is_empty()) {
+            return Err(ParseError::new(
+                code::PASSWORD_MISSING,
+                "password is required",
+            ));
+        }
+        self.check_user_fields(Some(object_id), parsed).await?;
+        self.hash_password_change(parsed).await
+    }
+
+    async fn check_user_fields(
+        &self,
+        own_id: Option<&str>,
+        parsed: &ParsedWrite,
+    ) -> ParseResult<()> {
+        let taken = |field: &'static str, value: String| async move {
+            let mut filter = same_text(field, &value);
+            if let Some(own_id) = own_id {
+                filter = filter.and(Filter::field(
+                    "objectId",
+                    Condition::Ne(QueryValue::String(own_id.to_owned())),
+                ));
+            }
+            let query = oxbase_store::Query::new("_User").filter(filter).limit(1);
+            Ok::<bool, ParseError>(!self.find_raw(&query).await?.is_empty())
+        };
+        if let Some(username) = set_string(parsed, "username")?
+            && taken("username", username).await?
+        {
+            return Err(ParseError::new(
+                code::USERNAME_TAKEN,
+                "Account already exists for this username.",
+            ));
+        }
+        if let Some(email) = set_string(parsed, "email")? {
+            if !is_email(&email) {
+                return Err(ParseError::new(
+                    code::INVALID_EMAIL_ADDRESS,
+                    "Email address format is invalid.",
+                ));
+            }
+            if taken("email", email).await? {
+                return Err(ParseError::new(
+                    code::EMAIL_TAKEN,
+                    "Account already exists for this email address.",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a `password` change by its hash in `_hashed_password`.
+    async fn hash_password_change(&self, parsed: &mut ParsedWrite) -> ParseResult<()> {
+        let Some(index) = parsed
+            .changes
+            .iter()
+            .position(|(path, _)| path.field == "password")
+        else {
+            return Ok(());
+        };
+        let (_, op) = parsed.changes.remove(index);
+        let UpdateOp::Set(Value::String(password)) = op else {
+            return Err(ParseError::new(
+                code::INCORRECT_TYPE,
+                "password must be a string",
+            ));
+        };
+        let hash = hash_password(password).await?;
+        parsed.changes.push((
+            FieldPath::new("_hashed_password"),
+            UpdateOp::Set(Value::String(hash)),
+        ));
+        parsed.types.remove("password");
+        Ok(())
+    }
+
+    /// A new session for a user, valid for the configured session length.
+    /// `action` is how it was made (`createdWith`), when Parse records one.
+    pub async fn prepare_session(
+        &self,
+        user_id: &str,
+        action: Option<&str>,
+        installation_id: Option<&str>,
+    ) -> ParseResult<(PreparedWrite, String)> {
+        let session_length_secs = self.settings().session_length_secs;
+        let token = new_session_token();
+        let expires = Utc::now()
+            + chrono::Duration::seconds(i64::try_from(session_length_secs).unwrap_or(i64::MAX / 2));
+        let mut body = Map::new();
+        body.insert("sessionToken".into(), Value::from(token.clone()));
+        body.insert(
+            "user".into(),
+            json!({"__type": "Pointer", "className": "_User", "objectId": user_id}),
+        );
+        if let Some(action) = action {
+            body.insert(
+                "createdWith".into(),
+                json!({"action": action, "authProvider": "password"}),
+            );
+        }
+        body.insert(
+            "expiresAt".into(),
+            json!({"__type": "Date", "iso": format_date(expires)}),
+        );
+        if let Some(installation_id) = installation_id {
+            body.insert("installationId".into(), Value::from(installation_id));
+        }
+        body.insert(
+            "ACL".into(),
+            json!({user_id: {"read": true, "write": true}}),
+        );
+        let prepared = self
+            .prepare_create(&Auth::master(), "_Session", &body)
+            .await?;
+        Ok((prepared, token))
+    }
+}
+
+fn reject_auth_data(parsed: &ParsedWrite) -> ParseResult<()> {
+    if set_value(parsed, "authData").is_some() {
+        return Err(ParseError::not_supported("Signing in with authData"));
+    }
+    Ok(())
+}
+
+fn role_name_error(message: &str) -> ParseError {
+    ParseError::new(code::INVALID_ROLE_NAME, message)
+}
+
+/// A role needs a name of letters, digits, `_`, `-` and spaces.
+pub fn role_create_rules(parsed: &ParsedWrite) -> ParseResult<()> {
+    let name =
+        set_string(parsed, "name")?.ok_or_else(|| role_name_error("Roles must have a name."))?;
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ' '));
+    if !valid {
+        return Err(role_name_error(
+            "A role's name can be only contain alphanumeric characters, _, -, and spaces.",
+        ));
+    }
+    Ok(())
+}
+
+/// A role's name is fixed once saved.
+pub fn role_update_rules(parsed: &ParsedWrite) -> ParseResult<()> {
+    if set_value(parsed, "name").is_some() {
+        return Err(role_name_error(
+            "A role's name can only be set before it has been saved.",
+        ));
+    }
+    Ok(())
+}
+
+/// A client may not move a session to another user or change its token.
+pub fn session_update_rules(auth: &Auth, parsed: &ParsedWrite) -> ParseResult<()> {
+    if auth.master {
+        return Ok(());
+    }
+    for field in [
+        "user",
+        "sessionToken",
+        "installationId",
+        "expiresAt",
+        "createdWith",
+        "restricted",
+    ] {
+        if set_value(parsed, field).is_some() {
+            return Err(ParseError::new(
+                code::INVALID_KEY_NAME,
+                format!("Cannot change a session's {field}."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What [`ObjectLayer::after_writes`] needs to know of a committed write.
+#[derive(Debug)]
+pub struct WriteEffect {
+    pub class_name: String,
+    /// The object it deleted.
+    pub deleted: Option<String>,
+    /// The installations it duplicates.
+    pub duplicates: Vec<String>,
+    /// The user whose password it changed.
+    pub password_changed_for: Option<String>,
+}
+
+impl WriteEffect {
+    pub fn of(write: &PreparedWrite) -> Self {
+        let deleted = write
+            .is_delete()
+            .then(|| write.object_id().map(str::to_owned))
+            .flatten();
+        WriteEffect {
+            class_name: write.class_name().to_owned(),
+            deleted,
+            duplicates: write.duplicates().to_vec(),
+            password_changed_for: write.password_changed_for().map(str::to_owned),
+        }
+    }
+}
+
+/// Who logs in: by username, or by email when no username is given.
+#[derive(Debug, Clone, Copy)]
+pub struct LogIn<'a> {
+    pub username: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub password: Option<&'a str>,
+}
+
+impl ObjectLayer {
+    /// Checks a log-in and opens a session: the user's id and the new
+    /// session token.
+    pub async fn log_in(&self, auth: &Auth, login: LogIn<'_>) -> ParseResult<(String, String)> {
+        let filter = match (login.username, login.email) {
+            (Some(username), _) => Filter::field(
+                "username",
+                Condition::Eq(QueryValue::String(username.to_owned())),
+            ),
+            (None, Some(email)) => {
+                Filter::field("email", Condition::Eq(QueryValue::String(email.to_owned())))
+            }
+            (None, None) => {
+                return Err(ParseError::new(
+                    code::USERNAME_MISSING,
+                    "username/email is required.",
+                ));
+            }
+        };
+        let password = login
+            .password
+            .ok_or_else(|| ParseError::new(code::PASSWORD_MISSING, "password is required."))?;
+        let wrong = || ParseError::new(code::OBJECT_NOT_FOUND, "Invalid username/password.");
+        let user = self.find_one("_User", filter).await?.ok_or_else(wrong)?;
+        let hash = user
+            .get("_hashed_password")
+            .and_then(Value::as_str)
+            .ok_or_else(wrong)?;
+        if !verify_password(password.to_owned(), hash.to_owned()).await {
+            return Err(wrong());
+        }
+        let user_id = user
+            .get("objectId")
+            .and_then(Value::as_str)
+            .ok_or_else(wrong)?
+            .to_owned();
+        auth.require_writable("create")?;
+        let (session, token) = self
+            .prepare_session(&user_id, Some("login"), auth.installation_id.as_deref())
+            .await?;
+        self.commit_one(session).await?;
+        Ok((user_id, token))
+    }
+
+    /// Ends the signed-in user's session: it is deleted, and its token
+    /// stops working.
+    pub async fn log_out(&self, auth: &Auth) -> ParseResult<()> {
+        let Some(user) = &auth.user else {
+            return Ok(());
+        };
+        let session = self
+            .find_one(
+                "_Session",
+                Filter::field(
+                    "sessionToken",
+                    Condition::Eq(QueryValue::String(user.session_token.clone())),
+                ),
+            )
+            .await?;
+        if let Some(id) = session
+            .as_ref()
+            .and_then(|s| s.get("objectId"))
+            .and_then(Value::as_str)
+        {
+            let delete = self.prepare_delete(&Auth::master(), "_Session", id).await?;
+            match self.commit_one(delete).await {
+                Ok(_)
+                | Err(ParseError::Parse {
+                    code: code::OBJECT_NOT_FOUND,
+                    ..
+                }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        self.sessions.forget(&user.session_token);
+        Ok(())
+    }
+
+    /// After writes commit: sessions of deleted users go, and cached
+    /// tokens and roles that the writes made stale are forgotten.
+    pub async fn after_writes<E>(&self, effects: &[E])
+    where
+        E: std::borrow::Borrow<WriteEffect>,
+    {
+        for effect in effects {
+            let effect = effect.borrow();
+            if let Some(user_id) = &effect.password_changed_for
+                && self.settings().revoke_session_on_password_reset
+            {
+                self.sessions.forget_user(user_id);
+                if let Err(err) = self.delete_sessions_of(user_id).await {
+                    tracing::warn!(%err, user_id, "cannot end sessions after a password change");
+                }
+            }
+            match (effect.class_name.as_str(), &effect.deleted) {
+                ("_Role", _) => self.sessions.clear(),
+                ("_User", Some(user_id)) => {
+                    self.sessions.forget_user(user_id);
+                    if let Err(err) = self.delete_sessions_of(user_id).await {
+                        tracing::warn!(%err, user_id, "cannot delete a deleted user's sessions");
+                    }
+                }
+                ("_Session", _) => self.sessions.clear(),
+                ("_Installation", _) if !effect.duplicates.is_empty() => {
+                    self.remove_duplicate_installations(&effect.duplicates)
+                        .await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// After a user changed their own password, Parse answers with a new
+    /// session (the old ones are gone); the master key gets none.
+    pub async fn renew_session_after(
+        &self,
+        auth: &Auth,
+        effect: &WriteEffect,
+        body: &mut Value,
+    ) -> ParseResult<()> {
+        let Some(user_id) = &effect.password_changed_for else {
+            return Ok(());
+        };
+        if auth.master {
+            return Ok(());
+        }
+        let (session, token) = self
+            .prepare_session(user_id, None, auth.installation_id.as_deref())
+            .await?;
+        self.commit_one(session).await?;
+        body["sessionToken"] = Value::from(token);
+        Ok(())
+    }
+
+    async fn delete_sessions_of(&self, user_id: &str) -> ParseResult<()> {
+        let sessions = self
+            .find_all(oxbase_store::Query::new("_Session").filter(Filter::field(
+                "user",
+                Condition::Eq(QueryValue::Pointer {
+                    class_name: "_User".into(),
+                    object_id: user_id.to_owned(),
+                }),
+            )))
+            .await?;
+        let mut deletes = Vec::new();
+        for session in &sessions {
+            if let Some(id) = session.get("objectId").and_then(Value::as_str) {
+                deletes.push(self.prepare_delete(&Auth::master(), "_Session", id).await?);
+            }
+        }
+        if !deletes.is_empty() {
+            self.commit(deletes, false).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! Fixtures shared by oxbase's test suites, so that each is written once:
+//!
+//! - [`PostgresDatabase`]: a fresh database on the server
+//!   `OXBASE_TEST_POSTGRES_URI` names, dropped when the value is;
+//! - [`with_database`] and [`unique_database_name`], for any backend's
+//!   per-test database;
+//! - [`for_each_conformance_test!`]: the list of the store conformance
+//!   checks every backend's suite runs.
+
+/// The variable naming a PostgreSQL server whose user may create databases
+/// (`bash ops/test.sh`, or `source ops/postgres.sh`, sets it).
+pub const POSTGRES_URI_VARIABLE: &str = "OXBASE_TEST_POSTGRES_URI";
+
+/// `<prefix>_<16 random hex digits>`: a database name no other test uses.
+pub fn unique_database_name(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+/// The same server URI (`postgres://...`, `mongodb://...`) with another
+/// database: the path after the authority is replaced, options after `?`
+/// are kept.
+pub fn with_database(uri: &str, name: &str) -> String {
+    let (base, query) = uri
+        .split_once('?')
+        .map(|(b, q)| (b, format!("?{q}")))
+        .unwrap_or((uri, String::new()));
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = base[authority_end..]
+        .find('/')
+        .map(|i| authority_end + i)
+        .unwrap_or(base.len());
+    format!("{}/{name}{query}", &base[..path_start])
+}
+
+/// A PostgreSQL database that lives as long as the value: created on the
+/// server [`POSTGRES_URI_VARIABLE`] names, dropped (`WITH (FORCE)`) on drop.
+#[derive(Debug)]
+pub struct PostgresDatabase {
+    admin_uri: String,
+    name: String,
+    uri: String,
+}
+
+impl PostgresDatabase {
+    /// Creates the database `<prefix>_<random hex>`. Panics with `missing`
+    /// when [`POSTGRES_URI_VARIABLE`] is not set, and when the server
+    /// cannot be reached or refuses. Needs a Tokio runtime.
+    pub async fn create(prefix: &str, missing: &str) -> Self {
+        let admin_uri = std::env::var(POSTGRES_URI_VARIABLE).expect(missing);
+        let name = unique_database_name(prefix);
+        let (client, connection) = tokio_postgres::connect(&admin_uri, tokio_postgres::NoTls)
+            .await
+            .expect("cannot connect to OXBASE_TEST_POSTGRES_URI");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let uri = with_database(&admin_uri, &name);
+        Self {
+            admin_uri,
+            name,
+            uri,
+        }
+    }
+
+    /// The URI of the new database.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The new database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let (uri, name) = (self.admin_uri.clone(), self.name.clone());
+        // Drop cannot await; a short-lived runtime on its own thread can.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&uri, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Calls the macro `$callback` with the names of the store conformance
+/// checks, the `pub async fn <name>(store)` of
+/// `services/store/tests/conformance/mod.rs`, comma-separated. Each
+/// backend's suite defines a macro that makes one test per name with its
+/// own store and hands it here, so all run the same list:
+///
+/// ```ignore
+/// macro_rules! conformance_tests {
+///     ($($name:ident),* $(,)?) => { $( #[tokio::test] async fn $name() { /* ... */ } )* };
+/// }
+/// oxbase_test_support::for_each_conformance_test!(conformance_tests);
+/// ```
+///
+/// A check added to the conformance module belongs in this list.
+#[macro_export]
+macro_rules! for_each_conformance_test {
+    ($callback:ident) => {
+        $callback! {
+            create_read_update_delete,
+            duplicate_ids_are_refused,
+            preconditions_guard_updates_and_deletes,
+            atomic_batches_are_all_or_nothing,
+            schema_changes_merge_and_conflict,
+            comparison_operators,
+            arrays_and_nested_objects,
+            regex_and_logic,
+            subqueries,
+            geo_queries,
+            text_search,
+            order_skip_limit_keys_count,
+            hostile_input_is_inert,
+            includes_resolve_pointers,
+            relations_and_related_to,
+            permission_filters,
+            unique_fields_of_system_classes,
+            schema_operations,
+            writes_leave_events_in_the_outbox,
+            explain_answers_the_plan,
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_replace_the_uri_path() {
+        assert_eq!(
+            with_database("postgres://u:p@127.0.0.1:5432/postgres", "db"),
+            "postgres://u:p@127.0.0.1:5432/db"
+        );
+        assert_eq!(
+            with_database("postgresql://h/postgres?sslmode=disable", "db"),
+            "postgresql://h/db?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://h:5432", "db"),
+            "postgres://h:5432/db"
+        );
+    }
+
+    #[test]
+    fn database_names_are_unique_and_valid_identifiers() {
+        let (a, b) = (
+            unique_database_name("oxbase_test"),
+            unique_database_name("oxbase_test"),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "oxbase_test_".len() + 16);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        );
+    }
+
+    macro_rules! names {
+        ($($name:ident),* $(,)?) => {
+            [$(stringify!($name)),*]
+        };
+    }
+
+    #[test]
+    fn the_conformance_list_has_each_check_once() {
+        let names = for_each_conformance_test!(names);
+        let mut sorted = names.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+        assert_eq!(names.len(), 20);
+    }
+}
