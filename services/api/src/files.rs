@@ -11,7 +11,9 @@ mod storage;
 
 use std::sync::Arc;
 
-use oxbase_kit::{Config, FilesConfig};
+use oxbase_kit::Config;
+
+use crate::config::FilesConfig;
 use oxbase_store::Object;
 use serde_json::Value;
 
@@ -27,13 +29,13 @@ pub struct Files {
 impl Files {
     /// Local storage in `files.dir`, by default `<data_dir>/files`.
     pub fn from_config(config: &Config) -> Self {
-        let dir = config
-            .files
+        let files: FilesConfig = config.section();
+        let dir = files
             .dir
             .clone()
             .filter(|dir| !dir.as_os_str().is_empty())
             .unwrap_or_else(|| config.data_dir.join("files"));
-        Self::new(&config.files, Arc::new(LocalFileStorage::new(dir)))
+        Self::new(&files, Arc::new(LocalFileStorage::new(dir)))
     }
 
     pub fn new(config: &FilesConfig, storage: Arc<dyn FileStorage>) -> Self {

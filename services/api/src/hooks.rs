@@ -56,13 +56,14 @@ const HIDDEN_HEADERS: &[&str] = &[
 
 impl HookRunner {
     pub(crate) fn new(config: &Config, hooks: Hooks) -> Self {
+        let triggers = config.section::<oxbase_hooks::TriggersConfig>();
         Self {
             client: hooks.client,
             registry: hooks.registry,
             subjects: Subjects::new(config.events.prefix.as_str()).unwrap_or_default(),
             limits: CallLimits {
-                timeout: Duration::from_millis(config.triggers.timeout_ms),
-                max_reply_bytes: config.triggers.max_reply_bytes,
+                timeout: Duration::from_millis(triggers.timeout_ms),
+                max_reply_bytes: triggers.max_reply_bytes,
             },
         }
     }

@@ -4,6 +4,7 @@
 //! request parsing and replies; Parse's rules live in `oxbase-objects`.
 
 mod aggregate;
+mod config;
 mod cron;
 mod dashboard;
 mod files;
@@ -21,10 +22,11 @@ mod users;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use oxbase_kit::{Config, Readiness, Shutdown};
+use oxbase_kit::{Config, MetricsSource, Readiness, Shutdown};
 use oxbase_objects::{ObjectLayer, RelaySignals};
 use tokio::net::TcpListener;
 
+pub use crate::config::FilesConfig;
 pub use crate::hooks::Hooks;
 pub use crate::jobs::Jobs;
 pub use crate::keys::{KeyLevel, Keys};
@@ -107,9 +109,6 @@ impl App {
             .merge(server::router(self.clone()))
     }
 }
-
-/// Prometheus text from another service in the same process.
-pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Prometheus text: the outbox backlog, when events are on.
 fn metrics(

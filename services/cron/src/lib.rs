@@ -11,6 +11,7 @@
 //! The contract is in [`oxbase_proto::cron`].
 
 mod book;
+mod config;
 mod parse;
 mod parse_schedules;
 mod service;
@@ -25,6 +26,7 @@ use oxbase_kit::{Config, NatsError};
 use oxbase_proto::Subjects;
 
 pub use book::ScheduleBook;
+pub use config::CronConfig;
 pub use parse::from_job_schedule;
 pub use service::{CronService, ParseSchedules, ParseSchedulesError};
 pub use timing::Timing;
@@ -100,7 +102,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_config(config: &Config) -> Result<Arc<Self>, CronError> {
-        let cron = &config.cron;
+        let cron = &config.section::<CronConfig>();
         Ok(Arc::new(Self {
             subjects: Subjects::new(config.events.prefix.as_str())
                 .map_err(|e| CronError::Invalid(e.to_string()))?,

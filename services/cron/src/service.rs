@@ -135,7 +135,7 @@ impl CronService {
     /// [`run`](Self::run).
     pub fn new(config: &Config, book: Arc<ScheduleBook>) -> Result<Self, CronError> {
         let mut configured = Vec::new();
-        for (name, schedule) in &config.cron.schedules {
+        for (name, schedule) in &config.section::<crate::CronConfig>().schedules {
             let mut schedule = schedule.clone();
             if schedule.name.is_empty() {
                 schedule.name = name.clone();
@@ -154,7 +154,7 @@ impl CronService {
             book,
             configured,
             parse: None,
-            parse_queue: config.jobs.parse_queue.clone(),
+            parse_queue: config.section::<oxbase_jobs::JobsConfig>().parse_queue,
             process: format!("cron-{}", uuid::Uuid::now_v7().simple()),
             metrics: Arc::default(),
         })

@@ -2,7 +2,9 @@
 //! functions and triggers, and calls to their handlers over NATS.
 
 mod call;
+mod config;
 mod registry;
 
 pub use call::{CallError, CallLimits, call, parse_reply};
+pub use config::TriggersConfig;
 pub use registry::{HookRegistry, RegistryError, bucket_name, key_of};

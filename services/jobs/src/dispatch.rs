@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures_util::StreamExt;
-use oxbase_kit::{NatsError, QueueConfig, Shutdown};
+use oxbase_kit::{NatsError, Shutdown};
+
+use crate::QueueConfig;
 use oxbase_proto::jobs::{
     AttemptError, Backoff, JobProgress, JobRecord, JobRun, JobState, PRIORITY_LEVELS,
 };

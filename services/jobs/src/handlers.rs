@@ -37,8 +37,8 @@ pub(crate) enum RunError {
     /// A built-in job's own failure, as it worded it.
     #[error(transparent)]
     Builtin(JobFailure),
-    #[error("{0}")]
-    Encode(#[source] serde_json::Error),
+    #[error(transparent)]
+    Encode(serde_json::Error),
     #[error("no worker is listening on {0}")]
     NoWorker(String),
     #[error("NATS: {0}")]

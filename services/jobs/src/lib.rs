@@ -8,6 +8,7 @@
 //!
 //! The protocol workers speak is in [`oxbase_proto::jobs`].
 
+mod config;
 mod dispatch;
 mod handlers;
 mod metrics;
@@ -19,9 +20,11 @@ mod service;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use oxbase_kit::{Config, NatsError, QueueConfig, Secret};
+use oxbase_hooks::TriggersConfig;
+use oxbase_kit::{Config, NatsError, Secret};
 use oxbase_proto::Subjects;
 
+pub use config::{JobsConfig, QueueConfig};
 pub use handlers::{BuiltinJob, JobFailure, JobStatusError, JobStatusSink, Progress, StatusUpdate};
 pub use metrics::Metrics;
 pub use queue::JobQueue;
@@ -96,7 +99,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_config(config: &Config) -> Result<Self, JobsError> {
-        let jobs = &config.jobs;
+        let jobs = &config.section::<JobsConfig>();
         Ok(Self {
             subjects: Subjects::new(config.events.prefix.as_str())
                 .map_err(|e| JobsError::Invalid(e.to_string()))?,
@@ -108,7 +111,7 @@ impl Settings {
             ack_wait: Duration::from_millis(jobs.ack_wait_ms),
             parse_queue: jobs.parse_queue.clone(),
             replicas: jobs.replicas,
-            webhook_key: config.triggers.webhook_key.clone(),
+            webhook_key: config.section::<TriggersConfig>().webhook_key,
         })
     }
 

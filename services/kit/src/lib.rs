@@ -9,10 +9,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use config::{
-    ApnsConfig, Config, ConfigError, CronConfig, FcmConfig, FilesConfig, JobsConfig, Limits,
-    LogFormat, PushConfig, QueueConfig, Secret, TriggersConfig,
-};
+pub use config::{Config, ConfigError, EventsConfig, LogFormat, Secret, Section, Sections};
 pub use error::{BoxError, NatsError, PortError};
 pub use health::Readiness;
 pub use service::{MetricsSource, Service, ServiceError, ServiceFailed, run_services};

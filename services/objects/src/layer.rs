@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use oxbase_kit::Limits;
+use crate::config::Limits;
 use oxbase_store::include;
 use oxbase_store::write::apply_update;
 use oxbase_store::{

@@ -9,6 +9,7 @@
 
 pub mod access;
 mod auth;
+mod config;
 mod error;
 pub mod installations;
 mod jobs;
@@ -27,6 +28,7 @@ use oxbase_kit::Config;
 use oxbase_store::Store;
 
 pub use crate::auth::{Auth, SessionUser};
+pub use crate::config::Limits;
 pub use crate::error::{ParseError, ParseResult, code};
 pub use crate::jobs::JobStatusChange;
 pub use crate::layer::{EventSettings, ObjectLayer, ObjectSettings, PreparedWrite, WriteReply};
@@ -49,7 +51,7 @@ impl ObjectSettings {
             prefix: config.events.prefix.clone(),
         });
         Self {
-            limits: config.limits.clone(),
+            limits: config.section(),
             events,
             relay,
             allow_client_class_creation: config.allow_client_class_creation,

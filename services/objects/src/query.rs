@@ -1,8 +1,8 @@
 //! Parse's query language: the `where` JSON and the find options, parsed
 //! and validated into the store's query model.
 
+use crate::config::Limits;
 use chrono::{DateTime, Duration, Utc};
-use oxbase_kit::Limits;
 use oxbase_store::geo::{EARTH_RADIUS_KM, EARTH_RADIUS_MILES};
 use oxbase_store::query::{ElementMatch, GeoPoint, RegexSpec, SubQuery, TextSearch};
 use oxbase_store::{Condition, FieldPath, Filter, QueryValue, SortKey};

@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use oxbase_cron::CronConfig;
+use oxbase_hooks::TriggersConfig;
+use oxbase_jobs::JobsConfig;
 use oxbase_kit::shutdown::drain_within;
-use oxbase_kit::{Config, Readiness, Secret, Shutdown};
+use oxbase_kit::{Config, MetricsSource, Readiness, Secret, Sections, Service, Shutdown};
+use oxbase_push::PushConfig;
 use serde_json::Value;
 
 /// The master key `oxbase dev` uses when none is configured. Dev binds to
@@ -131,37 +135,55 @@ impl ServerArgs {
     }
 }
 
+/// Every service's config section: one file and one set of variables
+/// configure the whole binary.
+pub fn sections() -> Sections {
+    Sections::new()
+        .with::<oxbase_objects::Limits>()
+        .with::<oxbase_api::FilesConfig>()
+        .with::<TriggersConfig>()
+        .with::<JobsConfig>()
+        .with::<CronConfig>()
+        .with::<PushConfig>()
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let background = |port: Option<u16>| -> anyhow::Result<Config> {
+        let config = Config::load(&sections(), cli.config.as_deref(), &port_override(port))?;
+        oxbase_kit::telemetry::init(config.log_format, &config.log_level);
+        Ok(config)
+    };
     match cli.command {
         Command::Dev(args) => dev(cli.config, args).await,
         Command::Api(args) => serve(server_config(cli.config, &args)?, Services::Api).await,
         Command::All(args) => serve(server_config(cli.config, &args)?, Services::All).await,
         Command::Jobs(args) => {
-            let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
-            oxbase_kit::telemetry::init(config.log_format, &config.log_level);
-            jobs(config).await
+            let config = background(args.port)?;
+            let service = jobs(&config).await?;
+            run_alone(&config, service).await
         }
         Command::Cron(args) => {
-            let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
-            oxbase_kit::telemetry::init(config.log_format, &config.log_level);
-            cron(config).await
+            let config = background(args.port)?;
+            let service = cron(&config).await?;
+            run_alone(&config, service).await
         }
         Command::Push(args) => {
-            let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
-            oxbase_kit::telemetry::init(config.log_format, &config.log_level);
-            push(config).await
+            let config = background(args.port)?;
+            let service = push(&config).await?;
+            run_alone(&config, service).await
         }
-        Command::Triggers(args) => {
-            let config = Config::load(cli.config.as_deref(), &port_override(args.port))?;
-            match args.action {
-                None => {
-                    oxbase_kit::telemetry::init(config.log_format, &config.log_level);
-                    triggers(config).await
-                }
-                // No log lines: its output is the count, for scripts.
-                Some(TriggersAction::Replay { class }) => replay(config, class).await,
+        Command::Triggers(args) => match args.action {
+            None => {
+                let config = background(args.port)?;
+                let service = triggers(&config).await?;
+                run_alone(&config, service).await
             }
-        }
+            // No log lines: its output is the count, for scripts.
+            Some(TriggersAction::Replay { class }) => {
+                let config = Config::load(&sections(), cli.config.as_deref(), &[])?;
+                replay(config, class).await
+            }
+        },
     }
 }
 
@@ -173,7 +195,7 @@ fn port_override(port: Option<u16>) -> Vec<(&'static str, Value)> {
 
 /// The config of a process that serves the API.
 fn server_config(file: Option<PathBuf>, args: &ServerArgs) -> anyhow::Result<Config> {
-    let config = Config::load(file.as_deref(), &args.overrides())?;
+    let config = Config::load(&sections(), file.as_deref(), &args.overrides())?;
     oxbase_kit::telemetry::init(config.log_format, &config.log_level);
     if config.master_key.is_none() {
         bail!("a master key is required: set OXBASE_MASTER_KEY or --master-key");
@@ -188,6 +210,7 @@ async fn dev(file: Option<PathBuf>, args: ServerArgs) -> anyhow::Result<()> {
         ..Config::default()
     };
     let mut config = Config::load_with_defaults(
+        &sections(),
         defaults,
         file.as_deref(),
         std::env::vars(),
@@ -237,12 +260,16 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     readiness.register("store");
     let store = open_store(&config).await?;
     readiness.set("store", true);
+    let triggers_config: TriggersConfig = config.section();
+    let jobs_config: JobsConfig = config.section();
+    let push_config: PushConfig = config.section();
+    let all = services == Services::All;
     // Every NATS-backed feature is reached through this client; push is
     // on by default, so `oxbase api` without NATS needs push.enabled off.
     let client = if config.events.enabled
-        || config.triggers.enabled
-        || config.jobs.enabled
-        || config.push.enabled
+        || triggers_config.enabled
+        || jobs_config.enabled
+        || push_config.enabled
     {
         Some(nats::connect(&config).await?)
     } else {
@@ -253,93 +280,76 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     if let (Some(client), Some(_)) = (&client, &relay) {
         prepare_triggers(&config, client, &readiness, &shutdown);
     }
-    let triggers = match (&hooks, services) {
-        (Some(hooks), Services::All) => Some(oxbase_triggers::TriggersService::new(
+    let objects = open_objects(&config, store, relay).await?;
+    let registry = hooks.as_ref().map(|hooks| Arc::clone(&hooks.registry));
+
+    // What runs beside the API: every service with `all`.
+    let mut background: Vec<Box<dyn Service>> = Vec::new();
+    if let (Some(hooks), true) = (&hooks, all) {
+        background.push(Box::new(oxbase_triggers::TriggersService::new(
             &config,
             hooks.client.clone(),
             Arc::clone(&hooks.registry),
-        )?),
-        _ => None,
-    };
-    let registry = hooks.as_ref().map(|hooks| Arc::clone(&hooks.registry));
-    let jobs_service = match (&client, services) {
-        (Some(client), Services::All) if config.jobs.enabled => Some(
-            oxbase_jobs::JobsService::new(&config, client.clone(), registry.clone())?,
-        ),
-        _ => None,
-    };
-    let jobs = match (&client, &jobs_service) {
-        (_, Some(service)) => Some(service.queue()),
-        (Some(client), None) if config.jobs.enabled => Some(oxbase_jobs::JobQueue::new(
-            async_nats::jetstream::new(client.clone()),
-            Arc::new(oxbase_jobs::Settings::from_config(&config)?),
-        )),
-        _ => None,
+        )?));
     }
-    .map(|queue| {
-        let schedules = match &client {
-            Some(client) if config.cron.enabled => schedule_book(&config, client, &queue).ok(),
-            _ => None,
-        };
-        oxbase_api::Jobs {
-            queue,
-            schedules,
-            registry: registry.clone(),
+    let mut queue = None;
+    if let Some(client) = client.as_ref().filter(|_| jobs_config.enabled) {
+        if all {
+            let service = oxbase_jobs::JobsService::new(&config, client.clone(), registry.clone())?
+                .status_sink(objects.clone());
+            queue = Some(service.queue());
+            background.push(Box::new(service));
+        } else {
+            queue = Some(job_queue(&config, client)?);
         }
-    });
-    let cron_service = match (&jobs, services) {
-        (Some(jobs), Services::All) => match &jobs.schedules {
-            Some(book) => Some(oxbase_cron::CronService::new(&config, Arc::clone(book))?),
-            None => None,
-        },
+    }
+    let jobs = match (&client, queue) {
+        (Some(client), Some(queue)) => {
+            let schedules = match config.section::<CronConfig>().enabled {
+                true => schedule_book(&config, client, &queue).ok(),
+                false => None,
+            };
+            if let (Some(book), true) = (&schedules, all) {
+                background.push(Box::new(
+                    oxbase_cron::CronService::new(&config, Arc::clone(book))?
+                        .parse_schedules(objects.clone()),
+                ));
+            }
+            Some(oxbase_api::Jobs {
+                queue,
+                schedules,
+                registry: registry.clone(),
+            })
+        }
         _ => None,
     };
-    let mut sources: Vec<oxbase_api::MetricsSource> = Vec::new();
-    if let Some(service) = &triggers {
-        let metrics = service.metrics();
-        sources.push(Arc::new(move || metrics.render()));
-    }
-    if let Some(service) = &jobs_service {
-        let metrics = service.metrics();
-        sources.push(Arc::new(move || metrics.render()));
-    }
-    if let Some(service) = &cron_service {
-        let metrics = service.metrics();
-        sources.push(Arc::new(move || metrics.render()));
-    }
-    let push_metrics = Arc::new(oxbase_push::Metrics::default());
-    let runs_push = client.is_some() && config.push.enabled && matches!(services, Services::All);
-    if runs_push {
-        let metrics = Arc::clone(&push_metrics);
-        sources.push(Arc::new(move || metrics.render()));
-    }
-    let more_metrics = (!sources.is_empty()).then(|| {
-        Arc::new(move || sources.iter().map(|source| source()).collect::<String>())
-            as oxbase_api::MetricsSource
-    });
     let push = match &client {
-        Some(client) if config.push.enabled => Some(oxbase_push::PushQueue::new(
-            async_nats::jetstream::new(client.clone()),
-            oxbase_push::Settings::from_config(&config)?,
-        )),
+        Some(client) if push_config.enabled => {
+            if all {
+                background.push(Box::new(oxbase_push::PushService::new(
+                    &config,
+                    client.clone(),
+                    objects.clone(),
+                )?));
+            }
+            Some(oxbase_push::PushQueue::new(
+                async_nats::jetstream::new(client.clone()),
+                oxbase_push::Settings::from_config(&config)?,
+            ))
+        }
         _ => None,
     };
-    let objects = open_objects(&config, store, relay).await?;
-    let app = oxbase_api::App::new(&config, Arc::clone(&objects), hooks, jobs, push.clone());
-    let push_service = match &client {
-        Some(client) if runs_push => Some(
-            oxbase_push::PushService::new(&config, client.clone(), objects.clone())?
-                .with_metrics(push_metrics),
-        ),
-        _ => None,
-    };
-    let jobs_service = jobs_service.map(|service| service.status_sink(objects.clone()));
-    let cron_service = cron_service.map(|service| service.parse_schedules(objects.clone()));
+
+    let sources: Vec<MetricsSource> = background.iter().map(|service| service.metrics()).collect();
+    let more_metrics = (!sources.is_empty()).then(|| {
+        Arc::new(move || sources.iter().map(|source| source()).collect::<String>()) as MetricsSource
+    });
+    let app = oxbase_api::App::new(&config, objects, hooks, jobs, push);
     let listener = oxbase_api::bind(&config).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         mount = %config.mount_path,
-        triggers = triggers.is_some(),
+        services = ?background.iter().map(|service| service.name()).collect::<Vec<_>>(),
         "serving the Parse API"
     );
     let api = async {
@@ -354,184 +364,84 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         shutdown.trigger();
         served.map_err(anyhow::Error::from)
     };
-    let triggers = async {
-        let Some(triggers) = triggers else {
-            return Ok(());
-        };
-        let ran = triggers.run(readiness.clone(), shutdown.clone()).await;
-        if ran.is_err() {
-            shutdown.trigger();
-        }
-        ran.context("the triggers service failed")
+    // A service that fails stops the others and the API with it.
+    let services = async {
+        oxbase_kit::run_services(background, readiness.clone(), shutdown.clone())
+            .await
+            .map_err(anyhow::Error::from)
     };
-    let jobs = async {
-        let Some(service) = jobs_service else {
-            return Ok(());
-        };
-        let ran = service.run(readiness.clone(), shutdown.clone()).await;
-        if ran.is_err() {
-            shutdown.trigger();
-        }
-        ran.context("the jobs service failed")
-    };
-    let cron = async {
-        let Some(service) = cron_service else {
-            return Ok(());
-        };
-        let ran = service.run(readiness.clone(), shutdown.clone()).await;
-        if ran.is_err() {
-            shutdown.trigger();
-        }
-        ran.context("the cron service failed")
-    };
-    let push = async {
-        let Some(service) = push_service else {
-            return Ok(());
-        };
-        let ran = service.run(readiness.clone(), shutdown.clone()).await;
-        if ran.is_err() {
-            shutdown.trigger();
-        }
-        ran.context("the push service failed")
-    };
-    let grace = Duration::from_secs(config.shutdown_timeout_secs);
-    match drain_within(&shutdown, grace, async {
-        tokio::join!(api, triggers, jobs, cron, push)
+    drain(&config, &shutdown, async {
+        let (api, services) = tokio::join!(api, services);
+        api.and(services)
     })
     .await
-    {
-        Some((api, triggers, jobs, cron, push)) => {
-            api?;
-            triggers?;
-            jobs?;
-            cron?;
-            push?;
-        }
-        None => tracing::warn!("stopped with work still in flight"),
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
 
-/// `oxbase triggers`: the triggers service, with /health, /ready and
-/// /metrics on the configured port.
-async fn triggers(config: Config) -> anyhow::Result<()> {
-    if !config.triggers.enabled {
+/// The triggers service of `oxbase triggers`.
+async fn triggers(config: &Config) -> anyhow::Result<Box<dyn Service>> {
+    if !config.section::<TriggersConfig>().enabled {
         bail!("triggers are turned off (triggers.enabled = false)");
     }
-    let shutdown = Shutdown::on_signals();
-    let readiness = Readiness::new();
-    let client = nats::connect(&config).await?;
-    let hooks = start_hooks(&config, Some(&client), &readiness, &shutdown)?
+    let client = nats::connect(config).await?;
+    let hooks = start_hooks(config, Some(&client), &Readiness::new(), &Shutdown::new())?
         .context("triggers are turned off")?;
-    let service = oxbase_triggers::TriggersService::new(&config, client, hooks.registry)?;
-    let metrics = service.metrics();
-    let work = async {
-        service
-            .run(readiness.clone(), shutdown.clone())
-            .await
-            .context("the triggers service failed")
-    };
-    background(
-        &config,
-        readiness.clone(),
-        shutdown.clone(),
-        Arc::new(move || metrics.render()),
-        work,
-    )
-    .await
+    Ok(Box::new(oxbase_triggers::TriggersService::new(
+        config,
+        client,
+        hooks.registry,
+    )?))
 }
 
-/// `oxbase jobs`: the jobs service, with /health, /ready and /metrics on
-/// the configured port. It opens the store to keep Parse's `_JobStatus`.
-async fn jobs(config: Config) -> anyhow::Result<()> {
-    if !config.jobs.enabled {
+/// The jobs service of `oxbase jobs`. It opens the store to keep Parse's
+/// `_JobStatus`.
+async fn jobs(config: &Config) -> anyhow::Result<Box<dyn Service>> {
+    if !config.section::<JobsConfig>().enabled {
         bail!("jobs are turned off (jobs.enabled = false)");
     }
-    let shutdown = Shutdown::on_signals();
-    let readiness = Readiness::new();
-    let client = nats::connect(&config).await?;
-    let hooks = start_hooks(&config, Some(&client), &readiness, &shutdown)?;
-    let registry = hooks.as_ref().map(|hooks| Arc::clone(&hooks.registry));
-    let objects = open_objects(&config, open_store(&config).await?, None).await?;
-    let service = oxbase_jobs::JobsService::new(&config, client, registry)?.status_sink(objects);
-    let metrics = service.metrics();
-    let work = async {
-        service
-            .run(readiness.clone(), shutdown.clone())
-            .await
-            .context("the jobs service failed")
-    };
-    background(
-        &config,
-        readiness.clone(),
-        shutdown.clone(),
-        Arc::new(move || metrics.render()),
-        work,
-    )
-    .await
+    let client = nats::connect(config).await?;
+    let hooks = start_hooks(config, Some(&client), &Readiness::new(), &Shutdown::new())?;
+    let registry = hooks.map(|hooks| hooks.registry);
+    let objects = open_objects(config, open_store(config).await?, None).await?;
+    Ok(Box::new(
+        oxbase_jobs::JobsService::new(config, client, registry)?.status_sink(objects),
+    ))
 }
 
-/// `oxbase cron`: the cron service, with /health, /ready and /metrics on
-/// the configured port. It opens the store to fire Parse's `_JobSchedule`.
-async fn cron(config: Config) -> anyhow::Result<()> {
-    if !config.cron.enabled || !config.jobs.enabled {
+/// The cron service of `oxbase cron`. It opens the store to fire Parse's
+/// `_JobSchedule`.
+async fn cron(config: &Config) -> anyhow::Result<Box<dyn Service>> {
+    if !config.section::<CronConfig>().enabled || !config.section::<JobsConfig>().enabled {
         bail!("cron is turned off (cron.enabled = false, or jobs.enabled = false)");
     }
-    let shutdown = Shutdown::on_signals();
-    let readiness = Readiness::new();
-    let client = nats::connect(&config).await?;
-    let queue = oxbase_jobs::JobQueue::new(
-        async_nats::jetstream::new(client.clone()),
-        Arc::new(oxbase_jobs::Settings::from_config(&config)?),
-    );
-    let book = schedule_book(&config, &client, &queue)?;
-    let objects = open_objects(&config, open_store(&config).await?, None).await?;
-    let service = oxbase_cron::CronService::new(&config, book)?.parse_schedules(objects);
-    let metrics = service.metrics();
-    let work = async {
-        service
-            .run(readiness.clone(), shutdown.clone())
-            .await
-            .context("the cron service failed")
-    };
-    background(
-        &config,
-        readiness.clone(),
-        shutdown.clone(),
-        Arc::new(move || metrics.render()),
-        work,
-    )
-    .await
+    let client = nats::connect(config).await?;
+    let book = schedule_book(config, &client, &job_queue(config, &client)?)?;
+    let objects = open_objects(config, open_store(config).await?, None).await?;
+    Ok(Box::new(
+        oxbase_cron::CronService::new(config, book)?.parse_schedules(objects),
+    ))
 }
 
-/// `oxbase push`: the push service, with /health, /ready and /metrics on
-/// the configured port. It opens the store for `_Installation` and
-/// `_PushStatus`.
-async fn push(config: Config) -> anyhow::Result<()> {
-    if !config.push.enabled {
+/// The push service of `oxbase push`. It opens the store for
+/// `_Installation` and `_PushStatus`.
+async fn push(config: &Config) -> anyhow::Result<Box<dyn Service>> {
+    if !config.section::<PushConfig>().enabled {
         bail!("push is turned off (push.enabled = false)");
     }
-    let shutdown = Shutdown::on_signals();
-    let readiness = Readiness::new();
-    let client = nats::connect(&config).await?;
-    let objects = open_objects(&config, open_store(&config).await?, None).await?;
-    let service = oxbase_push::PushService::new(&config, client, objects)?;
-    let metrics = service.metrics();
-    let work = async {
-        service
-            .run(readiness.clone(), shutdown.clone())
-            .await
-            .context("the push service failed")
-    };
-    background(
-        &config,
-        readiness.clone(),
-        shutdown.clone(),
-        Arc::new(move || metrics.render()),
-        work,
-    )
-    .await
+    let client = nats::connect(config).await?;
+    let objects = open_objects(config, open_store(config).await?, None).await?;
+    Ok(Box::new(oxbase_push::PushService::new(
+        config, client, objects,
+    )?))
+}
+
+fn job_queue(
+    config: &Config,
+    client: &async_nats::Client,
+) -> anyhow::Result<Arc<oxbase_jobs::JobQueue>> {
+    Ok(oxbase_jobs::JobQueue::new(
+        async_nats::jetstream::new(client.clone()),
+        Arc::new(oxbase_jobs::Settings::from_config(config)?),
+    ))
 }
 
 fn schedule_book(
@@ -546,18 +456,15 @@ fn schedule_book(
     ))
 }
 
-/// Runs a background service's `work` beside /health, /ready and /metrics
-/// on the configured port, until a signal and the drain that follows.
-async fn background(
-    config: &Config,
-    readiness: Readiness,
-    shutdown: Shutdown,
-    metrics: oxbase_api::MetricsSource,
-    work: impl std::future::Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
+/// Runs one background service beside /health, /ready and /metrics on the
+/// configured port, until a signal and the drain that follows.
+async fn run_alone(config: &Config, service: Box<dyn Service>) -> anyhow::Result<()> {
+    let shutdown = Shutdown::on_signals();
+    let readiness = Readiness::new();
     let listener = oxbase_api::bind(config).await?;
-    tracing::info!(addr = %listener.local_addr()?, "health and metrics");
-    let router = oxbase_kit::health::router(readiness).route(
+    tracing::info!(addr = %listener.local_addr()?, service = service.name(), "health and metrics");
+    let metrics = service.metrics();
+    let router = oxbase_kit::health::router(readiness.clone()).route(
         "/metrics",
         axum::routing::get(move || {
             let metrics = Arc::clone(&metrics);
@@ -571,17 +478,30 @@ async fn background(
             .await
             .context("the health endpoint failed")
     };
+    // The process is there for the service: once it stops, so does the
+    // health endpoint.
     let work = async {
-        let ran = work.await;
+        let ran =
+            oxbase_kit::run_services(vec![service], readiness.clone(), shutdown.clone()).await;
         shutdown.trigger();
-        ran
+        ran.map_err(anyhow::Error::from)
     };
+    drain(config, &shutdown, async {
+        let (work, http) = tokio::join!(work, http);
+        work.and(http)
+    })
+    .await
+}
+
+/// Waits for `work`, or for the shutdown grace to end once a stop began.
+async fn drain(
+    config: &Config,
+    shutdown: &Shutdown,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
-    match drain_within(&shutdown, grace, async { tokio::join!(work, http) }).await {
-        Some((work, http)) => {
-            work?;
-            http?;
-        }
+    match drain_within(shutdown, grace, work).await {
+        Some(done) => done?,
         None => tracing::warn!("stopped with work still in flight"),
     }
     tracing::info!("stopped");
@@ -670,7 +590,7 @@ fn prepare_triggers(
     readiness: &Readiness,
     shutdown: &Shutdown,
 ) {
-    if !config.triggers.enabled {
+    if !config.section::<TriggersConfig>().enabled {
         return;
     }
     readiness.register("router");
@@ -709,7 +629,8 @@ fn start_hooks(
     readiness: &Readiness,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Option<oxbase_api::Hooks>> {
-    if !config.triggers.enabled {
+    let triggers = config.section::<TriggersConfig>();
+    if !triggers.enabled {
         tracing::warn!("cloud functions and triggers are off (triggers.enabled = false)");
         return Ok(None);
     }
@@ -718,7 +639,7 @@ fn start_hooks(
     let registry = oxbase_hooks::HookRegistry::new(
         async_nats::jetstream::new(client.clone()),
         &subjects,
-        config.triggers.replicas,
+        triggers.replicas,
     );
     tokio::spawn(Arc::clone(&registry).run(shutdown.clone()));
     readiness.register("hooks");

@@ -10,13 +10,13 @@
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+use crate::config::ApnsConfig;
 use a2::request::notification::{
     DefaultNotificationBuilder, NotificationBuilder, NotificationOptions,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use oxbase_kit::ApnsConfig;
 use oxbase_proto::push::{PushBatch, PushDevice};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
@@ -38,6 +38,28 @@ pub struct Apns {
     signer: Option<Signer>,
 }
 
+/// Why the provider token cannot be made.
+#[derive(Debug, thiserror::Error)]
+enum SignerError {
+    #[error("not PEM: {0}")]
+    NotPem(#[source] base64::DecodeError),
+    // ring's errors carry no cause, and are `std::error::Error` only with
+    // its `std` feature: kept for their text.
+    #[error("not a P-256 PKCS#8 key: {0}")]
+    NotP256(ring::error::KeyRejected),
+    #[error("cannot sign the APNs provider token")]
+    Sign(ring::error::Unspecified),
+}
+
+/// Why a device has no topic to be sent on.
+#[derive(Debug, thiserror::Error)]
+enum TopicError {
+    #[error("no APNs configuration for appIdentifier {0:?}")]
+    OtherApp(String),
+    #[error("no APNs topic: set push.apns.topic or the installation's appIdentifier")]
+    Missing,
+}
+
 /// Signs the provider token and reuses it for [`TOKEN_LIFETIME`].
 struct Signer {
     key: EcdsaKeyPair,
@@ -47,18 +69,16 @@ struct Signer {
 }
 
 impl Signer {
-    fn new(pem: &[u8], key_id: &str, team_id: &str) -> Result<Self, String> {
+    fn new(pem: &[u8], key_id: &str, team_id: &str) -> Result<Self, SignerError> {
         let text = String::from_utf8_lossy(pem);
         let der: String = text
             .lines()
             .filter(|line| !line.starts_with("-----"))
             .collect();
-        let der = STANDARD
-            .decode(der.trim())
-            .map_err(|e| format!("not PEM: {e}"))?;
+        let der = STANDARD.decode(der.trim()).map_err(SignerError::NotPem)?;
         let key =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &SystemRandom::new())
-                .map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))?;
+                .map_err(SignerError::NotP256)?;
         let token = sign(&key, key_id, team_id)?;
         Ok(Self {
             key,
@@ -69,7 +89,7 @@ impl Signer {
     }
 
     /// The current token, renewed once it is [`TOKEN_LIFETIME`] old.
-    fn token(&self) -> Result<String, String> {
+    fn token(&self) -> Result<String, SignerError> {
         {
             let token = self.token.read().unwrap_or_else(|e| e.into_inner());
             if token.1.elapsed() < TOKEN_LIFETIME {
@@ -87,7 +107,7 @@ impl Signer {
     }
 }
 
-fn sign(key: &EcdsaKeyPair, key_id: &str, team_id: &str) -> Result<String, String> {
+fn sign(key: &EcdsaKeyPair, key_id: &str, team_id: &str) -> Result<String, SignerError> {
     let header = json!({"alg": "ES256", "kid": key_id});
     let claims = json!({"iss": team_id, "iat": chrono::Utc::now().timestamp()});
     let signed = format!(
@@ -97,7 +117,7 @@ fn sign(key: &EcdsaKeyPair, key_id: &str, team_id: &str) -> Result<String, Strin
     );
     let signature = key
         .sign(&SystemRandom::new(), signed.as_bytes())
-        .map_err(|_| "cannot sign the APNs provider token".to_owned())?;
+        .map_err(SignerError::Sign)?;
     Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
 }
 
@@ -173,7 +193,7 @@ impl Apns {
 
     /// A device's topic: the configured bundle id, or else its app's. As
     /// in Parse Server, a device of another app is not sent to.
-    fn topic<'a>(&'a self, device: &'a PushDevice) -> Result<&'a str, String> {
+    fn topic<'a>(&'a self, device: &'a PushDevice) -> Result<&'a str, TopicError> {
         let app = device
             .app_identifier
             .as_deref()
@@ -181,11 +201,9 @@ impl Apns {
         match (&self.topic, app) {
             (Some(topic), None) => Ok(topic),
             (Some(topic), Some(app)) if app == topic => Ok(topic),
-            (Some(_), Some(app)) => Err(format!("no APNs configuration for appIdentifier {app:?}")),
+            (Some(_), Some(app)) => Err(TopicError::OtherApp(app.to_owned())),
             (None, Some(app)) => Ok(app),
-            (None, None) => {
-                Err("no APNs topic: set push.apns.topic or the installation's appIdentifier".into())
-            }
+            (None, None) => Err(TopicError::Missing),
         }
     }
 
@@ -198,7 +216,7 @@ impl Apns {
     ) -> Delivery {
         let topic = match self.topic(device) {
             Ok(topic) => topic,
-            Err(err) => return Delivery::Failed(err),
+            Err(err) => return Delivery::Failed(err.to_string()),
         };
         let url = format!("{}/3/device/{}", self.endpoint, device.device_token);
         let body = notification.body(badge);
@@ -225,7 +243,7 @@ impl Apns {
                     Ok(token) => {
                         request = request.header("authorization", format!("bearer {token}"))
                     }
-                    Err(err) => return Delivery::Failed(err),
+                    Err(err) => return Delivery::Failed(err.to_string()),
                 }
             }
             let response = match request.send().await {

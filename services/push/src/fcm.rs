@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::config::FcmConfig;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use oxbase_kit::FcmConfig;
 use ring::rand::SystemRandom;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde::Deserialize;
@@ -19,6 +19,22 @@ use crate::service::Delivery;
 use crate::{ATTEMPTS, Backoff, PushError};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
+
+/// Why no access token could be had.
+#[derive(Debug, thiserror::Error)]
+enum TokenError {
+    // ring's error carries no cause, and is `std::error::Error` only with
+    // its `std` feature.
+    #[error("cannot sign the FCM token request")]
+    Sign(ring::error::Unspecified),
+    #[error("FCM token endpoint: {0}")]
+    Endpoint(#[source] reqwest::Error),
+    #[error("FCM token endpoint answered {status}: {answer}")]
+    Refused {
+        status: reqwest::StatusCode,
+        answer: Value,
+    },
+}
 
 #[derive(Deserialize)]
 struct ServiceAccount {
@@ -90,7 +106,7 @@ impl Fcm {
     }
 
     /// A valid access token: the cached one, or a new one.
-    async fn access_token(&self, renew: bool) -> Result<String, String> {
+    async fn access_token(&self, renew: bool) -> Result<String, TokenError> {
         let mut cached = self.token.lock().await;
         if let Some((token, until)) = cached.as_ref()
             && !renew
@@ -110,17 +126,14 @@ impl Fcm {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("FCM token endpoint: {e}"))?;
+            .map_err(TokenError::Endpoint)?;
         let status = response.status();
-        let answer: Value = response
-            .json()
-            .await
-            .map_err(|e| format!("FCM token endpoint: {e}"))?;
+        let answer: Value = response.json().await.map_err(TokenError::Endpoint)?;
         let Some(token) = answer["access_token"]
             .as_str()
             .filter(|_| status.is_success())
         else {
-            return Err(format!("FCM token endpoint answered {status}: {answer}"));
+            return Err(TokenError::Refused { status, answer });
         };
         let lifetime = answer["expires_in"].as_u64().unwrap_or(3600);
         // Renewed a minute early: a token must not expire in flight.
@@ -130,7 +143,7 @@ impl Fcm {
     }
 
     /// The signed JWT the token endpoint exchanges for an access token.
-    fn assertion(&self) -> Result<String, String> {
+    fn assertion(&self) -> Result<String, TokenError> {
         let now = chrono::Utc::now().timestamp();
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
         let claims = json!({
@@ -150,7 +163,7 @@ impl Fcm {
                 signed.as_bytes(),
                 &mut signature,
             )
-            .map_err(|_| "cannot sign the FCM token request".to_owned())?;
+            .map_err(TokenError::Sign)?;
         Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 
@@ -167,7 +180,7 @@ impl Fcm {
         for attempt in 1..=ATTEMPTS {
             let access = match self.access_token(renew).await {
                 Ok(access) => access,
-                Err(err) => return Delivery::Failed(err),
+                Err(err) => return Delivery::Failed(err.to_string()),
             };
             let response = self
                 .http

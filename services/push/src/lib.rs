@@ -8,6 +8,7 @@
 //! The contract is in [`oxbase_proto::push`].
 
 mod apns;
+mod config;
 mod fcm;
 mod installations;
 mod service;
@@ -25,6 +26,7 @@ use oxbase_proto::push::{PushDevice, PushRequest};
 use serde_json::{Map, Value};
 
 pub use apns::Apns;
+pub use config::{ApnsConfig, FcmConfig, PushConfig};
 pub use fcm::Fcm;
 pub use service::{Metrics, PushService};
 
@@ -110,7 +112,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_config(config: &Config) -> Result<Arc<Self>, PushError> {
-        let push = &config.push;
+        let push = &config.section::<PushConfig>();
         Ok(Arc::new(Self {
             subjects: Subjects::new(config.events.prefix.as_str())
                 .map_err(|e| PushError::Config(e.to_string()))?,

@@ -102,8 +102,9 @@ impl PushService {
         client: async_nats::Client,
         store: Arc<dyn PushStore>,
     ) -> Result<Self, PushError> {
-        let fcm = Fcm::from_config(&config.push.fcm)?.map(Arc::new);
-        let apns = Apns::from_config(&config.push.apns)?.map(Arc::new);
+        let push = config.section::<crate::PushConfig>();
+        let fcm = Fcm::from_config(&push.fcm)?.map(Arc::new);
+        let apns = Apns::from_config(&push.apns)?.map(Arc::new);
         let settings = Settings::from_config(config)?;
         Ok(Self {
             metrics: Arc::default(),

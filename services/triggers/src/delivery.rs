@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, AckKind, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oxbase_hooks::{CallLimits, HookRegistry};
-use oxbase_kit::Shutdown;
+use oxbase_kit::{NatsError, Shutdown};
 use oxbase_proto::hooks::{ATTEMPTS, IDEMPOTENCY_KEY, LAST_ERROR, REQUEST_ID};
 use oxbase_proto::{Caller, Event, HookEntry, HookReply, TriggerName, TriggerRequest};
 use rand::Rng;
@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::metrics::Metrics;
-use crate::webhook::WebhookClient;
+use crate::webhook::{WebhookClient, WebhookFailure};
 use crate::{Backoff, Settings, TriggersError, header_text};
 
 /// The durable consumer of one partition: `oxbase-triggers-<partition>`.
@@ -48,6 +48,24 @@ pub enum Outcome {
 enum Attempt {
     Delivered,
     NoHook,
+}
+
+/// Why an attempt failed; its text is what the log, the dead letter's
+/// `Oxbase-Last-Error` and [`Outcome::DeadLettered`] say.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("cannot read the hook registry: {0}")]
+    Registry(#[source] NatsError),
+    #[error(transparent)]
+    Webhook(WebhookFailure),
+    /// The error message the webhook answered.
+    #[error("the webhook answered an error: {0}")]
+    WebhookAnswered(String),
+    #[error("the NATS handler failed: {0}")]
+    Handler(#[source] oxbase_hooks::CallError),
+    /// The error message the NATS handler answered.
+    #[error("the handler answered an error: {0}")]
+    HandlerAnswered(String),
 }
 
 /// Delivers after-hooks; shared by every partition's worker in a process.
@@ -127,7 +145,7 @@ impl Deliverer {
                         event = %event_id, class = %class_name, %trigger, attempt = attempts, %error,
                         "after-hook delivery failed"
                     );
-                    last_error = error;
+                    last_error = error.to_string();
                 }
             }
             if attempts == self.settings.max_attempts {
@@ -203,11 +221,11 @@ impl Deliverer {
         }
     }
 
-    async fn attempt(&self, call: &Call<'_>) -> Result<Attempt, String> {
+    async fn attempt(&self, call: &Call<'_>) -> Result<Attempt, AttemptError> {
         let hook = match self.hook(call.class_name, call.trigger).await {
             Ok(Some(hook)) => hook,
             Ok(None) => return Ok(Attempt::NoHook),
-            Err(err) => return Err(format!("cannot read the hook registry: {err}")),
+            Err(err) => return Err(AttemptError::Registry(err)),
         };
         if let Some(url) = &hook.url {
             let mut headers = vec![(IDEMPOTENCY_KEY, call.event_id)];
@@ -218,14 +236,11 @@ impl Deliverer {
                 .webhooks
                 .post(url, &headers, call.body.clone())
                 .await
-                .map_err(|f| f.to_string())?;
+                .map_err(AttemptError::Webhook)?;
             match serde_json::from_slice::<HookReply>(&reply) {
                 Ok(HookReply {
                     error: Some(error), ..
-                }) => Err(format!(
-                    "the webhook answered an error: {}",
-                    error.message()
-                )),
+                }) => Err(AttemptError::WebhookAnswered(error.message())),
                 _ => Ok(Attempt::Delivered),
             }
         } else if hook.nats {
@@ -245,12 +260,9 @@ impl Deliverer {
             let reply =
                 oxbase_hooks::call(&self.client, subject, headers, call.body.clone(), limits)
                     .await
-                    .map_err(|e| format!("the NATS handler failed: {e}"))?;
+                    .map_err(AttemptError::Handler)?;
             match reply.error {
-                Some(error) => Err(format!(
-                    "the handler answered an error: {}",
-                    error.message()
-                )),
+                Some(error) => Err(AttemptError::HandlerAnswered(error.message())),
                 None => Ok(Attempt::Delivered),
             }
         } else {
@@ -265,7 +277,7 @@ impl Deliverer {
         &self,
         class_name: &str,
         trigger: TriggerName,
-    ) -> Result<Option<HookEntry>, String> {
+    ) -> Result<Option<HookEntry>, NatsError> {
         if let Some(hook) = self.registry.trigger(class_name, trigger) {
             return Ok(Some(hook));
         }
@@ -275,10 +287,9 @@ impl Deliverer {
                 let name = oxbase_hooks::bucket_name(&self.settings.subjects);
                 self.jetstream.get_key_value(name).await
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let key = HookEntry::trigger_key(class_name, trigger);
-        let value = bucket.get(key).await.map_err(|e| e.to_string())?;
+        let value = bucket.get(key).await?;
         Ok(value.and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
@@ -435,14 +446,13 @@ impl DeliveryWorker {
     }
 
     async fn open(&self) -> Result<pull::Stream, TriggersError> {
-        let nats = |e: &dyn std::fmt::Display| TriggersError::Nats(e.to_string());
         let settings = &self.deliverer.settings;
         let stream = self
             .deliverer
             .jetstream
             .get_stream(crate::deliveries_stream(settings).name)
             .await
-            .map_err(|e| nats(&e))?;
+            .map_err(NatsError::from)?;
         let consumer = stream
             .create_consumer(pull::Config {
                 durable_name: Some(consumer_name(self.partition)),
@@ -458,7 +468,7 @@ impl DeliveryWorker {
                 ..Default::default()
             })
             .await
-            .map_err(|e| nats(&e))?;
+            .map_err(NatsError::from)?;
         // One message per pull, so the processes take turns.
         consumer
             .stream()
@@ -467,7 +477,7 @@ impl DeliveryWorker {
             .heartbeat(Duration::from_secs(2))
             .messages()
             .await
-            .map_err(|e| nats(&e))
+            .map_err(|err| NatsError::from(err).into())
     }
 
     /// The step: waits for this partition's next delivery and delivers it.
@@ -484,11 +494,11 @@ impl DeliveryWorker {
             Some(Ok(message)) => Ok(self.deliverer.deliver(&message, shutdown).await),
             Some(Err(err)) => {
                 self.messages = None;
-                Err(TriggersError::Nats(err.to_string()))
+                Err(NatsError::from(err).into())
             }
             None => {
                 self.messages = None;
-                Err(TriggersError::Nats("the delivery consumer ended".into()))
+                Err(NatsError::new("the delivery consumer ended").into())
             }
         }
     }

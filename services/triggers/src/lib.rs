@@ -37,8 +37,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use oxbase_hooks::HookRegistry;
-use oxbase_kit::{Config, Readiness, Secret, Shutdown};
+use oxbase_hooks::{HookRegistry, TriggersConfig};
+use oxbase_kit::{
+    Config, MetricsSource, NatsError, Readiness, Secret, Service, ServiceError, Shutdown,
+};
 use oxbase_proto::{EventKind, EventStreamSpec, InvalidPrefix, Subjects};
 use serde::Deserialize;
 use tokio::task::JoinSet;
@@ -58,7 +60,7 @@ pub enum TriggersError {
     #[error("invalid class name {0:?}")]
     ClassName(String),
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[from] NatsError),
     #[error("the stream {name} cannot be used: {reason}")]
     StreamMismatch { name: String, reason: String },
     #[error("cannot build the HTTP client: {0}")]
@@ -84,7 +86,7 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(config: &Config) -> Result<Self, TriggersError> {
         let subjects = Subjects::new(config.events.prefix.as_str())?;
-        let triggers = &config.triggers;
+        let triggers = &config.section::<TriggersConfig>();
         Ok(Self {
             events: EventStreamSpec::new(&subjects, &config.events.stream),
             subjects,
@@ -360,6 +362,26 @@ impl TriggersService {
     }
 }
 
+#[async_trait::async_trait]
+impl Service for TriggersService {
+    fn name(&self) -> &'static str {
+        "triggers"
+    }
+
+    fn metrics(&self) -> MetricsSource {
+        let metrics = TriggersService::metrics(self);
+        Arc::new(move || metrics.render())
+    }
+
+    async fn run(
+        self: Box<Self>,
+        readiness: Readiness,
+        shutdown: Shutdown,
+    ) -> Result<(), ServiceError> {
+        Ok(TriggersService::run(*self, readiness, shutdown).await?)
+    }
+}
+
 /// Sets up the streams and the router's consumer, which a triggers process
 /// otherwise does when it starts. The router's consumer starts with the
 /// events published after it was created, so an API process calls this at
@@ -433,9 +455,11 @@ mod tests {
     fn settings_follow_the_config() {
         let mut config = Config::default();
         config.events.prefix = "acme".into();
-        config.triggers.timeout_ms = 1000;
-        config.triggers.retry_initial_ms = 50;
-        config.triggers.retry_max_ms = 10;
+        config.update_section(|triggers: &mut TriggersConfig| {
+            triggers.timeout_ms = 1000;
+            triggers.retry_initial_ms = 50;
+            triggers.retry_max_ms = 10;
+        });
         let settings = Settings::from_config(&config).unwrap();
         assert_eq!(settings.events.name, "ACME_EVENTS");
         assert_eq!(settings.retry_max, Duration::from_millis(50));

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures_util::StreamExt;
-use oxbase_kit::Config;
+use oxbase_kit::{Config, NatsError};
 use oxbase_proto::valid_token;
 
 use crate::streams::{self, is_not_found};
@@ -22,7 +22,6 @@ pub async fn replay_dead_letters(
     client: async_nats::Client,
     class_name: Option<&str>,
 ) -> Result<usize, TriggersError> {
-    let nats = |e: &dyn std::fmt::Display| TriggersError::Nats(e.to_string());
     let settings = Settings::from_config(config)?;
     let filter = match class_name {
         Some(class) if valid_token(class) => {
@@ -38,13 +37,13 @@ pub async fn replay_dead_letters(
     {
         Ok(stream) => stream,
         Err(err) if is_not_found(&err) => return Ok(0),
-        Err(err) => return Err(nats(&err)),
+        Err(err) => return Err(NatsError::from(err).into()),
     };
     streams::ensure(&jetstream, deliveries_stream(&settings)).await?;
     let last = dead
         .get_info()
         .await
-        .map_err(|e| nats(&e))?
+        .map_err(NatsError::from)?
         .state
         .last_sequence;
     let consumer = dead
@@ -54,19 +53,19 @@ pub async fn replay_dead_letters(
             ..Default::default()
         })
         .await
-        .map_err(|e| nats(&e))?;
+        .map_err(NatsError::from)?;
     if consumer.cached_info().num_pending == 0 {
         return Ok(0);
     }
-    let mut letters = consumer.messages().await.map_err(|e| nats(&e))?;
+    let mut letters = consumer.messages().await.map_err(NatsError::from)?;
     let mut moved = 0;
     loop {
         let letter = match tokio::time::timeout(Duration::from_secs(10), letters.next()).await {
-            Ok(Some(letter)) => letter.map_err(|e| nats(&e))?,
+            Ok(Some(letter)) => letter.map_err(NatsError::from)?,
             Ok(None) | Err(_) => break,
         };
         let (sequence, pending) = {
-            let info = letter.info().map_err(|e| nats(&*e))?;
+            let info = letter.info().map_err(NatsError::from)?;
             (info.stream_sequence, info.pending)
         };
         if sequence > last {
@@ -85,10 +84,12 @@ pub async fn replay_dead_letters(
                 jetstream
                     .send_publish(subject, publish)
                     .await
-                    .map_err(|e| nats(&e))?
+                    .map_err(NatsError::from)?
                     .await
-                    .map_err(|e| nats(&e))?;
-                dead.delete_message(sequence).await.map_err(|e| nats(&e))?;
+                    .map_err(NatsError::from)?;
+                dead.delete_message(sequence)
+                    .await
+                    .map_err(NatsError::from)?;
                 moved += 1;
             }
             None => {

@@ -18,7 +18,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
 use futures_util::stream::ReadyChunks;
 use oxbase_hooks::HookRegistry;
-use oxbase_kit::Shutdown;
+use oxbase_kit::{NatsError, Shutdown};
 use oxbase_proto::TriggerName;
 use tokio::time::Instant;
 
@@ -138,10 +138,10 @@ impl EventRouter {
                 self.jetstream
                     .get_stream(stream)
                     .await
-                    .map_err(nats)?
+                    .map_err(NatsError::from)?
                     .unpin_consumer(ROUTER_CONSUMER, PIN_GROUP)
                     .await
-                    .map_err(nats)
+                    .map_err(NatsError::from)
             };
             if let Err(err) = unpinned.await {
                 tracing::debug!(%err, "cannot release the router's pin");
@@ -170,7 +170,7 @@ impl EventRouter {
             .heartbeat(Duration::from_secs(1))
             .messages()
             .await
-            .map_err(nats)?;
+            .map_err(NatsError::from)?;
         Ok(Reading {
             consumer,
             messages: messages.ready_chunks(BATCH),
@@ -201,13 +201,13 @@ impl EventRouter {
                     match message {
                         Ok(message) => reading.take(message).await,
                         Err(err) => {
-                            failure = Some(err.to_string());
+                            failure = Some(NatsError::from(err));
                             break;
                         }
                     }
                 }
             }
-            Some(None) => failure = Some("the event consumer ended".into()),
+            Some(None) => failure = Some(NatsError::new("the event consumer ended")),
             None => {}
         }
         if reading.gap() {
@@ -222,10 +222,10 @@ impl EventRouter {
         }
         let waiting = reading.ahead.len();
         let routed = self.route(&ready, shutdown).await;
-        if let Some(reason) = failure {
+        if let Some(failure) = failure {
             // What was read ahead comes back once its ack wait is over.
             self.reading = None;
-            return Err(TriggersError::Nats(reason));
+            return Err(failure.into());
         }
         routed.map(|routed| match routed {
             Routed::Batch {
@@ -309,11 +309,11 @@ impl EventRouter {
                 .jetstream
                 .send_publish(subject.clone(), publish)
                 .await
-                .map_err(nats)?;
+                .map_err(NatsError::from)?;
             acks.push(ack);
         }
         for ack in acks {
-            ack.await.map_err(nats)?;
+            ack.await.map_err(NatsError::from)?;
         }
         Ok(())
     }
@@ -354,7 +354,7 @@ impl Reading {
             return Ok(());
         }
         self.last_gap_check = Some(Instant::now());
-        let info = self.consumer.get_info().await.map_err(nats)?;
+        let info = self.consumer.get_info().await.map_err(NatsError::from)?;
         self.next = self.next.max(info.ack_floor.stream_sequence + 1);
         while let Some(entry) = self.ahead.first_entry() {
             if *entry.key() >= self.next {
@@ -395,7 +395,7 @@ pub(crate) async fn router_consumer(
     let stream = jetstream
         .get_stream(&settings.events.name)
         .await
-        .map_err(nats)?;
+        .map_err(NatsError::from)?;
     stream
         .create_consumer(pull::Config {
             durable_name: Some(ROUTER_CONSUMER.into()),
@@ -413,9 +413,5 @@ pub(crate) async fn router_consumer(
             ..Default::default()
         })
         .await
-        .map_err(nats)
-}
-
-fn nats(err: impl std::fmt::Display) -> TriggersError {
-    TriggersError::Nats(err.to_string())
+        .map_err(|err| NatsError::from(err).into())
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
+use oxbase_kit::NatsError;
 use oxbase_proto::{EventStreamSpec, stream_name};
 
 use crate::{Settings, TriggersError};
@@ -44,10 +45,6 @@ pub fn dead_letters_stream(settings: &Settings) -> stream::Config {
     }
 }
 
-fn nats(err: impl std::fmt::Display) -> TriggersError {
-    TriggersError::Nats(err.to_string())
-}
-
 /// Creates the stream, or brings an existing one's subjects, replicas and
 /// duplicate window to `wanted`. A stream that differs in what cannot be
 /// changed (retention, storage) is an error to fix by hand.
@@ -57,7 +54,12 @@ pub async fn ensure(
 ) -> Result<stream::Stream, TriggersError> {
     match jetstream.get_stream(&wanted.name).await {
         Ok(mut existing) => {
-            let current = existing.info().await.map_err(nats)?.config.clone();
+            let current = existing
+                .info()
+                .await
+                .map_err(NatsError::from)?
+                .config
+                .clone();
             if current.retention != wanted.retention || current.storage != wanted.storage {
                 return Err(TriggersError::StreamMismatch {
                     name: wanted.name,
@@ -86,10 +88,13 @@ pub async fn ensure(
                     name: update.name.clone(),
                     reason: e.to_string(),
                 })?;
-            jetstream.get_stream(&update.name).await.map_err(nats)
+            Ok(jetstream
+                .get_stream(&update.name)
+                .await
+                .map_err(NatsError::from)?)
         }
         Err(err) if is_not_found(&err) => create(jetstream, wanted).await,
-        Err(err) => Err(nats(err)),
+        Err(err) => Err(NatsError::from(err).into()),
     }
 }
 
@@ -108,7 +113,10 @@ async fn create(
     match jetstream.create_stream(wanted.clone()).await {
         Ok(stream) => Ok(stream),
         // Another process created it meanwhile.
-        Err(_) => jetstream.get_stream(&wanted.name).await.map_err(nats),
+        Err(_) => Ok(jetstream
+            .get_stream(&wanted.name)
+            .await
+            .map_err(NatsError::from)?),
     }
 }
 
@@ -120,7 +128,7 @@ pub async fn events_stream(
 ) -> Result<stream::Stream, TriggersError> {
     match jetstream.get_stream(&spec.name).await {
         Ok(stream) => return Ok(stream),
-        Err(err) if !is_not_found(&err) => return Err(nats(err)),
+        Err(err) if !is_not_found(&err) => return Err(NatsError::from(err).into()),
         Err(_) => {}
     }
     create(

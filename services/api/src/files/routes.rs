@@ -254,7 +254,7 @@ impl App {
 
 /// Parse Server 9's `fileUpload` options; the master key may always
 /// upload.
-fn check_upload_permission(config: &oxbase_kit::FilesConfig, auth: &Auth) -> ParseResult<()> {
+fn check_upload_permission(config: &crate::config::FilesConfig, auth: &Auth) -> ParseResult<()> {
     if auth.master {
         return Ok(());
     }
@@ -531,7 +531,7 @@ mod tests {
 
     #[test]
     fn upload_permissions_follow_parse_file_upload_options() {
-        let mut config = oxbase_kit::FilesConfig::default();
+        let mut config = crate::config::FilesConfig::default();
         let public = Auth::default();
         let (anonymous, signed_in) = (user(true), user(false));
         // The defaults: signed-in users only.

@@ -20,7 +20,10 @@ async fn raw(server: &TestServer, class: &str, body: impl Into<reqwest::Body>) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies() {
-    let server = TestServer::start_with(|c| c.limits.max_body_bytes = 64 * 1024).await;
+    let server = TestServer::start_with(|c| {
+        c.update_section(|limits: &mut oxbase_objects::Limits| limits.max_body_bytes = 64 * 1024)
+    })
+    .await;
     server.post("classes/Safe", json!({"n": 1, "s": "x"})).await;
     assert_error(&raw(&server, "Safe", "{\"n\": ").await, 400, 107);
     assert_error(&raw(&server, "Safe", "[1, 2]").await, 400, 107);

@@ -3,7 +3,9 @@
 //! sizes and who may upload.
 
 use base64::Engine;
+use oxbase_api::FilesConfig;
 use oxbase_kit::Secret;
+use oxbase_objects::Limits;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
@@ -433,8 +435,10 @@ async fn who_may_upload() {
 
     // Every flag flipped.
     let open = TestServer::start_with(|c| {
-        c.files.enable_for_public = true;
-        c.files.enable_for_authenticated_user = false;
+        c.update_section(|files: &mut FilesConfig| {
+            files.enable_for_public = true;
+            files.enable_for_authenticated_user = false;
+        })
     })
     .await;
     created(
@@ -466,7 +470,10 @@ async fn who_may_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extensions_are_checked_for_clients_only() {
-    let server = TestServer::start_with(|c| c.files.enable_for_public = true).await;
+    let server = TestServer::start_with(|c| {
+        c.update_section(|files: &mut FilesConfig| files.enable_for_public = true)
+    })
+    .await;
     let public = |name: &str, content_type: &str| {
         server
             .request(Method::POST, &format!("files/{name}"))
@@ -506,8 +513,10 @@ async fn extensions_are_checked_for_clients_only() {
     assert_eq!(header(&response, "content-type"), Some("text/html"));
 
     let listed = TestServer::start_with(|c| {
-        c.files.enable_for_public = true;
-        c.files.file_extensions = vec!["^png$".into(), "^jpe?g$".into()];
+        c.update_section(|files: &mut FilesConfig| {
+            files.enable_for_public = true;
+            files.file_extensions = vec!["^png$".into(), "^jpe?g$".into()];
+        })
     })
     .await;
     let upload = |name: &str| {
@@ -530,8 +539,8 @@ async fn extensions_are_checked_for_clients_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_sizes_have_their_own_limit() {
     let server = TestServer::start_with(|c| {
-        c.limits.max_body_bytes = 512;
-        c.files.max_upload_bytes = 2048;
+        c.update_section(|limits: &mut Limits| limits.max_body_bytes = 512);
+        c.update_section(|files: &mut FilesConfig| files.max_upload_bytes = 2048);
     })
     .await;
     // Up to max_upload_bytes, though JSON bodies stop at 512 bytes.
@@ -734,7 +743,10 @@ async fn the_js_sdk_json_form() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directories_and_stream_mode_headers() {
-    let server = TestServer::start_with(|c| c.files.enable_for_public = true).await;
+    let server = TestServer::start_with(|c| {
+        c.update_section(|files: &mut FilesConfig| files.enable_for_public = true)
+    })
+    .await;
     let form = |name: &str, master: bool, directory: &str| {
         let mut body = json!({"_ApplicationId": APP_ID, "base64": b64(b"in a directory"),
                               "fileData": {"directory": directory}});
