@@ -1,16 +1,14 @@
 //! `GET /aggregate/{class}`: Parse's aggregate pipelines and `distinct`,
 //! evaluated over the class's objects the same way on every store.
 
-use oxbase_store::aggregate::{AggregateError, AggregateKind, AggregateRequest, distinct};
+use oxbase_objects::{Auth, ParseError, ParseResult, code, query::WhereParser};
+use oxbase_store::aggregate::{AggregateKind, AggregateRequest, distinct};
 use oxbase_store::{Filter, Object, Query};
 use serde_json::{Map, Value, json};
 
 use crate::App;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
-use oxbase_objects::Auth;
-use oxbase_objects::query::WhereParser;
-use oxbase_objects::{ParseError, ParseResult, code};
 
 /// The most objects one aggregation reads: the pipeline runs in memory.
 const MAX_INPUT_OBJECTS: usize = 500_000;
@@ -29,7 +27,7 @@ impl App {
                 "Cannot run an aggregation pipeline when using the readOnlyMasterKey",
             ));
         }
-        let request = AggregateRequest::parse(&req.params).map_err(aggregate_error)?;
+        let request = AggregateRequest::parse(&req.params)?;
         let results = match request.kind {
             AggregateKind::Distinct {
                 field,
@@ -37,7 +35,7 @@ impl App {
             } => {
                 let filter = self.where_filter(&where_clause)?;
                 let objects = self.aggregate_input(class_name, filter).await?;
-                distinct(&field, &objects).map_err(aggregate_error)?
+                distinct(&field, &objects)?
             }
             AggregateKind::Pipeline(pipeline) => {
                 // Leading `$match` stages become the store query when they
@@ -53,8 +51,7 @@ impl App {
                 };
                 let objects = self.aggregate_input(class_name, filter).await?;
                 pipeline
-                    .run(objects)
-                    .map_err(aggregate_error)?
+                    .run(objects)?
                     .into_iter()
                     .map(Value::Object)
                     .collect()
@@ -81,8 +78,4 @@ impl App {
         }
         Ok(objects)
     }
-}
-
-fn aggregate_error(err: AggregateError) -> ParseError {
-    ParseError::new(err.code(), err.to_string())
 }

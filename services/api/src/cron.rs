@@ -5,15 +5,13 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use oxbase_cron::{CronError, ScheduleBook};
+use oxbase_objects::{Auth, ParseError, ParseResult, code, query::FindOptions};
 use oxbase_proto::cron::CronSchedule;
 use serde_json::{Map, Value, json};
 
 use crate::App;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
-use oxbase_objects::Auth;
-use oxbase_objects::query::FindOptions;
-use oxbase_objects::{ParseError, ParseResult, code};
 
 /// Runs listed at most per request.
 const MAX_RUNS: usize = 1000;

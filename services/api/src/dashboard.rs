@@ -4,15 +4,13 @@
 use axum::http::Method;
 use chrono::{DateTime, SecondsFormat, Utc};
 use oxbase_kit::telemetry::{LogLine, recent_logs};
+use oxbase_objects::{Auth, ParseError, ParseResult, WriteEffect, code};
 use oxbase_store::Query;
 use serde_json::{Value, json};
 
 use crate::App;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
-use oxbase_objects::Auth;
-use oxbase_objects::WriteEffect;
-use oxbase_objects::{ParseError, ParseResult, code};
 
 /// The Parse Server release whose REST API oxbase follows. Parse Dashboard
 /// reads `parseServerVersion` to decide what it may ask for.

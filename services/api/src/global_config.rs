@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use axum::http::Method;
 use chrono::{SecondsFormat, Utc};
+use oxbase_objects::{Auth, ParseError, ParseResult, code};
 use oxbase_store::write::apply_update;
 use oxbase_store::{
     Condition, FieldPath, FieldType, Filter, Object, Query, QueryValue, SchemaView, StoreError,
@@ -17,8 +18,6 @@ use serde_json::{Map, Value, json};
 use crate::App;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
-use oxbase_objects::Auth;
-use oxbase_objects::{ParseError, ParseResult, code};
 
 const CLASS: &str = "_GlobalConfig";
 const OBJECT_ID: &str = "1";

@@ -10,6 +10,13 @@ use async_nats::HeaderMap;
 use axum::http::Method;
 use oxbase_hooks::{CallError, CallLimits, HookRegistry, RegistryError};
 use oxbase_kit::Config;
+use oxbase_objects::{
+    Auth, ParseError, ParseResult,
+    access::Operation,
+    code,
+    query::FindOptions,
+    values::{WriteKind, parse_write, validate_class_name},
+};
 use oxbase_proto::hooks::{REQUEST_ID, WEBHOOK_URL};
 use oxbase_proto::{
     Caller, FunctionRequest, HookEntry, HookReply, Subjects, TriggerName, TriggerRequest,
@@ -21,11 +28,6 @@ use serde_json::{Map, Value};
 use crate::App;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
-use oxbase_objects::Auth;
-use oxbase_objects::access::Operation;
-use oxbase_objects::query::FindOptions;
-use oxbase_objects::values::{WriteKind, parse_write, validate_class_name};
-use oxbase_objects::{ParseError, ParseResult, code};
 use oxbase_store::Object;
 
 /// What the API needs to call hooks.

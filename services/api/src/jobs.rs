@@ -7,14 +7,13 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use oxbase_hooks::HookRegistry;
 use oxbase_jobs::{JobQueue, JobsError};
+use oxbase_objects::{Auth, JobStatusChange, ParseError, ParseResult, code};
 use oxbase_proto::jobs::{JobSpec, JobState};
 use serde_json::{Value, json};
 
 use crate::App;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
-use oxbase_objects::{Auth, JobStatusChange};
-use oxbase_objects::{ParseError, ParseResult, code};
 
 /// Jobs listed at most per request.
 const MAX_LIST: usize = 1000;

@@ -3,15 +3,13 @@
 
 use axum::http::Method;
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use oxbase_objects::{Auth, ParseError, ParseResult, code, query::FindOptions};
 use oxbase_proto::push::{ApnsOptions, PushRequest};
 use serde_json::{Map, Value, json};
 
 use crate::App;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
-use oxbase_objects::Auth;
-use oxbase_objects::query::FindOptions;
-use oxbase_objects::{ParseError, ParseResult, code};
 
 const STATUS: &str = "_PushStatus";
 

@@ -2,15 +2,14 @@
 
 use axum::http::{Method, StatusCode};
 use futures_util::future::join_all;
+use oxbase_objects::{
+    Auth, ParseError, ParseResult, PreparedWrite, WriteEffect, WriteReply, code, installations,
+    query::{FindMode, FindOptions},
+};
 use serde_json::{Map, Value, json};
 
 use crate::App;
 use crate::request::ParseRequest;
-use oxbase_objects::Auth;
-use oxbase_objects::installations;
-use oxbase_objects::query::{FindMode, FindOptions};
-use oxbase_objects::{ParseError, ParseResult, code};
-use oxbase_objects::{PreparedWrite, WriteEffect, WriteReply};
 
 /// A response body with its status and, for creates, its `Location`.
 #[derive(Debug, Clone)]

@@ -5,6 +5,10 @@
 use std::collections::BTreeMap;
 
 use axum::http::Method;
+use oxbase_objects::{
+    Auth, ParseError, ParseResult, code,
+    values::{SYSTEM_CLASSES, normalize_value},
+};
 use oxbase_store::query::js_truthy;
 use oxbase_store::schema::{
     DEFAULT_FIELDS, VOLATILE_CLASSES, default_class_level_permissions, system_fields,
@@ -15,9 +19,6 @@ use serde_json::{Map, Value, json};
 use crate::App;
 use crate::request::ParseRequest;
 use crate::routes::Reply;
-use oxbase_objects::Auth;
-use oxbase_objects::values::{SYSTEM_CLASSES, normalize_value};
-use oxbase_objects::{ParseError, ParseResult, code};
 
 /// Classes Parse Server creates when it starts, so its clients always see
 /// them; here they exist with their default schema until first stored.

@@ -12,12 +12,12 @@ use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
+use oxbase_objects::{ParseError, ParseResult};
 use serde_json::json;
 
 use crate::App;
 use crate::request::{ParseRequest, is_file_upload};
 use crate::routes::Reply;
-use oxbase_objects::{ParseError, ParseResult};
 
 const ALLOW_HEADERS: &str = "X-Parse-Master-Key, X-Parse-REST-API-Key, X-Parse-Javascript-Key, \
 X-Parse-Application-Id, X-Parse-Client-Version, X-Parse-Session-Token, X-Requested-With, \

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use oxbase_jobs::JobsError;
 use oxbase_kit::{Config, NatsError};
+use oxbase_objects::code;
 use oxbase_proto::Subjects;
 
 pub use book::ScheduleBook;
@@ -69,22 +70,23 @@ pub enum CronError {
 impl CronError {
     /// The Parse error code a client sees.
     pub fn code(&self) -> i64 {
-        match self {
-            Self::Invalid(_) => 142,
-            Self::Duplicate(_) => 137,
-            Self::NotFound => 101,
+        let code = match self {
+            Self::Invalid(_) => code::VALIDATION_ERROR,
+            Self::Duplicate(_) => code::DUPLICATE_VALUE,
+            Self::NotFound => code::OBJECT_NOT_FOUND,
             Self::Nats(_)
             | Self::Unreadable { .. }
             | Self::Encode { .. }
             | Self::Jobs(_)
-            | Self::ParseSchedules(_) => 1,
-        }
+            | Self::ParseSchedules(_) => code::INTERNAL_SERVER_ERROR,
+        };
+        code.into()
     }
 
     /// The server failed (NATS, a record it cannot read, the store), not
     /// the request.
     pub fn is_internal(&self) -> bool {
-        self.code() == 1
+        self.code() == i64::from(code::INTERNAL_SERVER_ERROR)
     }
 }
 

@@ -39,7 +39,8 @@ pub(crate) fn is_parse(name: &str) -> bool {
 /// made with `.map_err(ParseSchedulesError::new)`.
 pub type ParseSchedulesError = PortError;
 
-/// Parse's `_JobSchedule`, as the API's object layer reads and writes it.
+/// Parse's `_JobSchedule`, read and written through the object layer
+/// (`parse_schedules.rs`).
 #[async_trait::async_trait]
 pub trait ParseSchedules: Send + Sync {
     /// Every `_JobSchedule` object, in REST form.

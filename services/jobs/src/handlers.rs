@@ -101,7 +101,7 @@ pub struct StatusUpdate {
 /// `.map_err(JobStatusError::new)`. The jobs service logs it and goes on.
 pub type JobStatusError = PortError;
 
-/// Writes `_JobStatus` (the API's store does; the jobs crate has none).
+/// Writes `_JobStatus`; the object layer does (`parse_status.rs`).
 #[async_trait::async_trait]
 pub trait JobStatusSink: Send + Sync {
     async fn update(&self, status_id: &str, update: StatusUpdate) -> Result<(), JobStatusError>;

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use oxbase_hooks::TriggersConfig;
 use oxbase_kit::{Config, NatsError, Secret};
+use oxbase_objects::code;
 use oxbase_proto::Subjects;
 
 pub use config::{JobsConfig, QueueConfig};
@@ -65,20 +66,23 @@ pub enum JobsError {
 impl JobsError {
     /// The Parse error code a client sees.
     pub fn code(&self) -> i64 {
-        match self {
+        let code = match self {
             Self::Invalid(_)
             | Self::UnknownQueue(_)
             | Self::TooLarge { .. }
-            | Self::WrongState(_) => 142,
-            Self::NotFound => 101,
-            Self::Nats(_) | Self::Unreadable { .. } | Self::Encode(_) | Self::HttpClient(_) => 1,
-        }
+            | Self::WrongState(_) => code::VALIDATION_ERROR,
+            Self::NotFound => code::OBJECT_NOT_FOUND,
+            Self::Nats(_) | Self::Unreadable { .. } | Self::Encode(_) | Self::HttpClient(_) => {
+                code::INTERNAL_SERVER_ERROR
+            }
+        };
+        code.into()
     }
 
     /// The server failed (NATS, or a record it cannot read), not the
     /// request: worth retrying, and no fault of the client's.
     pub fn is_internal(&self) -> bool {
-        self.code() == 1
+        self.code() == i64::from(code::INTERNAL_SERVER_ERROR)
     }
 }
 

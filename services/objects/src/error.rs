@@ -3,6 +3,7 @@
 //! and keeps internal details out of them.
 
 use oxbase_store::StoreError;
+use oxbase_store::aggregate::AggregateError;
 use serde_json::json;
 
 /// Parse's error codes, as the SDKs name them.
@@ -128,6 +129,17 @@ impl ParseError {
                 "error": format!("cannot route {method} {path}"),
             }),
         }
+    }
+}
+
+impl From<AggregateError> for ParseError {
+    fn from(err: AggregateError) -> Self {
+        let code = match err {
+            AggregateError::InvalidQuery(_) => code::INVALID_QUERY,
+            AggregateError::InvalidFieldName(_) => code::INVALID_KEY_NAME,
+            AggregateError::InvalidWhereJson => code::INVALID_JSON,
+        };
+        ParseError::new(code, err.to_string())
     }
 }
 

@@ -158,25 +158,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Api(args) => serve(server_config(cli.config, &args)?, Services::Api).await,
         Command::All(args) => serve(server_config(cli.config, &args)?, Services::All).await,
         Command::Jobs(args) => {
-            let config = background(args.port)?;
-            let service = jobs(&config).await?;
-            run_alone(&config, service).await
+            let process = Process::new(background(args.port)?);
+            let service = jobs(&process).await?;
+            run_alone(process, service).await
         }
         Command::Cron(args) => {
-            let config = background(args.port)?;
-            let service = cron(&config).await?;
-            run_alone(&config, service).await
+            let process = Process::new(background(args.port)?);
+            let service = cron(&process.config).await?;
+            run_alone(process, service).await
         }
         Command::Push(args) => {
-            let config = background(args.port)?;
-            let service = push(&config).await?;
-            run_alone(&config, service).await
+            let process = Process::new(background(args.port)?);
+            let service = push(&process.config).await?;
+            run_alone(process, service).await
         }
         Command::Triggers(args) => match args.action {
             None => {
-                let config = background(args.port)?;
-                let service = triggers(&config).await?;
-                run_alone(&config, service).await
+                let process = Process::new(background(args.port)?);
+                let service = triggers(&process).await?;
+                run_alone(process, service).await
             }
             // No log lines: its output is the count, for scripts.
             Some(TriggersAction::Replay { class }) => {
@@ -377,14 +377,38 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     .await
 }
 
+/// A process that runs one background service: its config, and the
+/// readiness and shutdown its parts share.
+struct Process {
+    config: Config,
+    readiness: Readiness,
+    shutdown: Shutdown,
+}
+
+impl Process {
+    fn new(config: Config) -> Self {
+        Self {
+            config,
+            readiness: Readiness::new(),
+            shutdown: Shutdown::on_signals(),
+        }
+    }
+
+    /// The hook registry, kept in sync until the process stops; `/ready`
+    /// waits for its first load.
+    fn hooks(&self, client: &async_nats::Client) -> anyhow::Result<Option<oxbase_api::Hooks>> {
+        start_hooks(&self.config, Some(client), &self.readiness, &self.shutdown)
+    }
+}
+
 /// The triggers service of `oxbase triggers`.
-async fn triggers(config: &Config) -> anyhow::Result<Box<dyn Service>> {
+async fn triggers(process: &Process) -> anyhow::Result<Box<dyn Service>> {
+    let config = &process.config;
     if !config.section::<TriggersConfig>().enabled {
         bail!("triggers are turned off (triggers.enabled = false)");
     }
     let client = nats::connect(config).await?;
-    let hooks = start_hooks(config, Some(&client), &Readiness::new(), &Shutdown::new())?
-        .context("triggers are turned off")?;
+    let hooks = process.hooks(&client)?.context("triggers are turned off")?;
     Ok(Box::new(oxbase_triggers::TriggersService::new(
         config,
         client,
@@ -394,12 +418,13 @@ async fn triggers(config: &Config) -> anyhow::Result<Box<dyn Service>> {
 
 /// The jobs service of `oxbase jobs`. It opens the store to keep Parse's
 /// `_JobStatus`.
-async fn jobs(config: &Config) -> anyhow::Result<Box<dyn Service>> {
+async fn jobs(process: &Process) -> anyhow::Result<Box<dyn Service>> {
+    let config = &process.config;
     if !config.section::<JobsConfig>().enabled {
         bail!("jobs are turned off (jobs.enabled = false)");
     }
     let client = nats::connect(config).await?;
-    let hooks = start_hooks(config, Some(&client), &Readiness::new(), &Shutdown::new())?;
+    let hooks = process.hooks(&client)?;
     let registry = hooks.map(|hooks| hooks.registry);
     let objects = open_objects(config, open_store(config).await?, None).await?;
     Ok(Box::new(
@@ -458,10 +483,13 @@ fn schedule_book(
 
 /// Runs one background service beside /health, /ready and /metrics on the
 /// configured port, until a signal and the drain that follows.
-async fn run_alone(config: &Config, service: Box<dyn Service>) -> anyhow::Result<()> {
-    let shutdown = Shutdown::on_signals();
-    let readiness = Readiness::new();
-    let listener = oxbase_api::bind(config).await?;
+async fn run_alone(process: Process, service: Box<dyn Service>) -> anyhow::Result<()> {
+    let Process {
+        config,
+        readiness,
+        shutdown,
+    } = process;
+    let listener = oxbase_api::bind(&config).await?;
     tracing::info!(addr = %listener.local_addr()?, service = service.name(), "health and metrics");
     let metrics = service.metrics();
     let router = oxbase_kit::health::router(readiness.clone()).route(
@@ -486,7 +514,7 @@ async fn run_alone(config: &Config, service: Box<dyn Service>) -> anyhow::Result
         shutdown.trigger();
         ran.map_err(anyhow::Error::from)
     };
-    drain(config, &shutdown, async {
+    drain(&config, &shutdown, async {
         let (work, http) = tokio::join!(work, http);
         work.and(http)
     })

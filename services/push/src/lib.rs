@@ -72,8 +72,8 @@ impl Backoff {
 /// is tried again later.
 pub type PushStoreError = PortError;
 
-/// What the push service reads and writes in the app's data: the API's
-/// object layer implements it.
+/// What the push service reads and writes in the app's data; the object
+/// layer implements it (`installations.rs`).
 #[async_trait::async_trait]
 pub trait PushStore: Send + Sync {
     /// Up to `limit` installations matching `query` that have a device

@@ -24,36 +24,24 @@ use serde_json::{Map, Number, Value};
 
 use crate::query::{Object, js_truthy};
 
-/// Parse's `INVALID_QUERY`: a malformed pipeline, stage or operator.
-pub const INVALID_QUERY: i32 = 102;
-/// Parse's `INVALID_KEY_NAME`: a field name Parse does not accept.
-pub const INVALID_KEY_NAME: i32 = 105;
-/// Parse's `INVALID_JSON`: a `where` string that is not JSON.
-pub const INVALID_JSON: i32 = 107;
-
 /// Why a request cannot be evaluated. The text is what Parse Server says
 /// where it has a message of its own, MongoDB's wording otherwise (Parse
-/// passes MongoDB's message through with code 102).
+/// passes MongoDB's message through as an invalid query). The object
+/// layer gives each kind its Parse code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AggregateError {
+    /// A malformed pipeline, stage or operator.
     #[error("{0}")]
     InvalidQuery(String),
+    /// A field name Parse does not accept.
     #[error("Invalid field name: {0}")]
     InvalidFieldName(String),
+    /// A `where` string that is not JSON.
     #[error("where parameter is not valid JSON")]
     InvalidWhereJson,
 }
 
 impl AggregateError {
-    /// The Parse error code the API answers with (HTTP 400).
-    pub fn code(&self) -> i32 {
-        match self {
-            AggregateError::InvalidQuery(_) => INVALID_QUERY,
-            AggregateError::InvalidFieldName(_) => INVALID_KEY_NAME,
-            AggregateError::InvalidWhereJson => INVALID_JSON,
-        }
-    }
-
     fn query(message: impl Into<String>) -> Self {
         AggregateError::InvalidQuery(message.into())
     }
@@ -2226,6 +2214,29 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// The kinds of error, named after the Parse codes the object layer
+    /// answers them with.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        InvalidQuery,
+        InvalidKeyName,
+        InvalidJson,
+    }
+
+    const INVALID_QUERY: Kind = Kind::InvalidQuery;
+    const INVALID_KEY_NAME: Kind = Kind::InvalidKeyName;
+    const INVALID_JSON: Kind = Kind::InvalidJson;
+
+    impl AggregateError {
+        fn code(&self) -> Kind {
+            match self {
+                AggregateError::InvalidQuery(_) => Kind::InvalidQuery,
+                AggregateError::InvalidFieldName(_) => Kind::InvalidKeyName,
+                AggregateError::InvalidWhereJson => Kind::InvalidJson,
+            }
+        }
+    }
 
     fn obj(value: Value) -> Object {
         match value {

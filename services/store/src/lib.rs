@@ -1,7 +1,7 @@
 //! oxbase storage: the [`Store`] trait every backend implements, the
 //! backend-neutral query and write models it speaks, and the backends.
 //!
-//! The API layer talks to a `dyn Store` and never sees SQL. Every write goes
+//! The object layer talks to a `dyn Store` and never sees SQL. Every write goes
 //! through [`Store::write`], so whatever must accompany each write (the
 //! event outbox) lives in one place per backend.
 

@@ -15,8 +15,7 @@ use super::{mime, rules};
 use crate::App;
 use crate::request::{FileUpload, ParseRequest, headers_name_app, percent_decode};
 use crate::routes::Reply;
-use oxbase_objects::Auth;
-use oxbase_objects::{ParseError, ParseResult, code};
+use oxbase_objects::{Auth, ParseError, ParseResult, code};
 
 /// Request body read for an upload without an app id header, which may be
 /// the JSON form: room for the file in base64 and for the JSON around it.
