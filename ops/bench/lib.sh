@@ -17,7 +17,13 @@ need() {
   (apt-get update -qq && apt-get install -y -qq "$1") >/dev/null
 }
 
+# OXBASE_BIN benchmarks a binary built elsewhere (an earlier commit, for a
+# before/after comparison in one session) instead of this checkout's.
 build_oxbase() {
+  if [ -n "${OXBASE_BIN:-}" ]; then
+    OXBASE="$OXBASE_BIN"
+    return
+  fi
   (cd "$ROOT" && cargo build --release -q -p oxbase)
   OXBASE="$ROOT/target/release/oxbase"
 }

@@ -25,13 +25,6 @@ fn cron_error(err: CronError) -> ParseError {
     }
 }
 
-fn no_route(app: &App, req: &ParseRequest) -> ParseError {
-    ParseError::NoRoute {
-        method: req.method.to_string(),
-        path: format!("{}/{}", app.mount, req.segments.join("/")),
-    }
-}
-
 impl App {
     fn schedules(&self) -> ParseResult<&Arc<ScheduleBook>> {
         self.jobs
@@ -113,7 +106,7 @@ impl App {
                 let runs = book.runs(name, limit).await.map_err(cron_error)?;
                 Ok(Reply::ok(json!({ "results": runs })))
             }
-            _ => Err(no_route(self, req)),
+            _ => Err(self.no_route(req)),
         }
     }
 
@@ -235,7 +228,7 @@ impl App {
                 self.objects.commit_one(write).await?;
                 Ok(Reply::ok(json!({})))
             }
-            _ => Err(no_route(self, req)),
+            _ => Err(self.no_route(req)),
         }
     }
 

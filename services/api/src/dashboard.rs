@@ -4,8 +4,7 @@
 use axum::http::Method;
 use chrono::{DateTime, SecondsFormat, Utc};
 use oxbase_kit::telemetry::{LogLine, recent_logs};
-use oxbase_objects::{Auth, ParseError, ParseResult, WriteEffect, code};
-use oxbase_store::Query;
+use oxbase_objects::{Auth, ParseError, ParseResult, code};
 use serde_json::{Value, json};
 
 use crate::App;
@@ -15,9 +14,6 @@ use crate::routes::Reply;
 /// The Parse Server release whose REST API oxbase follows. Parse Dashboard
 /// reads `parseServerVersion` to decide what it may ask for.
 const PARSE_SERVER_VERSION: &str = "9.10.0";
-
-/// Objects deleted per store call while purging a class.
-const PURGE_PAGE: usize = 500;
 
 /// The most `/scriptlog` answers at once.
 const MAX_LOG_LINES: usize = 1000;
@@ -74,32 +70,7 @@ impl App {
                 "read-only masterKey isn't allowed to purge a schema.",
             ));
         }
-        let mut purged = 0usize;
-        loop {
-            let mut query = Query::new(class_name).limit(PURGE_PAGE);
-            query.keys = Some(Vec::new());
-            let page = self.objects.find_all(query).await?;
-            if page.is_empty() {
-                break;
-            }
-            let mut deletes = Vec::with_capacity(page.len());
-            for object in &page {
-                if let Some(id) = object.get("objectId").and_then(Value::as_str) {
-                    let mut delete = self.objects.prepare_delete(auth, class_name, id).await?;
-                    delete.mark_purge();
-                    deletes.push(delete);
-                }
-            }
-            let effects: Vec<WriteEffect> = deletes.iter().map(WriteEffect::of).collect();
-            let replies = self.objects.commit(deletes, false).await?;
-            // A page that deletes nothing would come back forever.
-            if replies.iter().all(Result::is_err) {
-                return Err(ParseError::internal("purge deleted no object of a page"));
-            }
-            purged += replies.iter().filter(|r| r.is_ok()).count();
-            self.objects.after_writes(&effects).await;
-        }
-        tracing::info!(class = %class_name, purged, "purged a class");
+        self.objects.purge(auth, class_name).await?;
         Ok(Reply::ok(json!({})))
     }
 

@@ -31,7 +31,7 @@ pub struct Jobs {
 fn jobs_error(err: JobsError) -> ParseError {
     match err {
         JobsError::NotFound => ParseError::new(code::OBJECT_NOT_FOUND, "Job not found."),
-        JobsError::Nats(detail) => ParseError::internal(format!("jobs: {detail}")),
+        other if other.is_internal() => ParseError::internal(format!("jobs: {other}")),
         other => ParseError::new(code::VALIDATION_ERROR, other.to_string()),
     }
 }

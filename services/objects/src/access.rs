@@ -42,7 +42,11 @@ impl Operation {
 /// is granted outright; a filter on pointer fields when only pointer
 /// permissions (`readUserFields`, `writeUserFields`, `pointerFields`)
 /// grant it, which the query or write must then match.
-pub fn check_class(auth: &Auth, class: Option<&ClassSchema>, op: Operation) -> ParseResult<Filter> {
+pub(crate) fn check_class(
+    auth: &Auth,
+    class: Option<&ClassSchema>,
+    op: Operation,
+) -> ParseResult<Filter> {
     if auth.master {
         return Ok(Filter::All);
     }
@@ -119,7 +123,7 @@ fn string_list(value: Option<&Value>) -> Vec<&str> {
 }
 
 /// The ACL filter for reading (or, with `write`, writing) objects.
-pub fn acl_filter(auth: &Auth, write: bool) -> Filter {
+pub(crate) fn acl_filter(auth: &Auth, write: bool) -> Filter {
     if auth.master {
         Filter::All
     } else {
@@ -133,7 +137,7 @@ pub fn acl_filter(auth: &Auth, write: bool) -> Filter {
 /// The fields of a class a request may not see: the union of the
 /// `protectedFields` entries that apply to it, less those any applying
 /// entry leaves visible (Parse's rule: the most permissive entry wins).
-pub fn protected_fields(auth: &Auth, class: Option<&ClassSchema>) -> Vec<String> {
+pub(crate) fn protected_fields(auth: &Auth, class: Option<&ClassSchema>) -> Vec<String> {
     if auth.master {
         return Vec::new();
     }
@@ -173,7 +177,7 @@ pub fn protected_fields(auth: &Auth, class: Option<&ClassSchema>) -> Vec<String>
 /// Removes what no client may see: internal fields (`_hashed_password`,
 /// `_rperm`...), protected fields, and, on `_User`, other users' auth
 /// data. A user always sees their own object in full.
-pub fn redact(auth: &Auth, class_name: &str, object: &mut Object, protected: &[String]) {
+pub(crate) fn redact(auth: &Auth, class_name: &str, object: &mut Object, protected: &[String]) {
     object.retain(|key, _| !key.starts_with('_'));
     if class_name == "_User" {
         object.remove("password");
@@ -192,7 +196,7 @@ pub fn redact(auth: &Auth, class_name: &str, object: &mut Object, protected: &[S
 
 /// Refuses queries that would reveal protected fields through `where` or
 /// `order`.
-pub fn check_query_fields(
+pub(crate) fn check_query_fields(
     class_name: &str,
     protected: &[String],
     where_fields: &[&str],

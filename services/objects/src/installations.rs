@@ -291,7 +291,7 @@ impl ObjectLayer {
 
     /// Deletes the duplicates a committed save left, as the master key.
     /// The save stands whatever happens here, as in Parse Server.
-    pub async fn remove_duplicate_installations(&self, ids: &[String]) {
+    pub(crate) async fn remove_duplicate_installations(&self, ids: &[String]) {
         let mut deletes = Vec::with_capacity(ids.len());
         for id in ids {
             match self.prepare_delete(&Auth::master(), CLASS, id).await {

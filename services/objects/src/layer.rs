@@ -105,7 +105,7 @@ impl PreparedWrite {
         }
     }
 
-    pub fn is_delete(&self) -> bool {
+    pub(crate) fn is_delete(&self) -> bool {
         matches!(self.op, WriteOp::Delete { .. })
     }
 
@@ -118,7 +118,7 @@ impl PreparedWrite {
     }
 
     /// The user whose password this write changes.
-    pub fn password_changed_for(&self) -> Option<&str> {
+    pub(crate) fn password_changed_for(&self) -> Option<&str> {
         match &self.op {
             WriteOp::Update { object_id, .. } if self.sets_password => Some(object_id),
             _ => None,
@@ -168,7 +168,7 @@ impl ObjectLayer {
         &self.store
     }
 
-    pub fn schema_cache(&self) -> &SchemaCache {
+    pub(crate) fn schema_cache(&self) -> &SchemaCache {
         &self.schemas
     }
 
@@ -188,7 +188,11 @@ impl ObjectLayer {
         self.schemas.current()
     }
 
-    pub async fn schemas_for(&self, class_name: &str, fields: &[&str]) -> ParseResult<SchemaView> {
+    pub(crate) async fn schemas_for(
+        &self,
+        class_name: &str,
+        fields: &[&str],
+    ) -> ParseResult<SchemaView> {
         Ok(self.schemas.for_class(class_name, fields).await?)
     }
 

@@ -11,12 +11,15 @@ pub mod access;
 mod auth;
 mod config;
 mod error;
+mod global_config;
 pub mod installations;
 mod jobs;
 mod layer;
+mod purge;
 mod push;
 pub mod query;
 mod relay;
+mod schema_admin;
 mod schemas;
 mod sessions;
 mod users;
@@ -30,13 +33,13 @@ use oxbase_store::Store;
 pub use crate::auth::{Auth, SessionUser};
 pub use crate::config::Limits;
 pub use crate::error::{ParseError, ParseResult, code};
+pub use crate::global_config::config_changes;
 pub use crate::jobs::JobStatusChange;
 pub use crate::layer::{EventSettings, ObjectLayer, ObjectSettings, PreparedWrite, WriteReply};
 pub use crate::query::{FindMode, FindOptions};
 pub use crate::relay::{OutboxRelay, RelayError, RelaySettings, RelaySignals, ensure_stream};
-pub use crate::schemas::SchemaCache;
-pub use crate::sessions::{SessionCache, invalid_token};
-pub use crate::users::{BCRYPT_COST, LogIn, WriteEffect};
+pub use crate::sessions::invalid_token;
+pub use crate::users::{LogIn, WriteEffect};
 
 impl ObjectSettings {
     /// The settings `config` gives; `relay`, when events are on, is woken

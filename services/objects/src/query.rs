@@ -590,7 +590,7 @@ pub fn unquote(pattern: &str) -> String {
 }
 
 /// Parse's `$relativeTime`: `"now"`, `"in 2 days 3 hours"`, `"1 week ago"`.
-pub fn relative_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+pub(crate) fn relative_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let lower = text.to_lowercase();
     let mut parts: Vec<&str> = lower.split_whitespace().collect();
     if parts == ["now"] {

@@ -95,7 +95,11 @@ impl SchemaCache {
     /// of `fields` (another process may have just added them). Requests
     /// naming classes that do not exist cannot hammer the store: reloads
     /// run one at a time, and every request that waited on one shares it.
-    pub async fn for_class(&self, class_name: &str, fields: &[&str]) -> StoreResult<SchemaView> {
+    pub(crate) async fn for_class(
+        &self,
+        class_name: &str,
+        fields: &[&str],
+    ) -> StoreResult<SchemaView> {
         let view = self.current();
         let known = view
             .get(class_name)

@@ -51,13 +51,13 @@ impl SessionCache {
     }
 
     /// Forgets one token (logout, session deleted).
-    pub fn forget(&self, token: &str) {
+    pub(crate) fn forget(&self, token: &str) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.remove(token);
     }
 
     /// Forgets every token of a user (user deleted, password changed).
-    pub fn forget_user(&self, user_id: &str) {
+    pub(crate) fn forget_user(&self, user_id: &str) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|_, (_, user)| user.id != user_id);
     }

@@ -87,7 +87,7 @@ impl ObjectLayer {
     /// Sign-up: a username and password are required, the email must look
     /// like one, and neither may belong to another user. The password is
     /// stored only as its bcrypt hash.
-    pub async fn user_create_rules(
+    pub(crate) async fn user_create_rules(
         &self,
         object_id: &str,
         parsed: &mut ParsedWrite,
@@ -127,7 +127,7 @@ impl ObjectLayer {
     /// Only a signed-in user (or the master key) may change a user, and the
     /// user's ACL decides which; usernames and
     /// emails stay unique, and a new password is hashed.
-    pub async fn user_update_rules(
+    pub(crate) async fn user_update_rules(
         &self,
         auth: &Auth,
         object_id: &str,
@@ -283,7 +283,7 @@ fn role_name_error(message: &str) -> ParseError {
 }
 
 /// A role needs a name of letters, digits, `_`, `-` and spaces.
-pub fn role_create_rules(parsed: &ParsedWrite) -> ParseResult<()> {
+pub(crate) fn role_create_rules(parsed: &ParsedWrite) -> ParseResult<()> {
     let name =
         set_string(parsed, "name")?.ok_or_else(|| role_name_error("Roles must have a name."))?;
     let valid = !name.is_empty()
@@ -299,7 +299,7 @@ pub fn role_create_rules(parsed: &ParsedWrite) -> ParseResult<()> {
 }
 
 /// A role's name is fixed once saved.
-pub fn role_update_rules(parsed: &ParsedWrite) -> ParseResult<()> {
+pub(crate) fn role_update_rules(parsed: &ParsedWrite) -> ParseResult<()> {
     if set_value(parsed, "name").is_some() {
         return Err(role_name_error(
             "A role's name can only be set before it has been saved.",
@@ -309,7 +309,7 @@ pub fn role_update_rules(parsed: &ParsedWrite) -> ParseResult<()> {
 }
 
 /// A client may not move a session to another user or change its token.
-pub fn session_update_rules(auth: &Auth, parsed: &ParsedWrite) -> ParseResult<()> {
+pub(crate) fn session_update_rules(auth: &Auth, parsed: &ParsedWrite) -> ParseResult<()> {
     if auth.master {
         return Ok(());
     }

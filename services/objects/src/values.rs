@@ -30,13 +30,13 @@ pub const SYSTEM_CLASSES: &[&str] = &[
 const INTERNAL_CLASSES: &[&str] = &["_GlobalConfig", "_GraphQLConfig", "_Hooks"];
 
 /// One of Parse Server's own classes, system or internal.
-pub fn is_parse_class(name: &str) -> bool {
+pub(crate) fn is_parse_class(name: &str) -> bool {
     SYSTEM_CLASSES.contains(&name) || INTERNAL_CLASSES.contains(&name)
 }
 
 /// Keys refused anywhere in a body: they mean something to JavaScript or
 /// BSON, and Parse Server refuses them too.
-const PROHIBITED_KEYS: &[&str] = &["__proto__", "constructor", "_bsontype"];
+pub const PROHIBITED_KEYS: &[&str] = &["__proto__", "constructor", "_bsontype"];
 
 fn is_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -64,7 +64,7 @@ pub fn validate_class_name(name: &str) -> ParseResult<()> {
 }
 
 /// A top-level field name.
-pub fn is_field_name(name: &str) -> bool {
+pub(crate) fn is_field_name(name: &str) -> bool {
     is_name(name)
 }
 
@@ -87,7 +87,7 @@ pub fn now() -> String {
 
 /// Reads the date forms clients send (RFC 3339, with or without an offset,
 /// or a bare day) and returns Parse's form.
-pub fn normalize_date(raw: &str) -> Option<String> {
+pub(crate) fn normalize_date(raw: &str) -> Option<String> {
     if let Ok(date) = DateTime::parse_from_rfc3339(raw) {
         return Some(format_date(date.with_timezone(&Utc)));
     }
@@ -110,7 +110,7 @@ fn bad_type(kind: &str) -> ParseError {
 
 /// Validates a value being stored and returns it in canonical form with the
 /// field type it implies (`None` for null).
-pub fn normalize_value(value: &Value) -> ParseResult<(Value, Option<FieldType>)> {
+pub(crate) fn normalize_value(value: &Value) -> ParseResult<(Value, Option<FieldType>)> {
     Ok(match value {
         Value::Null => (Value::Null, None),
         Value::Bool(_) => (value.clone(), Some(FieldType::Boolean)),
@@ -255,7 +255,7 @@ pub fn geo_point(map: &Map<String, Value>) -> Option<(f64, f64)> {
 }
 
 /// Validates an ACL object: `{"*" | userId | "role:Name": {"read": bool, "write": bool}}`.
-pub fn validate_acl(acl: &Value) -> ParseResult<Value> {
+pub(crate) fn validate_acl(acl: &Value) -> ParseResult<Value> {
     let bad = |why: &str| ParseError::new(code::INVALID_ACL, format!("Invalid ACL: {why}"));
     let entries = acl.as_object().ok_or_else(|| bad("it must be an object"))?;
     let mut out = Map::new();

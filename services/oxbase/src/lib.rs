@@ -305,9 +305,10 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     }
     let jobs = match (&client, queue) {
         (Some(client), Some(queue)) => {
-            let schedules = match config.section::<CronConfig>().enabled {
-                true => schedule_book(&config, client, &queue).ok(),
-                false => None,
+            let schedules = if config.section::<CronConfig>().enabled {
+                schedule_book(&config, client, &queue).ok()
+            } else {
+                None
             };
             if let (Some(book), true) = (&schedules, all) {
                 background.push(Box::new(

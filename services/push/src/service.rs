@@ -121,12 +121,6 @@ impl PushService {
         Arc::clone(&self.metrics)
     }
 
-    /// Counts into `metrics`, for a process that lists them with others'.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
-    }
-
     pub async fn run(self, readiness: Readiness, shutdown: Shutdown) -> Result<(), PushError> {
         readiness.register("push");
         let mut backoff = Duration::from_millis(100);

@@ -2219,21 +2219,21 @@ mod tests {
     /// answers them with.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Kind {
-        InvalidQuery,
-        InvalidKeyName,
-        InvalidJson,
+        Query,
+        KeyName,
+        Json,
     }
 
-    const INVALID_QUERY: Kind = Kind::InvalidQuery;
-    const INVALID_KEY_NAME: Kind = Kind::InvalidKeyName;
-    const INVALID_JSON: Kind = Kind::InvalidJson;
+    const INVALID_QUERY: Kind = Kind::Query;
+    const INVALID_KEY_NAME: Kind = Kind::KeyName;
+    const INVALID_JSON: Kind = Kind::Json;
 
     impl AggregateError {
         fn code(&self) -> Kind {
             match self {
-                AggregateError::InvalidQuery(_) => Kind::InvalidQuery,
-                AggregateError::InvalidFieldName(_) => Kind::InvalidKeyName,
-                AggregateError::InvalidWhereJson => Kind::InvalidJson,
+                AggregateError::InvalidQuery(_) => Kind::Query,
+                AggregateError::InvalidFieldName(_) => Kind::KeyName,
+                AggregateError::InvalidWhereJson => Kind::Json,
             }
         }
     }

@@ -34,7 +34,7 @@ impl TestServer {
         // `/scriptlog` has lines to answer.
         oxbase_kit::telemetry::init(
             oxbase_kit::LogFormat::Text,
-            "warn,oxbase_api::dashboard=info",
+            "warn,oxbase_objects::purge=info",
         );
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
