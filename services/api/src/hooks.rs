@@ -534,7 +534,9 @@ fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ParseRes
             })
         }
         (None, Some(class), Some(trigger), None) => {
-            if class != "_User" && class != "_Role" && class != "_Session" {
+            // Parse's own classes that Cloud Code may hook, beside the
+            // classes of the app.
+            if !["_User", "_Role", "_Session", "_Installation"].contains(&class.as_str()) {
                 validate_class_name(&class).map_err(|_| invalid_hook("invalid className"))?;
             }
             let trigger = TriggerName::parse(&trigger).ok_or_else(|| {

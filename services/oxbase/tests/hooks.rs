@@ -221,6 +221,97 @@ async fn nats_handlers_serve_a_function_and_a_before_save() {
 }
 
 #[tokio::test]
+async fn installations_have_triggers_like_any_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let server = Oxbase::start(&dir.path().join("api"), &nats.url(), &[]).await;
+    let handler = async_nats::connect(nats.url()).await.unwrap();
+
+    for trigger in ["beforeSave", "beforeDelete"] {
+        let (status, body) = master(
+            &server,
+            reqwest::Method::POST,
+            "hooks/triggers",
+            json!({"className": "_Installation", "triggerName": trigger, "nats": true}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    serve(
+        &handler,
+        "oxbase.triggers.beforeSave._Installation",
+        |request| {
+            let body = json_of(request);
+            let mut object = body["object"].clone();
+            let reply = if object["deviceType"] == json!("windows") {
+                json!({"error": "not this platform"})
+            } else {
+                object["channels"] = json!(["welcome"]);
+                json!({"success": object})
+            };
+            serde_json::to_vec(&reply).unwrap()
+        },
+    )
+    .await;
+    serve(
+        &handler,
+        "oxbase.triggers.beforeDelete._Installation",
+        |_| serde_json::to_vec(&json!({"error": "installations stay"})).unwrap(),
+    )
+    .await;
+
+    let (status, created) = client(
+        &server,
+        reqwest::Method::POST,
+        "installations",
+        json!({"installationId": "3f2a9c1e-0000-4000-8000-000000000001", "deviceType": "android"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["channels"], json!(["welcome"]), "{created}");
+    let id = created["objectId"].as_str().unwrap().to_owned();
+    let (_, stored) = master(
+        &server,
+        reqwest::Method::GET,
+        &format!("installations/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(stored["channels"], json!(["welcome"]), "{stored}");
+
+    let (status, refused) = client(
+        &server,
+        reqwest::Method::POST,
+        "installations",
+        json!({"installationId": "3f2a9c1e-0000-4000-8000-000000000002", "deviceType": "windows"}),
+    )
+    .await;
+    assert_eq!(
+        (status, refused),
+        (400, json!({"code": 142, "error": "not this platform"}))
+    );
+    let (status, refused) = master(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("installations/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, refused),
+        (400, json!({"code": 142, "error": "installations stay"}))
+    );
+    let (_, found) = master(
+        &server,
+        reqwest::Method::GET,
+        "installations",
+        json!({"count": 1, "limit": 0}),
+    )
+    .await;
+    assert_eq!(found["count"], json!(1), "{found}");
+}
+
+#[tokio::test]
 async fn misbehaving_handlers_get_clear_errors_and_the_api_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(free_port(), &dir.path().join("nats"));
