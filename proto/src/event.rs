@@ -126,6 +126,10 @@ pub struct RequestContext {
     /// Parse Server.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub purge: bool,
+    /// Parse's cloud `context` of the write, as its beforeSave left it;
+    /// absent when empty. The after-hooks receive it as `context`.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub cloud_context: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Event {
@@ -266,7 +270,7 @@ mod tests {
                 installation_id: None,
                 master: false,
                 request_id: Some("req-1".into()),
-                purge: false,
+                ..RequestContext::default()
             },
         }
     }

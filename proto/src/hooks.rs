@@ -29,7 +29,10 @@ pub const HOOK_FAILURE: &str = "Oxbase-Hook-Failure";
 pub const ATTEMPTS: &str = "Oxbase-Attempts";
 pub const LAST_ERROR: &str = "Oxbase-Last-Error";
 
-/// The four triggers Parse runs around object writes.
+/// The triggers Parse runs: around object writes (`beforeSave` ..
+/// `afterDelete`), around queries (`beforeFind`, `afterFind`), around
+/// log-ins and log-outs (on `_User` and `_Session`), and around files (on
+/// the class [`FILE_CLASS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum TriggerName {
@@ -37,14 +40,36 @@ pub enum TriggerName {
     AfterSave,
     BeforeDelete,
     AfterDelete,
+    BeforeFind,
+    AfterFind,
+    BeforeLogin,
+    AfterLogin,
+    AfterLogout,
+    BeforeSaveFile,
+    AfterSaveFile,
+    BeforeDeleteFile,
+    AfterDeleteFile,
 }
 
+/// The class the file triggers are registered on. Parse names it `@File`,
+/// which a key-value key cannot hold; `/hooks` accepts both spellings.
+pub const FILE_CLASS: &str = "_File";
+
 impl TriggerName {
-    pub const ALL: [TriggerName; 4] = [
+    pub const ALL: [TriggerName; 13] = [
         Self::BeforeSave,
         Self::AfterSave,
         Self::BeforeDelete,
         Self::AfterDelete,
+        Self::BeforeFind,
+        Self::AfterFind,
+        Self::BeforeLogin,
+        Self::AfterLogin,
+        Self::AfterLogout,
+        Self::BeforeSaveFile,
+        Self::AfterSaveFile,
+        Self::BeforeDeleteFile,
+        Self::AfterDeleteFile,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,11 +78,34 @@ impl TriggerName {
             Self::AfterSave => "afterSave",
             Self::BeforeDelete => "beforeDelete",
             Self::AfterDelete => "afterDelete",
+            Self::BeforeFind => "beforeFind",
+            Self::AfterFind => "afterFind",
+            Self::BeforeLogin => "beforeLogin",
+            Self::AfterLogin => "afterLogin",
+            Self::AfterLogout => "afterLogout",
+            Self::BeforeSaveFile => "beforeSaveFile",
+            Self::AfterSaveFile => "afterSaveFile",
+            Self::BeforeDeleteFile => "beforeDeleteFile",
+            Self::AfterDeleteFile => "afterDeleteFile",
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// The one class this trigger may be registered on, for the triggers
+    /// that are not per class.
+    pub fn only_class(self) -> Option<&'static str> {
+        match self {
+            Self::BeforeLogin | Self::AfterLogin => Some("_User"),
+            Self::AfterLogout => Some("_Session"),
+            Self::BeforeSaveFile
+            | Self::AfterSaveFile
+            | Self::BeforeDeleteFile
+            | Self::AfterDeleteFile => Some(FILE_CLASS),
+            _ => None,
+        }
     }
 
     /// The after-hook an object event runs: afterSave for creates and
@@ -135,7 +183,8 @@ pub struct FunctionRequest {
     pub caller: Caller,
 }
 
-/// What a trigger's handler receives.
+/// What an object trigger's handler receives, and the log-in and log-out
+/// triggers'.
 ///
 /// - `beforeSave`: `object` is the object as it would be saved (the stored
 ///   object with the request's changes applied, or the new object), and
@@ -144,6 +193,13 @@ pub struct FunctionRequest {
 /// - `afterSave`, `afterDelete`: `object` and `original` are those of the
 ///   object event, and `eventId` is its id (also sent as
 ///   [`IDEMPOTENCY_KEY`]).
+///
+/// - `beforeLogin` (class `_User`): `object` is the user whose password
+///   was just checked, before a session exists; an error refuses the
+///   log-in.
+/// - `afterLogin`: `object` is the user, once the session exists; an error
+///   fails the log-in's response (as in Parse Server).
+/// - `afterLogout` (class `_Session`): `object` is the ended session.
 ///
 /// `object` and `original` carry `className`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -159,6 +215,78 @@ pub struct TriggerRequest {
     pub event_id: Option<String>,
     #[serde(flatten)]
     pub caller: Caller,
+}
+
+/// What a `beforeFind` or `afterFind` handler receives, for a query
+/// (`GET /classes/<className>`) or a get (`GET /classes/<className>/<id>`,
+/// `isGet`), and for a count (`count`).
+///
+/// `query` is Parse's query in the form `Parse.Query#toJSON()` gives:
+/// `where` and, when set, `limit`, `skip`, `order`, `keys`, `include` and
+/// `excludeKeys` (the last four comma-separated).
+///
+/// - `beforeFind`: a reply `{"success": {"query": {...}}}` replaces the
+///   whole query (members left out take their defaults); any other success
+///   runs the query as asked; an error refuses it.
+/// - `afterFind`: `objects` are the results; a reply `{"success": [...]}`
+///   replaces them; any other success keeps them; an error fails the find.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FindTriggerRequest {
+    pub trigger_name: TriggerName,
+    pub class_name: String,
+    pub query: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub count: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_get: bool,
+    /// The results, for `afterFind`; each carries `className`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<Object>>,
+    #[serde(flatten)]
+    pub caller: Caller,
+}
+
+/// What a file trigger's handler receives (class [`FILE_CLASS`]).
+///
+/// - `beforeSaveFile`: `file` has the name the client gave, its type, and
+///   its bytes in `base64` when they are at most [`FILE_BYTES_SHOWN`]. A
+///   reply `{"success": {"file": {"name", "base64", "contentType"}}}`
+///   replaces what it gives of them; any other success stores the file as
+///   sent; an error refuses it.
+/// - `afterSaveFile`: `file` has the stored `name` and its `url`; an error
+///   reaches the client, although the file is stored (as in Parse Server).
+/// - `beforeDeleteFile` (whose error refuses the delete) and
+///   `afterDeleteFile`: `file` has `name` and `url`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileTriggerRequest {
+    pub trigger_name: TriggerName,
+    pub file: FileInfo,
+    /// The file's size in bytes, when saving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<u64>,
+    #[serde(flatten)]
+    pub caller: Caller,
+}
+
+/// The most bytes of a file that `beforeSaveFile` is shown, so that the
+/// request stays well within NATS's default payload limit.
+pub const FILE_BYTES_SHOWN: usize = 512 * 1024;
+
+/// A file, as file triggers see it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The bytes, standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
 }
 
 /// Who made the request behind a hook call. Members that do not apply are
@@ -189,6 +317,11 @@ pub struct Caller {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub request_id: Option<String>,
+    /// Parse's `context`: what the client sent as its cloud context (the JS
+    /// SDK's `save(null, {context})`). An afterSave or afterDelete receives
+    /// the context of its write, as the beforeSave left it.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub context: Map<String, Value>,
 }
 
 /// A handler's answer: `{"success": <result>}`, or `{"error": ...}` where
@@ -203,12 +336,18 @@ pub struct Caller {
 ///   (or the code given).
 /// - A beforeDelete's error rejects the delete the same way.
 /// - An after-hook's error counts as a failed delivery, which is retried.
+/// - The other triggers' replies are described on [`TriggerRequest`],
+///   [`FindTriggerRequest`] and [`FileTriggerRequest`].
+/// - A beforeSave may also answer `context`: the context as it left it,
+///   which the write's afterSave then receives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HookReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<HookError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Map<String, Value>>,
 }
 
 /// A handler's error.
@@ -298,7 +437,7 @@ mod tests {
         for trigger in TriggerName::ALL {
             assert_eq!(TriggerName::parse(trigger.as_str()), Some(trigger));
         }
-        assert_eq!(TriggerName::parse("beforeFind"), None);
+        assert_eq!(TriggerName::parse("beforeFnd"), None);
         assert_eq!(
             HookEntry::trigger_key("Game", TriggerName::BeforeSave),
             "trigger.Game.beforeSave"

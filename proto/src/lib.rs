@@ -70,12 +70,15 @@
 //!
 //! ```text
 //! <prefix>.functions.<functionName>            cloud functions
-//! <prefix>.triggers.<triggerName>.<className>  beforeSave, beforeDelete,
-//!                                              afterSave, afterDelete
+//! <prefix>.triggers.<triggerName>.<className>  every trigger ([`TriggerName`])
+//! <prefix>.jobs.run.<queue>.<jobName>          jobs ([`jobs`])
 //! ```
 //!
 //! The request body is the JSON Parse Server sends its webhooks
-//! ([`FunctionRequest`], [`TriggerRequest`]; `proto/schema/`), with the
+//! ([`FunctionRequest`], [`TriggerRequest`] for object, log-in and log-out
+//! triggers, [`FindTriggerRequest`] for `beforeFind`/`afterFind`,
+//! [`FileTriggerRequest`] for the file triggers on `_File`;
+//! `proto/schema/`), with the
 //! header `X-Parse-Request-Id`. The reply body is [`HookReply`]:
 //! `{"success": ...}` or `{"error": "message"}` /
 //! `{"error": {"code": 141, "message": "..."}}`. A reply that is not JSON,
@@ -106,7 +109,8 @@ pub use event::{
     DataContentType, Event, EventKind, Object, ObjectEvent, RequestContext, SpecVersion,
 };
 pub use hooks::{
-    Caller, FunctionRequest, HookEntry, HookError, HookReply, TriggerName, TriggerRequest,
+    Caller, FileInfo, FileTriggerRequest, FindTriggerRequest, FunctionRequest, HookEntry,
+    HookError, HookReply, TriggerName, TriggerRequest,
 };
 pub use stream::{EventStreamSettings, EventStreamSpec, Storage, stream_name};
 pub use subjects::{DEFAULT_PREFIX, InvalidPrefix, Subjects, valid_token};

@@ -24,6 +24,14 @@ fn schemas() -> Vec<(&'static str, Schema)> {
             schema_for!(oxbase_proto::TriggerRequest),
         ),
         (
+            "find-trigger-request.schema.json",
+            schema_for!(oxbase_proto::FindTriggerRequest),
+        ),
+        (
+            "file-trigger-request.schema.json",
+            schema_for!(oxbase_proto::FileTriggerRequest),
+        ),
+        (
             "hook-reply.schema.json",
             schema_for!(oxbase_proto::HookReply),
         ),

@@ -1,7 +1,8 @@
 //! Cloud functions, Parse's `/hooks` registry routes, and the synchronous
-//! triggers (beforeSave, beforeDelete). Every call goes over NATS: to a
-//! NATS handler directly, or to a webhook through the triggers service's
-//! proxy, so the API itself never calls out over HTTP.
+//! object triggers (beforeSave, beforeDelete); `triggers.rs` has the
+//! others. Every call goes over NATS: to a NATS handler directly, or to a
+//! webhook through the triggers service's proxy, so the API itself never
+//! calls out over HTTP.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use oxbase_objects::{
     query::FindOptions,
     values::{WriteKind, parse_write, validate_class_name},
 };
-use oxbase_proto::hooks::{REQUEST_ID, WEBHOOK_URL};
+use oxbase_proto::hooks::{FILE_CLASS, REQUEST_ID, WEBHOOK_URL};
 use oxbase_proto::{
     Caller, FunctionRequest, HookEntry, HookReply, Subjects, TriggerName, TriggerRequest,
 };
@@ -145,7 +146,7 @@ impl App {
     }
 
     /// Who is calling, as hooks are shown it.
-    async fn caller(&self, auth: &Auth, req: &ParseRequest) -> Caller {
+    pub(crate) async fn caller(&self, auth: &Auth, req: &ParseRequest) -> Caller {
         let mut user = None;
         if let Some(session) = &auth.user
             && let Ok(options) = FindOptions::for_get(&Map::new(), self.objects.limits())
@@ -175,6 +176,7 @@ impl App {
             headers,
             ip: Some(req.ip.to_string()),
             request_id: auth.request_id.clone(),
+            context: req.context.clone(),
         }
     }
 
@@ -224,7 +226,8 @@ impl App {
 
     /// Runs the class's beforeSave hook, if it has one. Answers the body to
     /// write instead of `body` and the fields the hook changed, or `None`
-    /// when the write goes ahead as asked.
+    /// when the write goes ahead as asked; `context` becomes the context
+    /// the hook left.
     pub(crate) async fn before_save(
         &self,
         auth: &Auth,
@@ -232,11 +235,10 @@ impl App {
         class_name: &str,
         object_id: Option<&str>,
         body: &Map<String, Value>,
+        context: &mut Map<String, Value>,
     ) -> ParseResult<Option<(Map<String, Value>, Vec<String>)>> {
-        let Some(runner) = &self.hooks else {
-            return Ok(None);
-        };
-        let Some(entry) = runner.trigger(class_name, TriggerName::BeforeSave).await else {
+        let Some((runner, entry)) = self.registered(class_name, TriggerName::BeforeSave).await
+        else {
             return Ok(None);
         };
         let (original, kind) = match object_id {
@@ -269,17 +271,17 @@ impl App {
             caller: self.caller(auth, req).await,
         };
         let reply = self
-            .call_trigger(
+            .run_hook(
                 runner,
                 &entry,
-                class_name,
-                TriggerName::BeforeSave,
+                (class_name, TriggerName::BeforeSave),
                 &request,
                 auth,
+                code::VALIDATION_ERROR,
             )
             .await?;
-        if let Some(err) = reply.error {
-            return Err(rejected(&err, code::VALIDATION_ERROR));
+        if let Some(left) = reply.context {
+            *context = left;
         }
         let Some(Value::Object(returned)) = reply.success else {
             return Ok(None);
@@ -296,10 +298,8 @@ impl App {
         class_name: &str,
         object_id: &str,
     ) -> ParseResult<()> {
-        let Some(runner) = &self.hooks else {
-            return Ok(());
-        };
-        let Some(entry) = runner.trigger(class_name, TriggerName::BeforeDelete).await else {
+        let Some((runner, entry)) = self.registered(class_name, TriggerName::BeforeDelete).await
+        else {
             return Ok(());
         };
         let object = self
@@ -313,32 +313,42 @@ impl App {
             event_id: None,
             caller: self.caller(auth, req).await,
         };
-        let reply = self
-            .call_trigger(
-                runner,
-                &entry,
-                class_name,
-                TriggerName::BeforeDelete,
-                &request,
-                auth,
-            )
-            .await?;
-        match reply.error {
-            Some(err) => Err(rejected(&err, code::VALIDATION_ERROR)),
-            None => Ok(()),
-        }
+        self.run_hook(
+            runner,
+            &entry,
+            (class_name, TriggerName::BeforeDelete),
+            &request,
+            auth,
+            code::VALIDATION_ERROR,
+        )
+        .await?;
+        Ok(())
     }
 
-    async fn call_trigger(
+    /// The hook registered for `trigger` on `class_name`, with the runner
+    /// that calls it.
+    pub(crate) async fn registered(
+        &self,
+        class_name: &str,
+        trigger: TriggerName,
+    ) -> Option<(&HookRunner, HookEntry)> {
+        let runner = self.hooks.as_ref()?;
+        let entry = runner.trigger(class_name, trigger).await?;
+        Some((runner, entry))
+    }
+
+    /// Calls a trigger's hook. Its error reply fails the request, with the
+    /// code the handler gave, or `default_code`.
+    pub(crate) async fn run_hook(
         &self,
         runner: &HookRunner,
         entry: &HookEntry,
-        class_name: &str,
-        trigger: TriggerName,
-        request: &TriggerRequest,
+        (class_name, trigger): (&str, TriggerName),
+        request: &impl Serialize,
         auth: &Auth,
+        default_code: i32,
     ) -> ParseResult<HookReply> {
-        runner
+        let reply = runner
             .call(
                 Some(entry),
                 runner.subjects.trigger(trigger, class_name),
@@ -353,7 +363,11 @@ impl App {
                     Some(entry),
                     err,
                 )
-            })
+            })?;
+        match &reply.error {
+            Some(err) => Err(rejected(err, default_code)),
+            None => Ok(reply),
+        }
     }
 
     /// Parse's `/hooks` routes, master key only.
@@ -383,7 +397,7 @@ impl App {
                 .map(|e| Reply::ok(to_body(e)))
                 .ok_or_else(|| no_function(name)),
             (&Method::GET, ["triggers", class, trigger]) => TriggerName::parse(trigger)
-                .and_then(|t| registry.trigger(class, t))
+                .and_then(|t| registry.trigger(file_class(class), t))
                 .map(|e| Reply::ok(to_body(e)))
                 .ok_or_else(|| no_trigger(class)),
             (&Method::POST, ["functions" | "triggers" | "jobs"]) => {
@@ -405,7 +419,9 @@ impl App {
             }
             (&Method::PUT, ["triggers", class, trigger]) if deleting => {
                 match TriggerName::parse(trigger) {
-                    Some(t) => delete_hook(registry, &HookEntry::trigger_key(class, t)).await,
+                    Some(t) => {
+                        delete_hook(registry, &HookEntry::trigger_key(file_class(class), t)).await
+                    }
                     None => Ok(Reply::ok(Value::Object(Map::new()))),
                 }
             }
@@ -461,6 +477,31 @@ fn merge_returned(
         }
     }
     (write, changed)
+}
+
+/// The class a trigger is registered on: the one class of the log-in,
+/// log-out and file triggers (where Parse's `@File` is `_File`), or a class
+/// of the app or one of Parse's own that Cloud Code may hook.
+fn trigger_class(class: String, trigger: TriggerName) -> ParseResult<String> {
+    let class = file_class(&class).to_owned();
+    match trigger.only_class() {
+        Some(only) if class == only => Ok(class),
+        Some(only) => Err(invalid_hook(&format!(
+            "{trigger} is a trigger of {only} only"
+        ))),
+        None if ["_User", "_Role", "_Session", "_Installation"].contains(&class.as_str()) => {
+            Ok(class)
+        }
+        None => {
+            validate_class_name(&class).map_err(|_| invalid_hook("invalid className"))?;
+            Ok(class)
+        }
+    }
+}
+
+/// Parse's `@File` as oxbase registers it.
+fn file_class(class: &str) -> &str {
+    if class == "@File" { FILE_CLASS } else { class }
 }
 
 enum HookName<'a> {
@@ -534,16 +575,13 @@ fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ParseRes
             })
         }
         (None, Some(class), Some(trigger), None) => {
-            // Parse's own classes that Cloud Code may hook, beside the
-            // classes of the app.
-            if !["_User", "_Role", "_Session", "_Installation"].contains(&class.as_str()) {
-                validate_class_name(&class).map_err(|_| invalid_hook("invalid className"))?;
-            }
             let trigger = TriggerName::parse(&trigger).ok_or_else(|| {
-                invalid_hook(
-                    "triggerName must be beforeSave, afterSave, beforeDelete or afterDelete",
-                )
+                invalid_hook(&format!(
+                    "triggerName must be one of {}",
+                    TriggerName::ALL.map(TriggerName::as_str).join(", ")
+                ))
             })?;
+            let class = trigger_class(class, trigger)?;
             Ok(HookEntry {
                 function_name: None,
                 class_name: Some(class),
@@ -666,12 +704,20 @@ mod tests {
         )
         .unwrap();
         assert!(nats.nats && nats.url.is_none());
+        let file = hook_entry(
+            &map(json!({"className": "@File", "triggerName": "beforeSaveFile", "nats": true})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(file.class_name.as_deref(), Some(FILE_CLASS));
         for bad in [
             json!({"functionName": "f", "url": "ftp://x.io"}),
             json!({"functionName": "f", "url": "http://"}),
             json!({"functionName": "f"}),
             json!({"functionName": "a.b", "url": "http://x.io"}),
-            json!({"className": "Game", "triggerName": "beforeFind", "url": "http://x.io"}),
+            json!({"className": "Game", "triggerName": "beforeFnd", "url": "http://x.io"}),
+            json!({"className": "Game", "triggerName": "beforeLogin", "url": "http://x.io"}),
+            json!({"className": "_User", "triggerName": "beforeSaveFile", "url": "http://x.io"}),
             json!({"className": "1x", "triggerName": "afterSave", "url": "http://x.io"}),
             json!({"url": "http://x.io"}),
         ] {

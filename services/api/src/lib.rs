@@ -17,6 +17,7 @@ mod request;
 mod routes;
 mod schema_routes;
 mod server;
+mod triggers;
 mod users;
 
 use std::net::SocketAddr;

@@ -46,6 +46,10 @@ pub struct ParseRequest {
     pub upload: Option<FileUpload>,
     /// The HTTP headers, for hooks, which Parse shows them.
     pub headers: std::sync::Arc<HeaderMap>,
+    /// Parse's cloud context, which triggers receive: the body's
+    /// `_context` (the JS SDK's tunnel) or the `X-Parse-Cloud-Context`
+    /// header, a JSON object either way.
+    pub context: Map<String, Value>,
 }
 
 /// The body of a file upload: the raw bytes, or the JS SDK's JSON form
@@ -130,6 +134,7 @@ impl ParseRequest {
                 _ => return Err(ParseError::json(format!("unsupported _method {over:?}"))),
             };
         }
+        let context = cloud_context(headers, &body)?;
         take_tunnel_credentials(&mut body, &mut credentials)?;
 
         let mut params = body.clone();
@@ -144,6 +149,7 @@ impl ParseRequest {
             origin: origin(headers),
             upload: None,
             headers: std::sync::Arc::new(headers.clone()),
+            context,
         })
     }
 
@@ -208,6 +214,7 @@ impl ParseRequest {
             origin: origin(headers),
             upload: Some(upload),
             headers: std::sync::Arc::new(headers.clone()),
+            context: cloud_context(headers, &Map::new())?,
         })
     }
 
@@ -228,8 +235,37 @@ impl ParseRequest {
             origin: self.origin.clone(),
             upload: None,
             headers: self.headers.clone(),
+            context: self.context.clone(),
         }
     }
+}
+
+/// The request's cloud context. Parse Server refuses one that is not a
+/// JSON object.
+fn cloud_context(
+    headers: &HeaderMap,
+    body: &Map<String, Value>,
+) -> ParseResult<Map<String, Value>> {
+    let given = match body.get("_context") {
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(Value::Object(map)) => return Ok(map.clone()),
+        Some(Value::Null) | None => header(headers, "x-parse-cloud-context"),
+        Some(_) => return Err(invalid_context()),
+    };
+    match given {
+        None => Ok(Map::new()),
+        Some(text) => match serde_json::from_str(&text) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(invalid_context()),
+        },
+    }
+}
+
+fn invalid_context() -> ParseError {
+    ParseError::new(
+        oxbase_objects::code::INVALID_JSON,
+        "Invalid object for context.",
+    )
 }
 
 /// Whether the headers name the app (so an upload's body is the file, not

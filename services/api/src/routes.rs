@@ -152,16 +152,9 @@ impl App {
             (&Method::GET, ["users", "me"]) => self.me(auth, req).await,
             (&Method::GET, ["sessions", "me"]) => self.session_me(auth, req).await,
             (&Method::GET | &Method::POST, ["login"]) => self.login(auth, req).await,
-            (&Method::POST, ["logout"]) => self.logout(auth).await,
+            (&Method::POST, ["logout"]) => self.logout(auth, req).await,
             (&Method::GET, ["classes", class]) => self.find_route(auth, req, class).await,
-            (&Method::GET, ["classes", class, id]) => {
-                let options = FindOptions::for_get(&req.params, self.objects.limits())?;
-                let object = self.objects.get(auth, class, id, &options).await?;
-                let mut objects = [object];
-                self.expand_files(req, &mut objects);
-                let [object] = objects;
-                Ok(Reply::ok(Value::Object(object)))
-            }
+            (&Method::GET, ["classes", class, id]) => self.get_route(auth, req, class, id).await,
             (&Method::POST, ["batch"]) => self.batch(auth, req).await,
             (_, ["files", ..]) => self.files_route(auth, req).await,
             (_, ["config"]) => self.config_route(auth, req).await,
@@ -196,6 +189,8 @@ impl App {
             Some(key) => self.objects.relation_target(class, key).await?,
             None => class.to_owned(),
         };
+        self.before_find(auth, req, &class, &mut params, false)
+            .await?;
         let options = FindOptions::for_find(&params, self.objects.limits())?;
         if mode.explain {
             if !auth.master {
@@ -208,6 +203,8 @@ impl App {
         }
         let (mut results, count) = self.objects.find(auth, &class, &options).await?;
         self.expand_files(req, &mut results);
+        self.after_find(auth, req, &class, &params, &mut results)
+            .await?;
         if mode.redirect_key.is_some() {
             for object in &mut results {
                 object.insert("className".into(), Value::from(class.as_str()));
@@ -222,6 +219,45 @@ impl App {
             body.insert("count".into(), json!(count));
         }
         Ok(Reply::ok(Value::Object(body)))
+    }
+
+    /// `GET /classes/{class}/{id}`. A beforeFind hook sees it as a query
+    /// for the id; when it rewrites the query, the object must also match
+    /// the new one.
+    async fn get_route(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+        class: &str,
+        id: &str,
+    ) -> ParseResult<Reply> {
+        let mut params = req.params.clone();
+        params.insert("where".into(), json!({ "objectId": id }));
+        let mut objects = if self
+            .before_find(auth, req, class, &mut params, true)
+            .await?
+        {
+            let rewritten = params.remove("where").unwrap_or_else(|| json!({}));
+            params.insert(
+                "where".into(),
+                json!({ "$and": [rewritten, { "objectId": id }] }),
+            );
+            params.insert("limit".into(), json!(1));
+            params.remove("skip");
+            let options = FindOptions::for_find(&params, self.objects.limits())?;
+            let (found, _) = self.objects.find(auth, class, &options).await?;
+            found
+        } else {
+            let options = FindOptions::for_get(&req.params, self.objects.limits())?;
+            vec![self.objects.get(auth, class, id, &options).await?]
+        };
+        self.expand_files(req, &mut objects);
+        self.after_find(auth, req, class, &params, &mut objects)
+            .await?;
+        let object = objects
+            .pop()
+            .ok_or_else(|| ParseError::new(code::OBJECT_NOT_FOUND, "Object not found."))?;
+        Ok(Reply::ok(Value::Object(object)))
     }
 
     /// The error for a request no route serves.
@@ -261,7 +297,9 @@ impl App {
             ClassWrite::Update(class, id) => self.save(auth, req, class, Some(id), &req.body).await,
             ClassWrite::Delete(class, id) => {
                 self.before_delete(auth, req, class, id).await?;
-                self.objects.prepare_delete(auth, class, id).await
+                let mut prepared = self.objects.prepare_delete(auth, class, id).await?;
+                prepared.set_cloud_context(req.context.clone());
+                Ok(prepared)
             }
         }
     }
@@ -286,7 +324,10 @@ impl App {
         object_id: Option<&str>,
         body: &Map<String, Value>,
     ) -> ParseResult<PreparedWrite> {
-        let hooked = self.before_save(auth, req, class, object_id, body).await?;
+        let mut context = req.context.clone();
+        let hooked = self
+            .before_save(auth, req, class, object_id, body, &mut context)
+            .await?;
         let (body, changed) = match &hooked {
             Some((body, changed)) => (body, changed.clone()),
             None => (body, Vec::new()),
@@ -296,6 +337,7 @@ impl App {
             Some(id) => self.objects.prepare_update(auth, class, id, body).await?,
         };
         prepared.echo_also(changed);
+        prepared.set_cloud_context(context);
         Ok(prepared)
     }
 

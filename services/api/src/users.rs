@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use oxbase_objects::{
     Auth, FindOptions, LogIn, ParseError, ParseResult, WriteReply, invalid_token,
 };
+use oxbase_proto::TriggerName;
 use oxbase_store::{Condition, Filter, Object, QueryValue};
 use serde_json::{Map, Value, json};
 
@@ -56,8 +57,16 @@ impl App {
                 .and_then(Value::as_str)
                 .filter(|p| !p.is_empty()),
         };
-        let (user_id, token) = self.objects.log_in(auth, login).await?;
-        self.user_reply(req, &user_id, token).await
+        let (user_id, user) = self.objects.check_log_in(login).await?;
+        self.session_trigger(auth, req, TriggerName::BeforeLogin, &user, None)
+            .await?;
+        let token = self.objects.open_log_in_session(auth, &user_id).await?;
+        let reply = self.user_reply(req, &user_id, token).await?;
+        if let Value::Object(user) = &reply.body {
+            self.session_trigger(auth, req, TriggerName::AfterLogin, user, Some(user))
+                .await?;
+        }
+        Ok(reply)
     }
 
     /// The user's own object with their session token, as `/login` and
@@ -92,8 +101,11 @@ impl App {
     }
 
     /// `POST /logout`: the session is deleted; its token stops working.
-    pub(crate) async fn logout(&self, auth: &Auth) -> ParseResult<Reply> {
-        self.objects.log_out(auth).await?;
+    pub(crate) async fn logout(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
+        if let Some(session) = self.objects.log_out(auth).await? {
+            self.session_trigger(auth, req, TriggerName::AfterLogout, &session, None)
+                .await?;
+        }
         Ok(Reply::ok(json!({})))
     }
 

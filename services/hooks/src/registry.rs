@@ -34,14 +34,15 @@ struct Hooks {
     jobs: HashMap<String, HookEntry>,
     /// className → the entry of each trigger, indexed like
     /// [`TriggerName::ALL`].
-    triggers: HashMap<String, [Option<HookEntry>; 4]>,
+    triggers: HashMap<String, [Option<HookEntry>; TriggerName::ALL.len()]>,
 }
 
 impl Hooks {
     fn rebuild(entries: HashMap<String, (u64, HookEntry)>) -> Self {
         let mut functions = HashMap::new();
         let mut jobs = HashMap::new();
-        let mut triggers: HashMap<String, [Option<HookEntry>; 4]> = HashMap::new();
+        let mut triggers: HashMap<String, [Option<HookEntry>; TriggerName::ALL.len()]> =
+            HashMap::new();
         for (_, entry) in entries.values() {
             if let Some(name) = &entry.function_name {
                 functions.insert(name.clone(), entry.clone());

@@ -296,6 +296,7 @@ impl serde::Serialize for Answer {
                     code: Some(err.code()),
                     message: Some(err.to_string()),
                 }),
+                context: None,
             }
             .serialize(serializer),
         }

@@ -87,6 +87,13 @@ impl PreparedWrite {
         self.op.class_name()
     }
 
+    /// Parse's cloud context, for the write's event and so its after-hook.
+    pub fn set_cloud_context(&mut self, context: Map<String, Value>) {
+        if let Some(events) = &mut self.events {
+            events.cloud_context = context;
+        }
+    }
+
     pub fn remove_after(&mut self, duplicates: Vec<String>) {
         self.duplicates = duplicates;
     }
@@ -729,6 +736,7 @@ impl ObjectLayer {
             master: auth.master,
             request_id: auth.request_id.clone(),
             purge: false,
+            cloud_context: Map::new(),
         })
     }
 

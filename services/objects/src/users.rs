@@ -367,9 +367,13 @@ pub struct LogIn<'a> {
 }
 
 impl ObjectLayer {
-    /// Checks a log-in and opens a session: the user's id and the new
-    /// session token.
-    pub async fn log_in(&self, auth: &Auth, login: LogIn<'_>) -> ParseResult<(String, String)> {
+    /// Checks a log-in's username (or email) and password: the user's id
+    /// and the user as stored. No session exists yet, so that a
+    /// `beforeLogin` hook can still refuse it.
+    pub async fn check_log_in(
+        &self,
+        login: LogIn<'_>,
+    ) -> ParseResult<(String, oxbase_store::Object)> {
         let filter = match (login.username, login.email) {
             (Some(username), _) => Filter::field(
                 "username",
@@ -402,19 +406,25 @@ impl ObjectLayer {
             .and_then(Value::as_str)
             .ok_or_else(wrong)?
             .to_owned();
+        Ok((user_id, user))
+    }
+
+    /// Opens a session for a user whose log-in was checked: the new
+    /// session token.
+    pub async fn open_log_in_session(&self, auth: &Auth, user_id: &str) -> ParseResult<String> {
         auth.require_writable("create")?;
         let (session, token) = self
-            .prepare_session(&user_id, Some("login"), auth.installation_id.as_deref())
+            .prepare_session(user_id, Some("login"), auth.installation_id.as_deref())
             .await?;
         self.commit_one(session).await?;
-        Ok((user_id, token))
+        Ok(token)
     }
 
     /// Ends the signed-in user's session: it is deleted, and its token
-    /// stops working.
-    pub async fn log_out(&self, auth: &Auth) -> ParseResult<()> {
+    /// stops working. Answers the session it ended.
+    pub async fn log_out(&self, auth: &Auth) -> ParseResult<Option<oxbase_store::Object>> {
         let Some(user) = &auth.user else {
-            return Ok(());
+            return Ok(None);
         };
         let session = self
             .find_one(
@@ -441,7 +451,7 @@ impl ObjectLayer {
             }
         }
         self.sessions.forget(&user.session_token);
-        Ok(())
+        Ok(session)
     }
 
     /// After writes commit: sessions of deleted users go, and cached

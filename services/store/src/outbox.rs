@@ -25,6 +25,8 @@ pub struct EventContext {
     pub request_id: Option<String>,
     /// The write deletes an object while purging its class.
     pub purge: bool,
+    /// Parse's cloud context of the write.
+    pub cloud_context: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An event waiting in the outbox, in commit order (`seq`).
@@ -76,6 +78,7 @@ fn event(context: &EventContext, class_name: &str, outcome: &WriteOutcome) -> ox
             master: context.master,
             request_id: context.request_id.clone(),
             purge: context.purge,
+            cloud_context: context.cloud_context.clone(),
         },
     };
     Event::new(context.source.as_str(), kind, data)

@@ -360,6 +360,7 @@ fn trigger_request(event: Event, trigger: TriggerName) -> TriggerRequest {
             user,
             installation_id: context.installation_id,
             request_id: context.request_id,
+            context: context.cloud_context,
             ..Caller::default()
         },
     }
@@ -551,7 +552,7 @@ mod tests {
                     installation_id: None,
                     master: false,
                     request_id: Some("r1".into()),
-                    purge: false,
+                    ..RequestContext::default()
                 },
             },
         );

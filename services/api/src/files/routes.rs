@@ -15,7 +15,9 @@ use super::{mime, rules};
 use crate::App;
 use crate::request::{FileUpload, ParseRequest, headers_name_app, percent_decode};
 use crate::routes::Reply;
+use crate::triggers::SavedFile;
 use oxbase_objects::{Auth, ParseError, ParseResult, code};
+use oxbase_proto::{FileInfo as TriggerFile, TriggerName};
 
 /// Request body read for an upload without an app id header, which may be
 /// the JSON form: room for the file in base64 and for the JSON around it.
@@ -81,7 +83,7 @@ impl App {
             )),
             (&Method::POST, ["files", name]) => self.upload_file(auth, req, name).await,
             (&Method::DELETE, ["files", rest @ ..]) if !rest.is_empty() => {
-                self.delete_file(auth, &rest.join("/")).await
+                self.delete_file(auth, req, &rest.join("/")).await
             }
             _ => Err(self.no_route(req)),
         }
@@ -140,13 +142,23 @@ impl App {
         check_denied(&data.metadata)?;
         check_denied(&data.tags)?;
 
-        let (stored_name, content_type) = stored_name(name, content_type);
+        let given = SavedFile {
+            name: name.to_owned(),
+            bytes: upload.bytes.clone(),
+            content_type: content_type.map(str::to_owned),
+        };
+        let saved = self.before_save_file(auth, req, given).await?;
+        if saved.name != name {
+            rules::validate_filename(&saved.name)?;
+        }
+        let (stored_name, content_type) = stored_name(&saved.name, saved.content_type.as_deref());
         let stored_name = match &data.directory {
             Some(Value::String(directory)) => format!("{directory}/{stored_name}"),
             _ => stored_name,
         };
+        let size = saved.bytes.len() as u64;
         let file = StoredFile {
-            bytes: upload.bytes.clone(),
+            bytes: saved.bytes,
             info: FileInfo {
                 content_type,
                 metadata: data.metadata,
@@ -162,6 +174,13 @@ impl App {
         }
         let mount_url = format!("{}{}", req.origin, self.mount);
         let url = super::file_url(&mount_url, &self.app_id, &stored_name);
+        let stored = TriggerFile {
+            name: Some(stored_name.clone()),
+            url: Some(url.clone()),
+            ..TriggerFile::default()
+        };
+        self.file_trigger(auth, req, TriggerName::AfterSaveFile, stored, Some(size))
+            .await?;
         Ok(Reply {
             status: StatusCode::CREATED,
             body: json!({ "url": url, "name": stored_name }),
@@ -171,7 +190,7 @@ impl App {
     }
 
     /// `DELETE /files/{name}`: master key only.
-    async fn delete_file(&self, auth: &Auth, name: &str) -> ParseResult<Reply> {
+    async fn delete_file(&self, auth: &Auth, req: &ParseRequest, name: &str) -> ParseResult<Reply> {
         auth.require_master()?;
         if auth.read_only {
             return Ok(bare(
@@ -179,8 +198,20 @@ impl App {
                 "read-only masterKey isn't allowed to delete a file.",
             ));
         }
+        let mount_url = format!("{}{}", req.origin, self.mount);
+        let file = TriggerFile {
+            name: Some(name.to_owned()),
+            url: Some(super::file_url(&mount_url, &self.app_id, name)),
+            ..TriggerFile::default()
+        };
+        self.file_trigger(auth, req, TriggerName::BeforeDeleteFile, file.clone(), None)
+            .await?;
         match self.files.storage.delete(name).await {
-            Ok(()) => Ok(Reply::ok(json!({}))),
+            Ok(()) => {
+                self.file_trigger(auth, req, TriggerName::AfterDeleteFile, file, None)
+                    .await?;
+                Ok(Reply::ok(json!({})))
+            }
             // Parse Server's default (GridFS) adapter's words.
             Err(StorageError::NotFound) => {
                 Err(ParseError::new(code::FILE_DELETE_ERROR, "FileNotFound"))

@@ -1192,6 +1192,7 @@ pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
         master: false,
         request_id: None,
         purge: false,
+        cloud_context: serde_json::Map::new(),
     };
     let batch = |ops: Vec<WriteOp>, atomic: bool| WriteBatch {
         ops,
