@@ -32,11 +32,16 @@ pub(crate) struct SavedFile {
     pub content_type: Option<String>,
 }
 
+/// The query in `params`; `where` is always there, as in `toJSON()`.
 fn query_of(params: &Map<String, Value>) -> Map<String, Value> {
-    QUERY_MEMBERS
+    let mut query: Map<String, Value> = QUERY_MEMBERS
         .iter()
         .filter_map(|key| Some(((*key).to_owned(), params.get(*key)?.clone())))
-        .collect()
+        .collect();
+    query
+        .entry("where")
+        .or_insert_with(|| Value::Object(Map::new()));
+    query
 }
 
 fn with_class(mut object: Object, class_name: &str) -> Object {

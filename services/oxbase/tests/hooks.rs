@@ -512,3 +512,276 @@ async fn every_api_process_sees_a_registry_change_without_a_restart() {
         )
     );
 }
+
+/// Registers NATS-served triggers with `/hooks`.
+async fn register(server: &Oxbase, triggers: &[(&str, &str)]) {
+    for (class, trigger) in triggers {
+        let (status, body) = master(
+            server,
+            reqwest::Method::POST,
+            "hooks/triggers",
+            json!({"className": class, "triggerName": trigger, "nats": true}),
+        )
+        .await;
+        assert_eq!(status, 200, "{class} {trigger}: {body}");
+    }
+}
+
+/// A call with a session token or a cloud context: (status, body).
+async fn call_as(
+    server: &Oxbase,
+    method: reqwest::Method,
+    path: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut request = server.request(method, path);
+    if let Some(token) = session {
+        request = request.header("X-Parse-Session-Token", token);
+    }
+    if !body.is_null() {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn find_login_and_file_triggers_and_the_cloud_context_reach_nats_handlers() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let server = Oxbase::start(&dir.path().join("api"), &nats.url(), &[]).await;
+    let handler = async_nats::connect(nats.url()).await.unwrap();
+    register(
+        &server,
+        &[
+            ("Post", "beforeFind"),
+            ("Post", "afterFind"),
+            ("Note", "beforeSave"),
+            ("_User", "beforeLogin"),
+            ("_User", "afterLogin"),
+            ("_Session", "afterLogout"),
+            ("@File", "beforeSaveFile"),
+            ("@File", "afterSaveFile"),
+            ("_File", "beforeDeleteFile"),
+        ],
+    )
+    .await;
+    let (status, refused) = master(
+        &server,
+        reqwest::Method::POST,
+        "hooks/triggers",
+        json!({"className": "Post", "triggerName": "beforeLogin", "nats": true}),
+    )
+    .await;
+    assert_eq!((status, refused["code"].clone()), (400, json!(143)));
+
+    // What the after-triggers were sent, in order.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let record = |seen: tokio::sync::mpsc::UnboundedSender<Value>| {
+        move |request: &async_nats::Message| {
+            seen.send(json_of(request)).unwrap();
+            serde_json::to_vec(&json!({"success": true})).unwrap()
+        }
+    };
+    // Clients never see hidden posts, and nobody sees a post's secret.
+    serve(&handler, "oxbase.triggers.beforeFind.Post", |request| {
+        let body = json_of(request);
+        let reply = if body["master"] == json!(true) {
+            json!({"success": true})
+        } else {
+            let mut query = body["query"].clone();
+            query["where"] = json!({"$and": [body["query"]["where"], {"hidden": {"$ne": true}}]});
+            json!({"success": {"query": query}})
+        };
+        serde_json::to_vec(&reply).unwrap()
+    })
+    .await;
+    serve(&handler, "oxbase.triggers.afterFind.Post", |request| {
+        let body = json_of(request);
+        let objects: Vec<Value> = body["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                let mut o = o.clone();
+                o.as_object_mut().unwrap().remove("secret");
+                o
+            })
+            .collect();
+        serde_json::to_vec(&json!({"success": objects})).unwrap()
+    })
+    .await;
+    serve(&handler, "oxbase.triggers.beforeSave.Note", |request| {
+        let body = json_of(request);
+        let mut object = body["object"].clone();
+        object["from"] = body["context"]["from"].clone();
+        serde_json::to_vec(&json!({"success": object, "context": {"seen": true}})).unwrap()
+    })
+    .await;
+    serve(&handler, "oxbase.triggers.beforeLogin._User", |request| {
+        let body = json_of(request);
+        let reply = if body["object"]["username"] == json!("banned") {
+            json!({"error": {"code": 101, "message": "banned"}})
+        } else {
+            json!({"success": true})
+        };
+        serde_json::to_vec(&reply).unwrap()
+    })
+    .await;
+    serve(
+        &handler,
+        "oxbase.triggers.afterLogin._User",
+        record(seen_tx.clone()),
+    )
+    .await;
+    serve(
+        &handler,
+        "oxbase.triggers.afterLogout._Session",
+        record(seen_tx.clone()),
+    )
+    .await;
+    serve(
+        &handler,
+        "oxbase.triggers.beforeSaveFile._File",
+        |request| {
+            let body = json_of(request);
+            assert_eq!(body["file"]["base64"], json!("aGk="), "{body}");
+            let reply = json!({"success": {"file": {"name": "renamed.txt", "base64": "SEVMTE8="}}});
+            serde_json::to_vec(&reply).unwrap()
+        },
+    )
+    .await;
+    serve(
+        &handler,
+        "oxbase.triggers.afterSaveFile._File",
+        record(seen_tx.clone()),
+    )
+    .await;
+    serve(&handler, "oxbase.triggers.beforeDeleteFile._File", |_| {
+        serde_json::to_vec(&json!({"error": {"code": 153, "message": "files stay"}})).unwrap()
+    })
+    .await;
+
+    // beforeFind and afterFind, on queries and gets.
+    let mut ids = Vec::new();
+    for post in [
+        json!({"title": "shown", "secret": "s1"}),
+        json!({"title": "hidden", "hidden": true}),
+    ] {
+        let (status, created) = master(&server, reqwest::Method::POST, "classes/Post", post).await;
+        assert_eq!(status, 201, "{created}");
+        ids.push(created["objectId"].as_str().unwrap().to_owned());
+    }
+    let (_, found) = client(&server, reqwest::Method::GET, "classes/Post", Value::Null).await;
+    let results = found["results"].as_array().expect(&found.to_string());
+    assert_eq!(results.len(), 1, "{found}");
+    assert_eq!(results[0]["title"], json!("shown"));
+    assert!(results[0].get("secret").is_none(), "{found}");
+    let (_, all) = master(&server, reqwest::Method::GET, "classes/Post", Value::Null).await;
+    assert_eq!(all["results"].as_array().unwrap().len(), 2, "{all}");
+    let path = |id: &str| format!("classes/Post/{id}");
+    let (_, shown) = client(&server, reqwest::Method::GET, &path(&ids[0]), Value::Null).await;
+    assert_eq!(
+        (shown["title"].clone(), shown.get("secret")),
+        (json!("shown"), None)
+    );
+    let (status, hidden) = client(&server, reqwest::Method::GET, &path(&ids[1]), Value::Null).await;
+    assert_eq!(
+        (status, hidden["code"].clone()),
+        (404, json!(101)),
+        "{hidden}"
+    );
+
+    // The client's context reaches beforeSave.
+    let (status, note) = client(
+        &server,
+        reqwest::Method::POST,
+        "classes/Note",
+        json!({"text": "hi", "_context": {"from": "sdk"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, note["from"].clone()),
+        (201, json!("sdk")),
+        "{note}"
+    );
+
+    // beforeLogin refuses; afterLogin and afterLogout see the user and the
+    // ended session.
+    for name in ["ann", "banned"] {
+        let (status, body) = client(
+            &server,
+            reqwest::Method::POST,
+            "users",
+            json!({"username": name, "password": "pw"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let login = |name: &str| json!({"username": name, "password": "pw"});
+    let (status, refused) = client(&server, reqwest::Method::POST, "login", login("banned")).await;
+    assert_eq!(
+        (status, refused),
+        (404, json!({"code": 101, "error": "banned"}))
+    );
+    let (status, user) = client(&server, reqwest::Method::POST, "login", login("ann")).await;
+    assert_eq!(status, 200, "{user}");
+    let token = user["sessionToken"].as_str().unwrap();
+    let after_login = seen.recv().await.unwrap();
+    assert_eq!(after_login["triggerName"], json!("afterLogin"));
+    assert_eq!(after_login["object"]["username"], json!("ann"));
+    assert_eq!(after_login["user"]["sessionToken"], json!(token));
+    let (status, _) = call_as(
+        &server,
+        reqwest::Method::POST,
+        "logout",
+        Some(token),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let after_logout = seen.recv().await.unwrap();
+    assert_eq!(after_logout["object"]["className"], json!("_Session"));
+    assert_eq!(after_logout["object"]["sessionToken"], json!(token));
+
+    // beforeSaveFile renames and rewrites the file; beforeDeleteFile keeps it.
+    let uploaded: Value = server
+        .request(reqwest::Method::POST, "files/hello.txt")
+        .header("X-Parse-Master-Key", "mk")
+        .header("Content-Type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let name = uploaded["name"]
+        .as_str()
+        .expect(&uploaded.to_string())
+        .to_owned();
+    assert!(name.ends_with("renamed.txt"), "{uploaded}");
+    let after_save = seen.recv().await.unwrap();
+    assert_eq!(after_save["file"]["name"], json!(name));
+    assert_eq!(after_save["fileSize"], json!(5));
+    let bytes = reqwest::get(uploaded["url"].as_str().unwrap())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(bytes, "HELLO");
+    let (status, kept) = master(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("files/{name}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, kept),
+        (400, json!({"code": 153, "error": "files stay"}))
+    );
+}
