@@ -1,0 +1,175 @@
+// Wire-level tests: this test plays oxbase, sending cloud-protocol.md
+// requests to the runner over NATS and checking the replies. Covers the
+// kinds oxbase may not send yet (find, login, logout, file triggers).
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { startNats, startRunner } from './harness.mjs';
+
+const require = createRequire(import.meta.url);
+const { connect } = require('nats');
+const here = path.dirname(fileURLToPath(import.meta.url));
+let nats;
+let runner;
+let nc;
+
+before(async () => {
+  nats = await startNats();
+  runner = await startRunner({ natsUrl: nats.natsUrl }, path.join(here, 'fixtures/protocol.js'));
+  nc = await connect({ servers: nats.natsUrl });
+});
+
+after(async () => {
+  if (nc) await nc.close();
+  if (runner) await runner.stop();
+  if (nats) await nats.stop();
+});
+
+async function ask(subject, body) {
+  const data = typeof body === 'string' ? body : JSON.stringify(body);
+  const msg = await nc.request(subject, new TextEncoder().encode(data), { timeout: 5000 });
+  return JSON.parse(new TextDecoder().decode(msg.data));
+}
+
+const user = { objectId: 'u1', username: 'bob', sessionToken: 'r:abc', createdAt: '2024-01-01T00:00:00.000Z', updatedAt: '2024-01-01T00:00:00.000Z' };
+
+test('registration: every hook is in OXBASE_HOOKS', async () => {
+  const kv = await nc.jetstream().views.kv('OXBASE_HOOKS');
+  const keys = [];
+  for await (const k of await kv.keys()) keys.push(k);
+  for (const k of [
+    'function.echoParams',
+    'trigger.Thing.beforeSave',
+    'trigger.Thing.beforeFind',
+    'trigger.Thing.afterFind',
+    'trigger._User.beforeLogin',
+    'trigger._Session.afterLogout',
+    'trigger._File.beforeSaveFile',
+    'trigger._File.beforeDeleteFile',
+  ]) {
+    assert.ok(keys.includes(k), `${k} registered`);
+  }
+  const v = JSON.parse(new TextDecoder().decode((await kv.get('trigger._File.beforeSaveFile')).value));
+  assert.deepEqual(v, { className: '_File', triggerName: 'beforeSaveFile', nats: true });
+});
+
+test('functions: params decoded, user from the wire, context', async () => {
+  const r = await ask('oxbase.functions.echoParams', {
+    functionName: 'echoParams',
+    params: { when: { __type: 'Date', iso: '2024-01-01T00:00:00.000Z' }, ptr: { __type: 'Pointer', className: 'A', objectId: 'x' } },
+    user,
+    context: { a: 1 },
+  });
+  assert.deepEqual(r, { success: { isDate: true, ptrClass: 'A', user: 'bob', ctx: { a: 1 } } });
+  assert.deepEqual(await ask('oxbase.functions.express', { params: {} }), { success: 'via res' });
+  assert.deepEqual(await ask('oxbase.functions.throwsError', { params: {} }), { error: { code: 141, message: 'plain error' } });
+});
+
+test('malformed JSON answers 107', async () => {
+  const r = await ask('oxbase.functions.echoParams', '{nope');
+  assert.equal(r.error.code, 107);
+});
+
+test('rateLimit answers 100 "Too many requests." past requestCount, per ip', async () => {
+  const call = (ip) => ask('oxbase.functions.limited', { params: {}, ip });
+  assert.deepEqual(await call('10.0.0.1'), { success: 'ok' });
+  assert.deepEqual(await call('10.0.0.1'), { success: 'ok' });
+  assert.deepEqual(await call('10.0.0.1'), { error: { code: 100, message: 'Too many requests.' } });
+  assert.deepEqual(await call('10.0.0.2'), { success: 'ok' });
+  assert.deepEqual(await call('127.0.0.1'), { success: 'ok' }, 'internal requests are not limited');
+});
+
+test('beforeSave: dirtyKeys are the request\'s changes; ops and context come back', async () => {
+  const original = { objectId: 't1', n: 1, label: 'a', createdAt: '2024-01-01T00:00:00.000Z', updatedAt: '2024-01-01T00:00:00.000Z', className: 'Thing' };
+  const r = await ask('oxbase.triggers.beforeSave.Thing', {
+    triggerName: 'beforeSave',
+    object: { ...original, n: 2 },
+    original,
+    context: { from: 'client' },
+  });
+  assert.equal(r.success.n, 12);
+  assert.equal(r.success.label, 'a');
+  assert.deepEqual(r.context, { from: 'client', seen: ['n'] });
+  const d = await ask('oxbase.triggers.beforeSave.Defaults', { triggerName: 'beforeSave', object: { className: 'Defaults', x: 1 } });
+  assert.deepEqual(d.success, { x: 1, kind: 'basic', className: 'Defaults' });
+});
+
+test('beforeFind rewrites the query or refuses', async () => {
+  const r = await ask('oxbase.triggers.beforeFind.Thing', { triggerName: 'beforeFind', className: 'Thing', query: { where: { a: 1 } }, count: false, isGet: false });
+  assert.deepEqual(r, { success: { query: { where: { a: 1 }, limit: 5 } } });
+  const e = await ask('oxbase.triggers.beforeFind.Thing', { triggerName: 'beforeFind', className: 'Thing', query: { where: { secret: 1 } } });
+  assert.deepEqual(e, { error: { code: 141, message: 'no secrets' } });
+});
+
+test('afterFind replaces the results', async () => {
+  const r = await ask('oxbase.triggers.afterFind.Thing', {
+    triggerName: 'afterFind',
+    className: 'Thing',
+    objects: [
+      { objectId: 'a', className: 'Thing', visible: true },
+      { objectId: 'b', className: 'Thing', visible: false },
+    ],
+    query: { where: {} },
+  });
+  assert.equal(r.success.length, 1);
+  assert.equal(r.success[0].objectId, 'a');
+  assert.equal(r.success[0].seen, true);
+});
+
+test('beforeLogin and afterLogout', async () => {
+  const ok = await ask('oxbase.triggers.beforeLogin._User', { triggerName: 'beforeLogin', object: { ...user, className: '_User' } });
+  assert.deepEqual(ok, { success: true });
+  const banned = await ask('oxbase.triggers.beforeLogin._User', { triggerName: 'beforeLogin', object: { ...user, banned: true, className: '_User' } });
+  assert.deepEqual(banned, { error: { code: 141, message: 'Access denied, you have been banned.' } });
+  const out = await ask('oxbase.triggers.afterLogout._Session', { triggerName: 'afterLogout', object: { objectId: 's', sessionToken: 'r:x', className: '_Session' } });
+  assert.deepEqual(out, { success: true });
+});
+
+test('file triggers: replace, refuse with 130 / 153', async () => {
+  const b64 = Buffer.from('hello').toString('base64');
+  assert.deepEqual(
+    await ask('oxbase.triggers.beforeSaveFile._File', { triggerName: 'beforeSaveFile', file: { name: 'a.txt', base64: b64 }, fileSize: 5 }),
+    { success: true },
+  );
+  assert.deepEqual(
+    await ask('oxbase.triggers.beforeSaveFile._File', { triggerName: 'beforeSaveFile', file: { name: 'bad.txt', base64: b64 }, fileSize: 5 }),
+    { error: { code: 130, message: 'bad file' } },
+  );
+  assert.deepEqual(
+    await ask('oxbase.triggers.beforeSaveFile._File', { triggerName: 'beforeSaveFile', file: { name: 'rename.txt', base64: b64 }, fileSize: 5 }),
+    { success: { file: { name: 'renamed.txt', base64: Buffer.from('new').toString('base64'), contentType: 'text/plain' } } },
+  );
+  assert.deepEqual(
+    await ask('oxbase.triggers.beforeDeleteFile._File', { triggerName: 'beforeDeleteFile', file: { name: 'a.txt', url: 'http://x/a.txt' } }),
+    { error: { code: 153, message: 'keep files' } },
+  );
+});
+
+test('jobs: heartbeats on progressSubject while running, then the result', async () => {
+  const beats = [];
+  const sub = nc.subscribe('test.progress.1', { callback: (_e, m) => beats.push(new TextDecoder().decode(m.data)) });
+  const r = await ask('oxbase.jobs.run.default.beating', {
+    id: 'job-1', queue: 'default', name: 'beating', payload: {}, attempt: 1, maxAttempts: 3,
+    timeoutMs: 10000, heartbeatMs: 300, progressSubject: 'test.progress.1',
+  });
+  sub.unsubscribe();
+  assert.deepEqual(r, { success: 'job-1' });
+  assert.ok(beats.length >= 3, `${beats.length} heartbeats`);
+  assert.equal(beats[0], '{}');
+});
+
+test('SIGTERM: a call in flight is answered, then the last runner withdraws its keys', async () => {
+  const other = await startRunner({ natsUrl: nats.natsUrl }, path.join(here, 'fixtures/protocol.js'), ['--prefix', 'slowtest']);
+  const kv = await nc.jetstream().views.kv('SLOWTEST_HOOKS');
+  assert.equal((await kv.get('function.slow')).operation, 'PUT');
+  const pending = ask('slowtest.functions.slow', { params: {} });
+  await new Promise((r) => setTimeout(r, 150));
+  const exited = other.stop();
+  assert.deepEqual(await pending, { success: 'done' });
+  assert.deepEqual(await exited, { code: 0, signal: null });
+  const gone = await kv.get('function.slow');
+  assert.ok(!gone || gone.operation !== 'PUT');
+});
