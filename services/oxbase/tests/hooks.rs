@@ -675,7 +675,9 @@ async fn find_login_and_file_triggers_and_the_cloud_context_reach_nats_handlers(
         ids.push(created["objectId"].as_str().unwrap().to_owned());
     }
     let (_, found) = client(&server, reqwest::Method::GET, "classes/Post", Value::Null).await;
-    let results = found["results"].as_array().expect(&found.to_string());
+    let results = found["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{found}"));
     assert_eq!(results.len(), 1, "{found}");
     assert_eq!(results[0]["title"], json!("shown"));
     assert!(results[0].get("secret").is_none(), "{found}");
@@ -760,7 +762,7 @@ async fn find_login_and_file_triggers_and_the_cloud_context_reach_nats_handlers(
         .unwrap();
     let name = uploaded["name"]
         .as_str()
-        .expect(&uploaded.to_string())
+        .unwrap_or_else(|| panic!("{uploaded}"))
         .to_owned();
     assert!(name.ends_with("renamed.txt"), "{uploaded}");
     let after_save = seen.recv().await.unwrap();
