@@ -58,12 +58,7 @@ function encodeBody(body, headers) {
 
 async function httpRequest(options) {
   if (!options || typeof options.url !== 'string') throw new TypeError('httpRequest: options.url is required');
-  let url;
-  try {
-    url = new URL(options.url);
-  } catch (e) {
-    throw e;
-  }
+  const url = new URL(options.url);
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw `Unsupported protocol ${url.protocol}`;
   }

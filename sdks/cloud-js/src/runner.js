@@ -255,7 +255,7 @@ async function start(options = {}) {
         v = op.toJSON();
         changed = true;
       } else {
-        v = encode(attrs[key], false, false, seen);
+        v = encode(attrs[key], false, true, seen);
         if (!changed && !deepEqual(v, received[key])) changed = true;
       }
       out[key] = v;
