@@ -196,7 +196,7 @@ describe('Parse.Config', () => {
       body: JSON.stringify({ params: { count: 99 } }),
     });
     assert.equal(res.status, 403);
-    assert.deepEqual(await res.json(), { error: 'unauthorized: master key is required' });
+    assert.deepEqual(await res.json(), { error: 'Permission denied' });
     assert.equal((await Parse.Config.get()).get('count'), 4);
   });
 });

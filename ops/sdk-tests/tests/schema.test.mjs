@@ -171,6 +171,6 @@ describe('Parse.Schema', () => {
       headers: { 'X-Parse-Application-Id': APP_ID },
     });
     assert.equal(res.status, 403);
-    assert.deepEqual(await res.json(), { error: 'unauthorized: master key is required' });
+    assert.deepEqual(await res.json(), { error: 'Permission denied' });
   });
 });

@@ -53,7 +53,8 @@ pub enum ParseError {
     #[error("unauthorized")]
     Unauthorized,
     /// A master-key-only route without the master key: status 403 and
-    /// Parse's bare body.
+    /// Parse Server 9's bare body, whose message it sanitizes by default
+    /// (`enableSanitizedErrorResponse`).
     #[error("unauthorized: master key is required")]
     MasterKeyRequired,
     /// A body over the configured limit.
@@ -117,9 +118,7 @@ impl ParseError {
         match self {
             ParseError::Parse { code, message } => json!({ "code": code, "error": message }),
             ParseError::Unauthorized => json!({ "error": "unauthorized" }),
-            ParseError::MasterKeyRequired => {
-                json!({ "error": "unauthorized: master key is required" })
-            }
+            ParseError::MasterKeyRequired => json!({ "error": "Permission denied" }),
             ParseError::TooLarge => json!({
                 "code": code::OBJECT_TOO_LARGE,
                 "error": "request entity too large",

@@ -145,7 +145,7 @@ async fn config_changes_are_refused() {
         (status, body),
         (
             403,
-            json!({"error": "unauthorized: master key is required"})
+            json!({"error": "Permission denied"})
         )
     );
     let read_only = |method: Method| {

@@ -14,7 +14,7 @@ fn assert_master_only(result: (u16, Value)) {
         result,
         (
             403,
-            json!({"error": "unauthorized: master key is required"})
+            json!({"error": "Permission denied"})
         )
     );
 }

@@ -192,7 +192,7 @@ async fn upload_download_and_delete() {
         refused,
         (
             403,
-            json!({"error": "unauthorized: master key is required"})
+            json!({"error": "Permission denied"})
         )
     );
     assert_eq!(download(&server, &url).await.status(), 200);

@@ -72,7 +72,7 @@ fn fields_with(extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_needs_the_master_key() {
     let server = TestServer::start().await;
-    let denied = json!({"error": "unauthorized: master key is required"});
+    let denied = json!({"error": "Permission denied"});
     for (method, path) in [
         (Method::GET, "schemas"),
         (Method::GET, "schemas/A"),
