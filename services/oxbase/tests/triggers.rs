@@ -686,3 +686,77 @@ async fn after_delete_reaches_a_nats_handler_and_webhook_functions_are_proxied()
     assert_eq!(hits[0].body["functionName"], json!("hello"));
     assert_eq!(hits[0].body["params"], json!({"a": 1}));
 }
+
+#[tokio::test]
+async fn webhooks_serve_find_and_log_in_triggers_and_after_save_sees_the_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let server = Oxbase::start_command("all", &dir.path().join("api"), &nats.url(), FAST).await;
+    let webhook = Webhook::start(|_, _| Answer::Success).await;
+    register_after_save(&server, &webhook.url()).await;
+    for (class, trigger) in [("Item", "beforeFind"), ("_User", "beforeLogin")] {
+        server
+            .master_call(
+                reqwest::Method::POST,
+                "hooks/triggers",
+                json!({"className": class, "triggerName": trigger, "url": webhook.url()}),
+            )
+            .await;
+    }
+
+    // The client's context travels with the write's event to its afterSave.
+    server
+        .call(
+            reqwest::Method::POST,
+            "classes/Item",
+            json!({"n": 1, "_context": {"source": "import"}}),
+        )
+        .await;
+    server
+        .call(
+            reqwest::Method::GET,
+            "classes/Item",
+            json!({"where": {"n": 1}}),
+        )
+        .await;
+    server
+        .call(
+            reqwest::Method::POST,
+            "users",
+            json!({"username": "ann", "password": "pw"}),
+        )
+        .await;
+    server
+        .call(
+            reqwest::Method::POST,
+            "login",
+            json!({"username": "ann", "password": "pw"}),
+        )
+        .await;
+    let seen = |trigger: &'static str| {
+        move |hits: &[Hit]| hits.iter().any(|h| h.body["triggerName"] == json!(trigger))
+    };
+    for trigger in ["afterSave", "beforeFind", "beforeLogin"] {
+        webhook
+            .wait_for(trigger, Duration::from_secs(10), seen(trigger))
+            .await;
+    }
+    let hits = webhook.hits();
+    let hit = |trigger: &str| {
+        hits.iter()
+            .find(|h| h.body["triggerName"] == json!(trigger))
+            .unwrap()
+    };
+    assert_eq!(
+        hit("afterSave").body["context"],
+        json!({"source": "import"})
+    );
+    let find = &hit("beforeFind").body;
+    assert_eq!(
+        (find["className"].clone(), find["query"]["where"].clone()),
+        (json!("Item"), json!({"n": 1}))
+    );
+    let login = &hit("beforeLogin").body["object"];
+    assert_eq!(login["username"], json!("ann"));
+    assert!(login.get("password").is_none() && login.get("_hashed_password").is_none());
+}

@@ -141,13 +141,7 @@ async fn config_changes_are_refused() {
     .await;
 
     let (status, body) = server.put("config", json!({"params": {"a": 1}})).await;
-    assert_eq!(
-        (status, body),
-        (
-            403,
-            json!({"error": "Permission denied"})
-        )
-    );
+    assert_eq!((status, body), (403, json!({"error": "Permission denied"})));
     let read_only = |method: Method| {
         server
             .request(method, "config")

@@ -10,13 +10,7 @@ use crate::common::{TestServer, assert_error, read};
 /// Parse Server's answer to a master-key route without the master key.
 #[track_caller]
 fn assert_master_only(result: (u16, Value)) {
-    assert_eq!(
-        result,
-        (
-            403,
-            json!({"error": "Permission denied"})
-        )
-    );
+    assert_eq!(result, (403, json!({"error": "Permission denied"})));
 }
 
 #[tokio::test]

@@ -188,13 +188,7 @@ async fn upload_download_and_delete() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        refused,
-        (
-            403,
-            json!({"error": "Permission denied"})
-        )
-    );
+    assert_eq!(refused, (403, json!({"error": "Permission denied"})));
     assert_eq!(download(&server, &url).await.status(), 200);
     let deleted = read(
         server
