@@ -338,8 +338,9 @@ pub struct Caller {
 /// - An after-hook's error counts as a failed delivery, which is retried.
 /// - The other triggers' replies are described on [`TriggerRequest`],
 ///   [`FindTriggerRequest`] and [`FileTriggerRequest`].
-/// - A beforeSave may also answer `context`: the context as it left it,
-///   which the write's afterSave then receives.
+/// - A beforeSave or beforeDelete may also answer `context`: the context
+///   as it left it, which the write's afterSave or afterDelete then
+///   receives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HookReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]

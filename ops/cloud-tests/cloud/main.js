@@ -250,13 +250,15 @@ Parse.Cloud.beforeDelete('Todo', (request) => {
   if (request.object.get('locked')) {
     throw new Parse.Error(Parse.Error.OPERATION_FORBIDDEN, 'Locked todos cannot be deleted');
   }
+  request.context.checkedBy = 'beforeDelete';
 });
 
 Parse.Cloud.afterDelete('Todo', async (request) => {
+  const { reason = 'none', checkedBy = 'nobody' } = request.context;
   await audit('todo.delete', {
     targetId: request.object.id,
     userId: request.user ? request.user.id : undefined,
-    detail: request.object.get('title'),
+    detail: `${request.object.get('title')} (${reason}, checked by ${checkedBy})`,
   });
 });
 

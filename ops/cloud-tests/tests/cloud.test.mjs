@@ -313,7 +313,7 @@ describe(`cloud/main.js on ${TARGET}`, () => {
 
   // --------------------------------------------- beforeDelete / afterDelete
 
-  test('beforeDelete refuses; afterDelete writes the audit log', async () => {
+  test('beforeDelete refuses; afterDelete writes the audit log with the context', async () => {
     const locked = new Todo({ title: 'Taxes', locked: true });
     await locked.save(null, master);
     await expectError(locked.destroy(master), 119, 'Locked todos cannot be deleted');
@@ -321,9 +321,9 @@ describe(`cloud/main.js on ${TARGET}`, () => {
 
     const todo = new Todo({ title: 'Old chore' });
     await todo.save(null, as(alice));
-    await todo.destroy(as(alice));
+    await todo.destroy({ ...as(alice), context: { reason: 'cleanup' } });
     const [row] = await auditEventually({ action: 'todo.delete', targetId: todo.id });
-    assert.equal(row.get('detail'), 'Old chore');
+    assert.equal(row.get('detail'), 'Old chore (cleanup, checked by beforeDelete)');
     assert.equal(row.get('userId'), alice.id);
   });
 

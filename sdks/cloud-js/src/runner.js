@@ -377,7 +377,8 @@ async function start(options = {}) {
     }
     if (body.original && typeof body.original === 'object') request.original = fromJSON(body.original, className);
     request.context = body.context || {};
-    if (triggerName === 'beforeSave') contextBefore = JSON.stringify(request.context);
+    const before = triggerName === 'beforeSave' || triggerName === 'beforeDelete';
+    if (before) contextBefore = JSON.stringify(request.context);
     const after = triggerName === 'afterSave' || triggerName === 'afterDelete';
     if (after) {
       const user = await fetchUser(body.user);
@@ -396,8 +397,8 @@ async function start(options = {}) {
     } catch (e) {
       return { error: resolveError(e, Parse, SCRIPT_FAILED, 'Script failed. Unknown error.') };
     }
-    if (triggerName !== 'beforeSave') return SUCCESS_TRUE;
-    const reply = { success: beforeSaveResult(request.object, received) };
+    if (!before) return SUCCESS_TRUE;
+    const reply = { success: triggerName === 'beforeSave' ? beforeSaveResult(request.object, received) : true };
     const contextAfter = JSON.stringify(request.context);
     if (contextAfter !== contextBefore && request.context && typeof request.context === 'object') {
       reply.context = request.context;

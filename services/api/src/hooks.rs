@@ -290,13 +290,14 @@ impl App {
     }
 
     /// Runs the class's beforeDelete hook, if it has one; its error refuses
-    /// the delete.
+    /// the delete. `context` becomes the context the hook left.
     pub(crate) async fn before_delete(
         &self,
         auth: &Auth,
         req: &ParseRequest,
         class_name: &str,
         object_id: &str,
+        context: &mut Map<String, Value>,
     ) -> ParseResult<()> {
         let Some((runner, entry)) = self.registered(class_name, TriggerName::BeforeDelete).await
         else {
@@ -313,15 +314,19 @@ impl App {
             event_id: None,
             caller: self.caller(auth, req).await,
         };
-        self.run_hook(
-            runner,
-            &entry,
-            (class_name, TriggerName::BeforeDelete),
-            &request,
-            auth,
-            code::VALIDATION_ERROR,
-        )
-        .await?;
+        let reply = self
+            .run_hook(
+                runner,
+                &entry,
+                (class_name, TriggerName::BeforeDelete),
+                &request,
+                auth,
+                code::VALIDATION_ERROR,
+            )
+            .await?;
+        if let Some(left) = reply.context {
+            *context = left;
+        }
         Ok(())
     }
 

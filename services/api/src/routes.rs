@@ -296,9 +296,11 @@ impl App {
             ClassWrite::Create(class) => self.save(auth, req, class, None, &req.body).await,
             ClassWrite::Update(class, id) => self.save(auth, req, class, Some(id), &req.body).await,
             ClassWrite::Delete(class, id) => {
-                self.before_delete(auth, req, class, id).await?;
+                let mut context = req.context.clone();
+                self.before_delete(auth, req, class, id, &mut context)
+                    .await?;
                 let mut prepared = self.objects.prepare_delete(auth, class, id).await?;
-                prepared.set_cloud_context(req.context.clone());
+                prepared.set_cloud_context(context);
                 Ok(prepared)
             }
         }
