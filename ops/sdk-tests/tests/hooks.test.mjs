@@ -192,7 +192,9 @@ describe('Parse.Hooks triggers', () => {
     await Parse.Hooks.createTrigger(C, 'afterDelete', url('/observe'));
     const err = await expectParseError(Parse.Hooks.createTrigger(C, 'afterDelete', url('/observe')), 143);
     assert.equal(err.message, `class ${C} already has trigger afterDelete`);
-    await expectParseError(Parse.Hooks.createTrigger(C, 'beforeFind', url('/observe')), 143);
+    await expectParseError(Parse.Hooks.createTrigger(C, 'beforeFnd', url('/observe')), 143);
+    // Log-in triggers belong to _User only.
+    await expectParseError(Parse.Hooks.createTrigger(C, 'beforeLogin', url('/observe')), 143);
     await expectParseError(Parse.Hooks.getTrigger(C, 'beforeSave'), 143);
   });
 
