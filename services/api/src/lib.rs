@@ -4,6 +4,7 @@
 //! request parsing and replies; Parse's rules live in `oxbase-objects`.
 
 mod aggregate;
+mod auth_data;
 mod config;
 mod cron;
 mod dashboard;

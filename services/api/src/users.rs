@@ -23,13 +23,17 @@ fn text_param<'a>(req: &'a ParseRequest, key: &str) -> Option<&'a str> {
 
 impl App {
     /// `POST /users` (and `POST /classes/_User`): the user and its first
-    /// session are created together.
+    /// session are created together, unless its `authData` logs in a user
+    /// who exists.
     pub(crate) async fn signup(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
+        if let Some(reply) = self.auth_data_log_in(auth, req).await? {
+            return Ok(reply);
+        }
         let user = self.prepare_create(auth, req, "_User").await?;
         let user_id = user.object_id().unwrap_or_default().to_owned();
         let (session, token) = self
             .objects
-            .prepare_session(&user_id, Some("signup"), auth.installation_id.as_deref())
+            .prepare_signup_session(&user, auth.installation_id.as_deref())
             .await?;
         let mut replies = self.objects.commit(vec![user, session], true).await?;
         replies.truncate(1);
@@ -71,7 +75,7 @@ impl App {
 
     /// The user's own object with their session token, as `/login` and
     /// `/users/me` answer.
-    async fn user_reply(
+    pub(crate) async fn user_reply(
         &self,
         req: &ParseRequest,
         user_id: &str,

@@ -34,12 +34,15 @@ pub mod code {
     pub const VALIDATION_ERROR: i32 = 142;
     pub const WEBHOOK_ERROR: i32 = 143;
     pub const FILE_DELETE_ERROR: i32 = 153;
+    pub const INVALID_VALUE: i32 = 162;
     pub const USERNAME_MISSING: i32 = 200;
     pub const PASSWORD_MISSING: i32 = 201;
     pub const USERNAME_TAKEN: i32 = 202;
     pub const EMAIL_TAKEN: i32 = 203;
     pub const SESSION_MISSING: i32 = 206;
+    pub const ACCOUNT_ALREADY_LINKED: i32 = 208;
     pub const INVALID_SESSION_TOKEN: i32 = 209;
+    pub const UNSUPPORTED_SERVICE: i32 = 252;
     pub const INVALID_SCHEMA_OPERATION: i32 = 255;
 }
 
@@ -160,6 +163,13 @@ impl From<StoreError> for ParseError {
                 code::EMAIL_TAKEN,
                 "Account already exists for this email address.",
             ),
+            // Parse's `_throwIfAuthDataDuplicate`: a provider id another
+            // user linked in the meantime.
+            StoreError::Duplicate {
+                field: Some(ref field),
+            } if field.starts_with("_auth_data_") => {
+                ParseError::new(code::ACCOUNT_ALREADY_LINKED, "this auth is already used")
+            }
             StoreError::Duplicate { .. } => ParseError::new(
                 code::DUPLICATE_VALUE,
                 "A duplicate value for a field with unique values was provided",

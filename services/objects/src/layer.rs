@@ -10,8 +10,8 @@ use crate::config::Limits;
 use oxbase_store::include;
 use oxbase_store::write::apply_update;
 use oxbase_store::{
-    Condition, EventContext, FieldType, Filter, Object, Query, QueryValue, SchemaView, Store,
-    StoreError, WriteBatch, WriteOp, WriteOutcome,
+    Condition, EventContext, FieldPath, FieldType, Filter, Object, Query, QueryValue, SchemaView,
+    Store, StoreError, UpdateOp, WriteBatch, WriteOp, WriteOutcome,
 };
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::access::{self, Operation};
 use crate::auth::Auth;
+use crate::auth_data::{AuthConfig, Providers};
 use crate::error::{ParseError, ParseResult, code};
 use crate::query::FindOptions;
 use crate::schemas::SchemaCache;
@@ -43,6 +44,8 @@ pub struct ObjectSettings {
     /// Parse's `revokeSessionOnPasswordReset`: a password change ends the
     /// user's sessions.
     pub revoke_session_on_password_reset: bool,
+    /// `[auth]`: signing in with `authData`.
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +58,8 @@ pub struct ObjectLayer {
     store: Arc<dyn Store>,
     schemas: Arc<SchemaCache>,
     pub(crate) sessions: SessionCache,
+    /// The `authData` providers, with their signing keys.
+    pub(crate) providers: Providers,
     settings: ObjectSettings,
 }
 
@@ -124,6 +129,22 @@ impl PreparedWrite {
         }
     }
 
+    /// The object a create makes.
+    pub(crate) fn created_object(&self) -> Option<&Object> {
+        match &self.op {
+            WriteOp::Create { object, .. } => Some(object),
+            _ => None,
+        }
+    }
+
+    /// Sets a field of the object a create makes, after its class's rules
+    /// ran (which would refuse it from a client).
+    pub(crate) fn set_on_create(&mut self, field: &str, value: Value) {
+        if let WriteOp::Create { object, .. } = &mut self.op {
+            object.insert(field.to_owned(), value);
+        }
+    }
+
     /// The user whose password this write changes.
     pub(crate) fn password_changed_for(&self) -> Option<&str> {
         match &self.op {
@@ -165,6 +186,7 @@ impl ObjectLayer {
             store,
             schemas,
             sessions: SessionCache::default(),
+            providers: Providers::new(settings.auth.clone()),
             settings,
         })
     }
@@ -686,6 +708,30 @@ impl ObjectLayer {
             duplicates: Vec::new(),
             sets_password,
         })
+    }
+
+    /// An update the server makes itself, past every client rule: the
+    /// changes are already checked.
+    pub(crate) fn prepare_system_update(
+        &self,
+        class_name: &str,
+        object_id: &str,
+        changes: Vec<(FieldPath, UpdateOp)>,
+    ) -> PreparedWrite {
+        PreparedWrite {
+            op: WriteOp::Update {
+                class_name: class_name.to_owned(),
+                object_id: object_id.to_owned(),
+                updated_at: now(),
+                changes,
+                relations: Vec::new(),
+                precondition: Filter::All,
+            },
+            echo: Vec::new(),
+            events: self.event_context(&Auth::master()),
+            duplicates: Vec::new(),
+            sets_password: false,
+        }
     }
 
     pub async fn prepare_delete(

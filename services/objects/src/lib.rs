@@ -9,6 +9,7 @@
 
 pub mod access;
 mod auth;
+mod auth_data;
 mod config;
 mod error;
 mod global_config;
@@ -31,6 +32,7 @@ use oxbase_kit::Config;
 use oxbase_store::Store;
 
 pub use crate::auth::{Auth, SessionUser};
+pub use crate::auth_data::{AuthConfig, AuthDataLogIn, ProviderConfig, ProviderKind};
 pub use crate::config::Limits;
 pub use crate::error::{ParseError, ParseResult, code};
 pub use crate::global_config::config_changes;
@@ -62,6 +64,7 @@ impl ObjectSettings {
             enforce_private_users: config.enforce_private_users,
             session_length_secs: config.session_length_secs,
             revoke_session_on_password_reset: config.revoke_session_on_password_reset,
+            auth: config.section(),
         }
     }
 }

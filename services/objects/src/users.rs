@@ -84,15 +84,16 @@ fn same_text(field: &str, value: &str) -> Filter {
 }
 
 impl ObjectLayer {
-    /// Sign-up: a username and password are required, the email must look
-    /// like one, and neither may belong to another user. The password is
-    /// stored only as its bcrypt hash.
+    /// Sign-up: a username and password are required (a user signing up
+    /// with `authData` needs neither), the email must look like one, and
+    /// neither may belong to another user. The password is stored only as
+    /// its bcrypt hash.
     pub(crate) async fn user_create_rules(
         &self,
         object_id: &str,
         parsed: &mut ParsedWrite,
     ) -> ParseResult<()> {
-        reject_auth_data(parsed)?;
+        let sign_up_with = self.auth_data_create_rules(parsed).await?;
         let username = set_string(parsed, "username")?.filter(|u| !u.is_empty());
         if username.is_none() {
             return Err(ParseError::new(
@@ -101,7 +102,7 @@ impl ObjectLayer {
             ));
         }
         let password = set_string(parsed, "password")?.filter(|p| !p.is_empty());
-        if password.is_none() {
+        if password.is_none() && !sign_up_with.auth_data {
             return Err(ParseError::new(
                 code::PASSWORD_MISSING,
                 "password is required",
@@ -140,7 +141,7 @@ impl ObjectLayer {
                 format!("Cannot modify user {object_id}."),
             ));
         }
-        reject_auth_data(parsed)?;
+        self.auth_data_update_rules(object_id, parsed).await?;
         if let Some(UpdateOp::Delete) = set_value(parsed, "username") {
             return Err(ParseError::new(
                 code::USERNAME_MISSING,
@@ -269,13 +270,6 @@ impl ObjectLayer {
             .await?;
         Ok((prepared, token))
     }
-}
-
-fn reject_auth_data(parsed: &ParsedWrite) -> ParseResult<()> {
-    if set_value(parsed, "authData").is_some() {
-        return Err(ParseError::not_supported("Signing in with authData"));
-    }
-    Ok(())
 }
 
 fn role_name_error(message: &str) -> ParseError {

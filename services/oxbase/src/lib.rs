@@ -140,6 +140,7 @@ impl ServerArgs {
 pub fn sections() -> Sections {
     Sections::new()
         .with::<oxbase_objects::Limits>()
+        .with::<oxbase_objects::AuthConfig>()
         .with::<oxbase_api::FilesConfig>()
         .with::<TriggersConfig>()
         .with::<JobsConfig>()

@@ -3,6 +3,7 @@
 mod common;
 
 mod acl;
+mod auth_data;
 mod bad_input;
 mod batch;
 mod config;

@@ -1,0 +1,244 @@
+//! Each provider's check of its `authData`, as Parse Server's adapters
+//! (`apple`, `google`, `keycloak`, the anonymous one) make it, with their
+//! messages; and a plain OpenID Connect check for providers configured
+//! with `type = "oidc"`.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::config::{AuthConfig, ProviderConfig, ProviderKind};
+use super::jwt::{JwksCache, Token, invalid};
+use crate::error::{ParseError, ParseResult, code};
+
+/// Parse Server's adapters that oxbase does not check yet. Their names are
+/// answered with a clear refusal rather than Parse's "unsupported", which
+/// would suggest a misspelt provider.
+const NOT_YET: &[&str] = &[
+    "facebook",
+    "github",
+    "twitter",
+    "digits",
+    "microsoft",
+    "gcenter",
+    "gpgames",
+    "instagram",
+    "line",
+    "linkedin",
+    "meetup",
+    "spotify",
+    "vkontakte",
+    "wechat",
+    "weibo",
+    "qq",
+    "ldap",
+    "mfa",
+    "phantauth",
+    "janraincapture",
+    "janrainengage",
+];
+
+pub(crate) fn is_parse_builtin(name: &str) -> bool {
+    NOT_YET.contains(&name)
+}
+
+pub(crate) fn unsupported() -> ParseError {
+    ParseError::new(
+        code::UNSUPPORTED_SERVICE,
+        "This authentication method is unsupported.",
+    )
+}
+
+fn not_yet(name: &str) -> ParseError {
+    ParseError::new(
+        code::UNSUPPORTED_SERVICE,
+        format!(
+            "Signing in with {name} is not supported by oxbase yet; configure it as an \
+             `oidc` provider if it issues OpenID Connect tokens."
+        ),
+    )
+}
+
+/// The configured providers and their keys.
+#[derive(Debug)]
+pub(crate) struct Providers {
+    config: AuthConfig,
+    jwks: JwksCache,
+}
+
+/// How one provider name is handled.
+enum Validator<'a> {
+    Anonymous,
+    Token(ProviderKind, &'a ProviderConfig),
+    /// A Keycloak provider with no settings: Parse's adapter refuses it.
+    UnconfiguredKeycloak,
+    NotYet,
+    Disabled,
+}
+
+impl Providers {
+    pub(crate) fn new(config: AuthConfig) -> Self {
+        let jwks = JwksCache::new(Duration::from_secs(config.jwks_cache_secs));
+        Self { config, jwks }
+    }
+
+    /// `None` for a provider Parse knows no adapter for.
+    fn validator(&self, name: &str) -> Option<Validator<'_>> {
+        if name == "anonymous" {
+            return Some(if self.config.enable_anonymous_users {
+                Validator::Anonymous
+            } else {
+                Validator::Disabled
+            });
+        }
+        match self.config.providers.get(name) {
+            Some(provider) if !provider.enabled => Some(Validator::Disabled),
+            Some(provider) => match provider.kind_for(name) {
+                Some(kind) => Some(Validator::Token(kind, provider)),
+                None => is_parse_builtin(name).then_some(Validator::NotYet),
+            },
+            None if name == "keycloak" => Some(Validator::UnconfiguredKeycloak),
+            None if is_parse_builtin(name) => Some(Validator::NotYet),
+            None => None,
+        }
+    }
+
+    /// Whether Parse would look users up by this provider's id: it skips
+    /// providers it has no adapter for (they are refused when checked).
+    pub(crate) fn knows(&self, name: &str) -> bool {
+        self.validator(name).is_some()
+    }
+
+    /// Checks one provider's data, as its adapter's `validateAuthData`.
+    pub(crate) async fn validate(&self, name: &str, data: &Map<String, Value>) -> ParseResult<()> {
+        match self.validator(name) {
+            None | Some(Validator::Disabled) => Err(unsupported()),
+            Some(Validator::NotYet) => Err(not_yet(name)),
+            Some(Validator::UnconfiguredKeycloak) => Err(invalid("Missing keycloak configuration")),
+            // Parse checks nothing: the id is the secret.
+            Some(Validator::Anonymous) => Ok(()),
+            Some(Validator::Token(kind, provider)) => {
+                self.check_token(name, kind, provider, data).await
+            }
+        }
+    }
+
+    async fn check_token(
+        &self,
+        name: &str,
+        kind: ProviderKind,
+        provider: &ProviderConfig,
+        data: &Map<String, Value>,
+    ) -> ParseResult<()> {
+        let text = |key: &str| data.get(key).and_then(Value::as_str);
+        let token = match kind {
+            ProviderKind::Apple => text("token"),
+            ProviderKind::Google => text("id_token"),
+            ProviderKind::Keycloak => text("access_token"),
+            ProviderKind::Oidc => text("id_token").or_else(|| text("token")),
+        };
+        if provider.client_ids.is_empty() {
+            return Err(invalid(match kind {
+                ProviderKind::Apple => "Apple auth is not configured.".to_owned(),
+                ProviderKind::Google => "Google auth is not configured.".to_owned(),
+                ProviderKind::Keycloak => {
+                    "Keycloak auth is not configured. Missing client-id.".to_owned()
+                }
+                ProviderKind::Oidc => format!("{name} auth is not configured."),
+            }));
+        }
+        let token = match (kind, token) {
+            (ProviderKind::Keycloak, Some(token)) if text("id").is_some() => token,
+            (ProviderKind::Keycloak, _) => {
+                return Err(invalid("Missing access token and/or User id"));
+            }
+            (_, Some(token)) => token,
+            (_, None) => return Err(invalid("id token is invalid for this user.")),
+        };
+        let issuers = provider.issuers_for(kind);
+        let url = provider
+            .jwks_url_for(kind)
+            .ok_or_else(|| invalid("Missing keycloak configuration"))?;
+        let token = Token::decode(token)?;
+        self.jwks.verify(&url, &token).await?;
+        token.check_lifetime(Duration::from_secs(self.config.leeway_secs))?;
+        check_audience(kind, &provider.client_ids, &token)?;
+        let issuer = token.claim_str("iss");
+        if !issuer.is_some_and(|iss| issuers.iter().any(|i| i == iss)) {
+            let expected = issuers.join(" or ");
+            let from = issuer.unwrap_or("undefined");
+            return Err(invalid(match kind {
+                ProviderKind::Apple | ProviderKind::Oidc => format!(
+                    "id token not issued by correct OpenID provider - expected: {expected} | from: {from}"
+                ),
+                ProviderKind::Google => format!(
+                    "id token not issued by correct provider - expected: {expected} | from: {from}"
+                ),
+                ProviderKind::Keycloak => format!(
+                    "access token not issued by correct provider - expected: {expected} | from: {from}"
+                ),
+            }));
+        }
+        if token.claim_str("sub").is_none() || token.claim_str("sub") != text("id") {
+            return Err(invalid("auth data is invalid for this user."));
+        }
+        if kind == ProviderKind::Keycloak {
+            check_keycloak_grants(data, &token)?;
+        }
+        Ok(())
+    }
+}
+
+/// ID tokens name their audience in `aud`; Keycloak access tokens name the
+/// client they were issued to in `azp`.
+fn check_audience(kind: ProviderKind, client_ids: &[String], token: &Token) -> ParseResult<()> {
+    if kind == ProviderKind::Keycloak {
+        let azp = token.claim_str("azp");
+        if azp.is_some_and(|azp| client_ids.iter().any(|id| id == azp)) {
+            return Ok(());
+        }
+        return Err(invalid(format!(
+            "access token is not authorized for this client - expected: {} | from: {}",
+            client_ids.join(" or "),
+            azp.unwrap_or("undefined")
+        )));
+    }
+    let accepted = |aud: &Value| {
+        aud.as_str()
+            .is_some_and(|aud| client_ids.iter().any(|id| id == aud))
+    };
+    let matches = match token.claims.get("aud") {
+        Some(Value::Array(auds)) => auds.iter().any(accepted),
+        Some(aud) => accepted(aud),
+        None => false,
+    };
+    if matches {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "jwt audience invalid. expected: {}",
+            client_ids.join(" or ")
+        )))
+    }
+}
+
+/// Parse's Keycloak adapter also requires the roles and groups the client
+/// claims to be the token's.
+fn check_keycloak_grants(data: &Map<String, Value>, token: &Token) -> ParseResult<()> {
+    let same = |key: &str| {
+        let sorted = |value: Option<&Value>| {
+            value.and_then(Value::as_array).map(|items| {
+                let mut items: Vec<String> = items.iter().map(Value::to_string).collect();
+                items.sort();
+                items
+            })
+        };
+        let (claimed, granted) = (data.get(key), token.claims.get(key));
+        claimed == granted || sorted(claimed).is_some_and(|c| Some(c) == sorted(granted))
+    };
+    if same("roles") && same("groups") {
+        Ok(())
+    } else {
+        Err(invalid("Invalid authentication"))
+    }
+}
