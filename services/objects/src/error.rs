@@ -34,6 +34,7 @@ pub mod code {
     pub const VALIDATION_ERROR: i32 = 142;
     pub const WEBHOOK_ERROR: i32 = 143;
     pub const FILE_DELETE_ERROR: i32 = 153;
+    pub const INVALID_VALUE: i32 = 162;
     pub const USERNAME_MISSING: i32 = 200;
     pub const PASSWORD_MISSING: i32 = 201;
     pub const USERNAME_TAKEN: i32 = 202;

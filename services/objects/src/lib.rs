@@ -15,6 +15,8 @@ mod global_config;
 pub mod installations;
 mod jobs;
 mod layer;
+mod lockout;
+mod password_policy;
 mod purge;
 mod push;
 pub mod query;
@@ -31,7 +33,7 @@ use oxbase_kit::Config;
 use oxbase_store::Store;
 
 pub use crate::auth::{Auth, SessionUser};
-pub use crate::config::Limits;
+pub use crate::config::{AccountLockout, Limits, PasswordPattern, PasswordPolicy};
 pub use crate::error::{ParseError, ParseResult, code};
 pub use crate::global_config::config_changes;
 pub use crate::jobs::JobStatusChange;
@@ -62,6 +64,8 @@ impl ObjectSettings {
             enforce_private_users: config.enforce_private_users,
             session_length_secs: config.session_length_secs,
             revoke_session_on_password_reset: config.revoke_session_on_password_reset,
+            account_lockout: config.section(),
+            password_policy: config.section(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod accounts;
 mod acl;
 mod bad_input;
 mod batch;
