@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use oxbase_kit::{Config, Secret};
 
-use oxbase_objects::{Auth, ParseError, ParseResult};
+use oxbase_objects::{Auth, ParseError, ParseResult, code};
 
 use crate::App;
 use crate::request::{Credentials, ParseRequest};
@@ -183,6 +183,14 @@ impl App {
         if !auth.master
             && let Some(token) = req.credentials.session_token.as_deref()
         {
+            // On this route Parse Server looks a token without `r:` up among
+            // the legacy tokens of its first releases; oxbase has none.
+            if req.segments == ["upgradeToRevocableSession"] && !token.starts_with("r:") {
+                return Err(ParseError::new(
+                    code::INVALID_SESSION_TOKEN,
+                    "invalid legacy session token",
+                ));
+            }
             auth.user = Some(self.objects.session_user(token).await?);
         }
         Ok(auth)

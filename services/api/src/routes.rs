@@ -37,9 +37,6 @@ impl Reply {
 const NOT_YET: &[&str] = &[
     "requestPasswordReset",
     "verificationEmailRequest",
-    "upgradeToRevocableSession",
-    "verifyPassword",
-    "loginAs",
     "graphql",
     "events",
     "validate_purchase",
@@ -93,8 +90,11 @@ fn is_routable(req: &ParseRequest) -> bool {
             (&Method::GET, ["classes", _])
                 | (&Method::GET, ["classes", _, _])
                 | (&Method::GET, ["users" | "sessions", "me"])
-                | (&Method::GET | &Method::POST, ["login"])
-                | (&Method::POST, ["logout"])
+                | (&Method::GET | &Method::POST, ["login" | "verifyPassword"])
+                | (
+                    &Method::POST,
+                    ["logout" | "loginAs" | "upgradeToRevocableSession"]
+                )
         )
         || s.first().is_some_and(|root| NOT_YET.contains(root))
 }
@@ -153,6 +153,9 @@ impl App {
             (&Method::GET, ["sessions", "me"]) => self.session_me(auth, req).await,
             (&Method::GET | &Method::POST, ["login"]) => self.login(auth, req).await,
             (&Method::POST, ["logout"]) => self.logout(auth, req).await,
+            (&Method::GET | &Method::POST, ["verifyPassword"]) => self.verify_password(req).await,
+            (&Method::POST, ["loginAs"]) => self.login_as(auth, req).await,
+            (&Method::POST, ["upgradeToRevocableSession"]) => self.upgrade_session(auth).await,
             (&Method::GET, ["classes", class]) => self.find_route(auth, req, class).await,
             (&Method::GET, ["classes", class, id]) => self.get_route(auth, req, class, id).await,
             (&Method::POST, ["batch"]) => self.batch(auth, req).await,

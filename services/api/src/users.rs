@@ -1,9 +1,10 @@
 //! The user and session routes that are not plain class routes:
-//! sign-up, `/login`, `/logout`, `/users/me` and `/sessions/me`.
+//! sign-up, `/login`, `/loginAs`, `/verifyPassword`, `/logout`,
+//! `/users/me`, `/sessions/me` and `/upgradeToRevocableSession`.
 
 use axum::http::StatusCode;
 use oxbase_objects::{
-    Auth, FindOptions, LogIn, ParseError, ParseResult, WriteReply, invalid_token,
+    Auth, FindOptions, LogIn, ParseError, ParseResult, WriteReply, code, invalid_token,
 };
 use oxbase_proto::TriggerName;
 use oxbase_store::{Condition, Filter, Object, QueryValue};
@@ -19,6 +20,20 @@ fn text_param<'a>(req: &'a ParseRequest, key: &str) -> Option<&'a str> {
         .or_else(|| req.body.get(key))
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
+}
+
+/// A log-in's credentials, from the query string or the body.
+fn log_in_of(req: &ParseRequest) -> LogIn<'_> {
+    LogIn {
+        username: text_param(req, "username"),
+        email: text_param(req, "email"),
+        password: req
+            .params
+            .get("password")
+            .or_else(|| req.body.get("password"))
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty()),
+    }
 }
 
 impl App {
@@ -51,17 +66,7 @@ impl App {
 
     /// `GET` or `POST /login`.
     pub(crate) async fn login(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
-        let login = LogIn {
-            username: text_param(req, "username"),
-            email: text_param(req, "email"),
-            password: req
-                .params
-                .get("password")
-                .or_else(|| req.body.get("password"))
-                .and_then(Value::as_str)
-                .filter(|p| !p.is_empty()),
-        };
-        let (user_id, user) = self.objects.check_log_in(login).await?;
+        let (user_id, user) = self.objects.check_log_in(log_in_of(req)).await?;
         self.session_trigger(auth, req, TriggerName::BeforeLogin, &user, None)
             .await?;
         let token = self.objects.open_log_in_session(auth, &user_id).await?;
@@ -73,6 +78,48 @@ impl App {
         Ok(reply)
     }
 
+    /// `GET` or `POST /verifyPassword`: the user, without a session, when
+    /// the password is right. Failures count for the account lockout, as
+    /// a log-in's do.
+    pub(crate) async fn verify_password(&self, req: &ParseRequest) -> ParseResult<Reply> {
+        let (user_id, _) = self.objects.verify_log_in(log_in_of(req)).await?;
+        let user = self.user_object(req, &user_id).await?;
+        Ok(Reply::ok(Value::Object(user)))
+    }
+
+    /// `POST /loginAs`: the master key opens a session for any user and
+    /// gets it as `/login` answers.
+    pub(crate) async fn login_as(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
+        // Parse Server 9 answers both refusals with its sanitized message.
+        if !auth.master || auth.read_only {
+            return Err(ParseError::new(
+                code::OPERATION_FORBIDDEN,
+                "Permission denied",
+            ));
+        }
+        let user_id = text_param(req, "userId").ok_or_else(|| {
+            ParseError::new(
+                code::INVALID_VALUE,
+                "userId must not be empty, null, or undefined",
+            )
+        })?;
+        let token = self.objects.open_session_as(auth, user_id).await?;
+        self.user_reply(req, user_id, token).await
+    }
+
+    /// `POST /upgradeToRevocableSession`: the new session, as the user
+    /// reads it.
+    pub(crate) async fn upgrade_session(&self, auth: &Auth) -> ParseResult<Reply> {
+        let token = self.objects.upgrade_session(auth).await?;
+        let mut options = FindOptions::for_find(&Map::new(), self.objects.limits())?;
+        options.filter = Filter::field("sessionToken", Condition::Eq(QueryValue::String(token)));
+        let (mut found, _) = self.objects.find(auth, "_Session", &options).await?;
+        let session = found
+            .pop()
+            .ok_or_else(|| ParseError::internal("an upgraded session cannot be read"))?;
+        Ok(Reply::ok(Value::Object(session)))
+    }
+
     /// The user's own object with their session token, as `/login` and
     /// `/users/me` answer.
     pub(crate) async fn user_reply(
@@ -81,7 +128,14 @@ impl App {
         user_id: &str,
         token: String,
     ) -> ParseResult<Reply> {
-        let mut object: Object = self
+        let mut object = self.user_object(req, user_id).await?;
+        object.insert("sessionToken".into(), Value::from(token));
+        Ok(Reply::ok(Value::Object(object)))
+    }
+
+    /// The user's own object, as they read it.
+    async fn user_object(&self, req: &ParseRequest, user_id: &str) -> ParseResult<Object> {
+        let object: Object = self
             .objects
             .get(
                 &Auth::master(),
@@ -90,11 +144,10 @@ impl App {
                 &FindOptions::for_get(&Map::new(), self.objects.limits())?,
             )
             .await?;
-        object.insert("sessionToken".into(), Value::from(token));
         let mut objects = [object];
         self.expand_files(req, &mut objects);
         let [object] = objects;
-        Ok(Reply::ok(Value::Object(object)))
+        Ok(object)
     }
 
     /// `GET /users/me`.

@@ -304,9 +304,10 @@ impl Config {
         let env: Vec<(String, String)> = env.into_iter().collect();
         // Aliases first, so the OXBASE_ name wins when both are set.
         let section_aliases = sections.kinds.iter().flat_map(|kind| {
-            kind.aliases
-                .iter()
-                .map(|(alias, key)| (*alias, format!("{}.{key}", kind.key)))
+            kind.aliases.iter().map(|(alias, key)| match *key {
+                "" => (*alias, kind.key.to_owned()),
+                key => (*alias, format!("{}.{key}", kind.key)),
+            })
         });
         let aliases = PARSE_SERVER_ALIASES
             .iter()
@@ -502,7 +503,10 @@ pub trait Section:
     /// The table's name.
     const KEY: &'static str;
     /// Parse Server's environment variables that set keys of this section:
-    /// `(variable, key within the section)`.
+    /// `(variable, key within the section)`. An empty key sets the whole
+    /// section from a JSON object, as Parse Server reads its nested options
+    /// (`PARSE_SERVER_ACCOUNT_LOCKOUT='{"threshold": 3}'`); list it before
+    /// the per-key variables, which then override it.
     const ALIASES: &'static [(&'static str, &'static str)] = &[];
 
     /// Checks the merged settings.
@@ -668,6 +672,52 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.app_id, "ours");
+    }
+
+    /// A section Parse Server configures with one JSON variable.
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Lockout {
+        threshold: u32,
+        #[serde(alias = "unlockOnReset")]
+        unlock_on_reset: bool,
+    }
+
+    impl Section for Lockout {
+        const KEY: &'static str = "lockout";
+        const ALIASES: &'static [(&'static str, &'static str)] = &[
+            ("PARSE_SERVER_LOCKOUT", ""),
+            ("PARSE_SERVER_LOCKOUT_THRESHOLD", "threshold"),
+        ];
+    }
+
+    #[test]
+    fn a_parse_alias_sets_a_whole_section_from_json() {
+        let sections = Sections::new().with::<Lockout>();
+        let config = Config::load_from(
+            &sections,
+            None,
+            env(&[(
+                "PARSE_SERVER_LOCKOUT",
+                r#"{"threshold": 3, "unlockOnReset": true}"#,
+            )]),
+            &[],
+        )
+        .unwrap();
+        let lockout = config.section::<Lockout>();
+        assert_eq!((lockout.threshold, lockout.unlock_on_reset), (3, true));
+        // The per-key variable overrides the JSON.
+        let config = Config::load_from(
+            &sections,
+            None,
+            env(&[
+                ("PARSE_SERVER_LOCKOUT", r#"{"threshold": 3}"#),
+                ("PARSE_SERVER_LOCKOUT_THRESHOLD", "5"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.section::<Lockout>().threshold, 5);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::Limits;
+use crate::config::{AccountLockout, Limits, PasswordPolicy};
 use oxbase_store::include;
 use oxbase_store::write::apply_update;
 use oxbase_store::{
@@ -46,6 +46,8 @@ pub struct ObjectSettings {
     pub revoke_session_on_password_reset: bool,
     /// `[auth]`: signing in with `authData`.
     pub auth: AuthConfig,
+    pub account_lockout: AccountLockout,
+    pub password_policy: PasswordPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -816,6 +818,40 @@ impl ObjectLayer {
             .zip(echoes)
             .map(|(outcome, echo)| Ok(reply(outcome?, &echo)))
             .collect())
+    }
+
+    /// Writes Parse's internal `_User` fields (failed log-ins, password
+    /// timestamps) straight to the store, as Parse Server does: no hooks,
+    /// no event, and `updatedAt` kept at `updated_at`, the user's as read,
+    /// so this bookkeeping stays out of the app's sight. The user after the
+    /// write, or `None` when it is gone or no longer matches `precondition`.
+    pub(crate) async fn write_user_internals(
+        &self,
+        user_id: &str,
+        updated_at: &str,
+        changes: Vec<(FieldPath, UpdateOp)>,
+        precondition: Filter,
+    ) -> ParseResult<Option<Object>> {
+        let batch = WriteBatch::one(WriteOp::Update {
+            class_name: "_User".into(),
+            object_id: user_id.to_owned(),
+            updated_at: updated_at.to_owned(),
+            changes,
+            relations: Vec::new(),
+            precondition,
+        });
+        let outcomes = self
+            .retry_stale(&mut self.schemas(), |v| {
+                let (store, batch) = (&self.store, batch.clone());
+                async move { store.write(&v, batch).await }
+            })
+            .await?;
+        match outcomes.into_iter().next() {
+            Some(Ok(WriteOutcome::Updated { after, .. })) => Ok(Some(after)),
+            Some(Err(StoreError::NotFound)) => Ok(None),
+            Some(Err(err)) => Err(err.into()),
+            Some(Ok(_)) | None => Err(ParseError::internal("an update answered no update")),
+        }
     }
 
     /// Commits one prepared write.

@@ -16,6 +16,8 @@ mod global_config;
 pub mod installations;
 mod jobs;
 mod layer;
+mod lockout;
+mod password_policy;
 mod purge;
 mod push;
 pub mod query;
@@ -33,7 +35,7 @@ use oxbase_store::Store;
 
 pub use crate::auth::{Auth, SessionUser};
 pub use crate::auth_data::{AuthConfig, AuthDataLogIn, ProviderConfig, ProviderKind};
-pub use crate::config::Limits;
+pub use crate::config::{AccountLockout, Limits, PasswordPattern, PasswordPolicy};
 pub use crate::error::{ParseError, ParseResult, code};
 pub use crate::global_config::config_changes;
 pub use crate::jobs::JobStatusChange;
@@ -65,6 +67,8 @@ impl ObjectSettings {
             session_length_secs: config.session_length_secs,
             revoke_session_on_password_reset: config.revoke_session_on_password_reset,
             auth: config.section(),
+            account_lockout: config.section(),
+            password_policy: config.section(),
         }
     }
 }

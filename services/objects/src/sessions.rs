@@ -153,6 +153,13 @@ impl ObjectLayer {
             .next())
     }
 
+    /// A user as stored, internal fields included.
+    pub(crate) async fn user_by_id(&self, user_id: &str) -> ParseResult<Option<Object>> {
+        let by_id = Condition::Eq(QueryValue::String(user_id.to_owned()));
+        self.find_one("_User", Filter::field("objectId", by_id))
+            .await
+    }
+
     pub async fn find_all(&self, query: Query) -> ParseResult<Vec<Object>> {
         self.find_raw(&query).await
     }

@@ -33,6 +33,12 @@ async fn hash_password(password: String) -> ParseResult<String> {
         .map_err(ParseError::internal)
 }
 
+/// A bcrypt hash (cost 10) of no one's password. A log-in for an unknown
+/// user, or a user without a password, is checked against it, so that it
+/// costs what a wrong password costs and timing tells no one which
+/// usernames exist.
+const DUMMY_HASH: &str = "$2b$10$5ycDmcxbcN9JATS0MiSUMuoJR4ScgPL6OxC2Zhij7i3R9NR9q5E32";
+
 async fn verify_password(password: String, hash: String) -> bool {
     tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
         .await
@@ -122,7 +128,7 @@ impl ObjectLayer {
         parsed
             .changes
             .push((FieldPath::new("ACL"), UpdateOp::Set(Value::Object(acl))));
-        self.hash_password_change(parsed).await
+        self.hash_password_change(None, parsed).await
     }
 
     /// Only a signed-in user (or the master key) may change a user, and the
@@ -161,7 +167,7 @@ impl ObjectLayer {
             ));
         }
         self.check_user_fields(Some(object_id), parsed).await?;
-        self.hash_password_change(parsed).await
+        self.hash_password_change(Some(object_id), parsed).await
     }
 
     async fn check_user_fields(
@@ -205,8 +211,14 @@ impl ObjectLayer {
         Ok(())
     }
 
-    /// Replaces a `password` change by its hash in `_hashed_password`.
-    async fn hash_password_change(&self, parsed: &mut ParsedWrite) -> ParseResult<()> {
+    /// Replaces a `password` change by its hash in `_hashed_password`, once
+    /// the password policy accepts it. `user_id` is the user whose password
+    /// changes, `None` on sign-up.
+    async fn hash_password_change(
+        &self,
+        user_id: Option<&str>,
+        parsed: &mut ParsedWrite,
+    ) -> ParseResult<()> {
         let Some(index) = parsed
             .changes
             .iter()
@@ -221,11 +233,16 @@ impl ObjectLayer {
                 "password must be a string",
             ));
         };
+        let username = set_string(parsed, "username")?;
+        let policy_changes = self
+            .apply_password_policy(user_id, username.as_deref(), &password)
+            .await?;
         let hash = hash_password(password).await?;
         parsed.changes.push((
             FieldPath::new("_hashed_password"),
             UpdateOp::Set(Value::String(hash)),
         ));
+        parsed.changes.extend(policy_changes);
         parsed.types.remove("password");
         Ok(())
     }
@@ -238,6 +255,19 @@ impl ObjectLayer {
         action: Option<&str>,
         installation_id: Option<&str>,
     ) -> ParseResult<(PreparedWrite, String)> {
+        let created_with =
+            action.map(|action| json!({"action": action, "authProvider": "password"}));
+        self.prepare_session_created_with(user_id, created_with, installation_id)
+            .await
+    }
+
+    /// [`ObjectLayer::prepare_session`] with Parse's whole `createdWith`.
+    pub async fn prepare_session_created_with(
+        &self,
+        user_id: &str,
+        created_with: Option<Value>,
+        installation_id: Option<&str>,
+    ) -> ParseResult<(PreparedWrite, String)> {
         let session_length_secs = self.settings().session_length_secs;
         let token = new_session_token();
         let expires = Utc::now()
@@ -248,11 +278,8 @@ impl ObjectLayer {
             "user".into(),
             json!({"__type": "Pointer", "className": "_User", "objectId": user_id}),
         );
-        if let Some(action) = action {
-            body.insert(
-                "createdWith".into(),
-                json!({"action": action, "authProvider": "password"}),
-            );
+        if let Some(created_with) = created_with {
+            body.insert("createdWith".into(), created_with);
         }
         body.insert(
             "expiresAt".into(),
@@ -361,10 +388,21 @@ pub struct LogIn<'a> {
 }
 
 impl ObjectLayer {
-    /// Checks a log-in's username (or email) and password: the user's id
-    /// and the user as stored. No session exists yet, so that a
-    /// `beforeLogin` hook can still refuse it.
+    /// Checks a log-in's username (or email) and password, then the
+    /// password's age: the user's id and the user as stored. No session
+    /// exists yet, so that a `beforeLogin` hook can still refuse it.
     pub async fn check_log_in(
+        &self,
+        login: LogIn<'_>,
+    ) -> ParseResult<(String, oxbase_store::Object)> {
+        let (user_id, user) = self.verify_log_in(login).await?;
+        self.check_password_age(&user_id, &user).await?;
+        Ok((user_id, user))
+    }
+
+    /// Checks a username (or email) and password, as `/login` and
+    /// `/verifyPassword` do, counting failures for the account lockout.
+    pub async fn verify_log_in(
         &self,
         login: LogIn<'_>,
     ) -> ParseResult<(String, oxbase_store::Object)> {
@@ -387,19 +425,19 @@ impl ObjectLayer {
             .password
             .ok_or_else(|| ParseError::new(code::PASSWORD_MISSING, "password is required."))?;
         let wrong = || ParseError::new(code::OBJECT_NOT_FOUND, "Invalid username/password.");
-        let user = self.find_one("_User", filter).await?.ok_or_else(wrong)?;
-        let hash = user
-            .get("_hashed_password")
-            .and_then(Value::as_str)
-            .ok_or_else(wrong)?;
-        if !verify_password(password.to_owned(), hash.to_owned()).await {
+        let user = self.find_one("_User", filter).await?;
+        let field = |key| user.as_ref()?.get(key)?.as_str();
+        let user_id = field("objectId").map(str::to_owned);
+        let hash = field("_hashed_password");
+        let checked = hash.unwrap_or(DUMMY_HASH).to_owned();
+        let correct = verify_password(password.to_owned(), checked).await && hash.is_some();
+        let (Some(user), Some(user_id)) = (user, user_id) else {
+            return Err(wrong());
+        };
+        self.count_log_in(&user_id, correct).await?;
+        if !correct {
             return Err(wrong());
         }
-        let user_id = user
-            .get("objectId")
-            .and_then(Value::as_str)
-            .ok_or_else(wrong)?
-            .to_owned();
         Ok((user_id, user))
     }
 
@@ -409,6 +447,45 @@ impl ObjectLayer {
         auth.require_writable("create")?;
         let (session, token) = self
             .prepare_session(user_id, Some("login"), auth.installation_id.as_deref())
+            .await?;
+        self.commit_one(session).await?;
+        Ok(token)
+    }
+
+    /// `/loginAs`: a session for any user, opened by the master key
+    /// without the user's password.
+    pub async fn open_session_as(&self, auth: &Auth, user_id: &str) -> ParseResult<String> {
+        if self.user_by_id(user_id).await?.is_none() {
+            return Err(ParseError::new(code::OBJECT_NOT_FOUND, "user not found"));
+        }
+        let created_with = json!({"action": "login", "authProvider": "masterkey"});
+        self.open_session(auth, user_id, created_with).await
+    }
+
+    /// `/upgradeToRevocableSession`: oxbase's sessions are all revocable,
+    /// so, as Parse Server does for a revocable token, the signed-in user
+    /// gets a new session. Answers its token.
+    pub async fn upgrade_session(&self, auth: &Auth) -> ParseResult<String> {
+        let user = auth
+            .user
+            .as_ref()
+            .ok_or_else(|| ParseError::new(code::OBJECT_NOT_FOUND, "invalid session"))?;
+        self.open_session(auth, &user.id, json!({"action": "upgrade"}))
+            .await
+    }
+
+    async fn open_session(
+        &self,
+        auth: &Auth,
+        user_id: &str,
+        created_with: Value,
+    ) -> ParseResult<String> {
+        let (session, token) = self
+            .prepare_session_created_with(
+                user_id,
+                Some(created_with),
+                auth.installation_id.as_deref(),
+            )
             .await?;
         self.commit_one(session).await?;
         Ok(token)

@@ -141,6 +141,8 @@ pub fn sections() -> Sections {
     Sections::new()
         .with::<oxbase_objects::Limits>()
         .with::<oxbase_objects::AuthConfig>()
+        .with::<oxbase_objects::AccountLockout>()
+        .with::<oxbase_objects::PasswordPolicy>()
         .with::<oxbase_api::FilesConfig>()
         .with::<TriggersConfig>()
         .with::<JobsConfig>()

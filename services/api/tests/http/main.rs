@@ -2,6 +2,7 @@
 
 mod common;
 
+mod accounts;
 mod acl;
 mod auth_data;
 mod bad_input;
