@@ -41,3 +41,130 @@ impl Default for FilesConfig {
 impl Section for FilesConfig {
     const KEY: &'static str = "files";
 }
+
+/// `[rate_limit]`: Parse Server's `rateLimit` option, a list of rules.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Where the counts are kept: `memory` (each process its own) or
+    /// `nats` (one count across every API process, in a JetStream
+    /// key-value bucket).
+    pub store: RateLimitStore,
+    pub rules: Vec<RateLimitRule>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitStore {
+    #[default]
+    Memory,
+    Nats,
+}
+
+/// One rule, as an entry of Parse's `rateLimit`. Parse's camelCase names
+/// are accepted too, so its JSON options can be pasted as they are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRule {
+    /// A path-to-regexp (v8) pattern matched against the path below the
+    /// mount path: `/classes/:className`, `/functions/*name`, `/*path`.
+    #[serde(alias = "requestPath")]
+    pub request_path: String,
+    /// The window, in milliseconds.
+    #[serde(alias = "requestTimeWindow")]
+    pub request_time_window: u64,
+    /// Requests allowed per window; the next ones are refused.
+    #[serde(alias = "requestCount")]
+    pub request_count: u64,
+    #[serde(alias = "errorResponseMessage", default = "default_rate_limit_message")]
+    pub error_response_message: String,
+    /// The methods the rule counts (`["POST", "PUT"]`), or a regex over
+    /// the method (`"^(POST|PUT)$"`); unset, every method.
+    #[serde(alias = "requestMethods", default)]
+    pub request_methods: Option<RequestMethods>,
+    /// Count master-key requests too.
+    #[serde(alias = "includeMasterKey", default)]
+    pub include_master_key: bool,
+    /// Count requests from 127.0.0.1 too (Parse skips them: its Cloud
+    /// Code calls the API from there).
+    #[serde(alias = "includeInternalRequests", default)]
+    pub include_internal_requests: bool,
+    #[serde(default)]
+    pub zone: RateLimitZone,
+}
+
+fn default_rate_limit_message() -> String {
+    "Too many requests.".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestMethods {
+    List(Vec<String>),
+    Pattern(String),
+}
+
+/// Whose requests a rule counts together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitZone {
+    /// Everyone's.
+    Global,
+    /// The client address's.
+    #[default]
+    Ip,
+    /// The signed-in user's; the address's without a session.
+    User,
+    /// The session token's; the address's without one.
+    Session,
+}
+
+impl Section for RateLimitConfig {
+    const KEY: &'static str = "rate_limit";
+    const ALIASES: &'static [(&'static str, &'static str)] =
+        &[("PARSE_SERVER_RATE_LIMIT", "rules")];
+
+    fn validate(&self) -> Result<(), String> {
+        self.rules
+            .iter()
+            .try_for_each(|rule| crate::rate_limit::Rule::compile(rule).map(drop))
+    }
+}
+
+/// `[idempotency]`: Parse Server's `idempotencyOptions`. A request that
+/// repeats the `X-Parse-Request-Id` of one made within `ttl_secs` is
+/// refused with 159 and runs nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    /// Regexes matched from the start of the path below the mount path,
+    /// without its leading slash: `functions/.*`, `classes/.*`. Empty
+    /// turns the feature off.
+    pub paths: Vec<String>,
+    /// How long a request id is remembered, in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            ttl_secs: 300,
+        }
+    }
+}
+
+impl Section for IdempotencyConfig {
+    const KEY: &'static str = "idempotency";
+    const ALIASES: &'static [(&'static str, &'static str)] = &[
+        ("PARSE_SERVER_EXPERIMENTAL_IDEMPOTENCY_PATHS", "paths"),
+        ("PARSE_SERVER_EXPERIMENTAL_IDEMPOTENCY_TTL", "ttl_secs"),
+    ];
+
+    fn validate(&self) -> Result<(), String> {
+        if self.ttl_secs == 0 {
+            return Err("ttl_secs must be greater than 0".into());
+        }
+        crate::idempotency::compile_paths(&self.paths).map(drop)
+    }
+}

@@ -11,13 +11,16 @@ mod dashboard;
 mod files;
 mod global_config;
 mod hooks;
+mod idempotency;
 mod jobs;
 mod keys;
 mod push;
+mod rate_limit;
 mod request;
 mod routes;
 mod schema_routes;
 mod server;
+mod shared_bucket;
 mod triggers;
 mod users;
 
@@ -28,7 +31,10 @@ use oxbase_kit::{Config, MetricsSource, Readiness, Shutdown};
 use oxbase_objects::{ObjectLayer, RelaySignals};
 use tokio::net::TcpListener;
 
-pub use crate::config::FilesConfig;
+pub use crate::config::{
+    FilesConfig, IdempotencyConfig, RateLimitConfig, RateLimitRule, RateLimitStore, RateLimitZone,
+    RequestMethods,
+};
 pub use crate::hooks::Hooks;
 pub use crate::jobs::Jobs;
 pub use crate::keys::{KeyLevel, Keys};
@@ -49,6 +55,8 @@ pub struct App {
     /// Background jobs; `None` when off or without NATS.
     jobs: Option<jobs::Jobs>,
     push: Option<oxbase_push::PushQueue>,
+    rate_limits: rate_limit::RateLimits,
+    idempotency: idempotency::Idempotency,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +72,15 @@ pub enum StartError {
 
 impl App {
     /// The API over `objects`. `hooks`, when NATS is there: cloud
-    /// functions and triggers.
+    /// functions and triggers. `nats` keeps what the API processes share:
+    /// rate limit counts (`rate_limit.store = "nats"`) and request ids.
     pub fn new(
         config: &Config,
         objects: Arc<ObjectLayer>,
         hooks: Option<Hooks>,
         jobs: Option<Jobs>,
         push: Option<oxbase_push::PushQueue>,
+        nats: Option<&async_nats::Client>,
     ) -> Arc<Self> {
         let mut batch_prefixes = vec![config.mount_path.clone()];
         if let Some(public) = &config.public_server_url
@@ -89,6 +99,8 @@ impl App {
             hooks: hooks.map(|hooks| hooks::HookRunner::new(config, hooks)),
             jobs,
             push,
+            rate_limits: rate_limit::RateLimits::from_config(config, nats),
+            idempotency: idempotency::Idempotency::from_config(config, nats),
         })
     }
 
@@ -110,6 +122,14 @@ impl App {
             )
             .merge(server::router(self.clone()))
     }
+}
+
+/// Whether the API's own settings need NATS: shared rate limit counts, or
+/// idempotency.
+pub fn needs_nats(config: &Config) -> bool {
+    let rate_limit: RateLimitConfig = config.section();
+    let shared_counts = rate_limit.store == RateLimitStore::Nats && !rate_limit.rules.is_empty();
+    shared_counts || !config.section::<IdempotencyConfig>().paths.is_empty()
 }
 
 /// Prometheus text: the outbox backlog, when events are on.

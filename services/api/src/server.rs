@@ -160,6 +160,10 @@ impl App {
             )?
         };
         let auth = self.authenticate(&req).await?;
+        if let Some(refused) = self.rate_limit(&auth, &req, rest).await? {
+            return Ok(refused);
+        }
+        self.ensure_idempotent(&req, rest).await?;
         // A bug must cost one request, not the connection or the process.
         match AssertUnwindSafe(self.dispatch(&auth, &req))
             .catch_unwind()

@@ -9,6 +9,7 @@ use serde_json::json;
 /// Parse's error codes, as the SDKs name them.
 pub mod code {
     pub const INTERNAL_SERVER_ERROR: i32 = 1;
+    pub const CONNECTION_FAILED: i32 = 100;
     pub const OBJECT_NOT_FOUND: i32 = 101;
     pub const INVALID_QUERY: i32 = 102;
     pub const INVALID_CLASS_NAME: i32 = 103;
@@ -34,6 +35,7 @@ pub mod code {
     pub const VALIDATION_ERROR: i32 = 142;
     pub const WEBHOOK_ERROR: i32 = 143;
     pub const FILE_DELETE_ERROR: i32 = 153;
+    pub const DUPLICATE_REQUEST: i32 = 159;
     pub const INVALID_VALUE: i32 = 162;
     pub const USERNAME_MISSING: i32 = 200;
     pub const PASSWORD_MISSING: i32 = 201;

@@ -144,6 +144,8 @@ pub fn sections() -> Sections {
         .with::<oxbase_objects::AccountLockout>()
         .with::<oxbase_objects::PasswordPolicy>()
         .with::<oxbase_api::FilesConfig>()
+        .with::<oxbase_api::RateLimitConfig>()
+        .with::<oxbase_api::IdempotencyConfig>()
         .with::<TriggersConfig>()
         .with::<JobsConfig>()
         .with::<CronConfig>()
@@ -273,6 +275,7 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         || triggers_config.enabled
         || jobs_config.enabled
         || push_config.enabled
+        || oxbase_api::needs_nats(&config)
     {
         Some(nats::connect(&config).await?)
     } else {
@@ -348,7 +351,7 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     let more_metrics = (!sources.is_empty()).then(|| {
         Arc::new(move || sources.iter().map(|source| source()).collect::<String>()) as MetricsSource
     });
-    let app = oxbase_api::App::new(&config, objects, hooks, jobs, push);
+    let app = oxbase_api::App::new(&config, objects, hooks, jobs, push, client.as_ref());
     let listener = oxbase_api::bind(&config).await?;
     tracing::info!(
         addr = %listener.local_addr()?,

@@ -68,7 +68,7 @@ impl TestServer {
         let objects = oxbase_objects::ObjectLayer::from_config(&config, store, None)
             .await
             .unwrap();
-        let app = oxbase_api::App::new(&config, objects, None, None, None);
+        let app = oxbase_api::App::new(&config, objects, None, None, None, None);
         let listener = oxbase_api::bind(&config).await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();

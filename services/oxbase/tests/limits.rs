@@ -1,0 +1,303 @@
+//! Rate limits and idempotency (`[rate_limit]`, `[idempotency]`) against
+//! real `oxbase api` processes and a real nats-server: Parse Server's
+//! bodies and statuses, and counts and request ids shared by processes.
+//!
+//! Every request here comes from 127.0.0.1, which Parse's rules skip
+//! unless `includeInternalRequests` is set, so the rules set it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use common::{Nats, Oxbase, free_port};
+
+/// A REST call with extra headers: (status, body).
+async fn call(
+    server: &Oxbase,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> (u16, Value) {
+    let mut request = server.request(method, path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if !body.is_null() {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn get(server: &Oxbase, path: &str, headers: &[(&str, &str)]) -> u16 {
+    call(server, Method::GET, path, headers, Value::Null)
+        .await
+        .0
+}
+
+/// A rule that counts this test's own requests.
+fn rule(path: &str, count: u64, window_ms: u64, extra: Value) -> Value {
+    let mut rule = json!({
+        "requestPath": path,
+        "requestCount": count,
+        "requestTimeWindow": window_ms,
+        "includeInternalRequests": true,
+    });
+    rule.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    rule
+}
+
+async fn sign_up(server: &Oxbase, name: &str) -> String {
+    let (status, body) = call(
+        server,
+        Method::POST,
+        "users",
+        &[],
+        json!({"username": name, "password": "pw"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["sessionToken"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_follow_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let minute = 60_000;
+    let rules = json!([
+        rule("/classes/Limited", 2, minute, json!({"requestMethods": ["POST"], "errorResponseMessage": "Slow down."})),
+        rule("/classes/Short", 1, 1500, json!({})),
+        rule("/classes/ByUser", 1, minute, json!({"zone": "user"})),
+        rule("/classes/ByIp", 1, minute, json!({"zone": "ip"})),
+        rule("/classes/Batched", 2, minute, json!({})),
+        // Without includeInternalRequests: 127.0.0.1 is not counted.
+        {"requestPath": "/classes/Internal", "requestCount": 0, "requestTimeWindow": minute},
+    ]);
+    let server = Oxbase::start(
+        &dir.path().join("api"),
+        &nats.url(),
+        &[("OXBASE_RATE_LIMIT__RULES", &rules.to_string())],
+    )
+    .await;
+
+    // The count, then Parse's refusal; other methods are not counted.
+    for _ in 0..2 {
+        let (status, body) = call(&server, Method::POST, "classes/Limited", &[], json!({})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let response = server
+        .request(Method::POST, "classes/Limited")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({"code": 100, "error": "Slow down."}));
+    assert_eq!(get(&server, "classes/Limited", &[]).await, 200);
+    // The master key is not counted.
+    let master = [("X-Parse-Master-Key", "mk")];
+    let (status, _) = call(&server, Method::POST, "classes/Limited", &master, json!({})).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        server
+            .master_call(Method::GET, "classes/Limited", Value::Null)
+            .await["results"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // A window of our own: refused within it, served after it.
+    assert_eq!(get(&server, "classes/Short", &[]).await, 200);
+    let (status, body) = call(&server, Method::GET, "classes/Short", &[], Value::Null).await;
+    assert_eq!(
+        (status, body),
+        (429, json!({"code": 100, "error": "Too many requests."}))
+    );
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(get(&server, "classes/Short", &[]).await, 200);
+
+    // Zones: each user has a count; without a session, the address has.
+    let alice = sign_up(&server, "alice").await;
+    let bob = sign_up(&server, "bob").await;
+    let as_alice = [("X-Parse-Session-Token", alice.as_str())];
+    let as_bob = [("X-Parse-Session-Token", bob.as_str())];
+    assert_eq!(get(&server, "classes/ByUser", &as_alice).await, 200);
+    assert_eq!(get(&server, "classes/ByUser", &as_alice).await, 429);
+    assert_eq!(get(&server, "classes/ByUser", &as_bob).await, 200);
+    assert_eq!(get(&server, "classes/ByUser", &[]).await, 200);
+    assert_eq!(get(&server, "classes/ByUser", &[]).await, 429);
+    assert_eq!(get(&server, "classes/ByIp", &as_alice).await, 200);
+    assert_eq!(
+        get(&server, "classes/ByIp", &as_bob).await,
+        429,
+        "one address"
+    );
+
+    // Each batch item counts; one over the limit fails the batch before
+    // any of it runs, with 400 and the rule's body, as in Parse.
+    let item = json!({"method": "POST", "path": "/parse/classes/Batched", "body": {}});
+    let batch = |items: usize| json!({"requests": vec![item.clone(); items]});
+    let (status, body) = call(&server, Method::POST, "batch", &[], batch(3)).await;
+    assert_eq!(
+        (status, body),
+        (400, json!({"code": 100, "error": "Too many requests."}))
+    );
+    let created = server
+        .master_call(Method::GET, "classes/Batched", Value::Null)
+        .await;
+    assert_eq!(created["results"], json!([]));
+
+    // Parse's default: requests from 127.0.0.1 are not counted.
+    assert_eq!(get(&server, "classes/Internal", &[]).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_share_one_count_through_nats() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let rules = json!([
+        rule("/classes/Shared", 3, 60_000, json!({})),
+        rule("/classes/Raced", 10, 60_000, json!({"zone": "global"})),
+    ]);
+    let env = [
+        ("OXBASE_RATE_LIMIT__STORE", "nats"),
+        ("OXBASE_RATE_LIMIT__RULES", &rules.to_string()),
+    ];
+    let a = Oxbase::start(&dir.path().join("a"), &nats.url(), &env).await;
+    let b = Oxbase::start(&dir.path().join("b"), &nats.url(), &env).await;
+
+    let mut statuses = Vec::new();
+    for server in [&a, &b, &a, &b, &a] {
+        statuses.push(get(server, "classes/Shared", &[]).await);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+
+    // Concurrent requests on both: no count is lost, none is doubled.
+    let requests = (0..30).map(|i| {
+        let server = if i % 2 == 0 { &a } else { &b };
+        get(server, "classes/Raced", &[])
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((served, refused), (10, 20), "{statuses:?}");
+
+    // NATS gone: requests go through uncounted rather than fail.
+    drop(nats);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&a, "classes/Shared", &[]).await != 200 {
+        assert!(Instant::now() < deadline, "a rate limit held without NATS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_runs_once_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let env = [
+        ("OXBASE_IDEMPOTENCY__PATHS", "classes/Idem.*,functions/.*"),
+        ("OXBASE_IDEMPOTENCY__TTL_SECS", "2"),
+    ];
+    // One store, so that both see the objects.
+    let data = dir.path().join("api");
+    let a = Oxbase::start(&data, &nats.url(), &env).await;
+    let b = Oxbase::start(&data, &nats.url(), &env).await;
+    let first = [("X-Parse-Request-Id", "request-1")];
+
+    let (status, body) = call(&a, Method::POST, "classes/Idem", &first, json!({"n": 1})).await;
+    assert_eq!(status, 201, "{body}");
+    for server in [&a, &b] {
+        let (status, body) = call(
+            server,
+            Method::POST,
+            "classes/Idem",
+            &first,
+            json!({"n": 2}),
+        )
+        .await;
+        assert_eq!(
+            (status, body),
+            (400, json!({"code": 159, "error": "Duplicate request"}))
+        );
+    }
+    let objects = a
+        .master_call(Method::GET, "classes/Idem", Value::Null)
+        .await;
+    assert_eq!(objects["results"].as_array().unwrap().len(), 1);
+
+    // Reads, and paths the option does not name, are not deduplicated.
+    let other = [("X-Parse-Request-Id", "request-2")];
+    for _ in 0..2 {
+        let (status, _) = call(&a, Method::POST, "classes/Other", &other, json!({})).await;
+        assert_eq!(status, 201);
+        assert_eq!(get(&a, "classes/Idem", &other).await, 200);
+    }
+
+    // A request that failed is still a duplicate when retried, as in Parse.
+    let failing = [("X-Parse-Request-Id", "request-3")];
+    let (status, body) = call(
+        &a,
+        Method::POST,
+        "classes/Idem",
+        &failing,
+        json!({"ACL": 5}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_ne!(body["code"], 159);
+    let (_, body) = call(&b, Method::POST, "classes/Idem", &failing, json!({})).await;
+    assert_eq!(body["code"], 159);
+
+    // Past the TTL, the id is forgotten.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = call(&b, Method::POST, "classes/Idem", &first, json!({"n": 3})).await;
+        if status == 201 {
+            break;
+        }
+        assert_eq!(body["code"], 159);
+        assert!(Instant::now() < deadline, "the request id never expired");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // NATS gone: a covered request is refused, not risked twice.
+    drop(nats);
+    let fresh = [("X-Parse-Request-Id", "request-4")];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = call(&a, Method::POST, "classes/Idem", &fresh, json!({})).await;
+        if status == 500 {
+            assert_eq!(body["code"], 1);
+            break;
+        }
+        // Until the client notices the connection is gone, the id may
+        // still be recorded: then the retry is a duplicate.
+        assert!(status == 201 || body["code"] == 159, "{status} {body}");
+        assert!(
+            Instant::now() < deadline,
+            "a request went through unchecked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Other requests are served.
+    let (status, _) = call(&a, Method::POST, "classes/Other", &fresh, json!({})).await;
+    assert_eq!(status, 201);
+}
