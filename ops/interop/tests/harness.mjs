@@ -77,7 +77,9 @@ export function client(serverURL) {
   };
 }
 
-export async function startBoth() {
+/** Both servers; `parseOptions` adds to Parse Server's options (an `auth`
+ * section, say) and `oxbaseEnv` to oxbase's environment. */
+export async function startBoth({ parseOptions = {}, oxbaseEnv = {} } = {}) {
   const admin = process.env.OXBASE_TEST_POSTGRES_URI;
   if (!admin) throw new Error('OXBASE_TEST_POSTGRES_URI is not set (bash ops/test.sh sets it up)');
   const name = `oxbase_interop_${process.pid}_${Date.now()}`;
@@ -106,6 +108,7 @@ export async function startBoth() {
     logLevel: 'error',
     logsFolder: null,
     silent: true,
+    ...parseOptions,
   });
 
   const oxPort = await freePort();
@@ -115,7 +118,7 @@ export async function startBoth() {
   const child = spawn(
     bin,
     ['api', '--port', String(oxPort), '--data-dir', dataDir, '--app-id', APP_ID, '--master-key', MASTER_KEY, '--database-uri', databaseURI],
-    { env: { ...env, OXBASE_HOST: '127.0.0.1', OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true', OXBASE_EVENTS__ENABLED: 'false', OXBASE_TRIGGERS__ENABLED: 'false', OXBASE_JOBS__ENABLED: 'false', OXBASE_PUSH__ENABLED: 'false' }, stdio: ['ignore', process.env.OXBASE_INTEROP_TRACE ? 'inherit' : 'ignore', 'pipe'] },
+    { env: { ...env, OXBASE_HOST: '127.0.0.1', OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true', OXBASE_EVENTS__ENABLED: 'false', OXBASE_TRIGGERS__ENABLED: 'false', OXBASE_JOBS__ENABLED: 'false', OXBASE_PUSH__ENABLED: 'false', ...oxbaseEnv }, stdio: ['ignore', process.env.OXBASE_INTEROP_TRACE ? 'inherit' : 'ignore', 'pipe'] },
   );
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));

@@ -11,7 +11,9 @@
 
 mod config;
 mod jwt;
+mod oauth;
 mod providers;
+mod twitter;
 
 use oxbase_store::{Condition, FieldPath, Filter, Object, QueryValue, UpdateOp};
 use rand::Rng;
@@ -193,10 +195,11 @@ impl ObjectLayer {
         let Some(requested) = body.get("authData") else {
             return Ok(None);
         };
-        let requested = auth_data_of(requested)?;
+        let mut requested = auth_data_of(requested)?;
         if !signs_in(&requested) {
             return Ok(None);
         }
+        self.before_find(&mut requested, None).await?;
         let mut found = self.users_with_auth_data(&requested).await?;
         if !auth.master {
             // Parse's lock-out: a user whose ACL is empty cannot log in.
@@ -290,7 +293,7 @@ impl ObjectLayer {
         &self,
         parsed: &mut ParsedWrite,
     ) -> ParseResult<SignUpWith> {
-        let Some(requested) = take_auth_data(parsed)? else {
+        let Some(mut requested) = take_auth_data(parsed)? else {
             return Ok(SignUpWith::default());
         };
         let with_auth_data = signs_in(&requested);
@@ -298,6 +301,7 @@ impl ObjectLayer {
             // Only unlinks (`{anonymous: null}`): nothing to store.
             return Ok(SignUpWith::default());
         }
+        self.before_find(&mut requested, None).await?;
         if !self.users_with_auth_data(&requested).await?.is_empty() {
             self.validate_auth_data(&requested).await?;
             return Err(already_linked());
@@ -335,14 +339,9 @@ impl ObjectLayer {
         object_id: &str,
         parsed: &mut ParsedWrite,
     ) -> ParseResult<()> {
-        let Some(requested) = take_auth_data(parsed)? else {
+        let Some(mut requested) = take_auth_data(parsed)? else {
             return Ok(());
         };
-        let found = self.users_with_auth_data(&requested).await?;
-        if found.iter().any(|user| id_of(user) != object_id) {
-            self.validate_auth_data(&requested).await?;
-            return Err(already_linked());
-        }
         let stored = self
             .find_one(
                 "_User",
@@ -353,6 +352,12 @@ impl ObjectLayer {
             )
             .await?
             .and_then(|mut user| user.remove("authData"));
+        self.before_find(&mut requested, stored.as_ref()).await?;
+        let found = self.users_with_auth_data(&requested).await?;
+        if found.iter().any(|user| id_of(user) != object_id) {
+            self.validate_auth_data(&requested).await?;
+            return Err(already_linked());
+        }
         // A provider already linked to this user is checked again only if
         // its data changed (the SDK sends linked data back as it got it).
         let changes = if found.is_empty() {
@@ -364,6 +369,31 @@ impl ObjectLayer {
         parsed
             .changes
             .extend(auth_data_changes(changes, stored.as_ref()));
+        Ok(())
+    }
+
+    /// Parse's `beforeFind` for each provider given, but for those whose
+    /// data is what the user has: the SDK sends linked data back as it got
+    /// it, with no code to exchange again. Logging in always runs it.
+    async fn before_find(
+        &self,
+        auth_data: &mut AuthData,
+        stored: Option<&Value>,
+    ) -> ParseResult<()> {
+        for (provider, data) in auth_data.iter_mut() {
+            let Value::Object(data) = data else {
+                continue;
+            };
+            let stored = stored.and_then(|stored| stored.get(provider.as_str()));
+            let unchanged = stored.is_some()
+                && !data.is_empty()
+                && data
+                    .iter()
+                    .all(|(key, value)| stored.and_then(|s| s.get(key)) == Some(value));
+            if !unchanged {
+                self.providers.before_find(provider, data).await?;
+            }
+        }
         Ok(())
     }
 

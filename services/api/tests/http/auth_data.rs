@@ -436,11 +436,11 @@ async fn providers_oxbase_does_not_check_are_refused() {
     .await;
     let sign_in = |auth_data: Value| server.post("users", json!({ "authData": auth_data }));
 
-    let facebook = sign_in(json!({"facebook": {"id": "1", "access_token": "t"}})).await;
-    assert_error(&facebook, 400, 252);
-    let message = facebook.1["error"].as_str().unwrap();
+    let vkontakte = sign_in(json!({"vkontakte": {"id": "1", "access_token": "t"}})).await;
+    assert_error(&vkontakte, 400, 252);
+    let message = vkontakte.1["error"].as_str().unwrap();
     assert!(
-        message.contains("facebook") && message.contains("oxbase"),
+        message.contains("vkontakte") && message.contains("oxbase"),
         "{message}"
     );
     for refused in [

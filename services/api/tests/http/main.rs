@@ -5,6 +5,7 @@ mod common;
 mod accounts;
 mod acl;
 mod auth_data;
+mod auth_providers;
 mod bad_input;
 mod batch;
 mod config;

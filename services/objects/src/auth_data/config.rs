@@ -7,6 +7,8 @@ use oxbase_kit::Section;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::oauth::Api;
+
 pub(crate) const APPLE_ISSUER: &str = "https://appleid.apple.com";
 pub(crate) const APPLE_JWKS: &str = "https://appleid.apple.com/auth/keys";
 pub(crate) const GOOGLE_ISSUERS: [&str; 2] = ["accounts.google.com", "https://accounts.google.com"];
@@ -73,7 +75,10 @@ pub struct ProviderConfig {
     #[serde(rename = "type")]
     pub kind: Option<ProviderKind>,
     /// The accepted audiences (Parse's `clientId`): the app's client or
-    /// service ids. Tokens for any other audience are refused.
+    /// service ids. Tokens for any other audience are refused. Facebook's
+    /// `appIds`; for providers that exchange codes, the first is the client
+    /// id.
+    #[serde(alias = "app_ids")]
     pub client_ids: Vec<String>,
     /// The accepted `iss` values; Apple's and Google's by default. A
     /// Keycloak issuer is `<auth-server-url>/realms/<realm>`.
@@ -81,6 +86,21 @@ pub struct ProviderConfig {
     /// Where the signing keys are; Apple's and Google's by default, and
     /// `<issuer>/protocol/openid-connect/certs` for Keycloak.
     pub jwks_url: Option<String>,
+    /// The app's secret at the provider: Parse's `clientSecret`, Facebook's
+    /// `appSecret` (which signs Graph calls with `appsecret_proof`) and
+    /// Twitter's consumer secret. The first of `client_ids` (`app_ids`,
+    /// `consumer_key`) goes with it.
+    #[serde(alias = "app_secret", alias = "consumer_secret")]
+    pub client_secret: Option<String>,
+    /// Where the provider's API is (`https://api.github.com`, ...): set it
+    /// to point a provider at a proxy or a test double.
+    pub api_url: Option<String>,
+    /// Where authorization codes are exchanged for access tokens.
+    pub token_url: Option<String>,
+    /// Parse's `enableInsecureAuth`: an access token the client got itself
+    /// signs in (`{id, access_token}`), with no code exchanged. Any app's
+    /// token for the user passes, which is why Parse deprecates it.
+    pub enable_insecure_auth: bool,
 }
 
 impl Default for ProviderConfig {
@@ -91,6 +111,10 @@ impl Default for ProviderConfig {
             client_ids: Vec::new(),
             issuers: Vec::new(),
             jwks_url: None,
+            client_secret: None,
+            api_url: None,
+            token_url: None,
+            enable_insecure_auth: false,
         }
     }
 }
@@ -151,6 +175,11 @@ impl Section for AuthConfig {
                 continue;
             }
             let Some(kind) = provider.kind_for(name) else {
+                if let Some(api) = Api::of(name) {
+                    api.check_config(provider)
+                        .map_err(|e| format!("providers.{name}: {e}"))?;
+                    continue;
+                }
                 // Parse's other built-in providers answer that oxbase does
                 // not check them yet; a custom one needs a type.
                 if super::providers::is_parse_builtin(name) {
@@ -239,6 +268,14 @@ mod tests {
                 .is_ok()
         );
         assert!(check(json!({"facebook": {}})).is_ok());
+        // Parse's code adapters need their client id and secret.
+        assert!(check(json!({"github": {}})).is_err());
+        assert!(check(json!({"github": {"client_ids": ["x"], "client_secret": "s"}})).is_ok());
+        assert!(check(json!({"github": {"enable_insecure_auth": true}})).is_ok());
+        assert!(check(json!({"twitter": {"consumer_secret": "s"}})).is_err());
+        assert!(
+            check(json!({"line": {"enable_insecure_auth": true, "api_url": "ftp://x"}})).is_err()
+        );
         assert!(check(json!({"a.b": {"enabled": false}})).is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! Each provider's check of its `authData`, as Parse Server's adapters
-//! (`apple`, `google`, `keycloak`, the anonymous one) make it, with their
-//! messages; and a plain OpenID Connect check for providers configured
-//! with `type = "oidc"`.
+//! (`apple`, `google`, `keycloak`, `facebook`'s Limited Login tokens, the
+//! anonymous one) make it, with their messages; a plain OpenID Connect
+//! check for providers configured with `type = "oidc"`; and the providers
+//! asked through their API (`oauth.rs`).
 
 use std::time::Duration;
 
@@ -9,24 +10,16 @@ use serde_json::{Map, Value};
 
 use super::config::{AuthConfig, ProviderConfig, ProviderKind};
 use super::jwt::{JwksCache, Token, invalid};
+use super::oauth::{Api, ApiClient};
 use crate::error::{ParseError, ParseResult, code};
 
 /// Parse Server's adapters that oxbase does not check yet. Their names are
 /// answered with a clear refusal rather than Parse's "unsupported", which
 /// would suggest a misspelt provider.
 const NOT_YET: &[&str] = &[
-    "facebook",
-    "github",
-    "twitter",
-    "digits",
-    "microsoft",
     "gcenter",
     "gpgames",
-    "instagram",
-    "line",
-    "linkedin",
     "meetup",
-    "spotify",
     "vkontakte",
     "wechat",
     "weibo",
@@ -38,8 +31,12 @@ const NOT_YET: &[&str] = &[
     "janrainengage",
 ];
 
+/// Facebook's Limited Login tokens.
+const FACEBOOK_ISSUER: &str = "https://www.facebook.com";
+const FACEBOOK_JWKS: &str = "https://www.facebook.com/.well-known/oauth/openid/jwks/";
+
 pub(crate) fn is_parse_builtin(name: &str) -> bool {
-    NOT_YET.contains(&name)
+    NOT_YET.contains(&name) || Api::of(name).is_some()
 }
 
 pub(crate) fn unsupported() -> ParseError {
@@ -64,12 +61,16 @@ fn not_yet(name: &str) -> ParseError {
 pub(crate) struct Providers {
     config: AuthConfig,
     jwks: JwksCache,
+    api: ApiClient,
+    /// The settings of a built-in provider that has none.
+    unconfigured: ProviderConfig,
 }
 
 /// How one provider name is handled.
 enum Validator<'a> {
     Anonymous,
     Token(ProviderKind, &'a ProviderConfig),
+    Api(Api, &'a ProviderConfig),
     /// A Keycloak provider with no settings: Parse's adapter refuses it.
     UnconfiguredKeycloak,
     NotYet,
@@ -79,7 +80,12 @@ enum Validator<'a> {
 impl Providers {
     pub(crate) fn new(config: AuthConfig) -> Self {
         let jwks = JwksCache::new(Duration::from_secs(config.jwks_cache_secs));
-        Self { config, jwks }
+        Self {
+            config,
+            jwks,
+            api: ApiClient::new(),
+            unconfigured: ProviderConfig::default(),
+        }
     }
 
     /// `None` for a provider Parse knows no adapter for.
@@ -93,11 +99,16 @@ impl Providers {
         }
         match self.config.providers.get(name) {
             Some(provider) if !provider.enabled => Some(Validator::Disabled),
-            Some(provider) => match provider.kind_for(name) {
-                Some(kind) => Some(Validator::Token(kind, provider)),
-                None => is_parse_builtin(name).then_some(Validator::NotYet),
+            Some(provider) => match (provider.kind_for(name), Api::of(name)) {
+                (Some(kind), _) => Some(Validator::Token(kind, provider)),
+                (None, Some(api)) => Some(Validator::Api(api, provider)),
+                (None, None) => is_parse_builtin(name).then_some(Validator::NotYet),
             },
             None if name == "keycloak" => Some(Validator::UnconfiguredKeycloak),
+            // Refused with the provider's "not configured" message.
+            None if Api::of(name).is_some() => {
+                Api::of(name).map(|api| Validator::Api(api, &self.unconfigured))
+            }
             None if is_parse_builtin(name) => Some(Validator::NotYet),
             None => None,
         }
@@ -107,6 +118,22 @@ impl Providers {
     /// providers it has no adapter for (they are refused when checked).
     pub(crate) fn knows(&self, name: &str) -> bool {
         self.validator(name).is_some()
+    }
+
+    /// Parse's `beforeFind`: a provider that exchanges codes replaces the
+    /// client's code with the user id and access token it stands for, so
+    /// that the user can be looked up by that id.
+    pub(crate) async fn before_find(
+        &self,
+        name: &str,
+        data: &mut Map<String, Value>,
+    ) -> ParseResult<()> {
+        match self.validator(name) {
+            Some(Validator::Api(api, provider)) if api.exchanges_codes() => {
+                self.api.before_find(api, provider, data).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Checks one provider's data, as its adapter's `validateAuthData`.
@@ -120,7 +147,44 @@ impl Providers {
             Some(Validator::Token(kind, provider)) => {
                 self.check_token(name, kind, provider, data).await
             }
+            Some(Validator::Api(Api::Facebook, provider)) if data.contains_key("token") => {
+                self.check_facebook_token(provider, data).await
+            }
+            Some(Validator::Api(api, provider)) => self.api.validate(api, provider, data).await,
         }
+    }
+
+    /// A Facebook Limited Login token: an OpenID token for one of the
+    /// app's ids.
+    async fn check_facebook_token(
+        &self,
+        provider: &ProviderConfig,
+        data: &Map<String, Value>,
+    ) -> ParseResult<()> {
+        if provider.client_ids.is_empty() {
+            return Err(invalid("Facebook auth is not configured."));
+        }
+        let Some(token) = data.get("token").and_then(Value::as_str) else {
+            return Err(invalid("id token is invalid for this user."));
+        };
+        let token = Token::decode(token)?;
+        let url = provider.jwks_url.as_deref().unwrap_or(FACEBOOK_JWKS);
+        self.jwks.verify(url, &token).await?;
+        token.check_lifetime(Duration::from_secs(self.config.leeway_secs))?;
+        check_audience(ProviderKind::Oidc, &provider.client_ids, &token)?;
+        let issuer = token.claim_str("iss");
+        if issuer != Some(FACEBOOK_ISSUER) {
+            return Err(invalid(format!(
+                "id token not issued by correct OpenID provider - expected: {FACEBOOK_ISSUER} | from: {}",
+                issuer.unwrap_or("undefined")
+            )));
+        }
+        if token.claim_str("sub").is_none()
+            || token.claim_str("sub") != data.get("id").and_then(Value::as_str)
+        {
+            return Err(invalid("auth data is invalid for this user."));
+        }
+        Ok(())
     }
 
     async fn check_token(
