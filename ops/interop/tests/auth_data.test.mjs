@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import * as OTPAuth from 'otpauth';
 import { startBoth } from './harness.mjs';
 
 let env;
@@ -14,7 +15,10 @@ before(async () => {
     parseOptions: {
       // A custom adapter as a Parse Server app would configure it: oxbase
       // has no counterpart, so it refuses logging in with it, but keeps it.
-      auth: { acme: { module: { validateAuthData: async () => {}, validateAppId: async () => {} } } },
+      auth: {
+        acme: { module: { validateAuthData: async () => {}, validateAppId: async () => {} } },
+        mfa: { enabled: true, options: ['TOTP'], digits: 6, period: 30, algorithm: 'SHA1' },
+      },
     },
   });
 });
@@ -81,5 +85,27 @@ describe('authData across servers', () => {
     const back = await env.parse.post('users', { authData: { acme } });
     expect(back, 200);
     assert.equal(back.body.objectId, objectId);
+  });
+
+  it('a user who enrolled in MFA on Parse Server cannot log in on oxbase with the password alone', async () => {
+    const username = `mfa-${randomUUID()}`;
+    const signUp = await env.parse.post('users', { username, password: 'pw' });
+    expect(signUp, 201);
+    const secret = new OTPAuth.Secret({ size: 20 }).base32;
+    const token = new OTPAuth.TOTP({ secret, digits: 6, period: 30, algorithm: 'SHA1' }).generate();
+    const enrol = await env.parse.put(
+      `users/${signUp.body.objectId}`,
+      { authData: { mfa: { secret, token } } },
+      { session: signUp.body.sessionToken },
+    );
+    expect(enrol, 200);
+    // Parse Server now wants the second factor...
+    const parseLogIn = await env.parse.post('login', { username, password: 'pw' });
+    assert.equal(parseLogIn.body.code, -1, JSON.stringify(parseLogIn.body));
+    // ...which oxbase cannot check yet, so it refuses rather than let the password through.
+    const oxbaseLogIn = await env.oxbase.post('login', { username, password: 'pw' });
+    expect(oxbaseLogIn, 400);
+    assert.equal(oxbaseLogIn.body.code, 252);
+    assert.match(oxbaseLogIn.body.error, /multi-factor authentication \(mfa\)/);
   });
 });

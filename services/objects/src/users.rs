@@ -396,6 +396,7 @@ impl ObjectLayer {
         login: LogIn<'_>,
     ) -> ParseResult<(String, oxbase_store::Object)> {
         let (user_id, user) = self.verify_log_in(login).await?;
+        crate::auth_data::refuse_unchecked_mfa(&user)?;
         self.check_password_age(&user_id, &user).await?;
         Ok((user_id, user))
     }
