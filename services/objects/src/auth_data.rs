@@ -444,6 +444,24 @@ impl ObjectLayer {
     }
 }
 
+/// A user who enrolled in multi-factor authentication on Parse Server
+/// (`authData.mfa`) must give a second factor on every log-in. oxbase
+/// cannot check one yet, so it refuses the log-in rather than let the
+/// password (or another provider) alone through.
+pub(crate) fn refuse_unchecked_mfa(user: &Object) -> ParseResult<()> {
+    let enrolled = user
+        .get("authData")
+        .and_then(|data| data.get("mfa"))
+        .is_some_and(|mfa| !mfa.is_null());
+    if enrolled {
+        return Err(ParseError::new(
+            code::UNSUPPORTED_SERVICE,
+            "This account uses multi-factor authentication (mfa), which oxbase does not support yet.",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,22 +519,4 @@ mod tests {
         assert!(signs_in(&map(json!({"acme": {"id": "1"}}))));
         assert!(!signs_in(&map(json!({"acme": {}, "b": null}))));
     }
-}
-
-/// A user who enrolled in multi-factor authentication on Parse Server
-/// (`authData.mfa`) must give a second factor on every log-in. oxbase
-/// cannot check one yet, so it refuses the log-in rather than let the
-/// password (or another provider) alone through.
-pub(crate) fn refuse_unchecked_mfa(user: &Object) -> ParseResult<()> {
-    let enrolled = user
-        .get("authData")
-        .and_then(|data| data.get("mfa"))
-        .is_some_and(|mfa| !mfa.is_null());
-    if enrolled {
-        return Err(ParseError::new(
-            code::UNSUPPORTED_SERVICE,
-            "This account uses multi-factor authentication (mfa), which oxbase does not support yet.",
-        ));
-    }
-    Ok(())
 }
