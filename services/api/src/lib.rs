@@ -14,6 +14,8 @@ mod hooks;
 mod idempotency;
 mod jobs;
 mod keys;
+mod mail;
+mod pages;
 mod push;
 mod rate_limit;
 mod request;
@@ -57,6 +59,8 @@ pub struct App {
     push: Option<oxbase_push::PushQueue>,
     rate_limits: rate_limit::RateLimits,
     idempotency: idempotency::Idempotency,
+    /// The account mails; `None` without `[email]`.
+    mailer: Option<mail::Mailer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,11 @@ impl App {
             push,
             rate_limits: rate_limit::RateLimits::from_config(config, nats),
             idempotency: idempotency::Idempotency::from_config(config, nats),
+            mailer: mail::Mailer::from_config(config).unwrap_or_else(|err| {
+                // `check_email` refuses this config at startup.
+                tracing::error!(error = %err, "account mails are off");
+                None
+            }),
         })
     }
 
@@ -130,6 +139,13 @@ pub fn needs_nats(config: &Config) -> bool {
     let rate_limit: RateLimitConfig = config.section();
     let shared_counts = rate_limit.store == RateLimitStore::Nats && !rate_limit.rules.is_empty();
     shared_counts || !config.section::<IdempotencyConfig>().paths.is_empty()
+}
+
+/// Checks `[email]` as far as the API needs it: a sender that parses,
+/// and `public_server_url` for the links. The process refuses to start
+/// otherwise, as Parse Server does without `publicServerURL`.
+pub fn check_email(config: &Config) -> Result<(), String> {
+    mail::Mailer::from_config(config).map(|_| ())
 }
 
 /// Prometheus text: the outbox backlog, when events are on.

@@ -35,13 +35,10 @@ impl Reply {
 /// Parse Server routes oxbase does not serve yet; they answer with an error
 /// that says so rather than "no such route".
 const NOT_YET: &[&str] = &[
-    "requestPasswordReset",
-    "verificationEmailRequest",
     "graphql",
     "events",
     "validate_purchase",
     "challenge",
-    "apps",
     "security",
 ];
 
@@ -93,7 +90,11 @@ fn is_routable(req: &ParseRequest) -> bool {
                 | (&Method::GET | &Method::POST, ["login" | "verifyPassword"])
                 | (
                     &Method::POST,
-                    ["logout" | "loginAs" | "upgradeToRevocableSession"]
+                    ["logout"
+                        | "loginAs"
+                        | "upgradeToRevocableSession"
+                        | "requestPasswordReset"
+                        | "verificationEmailRequest"]
                 )
         )
         || s.first().is_some_and(|root| NOT_YET.contains(root))
@@ -141,6 +142,7 @@ impl App {
             self.objects
                 .after_writes(std::slice::from_ref(&effect))
                 .await;
+            self.mail_verification(&effect);
             let mut reply = self.write_reply(req, &write, reply);
             self.objects
                 .renew_session_after(auth, &effect, &mut reply.body)
@@ -156,6 +158,10 @@ impl App {
             (&Method::GET | &Method::POST, ["verifyPassword"]) => self.verify_password(req).await,
             (&Method::POST, ["loginAs"]) => self.login_as(auth, req).await,
             (&Method::POST, ["upgradeToRevocableSession"]) => self.upgrade_session(auth).await,
+            (&Method::POST, ["requestPasswordReset"]) => self.request_password_reset(req).await,
+            (&Method::POST, ["verificationEmailRequest"]) => {
+                self.verification_email_request(req).await
+            }
             (&Method::GET, ["classes", class]) => self.find_route(auth, req, class).await,
             (&Method::GET, ["classes", class, id]) => self.get_route(auth, req, class, id).await,
             (&Method::POST, ["batch"]) => self.batch(auth, req).await,
@@ -435,6 +441,9 @@ impl App {
                 .map(|(effect, _)| effect)
                 .collect();
             self.objects.after_writes(&committed).await;
+            for effect in &committed {
+                self.mail_verification(effect);
+            }
             for ((i, reply), effect) in indexes.into_iter().zip(replies).zip(&effects) {
                 let answer = match reply {
                     Ok(reply) => {

@@ -41,6 +41,10 @@ async fn handle(
     {
         return with_cors(response);
     }
+    // The pages mailed links open need no keys either.
+    if app.is_page(request.uri().path()) {
+        return with_cors(app.page(request).await);
+    }
     let response = match app.handle_http(peer.ip(), request).await {
         Ok(reply) => reply_response(reply),
         Err(err) => {

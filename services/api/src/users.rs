@@ -1,10 +1,12 @@
 //! The user and session routes that are not plain class routes:
 //! sign-up, `/login`, `/loginAs`, `/verifyPassword`, `/logout`,
-//! `/users/me`, `/sessions/me` and `/upgradeToRevocableSession`.
+//! `/users/me`, `/sessions/me`, `/upgradeToRevocableSession`, and the
+//! account mails: `/requestPasswordReset` and `/verificationEmailRequest`.
 
 use axum::http::StatusCode;
 use oxbase_objects::{
-    Auth, FindOptions, LogIn, ParseError, ParseResult, WriteReply, code, invalid_token,
+    Auth, FindOptions, LogIn, ParseError, ParseResult, WriteEffect, WriteReply, code,
+    email_not_configured, invalid_token,
 };
 use oxbase_proto::TriggerName;
 use oxbase_store::{Condition, Filter, Object, QueryValue};
@@ -46,6 +48,31 @@ impl App {
         }
         let user = self.prepare_create(auth, req, "_User").await?;
         let user_id = user.object_id().unwrap_or_default().to_owned();
+        let effect = WriteEffect::of(&user);
+        let location = Some(format!("{}{}/users/{user_id}", req.origin, self.mount));
+        if self.objects.signup_waits_for_email(&user) {
+            // As Parse: the user is saved without a session, and the
+            // verification link is its way in.
+            let reply = self.objects.commit_one(user).await?;
+            self.mail_verification(&effect);
+            if self
+                .objects
+                .settings()
+                .email
+                .prevent_signup_with_unverified_email
+            {
+                return Err(ParseError::new(
+                    code::EMAIL_NOT_FOUND,
+                    "User email is not verified.",
+                ));
+            }
+            return Ok(Reply {
+                status: StatusCode::CREATED,
+                body: reply.body(),
+                location,
+                headers: Vec::new(),
+            });
+        }
         let (session, token) = self
             .objects
             .prepare_signup_session(&user, auth.installation_id.as_deref())
@@ -56,12 +83,64 @@ impl App {
             return Err(ParseError::internal("sign-up committed without a result"));
         };
         body["sessionToken"] = Value::from(token);
+        self.mail_verification(&effect);
         Ok(Reply {
             status: StatusCode::CREATED,
             body,
-            location: Some(format!("{}{}/users/{user_id}", req.origin, self.mount)),
+            location,
             headers: Vec::new(),
         })
+    }
+
+    /// Mails the verification link of a committed write that gave a user
+    /// a new token, in the background: the user is read again for the
+    /// address and token, as Parse Server does.
+    pub(crate) fn mail_verification(&self, effect: &WriteEffect) {
+        let (Some(user_id), Some(mailer)) = (effect.verify_email_of.clone(), self.mailer.clone())
+        else {
+            return;
+        };
+        let objects = std::sync::Arc::clone(&self.objects);
+        tokio::spawn(async move {
+            match objects.verification_mail(&user_id).await {
+                Ok(Some(mail)) => mailer.send(mail),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::error!(user_id, error = %err, "cannot read a user to mail its verification link");
+                }
+            }
+        });
+    }
+
+    /// `POST /requestPasswordReset` (`email`, or an expired link's
+    /// `token`): mails a reset link, answering `{}` as Parse does.
+    pub(crate) async fn request_password_reset(&self, req: &ParseRequest) -> ParseResult<Reply> {
+        let mailer = self.mailer.as_ref().ok_or_else(email_not_configured)?;
+        if let Some(mail) = self
+            .objects
+            .request_password_reset(req.body.get("email"), req.body.get("token"))
+            .await?
+        {
+            mailer.send(mail);
+        }
+        Ok(Reply::ok(json!({})))
+    }
+
+    /// `POST /verificationEmailRequest` (`email`): mails a new verification
+    /// link, answering `{}` as Parse does.
+    pub(crate) async fn verification_email_request(
+        &self,
+        req: &ParseRequest,
+    ) -> ParseResult<Reply> {
+        let mailer = self.mailer.as_ref().ok_or_else(email_not_configured)?;
+        if let Some(mail) = self
+            .objects
+            .request_verification_email(req.body.get("email"))
+            .await?
+        {
+            mailer.send(mail);
+        }
+        Ok(Reply::ok(json!({})))
     }
 
     /// `GET` or `POST /login`.

@@ -97,7 +97,7 @@ impl Section for AccountLockout {
 
 /// Parse's `passwordPolicy`, applied when a password is set: on sign-up,
 /// on a change and on a reset.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PasswordPolicy {
     /// A pattern every new password must match.
@@ -116,6 +116,34 @@ pub struct PasswordPolicy {
     /// How many of the latest passwords a new one may not repeat (0 to 20).
     #[serde(alias = "maxPasswordHistory")]
     pub max_password_history: u32,
+    /// Seconds a password reset link stays valid; 0 (the default) means
+    /// it never expires, as leaving it out in Parse does.
+    #[serde(alias = "resetTokenValidityDuration")]
+    pub reset_token_validity_duration: f64,
+    /// Another reset request mails the same link while it is still valid,
+    /// so the first mail keeps working.
+    #[serde(alias = "resetTokenReuseIfValid")]
+    pub reset_token_reuse_if_valid: bool,
+    /// `/requestPasswordReset` for an unknown email answers `{}` (the
+    /// default, so the answer tells no one which emails exist) rather than
+    /// 101.
+    #[serde(alias = "resetPasswordSuccessOnInvalidEmail")]
+    pub reset_password_success_on_invalid_email: bool,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            validator_pattern: None,
+            validation_error: None,
+            do_not_allow_username: false,
+            max_password_age: 0.0,
+            max_password_history: 0,
+            reset_token_validity_duration: 0.0,
+            reset_token_reuse_if_valid: false,
+            reset_password_success_on_invalid_email: true,
+        }
+    }
 }
 
 impl Section for PasswordPolicy {
@@ -142,6 +170,18 @@ impl Section for PasswordPolicy {
             "PARSE_SERVER_PASSWORD_POLICY_MAX_PASSWORD_HISTORY",
             "max_password_history",
         ),
+        (
+            "PARSE_SERVER_PASSWORD_POLICY_RESET_TOKEN_VALIDITY_DURATION",
+            "reset_token_validity_duration",
+        ),
+        (
+            "PARSE_SERVER_PASSWORD_POLICY_RESET_TOKEN_REUSE_IF_VALID",
+            "reset_token_reuse_if_valid",
+        ),
+        (
+            "PARSE_SERVER_PASSWORD_POLICY_RESET_PASSWORD_SUCCESS_ON_INVALID_EMAIL",
+            "reset_password_success_on_invalid_email",
+        ),
     ];
 
     fn validate(&self) -> Result<(), String> {
@@ -152,6 +192,204 @@ impl Section for PasswordPolicy {
             return Err(
                 "passwordPolicy.maxPasswordHistory must be an integer ranging 0 - 20".into(),
             );
+        }
+        if !(self.reset_token_validity_duration >= 0.0
+            && self.reset_token_validity_duration.is_finite())
+        {
+            return Err(
+                "passwordPolicy.resetTokenValidityDuration must be a positive number".into(),
+            );
+        }
+        if self.reset_token_reuse_if_valid && self.reset_token_validity_duration == 0.0 {
+            return Err(
+                "You cannot use resetTokenReuseIfValid without resetTokenValidityDuration".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text: only for a relay on the same host or network.
+    None,
+    /// Plain connection upgraded with STARTTLS, which the server must offer
+    /// (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// `[email]`: the account mails (email verification and password reset),
+/// sent over SMTP, and Parse's options that govern them. Parse Server
+/// takes an email adapter; oxbase speaks SMTP itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The SMTP server; without it no mail is sent, and Parse's email
+    /// routes answer as Parse Server without an email adapter.
+    pub smtp_host: Option<String>,
+    /// 0 (the default) means 25, 587 or 465 by `tls`.
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<oxbase_kit::Secret>,
+    /// The sender, `App <no-reply@example.com>` or a bare address.
+    pub from: Option<String>,
+    /// Parse's `appName`, in the mails and pages.
+    #[serde(alias = "appName")]
+    pub app_name: Option<String>,
+    /// How long one SMTP attempt may take.
+    pub timeout_secs: u64,
+    /// Parse's `verifyUserEmails`: a user signing up with an email, or
+    /// changing it, gets `emailVerified: false` and a mail with a link.
+    #[serde(alias = "verifyUserEmails")]
+    pub verify_user_emails: bool,
+    /// Parse's `preventLoginWithUnverifiedEmail`: no log-in (and no session
+    /// on sign-up) until the email is verified.
+    #[serde(alias = "preventLoginWithUnverifiedEmail")]
+    pub prevent_login_with_unverified_email: bool,
+    /// Parse's `preventSignupWithUnverifiedEmail`: with the above, a sign-up
+    /// answers 205 instead of a user without a session.
+    #[serde(alias = "preventSignupWithUnverifiedEmail")]
+    pub prevent_signup_with_unverified_email: bool,
+    /// Seconds a verification link stays valid; 0 (the default) means
+    /// forever.
+    #[serde(alias = "emailVerifyTokenValidityDuration")]
+    pub email_verify_token_validity_duration: f64,
+    /// Another verification request mails the same link while it is valid.
+    #[serde(alias = "emailVerifyTokenReuseIfValid")]
+    pub email_verify_token_reuse_if_valid: bool,
+    /// `/verificationEmailRequest` for an unknown or verified email answers
+    /// `{}` (the default) rather than an error.
+    #[serde(alias = "emailVerifySuccessOnInvalidEmail")]
+    pub email_verify_success_on_invalid_email: bool,
+    /// Parse's `sendUserEmailVerification`: `false` sets the token but
+    /// mails nothing (the app sends its own).
+    #[serde(alias = "sendUserEmailVerification")]
+    pub send_user_email_verification: bool,
+    /// Parse's `pages.customUrls`: a page id (`passwordReset`,
+    /// `passwordResetSuccess`, `passwordResetLinkInvalid`,
+    /// `emailVerificationSuccess`, `emailVerificationLinkInvalid`, ...)
+    /// to the URL the page redirects to instead.
+    #[serde(alias = "customUrls")]
+    pub custom_urls: std::collections::BTreeMap<String, String>,
+}
+
+/// Parse's page ids, as `pages.customUrls` names them.
+const PAGE_IDS: &[&str] = &[
+    "passwordReset",
+    "passwordResetSuccess",
+    "passwordResetLinkInvalid",
+    "emailVerificationSuccess",
+    "emailVerificationSendFail",
+    "emailVerificationSendSuccess",
+    "emailVerificationLinkInvalid",
+    "emailVerificationLinkExpired",
+];
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: 0,
+            tls: SmtpTls::default(),
+            username: None,
+            password: None,
+            from: None,
+            app_name: None,
+            timeout_secs: 30,
+            verify_user_emails: false,
+            prevent_login_with_unverified_email: false,
+            prevent_signup_with_unverified_email: false,
+            email_verify_token_validity_duration: 0.0,
+            email_verify_token_reuse_if_valid: false,
+            email_verify_success_on_invalid_email: true,
+            send_user_email_verification: true,
+            custom_urls: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl EmailConfig {
+    /// Whether mails can be sent: Parse's "an email adapter is set".
+    pub fn is_configured(&self) -> bool {
+        self.smtp_host.is_some()
+    }
+}
+
+impl Section for EmailConfig {
+    const KEY: &'static str = "email";
+    const ALIASES: &'static [(&'static str, &'static str)] = &[
+        ("PARSE_SERVER_APP_NAME", "app_name"),
+        ("PARSE_SERVER_VERIFY_USER_EMAILS", "verify_user_emails"),
+        (
+            "PARSE_SERVER_PREVENT_LOGIN_WITH_UNVERIFIED_EMAIL",
+            "prevent_login_with_unverified_email",
+        ),
+        (
+            "PARSE_SERVER_PREVENT_SIGNUP_WITH_UNVERIFIED_EMAIL",
+            "prevent_signup_with_unverified_email",
+        ),
+        (
+            "PARSE_SERVER_EMAIL_VERIFY_TOKEN_VALIDITY_DURATION",
+            "email_verify_token_validity_duration",
+        ),
+        (
+            "PARSE_SERVER_EMAIL_VERIFY_TOKEN_REUSE_IF_VALID",
+            "email_verify_token_reuse_if_valid",
+        ),
+        (
+            "PARSE_SERVER_EMAIL_VERIFY_SUCCESS_ON_INVALID_EMAIL",
+            "email_verify_success_on_invalid_email",
+        ),
+        (
+            "PARSE_SERVER_SEND_USER_EMAIL_VERIFICATION",
+            "send_user_email_verification",
+        ),
+        ("PARSE_SERVER_PAGES_CUSTOM_URLS", "custom_urls"),
+    ];
+
+    fn validate(&self) -> Result<(), String> {
+        if self.verify_user_emails && !self.is_configured() {
+            // Parse Server refuses to start without an email adapter too.
+            return Err("verify_user_emails needs an SMTP server (email.smtp_host)".into());
+        }
+        if self.is_configured() {
+            if self.from.is_none() {
+                return Err("email.from is required with email.smtp_host".into());
+            }
+            if self.app_name.is_none() {
+                return Err(
+                    "An app name is required for e-mail verification and password resets (email.app_name)"
+                        .into(),
+                );
+            }
+        }
+        if !(self.email_verify_token_validity_duration >= 0.0
+            && self.email_verify_token_validity_duration.is_finite())
+        {
+            return Err(
+                "Email verify token validity duration must be a value greater than 0.".into(),
+            );
+        }
+        if self.email_verify_token_reuse_if_valid
+            && self.email_verify_token_validity_duration == 0.0
+        {
+            return Err(
+                "You cannot use emailVerifyTokenReuseIfValid without emailVerifyTokenValidityDuration"
+                    .into(),
+            );
+        }
+        if let Some(id) = self
+            .custom_urls
+            .keys()
+            .find(|id| !PAGE_IDS.contains(&id.as_str()))
+        {
+            return Err(format!("custom_urls: unknown page {id:?}"));
         }
         Ok(())
     }
@@ -201,6 +439,32 @@ mod tests {
         assert!(pattern.matches("Abcdefg1"));
         assert!(!pattern.matches("abcdefg1"));
         assert!(PasswordPattern::new("(").is_err());
+    }
+
+    #[test]
+    fn email_rules_need_what_parse_needs() {
+        let mut email = EmailConfig {
+            verify_user_emails: true,
+            ..EmailConfig::default()
+        };
+        assert!(email.validate().is_err(), "no SMTP server");
+        email.smtp_host = Some("localhost".into());
+        assert!(email.validate().is_err(), "no sender");
+        email.from = Some("no-reply@example.com".into());
+        email.app_name = Some("App".into());
+        assert!(email.validate().is_ok());
+        email.email_verify_token_reuse_if_valid = true;
+        assert!(email.validate().is_err(), "reuse without a lifetime");
+        email.email_verify_token_validity_duration = 3600.0;
+        assert!(email.validate().is_ok());
+        email.custom_urls.insert("nope".into(), "https://x".into());
+        assert!(email.validate().is_err(), "unknown page");
+
+        let policy = PasswordPolicy {
+            reset_token_reuse_if_valid: true,
+            ..PasswordPolicy::default()
+        };
+        assert!(policy.validate().is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde_json::json;
 
 /// Parse's error codes, as the SDKs name them.
 pub mod code {
+    pub const OTHER_CAUSE: i32 = -1;
     pub const INTERNAL_SERVER_ERROR: i32 = 1;
     pub const CONNECTION_FAILED: i32 = 100;
     pub const OBJECT_NOT_FOUND: i32 = 101;
@@ -41,6 +42,8 @@ pub mod code {
     pub const PASSWORD_MISSING: i32 = 201;
     pub const USERNAME_TAKEN: i32 = 202;
     pub const EMAIL_TAKEN: i32 = 203;
+    pub const EMAIL_MISSING: i32 = 204;
+    pub const EMAIL_NOT_FOUND: i32 = 205;
     pub const SESSION_MISSING: i32 = 206;
     pub const ACCOUNT_ALREADY_LINKED: i32 = 208;
     pub const INVALID_SESSION_TOKEN: i32 = 209;

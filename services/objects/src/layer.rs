@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{AccountLockout, Limits, PasswordPolicy};
+use crate::config::{AccountLockout, EmailConfig, Limits, PasswordPolicy};
 use oxbase_store::include;
 use oxbase_store::write::apply_update;
 use oxbase_store::{
@@ -48,6 +48,8 @@ pub struct ObjectSettings {
     pub auth: AuthConfig,
     pub account_lockout: AccountLockout,
     pub password_policy: PasswordPolicy,
+    /// `[email]`: email verification and the rules of account mails.
+    pub email: EmailConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +79,9 @@ pub struct PreparedWrite {
     /// Whether this update sets a user's password, which ends the user's
     /// sessions once it is committed.
     sets_password: bool,
+    /// Whether this write gave a user a new email verification token, whose
+    /// mail goes once it is committed.
+    verifies_email: bool,
 }
 
 impl PreparedWrite {
@@ -145,6 +150,22 @@ impl PreparedWrite {
         if let WriteOp::Create { object, .. } = &mut self.op {
             object.insert(field.to_owned(), value);
         }
+    }
+
+    /// Narrows an update's or delete's precondition: it applies only while
+    /// the object also matches `filter`, and is 101 otherwise.
+    pub(crate) fn require(&mut self, filter: Filter) {
+        if let WriteOp::Update { precondition, .. } | WriteOp::Delete { precondition, .. } =
+            &mut self.op
+        {
+            let current = std::mem::replace(precondition, Filter::All);
+            *precondition = current.and(filter);
+        }
+    }
+
+    /// The user this write gave a new email verification token.
+    pub(crate) fn verifies_email_of(&self) -> Option<&str> {
+        self.verifies_email.then(|| self.object_id()).flatten()
     }
 
     /// The user whose password this write changes.
@@ -634,7 +655,10 @@ impl ObjectLayer {
         )?;
         let object_id = parsed.object_id.take().unwrap_or_else(new_object_id);
         match class_name {
-            "_User" => self.user_create_rules(&object_id, &mut parsed).await?,
+            "_User" => {
+                self.user_create_rules(auth, &object_id, &mut parsed)
+                    .await?
+            }
             "_Role" => crate::users::role_create_rules(&parsed)?,
             "_Session" if !auth.master => {
                 return Err(ParseError::new(
@@ -645,6 +669,7 @@ impl ObjectLayer {
             _ => {}
         }
         self.ensure_fields(auth, class_name, &parsed.types).await?;
+        let verifies_email = verifies_email(class_name, &parsed);
         let mut object = Object::new();
         apply_update(&mut object, &parsed.changes)?;
         let timestamp = now();
@@ -661,6 +686,7 @@ impl ObjectLayer {
             events: self.event_context(auth),
             duplicates: Vec::new(),
             sets_password: false,
+            verifies_email,
         })
     }
 
@@ -696,6 +722,7 @@ impl ObjectLayer {
                 .changes
                 .iter()
                 .any(|(path, _)| path.field == "_hashed_password");
+        let verifies_email = verifies_email(class_name, &parsed);
         Ok(PreparedWrite {
             op: WriteOp::Update {
                 class_name: class_name.to_owned(),
@@ -709,6 +736,7 @@ impl ObjectLayer {
             events: self.event_context(auth),
             duplicates: Vec::new(),
             sets_password,
+            verifies_email,
         })
     }
 
@@ -733,6 +761,7 @@ impl ObjectLayer {
             events: self.event_context(&Auth::master()),
             duplicates: Vec::new(),
             sets_password: false,
+            verifies_email: false,
         }
     }
 
@@ -771,6 +800,7 @@ impl ObjectLayer {
             events: self.event_context(auth),
             duplicates: Vec::new(),
             sets_password: false,
+            verifies_email: false,
         })
     }
 
@@ -861,6 +891,16 @@ impl ObjectLayer {
             .pop()
             .unwrap_or_else(|| Err(ParseError::internal("store returned no result")))
     }
+}
+
+/// Whether a user write sets a new email verification token (only the
+/// server's rules set it).
+fn verifies_email(class_name: &str, parsed: &crate::values::ParsedWrite) -> bool {
+    class_name == "_User"
+        && parsed
+            .changes
+            .iter()
+            .any(|(path, op)| path.field == "_email_verify_token" && matches!(op, UpdateOp::Set(_)))
 }
 
 /// Classes `/classes` serves: any valid name, and the system classes

@@ -11,6 +11,7 @@ pub mod access;
 mod auth;
 mod auth_data;
 mod config;
+mod email;
 mod error;
 mod global_config;
 pub mod installations;
@@ -35,7 +36,10 @@ use oxbase_store::Store;
 
 pub use crate::auth::{Auth, SessionUser};
 pub use crate::auth_data::{AuthConfig, AuthDataLogIn, ProviderConfig, ProviderKind};
-pub use crate::config::{AccountLockout, Limits, PasswordPattern, PasswordPolicy};
+pub use crate::config::{
+    AccountLockout, EmailConfig, Limits, PasswordPattern, PasswordPolicy, SmtpTls,
+};
+pub use crate::email::{AccountMail, MailKind, ResetOutcome, email_not_configured};
 pub use crate::error::{ParseError, ParseResult, code};
 pub use crate::global_config::config_changes;
 pub use crate::jobs::JobStatusChange;
@@ -69,6 +73,7 @@ impl ObjectSettings {
             auth: config.section(),
             account_lockout: config.section(),
             password_policy: config.section(),
+            email: config.section(),
         }
     }
 }

@@ -180,12 +180,20 @@ impl ObjectLayer {
 
     /// Sets a user's password by a reset (Parse's `updatePassword`): the
     /// policy applies as to any change, the user's sessions end, and the
-    /// account is unlocked when `unlock_on_password_reset` says so.
-    pub async fn reset_password(&self, user_id: &str, password: &str) -> ParseResult<()> {
+    /// account is unlocked when `unlock_on_password_reset` says so. Only
+    /// while the user still matches `precondition` (101 otherwise), so
+    /// that a reset link is spent once.
+    pub(crate) async fn reset_password(
+        &self,
+        user_id: &str,
+        password: &str,
+        precondition: Filter,
+    ) -> ParseResult<()> {
         let body = Map::from_iter([("password".to_owned(), Value::from(password))]);
-        let write = self
+        let mut write = self
             .prepare_update(&Auth::master(), "_User", user_id, &body)
             .await?;
+        write.require(precondition);
         let effect = crate::users::WriteEffect::of(&write);
         self.commit_one(write).await?;
         self.after_writes(&[effect]).await;

@@ -96,9 +96,11 @@ impl ObjectLayer {
     /// its bcrypt hash.
     pub(crate) async fn user_create_rules(
         &self,
+        auth: &Auth,
         object_id: &str,
         parsed: &mut ParsedWrite,
     ) -> ParseResult<()> {
+        Self::check_email_verified_write(auth, parsed)?;
         let sign_up_with = self.auth_data_create_rules(parsed).await?;
         let username = set_string(parsed, "username")?.filter(|u| !u.is_empty());
         if username.is_none() {
@@ -115,6 +117,7 @@ impl ObjectLayer {
             ));
         }
         self.check_user_fields(None, parsed).await?;
+        self.verify_new_email(parsed);
         // As Parse: the user may always read and change itself, whatever
         // ACL it was given; without one, others may read it only when
         // private users are not enforced.
@@ -147,6 +150,7 @@ impl ObjectLayer {
                 format!("Cannot modify user {object_id}."),
             ));
         }
+        Self::check_email_verified_write(auth, parsed)?;
         self.auth_data_update_rules(object_id, parsed).await?;
         if let Some(UpdateOp::Delete) = set_value(parsed, "username") {
             return Err(ParseError::new(
@@ -167,6 +171,8 @@ impl ObjectLayer {
             ));
         }
         self.check_user_fields(Some(object_id), parsed).await?;
+        Self::end_reset_on_change(parsed);
+        self.verify_new_email(parsed);
         self.hash_password_change(Some(object_id), parsed).await
     }
 
@@ -362,6 +368,8 @@ pub struct WriteEffect {
     pub duplicates: Vec<String>,
     /// The user whose password it changed.
     pub password_changed_for: Option<String>,
+    /// The user it gave a new email verification token, to be mailed.
+    pub verify_email_of: Option<String>,
 }
 
 impl WriteEffect {
@@ -375,6 +383,7 @@ impl WriteEffect {
             deleted,
             duplicates: write.duplicates().to_vec(),
             password_changed_for: write.password_changed_for().map(str::to_owned),
+            verify_email_of: write.verifies_email_of().map(str::to_owned),
         }
     }
 }
@@ -439,6 +448,7 @@ impl ObjectLayer {
         if !correct {
             return Err(wrong());
         }
+        self.check_email_verified(&user)?;
         Ok((user_id, user))
     }
 

@@ -143,6 +143,7 @@ pub fn sections() -> Sections {
         .with::<oxbase_objects::AuthConfig>()
         .with::<oxbase_objects::AccountLockout>()
         .with::<oxbase_objects::PasswordPolicy>()
+        .with::<oxbase_objects::EmailConfig>()
         .with::<oxbase_api::FilesConfig>()
         .with::<oxbase_api::RateLimitConfig>()
         .with::<oxbase_api::IdempotencyConfig>()
@@ -260,6 +261,8 @@ enum Services {
 }
 
 async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
+    oxbase_api::check_email(&config)
+        .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))?;
     let shutdown = Shutdown::on_signals();
     let readiness = Readiness::new();
     readiness.register("store");

@@ -10,6 +10,7 @@ mod bad_input;
 mod batch;
 mod config;
 mod dashboard;
+mod email;
 mod files;
 mod installations;
 mod keys;
