@@ -378,14 +378,7 @@ impl App {
     /// A batch item's path below the mount path (or below the public URL's
     /// path), as `/batch` routes it.
     fn batch_item_path(&self, path: &str) -> Option<String> {
-        let rest = self
-            .batch_prefixes
-            .iter()
-            .filter_map(|prefix| {
-                path.strip_prefix(prefix.as_str())
-                    .filter(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
-            .min_by_key(|rest| rest.len())?;
+        let rest = self.batch_item_route(path)?;
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
         Some(format!("/{}", segments.join("/")))
     }

@@ -476,22 +476,27 @@ impl App {
         Ok(Reply::ok(Value::Array(body)))
     }
 
-    /// The route of a batch item's path: it must start with the mount path
-    /// (or the public URL's path, behind a proxy).
+    /// The route of a batch item's path.
     fn batch_segments(&self, path: &str) -> ParseResult<Vec<String>> {
         let rest = self
-            .batch_prefixes
-            .iter()
-            .filter_map(|prefix| {
-                path.strip_prefix(prefix.as_str())
-                    .filter(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
-            .min_by_key(|rest| rest.len())
+            .batch_item_route(path)
             .ok_or_else(|| ParseError::json(format!("cannot route batch path {path}")))?;
         Ok(rest
             .split('/')
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect())
+    }
+
+    /// What follows the mount path (or the public URL's path, behind a
+    /// proxy) in a batch item's path, which must start with one of them.
+    pub(crate) fn batch_item_route<'a>(&self, path: &'a str) -> Option<&'a str> {
+        self.batch_prefixes
+            .iter()
+            .filter_map(|prefix| {
+                path.strip_prefix(prefix.as_str())
+                    .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .min_by_key(|rest| rest.len())
     }
 }
