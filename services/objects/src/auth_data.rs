@@ -16,7 +16,6 @@ mod providers;
 mod twitter;
 
 use oxbase_store::{Condition, FieldPath, Filter, Object, QueryValue, UpdateOp};
-use rand::Rng;
 use serde_json::{Map, Value, json};
 
 pub use self::config::{AuthConfig, ProviderConfig, ProviderKind};
@@ -38,11 +37,7 @@ fn already_linked() -> ParseError {
 /// A username for a user who signed up without one: 25 letters and
 /// digits, as Parse's `cryptoUtils.randomString(25)`.
 fn random_username() -> String {
-    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..25)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect()
+    crate::layer::random_string(25)
 }
 
 /// Whether any provider has data to sign in with (Parse's `hasAuthData`).
@@ -344,13 +339,7 @@ impl ObjectLayer {
             return Ok(());
         };
         let stored = self
-            .find_one(
-                "_User",
-                Filter::field(
-                    "objectId",
-                    Condition::Eq(QueryValue::String(object_id.to_owned())),
-                ),
-            )
+            .user_by_id(object_id)
             .await?
             .and_then(|mut user| user.remove("authData"));
         self.before_find(&mut requested, stored.as_ref()).await?;

@@ -7,8 +7,6 @@
 
 use chrono::Utc;
 use oxbase_store::{Condition, FieldPath, Filter, Object, QueryValue, UpdateOp};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use serde_json::{Value, json};
 
 use crate::ObjectLayer;
@@ -52,11 +50,7 @@ const EXPIRED_RESET: &str = "The password reset link has expired";
 /// A token as Parse's `randomString(25)` makes them: 25 letters and
 /// digits from a cryptographic generator.
 fn new_token() -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(25)
-        .map(char::from)
-        .collect()
+    crate::layer::random_string(25)
 }
 
 /// A token's lifetime in seconds; 0 is none (it never expires).

@@ -195,9 +195,15 @@ impl WriteReply {
 }
 
 fn new_object_id() -> String {
+    random_string(10)
+}
+
+/// `len` letters and digits from a cryptographic generator, as Parse's
+/// `cryptoUtils.randomString` makes ids, tokens and usernames.
+pub(crate) fn random_string(len: usize) -> String {
     rand::rng()
         .sample_iter(&Alphanumeric)
-        .take(10)
+        .take(len)
         .map(char::from)
         .collect()
 }
@@ -251,6 +257,18 @@ impl ObjectLayer {
     /// Runs a store call; when the store says the schemas it was given are
     /// stale (another process changed a class), reloads them into `view`
     /// and runs it once more.
+    /// One store write, retried once if the schema changed under it.
+    async fn write_batch(
+        &self,
+        batch: WriteBatch,
+    ) -> ParseResult<Vec<oxbase_store::StoreResult<WriteOutcome>>> {
+        self.retry_stale(&mut self.schemas(), |v| {
+            let (store, batch) = (&self.store, batch.clone());
+            async move { store.write(&v, batch).await }
+        })
+        .await
+    }
+
     async fn retry_stale<T, F, Fut>(&self, view: &mut SchemaView, call: F) -> ParseResult<T>
     where
         F: Fn(SchemaView) -> Fut,
@@ -834,12 +852,7 @@ impl ObjectLayer {
             atomic,
             events,
         };
-        let outcomes = self
-            .retry_stale(&mut self.schemas(), |v| {
-                let (store, batch) = (&self.store, batch.clone());
-                async move { store.write(&v, batch).await }
-            })
-            .await?;
+        let outcomes = self.write_batch(batch).await?;
         if has_events && let Some(relay) = &self.settings.relay {
             relay.wake.notify_one();
         }
@@ -870,12 +883,7 @@ impl ObjectLayer {
             relations: Vec::new(),
             precondition,
         });
-        let outcomes = self
-            .retry_stale(&mut self.schemas(), |v| {
-                let (store, batch) = (&self.store, batch.clone());
-                async move { store.write(&v, batch).await }
-            })
-            .await?;
+        let outcomes = self.write_batch(batch).await?;
         match outcomes.into_iter().next() {
             Some(Ok(WriteOutcome::Updated { after, .. })) => Ok(Some(after)),
             Some(Err(StoreError::NotFound)) => Ok(None),

@@ -120,16 +120,7 @@ impl ObjectLayer {
             .and_then(|u| u.get("objectId"))
             .and_then(Value::as_str)
             .ok_or_else(invalid_token)?;
-        let user = self
-            .find_one(
-                "_User",
-                Filter::field(
-                    "objectId",
-                    Condition::Eq(QueryValue::String(user_id.to_owned())),
-                ),
-            )
-            .await?
-            .ok_or_else(invalid_token)?;
+        let user = self.user_by_id(user_id).await?.ok_or_else(invalid_token)?;
         let anonymous = user
             .get("authData")
             .and_then(|a| a.get("anonymous"))
