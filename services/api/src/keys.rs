@@ -2,10 +2,10 @@
 //! at all, and whether it acts with the master key.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use oxbase_kit::{Config, Secret};
-
-use oxbase_objects::{Auth, ParseError, ParseResult, code};
+use oxbase_objects::{Auth, ParseError, ParseResult, SessionUser, code};
 
 use crate::App;
 use crate::request::{Credentials, ParseRequest};
@@ -170,30 +170,40 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 }
 
 impl App {
-    /// The keys decide the master level; a session token names the user.
-    pub(crate) async fn authenticate(&self, req: &ParseRequest) -> ParseResult<Auth> {
+    /// The request's keys, before its session token is looked up: Parse
+    /// counts rate limits in between, so a bad token is counted too.
+    pub(crate) fn key_auth(&self, req: &ParseRequest) -> ParseResult<Auth> {
         let level = self.keys.authenticate(&req.credentials, req.ip)?;
-        let mut auth = Auth {
+        Ok(Auth {
             master: level != KeyLevel::Client,
             read_only: level == KeyLevel::ReadOnlyMaster,
             installation_id: req.credentials.installation_id.clone(),
             request_id: req.credentials.request_id.clone(),
             user: None,
+        })
+    }
+
+    /// The user of the request's session token; none for the master key.
+    pub(crate) async fn session_of(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+    ) -> ParseResult<Option<Arc<SessionUser>>> {
+        let Some(token) = req.credentials.session_token.as_deref() else {
+            return Ok(None);
         };
-        if !auth.master
-            && let Some(token) = req.credentials.session_token.as_deref()
-        {
-            // On this route Parse Server looks a token without `r:` up among
-            // the legacy tokens of its first releases; oxbase has none.
-            if req.segments == ["upgradeToRevocableSession"] && !token.starts_with("r:") {
-                return Err(ParseError::new(
-                    code::INVALID_SESSION_TOKEN,
-                    "invalid legacy session token",
-                ));
-            }
-            auth.user = Some(self.objects.session_user(token).await?);
+        if auth.master {
+            return Ok(None);
         }
-        Ok(auth)
+        // On this route Parse Server looks a token without `r:` up among
+        // the legacy tokens of its first releases; oxbase has none.
+        if req.segments == ["upgradeToRevocableSession"] && !token.starts_with("r:") {
+            return Err(ParseError::new(
+                code::INVALID_SESSION_TOKEN,
+                "invalid legacy session token",
+            ));
+        }
+        self.objects.session_user(token).await.map(Some)
     }
 }
 

@@ -211,6 +211,38 @@ struct Refusal<'a> {
     reset_in: Duration,
 }
 
+/// What a request's counts come to.
+#[derive(Default)]
+struct Outcome<'a> {
+    refusal: Option<Refusal<'a>>,
+    /// The count with the fewest requests left, for the `X-RateLimit-*`
+    /// headers.
+    tightest: Option<Left>,
+}
+
+/// A rule's limit, the requests left in the window, and when it ends.
+struct Left {
+    limit: u64,
+    remaining: u64,
+    reset_in: Duration,
+}
+
+impl Left {
+    /// express-rate-limit's legacy headers, which Parse Server sends:
+    /// the window's end is in Unix seconds, rounded up.
+    fn headers(&self) -> [(&'static str, String); 3] {
+        let reset = SystemTime::now() + self.reset_in;
+        let reset = reset
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis().div_ceil(1000));
+        [
+            ("x-ratelimit-limit", self.limit.to_string()),
+            ("x-ratelimit-remaining", self.remaining.to_string()),
+            ("x-ratelimit-reset", reset.to_string()),
+        ]
+    }
+}
+
 impl RateLimits {
     pub(crate) fn from_config(config: &Config, nats: Option<&async_nats::Client>) -> Self {
         let section: RateLimitConfig = config.section();
@@ -254,10 +286,10 @@ impl RateLimits {
     }
 
     /// Adds the request to the count of every rule it matches (each one,
-    /// as Parse does, even past the first that refuses it); the first rule
-    /// it goes over, if any.
-    async fn count(&self, request: &Counted<'_>) -> Option<Refusal<'_>> {
-        let mut refusal = None;
+    /// as Parse does, even past the first that refuses it): the first rule
+    /// it goes over, if any, and the count with the fewest requests left.
+    async fn count(&self, request: &Counted<'_>) -> Outcome<'_> {
+        let mut outcome = Outcome::default();
         for (index, rule) in self.rules.iter().enumerate() {
             if !rule.path.is_match(request.path)
                 || !rule.counts(
@@ -280,17 +312,27 @@ impl RateLimits {
                 }
                 Counts::Shared(shared) => shared.hit(rule, &key).await,
             };
-            if let Some(hit) = hit
-                && hit.hits > rule.limit
-                && refusal.is_none()
-            {
-                refusal = Some(Refusal {
+            let Some(hit) = hit else { continue };
+            if hit.hits > rule.limit && outcome.refusal.is_none() {
+                outcome.refusal = Some(Refusal {
                     message: &rule.message,
                     reset_in: hit.reset_in,
                 });
             }
+            let remaining = rule.limit.saturating_sub(hit.hits);
+            if outcome
+                .tightest
+                .as_ref()
+                .is_none_or(|left| remaining < left.remaining)
+            {
+                outcome.tightest = Some(Left {
+                    limit: rule.limit,
+                    remaining,
+                    reset_in: hit.reset_in,
+                });
+            }
         }
-        refusal
+        outcome
     }
 }
 
@@ -315,12 +357,15 @@ impl App {
     /// refusal, 429 `{"code": 100, ...}`. A batch counts, and then each of
     /// its items; an item over a rule fails the whole batch, before any of
     /// it runs, with 400 and the same body, as in Parse. `path` is the
-    /// request's path below the mount path, as sent.
+    /// request's path below the mount path, as sent. The `X-RateLimit-*`
+    /// headers of the request's own count go in `headers`, whatever the
+    /// answer.
     pub(crate) async fn rate_limit(
         &self,
         auth: &Auth,
         req: &ParseRequest,
         path: &str,
+        headers: &mut Vec<(&'static str, String)>,
     ) -> ParseResult<Option<Reply>> {
         if self.rate_limits.rules.is_empty() {
             return Ok(None);
@@ -333,7 +378,11 @@ impl App {
             token: session_token(req, path),
             ip: req.ip,
         };
-        if let Some(refusal) = self.rate_limits.count(&counted).await {
+        let outcome = self.rate_limits.count(&counted).await;
+        if let Some(left) = &outcome.tightest {
+            headers.extend(left.headers());
+        }
+        if let Some(refusal) = outcome.refusal {
             let mut reply = Reply::ok(json!({
                 "code": code::CONNECTION_FAILED,
                 "error": refusal.message,
@@ -368,7 +417,7 @@ impl App {
                 token: session_token(req, &path),
                 ..counted
             };
-            if let Some(refusal) = self.rate_limits.count(&counted).await {
+            if let Some(refusal) = self.rate_limits.count(&counted).await.refusal {
                 return Err(ParseError::new(code::CONNECTION_FAILED, refusal.message));
             }
         }

@@ -45,7 +45,8 @@ async fn handle(
     if app.is_page(request.uri().path()) {
         return with_cors(app.page(request).await);
     }
-    let response = match app.handle_http(peer.ip(), request).await {
+    let mut headers = Vec::new();
+    let mut response = match app.handle_http(peer.ip(), request, &mut headers).await {
         Ok(reply) => reply_response(reply),
         Err(err) => {
             // Refused for its size, the body was left unread: the client
@@ -69,7 +70,16 @@ async fn handle(
             response
         }
     };
+    add_headers(&mut response, headers);
     with_cors(response)
+}
+
+fn add_headers(response: &mut Response, headers: Vec<(&'static str, String)>) {
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
 }
 
 fn reply_response(reply: Reply) -> Response {
@@ -83,11 +93,7 @@ fn reply_response(reply: Reply) -> Response {
     if let Some(location) = reply.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
         response.headers_mut().insert(LOCATION, location);
     }
-    for (name, value) in reply.headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
-        }
-    }
+    add_headers(&mut response, reply.headers);
     response
 }
 
@@ -115,7 +121,14 @@ fn with_cors(mut response: Response) -> Response {
 }
 
 impl App {
-    async fn handle_http(&self, ip: IpAddr, request: Request) -> ParseResult<Reply> {
+    /// Serves one REST request; headers that go on its response whatever
+    /// it answers are put in `headers`.
+    async fn handle_http(
+        &self,
+        ip: IpAddr,
+        request: Request,
+        headers: &mut Vec<(&'static str, String)>,
+    ) -> ParseResult<Reply> {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
         let rest = path
@@ -163,10 +176,15 @@ impl App {
                 ip,
             )?
         };
-        let auth = self.authenticate(&req).await?;
-        if let Some(refused) = self.rate_limit(&auth, &req, rest).await? {
+        let mut auth = self.key_auth(&req)?;
+        // Parse counts a request before it refuses a bad session token, so
+        // that guessing tokens is limited too.
+        let session = self.session_of(&auth, &req).await;
+        auth.user = session.as_ref().ok().cloned().flatten();
+        if let Some(refused) = self.rate_limit(&auth, &req, rest, headers).await? {
             return Ok(refused);
         }
+        session?;
         self.ensure_idempotent(&req, rest).await?;
         // A bug must cost one request, not the connection or the process.
         match AssertUnwindSafe(self.dispatch(&auth, &req))

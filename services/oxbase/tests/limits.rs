@@ -78,6 +78,7 @@ async fn rate_limits_follow_parse() {
         rule("/classes/ByUser", 1, minute, json!({"zone": "user"})),
         rule("/classes/ByIp", 1, minute, json!({"zone": "ip"})),
         rule("/classes/Batched", 2, minute, json!({})),
+        rule("/classes/Guessed", 2, minute, json!({})),
         // Without includeInternalRequests: 127.0.0.1 is not counted.
         {"requestPath": "/classes/Internal", "requestCount": 0, "requestTimeWindow": minute},
     ]);
@@ -88,10 +89,25 @@ async fn rate_limits_follow_parse() {
     )
     .await;
 
-    // The count, then Parse's refusal; other methods are not counted.
-    for _ in 0..2 {
-        let (status, body) = call(&server, Method::POST, "classes/Limited", &[], json!({})).await;
-        assert_eq!(status, 201, "{body}");
+    // The count, with express-rate-limit's headers as Parse sends them,
+    // then Parse's refusal; other methods are not counted.
+    for left in ["1", "0"] {
+        let response = server
+            .request(Method::POST, "classes/Limited")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        assert_eq!(header("x-ratelimit-limit"), "2");
+        assert_eq!(header("x-ratelimit-remaining"), left);
+        let reset: u64 = header("x-ratelimit-reset").parse().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!((now..=now + 61).contains(&reset), "{reset} vs {now}");
     }
     let response = server
         .request(Method::POST, "classes/Limited")
@@ -149,6 +165,16 @@ async fn rate_limits_follow_parse() {
         429,
         "one address"
     );
+
+    // A bad session token is counted before it is refused, so tokens
+    // cannot be guessed past the limit.
+    let guess = [("X-Parse-Session-Token", "r:guessed")];
+    for _ in 0..2 {
+        let (status, body) =
+            call(&server, Method::GET, "classes/Guessed", &guess, Value::Null).await;
+        assert_eq!((status, body["code"].clone()), (400, json!(209)), "{body}");
+    }
+    assert_eq!(get(&server, "classes/Guessed", &guess).await, 429);
 
     // Each batch item counts; one over the limit fails the batch before
     // any of it runs, with 400 and the rule's body, as in Parse.
