@@ -170,7 +170,7 @@ impl App {
             })
             .collect();
         Caller {
-            master: auth.master,
+            master: auth.has_master_key(),
             user,
             installation_id: auth.installation_id.clone(),
             headers,

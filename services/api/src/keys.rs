@@ -17,6 +17,8 @@ pub struct Keys {
     master_key: Option<Secret>,
     read_only_master_key: Option<Secret>,
     master_key_ips: Vec<IpNet>,
+    maintenance_key: Option<Secret>,
+    maintenance_key_ips: Vec<IpNet>,
     client_keys: Vec<(ClientKey, Secret)>,
 }
 
@@ -69,6 +71,20 @@ pub enum KeyLevel {
     Client,
     Master,
     ReadOnlyMaster,
+    Maintenance,
+}
+
+fn networks(setting: &str, entries: &[String]) -> Vec<IpNet> {
+    entries
+        .iter()
+        .filter_map(|ip| {
+            let net = IpNet::parse(ip);
+            if net.is_none() {
+                tracing::warn!(setting, entry = %ip, "ignoring an entry that is not an address or CIDR range");
+            }
+            net
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,17 +110,9 @@ impl Keys {
             app_id: config.app_id.clone(),
             master_key: config.master_key.clone(),
             read_only_master_key: config.read_only_master_key.clone(),
-            master_key_ips: config
-                .master_key_ips
-                .iter()
-                .filter_map(|ip| {
-                    let net = IpNet::parse(ip);
-                    if net.is_none() {
-                        tracing::warn!(entry = %ip, "ignoring a master_key_ips entry that is not an address or CIDR range");
-                    }
-                    net
-                })
-                .collect(),
+            master_key_ips: networks("master_key_ips", &config.master_key_ips),
+            maintenance_key: config.maintenance_key.clone(),
+            maintenance_key_ips: networks("maintenance_key_ips", &config.maintenance_key_ips),
             client_keys,
         }
     }
@@ -120,6 +128,17 @@ impl Keys {
             .is_some_and(|id| constant_time_eq(id, &self.app_id))
         {
             return Err(ParseError::Unauthorized);
+        }
+        // Parse looks at the maintenance key first, and refuses it from
+        // elsewhere than its addresses whatever the other keys say.
+        if let (Some(expected), Some(given)) = (&self.maintenance_key, &credentials.maintenance_key)
+            && constant_time_eq(given, expected.expose())
+        {
+            if !self.maintenance_key_ips.iter().any(|net| net.contains(ip)) {
+                tracing::warn!(%ip, "refused a maintenance key request from an address not in maintenance_key_ips");
+                return Err(ParseError::Unauthorized);
+            }
+            return Ok(KeyLevel::Maintenance);
         }
         let matches = |expected: &Option<Secret>| match (expected, &credentials.master_key) {
             (Some(expected), Some(given)) => constant_time_eq(given, expected.expose()),
@@ -177,6 +196,7 @@ impl App {
         Ok(Auth {
             master: level != KeyLevel::Client,
             read_only: level == KeyLevel::ReadOnlyMaster,
+            maintenance: level == KeyLevel::Maintenance,
             installation_id: req.credentials.installation_id.clone(),
             request_id: req.credentials.request_id.clone(),
             user: None,

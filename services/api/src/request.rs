@@ -16,6 +16,8 @@ use oxbase_objects::{ParseError, ParseResult};
 pub struct Credentials {
     pub app_id: Option<String>,
     pub master_key: Option<String>,
+    /// `X-Parse-Maintenance-Key`; Parse reads it from the header only.
+    pub maintenance_key: Option<String>,
     pub javascript_key: Option<String>,
     pub client_key: Option<String>,
     pub rest_api_key: Option<String>,
@@ -278,6 +280,7 @@ fn header_credentials(headers: &HeaderMap) -> Credentials {
     let mut credentials = Credentials {
         app_id: header(headers, "x-parse-application-id"),
         master_key: header(headers, "x-parse-master-key"),
+        maintenance_key: header(headers, "x-parse-maintenance-key"),
         javascript_key: header(headers, "x-parse-javascript-key"),
         client_key: header(headers, "x-parse-client-key"),
         rest_api_key: header(headers, "x-parse-rest-api-key"),

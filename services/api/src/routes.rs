@@ -202,7 +202,7 @@ impl App {
             .await?;
         let options = FindOptions::for_find(&params, self.objects.limits())?;
         if mode.explain {
-            if !auth.master {
+            if !auth.has_master_key() {
                 return Err(ParseError::query(
                     "Using the explain query parameter requires the master key",
                 ));

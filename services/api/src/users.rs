@@ -170,7 +170,7 @@ impl App {
     /// gets it as `/login` answers.
     pub(crate) async fn login_as(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         // Parse Server 9 answers both refusals with its sanitized message.
-        if !auth.master || auth.read_only {
+        if !auth.has_master_key() || auth.read_only {
             return Err(ParseError::new(
                 code::OPERATION_FORBIDDEN,
                 "Permission denied",

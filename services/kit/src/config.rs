@@ -44,6 +44,8 @@ const PARSE_SERVER_ALIASES: &[(&str, &str)] = &[
     ),
     ("PARSE_SERVER_READ_ONLY_MASTER_KEY", "read_only_master_key"),
     ("PARSE_SERVER_MASTER_KEY_IPS", "master_key_ips"),
+    ("PARSE_SERVER_MAINTENANCE_KEY", "maintenance_key"),
+    ("PARSE_SERVER_MAINTENANCE_KEY_IPS", "maintenance_key_ips"),
     ("PARSE_SERVER_SESSION_LENGTH", "session_length_secs"),
     (
         "PARSE_SERVER_ENFORCE_PRIVATE_USERS",
@@ -153,6 +155,13 @@ pub struct Config {
     pub read_only_master_key: Option<Secret>,
     /// Addresses (or CIDR ranges) the master keys are accepted from.
     pub master_key_ips: Vec<String>,
+    /// Parse's maintenance key (`X-Parse-Maintenance-Key`): reads and
+    /// writes past ACLs like the master key, and also sees and sets the
+    /// internal fields, for migrations and repairs. It opens no
+    /// master-key-only route.
+    pub maintenance_key: Option<Secret>,
+    /// Addresses (or CIDR ranges) the maintenance key is accepted from.
+    pub maintenance_key_ips: Vec<String>,
     /// How long a new session lasts, in seconds (Parse's `sessionLength`).
     pub session_length_secs: u64,
     /// Parse's optional client keys: when any is set, a non-master request
@@ -210,6 +219,8 @@ impl Default for Config {
             master_key: None,
             read_only_master_key: None,
             master_key_ips: vec!["127.0.0.1".into(), "::1".into()],
+            maintenance_key: None,
+            maintenance_key_ips: vec!["127.0.0.1".into(), "::1".into()],
             session_length_secs: 365 * 24 * 3600,
             client_key: None,
             javascript_key: None,
@@ -382,6 +393,14 @@ impl Config {
         }
         if self.app_id.is_empty() {
             return Err(ConfigError::Invalid("app_id must not be empty".into()));
+        }
+        // As Parse Server: one key cannot mean both.
+        if let (Some(master), Some(maintenance)) = (&self.master_key, &self.maintenance_key)
+            && master.expose() == maintenance.expose()
+        {
+            return Err(ConfigError::Invalid(
+                "master_key and maintenance_key must be different".into(),
+            ));
         }
         Ok(())
     }

@@ -175,9 +175,17 @@ pub(crate) fn protected_fields(auth: &Auth, class: Option<&ClassSchema>) -> Vec<
 }
 
 /// Removes what no client may see: internal fields (`_hashed_password`,
-/// `_rperm`...), protected fields, and, on `_User`, other users' auth
-/// data. A user always sees their own object in full.
+/// `_email_verify_token`...), protected fields, and, on `_User`, other
+/// users' auth data. A user always sees their own object in full. The
+/// maintenance key sees everything, the password's hash as `password`, as
+/// in Parse Server.
 pub(crate) fn redact(auth: &Auth, class_name: &str, object: &mut Object, protected: &[String]) {
+    if auth.maintenance {
+        if let Some(hash) = object.remove("_hashed_password") {
+            object.insert("password".into(), hash);
+        }
+        return;
+    }
     object.retain(|key, _| !key.starts_with('_'));
     if class_name == "_User" {
         object.remove("password");

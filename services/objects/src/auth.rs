@@ -13,6 +13,10 @@ pub struct Auth {
     pub master: bool,
     /// The read-only master key: reads as the master key, writes nothing.
     pub read_only: bool,
+    /// The maintenance key, which sets `master` too: past ACLs, and it
+    /// also sees and sets internal fields, but no master-key-only route
+    /// is open to it.
+    pub maintenance: bool,
     pub installation_id: Option<String>,
     /// The request's `X-Parse-Request-Id`, for the events its writes make.
     pub request_id: Option<String>,
@@ -40,9 +44,15 @@ impl Auth {
         }
     }
 
+    /// Whether the request holds the master key (or its read-only twin)
+    /// itself, as master-key-only routes need.
+    pub fn has_master_key(&self) -> bool {
+        self.master && !self.maintenance
+    }
+
     /// For master-key-only routes.
     pub fn require_master(&self) -> ParseResult<()> {
-        if self.master {
+        if self.has_master_key() {
             Ok(())
         } else {
             Err(ParseError::MasterKeyRequired)

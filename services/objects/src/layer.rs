@@ -21,6 +21,7 @@ use crate::access::{self, Operation};
 use crate::auth::Auth;
 use crate::auth_data::{AuthConfig, Providers};
 use crate::error::{ParseError, ParseResult, code};
+use crate::maintenance;
 use crate::query::FindOptions;
 use crate::schemas::SchemaCache;
 use crate::sessions::SessionCache;
@@ -658,6 +659,8 @@ impl ObjectLayer {
     ) -> ParseResult<PreparedWrite> {
         validate_class_access(auth, class_name)?;
         auth.require_writable("create")?;
+        let maintained = maintenance::split(auth, class_name, body, true)?;
+        let body = maintained.body.as_ref().unwrap_or(body);
         let mut parsed = parse_write(
             body,
             WriteKind::Create {
@@ -688,12 +691,19 @@ impl ObjectLayer {
         }
         self.ensure_fields(auth, class_name, &parsed.types).await?;
         let verifies_email = verifies_email(class_name, &parsed);
+        parsed.changes.extend(maintained.changes);
         let mut object = Object::new();
         apply_update(&mut object, &parsed.changes)?;
         let timestamp = now();
         object.insert("objectId".into(), Value::String(object_id));
-        object.insert("createdAt".into(), Value::String(timestamp.clone()));
-        object.insert("updatedAt".into(), Value::String(timestamp));
+        object.insert(
+            "createdAt".into(),
+            Value::String(maintained.created_at.unwrap_or_else(|| timestamp.clone())),
+        );
+        object.insert(
+            "updatedAt".into(),
+            Value::String(maintained.updated_at.unwrap_or(timestamp)),
+        );
         Ok(PreparedWrite {
             op: WriteOp::Create {
                 class_name: class_name.to_owned(),
@@ -717,7 +727,11 @@ impl ObjectLayer {
     ) -> ParseResult<PreparedWrite> {
         validate_class_access(auth, class_name)?;
         auth.require_writable("update")?;
-        let mut parsed = parse_write(body, WriteKind::Update { object_id })?;
+        let maintained = maintenance::split(auth, class_name, body, false)?;
+        let mut parsed = parse_write(
+            maintained.body.as_ref().unwrap_or(body),
+            WriteKind::Update { object_id },
+        )?;
         let view = self.schemas_for(class_name, &[]).await?;
         self.check_class_exists(auth, &view, class_name)?;
         if view.get(class_name).is_none() {
@@ -741,6 +755,8 @@ impl ObjectLayer {
                 .iter()
                 .any(|(path, _)| path.field == "_hashed_password");
         let verifies_email = verifies_email(class_name, &parsed);
+        // A hash set as it is changes no password: no session ends.
+        parsed.changes.extend(maintained.changes);
         Ok(PreparedWrite {
             op: WriteOp::Update {
                 class_name: class_name.to_owned(),

@@ -18,6 +18,7 @@ pub mod installations;
 mod jobs;
 mod layer;
 mod lockout;
+mod maintenance;
 mod password_policy;
 mod purge;
 mod push;

@@ -93,3 +93,140 @@ async fn the_js_sdk_tunnel_works() {
         "the JavaScript key is configured, so it is required"
     );
 }
+
+/// Parse's maintenance key: past ACLs like the master key, sees and sets
+/// the internal fields (so users move with their password hashes and
+/// dates), opens no master-key-only route, and only from its addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_maintenance_key_reaches_internal_fields_only() {
+    let server = TestServer::start_with(|c| c.maintenance_key = Some(Secret::new("mtk"))).await;
+    let as_maintenance = |method: Method, path: &str, body: Option<serde_json::Value>| {
+        let mut request = server
+            .request(method, path)
+            .header("X-Parse-Maintenance-Key", "mtk");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move { read(request.send().await.unwrap()).await }
+    };
+
+    let (status, alice) = server
+        .post(
+            "users",
+            json!({"username": "alice", "password": "secret-1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{alice}");
+    let alice_id = alice["objectId"].as_str().unwrap();
+
+    // Reads show the hash, as Parse shows it, and nothing hides objects.
+    let (status, read_alice) =
+        as_maintenance(Method::GET, &format!("users/{alice_id}"), None).await;
+    assert_eq!(status, 200, "{read_alice}");
+    let hash = read_alice["password"].as_str().unwrap().to_owned();
+    assert!(hash.starts_with("$2"), "{hash}");
+    let (status, hidden) = server
+        .master_json(
+            Method::POST,
+            "classes/Secret",
+            Some(json!({"ACL": {}, "note": "x"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hidden}");
+    let (status, found) = as_maintenance(Method::GET, "classes/Secret", None).await;
+    assert_eq!(
+        (status, found["results"].as_array().unwrap().len()),
+        (200, 1)
+    );
+    assert_eq!(server.get("classes/Secret").await.1["results"], json!([]));
+
+    // A user moved with their dates and lockout count, then their hash
+    // (a new user needs a password, as in Parse).
+    let created = "2020-01-02T03:04:05.006Z";
+    let (status, bob) = as_maintenance(
+        Method::POST,
+        "users",
+        Some(json!({
+            "username": "bob",
+            "password": "temporary",
+            "_failed_login_count": 2,
+            "createdAt": {"__type": "Date", "iso": created},
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{bob}");
+    let bob_id = bob["objectId"].as_str().unwrap();
+    let (status, body) = as_maintenance(
+        Method::PUT,
+        &format!("users/{bob_id}"),
+        Some(json!({"_hashed_password": hash})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(bob["createdAt"], created);
+    let (_, read_bob) = as_maintenance(Method::GET, &format!("users/{bob_id}"), None).await;
+    assert_eq!(read_bob["createdAt"], created);
+    assert_eq!(read_bob["_failed_login_count"], 2);
+    let (_, as_master) = server
+        .master_json(Method::GET, &format!("users/{bob_id}"), None)
+        .await;
+    assert!(
+        as_master.get("_failed_login_count").is_none(),
+        "{as_master}"
+    );
+    assert!(as_master.get("password").is_none(), "{as_master}");
+    let (status, login) = server
+        .post("login", json!({"username": "bob", "password": "secret-1"}))
+        .await;
+    assert_eq!(status, 200, "{login}");
+
+    // Updates too; no other key may name an internal field.
+    let (status, body) = as_maintenance(
+        Method::PUT,
+        &format!("users/{bob_id}"),
+        Some(json!({"_failed_login_count": {"__op": "Delete"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, read_bob) = as_maintenance(Method::GET, &format!("users/{bob_id}"), None).await;
+    assert!(read_bob.get("_failed_login_count").is_none(), "{read_bob}");
+    let refused = server
+        .master_json(
+            Method::PUT,
+            &format!("users/{bob_id}"),
+            Some(json!({"_failed_login_count": 9})),
+        )
+        .await;
+    crate::common::assert_error(&refused, 400, 105);
+    let backwards = as_maintenance(
+        Method::POST,
+        "classes/Moved",
+        Some(json!({
+            "createdAt": {"__type": "Date", "iso": created},
+            "updatedAt": {"__type": "Date", "iso": "2019-01-01T00:00:00.000Z"},
+        })),
+    )
+    .await;
+    crate::common::assert_error(&backwards, 400, 142);
+
+    // No master-key-only route opens to it.
+    let (status, body) = as_maintenance(Method::GET, "schemas", None).await;
+    assert_eq!((status, body), (403, json!({"error": "Permission denied"})));
+
+    // From an address it is not allowed from, it is refused outright.
+    let remote = TestServer::start_with(|c| {
+        c.maintenance_key = Some(Secret::new("mtk"));
+        c.maintenance_key_ips = vec!["10.0.0.1".into()];
+    })
+    .await;
+    let (status, body) = read(
+        remote
+            .request(Method::GET, "classes/Secret")
+            .header("X-Parse-Maintenance-Key", "mtk")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, body), (403, json!({"error": "unauthorized"})));
+}
