@@ -153,6 +153,67 @@ pub struct HookEntry {
     /// Served by a NATS handler rather than a webhook.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nats: bool,
+    /// The handler's rate limit, as a Parse Cloud Code validator's
+    /// `rateLimit`. oxbase counts it where Parse Server does, in the API
+    /// before the request runs (and in the shared store when
+    /// `rate_limit.store = "nats"`), on the hook's route: `/functions/<name>`
+    /// for a function; for `beforeSave`, `beforeDelete` and `beforeFind`,
+    /// the class's routes with `POST`/`PUT`, `DELETE` and `GET`; `/login`
+    /// for `beforeLogin`; `/requestPasswordReset` for
+    /// `beforePasswordResetRequest`; `/files` for the file triggers. Other
+    /// triggers take none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<HookRateLimit>,
+}
+
+/// Parse's `rateLimit` options of a Cloud Code validator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookRateLimit {
+    /// The window, in milliseconds.
+    pub request_time_window: u64,
+    /// Requests allowed per window; the next ones are refused with 429
+    /// `{"code": 100}`.
+    pub request_count: u64,
+    /// The refusal's message; Parse's "Too many requests." when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_response_message: Option<String>,
+    /// The methods counted, instead of the hook's own (see
+    /// [`HookEntry::rate_limit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_methods: Option<RequestMethods>,
+    /// Count master-key requests too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_master_key: bool,
+    /// Count requests from 127.0.0.1 too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_internal_requests: bool,
+    #[serde(default)]
+    pub zone: RateLimitZone,
+}
+
+/// The methods a rate limit counts: a list (`["POST", "PUT"]`) or a regex
+/// over the method (`"^(POST|PUT)$"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RequestMethods {
+    List(Vec<String>),
+    Pattern(String),
+}
+
+/// Whose requests a rate limit counts together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitZone {
+    /// Everyone's.
+    Global,
+    /// The client address's.
+    #[default]
+    Ip,
+    /// The signed-in user's; the address's without a session.
+    User,
+    /// The session token's; the address's without one.
+    Session,
 }
 
 impl HookEntry {

@@ -110,7 +110,8 @@ pub use event::{
 };
 pub use hooks::{
     Caller, FileInfo, FileTriggerRequest, FindTriggerRequest, FunctionRequest, HookEntry,
-    HookError, HookReply, TriggerName, TriggerRequest,
+    HookError, HookRateLimit, HookReply, RateLimitZone, RequestMethods, TriggerName,
+    TriggerRequest,
 };
 pub use stream::{EventStreamSettings, EventStreamSpec, Storage, stream_name};
 pub use subjects::{DEFAULT_PREFIX, InvalidPrefix, Subjects, valid_token};

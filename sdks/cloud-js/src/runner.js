@@ -9,7 +9,7 @@ const path = require('node:path');
 const Module = require('node:module');
 const { connect, ErrorCode } = require('nats');
 const { createRegistry, installCloud } = require('./cloud');
-const { runValidator, createRoleLoader, RateLimiter } = require('./validator');
+const { runValidator, createRoleLoader } = require('./validator');
 const {
   resolveError,
   notSupported,
@@ -109,16 +109,6 @@ async function start(options = {}) {
 
   const getUserRoles = createRoleLoader(Parse);
   const ctx = { Parse, getUserRoles };
-  const rateLimiters = new Map(); // validator -> RateLimiter
-  const limiterFor = (validator) => {
-    if (!validator || typeof validator !== 'object' || !validator.rateLimit) return null;
-    let l = rateLimiters.get(validator);
-    if (!l) {
-      l = new RateLimiter(validator.rateLimit, appId);
-      rateLimiters.set(validator, l);
-    }
-    return l;
-  };
 
   // ---------------------------------------------------------------- helpers
 
@@ -286,11 +276,6 @@ async function start(options = {}) {
     return json;
   };
 
-  const checkRateLimit = (validator, request, methods, wireUser) => {
-    const limiter = limiterFor(validator);
-    if (limiter) limiter.check(Parse, request, methods, wireUser);
-  };
-
   // ---------------------------------------------------------------- calls
 
   async function callFunction(entry, name, body) {
@@ -307,7 +292,6 @@ async function start(options = {}) {
     if (body.installationId) request.installationId = body.installationId;
     defineUser(request, body.user);
     try {
-      checkRateLimit(entry.validator, request, ['POST'], body.user);
       if (entry.validator) await runValidator(entry.validator, request, ctx);
       const fn = entry.handler;
       let result;
@@ -387,11 +371,6 @@ async function start(options = {}) {
       defineUser(request, body.user);
     }
     try {
-      let methods;
-      if (triggerName === 'beforeSave') methods = [body.original ? 'PUT' : 'POST'];
-      else if (triggerName === 'beforeDelete') methods = ['DELETE'];
-      else if (triggerName === 'beforeLogin') methods = ['POST', 'GET'];
-      if (methods) checkRateLimit(entry.validator, request, methods, body.user);
       if (entry.validator) await runValidator(entry.validator, request, ctx);
       if (!request.skipWithMasterKey) await entry.handler(request);
     } catch (e) {
@@ -417,7 +396,6 @@ async function start(options = {}) {
     const before = JSON.stringify(request.query.toJSON());
     let result;
     try {
-      checkRateLimit(entry.validator, request, ['GET'], body.user);
       if (entry.validator) await runValidator(entry.validator, request, ctx);
       if (request.skipWithMasterKey) return SUCCESS_TRUE;
       result = await entry.handler(request);
@@ -480,9 +458,6 @@ async function start(options = {}) {
       : [FILE_DELETE_ERROR, 'Could not delete file.'];
     let result;
     try {
-      if (triggerName === 'beforeSaveFile' || triggerName === 'beforeDeleteFile') {
-        checkRateLimit(entry.validator, request, [save ? 'POST' : 'DELETE'], body.user);
-      }
       if (entry.validator) await runValidator(entry.validator, request, ctx);
       if (request.skipWithMasterKey) return SUCCESS_TRUE;
       result = await entry.handler(request);
@@ -612,10 +587,17 @@ async function start(options = {}) {
   const subs = [];
   const sub = (subject, fn) => subs.push(nc.subscribe(subject, { queue: queueGroup, callback: handle(fn) }));
   const keys = new Map(); // KV key -> value
+  // A validator's rateLimit is counted by oxbase's API, as Parse Server
+  // counts it in its own: the entry carries it.
+  const withRateLimit = (value, validator) => {
+    if (!validator || typeof validator !== 'object' || !validator.rateLimit) return value;
+    const { redisUrl, ...rateLimit } = validator.rateLimit;
+    return { ...value, rateLimit };
+  };
 
   for (const [name, entry] of registry.functions) {
     sub(`${prefix}.functions.${name}`, (body) => callFunction(entry, name, body));
-    keys.set(`function.${name}`, { functionName: name, nats: true });
+    keys.set(`function.${name}`, withRateLimit({ functionName: name, nats: true }, entry.validator));
   }
   for (const [name, handler] of registry.jobs) {
     sub(`${prefix}.jobs.run.*.${name}`, (body) => callJob(name, handler, body));
@@ -629,7 +611,7 @@ async function start(options = {}) {
     else if (triggerName.endsWith('File')) fn = (body) => callFileTrigger(entry, body);
     else fn = (body) => callObjectTrigger(entry, body);
     sub(`${prefix}.triggers.${triggerName}.${className}`, fn);
-    keys.set(`trigger.${className}.${triggerName}`, { className, triggerName, nats: true });
+    keys.set(`trigger.${className}.${triggerName}`, withRateLimit({ className, triggerName, nats: true }, entry.validator));
   }
   const presenceSubject = `${prefix}.cloud.presence.${queueGroup}`;
   const presence = nc.subscribe(presenceSubject, {

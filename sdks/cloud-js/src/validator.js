@@ -1,10 +1,10 @@
 'use strict';
 
 // Validators as Parse Server 9 runs them (triggers.js maybeRunValidator and
-// builtInTriggerValidator), and the validator's `rateLimit`, enforced in
-// memory by this runner process.
+// builtInTriggerValidator). A validator's `rateLimit` is not run here: the
+// runner puts it in the hook's registry entry and oxbase's API counts it.
 
-const { resolveError, VALIDATION_ERROR, CONNECTION_FAILED } = require('./errors');
+const { resolveError, VALIDATION_ERROR } = require('./errors');
 
 /**
  * Runs `validator` (a function or an options object) for `request`. Throws
@@ -168,62 +168,4 @@ function createRoleLoader(Parse, ttlMs = 5000) {
   };
 }
 
-/**
- * A validator's `rateLimit`, as Parse Server's rate limiter (express-rate-limit
- * in memory, a fixed window per key), answered like it: code 100 and
- * `errorResponseMessage` ('Too many requests.'). The count is per runner
- * process.
- */
-class RateLimiter {
-  constructor(options, appId) {
-    this.windowMs = Number(options.requestTimeWindow) || 60_000;
-    this.max = Number(options.requestCount);
-    this.message = options.errorResponseMessage || 'Too many requests.';
-    this.includeMasterKey = !!options.includeMasterKey;
-    this.includeInternalRequests = !!options.includeInternalRequests;
-    this.requestMethods = options.requestMethods;
-    this.zone = options.zone || 'ip';
-    this.appId = appId;
-    this.hits = new Map();
-  }
-
-  skip(request, methods) {
-    if (request.ip === '127.0.0.1' && !this.includeInternalRequests) return true;
-    if (this.includeMasterKey) return false;
-    if (this.requestMethods && methods) {
-      if (Array.isArray(this.requestMethods)) {
-        if (!this.requestMethods.some((m) => methods.includes(m))) return true;
-      } else {
-        const re = new RegExp(this.requestMethods);
-        if (!methods.some((m) => re.test(m))) return true;
-      }
-    }
-    return !!request.master;
-  }
-
-  key(request, wireUser) {
-    if (this.zone === 'global') return this.appId;
-    if (this.zone === 'session' && wireUser && wireUser.sessionToken) return wireUser.sessionToken;
-    if (this.zone === 'user' && wireUser && wireUser.objectId) return wireUser.objectId;
-    return request.ip || '';
-  }
-
-  /** Throws {code: 100, message} when the call is over the limit. */
-  check(Parse, request, methods, wireUser) {
-    if (this.skip(request, methods)) return;
-    const now = Date.now();
-    const key = this.key(request, wireUser);
-    let entry = this.hits.get(key);
-    if (!entry || entry.resetAt <= now) {
-      entry = { count: 0, resetAt: now + this.windowMs };
-      this.hits.set(key, entry);
-      if (this.hits.size > 10000) {
-        for (const [k, v] of this.hits) if (v.resetAt <= now) this.hits.delete(k);
-      }
-    }
-    entry.count += 1;
-    if (entry.count > this.max) throw new Parse.Error(CONNECTION_FAILED, this.message);
-  }
-}
-
-module.exports = { runValidator, createRoleLoader, RateLimiter };
+module.exports = { runValidator, createRoleLoader };

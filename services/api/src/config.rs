@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use oxbase_kit::Section;
+pub use oxbase_proto::{RateLimitZone, RequestMethods};
 use serde::{Deserialize, Serialize};
 
 /// Who may upload files, as Parse Server's `fileUpload` option.
@@ -95,28 +96,6 @@ pub struct RateLimitRule {
 
 fn default_rate_limit_message() -> String {
     "Too many requests.".into()
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum RequestMethods {
-    List(Vec<String>),
-    Pattern(String),
-}
-
-/// Whose requests a rule counts together.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RateLimitZone {
-    /// Everyone's.
-    Global,
-    /// The client address's.
-    #[default]
-    Ip,
-    /// The signed-in user's; the address's without a session.
-    User,
-    /// The session token's; the address's without one.
-    Session,
 }
 
 impl Section for RateLimitConfig {

@@ -71,6 +71,11 @@ impl HookRunner {
         }
     }
 
+    /// The registered hooks with a `rateLimit`.
+    pub(crate) fn rate_limited(&self) -> Arc<[HookEntry]> {
+        self.registry.rate_limited()
+    }
+
     /// The registered trigger. Until the registry's first load `/ready`
     /// answers 503; a write that comes anyway waits for the load while NATS
     /// is connected (it is then a matter of milliseconds), and without NATS
@@ -566,6 +571,7 @@ fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ParseRes
                 job_name: None,
                 url,
                 nats,
+                rate_limit: None,
             })
         }
         (None, None, None, Some(name)) => {
@@ -577,6 +583,7 @@ fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ParseRes
                 job_name: Some(name),
                 url,
                 nats,
+                rate_limit: None,
             })
         }
         (None, Some(class), Some(trigger), None) => {
@@ -594,6 +601,7 @@ fn hook_entry(body: &Map<String, Value>, name: Option<HookName<'_>>) -> ParseRes
                 job_name: None,
                 url,
                 nats,
+                rate_limit: None,
             })
         }
         _ => Err(invalid_hook(

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::kv;
@@ -20,6 +20,7 @@ use crate::config::{RateLimitConfig, RateLimitRule, RateLimitStore, RateLimitZon
 use crate::request::ParseRequest;
 use crate::routes::Reply;
 use crate::shared_bucket::{SharedBucket, digest_key};
+use oxbase_proto::{HookEntry, RequestMethods, TriggerName};
 
 /// A rule, ready to match.
 pub(crate) struct Rule {
@@ -54,14 +55,18 @@ impl Methods {
 
 impl Rule {
     pub(crate) fn compile(rule: &RateLimitRule) -> Result<Self, String> {
-        let path = path_regex(&rule.request_path)?;
+        Self::with_path(rule, path_regex(&rule.request_path)?)
+    }
+
+    /// The rule, matching `path`; `rule.request_path` names its counts.
+    fn with_path(rule: &RateLimitRule, path: Regex) -> Result<Self, String> {
         if rule.request_time_window == 0 {
             return Err("request_time_window must be greater than 0".into());
         }
         let methods = match &rule.request_methods {
             None => Methods::Any,
-            Some(crate::config::RequestMethods::List(list)) => Methods::List(list.clone()),
-            Some(crate::config::RequestMethods::Pattern(pattern)) => Methods::Pattern(
+            Some(RequestMethods::List(list)) => Methods::List(list.clone()),
+            Some(RequestMethods::Pattern(pattern)) => Methods::Pattern(
                 Regex::new(pattern).map_err(|err| format!("request_methods {pattern:?}: {err}"))?,
             ),
         };
@@ -81,6 +86,37 @@ impl Rule {
             include_internal_requests: rule.include_internal_requests,
             zone: rule.zone,
         })
+    }
+
+    /// The rule of a hook's `rateLimit`, on the hook's routes; `None` for
+    /// a hook without one, or whose trigger takes none.
+    fn for_hook(entry: &HookEntry) -> Option<Self> {
+        let limit = entry.rate_limit.as_ref()?;
+        let (paths, methods) = hook_routes(entry)?;
+        let rule = RateLimitRule {
+            request_path: paths.join(" "),
+            request_time_window: limit.request_time_window,
+            request_count: limit.request_count,
+            error_response_message: limit
+                .error_response_message
+                .clone()
+                .unwrap_or_else(|| "Too many requests.".into()),
+            request_methods: limit.request_methods.clone().or_else(|| {
+                methods.map(|methods| {
+                    RequestMethods::List(methods.iter().map(|m| (*m).to_owned()).collect())
+                })
+            }),
+            include_master_key: limit.include_master_key,
+            include_internal_requests: limit.include_internal_requests,
+            zone: limit.zone,
+        };
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        paths_regex(&paths)
+            .and_then(|path| Self::with_path(&rule, path))
+            .inspect_err(|err| {
+                tracing::warn!(hook = ?oxbase_hooks::key_of(entry), %err, "ignoring a hook's rate limit");
+            })
+            .ok()
     }
 
     /// Whether the rule counts a request to a path it matches. A batch
@@ -120,9 +156,63 @@ fn is_internal(ip: IpAddr) -> bool {
 /// `*name` (one or more segments), `{...}` (optional), `\` (escapes the
 /// next character); case-insensitive, with an optional trailing slash.
 fn path_regex(pattern: &str) -> Result<Regex, String> {
-    let mut chars = pattern.chars().peekable();
-    let body = path_tokens(&mut chars, pattern, false)?;
-    Regex::new(&format!("(?is)^{body}/?$")).map_err(|err| err.to_string())
+    paths_regex(&[pattern])
+}
+
+/// A regex matching any of the patterns.
+fn paths_regex(patterns: &[&str]) -> Result<Regex, String> {
+    let bodies = patterns
+        .iter()
+        .map(|pattern| path_tokens(&mut pattern.chars().peekable(), pattern, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    Regex::new(&format!("(?is)^(?:{})/?$", bodies.join("|"))).map_err(|err| err.to_string())
+}
+
+/// The routes a hook's `rateLimit` counts, as Parse Server's Cloud Code
+/// adds them: the paths and the methods unless the limit names its own.
+/// Parse gives `_User` the path `/users/_User`, which no request takes;
+/// oxbase counts `/users` there, and the `/classes` paths of the built-in
+/// classes beside their own.
+fn hook_routes(entry: &HookEntry) -> Option<(Vec<String>, Option<&'static [&'static str]>)> {
+    if let Some(name) = &entry.function_name {
+        return Some((vec![format!("/functions/{}", escape_path(name))], None));
+    }
+    let class = entry.class_name.as_deref()?;
+    let class_routes = || {
+        let own = match class {
+            "_User" => Some("/users{/*id}"),
+            "_Session" => Some("/sessions{/*id}"),
+            "_Role" => Some("/roles{/*id}"),
+            "_Installation" => Some("/installations{/*id}"),
+            _ => None,
+        };
+        let mut paths = vec![format!("/classes/{}{{/*id}}", escape_path(class))];
+        paths.extend(own.map(str::to_owned));
+        paths
+    };
+    let files = || vec!["/files{/*id}".to_owned()];
+    Some(match entry.trigger_name? {
+        TriggerName::BeforeSave => (class_routes(), Some(&["POST", "PUT"])),
+        TriggerName::BeforeDelete => (class_routes(), Some(&["DELETE"])),
+        TriggerName::BeforeFind => (class_routes(), Some(&["GET"])),
+        TriggerName::BeforeLogin => (vec!["/login".to_owned()], Some(&["POST", "GET"])),
+        TriggerName::BeforeSaveFile => (files(), Some(&["POST", "PUT"])),
+        TriggerName::BeforeDeleteFile => (files(), Some(&["DELETE"])),
+        _ => return None,
+    })
+}
+
+/// A name as literal text of a path-to-regexp pattern.
+fn escape_path(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let special = matches!(
+                c,
+                ':' | '*' | '{' | '}' | '(' | ')' | '[' | ']' | '+' | '?' | '!' | '\\'
+            );
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
 }
 
 fn path_tokens(
@@ -190,12 +280,21 @@ fn param_name(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> String {
 /// The rules and their counts.
 pub(crate) struct RateLimits {
     rules: Vec<Rule>,
+    /// The rules of the registered hooks' `rateLimit`s.
+    hook_rules: Mutex<HookRules>,
     counts: Counts,
 }
 
+/// Hook rules, compiled once per change of the registry's entries.
+#[derive(Default)]
+struct HookRules {
+    from: Option<Arc<[HookEntry]>>,
+    rules: Arc<[Rule]>,
+}
+
 enum Counts {
-    /// A window table per rule, in this process.
-    Memory(Vec<Mutex<Windows>>),
+    /// A window table per rule, by the rule's id, in this process.
+    Memory(Mutex<HashMap<String, Windows>>),
     Shared(Box<SharedCounts>),
 }
 
@@ -259,7 +358,9 @@ impl RateLimits {
             .collect();
         let subjects = oxbase_proto::Subjects::new(config.events.prefix.as_str()).ok();
         let counts = match (section.store, nats, subjects) {
-            (RateLimitStore::Nats, Some(client), Some(subjects)) if !rules.is_empty() => {
+            (RateLimitStore::Nats, Some(client), Some(subjects)) => {
+                // Counts outlive their window in the bucket; hooks' rules
+                // are not known yet, so a day is kept at least.
                 let longest = rules.iter().map(|rule| rule.window).max();
                 Counts::Shared(Box::new(SharedCounts {
                     bucket: SharedBucket::new(
@@ -267,7 +368,7 @@ impl RateLimits {
                         &subjects,
                         "RATE_LIMITS",
                         "oxbase rate limit counts",
-                        longest.unwrap_or_default(),
+                        longest.unwrap_or_default().max(SHARED_HORIZON),
                         SHARED_TIMEOUT,
                     ),
                     degraded: AtomicBool::new(false),
@@ -279,18 +380,41 @@ impl RateLimits {
                         "rate_limit.store = \"nats\" without NATS: each process counts alone"
                     );
                 }
-                Counts::Memory(rules.iter().map(|_| Mutex::default()).collect())
+                Counts::Memory(Mutex::default())
             }
         };
-        Self { rules, counts }
+        Self {
+            rules,
+            hook_rules: Mutex::default(),
+            counts,
+        }
+    }
+
+    /// The rules of `entries` (the registry's hooks with a `rateLimit`),
+    /// compiled again only when the registry has changed.
+    fn hook_rules(&self, entries: Arc<[HookEntry]>) -> Arc<[Rule]> {
+        let mut cached = self.hook_rules.lock().unwrap_or_else(|e| e.into_inner());
+        if cached
+            .from
+            .as_ref()
+            .is_some_and(|from| Arc::ptr_eq(from, &entries))
+        {
+            return Arc::clone(&cached.rules);
+        }
+        let rules: Arc<[Rule]> = entries.iter().filter_map(Rule::for_hook).collect();
+        *cached = HookRules {
+            from: Some(entries),
+            rules: Arc::clone(&rules),
+        };
+        rules
     }
 
     /// Adds the request to the count of every rule it matches (each one,
     /// as Parse does, even past the first that refuses it): the first rule
     /// it goes over, if any, and the count with the fewest requests left.
-    async fn count(&self, request: &Counted<'_>) -> Outcome<'_> {
+    async fn count<'a>(&'a self, hook_rules: &'a [Rule], request: &Counted<'_>) -> Outcome<'a> {
         let mut outcome = Outcome::default();
-        for (index, rule) in self.rules.iter().enumerate() {
+        for rule in self.rules.iter().chain(hook_rules) {
             if !rule.path.is_match(request.path)
                 || !rule.counts(
                     request.method,
@@ -303,13 +427,14 @@ impl RateLimits {
             }
             let key = rule.zone_key(request.auth, request.token, request.ip);
             let hit = match &self.counts {
-                Counts::Memory(tables) => {
-                    Some(tables[index].lock().unwrap_or_else(|e| e.into_inner()).hit(
-                        key,
-                        rule.window,
-                        Instant::now(),
-                    ))
-                }
+                Counts::Memory(tables) => Some(
+                    tables
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(rule.id.clone())
+                        .or_default()
+                        .hit(key, rule.window, Instant::now()),
+                ),
                 Counts::Shared(shared) => shared.hit(rule, &key).await,
             };
             let Some(hit) = hit else { continue };
@@ -367,9 +492,12 @@ impl App {
         path: &str,
         headers: &mut Vec<(&'static str, String)>,
     ) -> ParseResult<Option<Reply>> {
-        if self.rate_limits.rules.is_empty() {
-            return Ok(None);
-        }
+        let hook_entries = self.hooks.as_ref().map(|hooks| hooks.rate_limited());
+        let hook_rules = match hook_entries {
+            Some(entries) if !entries.is_empty() => self.rate_limits.hook_rules(entries),
+            _ if self.rate_limits.rules.is_empty() => return Ok(None),
+            _ => Arc::from([]),
+        };
         let counted = Counted {
             path,
             method: req.method.as_str(),
@@ -378,7 +506,7 @@ impl App {
             token: session_token(req, path),
             ip: req.ip,
         };
-        let outcome = self.rate_limits.count(&counted).await;
+        let outcome = self.rate_limits.count(&hook_rules, &counted).await;
         if let Some(left) = &outcome.tightest {
             headers.extend(left.headers());
         }
@@ -417,7 +545,7 @@ impl App {
                 token: session_token(req, &path),
                 ..counted
             };
-            if let Some(refusal) = self.rate_limits.count(&counted).await.refusal {
+            if let Some(refusal) = self.rate_limits.count(&hook_rules, &counted).await.refusal {
                 return Err(ParseError::new(code::CONNECTION_FAILED, refusal.message));
             }
         }
@@ -472,6 +600,11 @@ impl Windows {
         }
     }
 }
+
+/// How long the shared bucket keeps a count at least. A hook's rule with
+/// a longer window than this (and than every configured rule's) starts
+/// over once its count is this old.
+const SHARED_HORIZON: Duration = Duration::from_secs(24 * 3600);
 
 /// How long one NATS call of a count may take: past it, the request goes
 /// through uncounted.
@@ -616,7 +749,7 @@ mod tests {
         }
     }
 
-    fn rule(methods: Option<crate::config::RequestMethods>) -> Rule {
+    fn rule(methods: Option<oxbase_proto::RequestMethods>) -> Rule {
         Rule::compile(&RateLimitRule {
             request_path: "/*path".into(),
             request_time_window: 1000,
@@ -638,14 +771,10 @@ mod tests {
         assert!(any.counts("GET", false, false, remote));
         assert!(!any.counts("GET", false, true, remote), "master skips");
         assert!(!any.counts("GET", false, false, local), "internal skips");
-        let list = rule(Some(crate::config::RequestMethods::List(vec![
-            "put".into(),
-        ])));
+        let list = rule(Some(RequestMethods::List(vec!["put".into()])));
         assert!(list.counts("PUT", false, false, remote));
         assert!(!list.counts("GET", false, false, remote));
-        let post = rule(Some(crate::config::RequestMethods::Pattern(
-            "^POST$".into(),
-        )));
+        let post = rule(Some(RequestMethods::Pattern("^POST$".into())));
         assert!(!post.counts("GET", false, false, remote));
         assert!(
             post.counts("GET", true, false, remote),
@@ -710,6 +839,43 @@ mod tests {
             ..parse
         };
         assert!(Rule::compile(&no_window).is_err());
+    }
+
+    #[test]
+    fn hooks_count_on_their_routes() {
+        let hook = |entry: Value| -> HookEntry {
+            let mut entry = entry;
+            entry["nats"] = json!(true);
+            entry["rateLimit"] = json!({"requestTimeWindow": 1000, "requestCount": 1});
+            serde_json::from_value(entry).unwrap()
+        };
+        let function = Rule::for_hook(&hook(json!({"functionName": "a:b"}))).unwrap();
+        assert!(function.path.is_match("/functions/a:b"));
+        assert!(!function.path.is_match("/functions/a"));
+        assert!(function.methods.matches("GET"), "every method");
+        let users = Rule::for_hook(&hook(
+            json!({"className": "_User", "triggerName": "beforeSave"}),
+        ))
+        .unwrap();
+        for path in [
+            "/users",
+            "/users/abc",
+            "/classes/_User",
+            "/classes/_User/abc",
+        ] {
+            assert!(users.path.is_match(path), "{path}");
+        }
+        assert!(!users.path.is_match("/classes/Other"));
+        assert!(users.methods.matches("PUT") && !users.methods.matches("GET"));
+        let login = Rule::for_hook(&hook(
+            json!({"className": "_User", "triggerName": "beforeLogin"}),
+        ))
+        .unwrap();
+        assert!(login.path.is_match("/login") && login.methods.matches("GET"));
+        assert!(
+            Rule::for_hook(&hook(json!({"className": "A", "triggerName": "afterSave"}))).is_none(),
+            "Parse gives after-triggers no limit"
+        );
     }
 
     #[test]

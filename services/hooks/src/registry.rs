@@ -35,6 +35,8 @@ struct Hooks {
     /// className → the entry of each trigger, indexed like
     /// [`TriggerName::ALL`].
     triggers: HashMap<String, [Option<HookEntry>; TriggerName::ALL.len()]>,
+    /// The entries with a `rateLimit`, which the API counts.
+    rate_limited: Arc<[HookEntry]>,
 }
 
 impl Hooks {
@@ -52,11 +54,17 @@ impl Hooks {
                 triggers.entry(class.clone()).or_default()[index(trigger)] = Some(entry.clone());
             }
         }
+        let rate_limited = entries
+            .values()
+            .filter(|(_, entry)| entry.rate_limit.is_some())
+            .map(|(_, entry)| entry.clone())
+            .collect();
         Self {
             entries,
             functions,
             jobs,
             triggers,
+            rate_limited,
         }
     }
 }
@@ -150,6 +158,18 @@ impl HookRegistry {
 
     fn snapshot(&self) -> Arc<Hooks> {
         Arc::clone(&self.hooks.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The hooks with a `rateLimit`. The same `Arc` until the registry
+    /// changes, so a reader can tell when to look again.
+    pub fn rate_limited(&self) -> Arc<[HookEntry]> {
+        Arc::clone(
+            &self
+                .hooks
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .rate_limited,
+        )
     }
 
     /// The function registered under `name`.

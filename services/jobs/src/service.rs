@@ -170,6 +170,7 @@ async fn register_builtins(registry: Arc<HookRegistry>, names: Vec<String>, shut
                 job_name: Some(name.clone()),
                 url: None,
                 nats: true,
+                rate_limit: None,
             };
             match registry.create(entry).await {
                 Ok(_) | Err(RegistryError::Exists) => {}

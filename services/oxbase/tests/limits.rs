@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -326,4 +327,107 @@ async fn a_request_id_runs_once_across_processes() {
     // Other requests are served.
     let (status, _) = call(&a, Method::POST, "classes/Other", &fresh, json!({})).await;
     assert_eq!(status, 201);
+}
+
+/// Answers every request on `subject` with `reply`.
+async fn serve(nats: &async_nats::Client, subject: &str, reply: &'static str) {
+    let mut requests = nats.subscribe(subject.to_owned()).await.unwrap();
+    let replier = nats.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            if let Some(to) = request.reply {
+                replier.publish(to, reply.into()).await.unwrap();
+            }
+        }
+    });
+    nats.flush().await.unwrap();
+}
+
+/// A Cloud Code validator's `rateLimit` travels in the hook's registry
+/// entry and is counted by the API, as Parse Server counts it: on the
+/// hook's route and methods, before the hook runs, once across processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_rate_limits_are_counted_by_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let env = [("OXBASE_RATE_LIMIT__STORE", "nats")];
+    let a = Oxbase::start(&dir.path().join("a"), &nats.url(), &env).await;
+    let b = Oxbase::start(&dir.path().join("b"), &nats.url(), &env).await;
+
+    let handler = async_nats::connect(nats.url()).await.unwrap();
+    serve(&handler, "oxbase.functions.cheer", r#"{"success": "go"}"#).await;
+    serve(
+        &handler,
+        "oxbase.triggers.beforeSave.Vote",
+        r#"{"success": true}"#,
+    )
+    .await;
+    let kv = async_nats::jetstream::new(handler.clone())
+        .get_key_value("OXBASE_HOOKS")
+        .await
+        .unwrap();
+    let limit = |count: u64| {
+        json!({
+            "requestTimeWindow": 60_000,
+            "requestCount": count,
+            "errorResponseMessage": "Too many cheers",
+            "includeInternalRequests": true,
+        })
+    };
+    let entries = [
+        (
+            "function.cheer",
+            json!({"functionName": "cheer", "nats": true, "rateLimit": limit(2)}),
+        ),
+        (
+            "trigger.Vote.beforeSave",
+            json!({"className": "Vote", "triggerName": "beforeSave", "nats": true, "rateLimit": limit(1)}),
+        ),
+    ];
+    for (key, entry) in entries {
+        kv.put(key, entry.to_string().into()).await.unwrap();
+    }
+
+    // Both processes count one limit, once their registries have the hooks.
+    for server in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = server
+                .master_call(Method::GET, "hooks/triggers/Vote/beforeSave", Value::Null)
+                .await;
+            if listed.get("rateLimit").is_some() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the hooks never reached a process"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let cheer = |server| call(server, Method::POST, "functions/cheer", &[], json!({}));
+    for server in [&b, &a] {
+        assert_eq!(cheer(server).await, (200, json!({"result": "go"})));
+    }
+    for server in [&a, &b] {
+        let (status, body) = cheer(server).await;
+        assert_eq!(
+            (status, body),
+            (429, json!({"code": 100, "error": "Too many cheers"}))
+        );
+    }
+    let master = [("X-Parse-Master-Key", "mk")];
+    let (status, _) = call(&a, Method::POST, "functions/cheer", &master, json!({})).await;
+    assert_eq!(status, 200, "the master key is not counted");
+
+    // A beforeSave's limit counts saves, not reads.
+    let (status, body) = call(&a, Method::POST, "classes/Vote", &[], json!({"up": true})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(get(&a, "classes/Vote", &[]).await, 200);
+    assert_eq!(get(&b, "classes/Vote", &[]).await, 200);
+    let (status, body) = call(&b, Method::POST, "classes/Vote", &[], json!({"up": false})).await;
+    assert_eq!(
+        (status, body),
+        (429, json!({"code": 100, "error": "Too many cheers"}))
+    );
 }

@@ -86,6 +86,7 @@ async fn router(url: &str) -> (EventRouter, async_nats::Client) {
         job_name: None,
         url: None,
         nats: true,
+        rate_limit: None,
     };
     if registry.create(entry.clone()).await.is_err() {
         registry.update(entry).await.unwrap();
