@@ -147,3 +147,79 @@ impl Section for IdempotencyConfig {
         crate::idempotency::compile_paths(&self.paths).map(drop)
     }
 }
+
+/// `[pages]`: Parse Server's `pages` options for the pages under
+/// `<mount>/apps/` (`email.custom_urls` is its `customUrls`). Without
+/// `path`, oxbase serves its own pages, in English.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PagesConfig {
+    /// Parse's `pagesPath`: a directory holding the pages as Parse names
+    /// them (`password_reset.html`, ...), Mustache templates as Parse
+    /// renders them, and whatever else they load (served under `/apps/`).
+    #[serde(alias = "pagesPath")]
+    pub path: Option<PathBuf>,
+    /// Parse's `enableLocalization`: a page is looked for in `<path>/<locale>/`,
+    /// then `<path>/<language>/`, then `<path>/`, by the request's `locale`.
+    #[serde(alias = "enableLocalization")]
+    pub enable_localization: bool,
+    /// Parse's `localizationJsonPath`: translations in i18next's layout
+    /// (`{"de": {"translation": {"key": "text"}}}`), whose keys become
+    /// placeholders.
+    #[serde(alias = "localizationJsonPath")]
+    pub localization_json_path: Option<PathBuf>,
+    /// The translation used when the request's locale has none.
+    #[serde(alias = "localizationFallbackLocale")]
+    pub localization_fallback_locale: String,
+    /// Fixed placeholders for every page (Parse's `placeholders` object).
+    pub placeholders: std::collections::BTreeMap<String, String>,
+    /// Redirect to every page, GET requests included.
+    #[serde(alias = "forceRedirect")]
+    pub force_redirect: bool,
+    /// URI-encode the `x-parse-page-param-*` headers.
+    #[serde(alias = "encodePageParamHeaders")]
+    pub encode_page_param_headers: bool,
+}
+
+impl Default for PagesConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            enable_localization: false,
+            localization_json_path: None,
+            localization_fallback_locale: "en".into(),
+            placeholders: std::collections::BTreeMap::new(),
+            force_redirect: false,
+            encode_page_param_headers: false,
+        }
+    }
+}
+
+impl Section for PagesConfig {
+    const KEY: &'static str = "pages";
+    const ALIASES: &'static [(&'static str, &'static str)] = &[
+        ("PARSE_SERVER_PAGES_PAGES_PATH", "path"),
+        (
+            "PARSE_SERVER_PAGES_ENABLE_LOCALIZATION",
+            "enable_localization",
+        ),
+        (
+            "PARSE_SERVER_PAGES_LOCALIZATION_JSON_PATH",
+            "localization_json_path",
+        ),
+        (
+            "PARSE_SERVER_PAGES_LOCALIZATION_FALLBACK_LOCALE",
+            "localization_fallback_locale",
+        ),
+        ("PARSE_SERVER_PAGES_PLACEHOLDERS", "placeholders"),
+        ("PARSE_SERVER_PAGES_FORCE_REDIRECT", "force_redirect"),
+        (
+            "PARSE_SERVER_PAGES_ENCODE_PAGE_PARAM_HEADERS",
+            "encode_page_param_headers",
+        ),
+    ];
+
+    fn validate(&self) -> Result<(), String> {
+        crate::pages::Templates::load(self).map(drop)
+    }
+}

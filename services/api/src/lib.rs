@@ -34,8 +34,8 @@ use oxbase_objects::{ObjectLayer, RelaySignals};
 use tokio::net::TcpListener;
 
 pub use crate::config::{
-    FilesConfig, IdempotencyConfig, RateLimitConfig, RateLimitRule, RateLimitStore, RateLimitZone,
-    RequestMethods,
+    FilesConfig, IdempotencyConfig, PagesConfig, RateLimitConfig, RateLimitRule, RateLimitStore,
+    RateLimitZone, RequestMethods,
 };
 pub use crate::hooks::Hooks;
 pub use crate::jobs::Jobs;
@@ -61,6 +61,7 @@ pub struct App {
     idempotency: idempotency::Idempotency,
     /// The account mails; `None` without `[email]`.
     mailer: Option<mail::Mailer>,
+    pages: pages::Templates,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +106,11 @@ impl App {
             push,
             rate_limits: rate_limit::RateLimits::from_config(config, nats),
             idempotency: idempotency::Idempotency::from_config(config, nats),
+            pages: pages::Templates::load(&config.section()).unwrap_or_else(|err| {
+                // The section's validation refuses this config at startup.
+                tracing::error!(error = %err, "the app's pages are off");
+                pages::Templates::default()
+            }),
             mailer: mail::Mailer::from_config(config).unwrap_or_else(|err| {
                 // `check_email` refuses this config at startup.
                 tracing::error!(error = %err, "account mails are off");

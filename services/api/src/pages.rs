@@ -12,8 +12,17 @@
 //! As in Parse, a GET answers the page itself and a POST redirects (303) to
 //! it, with the page's parameters in the query and in
 //! `x-parse-page-param-*` headers; a page with a URL in `custom_urls` (Parse's
-//! `pages.customUrls`) redirects there instead. The pages are oxbase's own,
-//! minimal and unstyled.
+//! `pages.customUrls`) redirects there instead.
+//!
+//! The pages are oxbase's own, minimal and unstyled, unless `[pages] path`
+//! names a directory of the app's: then they are its files, rendered as
+//! Mustache templates as Parse renders them (`mustache.rs`), localized by
+//! subdirectory and by a JSON of translations, and everything else in the
+//! directory is served under `/apps/` too.
+
+mod mustache;
+
+use std::path::{Component, Path, PathBuf};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -21,10 +30,152 @@ use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use oxbase_objects::ResetOutcome;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::App;
+use crate::config::PagesConfig;
 use crate::mail::Mailer;
+
+/// The app's own pages (`[pages]`), loaded at start.
+#[derive(Debug, Default)]
+pub(crate) struct Templates {
+    /// The pages' directory, resolved.
+    root: Option<PathBuf>,
+    /// The JSON of translations, when localization uses one.
+    translations: Option<Value>,
+    config: PagesConfig,
+}
+
+impl Templates {
+    /// Parse refuses to start when the translations cannot be read; so
+    /// does oxbase, and when the pages' directory is not one.
+    pub(crate) fn load(config: &PagesConfig) -> Result<Self, String> {
+        let root = match &config.path {
+            Some(path) => Some(
+                path.canonicalize()
+                    .ok()
+                    .filter(|root| root.is_dir())
+                    .ok_or_else(|| format!("pages.path {} is not a directory", path.display()))?,
+            ),
+            None => None,
+        };
+        let translations = match &config.localization_json_path {
+            Some(path) if config.enable_localization => Some(
+                std::fs::read(path)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                    .filter(Value::is_object)
+                    .ok_or_else(|| {
+                        format!(
+                            "pages.localization_json_path {}: failed to load JSON file",
+                            path.display()
+                        )
+                    })?,
+            ),
+            _ => None,
+        };
+        Ok(Self {
+            root,
+            translations,
+            config: config.clone(),
+        })
+    }
+
+    /// The file `relative` (a path below `/apps/`) in the pages'
+    /// directory; `None` outside it, as Parse refuses paths that climb out.
+    fn file(&self, relative: &str) -> Option<PathBuf> {
+        let root = self.root.as_ref()?;
+        let relative = Path::new(relative);
+        if !relative
+            .components()
+            .all(|part| matches!(part, Component::Normal(_)))
+        {
+            return None;
+        }
+        let path = root.join(relative).canonicalize().ok()?;
+        path.starts_with(root).then_some(path)
+    }
+
+    /// Where a page's file is for `locale`: in the locale's directory, the
+    /// language's, or the base one, with the subdirectory it is in.
+    fn localized(&self, file: &str, locale: Option<&str>) -> (Option<PathBuf>, Option<String>) {
+        if let Some(locale) = locale.filter(|_| self.config.enable_localization) {
+            let language = locale.split('-').next().unwrap_or(locale);
+            for subdir in [locale, language] {
+                if let Some(path) = self.file(&format!("{subdir}/{file}")) {
+                    return (Some(path), Some(subdir.to_owned()));
+                }
+            }
+        }
+        (self.file(file), None)
+    }
+
+    /// The translation for `locale` (or its language, or the fallback
+    /// locale), its texts rendered with `params` as Parse renders them.
+    fn translated(&self, locale: Option<&str>, view: &Value) -> Map<String, Value> {
+        let Some(translations) = &self.translations else {
+            return Map::new();
+        };
+        let fallback = self.config.localization_fallback_locale.as_str();
+        let locale = locale.unwrap_or(fallback);
+        let language = locale.split('-').next().unwrap_or(locale);
+        let translation = [locale, language, fallback]
+            .iter()
+            .find_map(|key| translations.get(*key))
+            .and_then(|resource| resource.get("translation"))
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let rendered = mustache::render(&translation.to_string(), view);
+        match serde_json::from_str(&rendered) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        }
+    }
+
+    /// A page file rendered with the page's parameters, the configured
+    /// placeholders and the translation; `None` when it cannot be read.
+    async fn render(&self, path: &Path, params: &Params) -> Option<String> {
+        let template = tokio::fs::read_to_string(path).await.ok()?;
+        let mut view: Map<String, Value> = params
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect();
+        let locale = params
+            .iter()
+            .find(|(k, _)| k == "locale")
+            .map(|(_, v)| v.as_str());
+        let translated = self.translated(locale, &Value::Object(view.clone()));
+        for (key, value) in &self.config.placeholders {
+            view.insert(key.clone(), Value::from(value.as_str()));
+        }
+        view.extend(translated);
+        Some(mustache::render(&template, &Value::Object(view)))
+    }
+}
+
+/// What a file other than a page is served as.
+fn content_type(path: &Path) -> &'static str {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+    {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "ico" => "image/x-icon",
+        "webp" => "image/webp",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Page {
@@ -188,11 +339,38 @@ fn html(page: Page, params: &Params) -> String {
     )
 }
 
+fn html_response(text: String, params: &Params, encode: bool) -> Response {
+    let mut response = Response::new(Body::from(text));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    with_param_headers(response, params, encode)
+}
+
+/// JavaScript's `encodeURIComponent`.
+fn encode_uri_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// The `x-parse-page-param-*` headers, so a program can read a page's
-/// parameters without parsing its HTML.
-fn with_param_headers(mut response: Response, params: &Params) -> Response {
+/// parameters without parsing its HTML; URI-encoded with `encode`.
+fn with_param_headers(mut response: Response, params: &Params, encode: bool) -> Response {
     for (key, value) in params {
         let name = format!("x-parse-page-param-{}", key.to_ascii_lowercase());
+        let value = if encode {
+            encode_uri_component(value)
+        } else {
+            value.clone()
+        };
         let clean: String = value.chars().filter(|c| !c.is_control()).collect();
         if let (Ok(name), Ok(value)) = (
             axum::http::HeaderName::try_from(name),
@@ -204,7 +382,7 @@ fn with_param_headers(mut response: Response, params: &Params) -> Response {
     response
 }
 
-fn redirect(url: &str, params: &Params) -> Response {
+fn redirect(url: &str, params: &Params, encode: bool) -> Response {
     let mut location = url.to_owned();
     if !params.is_empty() {
         let query = form_urlencoded::Serializer::new(String::new())
@@ -217,7 +395,7 @@ fn redirect(url: &str, params: &Params) -> Response {
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(LOCATION, value);
     }
-    with_param_headers(response, params)
+    with_param_headers(response, params, encode)
 }
 
 fn not_found() -> Response {
@@ -248,6 +426,9 @@ struct Fields {
     query: Params,
     body: Params,
     xhr: bool,
+    /// The `x-parse-page-param-locale` header, Parse's last place to look
+    /// for the locale.
+    locale_header: Option<String>,
 }
 
 impl Fields {
@@ -269,7 +450,10 @@ impl Fields {
 
     /// Parse's locale parameter, when it has a locale's shape.
     fn locale(&self) -> Option<&str> {
-        let locale = self.query("locale").or_else(|| self.body("locale"))?;
+        let locale = self
+            .query("locale")
+            .or_else(|| self.body("locale"))
+            .or(self.locale_header.as_deref())?;
         let mut parts = locale.split('-');
         let language = parts.next()?;
         let valid = (2..=3).contains(&language.len())
@@ -349,7 +533,17 @@ impl App {
             .get("x-requested-with")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest"));
-        let fields = Fields { query, body, xhr };
+        let locale_header = parts
+            .headers
+            .get("x-parse-page-param-locale")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let fields = Fields {
+            query,
+            body,
+            xhr,
+            locale_header,
+        };
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         // Parse's pages need its app name and public URL; without them
         // (no `[email]`) every page is "Not found.", as there.
@@ -371,10 +565,13 @@ impl App {
                 pages.reset_password(app_id).await
             }
             (&Method::POST, [app_id, "resend_verification_email"]) => pages.resend(app_id).await,
-            (&Method::GET, ["choose_password"]) => pages.choose_password(),
+            (&Method::GET, ["choose_password"]) => pages.choose_password().await,
+            (&Method::GET | &Method::HEAD, _) if self.pages.root.is_some() => {
+                pages.static_file(&segments.join("/")).await
+            }
             (&Method::GET | &Method::HEAD, [file]) => {
                 match PAGES.iter().find(|p| p.file() == *file) {
-                    Some(page) => pages.show(*page, Vec::new(), false),
+                    Some(page) => pages.show(*page, Vec::new(), false).await,
                     None => not_found(),
                 }
             }
@@ -396,7 +593,7 @@ impl Pages<'_> {
 
     /// Parse's `goToPage`: the page itself, or a redirect to it (to its
     /// custom URL when there is one), with `params` and the app's.
-    fn show(&self, page: Page, mut params: Params, redirect_to: bool) -> Response {
+    async fn show(&self, page: Page, mut params: Params, redirect_to: bool) -> Response {
         set(&mut params, "appId", Some(&self.app.app_id));
         set(&mut params, "appName", Some(self.mailer.app_name()));
         set(
@@ -406,19 +603,72 @@ impl Pages<'_> {
         );
         set(&mut params, "locale", self.fields.locale());
         let email = &self.app.objects.settings().email;
+        let templates = &self.app.pages;
+        let encode = templates.config.encode_page_param_headers;
         if let Some(url) = email.custom_urls.get(page.id()) {
-            return redirect(url, &params);
+            return redirect(url, &params, encode);
         }
+        let redirect_to = redirect_to || templates.config.force_redirect;
+        if templates.root.is_none() {
+            if redirect_to {
+                let url = format!("{}/apps/{}", self.mailer.public_url(), page.file());
+                return redirect(&url, &params, encode);
+            }
+            return html_response(html(page, &params), &params, encode);
+        }
+        let (path, subdir) = templates.localized(page.file(), self.fields.locale());
         if redirect_to {
-            let url = format!("{}/apps/{}", self.mailer.public_url(), page.file());
-            return redirect(&url, &params);
+            let file = match subdir {
+                Some(subdir) => format!("{subdir}/{}", page.file()),
+                None => page.file().to_owned(),
+            };
+            let url = format!("{}/apps/{file}", self.mailer.public_url());
+            return redirect(&url, &params, encode);
         }
-        let mut response = Response::new(Body::from(html(page, &params)));
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        with_param_headers(response, &params)
+        match path {
+            Some(path) => match templates.render(&path, &params).await {
+                Some(text) => html_response(text, &params, encode),
+                None => not_found(),
+            },
+            None => not_found(),
+        }
+    }
+
+    /// Parse's static route: a file of the app's pages' directory, a page
+    /// (`.html`) rendered with the app's parameters and the request's
+    /// locale.
+    async fn static_file(&self, relative: &str) -> Response {
+        let templates = &self.app.pages;
+        let Some(path) = templates.file(relative) else {
+            return not_found();
+        };
+        if path.extension().is_some_and(|e| e == "html") {
+            let mut params = Vec::new();
+            set(&mut params, "appId", Some(&self.app.app_id));
+            set(&mut params, "appName", Some(self.mailer.app_name()));
+            set(
+                &mut params,
+                "publicServerUrl",
+                Some(self.mailer.public_url()),
+            );
+            set(&mut params, "locale", self.fields.locale());
+            return match templates.render(&path, &params).await {
+                Some(text) => {
+                    html_response(text, &params, templates.config.encode_page_param_headers)
+                }
+                None => not_found(),
+            };
+        }
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => {
+                let mut response = Response::new(Body::from(bytes));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(content_type(&path)));
+                response
+            }
+            Err(_) => not_found(),
+        }
     }
 
     async fn verify_email(&self, app_id: &str) -> Response {
@@ -426,14 +676,23 @@ impl Pages<'_> {
             return unauthorized();
         }
         let Some(token) = self.fields.query("token") else {
-            return self.show(Page::EmailVerificationLinkInvalid, Vec::new(), false);
+            return self
+                .show(Page::EmailVerificationLinkInvalid, Vec::new(), false)
+                .await;
         };
         match self.app.objects.verify_email(token).await {
-            Ok(true) => self.show(Page::EmailVerificationSuccess, Vec::new(), false),
-            Ok(false) => self.show(Page::EmailVerificationLinkInvalid, Vec::new(), false),
+            Ok(true) => {
+                self.show(Page::EmailVerificationSuccess, Vec::new(), false)
+                    .await
+            }
+            Ok(false) => {
+                self.show(Page::EmailVerificationLinkInvalid, Vec::new(), false)
+                    .await
+            }
             Err(err) => {
                 tracing::error!(error = %err, "cannot verify an email");
                 self.show(Page::EmailVerificationLinkInvalid, Vec::new(), false)
+                    .await
             }
         }
     }
@@ -444,31 +703,37 @@ impl Pages<'_> {
             return unauthorized();
         }
         let Some(token) = self.fields.query("token") else {
-            return self.show(Page::PasswordResetLinkInvalid, Vec::new(), false);
+            return self
+                .show(Page::PasswordResetLinkInvalid, Vec::new(), false)
+                .await;
         };
         match self.app.objects.check_reset_token(token).await {
             Ok(Ok(_)) => {
                 let params = vec![("token".to_owned(), token.to_owned())];
-                self.show(Page::PasswordReset, params, false)
+                self.show(Page::PasswordReset, params, false).await
             }
-            Ok(Err(_)) => self.show(Page::PasswordResetLinkInvalid, Vec::new(), false),
+            Ok(Err(_)) => {
+                self.show(Page::PasswordResetLinkInvalid, Vec::new(), false)
+                    .await
+            }
             Err(err) => {
                 tracing::error!(error = %err, "cannot check a password reset token");
                 self.show(Page::PasswordResetLinkInvalid, Vec::new(), false)
+                    .await
             }
         }
     }
 
     /// `GET /apps/choose_password?appId=&token=&username=`: the form, as
     /// Parse serves it, without checking the token yet.
-    fn choose_password(&self) -> Response {
+    async fn choose_password(&self) -> Response {
         if self.fields.query("appId") != Some(self.app.app_id.as_str()) {
             return unauthorized();
         }
         let mut params = Vec::new();
         set(&mut params, "token", self.fields.query("token"));
         set(&mut params, "username", self.fields.query("username"));
-        self.show(Page::PasswordReset, params, false)
+        self.show(Page::PasswordReset, params, false).await
     }
 
     /// The form's POST: the new password, by Parse's `resetPassword`.
@@ -481,7 +746,11 @@ impl Pages<'_> {
         let xhr = self.fields.xhr;
         let (token, password) = match (token, password) {
             (Some(token), Some(password)) => (token, password),
-            _ if !xhr => return self.show(Page::PasswordResetLinkInvalid, Vec::new(), true),
+            _ if !xhr => {
+                return self
+                    .show(Page::PasswordResetLinkInvalid, Vec::new(), true)
+                    .await;
+            }
             (None, _) => {
                 return json_response(
                     StatusCode::BAD_REQUEST,
@@ -515,14 +784,17 @@ impl Pages<'_> {
                 StatusCode::BAD_REQUEST,
                 &json!({"code": oxbase_objects::code::OTHER_CAUSE, "error": message}),
             ),
-            (ResetOutcome::Done, false) => self.show(Page::PasswordResetSuccess, Vec::new(), false),
+            (ResetOutcome::Done, false) => {
+                self.show(Page::PasswordResetSuccess, Vec::new(), false)
+                    .await
+            }
             (ResetOutcome::Refused(message), false) => {
                 let params = vec![
                     ("token".to_owned(), token.to_owned()),
                     ("appId".to_owned(), self.app.app_id.clone()),
                     ("error".to_owned(), message),
                 ];
-                self.show(Page::PasswordReset, params, false)
+                self.show(Page::PasswordReset, params, false).await
             }
         }
     }
@@ -536,7 +808,9 @@ impl Pages<'_> {
         let username = self.fields.body("username");
         let token = self.fields.body("token");
         if username.is_none() && token.is_none() {
-            return self.show(Page::EmailVerificationLinkInvalid, Vec::new(), true);
+            return self
+                .show(Page::EmailVerificationLinkInvalid, Vec::new(), true)
+                .await;
         }
         let sent = match self
             .app
@@ -565,7 +839,7 @@ impl Pages<'_> {
         } else {
             Page::EmailVerificationSendFail
         };
-        self.show(page, Vec::new(), true)
+        self.show(page, Vec::new(), true).await
     }
 }
 
@@ -591,12 +865,15 @@ mod tests {
             ("appId".to_owned(), "a b".to_owned()),
             ("error".to_owned(), "x&y".to_owned()),
         ];
-        let response = redirect("https://example.com/done", &params);
+        let response = redirect("https://example.com/done", &params, false);
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert_eq!(
             response.headers()[LOCATION],
             "https://example.com/done?appId=a+b&error=x%26y"
         );
         assert_eq!(response.headers()["x-parse-page-param-appid"], "a b");
+        let encoded = redirect("https://example.com/done", &params, true);
+        assert_eq!(encoded.headers()["x-parse-page-param-appid"], "a%20b");
+        assert_eq!(encoded.headers()["x-parse-page-param-error"], "x%26y");
     }
 }

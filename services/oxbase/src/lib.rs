@@ -147,6 +147,7 @@ pub fn sections() -> Sections {
         .with::<oxbase_api::FilesConfig>()
         .with::<oxbase_api::RateLimitConfig>()
         .with::<oxbase_api::IdempotencyConfig>()
+        .with::<oxbase_api::PagesConfig>()
         .with::<TriggersConfig>()
         .with::<JobsConfig>()
         .with::<CronConfig>()

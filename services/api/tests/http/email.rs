@@ -558,3 +558,183 @@ async fn without_email_the_routes_answer_as_parse_without_an_adapter() {
         .unwrap();
     assert_eq!(page.status(), 404);
 }
+
+/// `[pages]`: the app's own page files, as Parse Server's `pagesPath`
+/// serves them: Mustache templates, localized by subdirectory and by a JSON
+/// of translations, other files served as they are, nothing outside the
+/// directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_own_pages_are_served_localized() {
+    let pages = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = pages.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "password_reset.html",
+        "<h1>{{appName}}</h1><p>{{title}}</p><form><input name=token value=\"{{token}}\"></form>{{#error}}<b>{{error}}</b>{{/error}}",
+    );
+    write("de/password_reset.html", "DE {{title}} {{token}} {{brand}}");
+    write(
+        "password_reset_success.html",
+        "Done, {{appName}} ({{locale}}) {{title}}",
+    );
+    write("style.css", "h1 { color: red }");
+    let translations = pages.path().join("translations.json");
+    std::fs::write(
+        &translations,
+        json!({
+            "en": {"translation": {"title": "Reset for {{appName}}"}},
+            "de": {"translation": {"title": "Neues Passwort für {{appName}}"}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        pages.path().parent().unwrap().join("outside.html"),
+        "secret",
+    )
+    .ok();
+
+    let mut sink = Sink::start().await;
+    let port = free_port();
+    let smtp_port = sink.port;
+    let dir = pages.path().to_owned();
+    let server = TestServer::start_with(move |config| {
+        config.port = port;
+        config.public_server_url = Some(format!("http://127.0.0.1:{port}/parse"));
+        config.set_section(&EmailConfig {
+            smtp_host: Some("127.0.0.1".into()),
+            smtp_port,
+            tls: SmtpTls::None,
+            from: Some("Test App <no-reply@example.com>".into()),
+            app_name: Some("Test App".into()),
+            ..EmailConfig::default()
+        });
+        config.set_section(&oxbase_api::PagesConfig {
+            path: Some(dir),
+            enable_localization: true,
+            localization_json_path: Some(translations),
+            placeholders: [("brand".to_owned(), "Acme".to_owned())].into(),
+            ..Default::default()
+        });
+    })
+    .await;
+    let (status, _) = server
+        .post(
+            "users",
+            json!({"username": "ann", "password": "first-pw", "email": "ann@example.com"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let link = reset_link(&server, &mut sink, "ann@example.com").await;
+    let token = link
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // The mailed link, in German: the de page, with the translation and the
+    // configured placeholder.
+    let response = browser()
+        .get(format!("{link}&locale=de-AT"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(page_param(&response, "locale").as_deref(), Some("de-AT"));
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!("DE Neues Passwort für Test App {token} Acme")
+    );
+    // Without a locale: the base page, the fallback translation, escaped.
+    let response = browser().get(&link).send().await.unwrap();
+    let text = response.text().await.unwrap();
+    assert!(
+        text.starts_with("<h1>Test App</h1><p>Reset for Test App</p>"),
+        "{text}"
+    );
+
+    // The form's POST answers the success page (the base file: there is
+    // no de one) in German, as Parse answers it.
+    let response = browser()
+        .post(format!(
+            "{}/apps/{APP_ID}/request_password_reset",
+            server.base
+        ))
+        .form(&[
+            ("token", token.as_str()),
+            ("new_password", "second-pw"),
+            ("locale", "de"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "Done, Test App (de) Neues Passwort für Test App"
+    );
+    // A page opened directly takes the locale of its query.
+    let page = browser()
+        .get(format!(
+            "{}/apps/password_reset_success.html?locale=en",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.text().await.unwrap(),
+        "Done, Test App (en) Reset for Test App"
+    );
+    // A redirect to a page goes to its localized file.
+    let response = browser()
+        .post(format!(
+            "{}/apps/{APP_ID}/request_password_reset",
+            server.base
+        ))
+        .form(&[("locale", "de")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!(
+            "{}/apps/password_reset_link_invalid.html?",
+            server.base
+        )),
+        "{location}"
+    );
+    assert_eq!(log_in(&server, "ann", "second-pw").await.0, 200);
+
+    // Other files as they are; nothing outside the directory.
+    let css = browser()
+        .get(format!("{}/apps/style.css", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    assert_eq!(css.text().await.unwrap(), "h1 { color: red }");
+    for path in [
+        "../outside.html",
+        "%2e%2e/outside.html",
+        "de/../../outside.html",
+        "missing.html",
+    ] {
+        let response = browser()
+            .get(format!("{}/apps/{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        // A client may resolve `..` itself, leaving a path outside the
+        // pages (403 without keys); none of them gets the file.
+        assert!([403, 404].contains(&response.status().as_u16()), "{path}");
+        assert!(!response.text().await.unwrap().contains("secret"), "{path}");
+    }
+}
