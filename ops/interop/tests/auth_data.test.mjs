@@ -20,6 +20,7 @@ before(async () => {
         mfa: { enabled: true, options: ['TOTP'], digits: 6, period: 30, algorithm: 'SHA1' },
       },
     }),
+    oxbaseEnv: () => ({ OXBASE_AUTH__PROVIDERS__MFA__OPTIONS: 'TOTP' }),
   });
 });
 after(async () => {
@@ -87,25 +88,54 @@ describe('authData across servers', () => {
     assert.equal(back.body.objectId, objectId);
   });
 
-  it('a user who enrolled in MFA on Parse Server cannot log in on oxbase with the password alone', async () => {
+  it('a user who enrolled in MFA on one server logs in on the other with a TOTP token', async () => {
     const username = `mfa-${randomUUID()}`;
     const signUp = await env.parse.post('users', { username, password: 'pw' });
     expect(signUp, 201);
     const secret = new OTPAuth.Secret({ size: 20 }).base32;
-    const token = new OTPAuth.TOTP({ secret, digits: 6, period: 30, algorithm: 'SHA1' }).generate();
+    const totp = new OTPAuth.TOTP({ secret, digits: 6, period: 30, algorithm: 'SHA1' });
     const enrol = await env.parse.put(
       `users/${signUp.body.objectId}`,
-      { authData: { mfa: { secret, token } } },
+      { authData: { mfa: { secret, token: totp.generate() } } },
       { session: signUp.body.sessionToken },
     );
     expect(enrol, 200);
-    // Parse Server now wants the second factor...
-    const parseLogIn = await env.parse.post('login', { username, password: 'pw' });
-    assert.equal(parseLogIn.body.code, -1, JSON.stringify(parseLogIn.body));
-    // ...which oxbase cannot check yet, so it refuses rather than let the password through.
-    const oxbaseLogIn = await env.oxbase.post('login', { username, password: 'pw' });
-    expect(oxbaseLogIn, 400);
-    assert.equal(oxbaseLogIn.body.code, 252);
-    assert.match(oxbaseLogIn.body.error, /multi-factor authentication \(mfa\)/);
+    const recovery = enrol.body.authDataResponse.mfa.recovery.split(', ');
+    // Both servers now want the second factor, with the same error...
+    for (const server of [env.parse, env.oxbase]) {
+      const passwordOnly = await server.post('login', { username, password: 'pw' });
+      expect(passwordOnly, 400);
+      assert.deepEqual(passwordOnly.body, { code: -1, error: 'Missing additional authData mfa' });
+    }
+    // ...and oxbase checks Parse Server's secret and uses up its recovery codes.
+    const logIn = await env.oxbase.post('login', { username, password: 'pw', authData: { mfa: { token: totp.generate() } } });
+    expect(logIn, 200);
+    assert.equal(logIn.body.objectId, signUp.body.objectId);
+    assert.deepEqual(logIn.body.authData, { mfa: { status: 'enabled' } });
+    const recovered = await env.oxbase.post('login', { username, password: 'pw', authData: { mfa: { token: recovery[0] } } });
+    expect(recovered, 200);
+    const reused = await env.parse.post('login', { username, password: 'pw', authData: { mfa: { token: recovery[0] } } });
+    assert.deepEqual(reused.body, { code: 141, error: 'Invalid MFA token' });
+
+    // A user enrolled on oxbase logs in on Parse Server.
+    const other = `mfa-${randomUUID()}`;
+    const onOxbase = await env.oxbase.post('users', { username: other, password: 'pw' });
+    expect(onOxbase, 201);
+    const secret2 = new OTPAuth.Secret({ size: 20 }).base32;
+    const totp2 = new OTPAuth.TOTP({ secret: secret2 });
+    const enrolled = await env.oxbase.put(
+      `users/${onOxbase.body.objectId}`,
+      { authData: { mfa: { secret: secret2, token: totp2.generate() } } },
+      { session: onOxbase.body.sessionToken },
+    );
+    expect(enrolled, 200);
+    const [code] = enrolled.body.authDataResponse.mfa.recovery.split(', ');
+    const onParse = await env.parse.post('login', { username: other, password: 'pw', authData: { mfa: { token: totp2.generate() } } });
+    expect(onParse, 200);
+    assert.deepEqual(onParse.body.authData, { mfa: { status: 'enabled' } });
+    expect(await env.parse.post('login', { username: other, password: 'pw', authData: { mfa: { token: code } } }), 200);
+    const stored = await env.oxbase.get(`users/${onOxbase.body.objectId}`, undefined, { master: true });
+    assert.equal(stored.body.authData.mfa.recovery.length, 1);
+    assert.ok(!stored.body.authData.mfa.recovery.includes(code));
   });
 });

@@ -26,10 +26,13 @@ impl App {
         self.session_trigger(auth, req, TriggerName::BeforeLogin, login.user(), None)
             .await?;
         let token = self.objects.open_auth_data_session(auth, &login).await?;
-        let reply = self.user_reply(req, login.user_id(), token).await?;
+        let mut reply = self.user_reply(auth, req, login.user_id(), token).await?;
         if let Value::Object(user) = &reply.body {
             self.session_trigger(auth, req, TriggerName::AfterLogin, user, Some(user))
                 .await?;
+        }
+        if let Value::Object(body) = &mut reply.body {
+            body.insert("authDataResponse".into(), login.auth_data_response());
         }
         Ok(Some(reply))
     }

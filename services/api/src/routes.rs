@@ -34,13 +34,7 @@ impl Reply {
 
 /// Parse Server routes oxbase does not serve yet; they answer with an error
 /// that says so rather than "no such route".
-const NOT_YET: &[&str] = &[
-    "graphql",
-    "events",
-    "validate_purchase",
-    "challenge",
-    "security",
-];
+const NOT_YET: &[&str] = &["graphql", "events", "validate_purchase", "security"];
 
 /// Parse's class aliases: `/users`, `/roles` and `/sessions` are the
 /// class routes of `_User`, `_Role` and `_Session`, except for `me`.
@@ -94,7 +88,8 @@ fn is_routable(req: &ParseRequest) -> bool {
                         | "loginAs"
                         | "upgradeToRevocableSession"
                         | "requestPasswordReset"
-                        | "verificationEmailRequest"]
+                        | "verificationEmailRequest"
+                        | "challenge"]
                 )
         )
         || s.first().is_some_and(|root| NOT_YET.contains(root))
@@ -155,7 +150,10 @@ impl App {
             (&Method::GET, ["sessions", "me"]) => self.session_me(auth, req).await,
             (&Method::GET | &Method::POST, ["login"]) => self.login(auth, req).await,
             (&Method::POST, ["logout"]) => self.logout(auth, req).await,
-            (&Method::GET | &Method::POST, ["verifyPassword"]) => self.verify_password(req).await,
+            (&Method::GET | &Method::POST, ["verifyPassword"]) => {
+                self.verify_password(auth, req).await
+            }
+            (&Method::POST, ["challenge"]) => self.challenge(auth, req).await,
             (&Method::POST, ["loginAs"]) => self.login_as(auth, req).await,
             (&Method::POST, ["upgradeToRevocableSession"]) => self.upgrade_session(auth).await,
             (&Method::POST, ["requestPasswordReset"]) => self.request_password_reset(req).await,

@@ -5,8 +5,8 @@
 
 use axum::http::StatusCode;
 use oxbase_objects::{
-    Auth, FindOptions, LogIn, ParseError, ParseResult, WriteEffect, WriteReply, code,
-    email_not_configured, invalid_token,
+    Auth, Challenge, FindOptions, LogIn, ParseError, ParseResult, WriteEffect, WriteReply, code,
+    email_not_configured, invalid_token, redact_auth_data,
 };
 use oxbase_proto::TriggerName;
 use oxbase_store::{Condition, Filter, Object, QueryValue};
@@ -143,26 +143,51 @@ impl App {
         Ok(Reply::ok(json!({})))
     }
 
-    /// `GET` or `POST /login`.
+    /// `GET` or `POST /login`, with the body's `authData` (an enrolled
+    /// user's MFA token) checked after the password.
     pub(crate) async fn login(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
-        let (user_id, user) = self.objects.check_log_in(log_in_of(req)).await?;
+        let (user_id, user, auth_data) = self
+            .objects
+            .check_log_in(auth, log_in_of(req), req.body.get("authData"))
+            .await?;
         self.session_trigger(auth, req, TriggerName::BeforeLogin, &user, None)
             .await?;
+        self.objects.store_log_in_auth_data(&auth_data).await?;
         let token = self.objects.open_log_in_session(auth, &user_id).await?;
-        let reply = self.user_reply(req, &user_id, token).await?;
+        let mut reply = self.user_reply(auth, req, &user_id, token).await?;
         if let Value::Object(user) = &reply.body {
             self.session_trigger(auth, req, TriggerName::AfterLogin, user, Some(user))
                 .await?;
         }
+        if let (Value::Object(body), Some(response)) =
+            (&mut reply.body, auth_data.auth_data_response())
+        {
+            body.insert("authDataResponse".into(), response);
+        }
         Ok(reply)
+    }
+
+    /// `POST /challenge`: the user named by username and password, or by
+    /// `authData`, and each provider's answer to `challengeData`.
+    pub(crate) async fn challenge(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
+        let by_password = Challenge::of(&req.body)? == Challenge::Password;
+        if by_password {
+            self.objects.verify_log_in(log_in_of(req)).await?;
+        }
+        let body = self.objects.challenge(auth, &req.body, by_password).await?;
+        Ok(Reply::ok(body))
     }
 
     /// `GET` or `POST /verifyPassword`: the user, without a session, when
     /// the password is right. Failures count for the account lockout, as
     /// a log-in's do.
-    pub(crate) async fn verify_password(&self, req: &ParseRequest) -> ParseResult<Reply> {
+    pub(crate) async fn verify_password(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+    ) -> ParseResult<Reply> {
         let (user_id, _) = self.objects.verify_log_in(log_in_of(req)).await?;
-        let user = self.user_object(req, &user_id).await?;
+        let user = self.user_object(auth, req, &user_id).await?;
         Ok(Reply::ok(Value::Object(user)))
     }
 
@@ -183,7 +208,7 @@ impl App {
             )
         })?;
         let token = self.objects.open_session_as(auth, user_id).await?;
-        self.user_reply(req, user_id, token).await
+        self.user_reply(auth, req, user_id, token).await
     }
 
     /// `POST /upgradeToRevocableSession`: the new session, as the user
@@ -203,18 +228,25 @@ impl App {
     /// `/users/me` answer.
     pub(crate) async fn user_reply(
         &self,
+        auth: &Auth,
         req: &ParseRequest,
         user_id: &str,
         token: String,
     ) -> ParseResult<Reply> {
-        let mut object = self.user_object(req, user_id).await?;
+        let mut object = self.user_object(auth, req, user_id).await?;
         object.insert("sessionToken".into(), Value::from(token));
         Ok(Reply::ok(Value::Object(object)))
     }
 
-    /// The user's own object, as they read it.
-    async fn user_object(&self, req: &ParseRequest, user_id: &str) -> ParseResult<Object> {
-        let object: Object = self
+    /// The user's own object, as they read it: the master key also sees
+    /// their MFA secret, as in Parse.
+    async fn user_object(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+        user_id: &str,
+    ) -> ParseResult<Object> {
+        let mut object: Object = self
             .objects
             .get(
                 &Auth::master(),
@@ -223,6 +255,7 @@ impl App {
                 &FindOptions::for_get(&Map::new(), self.objects.limits())?,
             )
             .await?;
+        redact_auth_data(auth, &mut object);
         let mut objects = [object];
         self.expand_files(req, &mut objects);
         let [object] = objects;
@@ -232,7 +265,7 @@ impl App {
     /// `GET /users/me`.
     pub(crate) async fn me(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         let user = auth.user.as_ref().ok_or_else(invalid_token)?;
-        self.user_reply(req, &user.id, user.session_token.clone())
+        self.user_reply(auth, req, &user.id, user.session_token.clone())
             .await
     }
 

@@ -193,6 +193,7 @@ pub(crate) fn redact(auth: &Auth, class_name: &str, object: &mut Object, protect
             || auth.user_id().is_some()
                 && object.get("objectId").and_then(Value::as_str) == auth.user_id();
         if own {
+            crate::auth_data::redact_auth_data(auth, object);
             return;
         }
         object.remove("authData");

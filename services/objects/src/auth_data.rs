@@ -9,8 +9,10 @@
 //! key on MongoDB, one JSON column on SQL), and changed one provider at a
 //! time, so linking one provider keeps the others.
 
+mod challenge;
 mod config;
 mod jwt;
+mod mfa;
 mod oauth;
 mod providers;
 mod twitter;
@@ -18,9 +20,12 @@ mod twitter;
 use oxbase_store::{Condition, FieldPath, Filter, Object, QueryValue, UpdateOp};
 use serde_json::{Map, Value, json};
 
+pub use self::challenge::Challenge;
 pub use self::config::{AuthConfig, ProviderConfig, ProviderKind};
+pub use self::mfa::redact_auth_data;
+use self::mfa::{Checked, Step};
 pub(crate) use self::providers::Providers;
-use self::providers::unsupported;
+use self::providers::{mfa_not_configured, unsupported};
 use crate::ObjectLayer;
 use crate::auth::Auth;
 use crate::error::{ParseError, ParseResult, code};
@@ -158,6 +163,8 @@ pub struct AuthDataLogIn {
     providers: String,
     /// Providers' data that changed since the user last signed in.
     changed: AuthData,
+    /// Parse's `authDataResponse`: what providers answer the client.
+    response: Map<String, Value>,
 }
 
 impl AuthDataLogIn {
@@ -169,6 +176,97 @@ impl AuthDataLogIn {
     pub fn user_id(&self) -> &str {
         id_of(&self.user)
     }
+
+    /// Parse's `authDataResponse`, which its log-in answers.
+    pub fn auth_data_response(&self) -> Value {
+        Value::Object(self.response.clone())
+    }
+}
+
+/// The `authData` a password log-in (`/login`) sent, checked: what to
+/// store once the log-in goes through (a used-up recovery code), and
+/// Parse's `authDataResponse`, answered when the body had `authData`.
+#[derive(Debug, Default)]
+pub struct LogInAuthData {
+    user_id: String,
+    stored: Option<Value>,
+    changed: AuthData,
+    response: Option<Map<String, Value>>,
+}
+
+impl LogInAuthData {
+    pub fn auth_data_response(&self) -> Option<Value> {
+        self.response.clone().map(Value::Object)
+    }
+}
+
+/// Who providers' data is checked for: Parse hands its adapters the user
+/// the data is for, when it knows one, and whether the caller is that
+/// user or the master key.
+#[derive(Debug, Clone, Copy)]
+struct Checking<'a> {
+    auth: &'a Auth,
+    user: Option<&'a Object>,
+    signed_in: bool,
+    /// The data comes with a log-in rather than a write to the user.
+    logging_in: bool,
+}
+
+impl<'a> Checking<'a> {
+    fn new(auth: &'a Auth, user: Option<&'a Object>) -> Self {
+        let signed_in = user.is_some_and(|user| auth.master || auth.user_id() == Some(id_of(user)));
+        Self {
+            auth,
+            user,
+            signed_in,
+            logging_in: false,
+        }
+    }
+
+    fn nobody(auth: &'a Auth) -> Self {
+        Self::new(auth, None)
+    }
+
+    fn log_in(self) -> Self {
+        Self {
+            logging_in: true,
+            ..self
+        }
+    }
+}
+
+/// Providers' data once checked: what to store (`null` unlinks) and what
+/// providers answer (`authDataResponse`).
+#[derive(Debug, Default)]
+struct Validated {
+    auth_data: AuthData,
+    response: Map<String, Value>,
+}
+
+/// Parse's `additional` policy, which its `mfa` adapter has: a user who
+/// enrolled must send `authData.mfa` with every log-in.
+fn require_additional(
+    providers: &Providers,
+    user: &Object,
+    requested: &AuthData,
+) -> ParseResult<()> {
+    let enrolled = user
+        .get("authData")
+        .and_then(|auth_data| auth_data.get(mfa::PROVIDER))
+        .is_some_and(|data| !data.is_null());
+    if !enrolled {
+        return Ok(());
+    }
+    if providers.mfa().is_err() {
+        return Err(mfa_not_configured());
+    }
+    if requested.get(mfa::PROVIDER).is_some_and(mfa::truthy) {
+        return Ok(());
+    }
+    Err(ParseError::new(
+        code::OTHER_CAUSE,
+        format!("Missing additional authData {}", mfa::PROVIDER),
+    ))
 }
 
 /// What sign-up rules let a new user go without.
@@ -211,17 +309,21 @@ impl ObjectLayer {
         if found.len() > 1 || someone_else {
             // Checked first so that the refusal tells nothing to a client
             // who cannot sign in as that user.
-            self.validate_auth_data(&requested).await?;
+            self.validate_auth_data(&requested, Checking::new(auth, Some(user)))
+                .await?;
             return Err(already_linked());
         }
         let user = user.clone();
-        self.validate_auth_data(&requested).await?;
-        refuse_unchecked_mfa(&user)?;
-        let changed = mutated(&requested, user.get("authData"));
+        require_additional(&self.providers, &user, &requested)?;
+        let validated = self
+            .validate_auth_data(&requested, Checking::new(auth, Some(&user)).log_in())
+            .await?;
+        let changed = mutated(&validated.auth_data, user.get("authData"));
         Ok(Some(AuthDataLogIn {
             providers: requested.keys().cloned().collect::<Vec<_>>().join(","),
             user,
             changed,
+            response: validated.response,
         }))
     }
 
@@ -287,6 +389,7 @@ impl ObjectLayer {
     /// gets a random username when they give none.
     pub(crate) async fn auth_data_create_rules(
         &self,
+        auth: &Auth,
         parsed: &mut ParsedWrite,
     ) -> ParseResult<SignUpWith> {
         let Some(mut requested) = take_auth_data(parsed)? else {
@@ -298,12 +401,20 @@ impl ObjectLayer {
             return Ok(SignUpWith::default());
         }
         self.before_find(&mut requested, None).await?;
-        if !self.users_with_auth_data(&requested).await?.is_empty() {
-            self.validate_auth_data(&requested).await?;
+        let found = self.users_with_auth_data(&requested).await?;
+        if let Some(user) = found.first() {
+            self.validate_auth_data(&requested, Checking::new(auth, Some(user)))
+                .await?;
             return Err(already_linked());
         }
-        self.validate_auth_data(&requested).await?;
-        let linked: AuthData = requested
+        let validated = self
+            .validate_auth_data(&requested, Checking::nobody(auth))
+            .await?;
+        parsed
+            .respond
+            .insert("authDataResponse".into(), Value::Object(validated.response));
+        let linked: AuthData = validated
+            .auth_data
             .into_iter()
             .filter(|(_, d)| !d.is_null())
             .collect();
@@ -332,20 +443,20 @@ impl ObjectLayer {
     /// user has is refused; new or changed providers' data is checked.
     pub(crate) async fn auth_data_update_rules(
         &self,
+        auth: &Auth,
         object_id: &str,
         parsed: &mut ParsedWrite,
     ) -> ParseResult<()> {
         let Some(mut requested) = take_auth_data(parsed)? else {
             return Ok(());
         };
-        let stored = self
-            .user_by_id(object_id)
-            .await?
-            .and_then(|mut user| user.remove("authData"));
+        let user = self.user_by_id(object_id).await?;
+        let stored = user.as_ref().and_then(|user| user.get("authData")).cloned();
         self.before_find(&mut requested, stored.as_ref()).await?;
         let found = self.users_with_auth_data(&requested).await?;
-        if found.iter().any(|user| id_of(user) != object_id) {
-            self.validate_auth_data(&requested).await?;
+        if let Some(other) = found.iter().find(|user| id_of(user) != object_id) {
+            self.validate_auth_data(&requested, Checking::new(auth, Some(other)))
+                .await?;
             return Err(already_linked());
         }
         // A provider already linked to this user is checked again only if
@@ -355,10 +466,76 @@ impl ObjectLayer {
         } else {
             mutated(&requested, stored.as_ref())
         };
-        self.validate_auth_data(&changes).await?;
-        parsed
-            .changes
-            .extend(auth_data_changes(changes, stored.as_ref()));
+        if found.is_empty() || !changes.is_empty() {
+            // Parse's adapters see the user only when the caller is them
+            // or the master key.
+            let checking = Checking::new(auth, user.as_ref());
+            let checking = if checking.signed_in {
+                checking
+            } else {
+                Checking::nobody(auth)
+            };
+            let validated = self.validate_auth_data(&changes, checking).await?;
+            parsed
+                .respond
+                .insert("authDataResponse".into(), Value::Object(validated.response));
+            parsed
+                .changes
+                .extend(auth_data_changes(validated.auth_data, stored.as_ref()));
+        }
+        Ok(())
+    }
+
+    /// `/login`'s `authData`, for a user whose password checked out: an
+    /// MFA-enrolled user must send `authData.mfa` (Parse's `additional`
+    /// policy), and every provider sent is checked as a log-in.
+    pub async fn check_log_in_auth_data(
+        &self,
+        auth: &Auth,
+        user: &Object,
+        auth_data: Option<&Value>,
+    ) -> ParseResult<LogInAuthData> {
+        let sent = auth_data.filter(|data| !data.is_null());
+        let requested = match sent {
+            Some(Value::Object(requested)) => requested.clone(),
+            _ => AuthData::new(),
+        };
+        require_additional(&self.providers, user, &requested)?;
+        let mut checked = LogInAuthData {
+            user_id: id_of(user).to_owned(),
+            stored: user.get("authData").cloned(),
+            ..LogInAuthData::default()
+        };
+        let Some(sent) = sent else {
+            return Ok(checked);
+        };
+        let requested = auth_data_of(sent)?;
+        let validated = self
+            .validate_auth_data(&requested, Checking::new(auth, Some(user)).log_in())
+            .await?;
+        let changed = mutated(&validated.auth_data, checked.stored.as_ref());
+        if self
+            .users_with_auth_data(&changed)
+            .await?
+            .iter()
+            .any(|other| id_of(other) != checked.user_id)
+        {
+            return Err(already_linked());
+        }
+        checked.changed = changed;
+        checked.response = Some(validated.response);
+        Ok(checked)
+    }
+
+    /// Stores what a checked `/login`'s `authData` changed, once hooks let
+    /// the log-in through.
+    pub async fn store_log_in_auth_data(&self, checked: &LogInAuthData) -> ParseResult<()> {
+        if checked.changed.is_empty() {
+            return Ok(());
+        }
+        let changes = auth_data_changes(checked.changed.clone(), checked.stored.as_ref());
+        let update = self.prepare_system_update("_User", &checked.user_id, changes);
+        self.commit_one(update).await?;
         Ok(())
     }
 
@@ -388,17 +565,52 @@ impl ObjectLayer {
     }
 
     /// Checks every linked provider's data, in name order as Parse does so
-    /// that errors are the same whatever order the client wrote.
-    async fn validate_auth_data(&self, auth_data: &AuthData) -> ParseResult<()> {
-        let mut providers: Vec<(&String, &Map<String, Value>)> = auth_data
-            .iter()
-            .filter_map(|(provider, data)| data.as_object().map(|data| (provider, data)))
-            .collect();
+    /// that errors are the same whatever order the client wrote: what to
+    /// store, and what the providers answer.
+    async fn validate_auth_data(
+        &self,
+        auth_data: &AuthData,
+        checking: Checking<'_>,
+    ) -> ParseResult<Validated> {
+        let mut providers: Vec<(&String, &Value)> = auth_data.iter().collect();
         providers.sort_by_key(|(provider, _)| *provider);
+        let mut validated = Validated::default();
         for (provider, data) in providers {
-            self.providers.validate(provider, data).await?;
+            let Value::Object(data) = data else {
+                validated.auth_data.insert(provider.clone(), Value::Null);
+                continue;
+            };
+            let checked = if provider == mfa::PROVIDER {
+                self.check_mfa(data, checking)?
+            } else {
+                self.providers.validate(provider, data).await?;
+                Checked::as_given(data)
+            };
+            if let Some(response) = checked.response {
+                validated.response.insert(provider.clone(), response);
+            }
+            if let Some(save) = checked.save {
+                validated.auth_data.insert(provider.clone(), save);
+            }
         }
-        Ok(())
+        Ok(validated)
+    }
+
+    /// The `mfa` adapter's step for this user (set up, log in or update).
+    fn check_mfa(&self, data: &Map<String, Value>, checking: Checking<'_>) -> ParseResult<Checked> {
+        let totp = self.providers.mfa()?;
+        let step = Step::of(mfa::PROVIDER, checking.user, checking.signed_in);
+        if checking.logging_in && checking.auth.master && step == Step::Update {
+            // Parse lets the master key log an enrolled user in unchecked,
+            // but then stores the log-in's `{token}` as the user's MFA data,
+            // which ends their enrolment; oxbase keeps the data.
+            return Ok(Checked::do_not_save());
+        }
+        let stored = checking
+            .user
+            .and_then(|user| user.get("authData"))
+            .and_then(|auth_data| auth_data.get(mfa::PROVIDER));
+        totp.check(step, checking.auth.master, data, stored)
     }
 
     /// Users (at most two) holding one of the provider ids given, as
@@ -431,24 +643,6 @@ impl ObjectLayer {
             .limit(2);
         self.find_raw(&query).await
     }
-}
-
-/// A user who enrolled in multi-factor authentication on Parse Server
-/// (`authData.mfa`) must give a second factor on every log-in. oxbase
-/// cannot check one yet, so it refuses the log-in rather than let the
-/// password (or another provider) alone through.
-pub(crate) fn refuse_unchecked_mfa(user: &Object) -> ParseResult<()> {
-    let enrolled = user
-        .get("authData")
-        .and_then(|data| data.get("mfa"))
-        .is_some_and(|mfa| !mfa.is_null());
-    if enrolled {
-        return Err(ParseError::new(
-            code::UNSUPPORTED_SERVICE,
-            "This account uses multi-factor authentication (mfa), which oxbase does not support yet.",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -497,6 +691,31 @@ mod tests {
         assert_eq!(name.len(), 25);
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(name, random_username());
+    }
+
+    #[test]
+    fn enrolled_users_need_mfa_to_log_in() {
+        let user = map(json!({"authData": {"mfa": {"secret": "S"}, "anonymous": {"id": "a"}}}));
+        let plain = map(json!({"authData": {"anonymous": {"id": "a"}}}));
+        let sent = map(json!({"mfa": {"token": "123456"}}));
+        let unconfigured = Providers::new(AuthConfig::default());
+        assert!(require_additional(&unconfigured, &plain, &AuthData::new()).is_ok());
+        // A second factor this server cannot check is refused, not skipped.
+        let err = require_additional(&unconfigured, &user, &sent).unwrap_err();
+        assert!(err.to_string().starts_with("252: "), "{err}");
+        let mut config = AuthConfig::default();
+        config.providers.insert(
+            "mfa".into(),
+            ProviderConfig {
+                options: vec!["TOTP".into()],
+                ..ProviderConfig::default()
+            },
+        );
+        let configured = Providers::new(config);
+        assert!(require_additional(&configured, &user, &sent).is_ok());
+        let missing =
+            require_additional(&configured, &user, &map(json!({"mfa": null}))).unwrap_err();
+        assert_eq!(missing.to_string(), "-1: Missing additional authData mfa");
     }
 
     #[test]

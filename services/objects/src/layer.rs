@@ -73,6 +73,8 @@ pub struct ObjectLayer {
 pub struct PreparedWrite {
     op: WriteOp,
     echo: Vec<String>,
+    /// Fields the reply carries besides the object's (`authDataResponse`).
+    respond: Map<String, Value>,
     /// Who makes the write, for its event; `None` when events are off.
     events: Option<EventContext>,
     /// Installations this save duplicates, deleted once it is committed.
@@ -711,6 +713,7 @@ impl ObjectLayer {
                 relations: parsed.relations,
             },
             echo: parsed.echo,
+            respond: parsed.respond,
             events: self.event_context(auth),
             duplicates: Vec::new(),
             sets_password: false,
@@ -767,6 +770,7 @@ impl ObjectLayer {
                 precondition: write_precondition(auth, clp),
             },
             echo: parsed.echo,
+            respond: parsed.respond,
             events: self.event_context(auth),
             duplicates: Vec::new(),
             sets_password,
@@ -792,6 +796,7 @@ impl ObjectLayer {
                 precondition: Filter::All,
             },
             echo: Vec::new(),
+            respond: Map::new(),
             events: self.event_context(&Auth::master()),
             duplicates: Vec::new(),
             sets_password: false,
@@ -831,6 +836,7 @@ impl ObjectLayer {
                 precondition: write_precondition(auth, clp),
             },
             echo: Vec::new(),
+            respond: Map::new(),
             events: self.event_context(auth),
             duplicates: Vec::new(),
             sets_password: false,
@@ -859,7 +865,10 @@ impl ObjectLayer {
         writes: Vec<PreparedWrite>,
         atomic: bool,
     ) -> ParseResult<Vec<ParseResult<WriteReply>>> {
-        let echoes: Vec<Vec<String>> = writes.iter().map(|w| w.echo.clone()).collect();
+        let echoes: Vec<(Vec<String>, Map<String, Value>)> = writes
+            .iter()
+            .map(|w| (w.echo.clone(), w.respond.clone()))
+            .collect();
         // The writes of one call share one request, so one context.
         let events = writes.first().and_then(|w| w.events.clone());
         let has_events = events.is_some();
@@ -875,7 +884,7 @@ impl ObjectLayer {
         Ok(outcomes
             .into_iter()
             .zip(echoes)
-            .map(|(outcome, echo)| Ok(reply(outcome?, &echo)))
+            .map(|(outcome, (echo, respond))| Ok(reply(outcome?, &echo, respond)))
             .collect())
     }
 
@@ -1049,13 +1058,14 @@ fn store_query(class_name: &str, options: &FindOptions) -> Query {
 
 /// Parse's responses: a create answers its id and creation time, an update
 /// its update time; both add the results of atomic operators.
-fn reply(outcome: WriteOutcome, echo: &[String]) -> WriteReply {
+fn reply(outcome: WriteOutcome, echo: &[String], respond: Map<String, Value>) -> WriteReply {
     let echoed = |object: &Object, body: &mut Map<String, Value>| {
         for key in echo {
             if let Some(value) = object.get(key) {
                 body.insert(key.clone(), value.clone());
             }
         }
+        body.extend(respond);
     };
     match outcome {
         WriteOutcome::Created(object) => {

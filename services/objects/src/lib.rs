@@ -36,7 +36,10 @@ use oxbase_kit::Config;
 use oxbase_store::Store;
 
 pub use crate::auth::{Auth, SessionUser};
-pub use crate::auth_data::{AuthConfig, AuthDataLogIn, ProviderConfig, ProviderKind};
+pub use crate::auth_data::{
+    AuthConfig, AuthDataLogIn, Challenge, LogInAuthData, ProviderConfig, ProviderKind,
+    redact_auth_data,
+};
 pub use crate::config::{
     AccountLockout, EmailConfig, Limits, PasswordPattern, PasswordPolicy, SmtpTls,
 };

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::ObjectLayer;
 use crate::auth::Auth;
+use crate::auth_data::LogInAuthData;
 use crate::error::{ParseError, ParseResult, code};
 use crate::layer::PreparedWrite;
 use crate::values::{ParsedWrite, format_date};
@@ -101,7 +102,7 @@ impl ObjectLayer {
         parsed: &mut ParsedWrite,
     ) -> ParseResult<()> {
         Self::check_email_verified_write(auth, parsed)?;
-        let sign_up_with = self.auth_data_create_rules(parsed).await?;
+        let sign_up_with = self.auth_data_create_rules(auth, parsed).await?;
         let username = set_string(parsed, "username")?.filter(|u| !u.is_empty());
         if username.is_none() {
             return Err(ParseError::new(
@@ -151,7 +152,7 @@ impl ObjectLayer {
             ));
         }
         Self::check_email_verified_write(auth, parsed)?;
-        self.auth_data_update_rules(object_id, parsed).await?;
+        self.auth_data_update_rules(auth, object_id, parsed).await?;
         if let Some(UpdateOp::Delete) = set_value(parsed, "username") {
             return Err(ParseError::new(
                 code::USERNAME_MISSING,
@@ -397,17 +398,21 @@ pub struct LogIn<'a> {
 }
 
 impl ObjectLayer {
-    /// Checks a log-in's username (or email) and password, then the
-    /// password's age: the user's id and the user as stored. No session
-    /// exists yet, so that a `beforeLogin` hook can still refuse it.
+    /// Checks a log-in's username (or email) and password, the `authData`
+    /// sent with them (an enrolled user's second factor), then the
+    /// password's age: the user's id, the user as stored and what the
+    /// `authData` changes. No session exists yet, so that a `beforeLogin`
+    /// hook can still refuse it.
     pub async fn check_log_in(
         &self,
+        auth: &Auth,
         login: LogIn<'_>,
-    ) -> ParseResult<(String, oxbase_store::Object)> {
+        auth_data: Option<&Value>,
+    ) -> ParseResult<(String, oxbase_store::Object, LogInAuthData)> {
         let (user_id, user) = self.verify_log_in(login).await?;
-        crate::auth_data::refuse_unchecked_mfa(&user)?;
+        let auth_data = self.check_log_in_auth_data(auth, &user, auth_data).await?;
         self.check_password_age(&user_id, &user).await?;
-        Ok((user_id, user))
+        Ok((user_id, user, auth_data))
     }
 
     /// Checks a username (or email) and password, as `/login` and

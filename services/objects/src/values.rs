@@ -295,6 +295,9 @@ pub struct ParsedWrite {
     pub echo: Vec<String>,
     /// The objectId a create asks for (when custom ids are allowed).
     pub object_id: Option<String>,
+    /// Fields the response carries besides the object's, such as Parse's
+    /// `authDataResponse`.
+    pub respond: Map<String, Value>,
     /// `AddRelation`/`RemoveRelation` changes, by field.
     pub relations: Vec<RelationChange>,
 }

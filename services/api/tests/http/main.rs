@@ -14,6 +14,7 @@ mod email;
 mod files;
 mod installations;
 mod keys;
+mod mfa;
 mod objects;
 mod queries;
 mod schemas;

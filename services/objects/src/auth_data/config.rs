@@ -101,6 +101,15 @@ pub struct ProviderConfig {
     /// signs in (`{id, access_token}`), with no code exchanged. Any app's
     /// token for the user passes, which is why Parse deprecates it.
     pub enable_insecure_auth: bool,
+    /// `mfa`: Parse's `options`, the second factors offered. Only `TOTP`
+    /// is supported; `SMS` is refused at start-up.
+    pub options: Vec<String>,
+    /// `mfa`: digits of a one-time password, 4 to 10.
+    pub digits: u32,
+    /// `mfa`: seconds a one-time password lasts, at least 10.
+    pub period: u64,
+    /// `mfa`: the TOTP's HMAC: `SHA1`, `SHA256` or `SHA512`.
+    pub algorithm: String,
 }
 
 impl Default for ProviderConfig {
@@ -115,6 +124,10 @@ impl Default for ProviderConfig {
             api_url: None,
             token_url: None,
             enable_insecure_auth: false,
+            options: Vec::new(),
+            digits: 6,
+            period: 30,
+            algorithm: "SHA1".to_owned(),
         }
     }
 }
@@ -172,6 +185,10 @@ impl Section for AuthConfig {
                 ));
             }
             if !provider.enabled {
+                continue;
+            }
+            if name == super::mfa::PROVIDER {
+                super::mfa::Totp::of(provider).map_err(|e| format!("providers.{name}: {e}"))?;
                 continue;
             }
             let Some(kind) = provider.kind_for(name) else {
@@ -277,5 +294,8 @@ mod tests {
             check(json!({"line": {"enable_insecure_auth": true, "api_url": "ftp://x"}})).is_err()
         );
         assert!(check(json!({"a.b": {"enabled": false}})).is_err());
+        assert!(check(json!({"mfa": {}})).is_err(), "mfa needs its options");
+        assert!(check(json!({"mfa": {"options": ["TOTP"], "algorithm": "SHA256"}})).is_ok());
+        assert!(check(json!({"mfa": {"options": ["SMS"]}})).is_err());
     }
 }

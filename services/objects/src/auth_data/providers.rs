@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::config::{AuthConfig, ProviderConfig, ProviderKind};
 use super::jwt::{JwksCache, Token, invalid};
+use super::mfa::{self, Totp};
 use super::oauth::{Api, ApiClient};
 use crate::error::{ParseError, ParseResult, code};
 
@@ -25,7 +26,6 @@ const NOT_YET: &[&str] = &[
     "weibo",
     "qq",
     "ldap",
-    "mfa",
     "phantauth",
     "janraincapture",
     "janrainengage",
@@ -53,6 +53,17 @@ fn not_yet(name: &str) -> ParseError {
             "Signing in with {name} is not supported by oxbase yet; configure it as an \
              `oidc` provider if it issues OpenID Connect tokens."
         ),
+    )
+}
+
+/// Parse Server crashes on MFA data when its `mfa` adapter has no
+/// options; oxbase refuses it, and refuses to log in an enrolled user
+/// whose second factor it cannot check.
+pub(crate) fn mfa_not_configured() -> ParseError {
+    ParseError::new(
+        code::UNSUPPORTED_SERVICE,
+        "Multi-factor authentication (mfa) is not configured on this server \
+         ([auth.providers.mfa] options = [\"TOTP\"]).",
     )
 }
 
@@ -111,6 +122,16 @@ impl Providers {
             }
             None if is_parse_builtin(name) => Some(Validator::NotYet),
             None => None,
+        }
+    }
+
+    /// The TOTP settings of the `mfa` provider; refused as Parse refuses a
+    /// disabled provider, or because it is not configured.
+    pub(crate) fn mfa(&self) -> ParseResult<Totp> {
+        match self.config.providers.get(mfa::PROVIDER) {
+            Some(provider) if !provider.enabled => Err(unsupported()),
+            Some(provider) => Totp::of(provider).map_err(|_| mfa_not_configured()),
+            None => Err(mfa_not_configured()),
         }
     }
 
