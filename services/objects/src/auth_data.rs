@@ -9,8 +9,11 @@
 //! key on MongoDB, one JSON column on SQL), and changed one provider at a
 //! time, so linking one provider keeps the others.
 
+mod code_apis;
 mod config;
+mod gcenter;
 mod jwt;
+mod ldap;
 mod oauth;
 mod providers;
 mod twitter;
@@ -211,11 +214,11 @@ impl ObjectLayer {
         if found.len() > 1 || someone_else {
             // Checked first so that the refusal tells nothing to a client
             // who cannot sign in as that user.
-            self.validate_auth_data(&requested).await?;
+            self.validate_auth_data(&mut requested).await?;
             return Err(already_linked());
         }
         let user = user.clone();
-        self.validate_auth_data(&requested).await?;
+        self.validate_auth_data(&mut requested).await?;
         refuse_unchecked_mfa(&user)?;
         let changed = mutated(&requested, user.get("authData"));
         Ok(Some(AuthDataLogIn {
@@ -299,10 +302,10 @@ impl ObjectLayer {
         }
         self.before_find(&mut requested, None).await?;
         if !self.users_with_auth_data(&requested).await?.is_empty() {
-            self.validate_auth_data(&requested).await?;
+            self.validate_auth_data(&mut requested).await?;
             return Err(already_linked());
         }
-        self.validate_auth_data(&requested).await?;
+        self.validate_auth_data(&mut requested).await?;
         let linked: AuthData = requested
             .into_iter()
             .filter(|(_, d)| !d.is_null())
@@ -345,17 +348,17 @@ impl ObjectLayer {
         self.before_find(&mut requested, stored.as_ref()).await?;
         let found = self.users_with_auth_data(&requested).await?;
         if found.iter().any(|user| id_of(user) != object_id) {
-            self.validate_auth_data(&requested).await?;
+            self.validate_auth_data(&mut requested).await?;
             return Err(already_linked());
         }
         // A provider already linked to this user is checked again only if
         // its data changed (the SDK sends linked data back as it got it).
-        let changes = if found.is_empty() {
+        let mut changes = if found.is_empty() {
             requested
         } else {
             mutated(&requested, stored.as_ref())
         };
-        self.validate_auth_data(&changes).await?;
+        self.validate_auth_data(&mut changes).await?;
         parsed
             .changes
             .extend(auth_data_changes(changes, stored.as_ref()));
@@ -388,11 +391,12 @@ impl ObjectLayer {
     }
 
     /// Checks every linked provider's data, in name order as Parse does so
-    /// that errors are the same whatever order the client wrote.
-    async fn validate_auth_data(&self, auth_data: &AuthData) -> ParseResult<()> {
-        let mut providers: Vec<(&String, &Map<String, Value>)> = auth_data
-            .iter()
-            .filter_map(|(provider, data)| data.as_object().map(|data| (provider, data)))
+    /// that errors are the same whatever order the client wrote. A check
+    /// may take secrets out of the data (LDAP's password).
+    async fn validate_auth_data(&self, auth_data: &mut AuthData) -> ParseResult<()> {
+        let mut providers: Vec<(&String, &mut Map<String, Value>)> = auth_data
+            .iter_mut()
+            .filter_map(|(provider, data)| data.as_object_mut().map(|data| (provider, data)))
             .collect();
         providers.sort_by_key(|(provider, _)| *provider);
         for (provider, data) in providers {

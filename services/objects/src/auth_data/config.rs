@@ -101,6 +101,29 @@ pub struct ProviderConfig {
     /// signs in (`{id, access_token}`), with no code exchanged. Any app's
     /// token for the user passes, which is why Parse deprecates it.
     pub enable_insecure_auth: bool,
+    /// Game Center: the app's bundle id (Parse's `bundleId`), part of what
+    /// Apple signs. Required unless `enable_insecure_auth`, where the
+    /// client's `authData.bundleId` stands in.
+    pub bundle_id: Option<String>,
+    /// Game Center: the PEM certificate of the CA that issues Apple's
+    /// signing certificates (Parse's `rootCertificateUrl`).
+    pub root_certificate_url: Option<String>,
+    /// Game Center: where a player's `publicKeyUrl` may point, as URL
+    /// prefixes; Apple's rule (`https://` on `apple.com` or a subdomain)
+    /// when empty. The URL must end in `.cer` either way.
+    pub public_key_url_prefixes: Vec<String>,
+    /// LDAP: the server, `ldap://host:port` (Parse's `url`).
+    pub url: Option<String>,
+    /// LDAP: the users' base DN; a user binds as `uid=<id>,<suffix>` and
+    /// groups are searched under it.
+    pub suffix: Option<String>,
+    /// LDAP: the DN to bind as instead, `{{id}}` standing for the user id
+    /// (Parse's `dn`).
+    pub dn: Option<String>,
+    /// LDAP: the `cn` of the group a user must be in (Parse's `groupCn`),
+    /// found with `group_filter`, e.g. `(memberUid={{id}})`.
+    pub group_cn: Option<String>,
+    pub group_filter: Option<String>,
 }
 
 impl Default for ProviderConfig {
@@ -115,6 +138,14 @@ impl Default for ProviderConfig {
             api_url: None,
             token_url: None,
             enable_insecure_auth: false,
+            bundle_id: None,
+            root_certificate_url: None,
+            public_key_url_prefixes: Vec::new(),
+            url: None,
+            suffix: None,
+            dn: None,
+            group_cn: None,
+            group_filter: None,
         }
     }
 }
@@ -175,9 +206,13 @@ impl Section for AuthConfig {
                 continue;
             }
             let Some(kind) = provider.kind_for(name) else {
-                if let Some(api) = Api::of(name) {
-                    api.check_config(provider)
-                        .map_err(|e| format!("providers.{name}: {e}"))?;
+                let checked = match name.as_str() {
+                    "gcenter" => Some(super::gcenter::check_config(provider)),
+                    "ldap" => Some(super::ldap::check_config(provider)),
+                    _ => Api::of(name).map(|api| api.check_config(provider)),
+                };
+                if let Some(checked) = checked {
+                    checked.map_err(|e| format!("providers.{name}: {e}"))?;
                     continue;
                 }
                 // Parse's other built-in providers answer that oxbase does
@@ -277,5 +312,14 @@ mod tests {
             check(json!({"line": {"enable_insecure_auth": true, "api_url": "ftp://x"}})).is_err()
         );
         assert!(check(json!({"a.b": {"enabled": false}})).is_err());
+        // Game Center signs with the app's bundle id; LDAP needs a server.
+        assert!(check(json!({"gcenter": {}})).is_err());
+        assert!(check(json!({"gcenter": {"bundle_id": "com.x"}})).is_ok());
+        assert!(check(json!({"gcenter": {"enable_insecure_auth": true}})).is_ok());
+        assert!(check(json!({"ldap": {"suffix": "dc=x"}})).is_err());
+        assert!(check(json!({"ldap": {"url": "ldaps://h", "suffix": "dc=x"}})).is_err());
+        assert!(check(json!({"ldap": {"url": "ldap://h", "suffix": "dc=x"}})).is_ok());
+        assert!(check(json!({"weibo": {"client_ids": ["x"], "client_secret": "s"}})).is_ok());
+        assert!(check(json!({"qq": {}})).is_err());
     }
 }
