@@ -10,8 +10,11 @@
 //! time, so linking one provider keeps the others.
 
 mod challenge;
+mod code_apis;
 mod config;
+mod gcenter;
 mod jwt;
+mod ldap;
 mod mfa;
 mod oauth;
 mod providers;
@@ -583,8 +586,11 @@ impl ObjectLayer {
             let checked = if provider == mfa::PROVIDER {
                 self.check_mfa(data, checking)?
             } else {
-                self.providers.validate(provider, data).await?;
-                Checked::as_given(data)
+                // A check may take secrets out of what is stored (LDAP's
+                // password).
+                let mut data = data.clone();
+                self.providers.validate(provider, &mut data).await?;
+                Checked::as_given(&data)
             };
             if let Some(response) = checked.response {
                 validated.response.insert(provider.clone(), response);

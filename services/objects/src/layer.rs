@@ -631,8 +631,13 @@ impl ObjectLayer {
             .unwrap_or_default();
         for object in &mut objects {
             access::redact(auth, class_name, object, protected);
+            if class_name == "_User"
+                && let Some(auth_data) = object.get_mut("authData")
+            {
+                self.providers.after_find(auth_data);
+            }
             for value in object.values_mut() {
-                redact_included(auth, view, value);
+                redact_included(auth, view, &self.providers, value);
             }
             for (name, target) in &relations {
                 if options.keys.as_ref().is_none_or(|keys| keys.contains(name)) {
@@ -1006,12 +1011,13 @@ fn restrict_subqueries(auth: &Auth, view: &SchemaView, filter: &mut Filter) -> P
     }
 }
 
-/// Redacts objects that `include` put inside a result, at any depth.
-fn redact_included(auth: &Auth, view: &SchemaView, value: &mut Value) {
+/// Redacts objects that `include` put inside a result, at any depth; an
+/// included user's `authData` is answered as a found user's.
+fn redact_included(auth: &Auth, view: &SchemaView, providers: &Providers, value: &mut Value) {
     match value {
         Value::Array(items) => items
             .iter_mut()
-            .for_each(|item| redact_included(auth, view, item)),
+            .for_each(|item| redact_included(auth, view, providers, item)),
         Value::Object(map) => {
             if map.get("__type").and_then(Value::as_str) == Some("Object")
                 && let Some(class_name) = map
@@ -1024,11 +1030,16 @@ fn redact_included(auth: &Auth, view: &SchemaView, value: &mut Value) {
                 map.remove("__type");
                 map.remove("className");
                 access::redact(auth, &class_name, map, &protected);
+                if class_name == "_User"
+                    && let Some(auth_data) = map.get_mut("authData")
+                {
+                    providers.after_find(auth_data);
+                }
                 map.insert("__type".into(), Value::from("Object"));
                 map.insert("className".into(), Value::from(class_name));
             }
             map.values_mut()
-                .for_each(|item| redact_included(auth, view, item));
+                .for_each(|item| redact_included(auth, view, providers, item));
         }
         _ => {}
     }

@@ -253,11 +253,19 @@ async fn github_exchanges_codes_for_the_user_id() {
     assert_eq!(status, 201, "{created}");
     let token = created["sessionToken"].as_str().unwrap();
     let (_, me) = as_user(&server, token, Method::GET, "users/me", None).await;
-    // The code is spent: the user id and access token it stood for stay.
+    // The code is spent; the access token it stood for is stored but, as
+    // Parse's code adapters' afterFind, shown to no one: only the id.
+    assert_eq!(me["authData"]["github"], json!({"id": "4242"}), "{me}");
+    let id = created["objectId"].as_str().unwrap();
+    let (_, seen) = server
+        .master_json(Method::GET, &format!("users/{id}"), None)
+        .await;
+    assert_eq!(seen["authData"]["github"], json!({"id": "4242"}), "{seen}");
+    let (_, found) = server.master_json(Method::GET, "users", None).await;
     assert_eq!(
-        me["authData"]["github"],
-        json!({"id": "4242", "access_token": TOKEN}),
-        "{me}"
+        found["results"][0]["authData"]["github"],
+        json!({"id": "4242"}),
+        "{found}"
     );
 
     let (status, again) = sign_in(&server, "github", json!({"code": CODE, "id": "4242"})).await;
@@ -359,6 +367,14 @@ async fn facebook_checks_the_app_and_the_user() {
     )
     .await;
     assert_eq!(status, 201, "{created}");
+    // Facebook's adapter has no afterFind: its user sees the data as stored.
+    let session = created["sessionToken"].as_str().unwrap();
+    let (_, me) = as_user(&server, session, Method::GET, "users/me", None).await;
+    assert_eq!(
+        me["authData"]["facebook"],
+        json!({"id": "fb-1", "access_token": TOKEN}),
+        "{me}"
+    );
     let invalid = "Facebook auth is invalid for this user.";
     // The user's token, but another app's.
     assert_message(
@@ -461,7 +477,7 @@ async fn twitter_signs_verify_credentials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn providers_not_built_stay_refused_clearly() {
     let server = TestServer::start().await;
-    let (status, body) = sign_in(&server, "gcenter", json!({"id": "G:1"})).await;
+    let (status, body) = sign_in(&server, "vkontakte", json!({"id": "G:1"})).await;
     assert_eq!((status, body["code"].clone()), (400, json!(252)), "{body}");
     assert!(
         body["error"]

@@ -4,7 +4,10 @@ mod common;
 
 mod accounts;
 mod acl;
+mod auth_code_providers;
 mod auth_data;
+mod auth_gcenter;
+mod auth_ldap;
 mod auth_providers;
 mod bad_input;
 mod batch;

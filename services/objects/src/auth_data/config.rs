@@ -110,6 +110,29 @@ pub struct ProviderConfig {
     pub period: u64,
     /// `mfa`: the TOTP's HMAC: `SHA1`, `SHA256` or `SHA512`.
     pub algorithm: String,
+    /// Game Center: the app's bundle id (Parse's `bundleId`), part of what
+    /// Apple signs. Required unless `enable_insecure_auth`, where the
+    /// client's `authData.bundleId` stands in.
+    pub bundle_id: Option<String>,
+    /// Game Center: the PEM certificate of the CA that issues Apple's
+    /// signing certificates (Parse's `rootCertificateUrl`).
+    pub root_certificate_url: Option<String>,
+    /// Game Center: where a player's `publicKeyUrl` may point, as URL
+    /// prefixes; Apple's rule (`https://` on `apple.com` or a subdomain)
+    /// when empty. The URL must end in `.cer` either way.
+    pub public_key_url_prefixes: Vec<String>,
+    /// LDAP: the server, `ldap://host:port` (Parse's `url`).
+    pub url: Option<String>,
+    /// LDAP: the users' base DN; a user binds as `uid=<id>,<suffix>` and
+    /// groups are searched under it.
+    pub suffix: Option<String>,
+    /// LDAP: the DN to bind as instead, `{{id}}` standing for the user id
+    /// (Parse's `dn`).
+    pub dn: Option<String>,
+    /// LDAP: the `cn` of the group a user must be in (Parse's `groupCn`),
+    /// found with `group_filter`, e.g. `(memberUid={{id}})`.
+    pub group_cn: Option<String>,
+    pub group_filter: Option<String>,
 }
 
 impl Default for ProviderConfig {
@@ -128,6 +151,14 @@ impl Default for ProviderConfig {
             digits: 6,
             period: 30,
             algorithm: "SHA1".to_owned(),
+            bundle_id: None,
+            root_certificate_url: None,
+            public_key_url_prefixes: Vec::new(),
+            url: None,
+            suffix: None,
+            dn: None,
+            group_cn: None,
+            group_filter: None,
         }
     }
 }
@@ -192,9 +223,13 @@ impl Section for AuthConfig {
                 continue;
             }
             let Some(kind) = provider.kind_for(name) else {
-                if let Some(api) = Api::of(name) {
-                    api.check_config(provider)
-                        .map_err(|e| format!("providers.{name}: {e}"))?;
+                let checked = match name.as_str() {
+                    "gcenter" => Some(super::gcenter::check_config(provider)),
+                    "ldap" => Some(super::ldap::check_config(provider)),
+                    _ => Api::of(name).map(|api| api.check_config(provider)),
+                };
+                if let Some(checked) = checked {
+                    checked.map_err(|e| format!("providers.{name}: {e}"))?;
                     continue;
                 }
                 // Parse's other built-in providers answer that oxbase does
@@ -297,5 +332,14 @@ mod tests {
         assert!(check(json!({"mfa": {}})).is_err(), "mfa needs its options");
         assert!(check(json!({"mfa": {"options": ["TOTP"], "algorithm": "SHA256"}})).is_ok());
         assert!(check(json!({"mfa": {"options": ["SMS"]}})).is_err());
+        // Game Center signs with the app's bundle id; LDAP needs a server.
+        assert!(check(json!({"gcenter": {}})).is_err());
+        assert!(check(json!({"gcenter": {"bundle_id": "com.x"}})).is_ok());
+        assert!(check(json!({"gcenter": {"enable_insecure_auth": true}})).is_ok());
+        assert!(check(json!({"ldap": {"suffix": "dc=x"}})).is_err());
+        assert!(check(json!({"ldap": {"url": "ldaps://h", "suffix": "dc=x"}})).is_err());
+        assert!(check(json!({"ldap": {"url": "ldap://h", "suffix": "dc=x"}})).is_ok());
+        assert!(check(json!({"weibo": {"client_ids": ["x"], "client_secret": "s"}})).is_ok());
+        assert!(check(json!({"qq": {}})).is_err());
     }
 }

@@ -9,7 +9,9 @@
 //! exchanges for an access token with the app's client id and secret, and
 //! the provider's user id answered for that token becomes `authData.id`.
 //! With `enable_insecure_auth` a client may instead send `{id,
-//! access_token}`, which passes when the token is that user's.
+//! access_token}`, which passes when the token is that user's. Google Play
+//! Games, WeChat, Weibo and QQ are code providers too, whose requests
+//! differ more (`code_apis.rs`).
 //!
 //! Every URL defaults to the provider's own and can be configured
 //! (`api_url`, `token_url`), so that tests point them at a local double.
@@ -38,6 +40,10 @@ pub(crate) enum Api {
     Instagram,
     Line,
     Spotify,
+    Gpgames,
+    Wechat,
+    Weibo,
+    Qq,
 }
 
 fn invalid(message: impl Into<String>) -> ParseError {
@@ -56,6 +62,10 @@ impl Api {
             "instagram" => Self::Instagram,
             "line" => Self::Line,
             "spotify" => Self::Spotify,
+            "gpgames" => Self::Gpgames,
+            "wechat" => Self::Wechat,
+            "weibo" => Self::Weibo,
+            "qq" => Self::Qq,
             _ => return None,
         })
     }
@@ -70,8 +80,13 @@ impl Api {
             Self::Linkedin => "LinkedIn",
             Self::Instagram => "Instagram",
             Self::Line => "Line",
-            // Parse's Spotify adapter names itself in lower case.
+            // Parse's Spotify, Play Games and QQ adapters name themselves
+            // in lower case.
             Self::Spotify => "spotify",
+            Self::Gpgames => "gpgames",
+            Self::Wechat => "WeChat",
+            Self::Weibo => "Weibo",
+            Self::Qq => "qq",
         }
     }
 
@@ -85,6 +100,10 @@ impl Api {
             Self::Instagram => "https://graph.instagram.com",
             Self::Line => "https://api.line.me",
             Self::Spotify => "https://api.spotify.com",
+            Self::Gpgames => "https://www.googleapis.com",
+            Self::Wechat => "https://api.weixin.qq.com",
+            Self::Weibo => "https://api.weibo.com",
+            Self::Qq => "https://graph.qq.com",
         }
     }
 
@@ -98,6 +117,10 @@ impl Api {
             Self::Instagram => "https://api.instagram.com/oauth/access_token",
             Self::Line => "https://api.line.me/oauth2/v2.1/token",
             Self::Spotify => "https://accounts.spotify.com/api/token",
+            Self::Gpgames => "https://oauth2.googleapis.com/token",
+            Self::Wechat => "https://api.weixin.qq.com/sns/oauth2/access_token",
+            Self::Weibo => "https://api.weibo.com/oauth2/access_token",
+            Self::Qq => "https://graph.qq.com/oauth2.0/token",
         })
     }
 
@@ -132,7 +155,7 @@ impl Api {
         }
     }
 
-    fn api_url(self, config: &ProviderConfig, path: &str) -> String {
+    pub(super) fn api_url(self, config: &ProviderConfig, path: &str) -> String {
         let base = config.api_url.as_deref().unwrap_or(self.default_api_url());
         format!("{}{path}", base.trim_end_matches('/'))
     }
@@ -141,11 +164,11 @@ impl Api {
         invalid(format!("{} auth is not configured.", self.label()))
     }
 
-    fn invalid_for_user(self) -> ParseError {
+    pub(super) fn invalid_for_user(self) -> ParseError {
         invalid(format!("{} auth is invalid for this user.", self.label()))
     }
 
-    fn request_failed(self) -> ParseError {
+    pub(super) fn request_failed(self) -> ParseError {
         // Spotify's adapter capitalises its name here only.
         let label = match self {
             Self::Spotify => "Spotify",
@@ -155,31 +178,32 @@ impl Api {
     }
 }
 
-/// What a provider answered: its status and JSON body (`Null` when the
-/// body is not JSON).
-struct Answer {
+/// What a provider answered: its status, body, and the body as JSON
+/// (`Null` when it is not JSON).
+pub(super) struct Answer {
     status: StatusCode,
-    body: Value,
+    pub(super) raw: String,
+    pub(super) body: Value,
 }
 
 impl Answer {
-    fn ok(&self) -> bool {
+    pub(super) fn ok(&self) -> bool {
         self.status.is_success()
     }
 
     /// The status text, as `fetch`'s `statusText` in Parse's messages.
-    fn reason(&self) -> &'static str {
+    pub(super) fn reason(&self) -> &'static str {
         self.status.canonical_reason().unwrap_or_default()
     }
 
-    fn text(&self, key: &str) -> Option<&str> {
+    pub(super) fn text(&self, key: &str) -> Option<&str> {
         self.body.get(key).and_then(Value::as_str)
     }
 }
 
 /// A user id as providers write it: GitHub's are numbers, which Parse
 /// would then refuse as ids, so they are kept as strings.
-fn id_of(value: Option<&Value>) -> Option<String> {
+pub(super) fn id_of(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(id) if !id.is_empty() => Some(id.clone()),
         Value::Number(id) => Some(id.to_string()),
@@ -187,7 +211,7 @@ fn id_of(value: Option<&Value>) -> Option<String> {
     }
 }
 
-fn text<'a>(data: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+pub(super) fn text<'a>(data: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     data.get(key)
         .and_then(Value::as_str)
         .filter(|text| !text.is_empty())
@@ -196,7 +220,7 @@ fn text<'a>(data: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 /// Calls providers' APIs.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiClient {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
 }
 
 impl ApiClient {
@@ -208,14 +232,15 @@ impl ApiClient {
         Self { http }
     }
 
-    async fn send(&self, api: Api, request: RequestBuilder) -> ParseResult<Answer> {
+    pub(super) async fn send(&self, api: Api, request: RequestBuilder) -> ParseResult<Answer> {
         let response = request.send().await.map_err(|err| {
             tracing::warn!(%err, provider = api.label(), "a provider's API did not answer");
             api.request_failed()
         })?;
         let status = response.status();
-        let body = response.json().await.unwrap_or(Value::Null);
-        Ok(Answer { status, body })
+        let raw = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+        Ok(Answer { status, raw, body })
     }
 
     /// Parse's `beforeFind` for providers that exchange codes: replaces the
@@ -230,7 +255,7 @@ impl ApiClient {
         let claimed_id = id_of(data.get("id"));
         if config.enable_insecure_auth && text(data, "code").is_none() {
             let token = text(data, "access_token").ok_or_else(|| api.invalid_for_user())?;
-            let user_id = self.user_id(api, config, token, data).await?;
+            let user_id = self.user_id(api, config, token, data, None).await?;
             if claimed_id.as_ref() != Some(&user_id) {
                 return Err(api.invalid_for_user());
             }
@@ -246,10 +271,12 @@ impl ApiClient {
         else {
             return Err(api.not_configured());
         };
-        let token = self
+        let (token, known_id) = self
             .exchange_code(api, config, client_id, secret, data)
             .await?;
-        let user_id = self.user_id(api, config, &token, data).await?;
+        let user_id = self
+            .user_id(api, config, &token, data, known_id.as_deref())
+            .await?;
         if claimed_id.is_some_and(|claimed| claimed != user_id) {
             return Err(api.invalid_for_user());
         }
@@ -260,7 +287,8 @@ impl ApiClient {
         Ok(())
     }
 
-    /// The access token a code stands for.
+    /// The access token a code stands for, and the user id when the
+    /// exchange answers it (WeChat's `openid`).
     async fn exchange_code(
         &self,
         api: Api,
@@ -268,12 +296,17 @@ impl ApiClient {
         client_id: &str,
         secret: &str,
         data: &Map<String, Value>,
-    ) -> ParseResult<String> {
+    ) -> ParseResult<(String, Option<String>)> {
         let url = config
             .token_url
             .as_deref()
             .or(api.default_token_url())
             .unwrap_or_default();
+        if matches!(api, Api::Gpgames | Api::Wechat | Api::Weibo | Api::Qq) {
+            return self
+                .exchange_code_apart(api, url, client_id, secret, data)
+                .await;
+        }
         let code_ = text(data, "code").unwrap_or_default();
         let redirect_uri = text(data, "redirect_uri").unwrap_or_default();
         let request = match api {
@@ -326,18 +359,23 @@ impl ApiClient {
         }
         answer
             .text("access_token")
-            .map(str::to_owned)
+            .map(|token| (token.to_owned(), None))
             .ok_or_else(|| api.invalid_for_user())
     }
 
-    /// The id of the user an access token belongs to.
+    /// The id of the user an access token belongs to; `known_id` is the
+    /// one the code exchange answered, if any.
     async fn user_id(
         &self,
         api: Api,
         config: &ProviderConfig,
         token: &str,
         data: &Map<String, Value>,
+        known_id: Option<&str>,
     ) -> ParseResult<String> {
+        if matches!(api, Api::Gpgames | Api::Wechat | Api::Weibo | Api::Qq) {
+            return self.user_id_apart(api, config, token, data, known_id).await;
+        }
         let bearer = |path: &str| self.http.get(api.api_url(config, path)).bearer_auth(token);
         let request = match api {
             Api::Github => bearer("/user").header("Accept", "application/json"),
@@ -359,7 +397,7 @@ impl ApiClient {
                 .query(&[("fields", "id"), ("access_token", token)]),
             Api::Line => bearer("/v2/profile"),
             Api::Spotify => bearer("/v1/me"),
-            Api::Facebook | Api::Twitter => return Err(api.invalid_for_user()),
+            _ => return Err(api.invalid_for_user()),
         };
         let answer = self.send(api, request).await?;
         if !answer.ok() {

@@ -1,42 +1,43 @@
 //! Each provider's check of its `authData`, as Parse Server's adapters
 //! (`apple`, `google`, `keycloak`, `facebook`'s Limited Login tokens, the
 //! anonymous one) make it, with their messages; a plain OpenID Connect
-//! check for providers configured with `type = "oidc"`; and the providers
-//! asked through their API (`oauth.rs`).
+//! check for providers configured with `type = "oidc"`; the providers
+//! asked through their API (`oauth.rs`); Game Center (`gcenter.rs`) and
+//! LDAP (`ldap.rs`).
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use super::config::{AuthConfig, ProviderConfig, ProviderKind};
+use super::gcenter::GameCenter;
 use super::jwt::{JwksCache, Token, invalid};
 use super::mfa::{self, Totp};
+use super::ldap;
 use super::oauth::{Api, ApiClient};
 use crate::error::{ParseError, ParseResult, code};
 
 /// Parse Server's adapters that oxbase does not check yet. Their names are
 /// answered with a clear refusal rather than Parse's "unsupported", which
-/// would suggest a misspelt provider.
+/// would suggest a misspelt provider. Parse 9 deprecates all of them but
+/// `mfa` and `janraincapture` (they log a deprecation when used).
 const NOT_YET: &[&str] = &[
-    "gcenter",
-    "gpgames",
     "meetup",
     "vkontakte",
-    "wechat",
-    "weibo",
-    "qq",
-    "ldap",
     "phantauth",
     "janraincapture",
     "janrainengage",
 ];
+
+/// Built-in providers checked by their own module rather than an API.
+const OWN_CHECKS: &[&str] = &["gcenter", "ldap"];
 
 /// Facebook's Limited Login tokens.
 const FACEBOOK_ISSUER: &str = "https://www.facebook.com";
 const FACEBOOK_JWKS: &str = "https://www.facebook.com/.well-known/oauth/openid/jwks/";
 
 pub(crate) fn is_parse_builtin(name: &str) -> bool {
-    NOT_YET.contains(&name) || Api::of(name).is_some()
+    NOT_YET.contains(&name) || OWN_CHECKS.contains(&name) || Api::of(name).is_some()
 }
 
 pub(crate) fn unsupported() -> ParseError {
@@ -73,6 +74,7 @@ pub(crate) struct Providers {
     config: AuthConfig,
     jwks: JwksCache,
     api: ApiClient,
+    gcenter: GameCenter,
     /// The settings of a built-in provider that has none.
     unconfigured: ProviderConfig,
 }
@@ -82,8 +84,12 @@ enum Validator<'a> {
     Anonymous,
     Token(ProviderKind, &'a ProviderConfig),
     Api(Api, &'a ProviderConfig),
+    GameCenter(&'a ProviderConfig),
+    Ldap(&'a ProviderConfig),
     /// A Keycloak provider with no settings: Parse's adapter refuses it.
     UnconfiguredKeycloak,
+    /// A Game Center provider with no settings (it needs a bundle id).
+    UnconfiguredGameCenter,
     NotYet,
     Disabled,
 }
@@ -95,6 +101,7 @@ impl Providers {
             config,
             jwks,
             api: ApiClient::new(),
+            gcenter: GameCenter::new(),
             unconfigured: ProviderConfig::default(),
         }
     }
@@ -113,9 +120,14 @@ impl Providers {
             Some(provider) => match (provider.kind_for(name), Api::of(name)) {
                 (Some(kind), _) => Some(Validator::Token(kind, provider)),
                 (None, Some(api)) => Some(Validator::Api(api, provider)),
+                (None, None) if name == "gcenter" => Some(Validator::GameCenter(provider)),
+                (None, None) if name == "ldap" => Some(Validator::Ldap(provider)),
                 (None, None) => is_parse_builtin(name).then_some(Validator::NotYet),
             },
             None if name == "keycloak" => Some(Validator::UnconfiguredKeycloak),
+            None if name == "gcenter" => Some(Validator::UnconfiguredGameCenter),
+            // Refused with Parse's "LDAP auth configuration missing".
+            None if name == "ldap" => Some(Validator::Ldap(&self.unconfigured)),
             // Refused with the provider's "not configured" message.
             None if Api::of(name).is_some() => {
                 Api::of(name).map(|api| Validator::Api(api, &self.unconfigured))
@@ -157,12 +169,44 @@ impl Providers {
         }
     }
 
-    /// Checks one provider's data, as its adapter's `validateAuthData`.
-    pub(crate) async fn validate(&self, name: &str, data: &Map<String, Value>) -> ParseResult<()> {
+    /// Parse's `afterFind`, for `_User.authData` as it is answered to
+    /// anyone, the master key included: providers that exchange codes
+    /// (Parse's `BaseCodeAuthAdapter`) show only their user id, never the
+    /// access token they stored.
+    pub(crate) fn after_find(&self, auth_data: &mut Value) {
+        let Some(auth_data) = auth_data.as_object_mut() else {
+            return;
+        };
+        for (name, data) in auth_data.iter_mut() {
+            // Whether enabled or not, unless configured as a token provider.
+            let code_provider = Api::of(name).is_some_and(Api::exchanges_codes)
+                && self
+                    .config
+                    .providers
+                    .get(name.as_str())
+                    .is_none_or(|provider| provider.kind_for(name).is_none());
+            if code_provider && let Some(fields) = data.as_object_mut() {
+                fields.retain(|key, _| key == "id");
+            }
+        }
+    }
+
+    /// Checks one provider's data, as its adapter's `validateAuthData`;
+    /// LDAP takes the password out so that it is not stored.
+    pub(crate) async fn validate(
+        &self,
+        name: &str,
+        data: &mut Map<String, Value>,
+    ) -> ParseResult<()> {
         match self.validator(name) {
             None | Some(Validator::Disabled) => Err(unsupported()),
             Some(Validator::NotYet) => Err(not_yet(name)),
             Some(Validator::UnconfiguredKeycloak) => Err(invalid("Missing keycloak configuration")),
+            Some(Validator::UnconfiguredGameCenter) => {
+                Err(invalid("Game center auth options are required."))
+            }
+            Some(Validator::GameCenter(provider)) => self.gcenter.validate(provider, data).await,
+            Some(Validator::Ldap(provider)) => ldap::validate(provider, data).await,
             // Parse checks nothing: the id is the secret.
             Some(Validator::Anonymous) => Ok(()),
             Some(Validator::Token(kind, provider)) => {
