@@ -391,6 +391,7 @@ async function start(options = {}) {
       if (triggerName === 'beforeSave') methods = [body.original ? 'PUT' : 'POST'];
       else if (triggerName === 'beforeDelete') methods = ['DELETE'];
       else if (triggerName === 'beforeLogin') methods = ['POST', 'GET'];
+      else if (triggerName === 'beforePasswordResetRequest') methods = ['POST'];
       if (methods) checkRateLimit(entry.validator, request, methods, body.user);
       if (entry.validator) await runValidator(entry.validator, request, ctx);
       if (!request.skipWithMasterKey) await entry.handler(request);
