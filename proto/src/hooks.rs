@@ -31,8 +31,8 @@ pub const LAST_ERROR: &str = "Oxbase-Last-Error";
 
 /// The triggers Parse runs: around object writes (`beforeSave` ..
 /// `afterDelete`), around queries (`beforeFind`, `afterFind`), around
-/// log-ins and log-outs (on `_User` and `_Session`), and around files (on
-/// the class [`FILE_CLASS`]).
+/// log-ins and log-outs (on `_User` and `_Session`), before a password
+/// reset mail (on `_User`), and around files (on the class [`FILE_CLASS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum TriggerName {
@@ -49,6 +49,7 @@ pub enum TriggerName {
     AfterSaveFile,
     BeforeDeleteFile,
     AfterDeleteFile,
+    BeforePasswordResetRequest,
 }
 
 /// The class the file triggers are registered on. Parse names it `@File`,
@@ -56,7 +57,7 @@ pub enum TriggerName {
 pub const FILE_CLASS: &str = "_File";
 
 impl TriggerName {
-    pub const ALL: [TriggerName; 13] = [
+    pub const ALL: [TriggerName; 14] = [
         Self::BeforeSave,
         Self::AfterSave,
         Self::BeforeDelete,
@@ -70,6 +71,7 @@ impl TriggerName {
         Self::AfterSaveFile,
         Self::BeforeDeleteFile,
         Self::AfterDeleteFile,
+        Self::BeforePasswordResetRequest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +89,7 @@ impl TriggerName {
             Self::AfterSaveFile => "afterSaveFile",
             Self::BeforeDeleteFile => "beforeDeleteFile",
             Self::AfterDeleteFile => "afterDeleteFile",
+            Self::BeforePasswordResetRequest => "beforePasswordResetRequest",
         }
     }
 
@@ -98,7 +101,9 @@ impl TriggerName {
     /// that are not per class.
     pub fn only_class(self) -> Option<&'static str> {
         match self {
-            Self::BeforeLogin | Self::AfterLogin => Some("_User"),
+            Self::BeforeLogin | Self::AfterLogin | Self::BeforePasswordResetRequest => {
+                Some("_User")
+            }
             Self::AfterLogout => Some("_Session"),
             Self::BeforeSaveFile
             | Self::AfterSaveFile
@@ -261,6 +266,9 @@ pub struct FunctionRequest {
 /// - `afterLogin`: `object` is the user, once the session exists; an error
 ///   fails the log-in's response (as in Parse Server).
 /// - `afterLogout` (class `_Session`): `object` is the ended session.
+/// - `beforePasswordResetRequest` (class `_User`): `object` is the user a
+///   `/requestPasswordReset` names, before the reset mail is sent; an
+///   error refuses the request and nothing is mailed.
 ///
 /// `object` and `original` carry `className`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -42,7 +42,7 @@ function validateClassNameForTriggers(className, type) {
     throw new Error(`Parse.Cloud.${type}: a class name (string or Parse.Object subclass) is required`);
   }
   if (type === 'beforeSave' && className === '_PushStatus') throw 'Only afterSave is allowed on _PushStatus';
-  if ((type === 'beforeLogin' || type === 'afterLogin') && className !== '_User') {
+  if ((type === 'beforeLogin' || type === 'afterLogin' || type === 'beforePasswordResetRequest') && className !== '_User') {
     throw 'Only the _User class is allowed for the beforeLogin, afterLogin, and beforePasswordResetRequest triggers';
   }
   if (type === 'afterLogout' && className !== '_Session') {
@@ -230,8 +230,21 @@ function installCloud(Parse, registry, options = {}) {
     afterDeleteFile(handler, validator) {
       addTrigger('afterDelete', '@File', handler, validator);
     },
-    beforePasswordResetRequest() {
-      unsupported('Parse.Cloud.beforePasswordResetRequest');
+    beforePasswordResetRequest(handler, validator) {
+      let className = '_User';
+      if (typeof handler === 'string' || isParseObjectConstructor(handler)) {
+        className = getClassName(handler);
+        handler = arguments[1];
+        validator = arguments.length >= 2 ? arguments[2] : null;
+      }
+      validateClassNameForTriggers(className, 'beforePasswordResetRequest');
+      if (typeof handler !== 'function') {
+        throw new Error('Parse.Cloud.beforePasswordResetRequest: the handler must be a function');
+      }
+      // Parse Server 9 takes only the validator's rateLimit for this
+      // trigger (on POST /requestPasswordReset); it runs no validation.
+      const rateLimit = validator && typeof validator === 'object' ? validator.rateLimit : undefined;
+      addWire('beforePasswordResetRequest', className, handler, rateLimit ? { rateLimit } : null);
     },
     beforeConnect() {
       unsupported('Parse.Cloud.beforeConnect (LiveQuery)');

@@ -46,6 +46,7 @@ test('registration: every hook is in OXBASE_HOOKS', async () => {
     'trigger.Thing.beforeFind',
     'trigger.Thing.afterFind',
     'trigger._User.beforeLogin',
+    'trigger._User.beforePasswordResetRequest',
     'trigger._Session.afterLogout',
     'trigger._File.beforeSaveFile',
     'trigger._File.beforeDeleteFile',
@@ -130,6 +131,14 @@ test('beforeLogin and afterLogout', async () => {
   assert.deepEqual(banned, { error: { code: 141, message: 'Access denied, you have been banned.' } });
   const out = await ask('oxbase.triggers.afterLogout._Session', { triggerName: 'afterLogout', object: { objectId: 's', sessionToken: 'r:x', className: '_Session' } });
   assert.deepEqual(out, { success: true });
+});
+
+test('beforePasswordResetRequest: lets through, or refuses with the handler\'s error', async () => {
+  const subject = 'oxbase.triggers.beforePasswordResetRequest._User';
+  const ok = await ask(subject, { triggerName: 'beforePasswordResetRequest', object: { ...user, email: 'bob@example.com', className: '_User' } });
+  assert.deepEqual(ok, { success: true });
+  const refused = await ask(subject, { triggerName: 'beforePasswordResetRequest', object: { ...user, email: 'locked@example.com', className: '_User' } });
+  assert.deepEqual(refused, { error: { code: 205, message: 'This account cannot reset its password.' } });
 });
 
 test('file triggers: replace, refuse with 130 / 153', async () => {

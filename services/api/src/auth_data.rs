@@ -25,8 +25,12 @@ impl App {
         // is stored, and may still refuse.
         self.session_trigger(auth, req, TriggerName::BeforeLogin, login.user(), None)
             .await?;
-        let token = self.objects.open_auth_data_session(auth, &login).await?;
-        let mut reply = self.user_reply(auth, req, login.user_id(), token).await?;
+        let mut reply = match self.objects.open_auth_data_session(auth, &login).await? {
+            Some(token) => self.user_reply(auth, req, login.user_id(), token).await?,
+            None => Reply::ok(Value::Object(
+                self.user_object(auth, req, login.user_id()).await?,
+            )),
+        };
         if let Value::Object(user) = &reply.body {
             self.session_trigger(auth, req, TriggerName::AfterLogin, user, Some(user))
                 .await?;

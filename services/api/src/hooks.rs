@@ -242,6 +242,30 @@ impl App {
         body: &Map<String, Value>,
         context: &mut Map<String, Value>,
     ) -> ParseResult<Option<(Map<String, Value>, Vec<String>)>> {
+        if self
+            .registered(class_name, TriggerName::BeforeSave)
+            .await
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let caller = self.caller(auth, req).await;
+        self.before_save_as(auth, caller, class_name, object_id, body, context)
+            .await
+    }
+
+    /// [`App::before_save`] for a write the server makes itself, shown to
+    /// the hook as `caller` (Parse's maintenance writes show no master
+    /// key).
+    pub(crate) async fn before_save_as(
+        &self,
+        auth: &Auth,
+        caller: Caller,
+        class_name: &str,
+        object_id: Option<&str>,
+        body: &Map<String, Value>,
+        context: &mut Map<String, Value>,
+    ) -> ParseResult<Option<(Map<String, Value>, Vec<String>)>> {
         let Some((runner, entry)) = self.registered(class_name, TriggerName::BeforeSave).await
         else {
             return Ok(None);
@@ -273,7 +297,7 @@ impl App {
             object: with_class(object.clone(), class_name),
             original: original.map(|o| with_class(o, class_name)),
             event_id: None,
-            caller: self.caller(auth, req).await,
+            caller,
         };
         let reply = self
             .run_hook(

@@ -35,6 +35,7 @@ use serde_json::{Map, Value, json};
 use crate::App;
 use crate::config::PagesConfig;
 use crate::mail::Mailer;
+use crate::request::ParseRequest;
 
 /// The app's own pages (`[pages]`), loaded at start.
 #[derive(Debug, Default)]
@@ -492,7 +493,7 @@ impl App {
     }
 
     /// Serves a page request (see the module's documentation).
-    pub(crate) async fn page(&self, request: Request) -> Response {
+    pub(crate) async fn page(&self, ip: std::net::IpAddr, request: Request) -> Response {
         let (parts, body) = request.into_parts();
         let rest = parts
             .uri
@@ -550,12 +551,14 @@ impl App {
         let Some(mailer) = self.mailer.clone() else {
             return not_found();
         };
+        let method = parts.method;
         let pages = Pages {
             app: self,
             mailer,
             fields,
+            headers: parts.headers,
+            ip,
         };
-        let method = parts.method;
         match (&method, segments.as_slice()) {
             (&Method::GET, [app_id, "verify_email"]) => pages.verify_email(app_id).await,
             (&Method::GET, [app_id, "request_password_reset"]) => {
@@ -584,6 +587,9 @@ struct Pages<'a> {
     app: &'a App,
     mailer: Mailer,
     fields: Fields,
+    /// The browser's headers and address, which hooks are shown.
+    headers: axum::http::HeaderMap,
+    ip: std::net::IpAddr,
 }
 
 impl Pages<'_> {
@@ -680,7 +686,12 @@ impl Pages<'_> {
                 .show(Page::EmailVerificationLinkInvalid, Vec::new(), false)
                 .await;
         };
-        match self.app.objects.verify_email(token).await {
+        let verified =
+            match ParseRequest::from_http(Method::GET, "", None, &self.headers, &[], self.ip) {
+                Ok(req) => self.app.verify_email(&req, token).await,
+                Err(err) => Err(err),
+            };
+        match verified {
             Ok(true) => {
                 self.show(Page::EmailVerificationSuccess, Vec::new(), false)
                     .await
@@ -689,8 +700,10 @@ impl Pages<'_> {
                 self.show(Page::EmailVerificationLinkInvalid, Vec::new(), false)
                     .await
             }
+            // As Parse: any failure, a beforeSave's refusal included, is
+            // an invalid link to the browser.
             Err(err) => {
-                tracing::error!(error = %err, "cannot verify an email");
+                tracing::warn!(error = %err, "an email was not verified");
                 self.show(Page::EmailVerificationLinkInvalid, Vec::new(), false)
                     .await
             }

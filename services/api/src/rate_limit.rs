@@ -196,6 +196,9 @@ fn hook_routes(entry: &HookEntry) -> Option<(Vec<String>, Option<&'static [&'sta
         TriggerName::BeforeDelete => (class_routes(), Some(&["DELETE"])),
         TriggerName::BeforeFind => (class_routes(), Some(&["GET"])),
         TriggerName::BeforeLogin => (vec!["/login".to_owned()], Some(&["POST", "GET"])),
+        TriggerName::BeforePasswordResetRequest => {
+            (vec!["/requestPasswordReset".to_owned()], Some(&["POST"]))
+        }
         TriggerName::BeforeSaveFile => (files(), Some(&["POST", "PUT"])),
         TriggerName::BeforeDeleteFile => (files(), Some(&["DELETE"])),
         _ => return None,

@@ -156,7 +156,9 @@ impl App {
             (&Method::POST, ["challenge"]) => self.challenge(auth, req).await,
             (&Method::POST, ["loginAs"]) => self.login_as(auth, req).await,
             (&Method::POST, ["upgradeToRevocableSession"]) => self.upgrade_session(auth).await,
-            (&Method::POST, ["requestPasswordReset"]) => self.request_password_reset(req).await,
+            (&Method::POST, ["requestPasswordReset"]) => {
+                self.request_password_reset(auth, req).await
+            }
             (&Method::POST, ["verificationEmailRequest"]) => {
                 self.verification_email_request(req).await
             }
@@ -419,7 +421,24 @@ impl App {
         let mut writes = Vec::new();
         let mut reads = Vec::new();
         for (i, sub) in subs.iter().enumerate() {
-            match class_write(sub) {
+            let write = class_write(sub);
+            // As in Parse, a sign-up carrying an existing user's authData
+            // logs that user in, with a session, rather than failing 208.
+            if let Some(ClassWrite::Create("_User")) = write {
+                match self.auth_data_log_in(auth, sub).await {
+                    Ok(None) => {}
+                    Ok(Some(reply)) => {
+                        results[i] = Some(Ok(reply.body));
+                        continue;
+                    }
+                    Err(err) if transaction => return Err(err),
+                    Err(err) => {
+                        results[i] = Some(Err(err));
+                        continue;
+                    }
+                }
+            }
+            match write {
                 Some(write) => match self.prepare(auth, sub, &write).await {
                     Ok(prepared) => writes.push((i, prepared)),
                     Err(err) if transaction => return Err(user_write_refused(auth, &write, err)),

@@ -43,7 +43,7 @@ async fn handle(
     }
     // The pages mailed links open need no keys either.
     if app.is_page(request.uri().path()) {
-        return with_cors(app.page(request).await);
+        return with_cors(app.page(peer.ip(), request).await);
     }
     let mut headers = Vec::new();
     let mut response = match app.handle_http(peer.ip(), request, &mut headers).await {

@@ -24,8 +24,20 @@ fn text_param<'a>(req: &'a ParseRequest, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// A value as JavaScript's truthiness sees it, as Parse reads flags such
+/// as `ignoreEmailVerification`.
+fn truthy(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|n| n != 0.0 && !n.is_nan()),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(_) | Value::Object(_)) => true,
+    }
+}
+
 /// A log-in's credentials, from the query string or the body.
-fn log_in_of(req: &ParseRequest) -> LogIn<'_> {
+fn log_in_of<'a>(auth: &Auth, req: &'a ParseRequest) -> LogIn<'a> {
     LogIn {
         username: text_param(req, "username"),
         email: text_param(req, "email"),
@@ -35,6 +47,14 @@ fn log_in_of(req: &ParseRequest) -> LogIn<'_> {
             .or_else(|| req.body.get("password"))
             .and_then(Value::as_str)
             .filter(|p| !p.is_empty()),
+        master: auth.has_master_key(),
+        // Either key, as in Parse; from anyone else the flag means nothing.
+        ignore_email_verification: auth.master
+            && truthy(
+                req.params
+                    .get("ignoreEmailVerification")
+                    .or_else(|| req.body.get("ignoreEmailVerification")),
+            ),
     }
 }
 
@@ -113,17 +133,79 @@ impl App {
     }
 
     /// `POST /requestPasswordReset` (`email`, or an expired link's
-    /// `token`): mails a reset link, answering `{}` as Parse does.
-    pub(crate) async fn request_password_reset(&self, req: &ParseRequest) -> ParseResult<Reply> {
+    /// `token`): runs the `beforePasswordResetRequest` trigger on the user
+    /// it names, whose error refuses it, then mails a reset link,
+    /// answering `{}` as Parse does.
+    pub(crate) async fn request_password_reset(
+        &self,
+        auth: &Auth,
+        req: &ParseRequest,
+    ) -> ParseResult<Reply> {
         let mailer = self.mailer.as_ref().ok_or_else(email_not_configured)?;
-        if let Some(mail) = self
+        let request = self
             .objects
-            .request_password_reset(req.body.get("email"), req.body.get("token"))
-            .await?
-        {
+            .password_reset_request(req.body.get("email"), req.body.get("token"))
+            .await?;
+        if let Some(user) = &request.user {
+            self.session_trigger(
+                auth,
+                req,
+                TriggerName::BeforePasswordResetRequest,
+                user,
+                None,
+            )
+            .await?;
+        }
+        if let Some(mail) = self.objects.send_password_reset(&request.email).await? {
             mailer.send(mail);
         }
         Ok(Reply::ok(json!({})))
+    }
+
+    /// The mailed verification link (Parse's `verifyEmail`): the user
+    /// holding `token` gets `emailVerified: true` through the normal write
+    /// path, as the server (Parse's maintenance key): the user's beforeSave
+    /// sees it (without the master key) and may change or refuse it, and
+    /// its event runs afterSave. `false` when no user holds the token.
+    pub(crate) async fn verify_email(&self, req: &ParseRequest, token: &str) -> ParseResult<bool> {
+        let Some(verification) = self.objects.email_verification(token).await? else {
+            return Ok(false);
+        };
+        let body = Map::from_iter([("emailVerified".to_owned(), Value::Bool(true))]);
+        let shown_as = self.caller(&Auth::default(), req).await;
+        let mut context = req.context.clone();
+        let hooked = self
+            .before_save_as(
+                &Auth::master(),
+                shown_as,
+                "_User",
+                Some(&verification.user_id),
+                &body,
+                &mut context,
+            )
+            .await?;
+        let mut body = hooked.map_or(body, |(body, _)| body);
+        body.entry("emailVerified").or_insert(Value::Bool(true));
+        let mut write = self
+            .objects
+            .prepare_email_verification(&verification, &body)
+            .await?;
+        write.set_cloud_context(context);
+        let effect = WriteEffect::of(&write);
+        match self.objects.commit_one(write).await {
+            Ok(_) => {}
+            // Another click spent the token first.
+            Err(ParseError::Parse {
+                code: code::OBJECT_NOT_FOUND,
+                ..
+            }) => return Ok(false),
+            Err(err) => return Err(err),
+        }
+        self.objects
+            .after_writes(std::slice::from_ref(&effect))
+            .await;
+        self.mail_verification(&effect);
+        Ok(true)
     }
 
     /// `POST /verificationEmailRequest` (`email`): mails a new verification
@@ -148,7 +230,7 @@ impl App {
     pub(crate) async fn login(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         let (user_id, user, auth_data) = self
             .objects
-            .check_log_in(auth, log_in_of(req), req.body.get("authData"))
+            .check_log_in(auth, log_in_of(auth, req), req.body.get("authData"))
             .await?;
         self.session_trigger(auth, req, TriggerName::BeforeLogin, &user, None)
             .await?;
@@ -172,7 +254,7 @@ impl App {
     pub(crate) async fn challenge(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         let by_password = Challenge::of(&req.body)? == Challenge::Password;
         if by_password {
-            self.objects.verify_log_in(log_in_of(req)).await?;
+            self.objects.verify_log_in(log_in_of(auth, req)).await?;
         }
         let body = self.objects.challenge(auth, &req.body, by_password).await?;
         Ok(Reply::ok(body))
@@ -186,7 +268,7 @@ impl App {
         auth: &Auth,
         req: &ParseRequest,
     ) -> ParseResult<Reply> {
-        let (user_id, _) = self.objects.verify_log_in(log_in_of(req)).await?;
+        let (user_id, _) = self.objects.verify_log_in(log_in_of(auth, req)).await?;
         let user = self.user_object(auth, req, &user_id).await?;
         Ok(Reply::ok(Value::Object(user)))
     }
@@ -240,7 +322,7 @@ impl App {
 
     /// The user's own object, as they read it: the master key also sees
     /// their MFA secret, as in Parse.
-    async fn user_object(
+    pub(crate) async fn user_object(
         &self,
         auth: &Auth,
         req: &ParseRequest,

@@ -331,13 +331,14 @@ impl ObjectLayer {
     }
 
     /// Opens the session of a checked log-in, storing the providers' data
-    /// that changed: the session token. A user already signed in keeps
-    /// their session, as in Parse.
+    /// that changed: the session token. A user who sent their own session
+    /// gets none (`None`): as in Parse Server 9, no session is made and the
+    /// answer has no `sessionToken`.
     pub async fn open_auth_data_session(
         &self,
         auth: &Auth,
         login: &AuthDataLogIn,
-    ) -> ParseResult<String> {
+    ) -> ParseResult<Option<String>> {
         auth.require_writable("create")?;
         let user_id = login.user_id();
         if !login.changed.is_empty() {
@@ -345,10 +346,8 @@ impl ObjectLayer {
             let update = self.prepare_system_update("_User", user_id, changes);
             self.commit_one(update).await?;
         }
-        if let Some(user) = &auth.user
-            && user.id == user_id
-        {
-            return Ok(user.session_token.clone());
+        if auth.user_id() == Some(user_id) {
+            return Ok(None);
         }
         let (mut session, token) = self
             .prepare_session(user_id, Some("login"), auth.installation_id.as_deref())
@@ -358,7 +357,32 @@ impl ObjectLayer {
             json!({"action": "login", "authProvider": login.providers}),
         );
         self.commit_one(session).await?;
-        Ok(token)
+        Ok(Some(token))
+    }
+
+    /// Parse Server 9's `createIndexAuthDataUniqueness`: a unique index on
+    /// each provider's id in `_User` (the configured providers, and
+    /// `anonymous` when it is on), so that of two sign-ups racing with one
+    /// id only one succeeds (the other is 208, as in Parse). Made at start
+    /// once `_User` exists, and when it is created. As in Parse, an index
+    /// that cannot be built (the data already holds duplicates) is logged
+    /// and the server carries on without it.
+    pub(crate) async fn ensure_auth_data_indexes(&self) {
+        let auth = &self.settings().auth;
+        let mut providers: Vec<&str> = auth
+            .providers
+            .iter()
+            .filter(|(_, provider)| provider.enabled)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if auth.enable_anonymous_users && !providers.contains(&"anonymous") {
+            providers.push("anonymous");
+        }
+        for provider in providers {
+            if let Err(err) = self.store().ensure_auth_data_uniqueness(provider).await {
+                tracing::warn!(provider, %err, "cannot make authData ids of this provider unique");
+            }
+        }
     }
 
     /// The first session of a new user: `createdWith` names the providers

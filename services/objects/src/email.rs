@@ -7,9 +7,10 @@
 
 use chrono::Utc;
 use oxbase_store::{Condition, FieldPath, Filter, Object, QueryValue, UpdateOp};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::ObjectLayer;
+use crate::PreparedWrite;
 use crate::auth::Auth;
 use crate::error::{ParseError, ParseResult, code};
 use crate::lockout::{stored_date, updated_at};
@@ -34,6 +35,25 @@ pub struct AccountMail {
     pub to: String,
     pub username: Option<String>,
     pub token: String,
+}
+
+/// A user whose email verification link was opened (see
+/// [`ObjectLayer::email_verification`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailVerification {
+    pub user_id: String,
+    token: String,
+    /// Tokens expire, so the expiry date goes with the token.
+    expires: bool,
+}
+
+/// Whom a `/requestPasswordReset` names: the address to mail, and the
+/// user, when one was found, that its `beforePasswordResetRequest` trigger
+/// is shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResetRequest {
+    pub email: String,
+    pub user: Option<Object>,
 }
 
 /// How a password reset by link ended; a refusal carries Parse's message,
@@ -240,46 +260,59 @@ impl ObjectLayer {
         )
     }
 
-    /// `GET /apps/<appId>/verify_email`: marks the user holding the token
-    /// verified and spends the token. `false` when no user holds it (or it
-    /// expired, or verification is off).
-    pub async fn verify_email(&self, token: &str) -> ParseResult<bool> {
+    /// `GET /apps/<appId>/verify_email` (Parse's `verifyEmail`): the user
+    /// holding the token, whose verification the API then writes through
+    /// the normal write path (with the user's beforeSave, and afterSave
+    /// from its event). `None` when no user holds it (or it expired, or
+    /// verification is off).
+    pub async fn email_verification(&self, token: &str) -> ParseResult<Option<EmailVerification>> {
         let settings = &self.settings().email;
         if !settings.verify_user_emails {
-            return Ok(false);
+            return Ok(None);
         }
-        let filter = eq(VERIFY_TOKEN, token);
-        let mut changes = vec![
-            (FieldPath::new("emailVerified"), UpdateOp::Set(true.into())),
-            (FieldPath::new(VERIFY_TOKEN), UpdateOp::Delete),
-        ];
-        let Some(user) = self.find_one("_User", filter.clone()).await? else {
-            return Ok(false);
+        let Some(user) = self.find_one("_User", eq(VERIFY_TOKEN, token)).await? else {
+            return Ok(None);
         };
         // Dates are checked here rather than in the query: the stores keep
         // Parse's internal fields outside the class schema.
-        if lifetime(settings.email_verify_token_validity_duration).is_some() {
+        let expires = lifetime(settings.email_verify_token_validity_duration).is_some();
+        if expires {
             let verified = user.get("emailVerified").and_then(Value::as_bool) == Some(true);
             let valid = stored_date(user.get(VERIFY_EXPIRES)).is_some_and(|at| at > Utc::now());
             if verified || !valid {
-                return Ok(false);
+                return Ok(None);
             }
-            changes.push((FieldPath::new(VERIFY_EXPIRES), UpdateOp::Delete));
         }
         let Some(user_id) = text(&user, "objectId") else {
-            return Ok(false);
+            return Ok(None);
         };
-        // Only while the token is still there: of two clicks, one verifies.
-        let mut write = self.prepare_system_update("_User", user_id, changes);
-        write.require(filter);
-        match self.commit_one(write).await {
-            Ok(_) => Ok(true),
-            Err(ParseError::Parse {
-                code: code::OBJECT_NOT_FOUND,
-                ..
-            }) => Ok(false),
-            Err(err) => Err(err),
+        Ok(Some(EmailVerification {
+            user_id: user_id.to_owned(),
+            token: token.to_owned(),
+            expires,
+        }))
+    }
+
+    /// The update that verifies the email: `body` (`emailVerified: true`,
+    /// and whatever the user's beforeSave changed) written as the server
+    /// writes (Parse's maintenance key), and the token spent in the same
+    /// write, only while the user still holds it: of two clicks, one
+    /// verifies (the other is 101).
+    pub async fn prepare_email_verification(
+        &self,
+        verification: &EmailVerification,
+        body: &Map<String, Value>,
+    ) -> ParseResult<PreparedWrite> {
+        let mut write = self
+            .prepare_update(&Auth::master(), "_User", &verification.user_id, body)
+            .await?;
+        let mut spent = vec![(FieldPath::new(VERIFY_TOKEN), UpdateOp::Delete)];
+        if verification.expires {
+            spent.push((FieldPath::new(VERIFY_EXPIRES), UpdateOp::Delete));
         }
+        write.add_changes(spent);
+        write.require(eq(VERIFY_TOKEN, &verification.token));
+        Ok(write)
     }
 
     /// `POST /verificationEmailRequest` (Parse's
@@ -395,16 +428,16 @@ impl ObjectLayer {
         mail.filter(|_| self.settings().email.send_user_email_verification)
     }
 
-    /// `POST /requestPasswordReset` (Parse's `handleResetRequest`): a reset
-    /// token for the user with this email (or, for a user without one,
-    /// this username), and its mail. A `token` instead of an email asks
-    /// again for an expired link's user. `None` when no user matches and
-    /// `reset_password_success_on_invalid_email` keeps that quiet.
-    pub async fn request_password_reset(
+    /// `POST /requestPasswordReset` (Parse's `handleResetRequest`), up to
+    /// its `beforePasswordResetRequest` trigger: the address to mail and
+    /// the user the request names, looked up by email (or, for a user
+    /// without one, by username), or by an expired link's `token`. The
+    /// trigger runs only when a user is found, as in Parse.
+    pub async fn password_reset_request(
         &self,
         email: Option<&Value>,
         token: Option<&Value>,
-    ) -> ParseResult<Option<AccountMail>> {
+    ) -> ParseResult<ResetRequest> {
         if !self.settings().email.is_configured() {
             return Err(email_not_configured());
         }
@@ -415,18 +448,23 @@ impl ObjectLayer {
                 "you must provide an email",
             ));
         }
+        let mut user = None;
         if let Some(token) = token {
             let token = token
                 .as_str()
                 .ok_or_else(|| ParseError::new(code::INVALID_VALUE, "token must be a string"))?;
             // Parse takes a token only once its link expired.
-            let user = self.find_one("_User", eq(RESET_TOKEN, token)).await?;
-            if let Some(user) = user
-                && stored_date(user.get(RESET_EXPIRES)).is_some_and(|at| at < Utc::now())
-                && let Some(address) = user.get("email")
-            {
+            user = self
+                .find_one("_User", eq(RESET_TOKEN, token))
+                .await?
+                .filter(|user| {
+                    stored_date(user.get(RESET_EXPIRES)).is_some_and(|at| at < Utc::now())
+                });
+            if let Some(address) = user.as_ref().and_then(|user| user.get("email")) {
                 email = Some(address.clone());
             }
+        } else if let Some(Value::String(email)) = &email {
+            user = self.find_one("_User", by_email_or_username(email)).await?;
         }
         let Some(Value::String(email)) = email else {
             return Err(ParseError::new(
@@ -434,7 +472,16 @@ impl ObjectLayer {
                 "you must provide a valid email string",
             ));
         };
-        match self.issue_reset_token(&email).await? {
+        Ok(ResetRequest { email, user })
+    }
+
+    /// The rest of `POST /requestPasswordReset`, once its trigger let it
+    /// through: a reset token for the user with this email (or, for a user
+    /// without one, this username), and its mail. `None` when no user
+    /// matches and `reset_password_success_on_invalid_email` keeps that
+    /// quiet.
+    pub async fn send_password_reset(&self, email: &str) -> ParseResult<Option<AccountMail>> {
+        match self.issue_reset_token(email).await? {
             Some(mail) => Ok(Some(mail)),
             None if self
                 .settings()

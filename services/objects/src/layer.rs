@@ -166,6 +166,14 @@ impl PreparedWrite {
         }
     }
 
+    /// Adds changes the server makes itself to an update, past the class's
+    /// rules (which ran on the client's part).
+    pub(crate) fn add_changes(&mut self, extra: Vec<(FieldPath, UpdateOp)>) {
+        if let WriteOp::Update { changes, .. } = &mut self.op {
+            changes.extend(extra);
+        }
+    }
+
     /// The user this write gave a new email verification token.
     pub(crate) fn verifies_email_of(&self) -> Option<&str> {
         self.verifies_email.then(|| self.object_id()).flatten()
@@ -214,13 +222,17 @@ pub(crate) fn random_string(len: usize) -> String {
 impl ObjectLayer {
     pub async fn open(store: Arc<dyn Store>, settings: ObjectSettings) -> ParseResult<Self> {
         let schemas = SchemaCache::load(Arc::clone(&store)).await?;
-        Ok(Self {
+        let layer = Self {
             store,
             schemas,
             sessions: SessionCache::default(),
             providers: Providers::new(settings.auth.clone()),
             settings,
-        })
+        };
+        if layer.schemas().get("_User").is_some() {
+            layer.ensure_auth_data_indexes().await;
+        }
+        Ok(layer)
     }
 
     /// The store itself, for routes with their own rules (`/schemas`,
@@ -348,6 +360,9 @@ impl ObjectLayer {
         }
         let schema = self.store.ensure_fields(class_name, &missing).await?;
         self.schemas.install(schema);
+        if class_name == "_User" && class.is_none() {
+            self.ensure_auth_data_indexes().await;
+        }
         Ok(())
     }
 

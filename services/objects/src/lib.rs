@@ -43,7 +43,9 @@ pub use crate::auth_data::{
 pub use crate::config::{
     AccountLockout, EmailConfig, Limits, PasswordPattern, PasswordPolicy, SmtpTls,
 };
-pub use crate::email::{AccountMail, MailKind, ResetOutcome, email_not_configured};
+pub use crate::email::{
+    AccountMail, EmailVerification, MailKind, ResetOutcome, ResetRequest, email_not_configured,
+};
 pub use crate::error::{ParseError, ParseResult, code};
 pub use crate::global_config::config_changes;
 pub use crate::jobs::JobStatusChange;

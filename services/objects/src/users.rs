@@ -389,12 +389,63 @@ impl WriteEffect {
     }
 }
 
-/// Who logs in: by username, or by email when no username is given.
-#[derive(Debug, Clone, Copy)]
+/// Who logs in: by username (which may also be the user's email), by
+/// email, or by both.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct LogIn<'a> {
     pub username: Option<&'a str>,
     pub email: Option<&'a str>,
     pub password: Option<&'a str>,
+    /// The request carries the master key (not the maintenance key, as in
+    /// Parse): a user whose ACL is empty (locked out by the master key) may
+    /// still log in.
+    pub master: bool,
+    /// Parse's `ignoreEmailVerification`, sent with the master or the
+    /// maintenance key: log in although
+    /// `prevent_login_with_unverified_email` would refuse the unverified
+    /// email.
+    pub ignore_email_verification: bool,
+}
+
+/// The user a password log-in names, as Parse's
+/// `_authenticateUserFromRequest` looks it up: by username and email when
+/// both are given, by email alone, or by a username that may be either
+/// (`{$or: [{username}, {email: username}]}`).
+fn log_in_filter(login: &LogIn<'_>) -> Option<Filter> {
+    let eq = |field: &str, value: &str| {
+        Filter::field(field, Condition::Eq(QueryValue::String(value.to_owned())))
+    };
+    match (login.username, login.email) {
+        (Some(username), Some(email)) => Some(eq("username", username).and(eq("email", email))),
+        (None, Some(email)) => Some(eq("email", email)),
+        (Some(username), None) => Some(Filter::Or(vec![
+            eq("username", username),
+            eq("email", username),
+        ])),
+        (None, None) => None,
+    }
+}
+
+/// Of the users a log-in matched, the one it means: when one user's
+/// username is another's email, Parse logs in the one with that username.
+fn chosen_user(
+    mut found: Vec<oxbase_store::Object>,
+    username: Option<&str>,
+) -> Option<oxbase_store::Object> {
+    if found.len() <= 1 {
+        return found.pop();
+    }
+    found
+        .into_iter()
+        .find(|user| user.get("username").and_then(Value::as_str) == username)
+}
+
+/// A user whose ACL is `{}` was locked out by the master key, and no one
+/// else logs in as them (Parse answers it as a wrong password).
+fn locked_by_empty_acl(user: &oxbase_store::Object) -> bool {
+    user.get("ACL")
+        .and_then(Value::as_object)
+        .is_some_and(|acl| acl.is_empty())
 }
 
 impl ObjectLayer {
@@ -421,26 +472,15 @@ impl ObjectLayer {
         &self,
         login: LogIn<'_>,
     ) -> ParseResult<(String, oxbase_store::Object)> {
-        let filter = match (login.username, login.email) {
-            (Some(username), _) => Filter::field(
-                "username",
-                Condition::Eq(QueryValue::String(username.to_owned())),
-            ),
-            (None, Some(email)) => {
-                Filter::field("email", Condition::Eq(QueryValue::String(email.to_owned())))
-            }
-            (None, None) => {
-                return Err(ParseError::new(
-                    code::USERNAME_MISSING,
-                    "username/email is required.",
-                ));
-            }
-        };
+        let filter = log_in_filter(&login).ok_or_else(|| {
+            ParseError::new(code::USERNAME_MISSING, "username/email is required.")
+        })?;
         let password = login
             .password
             .ok_or_else(|| ParseError::new(code::PASSWORD_MISSING, "password is required."))?;
         let wrong = || ParseError::new(code::OBJECT_NOT_FOUND, "Invalid username/password.");
-        let user = self.find_one("_User", filter).await?;
+        let query = oxbase_store::Query::new("_User").filter(filter).limit(2);
+        let user = chosen_user(self.find_raw(&query).await?, login.username);
         let field = |key| user.as_ref()?.get(key)?.as_str();
         let user_id = field("objectId").map(str::to_owned);
         let hash = field("_hashed_password");
@@ -450,10 +490,12 @@ impl ObjectLayer {
             return Err(wrong());
         };
         self.count_log_in(&user_id, correct).await?;
-        if !correct {
+        if !correct || (!login.master && locked_by_empty_acl(&user)) {
             return Err(wrong());
         }
-        self.check_email_verified(&user)?;
+        if !login.ignore_email_verification {
+            self.check_email_verified(&user)?;
+        }
         Ok((user_id, user))
     }
 

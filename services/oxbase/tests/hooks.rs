@@ -787,3 +787,287 @@ async fn find_login_and_file_triggers_and_the_cloud_context_reach_nats_handlers(
         (400, json!({"code": 153, "error": "files stay"}))
     );
 }
+
+/// The SMTP sink of the email tests (ops/smtp-sink.py, on aiosmtpd, which
+/// `bash ops/test.sh` installs into .oxbase/tools): each mail lands in
+/// its directory as `<n>.eml`.
+struct MailSink {
+    port: u16,
+    dir: tempfile::TempDir,
+    seen: usize,
+    child: std::process::Child,
+}
+
+impl Drop for MailSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl MailSink {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = std::process::Command::new("python3")
+            .arg(root.join("ops/smtp-sink.py"))
+            .arg(port.to_string())
+            .arg(dir.path())
+            .env("PYTHONPATH", root.join(".oxbase/tools"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs ops/smtp-sink.py");
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(
+            ready.trim(),
+            "ready",
+            "the SMTP sink did not start: run `bash ops/test.sh`, which installs aiosmtpd into .oxbase/tools"
+        );
+        MailSink {
+            port,
+            dir,
+            seen: 0,
+            child,
+        }
+    }
+
+    /// The token of the next mail's link (`...?token=<token>`).
+    async fn next_token(&mut self) -> String {
+        let path = self.dir.path().join(format!("{}.eml", self.seen + 1));
+        for _ in 0..200 {
+            if let Ok(mail) = std::fs::read_to_string(&path) {
+                self.seen += 1;
+                let mail = mail
+                    .replace("=\r\n", "")
+                    .replace("=\n", "")
+                    .replace("=3D", "=");
+                let start = mail.find("token=").expect("a link with a token") + "token=".len();
+                return mail[start..]
+                    .chars()
+                    .take_while(char::is_ascii_alphanumeric)
+                    .collect();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no mail arrived at the SMTP sink");
+    }
+
+    async fn assert_no_mail(&self) {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let next = self.dir.path().join(format!("{}.eml", self.seen + 1));
+        assert!(!next.exists(), "unexpected mail");
+    }
+}
+
+#[tokio::test]
+async fn email_verification_and_reset_requests_run_the_user_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let mut sink = MailSink::start();
+    let smtp_port = sink.port.to_string();
+    let env = [
+        ("OXBASE_PUBLIC_SERVER_URL", "http://127.0.0.1:1/parse"),
+        ("OXBASE_EMAIL__SMTP_HOST", "127.0.0.1"),
+        ("OXBASE_EMAIL__SMTP_PORT", smtp_port.as_str()),
+        ("OXBASE_EMAIL__TLS", "none"),
+        ("OXBASE_EMAIL__FROM", "App <no-reply@example.com>"),
+        ("OXBASE_EMAIL__APP_NAME", "App"),
+        ("OXBASE_EMAIL__VERIFY_USER_EMAILS", "true"),
+        ("OXBASE_TRIGGERS__RETRY_INITIAL_MS", "100"),
+    ];
+    let server = Oxbase::start_command("all", &dir.path().join("api"), &nats.url(), &env).await;
+    let handler = async_nats::connect(nats.url()).await.unwrap();
+    register(
+        &server,
+        &[
+            ("_User", "beforeSave"),
+            ("_User", "afterSave"),
+            ("_User", "beforePasswordResetRequest"),
+        ],
+    )
+    .await;
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let before_tx = seen_tx.clone();
+    // beforeSave refuses verifying `blocked`, and marks whom it verified.
+    serve(
+        &handler,
+        "oxbase.triggers.beforeSave._User",
+        move |request| {
+            let body = json_of(request);
+            let object = &body["object"];
+            let verifying = object["emailVerified"] == json!(true);
+            if verifying {
+                before_tx.send(body.clone()).unwrap();
+            }
+            let reply = match (verifying, object["username"].as_str()) {
+                (true, Some("blocked")) => json!({"error": {"code": 142, "message": "not yet"}}),
+                (true, _) => {
+                    let mut object = object.clone();
+                    object["verifiedBy"] = json!("hook");
+                    json!({"success": object})
+                }
+                _ => json!({"success": true}),
+            };
+            serde_json::to_vec(&reply).unwrap()
+        },
+    )
+    .await;
+    let after_tx = seen_tx.clone();
+    serve(
+        &handler,
+        "oxbase.triggers.afterSave._User",
+        move |request| {
+            let body = json_of(request);
+            if body["object"]["emailVerified"] == json!(true) {
+                after_tx.send(body).unwrap();
+            }
+            serde_json::to_vec(&json!({"success": true})).unwrap()
+        },
+    )
+    .await;
+    let reset_tx = seen_tx.clone();
+    serve(
+        &handler,
+        "oxbase.triggers.beforePasswordResetRequest._User",
+        move |request| {
+            let body = json_of(request);
+            let reply = if body["object"]["email"] == json!("locked@example.com") {
+                json!({"error": {"code": 205, "message": "This account cannot reset its password."}})
+            } else {
+                json!({"success": true})
+            };
+            reset_tx.send(body).unwrap();
+            serde_json::to_vec(&reply).unwrap()
+        },
+    )
+    .await;
+
+    let mut sign_up = async |name: &str, email: &str| {
+        let (status, body) = client(
+            &server,
+            reqwest::Method::POST,
+            "users",
+            json!({"username": name, "password": "pw", "email": email}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["objectId"].as_str().unwrap().to_owned(),
+            sink.next_token().await,
+        )
+    };
+    let (ann, ann_token) = sign_up("ann", "ann@example.com").await;
+    let (blocked, blocked_token) = sign_up("blocked", "blocked@example.com").await;
+    sign_up("locked", "locked@example.com").await;
+    let user = async |id: &str| {
+        master(
+            &server,
+            reqwest::Method::GET,
+            &format!("users/{id}"),
+            Value::Null,
+        )
+        .await
+        .1
+    };
+    let open = async |token: &str| {
+        let page = reqwest::get(format!(
+            "{}/parse/apps/app/verify_email?token={token}",
+            server.base
+        ))
+        .await
+        .unwrap();
+        page.url().path().to_owned() + &page.text().await.unwrap()
+    };
+
+    // Verifying is a normal update: beforeSave sees it (as Parse's
+    // maintenance key, not the master key) and may refuse it...
+    let refused = open(&blocked_token).await;
+    assert!(refused.contains("invalid"), "{refused}");
+    let shown = seen.recv().await.unwrap();
+    assert_eq!(shown["triggerName"], json!("beforeSave"));
+    assert_eq!(shown["object"]["username"], json!("blocked"));
+    assert_eq!(user(&blocked).await["emailVerified"], json!(false));
+
+    // ...or change it; and its event runs afterSave.
+    let verified = open(&ann_token).await;
+    assert!(verified.contains("Your email is verified"), "{verified}");
+    let shown = seen.recv().await.unwrap();
+    assert_eq!(
+        (
+            shown["triggerName"].clone(),
+            shown["master"].clone(),
+            shown["original"]["emailVerified"].clone(),
+            shown["object"].get("_email_verify_token"),
+        ),
+        (json!("beforeSave"), json!(false), json!(false), None),
+        "{shown}"
+    );
+    let stored = user(&ann).await;
+    assert_eq!(
+        (
+            stored["emailVerified"].clone(),
+            stored["verifiedBy"].clone()
+        ),
+        (json!(true), json!("hook")),
+        "{stored}"
+    );
+    let after = tokio::time::timeout(std::time::Duration::from_secs(20), seen.recv())
+        .await
+        .expect("afterSave of the verification")
+        .unwrap();
+    assert_eq!(after["triggerName"], json!("afterSave"));
+    assert_eq!(after["object"]["objectId"], json!(ann));
+    // The spent link verifies nothing twice.
+    assert!(open(&ann_token).await.contains("invalid"));
+
+    // beforePasswordResetRequest sees the user the request names before
+    // the mail, and its error refuses the request: nothing is mailed.
+    let reset = async |email: &str| {
+        client(
+            &server,
+            reqwest::Method::POST,
+            "requestPasswordReset",
+            json!({"email": email}),
+        )
+        .await
+    };
+    assert_eq!(
+        reset("locked@example.com").await,
+        (
+            400,
+            json!({"code": 205, "error": "This account cannot reset its password."})
+        )
+    );
+    let shown = seen.recv().await.unwrap();
+    assert_eq!(
+        (
+            shown["triggerName"].clone(),
+            shown["object"]["className"].clone(),
+            shown["object"]["username"].clone(),
+            shown["master"].clone(),
+        ),
+        (
+            json!("beforePasswordResetRequest"),
+            json!("_User"),
+            json!("locked"),
+            json!(false)
+        )
+    );
+    assert!(shown["object"].get("_hashed_password").is_none(), "{shown}");
+    sink.assert_no_mail().await;
+    assert_eq!(reset("ann@example.com").await, (200, json!({})));
+    assert_eq!(
+        seen.recv().await.unwrap()["object"]["username"],
+        json!("ann")
+    );
+    assert!(!sink.next_token().await.is_empty());
+    // No user, no trigger: the answer stays Parse's quiet `{}`.
+    assert_eq!(reset("nobody@example.com").await, (200, json!({})));
+    sink.assert_no_mail().await;
+    assert!(seen.try_recv().is_err());
+}

@@ -88,6 +88,16 @@ pub trait Store: Send + Sync {
         batch: WriteBatch,
     ) -> StoreResult<Vec<StoreResult<WriteOutcome>>>;
 
+    /// Parse Server 9's unique index on one `authData` provider's `id` in
+    /// `_User` (its `ensureAuthDataUniqueness`, under its names), so that
+    /// of two sign-ups racing with one provider id only one succeeds: the
+    /// other's write fails with [`StoreError::Duplicate`] naming
+    /// `_auth_data_<provider>`. Users without that provider's id are not
+    /// indexed. `_User` must exist; existing duplicates fail the call with
+    /// [`StoreError::Duplicate`]. `provider` is a provider name (letters,
+    /// digits, `_`).
+    async fn ensure_auth_data_uniqueness(&self, provider: &str) -> StoreResult<()>;
+
     /// Checks the storage answers.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -1,5 +1,36 @@
 //! Helpers shared by the SQL backends.
 
+use crate::error::{StoreError, StoreResult};
+
+/// The name of Parse's unique index on `authData.<provider>.id`
+/// (`_User_unique_authData_<provider>_id`), once the provider's name is
+/// checked: it goes into SQL and JSON paths.
+pub(crate) fn auth_data_index(provider: &str) -> StoreResult<String> {
+    let valid = !provider.is_empty()
+        && provider
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(StoreError::InvalidSchema(format!(
+            "invalid authData provider name {provider:?}"
+        )));
+    }
+    Ok(format!("_User_unique_authData_{provider}_id"))
+}
+
+/// The field a unique index's name stands for, from what follows
+/// `_unique_` in it: `username` for `_User_unique_username`, and Parse's
+/// `_auth_data_<provider>` for `_User_unique_authData_<provider>_id`.
+pub(crate) fn unique_index_field(rest: &str) -> String {
+    match rest
+        .strip_prefix("authData_")
+        .and_then(|rest| rest.strip_suffix("_id"))
+    {
+        Some(provider) => format!("_auth_data_{provider}"),
+        None => rest.to_owned(),
+    }
+}
+
 /// `name` as a double-quoted SQL identifier, with embedded quotes doubled,
 /// as both SQLite and PostgreSQL read it.
 pub(crate) fn quote_ident(name: &str) -> String {
@@ -63,6 +94,18 @@ pub(crate) fn compact_params<T>(sql: &str, marker: char, params: Vec<T>) -> (Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unique_index_names_give_parse_fields() {
+        assert_eq!(unique_index_field("username"), "username");
+        assert_eq!(unique_index_field("authData_acme_id"), "_auth_data_acme");
+        assert_eq!(
+            auth_data_index("my_idp").unwrap(),
+            "_User_unique_authData_my_idp_id"
+        );
+        assert!(auth_data_index("a'b").is_err());
+        assert!(auth_data_index("").is_err());
+    }
 
     #[test]
     fn unused_parameters_are_dropped_and_the_rest_renumbered() {

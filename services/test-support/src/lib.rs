@@ -134,6 +134,7 @@ macro_rules! for_each_conformance_test {
             relations_and_related_to,
             permission_filters,
             unique_fields_of_system_classes,
+            auth_data_ids_are_unique_once_indexed,
             schema_operations,
             writes_leave_events_in_the_outbox,
             explain_answers_the_plan,

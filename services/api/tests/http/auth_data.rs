@@ -330,16 +330,26 @@ async fn an_id_belongs_to_one_user() {
     let signed_in_as_bob = as_user(&server, bob_token, Method::POST, "users", Some(link)).await;
     assert_message(&signed_in_as_bob, 400, 208, "this auth is already used");
 
-    // A batch sign-up cannot take it either.
-    let (status, batch) = server
-        .post(
-            "batch",
-            json!({"requests": [{"method": "POST", "path": "/parse/users", "body": {"authData": acme(&issuer, "taken")}}]}),
-        )
-        .await;
+    // Nor Bob in a batch; without a session, a batch item logs the owner
+    // in, as Parse does.
+    let batch = json!({"requests": [{"method": "POST", "path": "/parse/users", "body": {"authData": acme(&issuer, "taken")}}]});
+    let (status, as_bob) = as_user(
+        &server,
+        bob_token,
+        Method::POST,
+        "batch",
+        Some(batch.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{as_bob}");
+    assert_eq!(as_bob[0]["error"]["code"], 208, "{as_bob}");
+    let (status, batch) = server.post("batch", batch).await;
     assert_eq!(status, 200, "{batch}");
-    assert_eq!(batch[0]["error"]["code"], 208, "{batch}");
-    assert!(owner["objectId"].is_string());
+    assert_eq!(
+        batch[0]["success"]["objectId"], owner["objectId"],
+        "{batch}"
+    );
+    assert!(batch[0]["success"]["sessionToken"].is_string(), "{batch}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,4 +478,89 @@ async fn providers_oxbase_does_not_check_are_refused() {
         "This authentication method is unsupported.",
     );
     assert!(server.all("_User").await.is_empty());
+}
+
+/// The users holding this anonymous id, by master key.
+async fn users_with_anonymous_id(server: &TestServer, id: &str) -> Vec<Value> {
+    server
+        .all("_User")
+        .await
+        .into_iter()
+        .filter(|user| user["authData"]["anonymous"]["id"] == id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_data_log_ins_in_batches_and_with_the_users_own_session() {
+    let issuer = Issuer::start().await;
+    let server = server(&issuer, |_| {}).await;
+    let anonymous =
+        json!({"authData": {"anonymous": {"id": "5b0e4c1e-1111-4a57-9d4a-0c2f1f3e9a11"}}});
+    let (status, created) = server.post("users", anonymous.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["objectId"].as_str().unwrap().to_owned();
+    let token = created["sessionToken"].as_str().unwrap().to_owned();
+
+    // In a batch, as alone: the user is logged in, with a new session.
+    let (status, batch) = server
+        .post(
+            "batch",
+            json!({"requests": [{"method": "POST", "path": "/parse/users", "body": anonymous}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    let logged_in = &batch[0]["success"];
+    assert_eq!(logged_in["objectId"], id.as_str(), "{batch}");
+    let second = logged_in["sessionToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{batch}"));
+    assert_ne!(second, token);
+    let (status, me) = as_user(&server, second, Method::GET, "users/me", None).await;
+    assert_eq!((status, me["objectId"].clone()), (200, json!(id)), "{me}");
+
+    // With the user's own session, Parse Server 9 answers the user without
+    // a sessionToken, and opens no session.
+    let sessions = || async {
+        server
+            .all("_Session")
+            .await
+            .into_iter()
+            .filter(|s| s["user"]["objectId"] == id.as_str())
+            .count()
+    };
+    let before = sessions().await;
+    let (status, again) = as_user(&server, &token, Method::POST, "users", Some(anonymous)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["objectId"], id.as_str());
+    assert!(again.get("sessionToken").is_none(), "{again}");
+    assert_eq!(sessions().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_sign_ups_with_one_provider_id_make_one_user() {
+    let issuer = Issuer::start().await;
+    let server = server(&issuer, |_| {}).await;
+    // `_User` exists, as in any app with users.
+    let (status, body) = server
+        .post("users", json!({"username": "first", "password": "pw"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for round in 0..3 {
+        let uuid = format!("7d1e4c1e-2222-4a57-9d4a-0c2f1f3e9a1{round}");
+        let body = json!({"authData": {"anonymous": {"id": uuid}}});
+        let answers =
+            futures_util::future::join_all((0..8).map(|_| server.post("users", body.clone())))
+                .await;
+        // One signs up; the others log in, or lose the race with Parse's
+        // 208, as on Parse Server with its unique index.
+        let created = answers.iter().filter(|(status, _)| *status == 201).count();
+        assert_eq!(created, 1, "{answers:?}");
+        for (status, answer) in &answers {
+            assert!(
+                *status == 201 || *status == 200 || (*status == 400 && answer["code"] == 208),
+                "{answers:?}"
+            );
+        }
+        assert_eq!(users_with_anonymous_id(&server, &uuid).await.len(), 1);
+    }
 }

@@ -738,3 +738,84 @@ async fn the_apps_own_pages_are_served_localized() {
         assert!(!response.text().await.unwrap().contains("secret"), "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_key_may_ignore_email_verification() {
+    let sink = Sink::start().await;
+    let server = server_with(&sink, |email, _| {
+        email.verify_user_emails = true;
+        email.prevent_login_with_unverified_email = true;
+    })
+    .await;
+    let (status, body) = server
+        .post(
+            "users",
+            json!({"username": "eve", "password": "pw-1", "email": "eve@example.com"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["objectId"].as_str().unwrap().to_owned();
+    let ignoring = json!({"username": "eve", "password": "pw-1", "ignoreEmailVerification": true});
+    // Parse's rule: the flag counts with the master key only.
+    assert_error(&server.post("login", ignoring.clone()).await, 400, 205);
+    assert_error(
+        &server
+            .master_json(
+                Method::POST,
+                "login",
+                Some(json!({"username": "eve", "password": "pw-1"})),
+            )
+            .await,
+        400,
+        205,
+    );
+    let (status, login) = server
+        .master_json(Method::POST, "login", Some(ignoring))
+        .await;
+    assert_eq!(status, 200, "{login}");
+    assert_eq!(login["objectId"], id.as_str());
+    assert!(login["sessionToken"].is_string(), "{login}");
+    // In the query string too, and by email as the username.
+    let (status, login) = read(
+        server
+            .master(Method::GET, "login")
+            .query(&[
+                ("username", "eve@example.com"),
+                ("password", "pw-1"),
+                ("ignoreEmailVerification", "true"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, login["objectId"].clone()),
+        (200, json!(id)),
+        "{login}"
+    );
+    // /verifyPassword follows the same rule; /loginAs never asks.
+    assert_error(
+        &server
+            .post(
+                "verifyPassword",
+                json!({"username": "eve", "password": "pw-1"}),
+            )
+            .await,
+        400,
+        205,
+    );
+    let (status, checked) = server
+        .master_json(
+            Method::POST,
+            "verifyPassword",
+            Some(json!({"username": "eve", "password": "pw-1", "ignoreEmailVerification": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    let (status, as_eve) = server
+        .master_json(Method::POST, "loginAs", Some(json!({"userId": id})))
+        .await;
+    assert_eq!(status, 200, "{as_eve}");
+    assert!(as_eve["sessionToken"].is_string(), "{as_eve}");
+}

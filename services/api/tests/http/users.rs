@@ -434,3 +434,72 @@ async fn a_password_change_ends_every_session_of_the_user() {
     let (status, _) = as_user(&kept, &bob.token, Method::GET, "users/me", None).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_username_may_be_the_users_email() {
+    let server = TestServer::start().await;
+    let bob = signup(&server, "bob").await;
+    let log_in = |username: &str, password: &str| {
+        server.post("login", json!({"username": username, "password": password}))
+    };
+    // Parse looks `username` up as `{$or: [{username}, {email: username}]}`.
+    let (status, body) = log_in("bob@example.com", "bob-pw").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["objectId"], bob.id.as_str());
+    assert_eq!(code(&log_in("bob@example.com", "wrong").await), 101);
+    // When another user's username is that email, that user is meant.
+    let (status, other) = server
+        .post(
+            "users",
+            json!({"username": "bob@example.com", "password": "other-pw"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{other}");
+    let wrong = log_in("bob@example.com", "bob-pw").await;
+    assert_eq!((wrong.0, code(&wrong)), (404, 101));
+    let (status, body) = log_in("bob@example.com", "other-pw").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["objectId"], other["objectId"]);
+    // Both given: both must match the one user.
+    let both = |email: &str| {
+        server.post(
+            "login",
+            json!({"username": "bob", "email": email, "password": "bob-pw"}),
+        )
+    };
+    assert_eq!(both("bob@example.com").await.0, 200);
+    assert_eq!(code(&both("nobody@example.com").await), 101);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_acl_locks_the_user_out_of_password_log_ins() {
+    let server = TestServer::start().await;
+    let dan = signup(&server, "dan").await;
+    let (status, body) = server
+        .master_json(
+            Method::PUT,
+            &format!("users/{}", dan.id),
+            Some(json!({"ACL": {}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let credentials = json!({"username": "dan", "password": "dan-pw"});
+    let refused = server.post("login", credentials.clone()).await;
+    assert_eq!(
+        refused,
+        (
+            404,
+            json!({"code": 101, "error": "Invalid username/password."})
+        )
+    );
+    let refused = server.post("verifyPassword", credentials.clone()).await;
+    assert_eq!((refused.0, code(&refused)), (404, 101));
+    // The session the user had still works; the master key still logs in.
+    let (status, _) = as_user(&server, &dan.token, Method::GET, "users/me", None).await;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .master_json(Method::POST, "login", Some(credentials))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["objectId"], dan.id.as_str());
+}

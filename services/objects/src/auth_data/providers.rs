@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use super::config::{AuthConfig, ProviderConfig, ProviderKind};
 use super::gcenter::GameCenter;
 use super::jwt::{JwksCache, Token, invalid};
-use super::mfa::{self, Totp};
 use super::ldap;
+use super::mfa::{self, Totp};
 use super::oauth::{Api, ApiClient};
 use crate::error::{ParseError, ParseResult, code};
 

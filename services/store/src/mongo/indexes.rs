@@ -15,6 +15,7 @@ use super::MongoStore;
 use super::errors::{INDEX_CONFLICTS, INDEX_NOT_FOUND, has_code, schema_error};
 use super::filter::top_key;
 use super::schema::SCHEMA_COLLECTION;
+use super::transform::AUTH_DATA_PREFIX;
 use crate::error::{StoreError, StoreResult};
 use crate::query::Filter;
 use crate::schema::{ClassSchema, FieldType};
@@ -77,6 +78,24 @@ pub(super) fn system_indexes(class_name: &str) -> Vec<IndexModel> {
         }
         _ => Vec::new(),
     }
+}
+
+/// Parse's unique index on one provider's id (`ensureAuthDataUniqueness`).
+pub(super) fn auth_data_index(provider: &str) -> StoreResult<IndexModel> {
+    let valid = !provider.is_empty()
+        && provider
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(StoreError::InvalidSchema(format!(
+            "invalid authData provider name {provider:?}"
+        )));
+    }
+    let key = format!("{AUTH_DATA_PREFIX}{provider}");
+    Ok(model(
+        doc! {format!("{key}.id"): 1},
+        sparse(&format!("{key}_id"), true),
+    ))
 }
 
 /// The geo index a field of this type needs: Parse creates `2dsphere` for
@@ -203,6 +222,23 @@ impl MongoStore {
         }
         self.forget_index(class_name, name);
         Ok(())
+    }
+
+    /// Parse Server 9's `ensureAuthDataUniqueness`: a unique sparse index
+    /// `_auth_data_<provider>_id` on `_auth_data_<provider>.id`. One that
+    /// exists already (under that name, or with other options) is kept.
+    pub(super) async fn create_auth_data_index(&self, provider: &str) -> StoreResult<()> {
+        let index = auth_data_index(provider)?;
+        match self.primary_collection("_User").create_index(index).await {
+            Ok(_) => Ok(()),
+            Err(err) if has_code(&err, INDEX_CONFLICTS) => Ok(()),
+            Err(err) if has_code(&err, super::errors::DUPLICATE_KEY) => {
+                Err(StoreError::Duplicate {
+                    field: Some(format!("{AUTH_DATA_PREFIX}{provider}")),
+                })
+            }
+            Err(err) => Err(schema_error(err)),
+        }
     }
 
     /// Makes sure each `$text` condition's field has a text index, as Parse
@@ -341,6 +377,21 @@ mod tests {
             (Some("ttl"), Some(Duration::ZERO))
         );
         assert!(system_indexes("Post").is_empty());
+    }
+
+    #[test]
+    fn auth_data_ids_get_parse_unique_index() {
+        let index = auth_data_index("acme").unwrap();
+        assert_eq!(
+            described(&index),
+            (
+                doc! {"_auth_data_acme.id": 1},
+                "_auth_data_acme_id".into(),
+                Some(true),
+                Some(true)
+            )
+        );
+        assert!(auth_data_index("a.b").is_err());
     }
 
     #[test]

@@ -774,6 +774,10 @@ impl Store for MongoStore {
         self.outbox_pending_count().await
     }
 
+    async fn ensure_auth_data_uniqueness(&self, provider: &str) -> StoreResult<()> {
+        self.create_auth_data_index(provider).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.db
             .run_command(doc! {"ping": 1})

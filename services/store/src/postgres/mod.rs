@@ -166,7 +166,7 @@ pub(super) fn pg_err(err: tokio_postgres::Error) -> StoreError {
             let field = db
                 .constraint()
                 .and_then(|c| c.split_once("_unique_"))
-                .map(|(_, field)| field.to_owned());
+                .map(|(_, field)| crate::sql::unique_index_field(field));
             StoreError::Duplicate { field }
         }
         SqlState::UNDEFINED_TABLE | SqlState::UNDEFINED_COLUMN => StoreError::StaleSchema,
@@ -725,6 +725,18 @@ impl Store for PostgresStore {
 
     async fn outbox_backlog(&self) -> StoreResult<u64> {
         outbox::backlog(&self.client().await?).await
+    }
+
+    async fn ensure_auth_data_uniqueness(&self, provider: &str) -> StoreResult<()> {
+        let name = crate::sql::auth_data_index(provider)?;
+        // Parse Server's statement, so either server finds the other's index.
+        let sql = format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS {} ON \"_User\" ((\"authData\"->'{provider}'->>'id')) \
+             WHERE \"authData\"->'{provider}'->>'id' IS NOT NULL",
+            quote_ident(&name)
+        );
+        let client = self.client().await?;
+        client.batch_execute(&sql).await.map_err(pg_err)
     }
 
     async fn ping(&self) -> StoreResult<()> {

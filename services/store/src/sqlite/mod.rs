@@ -140,7 +140,7 @@ pub(super) fn sql_err(err: rusqlite::Error) -> StoreError {
             // "UNIQUE constraint failed: index 'C_unique_field'" names the field.
             let field = message.as_deref().and_then(|m| {
                 let (_, rest) = m.split_once("_unique_")?;
-                Some(rest.trim_end_matches('\'').to_owned())
+                Some(crate::sql::unique_index_field(rest.trim_end_matches('\'')))
             });
             StoreError::Duplicate { field }
         }
@@ -401,6 +401,20 @@ impl Store for SqliteStore {
 
     async fn outbox_backlog(&self) -> StoreResult<u64> {
         self.engine.read(outbox::backlog).await
+    }
+
+    async fn ensure_auth_data_uniqueness(&self, provider: &str) -> StoreResult<()> {
+        let name = crate::sql::auth_data_index(provider)?;
+        // Partial, as Parse's PostgreSQL index: users without the id are
+        // not indexed.
+        let sql = format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS {} ON \"_User\"(json_extract(data, '$.authData.{provider}.id')) \
+             WHERE json_extract(data, '$.authData.{provider}.id') IS NOT NULL",
+            quote_ident(&name)
+        );
+        self.engine
+            .write(move |state| state.conn.execute_batch(&sql).map_err(sql_err))
+            .await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -1071,6 +1071,67 @@ pub async fn unique_fields_of_system_classes(store: StoreRef) {
     assert_eq!(found[0]["_hashed_password"], "$2b$10$x");
 }
 
+pub async fn auth_data_ids_are_unique_once_indexed(store: StoreRef) {
+    store
+        .ensure_fields("_User", &BTreeMap::new())
+        .await
+        .unwrap();
+    let view = view(&store).await;
+    let user = |id: &str, auth_data: Value| WriteOp::Create {
+        class_name: "_User".into(),
+        object: obj(
+            json!({"objectId": id, "username": id, "authData": auth_data,
+                           "createdAt": date(1), "updatedAt": date(1)}),
+        ),
+        relations: vec![],
+    };
+    let write = |ops| {
+        let (store, view) = (&store, &view);
+        async move {
+            store
+                .write(
+                    view,
+                    WriteBatch {
+                        ops,
+                        atomic: false,
+                        events: None,
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    // Data from before the index: distinct ids, and users without one.
+    let out = write(vec![
+        user("u1", json!({"acme": {"id": "1", "token": "a"}})),
+        user("u2", json!({"other": {"id": "1"}})),
+    ])
+    .await;
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    assert!(store.ensure_auth_data_uniqueness("a'b").await.is_err());
+    store.ensure_auth_data_uniqueness("acme").await.unwrap();
+    // Creating it again keeps it.
+    store.ensure_auth_data_uniqueness("acme").await.unwrap();
+    let out = write(vec![
+        user("u3", json!({"acme": {"id": "1", "token": "b"}})),
+        user("u4", json!({"acme": {"id": "2"}})),
+        user("u5", json!({"other": {"id": "1"}})),
+        user("u6", json!({"acme": {"token": "no id"}})),
+        user("u7", json!({"acme": {"token": "no id either"}})),
+    ])
+    .await;
+    assert!(
+        matches!(&out[0], Err(StoreError::Duplicate { field: Some(f) }) if f == "_auth_data_acme"),
+        "{out:?}"
+    );
+    assert!(out[1..].iter().all(Result::is_ok), "{out:?}");
+    // Duplicates already stored keep the index from being built.
+    store
+        .ensure_auth_data_uniqueness("other")
+        .await
+        .unwrap_err();
+}
+
 pub async fn schema_operations(store: StoreRef) {
     let mut schema = oxbase_store::ClassSchema::new("Shape");
     schema
