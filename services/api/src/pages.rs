@@ -279,31 +279,19 @@ fn get<'a>(params: &'a Params, key: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn html(page: Page, params: &Params) -> String {
     let (title, message) = page.text();
-    let app_name = escape(get(params, "appName"));
+    let app_name = mustache::escape_html(get(params, "appName"));
     let mut body = format!("<h1>{app_name}</h1>\n<p>{message}</p>\n");
     let error = get(params, "error");
     if !error.is_empty() {
-        body.push_str(&format!("<p role=\"alert\">{}</p>\n", escape(error)));
+        body.push_str(&format!(
+            "<p role=\"alert\">{}</p>\n",
+            mustache::escape_html(error)
+        ));
     }
     let action = |route: &str| {
-        escape(&format!(
+        mustache::escape_html(&format!(
             "{}/apps/{}/{route}",
             get(params, "publicServerUrl"),
             crate::mail::encode_component(get(params, "appId"))
@@ -312,7 +300,7 @@ fn html(page: Page, params: &Params) -> String {
     let hidden = |name: &str| {
         format!(
             "<input type=\"hidden\" name=\"{name}\" value=\"{}\">\n",
-            escape(get(params, name))
+            mustache::escape_html(get(params, name))
         )
     };
     match page {
@@ -349,26 +337,13 @@ fn html_response(text: String, params: &Params, encode: bool) -> Response {
     with_param_headers(response, params, encode)
 }
 
-/// JavaScript's `encodeURIComponent`.
-fn encode_uri_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// The `x-parse-page-param-*` headers, so a program can read a page's
 /// parameters without parsing its HTML; URI-encoded with `encode`.
 fn with_param_headers(mut response: Response, params: &Params, encode: bool) -> Response {
     for (key, value) in params {
         let name = format!("x-parse-page-param-{}", key.to_ascii_lowercase());
         let value = if encode {
-            encode_uri_component(value)
+            crate::mail::encode_component(value)
         } else {
             value.clone()
         };
@@ -597,17 +572,19 @@ impl Pages<'_> {
         app_id == self.app.app_id
     }
 
+    /// The parameters every page gets: the app's, and the request's
+    /// locale.
+    fn add_app_params(&self, params: &mut Params) {
+        set(params, "appId", Some(&self.app.app_id));
+        set(params, "appName", Some(self.mailer.app_name()));
+        set(params, "publicServerUrl", Some(self.mailer.public_url()));
+        set(params, "locale", self.fields.locale());
+    }
+
     /// Parse's `goToPage`: the page itself, or a redirect to it (to its
     /// custom URL when there is one), with `params` and the app's.
     async fn show(&self, page: Page, mut params: Params, redirect_to: bool) -> Response {
-        set(&mut params, "appId", Some(&self.app.app_id));
-        set(&mut params, "appName", Some(self.mailer.app_name()));
-        set(
-            &mut params,
-            "publicServerUrl",
-            Some(self.mailer.public_url()),
-        );
-        set(&mut params, "locale", self.fields.locale());
+        self.add_app_params(&mut params);
         let email = &self.app.objects.settings().email;
         let templates = &self.app.pages;
         let encode = templates.config.encode_page_param_headers;
@@ -650,14 +627,7 @@ impl Pages<'_> {
         };
         if path.extension().is_some_and(|e| e == "html") {
             let mut params = Vec::new();
-            set(&mut params, "appId", Some(&self.app.app_id));
-            set(&mut params, "appName", Some(self.mailer.app_name()));
-            set(
-                &mut params,
-                "publicServerUrl",
-                Some(self.mailer.public_url()),
-            );
-            set(&mut params, "locale", self.fields.locale());
+            self.add_app_params(&mut params);
             return match templates.render(&path, &params).await {
                 Some(text) => {
                     html_response(text, &params, templates.config.encode_page_param_headers)

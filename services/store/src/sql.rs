@@ -1,4 +1,5 @@
-//! Helpers shared by the SQL backends.
+//! Helpers shared by the backends: the SQL ones, and Parse's rules on
+//! names they all follow.
 
 use crate::error::{StoreError, StoreResult};
 
@@ -6,16 +7,24 @@ use crate::error::{StoreError, StoreResult};
 /// (`_User_unique_authData_<provider>_id`), once the provider's name is
 /// checked: it goes into SQL and JSON paths.
 pub(crate) fn auth_data_index(provider: &str) -> StoreResult<String> {
+    check_auth_provider(provider)?;
+    Ok(format!("_User_unique_authData_{provider}_id"))
+}
+
+/// A provider name fit for index names, SQL and JSON paths, and MongoDB
+/// field names: letters, digits and `_`.
+pub(crate) fn check_auth_provider(provider: &str) -> StoreResult<()> {
     let valid = !provider.is_empty()
         && provider
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(StoreError::InvalidSchema(format!(
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidSchema(format!(
             "invalid authData provider name {provider:?}"
-        )));
+        )))
     }
-    Ok(format!("_User_unique_authData_{provider}_id"))
 }
 
 /// The field a unique index's name stands for, from what follows

@@ -127,8 +127,17 @@ fn text(value: Option<&Value>) -> String {
     }
 }
 
-/// Mustache's escaping: `& < > " ' / ` =`.
-pub(crate) fn escape(text: &str) -> String {
+/// Mustache's escaping: HTML's, and `/`, the backquote and `=`.
+fn escape(text: &str) -> String {
+    escape_chars(text, true)
+}
+
+/// HTML's escaping of `&`, `<`, `>`, `"` and `'`, for oxbase's own pages.
+pub(crate) fn escape_html(text: &str) -> String {
+    escape_chars(text, false)
+}
+
+fn escape_chars(text: &str, mustache: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -137,9 +146,9 @@ pub(crate) fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            '/' => out.push_str("&#x2F;"),
-            '`' => out.push_str("&#x60;"),
-            '=' => out.push_str("&#x3D;"),
+            '/' if mustache => out.push_str("&#x2F;"),
+            '`' if mustache => out.push_str("&#x60;"),
+            '=' if mustache => out.push_str("&#x3D;"),
             c => out.push(c),
         }
     }

@@ -82,15 +82,7 @@ pub(super) fn system_indexes(class_name: &str) -> Vec<IndexModel> {
 
 /// Parse's unique index on one provider's id (`ensureAuthDataUniqueness`).
 pub(super) fn auth_data_index(provider: &str) -> StoreResult<IndexModel> {
-    let valid = !provider.is_empty()
-        && provider
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(StoreError::InvalidSchema(format!(
-            "invalid authData provider name {provider:?}"
-        )));
-    }
+    crate::sql::check_auth_provider(provider)?;
     let key = format!("{AUTH_DATA_PREFIX}{provider}");
     Ok(model(
         doc! {format!("{key}.id"): 1},
