@@ -189,6 +189,6 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), names.len());
-        assert_eq!(names.len(), 20);
+        assert_eq!(names.len(), 21);
     }
 }
