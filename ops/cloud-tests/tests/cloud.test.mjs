@@ -398,6 +398,20 @@ describe(`cloud/main.js on ${TARGET}`, () => {
     assert.equal(row.get('detail'), 'dave');
   });
 
+  test('an authData log-in runs beforeLogin but not afterLogin, as Parse Server does', async () => {
+    const authData = { id: 'cloud-tests-anonymous-1' };
+    const first = await Parse.User.logInWith('anonymous', { authData });
+    const again = await Parse.User.logInWith('anonymous', { authData });
+    assert.equal(again.id, first.id);
+    assert.ok(again.getSessionToken());
+    // afterLogin runs before a log-in answers, so its audit would be there
+    // already.
+    assert.equal((await auditRows({ action: 'user.login', targetId: first.id })).length, 0);
+    first.set('banned', true);
+    await first.save(null, master);
+    await expectError(Parse.User.logInWith('anonymous', { authData }), 141, 'Access denied, you have been banned.');
+  });
+
   test('afterLogout audits the session that ended', async () => {
     const frank = await signUp('frank');
     const session = await new Parse.Query(Parse.Session).equalTo('user', frank).first(master);

@@ -1,7 +1,8 @@
 //! `POST /users` with the `authData` of an existing user: Parse logs that
 //! user in rather than signing up a new one (`Parse.User.logInWith`).
 //! The rules are the object layer's (`oxbase_objects::AuthDataLogIn`);
-//! this runs the log-in hooks around them and answers as `/login` does.
+//! this runs beforeLogin before them and answers as `/login` does. As in
+//! Parse Server, only `/login` runs afterLogin.
 
 use oxbase_objects::{Auth, ParseResult};
 use oxbase_proto::TriggerName;
@@ -31,10 +32,6 @@ impl App {
                 self.user_object(auth, req, login.user_id()).await?,
             )),
         };
-        if let Value::Object(user) = &reply.body {
-            self.session_trigger(auth, req, TriggerName::AfterLogin, user, Some(user))
-                .await?;
-        }
         if let Value::Object(body) = &mut reply.body {
             body.insert("authDataResponse".into(), login.auth_data_response());
         }
