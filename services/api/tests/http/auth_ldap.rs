@@ -6,8 +6,8 @@
 use oxbase_objects::{AuthConfig, ProviderConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use crate::common::{TestServer, assert_error};
 use crate::users::as_user;
@@ -163,7 +163,7 @@ fn answer(bound: &mut bool, id: &[u8], op: u8, body: &[u8]) -> (Vec<Vec<u8>>, bo
     }
 }
 
-async fn session(mut stream: TcpStream) {
+async fn session(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
     let mut buffer = Vec::new();
     let mut bound = false;
     let mut chunk = [0; 4096];
@@ -190,6 +190,43 @@ async fn session(mut stream: TcpStream) {
             Ok(n) => buffer.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// Starts the directory behind TLS, with a certificate for 127.0.0.1
+/// signed by a CA of its own: its `ldaps://` URL and the CA's PEM.
+async fn tls_directory() -> (String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ldaps://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    session(stream).await;
+                }
+            });
+        }
+    });
+    (url, ca.pem())
 }
 
 /// Starts the directory; its `ldap://` URL.
@@ -305,5 +342,45 @@ async fn ldap_without_groups_and_without_a_directory() {
         500,
         1,
         "LDAP auth configuration missing",
+    );
+}
+
+/// `ldaps://`: TLS to the directory, whose certificate must come from the
+/// configured CA (or the system's roots, which do not know this one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldaps_checks_the_directorys_certificate() {
+    let (url, ca_pem) = tls_directory().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+
+    let trusting = server(ProviderConfig {
+        tls_ca_file: Some(ca_file),
+        ..provider(&url, true)
+    })
+    .await;
+    let (status, created) =
+        sign_in(&trusting, json!({"id": "alice", "password": "alice-pw"})).await;
+    assert_eq!(status, 201, "{created}");
+    assert_message(
+        &sign_in(&trusting, json!({"id": "alice", "password": "guess"})).await,
+        404,
+        101,
+        "LDAP: Wrong username or password",
+    );
+
+    let system_roots = server(provider(&url, false)).await;
+    let (status, body) = sign_in(
+        &system_roots,
+        json!({"id": "alice", "password": "alice-pw"}),
+    )
+    .await;
+    assert_error(&(status, body.clone()), 404, 101);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("LDAP: Somthing went wrong"),
+        "{body}"
     );
 }

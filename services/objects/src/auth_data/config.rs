@@ -133,6 +133,10 @@ pub struct ProviderConfig {
     /// found with `group_filter`, e.g. `(memberUid={{id}})`.
     pub group_cn: Option<String>,
     pub group_filter: Option<String>,
+    /// LDAP over `ldaps://`: a PEM file of the CA certificates that may
+    /// sign the directory's (Parse's `tlsOptions.ca`); the system's roots
+    /// when unset.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ProviderConfig {
@@ -159,6 +163,7 @@ impl Default for ProviderConfig {
             dn: None,
             group_cn: None,
             group_filter: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -337,7 +342,7 @@ mod tests {
         assert!(check(json!({"gcenter": {"bundle_id": "com.x"}})).is_ok());
         assert!(check(json!({"gcenter": {"enable_insecure_auth": true}})).is_ok());
         assert!(check(json!({"ldap": {"suffix": "dc=x"}})).is_err());
-        assert!(check(json!({"ldap": {"url": "ldaps://h", "suffix": "dc=x"}})).is_err());
+        assert!(check(json!({"ldap": {"url": "ldaps://h", "suffix": "dc=x"}})).is_ok());
         assert!(check(json!({"ldap": {"url": "ldap://h", "suffix": "dc=x"}})).is_ok());
         assert!(check(json!({"weibo": {"client_ids": ["x"], "client_secret": "s"}})).is_ok());
         assert!(check(json!({"qq": {}})).is_err());

@@ -4,12 +4,15 @@
 //! `group_cn` and `group_filter` are set, searches under `suffix` (bound as
 //! the user) for a group of that `cn`. The password is never stored.
 //!
-//! Only `ldap://` is spoken: oxbase has no TLS for LDAP yet, so `ldaps://`
-//! is refused when the configuration is loaded.
+//! `ldaps://` speaks TLS (rustls), checking the directory's certificate
+//! against `tls_ca_file` or the system's roots; `ldap://` is plain text.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Map, Value};
 
 use super::config::ProviderConfig;
@@ -39,19 +42,39 @@ fn went_wrong(reason: impl std::fmt::Display) -> ParseError {
 /// The configuration Parse's adapter requires, checked when oxbase starts.
 pub(crate) fn check_config(config: &ProviderConfig) -> Result<(), String> {
     let url = config.url.as_deref().unwrap_or_default();
-    if url.starts_with("ldaps://") {
-        return Err(
-            "ldaps:// is not supported by oxbase yet; use an ldap:// url (on a trusted network)"
-                .into(),
-        );
-    }
-    if !url.starts_with("ldap://") {
-        return Err("url must be an ldap:// URL".into());
+    if !url.starts_with("ldap://") && !url.starts_with("ldaps://") {
+        return Err("url must be an ldap:// or ldaps:// URL".into());
     }
     if config.suffix.is_none() {
         return Err("suffix is required".into());
     }
+    if config.tls_ca_file.is_some() {
+        tls_config(config)?;
+    }
     Ok(())
+}
+
+/// The TLS settings of `ldaps://` with `tls_ca_file`: only those CAs.
+fn tls_config(config: &ProviderConfig) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    let Some(path) = &config.tls_ca_file else {
+        return Ok(None);
+    };
+    let unreadable = |err: &dyn std::fmt::Display| format!("tls_ca_file {}: {err}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|err| unreadable(&err))? {
+        let cert = cert.map_err(|err| unreadable(&err))?;
+        roots.add(cert).map_err(|err| unreadable(&err))?;
+    }
+    if roots.is_empty() {
+        return Err(unreadable(&"no certificate in the file"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| unreadable(&err))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(Arc::new(tls)))
 }
 
 /// RFC 4514 escaping of a DN attribute value, as Parse's `escapeDN`.
@@ -126,7 +149,13 @@ pub(crate) async fn validate(
         Some(dn) => dn.replacen("{{id}}", &escaped, 1),
         None => format!("uid={escaped},{suffix}"),
     };
-    let settings = LdapConnSettings::new().set_conn_timeout(TIMEOUT);
+    let mut settings = LdapConnSettings::new().set_conn_timeout(TIMEOUT);
+    // Checked at start; a file changed since fails this sign-in.
+    match tls_config(config) {
+        Ok(Some(tls)) => settings = settings.set_config(tls),
+        Ok(None) => {}
+        Err(err) => return Err(went_wrong(err)),
+    }
     let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
         .await
         .map_err(|err| went_wrong(reason(&err)))?;
@@ -229,8 +258,13 @@ mod tests {
             ..ProviderConfig::default()
         };
         assert!(check_config(&config("ldap://localhost:389", Some("dc=x"))).is_ok());
-        assert!(check_config(&config("ldaps://localhost", Some("dc=x"))).is_err());
+        assert!(check_config(&config("ldaps://localhost", Some("dc=x"))).is_ok());
         assert!(check_config(&config("http://localhost", Some("dc=x"))).is_err());
         assert!(check_config(&config("ldap://localhost", None)).is_err());
+        let missing_ca = ProviderConfig {
+            tls_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..config("ldaps://localhost", Some("dc=x"))
+        };
+        assert!(check_config(&missing_ca).is_err());
     }
 }
