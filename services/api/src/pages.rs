@@ -591,30 +591,25 @@ impl Pages<'_> {
         if let Some(url) = email.custom_urls.get(page.id()) {
             return redirect(url, &params, encode);
         }
-        let redirect_to = redirect_to || templates.config.force_redirect;
-        if templates.root.is_none() {
-            if redirect_to {
-                let url = format!("{}/apps/{}", self.mailer.public_url(), page.file());
-                return redirect(&url, &params, encode);
-            }
-            return html_response(html(page, &params), &params, encode);
-        }
-        let (path, subdir) = templates.localized(page.file(), self.fields.locale());
-        if redirect_to {
-            let file = match subdir {
+        // The app's own file for the locale, when it has pages.
+        let own = templates
+            .root
+            .is_some()
+            .then(|| templates.localized(page.file(), self.fields.locale()));
+        if redirect_to || templates.config.force_redirect {
+            let file = match own.as_ref().and_then(|(_, subdir)| subdir.as_ref()) {
                 Some(subdir) => format!("{subdir}/{}", page.file()),
                 None => page.file().to_owned(),
             };
             let url = format!("{}/apps/{file}", self.mailer.public_url());
             return redirect(&url, &params, encode);
         }
-        match path {
-            Some(path) => match templates.render(&path, &params).await {
-                Some(text) => html_response(text, &params, encode),
-                None => not_found(),
-            },
-            None => not_found(),
-        }
+        let text = match own {
+            None => Some(html(page, &params)),
+            Some((Some(path), _)) => templates.render(&path, &params).await,
+            Some((None, _)) => None,
+        };
+        text.map_or_else(not_found, |text| html_response(text, &params, encode))
     }
 
     /// Parse's static route: a file of the app's pages' directory, a page

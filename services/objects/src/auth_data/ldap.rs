@@ -54,8 +54,11 @@ pub(crate) fn check_config(config: &ProviderConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// The TLS settings of `ldaps://` with `tls_ca_file`: only those CAs.
-fn tls_config(config: &ProviderConfig) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+/// The TLS settings of `ldaps://` with `tls_ca_file` (only those CAs),
+/// made once when the providers are: `None` leaves the system's roots.
+pub(crate) type TlsSettings = Result<Option<Arc<rustls::ClientConfig>>, String>;
+
+pub(crate) fn tls_config(config: &ProviderConfig) -> TlsSettings {
     let Some(path) = &config.tls_ca_file else {
         return Ok(None);
     };
@@ -126,6 +129,7 @@ fn fill_filter(filter: &str, id: &str) -> String {
 /// The password is taken out of `data` so that it is not stored.
 pub(crate) async fn validate(
     config: &ProviderConfig,
+    tls: &TlsSettings,
     data: &mut Map<String, Value>,
 ) -> ParseResult<()> {
     let password = data.remove("password");
@@ -150,9 +154,8 @@ pub(crate) async fn validate(
         None => format!("uid={escaped},{suffix}"),
     };
     let mut settings = LdapConnSettings::new().set_conn_timeout(TIMEOUT);
-    // Checked at start; a file changed since fails this sign-in.
-    match tls_config(config) {
-        Ok(Some(tls)) => settings = settings.set_config(tls),
+    match tls {
+        Ok(Some(tls)) => settings = settings.set_config(Arc::clone(tls)),
         Ok(None) => {}
         Err(err) => return Err(went_wrong(err)),
     }

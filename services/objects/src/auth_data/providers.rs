@@ -75,6 +75,7 @@ pub(crate) struct Providers {
     jwks: JwksCache,
     api: ApiClient,
     gcenter: GameCenter,
+    ldap_tls: ldap::TlsSettings,
     /// The settings of a built-in provider that has none.
     unconfigured: ProviderConfig,
 }
@@ -97,7 +98,12 @@ enum Validator<'a> {
 impl Providers {
     pub(crate) fn new(config: AuthConfig) -> Self {
         let jwks = JwksCache::new(Duration::from_secs(config.jwks_cache_secs));
+        let ldap_tls = config
+            .providers
+            .get("ldap")
+            .map_or(Ok(None), ldap::tls_config);
         Self {
+            ldap_tls,
             config,
             jwks,
             api: ApiClient::new(),
@@ -206,7 +212,7 @@ impl Providers {
                 Err(invalid("Game center auth options are required."))
             }
             Some(Validator::GameCenter(provider)) => self.gcenter.validate(provider, data).await,
-            Some(Validator::Ldap(provider)) => ldap::validate(provider, data).await,
+            Some(Validator::Ldap(provider)) => ldap::validate(provider, &self.ldap_tls, data).await,
             // Parse checks nothing: the id is the secret.
             Some(Validator::Anonymous) => Ok(()),
             Some(Validator::Token(kind, provider)) => {
