@@ -39,7 +39,7 @@ pub use crate::config::{
 };
 pub use crate::hooks::Hooks;
 pub use crate::jobs::Jobs;
-pub use crate::keys::{KeyLevel, Keys};
+pub use oxbase_objects::{KeyLevel, Keys};
 
 /// The API's shared state.
 pub struct App {

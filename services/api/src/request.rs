@@ -9,26 +9,8 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+pub use oxbase_objects::Credentials;
 use oxbase_objects::{ParseError, ParseResult};
-
-/// The credentials a request carries.
-#[derive(Debug, Clone, Default)]
-pub struct Credentials {
-    pub app_id: Option<String>,
-    pub master_key: Option<String>,
-    /// `X-Parse-Maintenance-Key`; Parse reads it from the header only.
-    pub maintenance_key: Option<String>,
-    pub javascript_key: Option<String>,
-    pub client_key: Option<String>,
-    pub rest_api_key: Option<String>,
-    pub dotnet_key: Option<String>,
-    pub session_token: Option<String>,
-    pub installation_id: Option<String>,
-    pub client_version: Option<String>,
-    /// `X-Parse-Request-Id`, which events carry so a subscriber can tie
-    /// one back to the request that caused it.
-    pub request_id: Option<String>,
-}
 
 #[derive(Debug, Clone)]
 pub struct ParseRequest {

@@ -958,7 +958,7 @@ fn verifies_email(class_name: &str, parsed: &crate::values::ParsedWrite) -> bool
 
 /// Classes `/classes` serves: any valid name, and the system classes
 /// whose rules oxbase implements.
-fn validate_class_access(auth: &Auth, class_name: &str) -> ParseResult<()> {
+pub(crate) fn validate_class_access(auth: &Auth, class_name: &str) -> ParseResult<()> {
     match class_name {
         "_User" | "_Role" | "_Session" | "_Installation" => Ok(()),
         // Written by the jobs and cron services; Parse Server lets only

@@ -1,0 +1,84 @@
+//! What a LiveQuery subscription may see, by Parse's rules for a find:
+//! the class's permissions, pointer permissions and protected fields. The
+//! ACL of each object is checked per event by the LiveQuery server.
+
+use oxbase_store::{Condition, Filter, Object, QueryValue};
+use serde_json::{Map, Value};
+
+use crate::access::{self, Operation};
+use crate::auth::Auth;
+use crate::error::{ParseError, ParseResult, code};
+use crate::layer::{ObjectLayer, validate_class_access};
+use crate::query::WhereParser;
+
+/// A subscription's query as the object layer allows it.
+#[derive(Debug, Clone)]
+pub struct LiveAccess {
+    /// The query's `where`, narrowed by what pointer permissions and, on
+    /// `_Session`, the subscriber's own sessions require.
+    pub filter: Filter,
+    /// Fields the subscriber is not sent.
+    pub protected: Vec<String>,
+}
+
+impl ObjectLayer {
+    /// Checks a LiveQuery subscription as Parse Server does: the class's
+    /// `get` permission for a query on one `objectId`, its `find`
+    /// permission otherwise, and no protected field in `where` or `watch`.
+    /// A `_Session` subscription without the master key sees only the
+    /// subscriber's own sessions.
+    pub async fn live_access(
+        &self,
+        auth: &Auth,
+        class_name: &str,
+        where_: &Map<String, Value>,
+        watch: &[String],
+    ) -> ParseResult<LiveAccess> {
+        validate_class_access(auth, class_name)?;
+        let mut filter = WhereParser::new(self.limits()).parse(&Value::Object(where_.clone()))?;
+        let view = self.schemas_for(class_name, &[]).await?;
+        let class = view.get(class_name).map(AsRef::as_ref);
+        let op = match where_.get("objectId") {
+            Some(Value::String(_)) if where_.len() == 1 => Operation::Get,
+            _ => Operation::Find,
+        };
+        let protected = access::protected_fields(auth, class);
+        let watched: Vec<&str> = watch.iter().map(String::as_str).collect();
+        access::check_query_fields(class_name, &protected, &filter.fields(), &watched)?;
+        filter = filter.and(access::check_class(auth, class, op)?);
+        if class_name == "_Session" && !auth.master {
+            let user_id = auth.user_id().ok_or_else(|| {
+                ParseError::new(code::INVALID_SESSION_TOKEN, "Invalid session token")
+            })?;
+            filter = filter.and(Filter::field(
+                "user",
+                Condition::Eq(QueryValue::Pointer {
+                    class_name: "_User".into(),
+                    object_id: user_id.to_owned(),
+                }),
+            ));
+        }
+        Ok(LiveAccess { filter, protected })
+    }
+
+    /// Whether some object of `class_name` matches `filter`, read with
+    /// master rights: how a subscription's subqueries are answered.
+    pub async fn any_match(&self, class_name: &str, filter: Filter) -> ParseResult<bool> {
+        Ok(!self
+            .find_raw(&oxbase_store::Query::new(class_name).filter(filter).limit(1))
+            .await?
+            .is_empty())
+    }
+
+    /// Removes from an event's object what the subscriber may not see, as
+    /// a find's results are cleaned.
+    pub fn live_redact(
+        &self,
+        auth: &Auth,
+        class_name: &str,
+        object: &mut Object,
+        protected: &[String],
+    ) {
+        access::redact(auth, class_name, object, protected);
+    }
+}
