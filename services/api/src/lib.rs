@@ -191,13 +191,11 @@ pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
 /// requests finish.
 pub async fn serve(
     listener: TcpListener,
-    app: Arc<App>,
+    router: axum::Router,
     readiness: Readiness,
     shutdown: Shutdown,
-    more_metrics: Option<MetricsSource>,
 ) -> Result<(), StartError> {
     readiness.register("api");
-    let router = app.router(readiness.clone(), more_metrics);
     readiness.set("api", true);
     axum::serve(
         listener,

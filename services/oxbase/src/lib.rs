@@ -13,6 +13,7 @@ use oxbase_hooks::TriggersConfig;
 use oxbase_jobs::JobsConfig;
 use oxbase_kit::shutdown::drain_within;
 use oxbase_kit::{Config, MetricsSource, Readiness, Secret, Sections, Service, Shutdown};
+use oxbase_livequery::{LiveQuery, LiveQueryConfig};
 use oxbase_push::PushConfig;
 use serde_json::Value;
 
@@ -59,6 +60,11 @@ enum Command {
     /// them through the providers. Needs NATS, and the store for
     /// `_Installation` and `_PushStatus`.
     Push(PortArgs),
+    /// The LiveQuery server alone: Parse's realtime subscriptions over
+    /// WebSocket on the configured port (on any path), fed by the event
+    /// stream. Needs NATS, and the store for sessions, roles and class
+    /// permissions.
+    Livequery(PortArgs),
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +158,7 @@ pub fn sections() -> Sections {
         .with::<JobsConfig>()
         .with::<CronConfig>()
         .with::<PushConfig>()
+        .with::<LiveQueryConfig>()
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -178,6 +185,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let process = Process::new(background(args.port)?);
             let service = push(&process.config).await?;
             run_alone(process, service).await
+        }
+        Command::Livequery(args) => {
+            let process = Process::new(background(args.port)?);
+            let live = livequery(&process).await?;
+            run_alone_with(process, live.service(), Some(live.router())).await
         }
         Command::Triggers(args) => match args.action {
             None => {
@@ -351,6 +363,11 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         _ => None,
     };
 
+    let live = live_query(&config, client.as_ref(), &objects, hooks.as_ref())?;
+    if let Some(live) = &live {
+        background.push(live.service());
+    }
+
     let sources: Vec<MetricsSource> = background.iter().map(|service| service.metrics()).collect();
     let more_metrics = (!sources.is_empty()).then(|| {
         Arc::new(move || sources.iter().map(|source| source()).collect::<String>()) as MetricsSource
@@ -363,15 +380,12 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
         services = ?background.iter().map(|service| service.name()).collect::<Vec<_>>(),
         "serving the Parse API"
     );
+    let mut router = app.router(readiness.clone(), more_metrics);
+    if let Some(live) = &live {
+        router = live.wrap(router, &config.mount_path);
+    }
     let api = async {
-        let served = oxbase_api::serve(
-            listener,
-            app,
-            readiness.clone(),
-            shutdown.clone(),
-            more_metrics,
-        )
-        .await;
+        let served = oxbase_api::serve(listener, router, readiness.clone(), shutdown.clone()).await;
         shutdown.trigger();
         served.map_err(anyhow::Error::from)
     };
@@ -425,6 +439,61 @@ async fn triggers(process: &Process) -> anyhow::Result<Box<dyn Service>> {
         client,
         hooks.registry,
     )?))
+}
+
+/// LiveQuery beside the API, when it is on and NATS carries events.
+fn live_query(
+    config: &Config,
+    client: Option<&async_nats::Client>,
+    objects: &Arc<oxbase_objects::ObjectLayer>,
+    hooks: Option<&oxbase_api::Hooks>,
+) -> anyhow::Result<Option<LiveQuery>> {
+    if !config.section::<LiveQueryConfig>().enabled {
+        return Ok(None);
+    }
+    let Some(client) = client.filter(|_| config.events.enabled) else {
+        tracing::warn!("LiveQuery needs NATS and events (events.enabled); it is off");
+        return Ok(None);
+    };
+    let caller = hooks.map(|hooks| hook_caller(config, hooks)).transpose()?;
+    Ok(Some(LiveQuery::new(
+        config,
+        Arc::clone(objects),
+        client.clone(),
+        caller,
+    )?))
+}
+
+/// The LiveQuery server of `oxbase livequery`. It opens the store for
+/// sessions, roles and class permissions.
+async fn livequery(process: &Process) -> anyhow::Result<LiveQuery> {
+    let config = &process.config;
+    if !config.section::<LiveQueryConfig>().enabled {
+        bail!("LiveQuery is turned off (livequery.enabled = false)");
+    }
+    let client = nats::connect(config).await?;
+    let caller = process
+        .hooks(&client)?
+        .map(|hooks| hook_caller(config, &hooks))
+        .transpose()?;
+    let objects = open_objects(config, open_store(config).await?, None).await?;
+    Ok(LiveQuery::new(config, objects, client, caller)?)
+}
+
+fn hook_caller(
+    config: &Config,
+    hooks: &oxbase_api::Hooks,
+) -> anyhow::Result<oxbase_hooks::HookCaller> {
+    let triggers = config.section::<TriggersConfig>();
+    Ok(oxbase_hooks::HookCaller::new(
+        hooks.client.clone(),
+        Arc::clone(&hooks.registry),
+        oxbase_proto::Subjects::new(config.events.prefix.as_str())?,
+        oxbase_hooks::CallLimits {
+            timeout: Duration::from_millis(triggers.timeout_ms),
+            max_reply_bytes: triggers.max_reply_bytes,
+        },
+    ))
 }
 
 /// The jobs service of `oxbase jobs`. It opens the store to keep Parse's
@@ -495,6 +564,16 @@ fn schedule_book(
 /// Runs one background service beside /health, /ready and /metrics on the
 /// configured port, until a signal and the drain that follows.
 async fn run_alone(process: Process, service: Box<dyn Service>) -> anyhow::Result<()> {
+    run_alone_with(process, service, None).await
+}
+
+/// [`run_alone`], with `more` (the service's own endpoints) served on the
+/// same port.
+async fn run_alone_with(
+    process: Process,
+    service: Box<dyn Service>,
+    more: Option<axum::Router>,
+) -> anyhow::Result<()> {
     let Process {
         config,
         readiness,
@@ -503,16 +582,22 @@ async fn run_alone(process: Process, service: Box<dyn Service>) -> anyhow::Resul
     let listener = oxbase_api::bind(&config).await?;
     tracing::info!(addr = %listener.local_addr()?, service = service.name(), "health and metrics");
     let metrics = service.metrics();
-    let router = oxbase_kit::health::router(readiness.clone()).route(
+    let mut router = oxbase_kit::health::router(readiness.clone()).route(
         "/metrics",
         axum::routing::get(move || {
             let metrics = Arc::clone(&metrics);
             async move { metrics() }
         }),
     );
+    if let Some(more) = more {
+        router = router.merge(more);
+    }
     let http = async {
         let stop = shutdown.clone();
-        axum::serve(listener, router)
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
             .with_graceful_shutdown(async move { stop.wait().await })
             .await
             .context("the health endpoint failed")

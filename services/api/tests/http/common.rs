@@ -72,12 +72,12 @@ impl TestServer {
         let listener = oxbase_api::bind(&config).await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
+        let readiness = Readiness::new();
         tokio::spawn(oxbase_api::serve(
             listener,
-            Arc::clone(&app),
-            Readiness::new(),
+            app.router(readiness.clone(), None),
+            readiness,
             shutdown.clone(),
-            None,
         ));
         Self {
             base: format!("http://{addr}{}", config.mount_path),
