@@ -32,7 +32,9 @@ pub const LAST_ERROR: &str = "Oxbase-Last-Error";
 /// The triggers Parse runs: around object writes (`beforeSave` ..
 /// `afterDelete`), around queries (`beforeFind`, `afterFind`), around
 /// log-ins and log-outs (on `_User` and `_Session`), before a password
-/// reset mail (on `_User`), and around files (on the class [`FILE_CLASS`]).
+/// reset mail (on `_User`), around files (on the class [`FILE_CLASS`]),
+/// and around LiveQuery: `beforeConnect` (on the class [`CONNECT_CLASS`]),
+/// `beforeSubscribe`, and `afterEvent` (Parse's `afterLiveQueryEvent`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum TriggerName {
@@ -50,14 +52,21 @@ pub enum TriggerName {
     BeforeDeleteFile,
     AfterDeleteFile,
     BeforePasswordResetRequest,
+    BeforeConnect,
+    BeforeSubscribe,
+    AfterEvent,
 }
 
 /// The class the file triggers are registered on. Parse names it `@File`,
 /// which a key-value key cannot hold; `/hooks` accepts both spellings.
 pub const FILE_CLASS: &str = "_File";
 
+/// The class `beforeConnect` is registered on. Parse names it `@Connect`,
+/// which a key-value key cannot hold; `/hooks` accepts both spellings.
+pub const CONNECT_CLASS: &str = "_Connect";
+
 impl TriggerName {
-    pub const ALL: [TriggerName; 14] = [
+    pub const ALL: [TriggerName; 17] = [
         Self::BeforeSave,
         Self::AfterSave,
         Self::BeforeDelete,
@@ -72,6 +81,9 @@ impl TriggerName {
         Self::BeforeDeleteFile,
         Self::AfterDeleteFile,
         Self::BeforePasswordResetRequest,
+        Self::BeforeConnect,
+        Self::BeforeSubscribe,
+        Self::AfterEvent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +102,9 @@ impl TriggerName {
             Self::BeforeDeleteFile => "beforeDeleteFile",
             Self::AfterDeleteFile => "afterDeleteFile",
             Self::BeforePasswordResetRequest => "beforePasswordResetRequest",
+            Self::BeforeConnect => "beforeConnect",
+            Self::BeforeSubscribe => "beforeSubscribe",
+            Self::AfterEvent => "afterEvent",
         }
     }
 
@@ -109,6 +124,7 @@ impl TriggerName {
             | Self::AfterSaveFile
             | Self::BeforeDeleteFile
             | Self::AfterDeleteFile => Some(FILE_CLASS),
+            Self::BeforeConnect => Some(CONNECT_CLASS),
             _ => None,
         }
     }
@@ -339,6 +355,63 @@ pub struct FileTriggerRequest {
     pub caller: Caller,
 }
 
+/// What a LiveQuery trigger's handler receives.
+///
+/// - `beforeConnect` (class [`CONNECT_CLASS`]), before a client's
+///   `connect` is accepted: any success lets the client connect; an error
+///   refuses it, and the client gets Parse's
+///   `{"op": "error", "code": ..., "error": ..., "reconnect": false}`.
+/// - `beforeSubscribe`, before a subscription to the class starts: a reply
+///   `{"success": {"query": {"where": {...}, "keys": [...], "watch":
+///   [...]}}}` replaces the subscription's query (a member left out means
+///   none); any other success subscribes as asked; an error refuses the
+///   subscription.
+/// - `afterEvent` (Parse's `afterLiveQueryEvent`), once per subscriber
+///   before an event is sent to it: a reply `{"success": {"sendEvent":
+///   false}}` drops the event for that subscriber; `{"success": {"object":
+///   {...}, "original": {...}}}` replaces what it gives of them; any other
+///   success sends the event as it is; an error is sent to that client as
+///   an `error` op instead of the event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveQueryTriggerRequest {
+    pub trigger_name: TriggerName,
+    /// The class subscribed to; `_Connect` for `beforeConnect`.
+    pub class_name: String,
+    /// Parse's `event`: `connect` for `beforeConnect`, `subscribe` for
+    /// `beforeSubscribe`, and for `afterEvent` the event's kind: `create`,
+    /// `enter`, `update`, `leave` or `delete`.
+    pub event: String,
+    /// `beforeSubscribe`: the subscription's query as Parse's
+    /// `Parse.Query#toJSON()` has it: `where`, and `keys` and `watch` when
+    /// set (arrays of field names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Map<String, Value>")]
+    pub query: Option<Map<String, Value>>,
+    /// `afterEvent`: the object the event is about; it carries `className`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Object")]
+    pub object: Option<Object>,
+    /// `afterEvent`, for `update`, `enter` and `leave`: the object before the
+    /// write, when the subscriber may read it; it carries `className`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Object")]
+    pub original: Option<Object>,
+    /// The connected clients of the serving process (Parse's `clients`).
+    pub clients: u64,
+    /// The subscriptions of the serving process (Parse's `subscriptions`).
+    pub subscriptions: u64,
+    /// The session token the connection or subscription uses (Parse's
+    /// `sessionToken`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub session_token: Option<String>,
+    /// `master` is Parse's `useMasterKey`: whether the client connected with
+    /// the master key; `user` is the whole `_User` of the session token.
+    #[serde(flatten)]
+    pub caller: Caller,
+}
+
 /// The most bytes of a file that `beforeSaveFile` is shown, so that the
 /// request stays well within NATS's default payload limit.
 pub const FILE_BYTES_SHOWN: usize = 512 * 1024;
@@ -406,7 +479,8 @@ pub struct Caller {
 /// - A beforeDelete's error rejects the delete the same way.
 /// - An after-hook's error counts as a failed delivery, which is retried.
 /// - The other triggers' replies are described on [`TriggerRequest`],
-///   [`FindTriggerRequest`] and [`FileTriggerRequest`].
+///   [`FindTriggerRequest`], [`FileTriggerRequest`] and
+///   [`LiveQueryTriggerRequest`].
 /// - A beforeSave or beforeDelete may also answer `context`: the context
 ///   as it left it, which the write's afterSave or afterDelete then
 ///   receives.
@@ -512,5 +586,81 @@ mod tests {
             HookEntry::trigger_key("Game", TriggerName::BeforeSave),
             "trigger.Game.beforeSave"
         );
+    }
+
+    #[test]
+    fn live_query_triggers_have_parse_names_and_connect_is_one_class() {
+        let names = [
+            TriggerName::BeforeConnect,
+            TriggerName::BeforeSubscribe,
+            TriggerName::AfterEvent,
+        ]
+        .map(TriggerName::as_str);
+        assert_eq!(names, ["beforeConnect", "beforeSubscribe", "afterEvent"]);
+        assert_eq!(TriggerName::BeforeConnect.only_class(), Some(CONNECT_CLASS));
+        assert_eq!(TriggerName::BeforeSubscribe.only_class(), None);
+        assert_eq!(TriggerName::AfterEvent.only_class(), None);
+        assert_eq!(
+            HookEntry::trigger_key(CONNECT_CLASS, TriggerName::BeforeConnect),
+            "trigger._Connect.beforeConnect"
+        );
+    }
+
+    #[test]
+    fn live_query_requests_round_trip_in_parse_names() {
+        let object = serde_json::json!({"objectId": "g1", "className": "Game", "score": 1});
+        let request = LiveQueryTriggerRequest {
+            trigger_name: TriggerName::AfterEvent,
+            class_name: "Game".into(),
+            event: "update".into(),
+            query: None,
+            object: object.as_object().cloned(),
+            original: object.as_object().cloned(),
+            clients: 2,
+            subscriptions: 3,
+            session_token: Some("r:t".into()),
+            caller: Caller {
+                installation_id: Some("i1".into()),
+                ..Caller::default()
+            },
+        };
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "triggerName": "afterEvent",
+                "className": "Game",
+                "event": "update",
+                "object": object,
+                "original": object,
+                "clients": 2,
+                "subscriptions": 3,
+                "sessionToken": "r:t",
+                "master": false,
+                "installationId": "i1"
+            })
+        );
+        assert_eq!(
+            serde_json::from_value::<LiveQueryTriggerRequest>(json).unwrap(),
+            request
+        );
+
+        let subscribe: LiveQueryTriggerRequest = serde_json::from_value(serde_json::json!({
+            "triggerName": "beforeSubscribe",
+            "className": "Game",
+            "event": "subscribe",
+            "query": {"where": {"score": {"$gt": 1}}, "keys": ["score"]},
+            "clients": 1,
+            "subscriptions": 0,
+            "master": true
+        }))
+        .unwrap();
+        assert_eq!(subscribe.trigger_name, TriggerName::BeforeSubscribe);
+        assert_eq!(
+            subscribe.query.unwrap()["keys"],
+            serde_json::json!(["score"])
+        );
+        assert!(subscribe.object.is_none() && subscribe.session_token.is_none());
+        assert!(subscribe.caller.master);
     }
 }

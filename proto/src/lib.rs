@@ -77,8 +77,9 @@
 //! The request body is the JSON Parse Server sends its webhooks
 //! ([`FunctionRequest`], [`TriggerRequest`] for object, log-in and log-out
 //! triggers, [`FindTriggerRequest`] for `beforeFind`/`afterFind`,
-//! [`FileTriggerRequest`] for the file triggers on `_File`;
-//! `proto/schema/`), with the
+//! [`FileTriggerRequest`] for the file triggers on `_File`,
+//! [`LiveQueryTriggerRequest`] for `beforeConnect` on `_Connect`,
+//! `beforeSubscribe` and `afterEvent`; `proto/schema/`), with the
 //! header `X-Parse-Request-Id`. The reply body is [`HookReply`]:
 //! `{"success": ...}` or `{"error": "message"}` /
 //! `{"error": {"code": 141, "message": "..."}}`. A reply that is not JSON,
@@ -110,8 +111,8 @@ pub use event::{
 };
 pub use hooks::{
     Caller, FileInfo, FileTriggerRequest, FindTriggerRequest, FunctionRequest, HookEntry,
-    HookError, HookRateLimit, HookReply, RateLimitZone, RequestMethods, TriggerName,
-    TriggerRequest,
+    HookError, HookRateLimit, HookReply, LiveQueryTriggerRequest, RateLimitZone, RequestMethods,
+    TriggerName, TriggerRequest,
 };
 pub use stream::{EventStreamSettings, EventStreamSpec, Storage, stream_name};
 pub use subjects::{DEFAULT_PREFIX, InvalidPrefix, Subjects, valid_token};

@@ -32,6 +32,10 @@ fn schemas() -> Vec<(&'static str, Schema)> {
             schema_for!(oxbase_proto::FileTriggerRequest),
         ),
         (
+            "live-query-trigger-request.schema.json",
+            schema_for!(oxbase_proto::LiveQueryTriggerRequest),
+        ),
+        (
             "hook-reply.schema.json",
             schema_for!(oxbase_proto::HookReply),
         ),

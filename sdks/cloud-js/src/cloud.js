@@ -10,6 +10,9 @@ const { httpRequest } = require('./http-request');
 const NAME_RE = /^[A-Za-z0-9_-]{1,128}$/;
 
 const OBJECT_TRIGGERS = ['beforeSave', 'afterSave', 'beforeDelete', 'afterDelete', 'beforeFind', 'afterFind'];
+// Parse's pseudo-class of beforeConnect, '@Connect', as a registry key and a
+// NATS subject can hold it.
+const CONNECT_CLASS = '_Connect';
 // Parse's trigger type on the @File class -> the wire's trigger name.
 const FILE_TRIGGERS = {
   beforeSave: 'beforeSaveFile',
@@ -138,19 +141,21 @@ function installCloud(Parse, registry, options = {}) {
     throw err;
   };
 
-  const addTrigger = (type, parseClass, handler, validator) => {
+  // `api` is the Parse.Cloud method's name, where it differs from the
+  // trigger's (afterLiveQueryEvent registers afterEvent).
+  const addTrigger = (type, parseClass, handler, validator, api = type) => {
     const className = getClassName(parseClass);
     validateValidator(validator);
-    if (typeof handler !== 'function') throw new Error(`Parse.Cloud.${type}: the handler must be a function`);
+    if (typeof handler !== 'function') throw new Error(`Parse.Cloud.${api}: the handler must be a function`);
     if (className === '@File') {
-      if (!FILE_TRIGGERS[type]) return unsupported(`Parse.Cloud.${type} on Parse.File`);
+      if (!FILE_TRIGGERS[type]) return unsupported(`Parse.Cloud.${api} on Parse.File`);
       return addWire(FILE_TRIGGERS[type], '_File', handler, validator);
     }
-    if (className === '@Config') return unsupported(`Parse.Cloud.${type} on Parse.Config`);
-    if (typeof className === 'string' && className.startsWith('@')) return unsupported(`Parse.Cloud.${type} on ${className}`);
+    if (className === '@Config') return unsupported(`Parse.Cloud.${api} on Parse.Config`);
+    if (typeof className === 'string' && className.startsWith('@')) return unsupported(`Parse.Cloud.${api} on ${className}`);
     validateClassNameForTriggers(className, type);
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(className)) {
-      throw new Error(`Parse.Cloud.${type}: invalid class name ${JSON.stringify(className)}`);
+      throw new Error(`Parse.Cloud.${api}: invalid class name ${JSON.stringify(className)}`);
     }
     return addWire(type, className, handler, validator);
   };
@@ -246,17 +251,19 @@ function installCloud(Parse, registry, options = {}) {
       const rateLimit = validator && typeof validator === 'object' ? validator.rateLimit : undefined;
       addWire('beforePasswordResetRequest', className, handler, rateLimit ? { rateLimit } : null);
     },
-    beforeConnect() {
-      unsupported('Parse.Cloud.beforeConnect (LiveQuery)');
+    beforeConnect(handler, validator) {
+      validateValidator(validator);
+      if (typeof handler !== 'function') throw new Error('Parse.Cloud.beforeConnect: the handler must be a function');
+      addWire('beforeConnect', CONNECT_CLASS, handler, validator);
     },
-    beforeSubscribe() {
-      unsupported('Parse.Cloud.beforeSubscribe (LiveQuery)');
+    beforeSubscribe(parseClass, handler, validator) {
+      addTrigger('beforeSubscribe', parseClass, handler, validator);
+    },
+    afterLiveQueryEvent(parseClass, handler, validator) {
+      addTrigger('afterEvent', parseClass, handler, validator, 'afterLiveQueryEvent');
     },
     onLiveQueryEvent() {
       unsupported('Parse.Cloud.onLiveQueryEvent (LiveQuery)');
-    },
-    afterLiveQueryEvent() {
-      unsupported('Parse.Cloud.afterLiveQueryEvent (LiveQuery)');
     },
     sendEmail() {
       throw notSupported('Parse.Cloud.sendEmail');
@@ -281,4 +288,4 @@ function installCloud(Parse, registry, options = {}) {
   return Parse.Cloud;
 }
 
-module.exports = { createRegistry, installCloud, getClassName, validateValidator, FILE_TRIGGERS };
+module.exports = { createRegistry, installCloud, getClassName, validateValidator, FILE_TRIGGERS, CONNECT_CLASS };

@@ -263,8 +263,9 @@ async function start(options = {}) {
     return changed ? out : true;
   };
 
-  // Parse Server's toJSONwithObjects, with values encoded.
-  const toJSONwithObjects = (object) => {
+  // Parse Server's toJSONwithObjects, with values encoded; `className`, when
+  // given, is the one the JSON names.
+  const toJSONwithObjects = (object, className) => {
     if (!object || typeof object.toJSON !== 'function') return object;
     const json = object.toJSON();
     const pending = object._getPendingOps()[0] || {};
@@ -272,7 +273,8 @@ async function start(options = {}) {
       const val = object.get(key);
       json[key] = val && typeof val._toFullJSON === 'function' ? val._toFullJSON() : encode(val);
     }
-    if (object.className && !json.className) json.className = object.className;
+    if (className) json.className = className;
+    else if (object.className && !json.className) json.className = object.className;
     return json;
   };
 
@@ -480,6 +482,111 @@ async function start(options = {}) {
     return { success: { file: out } };
   }
 
+  // ---------------------------------------------------------------- LiveQuery
+
+  // The LiveQuery request objects are Parse Server's (ParseLiveQueryServer):
+  // `useMasterKey` rather than `master`, no headers, ip or log.
+
+  // Runs a LiveQuery trigger's validator and handler; answers the error
+  // reply, or null once the handler has run (or was skipped).
+  const runLiveQueryHandler = async (entry, request) => {
+    try {
+      if (entry.validator) await runValidator(entry.validator, request, ctx);
+      if (!request.skipWithMasterKey) await entry.handler(request);
+      return null;
+    } catch (e) {
+      return { error: resolveError(e, Parse) };
+    }
+  };
+
+  async function callBeforeConnect(entry, body) {
+    const request = {
+      event: body.event || 'connect',
+      clients: body.clients || 0,
+      subscriptions: body.subscriptions || 0,
+      useMasterKey: !!body.master,
+      installationId: body.installationId,
+      sessionToken: body.sessionToken,
+      user: undefined,
+    };
+    defineUser(request, body.user);
+    return (await runLiveQueryHandler(entry, request)) || SUCCESS_TRUE;
+  }
+
+  // The wire has `keys` and `watch` as arrays of field names (a
+  // comma-separated string is taken too); Parse.Query's JSON has them comma
+  // separated.
+  const fieldList = (v) => (typeof v === 'string' ? v.split(',') : Array.isArray(v) ? v.map(String) : []);
+  const subscriptionQuery = (query) => {
+    const json = query.toJSON();
+    const out = { where: json.where || {} };
+    if (json.keys) out.keys = fieldList(json.keys);
+    if (json.watch) out.watch = fieldList(json.watch);
+    return out;
+  };
+
+  async function callBeforeSubscribe(entry, body) {
+    const { className } = entry;
+    const wire = body.query && typeof body.query === 'object' ? body.query : {};
+    const query = new Parse.Query(className);
+    query.withJSON({ where: wire.where || {} });
+    // Not through withJSON, which keeps `watch` as an extra option that
+    // toJSON() would send back over the handler's own changes.
+    const keys = fieldList(wire.keys);
+    const watch = fieldList(wire.watch);
+    if (keys.length) query.select(keys);
+    if (watch.length) query.watch(watch);
+    const request = {
+      op: 'subscribe',
+      query,
+      master: !!body.master,
+      useMasterKey: !!body.master,
+      installationId: body.installationId,
+      sessionToken: body.sessionToken,
+    };
+    defineUser(request, body.user);
+    const before = JSON.stringify(subscriptionQuery(query));
+    const failed = await runLiveQueryHandler(entry, request);
+    if (failed) return failed;
+    // As in Parse Server, the handler changes the subscription through
+    // request.query; what it returns does not count.
+    if (!(request.query instanceof Parse.Query)) return SUCCESS_TRUE;
+    const after = subscriptionQuery(request.query);
+    return JSON.stringify(after) === before ? SUCCESS_TRUE : { success: { query: after } };
+  }
+
+  async function callAfterEvent(entry, body) {
+    const { className } = entry;
+    if (!body.object || typeof body.object !== 'object') {
+      return { error: { code: INVALID_JSON, message: 'afterEvent: the call has no object' } };
+    }
+    const request = {
+      event: body.event,
+      sessionToken: body.sessionToken,
+      object: fromJSON(body.object, className),
+      clients: body.clients || 0,
+      subscriptions: body.subscriptions || 0,
+      useMasterKey: !!body.master,
+      installationId: body.installationId,
+      sendEvent: true,
+    };
+    if (body.original && typeof body.original === 'object') request.original = fromJSON(body.original, className);
+    defineUser(request, body.user);
+    const failed = await runLiveQueryHandler(entry, request);
+    if (failed) return failed;
+    if (!request.sendEvent) return { success: { sendEvent: false } };
+    // Parse Server sends what the handler left in object and original when
+    // they are still Parse.Objects; only the changed ones travel back.
+    const success = {};
+    for (const key of ['object', 'original']) {
+      const value = request[key];
+      if (!value || typeof value.toJSON !== 'function') continue;
+      const json = toJSONwithObjects(value, value.className || className);
+      if (!deepEqual(json, body[key])) success[key] = json;
+    }
+    return Object.keys(success).length ? { success } : SUCCESS_TRUE;
+  }
+
   async function callJob(name, handler, body) {
     const progressSubject = typeof body.progressSubject === 'string' ? body.progressSubject : null;
     const publish = (payload) => {
@@ -608,6 +715,9 @@ async function start(options = {}) {
     let fn;
     if (triggerName === 'beforeFind') fn = (body) => callBeforeFind(entry, body);
     else if (triggerName === 'afterFind') fn = (body) => callAfterFind(entry, body);
+    else if (triggerName === 'beforeConnect') fn = (body) => callBeforeConnect(entry, body);
+    else if (triggerName === 'beforeSubscribe') fn = (body) => callBeforeSubscribe(entry, body);
+    else if (triggerName === 'afterEvent') fn = (body) => callAfterEvent(entry, body);
     else if (triggerName.endsWith('File')) fn = (body) => callFileTrigger(entry, body);
     else fn = (body) => callObjectTrigger(entry, body);
     sub(`${prefix}.triggers.${triggerName}.${className}`, fn);

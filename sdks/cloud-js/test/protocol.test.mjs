@@ -161,6 +161,67 @@ test('file triggers: replace, refuse with 130 / 153', async () => {
   );
 });
 
+test('LiveQuery triggers are registered: beforeConnect on _Connect, afterLiveQueryEvent as afterEvent', async () => {
+  const kv = await nc.jetstream().views.kv('OXBASE_HOOKS');
+  const entry = async (key) => JSON.parse(new TextDecoder().decode((await kv.get(key)).value));
+  assert.deepEqual(await entry('trigger._Connect.beforeConnect'), { className: '_Connect', triggerName: 'beforeConnect', nats: true });
+  assert.deepEqual(await entry('trigger.Thing.beforeSubscribe'), { className: 'Thing', triggerName: 'beforeSubscribe', nats: true });
+  assert.deepEqual(await entry('trigger.Thing.afterEvent'), { className: 'Thing', triggerName: 'afterEvent', nats: true });
+});
+
+const lq = (triggerName, className, event, more = {}) => ({ triggerName, className, event, clients: 2, subscriptions: 3, master: false, ...more });
+
+test('beforeConnect: allows, or refuses with the handler\'s code', async () => {
+  const subject = 'oxbase.triggers.beforeConnect._Connect';
+  const signedIn = lq('beforeConnect', '_Connect', 'connect', { sessionToken: 'r:abc', user: { ...user, className: '_User' }, installationId: 'i1' });
+  assert.deepEqual(await ask(subject, signedIn), { success: true });
+  assert.deepEqual(await ask(subject, lq('beforeConnect', '_Connect', 'connect', { master: true })), { success: true });
+  assert.deepEqual(await ask(subject, { ...signedIn, installationId: 'banned-device' }), {
+    error: { code: 119, message: 'This device may not connect.' },
+  });
+  assert.deepEqual(await ask(subject, lq('beforeConnect', '_Connect', 'connect')), { error: { code: 141, message: 'Sign in first.' } });
+  assert.deepEqual(await ask(subject, { ...signedIn, sessionToken: 'r:other' }), {
+    error: { code: 141, message: 'the user does not match the session token' },
+  });
+});
+
+test('beforeSubscribe: rewrites the query, subscribes as asked, or refuses', async () => {
+  const subject = 'oxbase.triggers.beforeSubscribe.Thing';
+  const asked = { where: { n: { $gt: 1 } }, keys: ['n', 'label'], watch: ['n'] };
+  const r = await ask(subject, lq('beforeSubscribe', 'Thing', 'subscribe', { query: asked, sessionToken: 'r:abc', user: { ...user, className: '_User' } }));
+  assert.deepEqual(r, {
+    success: { query: { where: { n: { $gt: 1 }, owner: 'u1' }, keys: ['n', 'label', 'owner'], watch: ['n', 'owner'] } },
+  });
+  assert.deepEqual(await ask(subject, lq('beforeSubscribe', 'Thing', 'subscribe', { query: asked, master: true })), { success: true });
+  assert.deepEqual(await ask(subject, lq('beforeSubscribe', 'Thing', 'subscribe', { query: { where: { secret: 1 } }, master: true })), {
+    error: { code: 119, message: 'no secrets' },
+  });
+  assert.deepEqual(await ask(subject, lq('beforeSubscribe', 'Thing', 'subscribe', { query: asked })), {
+    error: { code: 142, message: 'Validation failed. Please login to continue.' },
+  });
+});
+
+test('afterLiveQueryEvent: sends as is, drops, changes the object, or sends an error', async () => {
+  const subject = 'oxbase.triggers.afterEvent.Thing';
+  const thing = { objectId: 't1', className: 'Thing', n: 5, label: 'a', createdAt: '2024-01-01T00:00:00.000Z', updatedAt: '2024-01-02T00:00:00.000Z', ACL: { '*': { read: true } } };
+  assert.deepEqual(await ask(subject, lq('afterEvent', 'Thing', 'create', { object: thing })), { success: true });
+  assert.deepEqual(await ask(subject, lq('afterEvent', 'Thing', 'create', { object: { ...thing, hidden: true } })), {
+    success: { sendEvent: false },
+  });
+  const updated = await ask(subject, lq('afterEvent', 'Thing', 'update', { object: thing, original: { ...thing, n: 2 } }));
+  assert.deepEqual(updated, { success: { object: { ...thing, delta: 3 } } });
+  const viewed = await ask(subject, lq('afterEvent', 'Thing', 'create', { object: { ...thing, showViewer: true }, sessionToken: 'r:abc', user: { ...user, className: '_User' } }));
+  assert.equal(viewed.success.object.viewer.__type, 'Object');
+  assert.equal(viewed.success.object.viewer.className, '_User');
+  assert.equal(viewed.success.object.viewer.username, 'bob');
+  assert.equal(viewed.success.original, undefined);
+  const left = await ask(subject, lq('afterEvent', 'Thing', 'leave', { object: thing, original: { ...thing, secret: 's' } }));
+  assert.deepEqual(left, { success: { original: thing } });
+  assert.deepEqual(await ask(subject, lq('afterEvent', 'Thing', 'delete', { object: { ...thing, boom: true } })), {
+    error: { code: 141, message: 'boom on delete' },
+  });
+});
+
 test('jobs: heartbeats on progressSubject while running, then the result', async () => {
   const beats = [];
   const sub = nc.subscribe('test.progress.1', { callback: (_e, m) => beats.push(new TextDecoder().decode(m.data)) });

@@ -5,11 +5,9 @@
 //! calls out over HTTP.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_nats::HeaderMap;
 use axum::http::Method;
-use oxbase_hooks::{CallError, CallLimits, HookRegistry, RegistryError};
+use oxbase_hooks::{CallError, HookCaller, HookRegistry, RegistryError};
 use oxbase_kit::Config;
 use oxbase_objects::{
     Auth, ParseError, ParseResult,
@@ -18,7 +16,7 @@ use oxbase_objects::{
     query::FindOptions,
     values::{WriteKind, parse_write, validate_class_name},
 };
-use oxbase_proto::hooks::{FILE_CLASS, REQUEST_ID, WEBHOOK_URL};
+use oxbase_proto::hooks::{CONNECT_CLASS, FILE_CLASS};
 use oxbase_proto::{
     Caller, FunctionRequest, HookEntry, HookReply, Subjects, TriggerName, TriggerRequest,
 };
@@ -39,10 +37,7 @@ pub struct Hooks {
 }
 
 pub(crate) struct HookRunner {
-    client: async_nats::Client,
-    registry: Arc<HookRegistry>,
-    subjects: Subjects,
-    limits: CallLimits,
+    caller: HookCaller,
 }
 
 /// Members a beforeSave may not change.
@@ -60,60 +55,24 @@ const HIDDEN_HEADERS: &[&str] = &[
 impl HookRunner {
     pub(crate) fn new(config: &Config, hooks: Hooks) -> Self {
         let triggers = config.section::<oxbase_hooks::TriggersConfig>();
+        let subjects = Subjects::new(config.events.prefix.as_str()).unwrap_or_default();
         Self {
-            client: hooks.client,
-            registry: hooks.registry,
-            subjects: Subjects::new(config.events.prefix.as_str()).unwrap_or_default(),
-            limits: CallLimits {
-                timeout: Duration::from_millis(triggers.timeout_ms),
-                max_reply_bytes: triggers.max_reply_bytes,
-            },
+            caller: HookCaller::new(
+                hooks.client,
+                hooks.registry,
+                subjects,
+                triggers.call_limits(),
+            ),
         }
+    }
+
+    fn registry(&self) -> &HookRegistry {
+        self.caller.registry()
     }
 
     /// The registered hooks with a `rateLimit`.
     pub(crate) fn rate_limited(&self) -> Arc<[HookEntry]> {
-        self.registry.rate_limited()
-    }
-
-    /// The registered trigger. Until the registry's first load `/ready`
-    /// answers 503; a write that comes anyway waits for the load while NATS
-    /// is connected (it is then a matter of milliseconds), and without NATS
-    /// goes ahead as if the class had no hooks.
-    async fn trigger(&self, class_name: &str, trigger: TriggerName) -> Option<HookEntry> {
-        if !self.registry.is_loaded()
-            && self.client.connection_state() == async_nats::connection::State::Connected
-        {
-            self.registry
-                .wait_loaded(self.limits.timeout.min(Duration::from_secs(2)))
-                .await;
-        }
-        self.registry.trigger(class_name, trigger)
-    }
-
-    /// Calls a hook: a webhook through the proxy, or the NATS handler on
-    /// `nats_subject`.
-    async fn call(
-        &self,
-        entry: Option<&HookEntry>,
-        nats_subject: String,
-        webhook_subject: impl FnOnce() -> String,
-        body: &impl Serialize,
-        request_id: Option<&str>,
-    ) -> Result<HookReply, CallError> {
-        let body = serde_json::to_vec(body).map_err(|e| CallError::Nats(e.to_string()))?;
-        let mut headers = HeaderMap::new();
-        if let Some(id) = request_id {
-            headers.insert(REQUEST_ID, id);
-        }
-        let subject = match entry.and_then(|e| e.url.as_deref()) {
-            Some(url) => {
-                headers.insert(WEBHOOK_URL, url);
-                webhook_subject()
-            }
-            None => nats_subject,
-        };
-        oxbase_hooks::call(&self.client, subject, headers, body.into(), self.limits).await
+        self.registry().rate_limited()
     }
 }
 
@@ -199,7 +158,7 @@ impl App {
             return Err(invalid());
         }
         let runner = self.hook_runner("Cloud functions")?;
-        let entry = runner.registry.function(name);
+        let entry = runner.registry().function(name);
         let request = FunctionRequest {
             function_name: name.to_owned(),
             params: req.params.clone(),
@@ -207,13 +166,8 @@ impl App {
         };
         let what = format!("The function {name}");
         let reply = runner
-            .call(
-                entry.as_ref(),
-                runner.subjects.function(name),
-                || runner.subjects.webhook_function(name),
-                &request,
-                auth.request_id.as_deref(),
-            )
+            .caller
+            .call_function(entry.as_ref(), name, &request, auth.request_id.as_deref())
             .await
             .map_err(|err| match err {
                 CallError::NoHandler if entry.is_none() => invalid(),
@@ -360,14 +314,16 @@ impl App {
     }
 
     /// The hook registered for `trigger` on `class_name`, with the runner
-    /// that calls it.
+    /// that calls it. Until the registry's first load `/ready` answers 503;
+    /// a request that comes anyway waits for the load while NATS is
+    /// connected, and without NATS goes ahead as if the class had no hooks.
     pub(crate) async fn registered(
         &self,
         class_name: &str,
         trigger: TriggerName,
     ) -> Option<(&HookRunner, HookEntry)> {
         let runner = self.hooks.as_ref()?;
-        let entry = runner.trigger(class_name, trigger).await?;
+        let entry = runner.caller.trigger(class_name, trigger).await?;
         Some((runner, entry))
     }
 
@@ -383,10 +339,11 @@ impl App {
         default_code: i32,
     ) -> ParseResult<HookReply> {
         let reply = runner
-            .call(
-                Some(entry),
-                runner.subjects.trigger(trigger, class_name),
-                || runner.subjects.webhook_trigger(trigger, class_name),
+            .caller
+            .call_trigger(
+                entry,
+                class_name,
+                trigger,
                 request,
                 auth.request_id.as_deref(),
             )
@@ -408,7 +365,7 @@ impl App {
     pub(crate) async fn hooks_route(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         auth.require_master()?;
         let runner = self.hook_runner("Hooks")?;
-        let registry = &runner.registry;
+        let registry = runner.registry();
         let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
         let deleting = req.body.get("__op").and_then(Value::as_str) == Some("Delete");
         let to_body = |entry: HookEntry| serde_json::to_value(entry).unwrap_or_default();
@@ -431,7 +388,7 @@ impl App {
                 .map(|e| Reply::ok(to_body(e)))
                 .ok_or_else(|| no_function(name)),
             (&Method::GET, ["triggers", class, trigger]) => TriggerName::parse(trigger)
-                .and_then(|t| registry.trigger(file_class(class), t))
+                .and_then(|t| registry.trigger(stored_class(class), t))
                 .map(|e| Reply::ok(to_body(e)))
                 .ok_or_else(|| no_trigger(class)),
             (&Method::POST, ["functions" | "triggers" | "jobs"]) => {
@@ -454,7 +411,7 @@ impl App {
             (&Method::PUT, ["triggers", class, trigger]) if deleting => {
                 match TriggerName::parse(trigger) {
                     Some(t) => {
-                        delete_hook(registry, &HookEntry::trigger_key(file_class(class), t)).await
+                        delete_hook(registry, &HookEntry::trigger_key(stored_class(class), t)).await
                     }
                     None => Ok(Reply::ok(Value::Object(Map::new()))),
                 }
@@ -514,10 +471,11 @@ fn merge_returned(
 }
 
 /// The class a trigger is registered on: the one class of the log-in,
-/// log-out and file triggers (where Parse's `@File` is `_File`), or a class
-/// of the app or one of Parse's own that Cloud Code may hook.
+/// log-out, file and connect triggers (where Parse's `@File` is `_File` and
+/// `@Connect` is `_Connect`), or a class of the app or one of Parse's own
+/// that Cloud Code may hook.
 fn trigger_class(class: String, trigger: TriggerName) -> ParseResult<String> {
-    let class = file_class(&class).to_owned();
+    let class = stored_class(&class).to_owned();
     match trigger.only_class() {
         Some(only) if class == only => Ok(class),
         Some(only) => Err(invalid_hook(&format!(
@@ -533,9 +491,13 @@ fn trigger_class(class: String, trigger: TriggerName) -> ParseResult<String> {
     }
 }
 
-/// Parse's `@File` as oxbase registers it.
-fn file_class(class: &str) -> &str {
-    if class == "@File" { FILE_CLASS } else { class }
+/// Parse's pseudo-classes `@File` and `@Connect` as oxbase registers them.
+fn stored_class(class: &str) -> &str {
+    match class {
+        "@File" => FILE_CLASS,
+        "@Connect" => CONNECT_CLASS,
+        _ => class,
+    }
 }
 
 enum HookName<'a> {
@@ -729,6 +691,28 @@ mod tests {
     }
 
     #[test]
+    fn live_query_triggers_are_registered_where_parse_registers_them() {
+        let class = |class: &str, trigger| trigger_class(class.to_owned(), trigger);
+        for connect in ["@Connect", "_Connect"] {
+            assert_eq!(
+                class(connect, TriggerName::BeforeConnect).unwrap(),
+                CONNECT_CLASS
+            );
+        }
+        for trigger in [TriggerName::BeforeSubscribe, TriggerName::AfterEvent] {
+            for name in ["Game", "_User", "_Role", "_Installation"] {
+                assert_eq!(class(name, trigger).unwrap(), name, "{trigger} on {name}");
+            }
+            for bad in ["@Connect", "@File", "1x", "_Hooks"] {
+                assert!(class(bad, trigger).is_err(), "{trigger} on {bad}");
+            }
+        }
+        for bad in ["Game", "_User", "@File"] {
+            assert!(class(bad, TriggerName::BeforeConnect).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn hook_declarations_are_checked() {
         let ok = hook_entry(
             &map(json!({"functionName": "f", "url": "https://x.io/f"})),
@@ -747,6 +731,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(file.class_name.as_deref(), Some(FILE_CLASS));
+        let connect = hook_entry(
+            &map(json!({"className": "@Connect", "triggerName": "beforeConnect", "nats": true})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(connect.class_name.as_deref(), Some(CONNECT_CLASS));
         for bad in [
             json!({"functionName": "f", "url": "ftp://x.io"}),
             json!({"functionName": "f", "url": "http://"}),
@@ -756,6 +746,9 @@ mod tests {
             json!({"className": "Game", "triggerName": "beforeLogin", "url": "http://x.io"}),
             json!({"className": "_User", "triggerName": "beforeSaveFile", "url": "http://x.io"}),
             json!({"className": "1x", "triggerName": "afterSave", "url": "http://x.io"}),
+            json!({"className": "Game", "triggerName": "beforeConnect", "url": "http://x.io"}),
+            json!({"className": "@Connect", "triggerName": "beforeSubscribe", "nats": true}),
+            json!({"className": "@Connect", "triggerName": "afterEvent", "nats": true}),
             json!({"url": "http://x.io"}),
         ] {
             let err = hook_entry(&map(bad.clone()), None).unwrap_err();

@@ -1,8 +1,12 @@
 //! `[triggers]`: cloud functions and triggers, read by the API (the
 //! synchronous calls), the hook registry and the triggers service.
 
+use std::time::Duration;
+
 use oxbase_kit::{Secret, Section};
 use serde::{Deserialize, Serialize};
+
+use crate::CallLimits;
 
 /// Cloud functions and triggers: the hook registry, synchronous calls, and
 /// the triggers service's durable after-hook deliveries.
@@ -49,6 +53,16 @@ impl Default for TriggersConfig {
             retry_max_ms: 30_000,
             partitions: 16,
             replicas: 1,
+        }
+    }
+}
+
+impl TriggersConfig {
+    /// The limits on one synchronous call to a hook.
+    pub fn call_limits(&self) -> CallLimits {
+        CallLimits {
+            timeout: Duration::from_millis(self.timeout_ms),
+            max_reply_bytes: self.max_reply_bytes,
         }
     }
 }
