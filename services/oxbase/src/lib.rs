@@ -484,15 +484,11 @@ fn hook_caller(
     config: &Config,
     hooks: &oxbase_api::Hooks,
 ) -> anyhow::Result<oxbase_hooks::HookCaller> {
-    let triggers = config.section::<TriggersConfig>();
     Ok(oxbase_hooks::HookCaller::new(
         hooks.client.clone(),
         Arc::clone(&hooks.registry),
         oxbase_proto::Subjects::new(config.events.prefix.as_str())?,
-        oxbase_hooks::CallLimits {
-            timeout: Duration::from_millis(triggers.timeout_ms),
-            max_reply_bytes: triggers.max_reply_bytes,
-        },
+        config.section::<TriggersConfig>().call_limits(),
     ))
 }
 
@@ -598,9 +594,9 @@ async fn run_alone_with(
             listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
-            .with_graceful_shutdown(async move { stop.wait().await })
-            .await
-            .context("the health endpoint failed")
+        .with_graceful_shutdown(async move { stop.wait().await })
+        .await
+        .context("the health endpoint failed")
     };
     // The process is there for the service: once it stops, so does the
     // health endpoint.

@@ -10,6 +10,7 @@ pub mod aggregate;
 mod error;
 pub mod geo;
 pub mod include;
+pub mod matcher;
 pub mod mongo;
 pub mod outbox;
 pub mod pattern;
