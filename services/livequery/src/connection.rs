@@ -382,7 +382,7 @@ impl Connection {
         let member = Arc::new(Member {
             client: Arc::clone(&client.handle),
             request_id: subscribe.request_id.clone(),
-            principals: auth.principals(),
+            principals: std::sync::RwLock::new(auth.principals()),
             auth,
             session_token,
             protected: access.protected,

@@ -256,9 +256,61 @@ impl Hub {
             self.position.store(seq, Ordering::Release);
             index.candidates(&event.class_name, &event.object, event.original.as_ref())
         };
+        self.renew_access(&event).await;
         for group in groups {
             self.dispatch_group(&event, &group, &group.members, false)
                 .await;
+        }
+    }
+
+    /// Role changes, ended sessions and deleted users change what
+    /// subscribers may read: their principals are looked up again before
+    /// the next event is matched, as Parse Server clears its role cache.
+    async fn renew_access(&self, event: &LiveEvent) {
+        let deleted = event.kind == EventKind::Deleted;
+        let field = |name: &str| event.object.get(name).and_then(Value::as_str);
+        let concerns = |member: &Member| -> bool {
+            let Some(user) = member.auth.user.as_ref() else {
+                return false;
+            };
+            match event.class_name.as_str() {
+                "_Role" => true,
+                "_Session" => deleted && field("sessionToken") == Some(user.session_token.as_str()),
+                "_User" => deleted && field("objectId") == Some(user.id.as_str()),
+                _ => false,
+            }
+        };
+        if !matches!(event.class_name.as_str(), "_Role" | "_Session" | "_User") {
+            return;
+        }
+        let members: Vec<Arc<Member>> = {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            index.members().filter(|m| concerns(m)).cloned().collect()
+        };
+        if members.is_empty() {
+            return;
+        }
+        self.objects.forget_sessions();
+        let mut renewed: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for member in members {
+            let Some(user) = member.auth.user.as_ref() else {
+                continue;
+            };
+            let token = &user.session_token;
+            if !renewed.contains_key(token) {
+                // A session that no longer resolves leaves only what the
+                // public may read.
+                let principals = match self.objects.session_user(token).await {
+                    Ok(user) => oxbase_objects::Auth {
+                        user: Some(user),
+                        ..Default::default()
+                    }
+                    .principals(),
+                    Err(_) => vec!["*".to_owned()],
+                };
+                renewed.insert(token.clone(), principals);
+            }
+            member.set_principals(renewed[token].clone());
         }
     }
 
@@ -477,8 +529,8 @@ fn decide(
     original_q: bool,
     current_q: bool,
 ) -> Option<Decision> {
-    let readable =
-        |object: &Object| member.auth.master || acl_allows(object, &member.principals, false);
+    let principals = member.principals();
+    let readable = |object: &Object| member.auth.master || acl_allows(object, &principals, false);
     if event.kind == EventKind::Deleted {
         return (current_q && readable(&event.object)).then(|| Decision {
             op: EventOp::Delete,
@@ -557,7 +609,7 @@ mod tests {
         Member {
             client: Arc::new(ClientHandle::new("c".into(), None, outbox)),
             request_id: RequestId::new(&Number::from(1)),
-            principals: auth.principals(),
+            principals: std::sync::RwLock::new(auth.principals()),
             auth,
             session_token: None,
             protected: Vec::new(),

@@ -124,6 +124,14 @@ impl SubscriptionIndex {
         }
     }
 
+    /// Every subscription, for the changes of access that concern many.
+    pub fn members(&self) -> impl Iterator<Item = &Arc<Member>> {
+        self.classes
+            .values()
+            .flat_map(|class| class.groups.values())
+            .flat_map(|group| group.members.iter())
+    }
+
     /// The groups an event on `object` (and `original`) may concern.
     pub fn candidates(
         &self,

@@ -1,8 +1,8 @@
 //! A connected client, and each of its subscriptions as the event
 //! dispatch sees them.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use oxbase_objects::Auth;
 use tokio::sync::{Notify, mpsc};
@@ -51,7 +51,8 @@ pub struct Member {
     pub request_id: RequestId,
     pub auth: Auth,
     /// `*`, the user and their roles: whom object ACLs are checked for.
-    pub principals: Vec<String>,
+    /// Renewed when roles change, and cut to `*` when the session ends.
+    pub principals: RwLock<Vec<String>>,
     pub session_token: Option<String>,
     pub protected: Vec<String>,
     pub keys: Option<Vec<String>>,
@@ -71,6 +72,14 @@ impl Member {
             Some(queue) => queue.push(text),
             None => self.client.send(text),
         }
+    }
+
+    pub fn principals(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
+        self.principals.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_principals(&self, principals: Vec<String>) {
+        *self.principals.write().unwrap_or_else(|e| e.into_inner()) = principals;
     }
 
     /// Ends a replay: what was held goes out, then live events flow.

@@ -83,6 +83,12 @@ fn pointer(class_name: &str, object_id: &str) -> QueryValue {
 }
 
 impl ObjectLayer {
+    /// Forgets every resolved session token, so the next lookups see
+    /// role and session changes made by any process.
+    pub fn forget_sessions(&self) {
+        self.sessions.clear();
+    }
+
     /// The user behind a session token, with their roles.
     pub async fn session_user(&self, token: &str) -> ParseResult<Arc<SessionUser>> {
         if let Some(user) = self.sessions.get(token) {
