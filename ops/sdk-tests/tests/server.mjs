@@ -127,12 +127,86 @@ async function startNats(dir) {
 }
 
 /**
+ * Spawns `bin args` and waits until GET /ready on `port` answers 200.
+ * Returns { child, port, output, exited, hasExited, stop }: `output()` is
+ * the last of its stderr and stdout, `exited` resolves on exit, `stop()`
+ * ends it (SIGTERM, then SIGKILL after 5 s).
+ */
+async function spawnReady(bin, args, env, port) {
+  const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+
+  let stderr = '';
+  let stdout = '';
+  child.stderr.on('data', (d) => {
+    stderr += d;
+    if (stderr.length > 100_000) stderr = stderr.slice(-50_000);
+  });
+  child.stdout.on('data', (d) => {
+    stdout += d;
+    if (stdout.length > 100_000) stdout = stdout.slice(-50_000);
+  });
+  let exitedWith = null;
+  const exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      exitedWith = { code, signal };
+      resolve(exitedWith);
+    });
+    child.on('error', (err) => {
+      exitedWith = { code: null, signal: null, error: err };
+      resolve(exitedWith);
+    });
+  });
+  const output = () => `stderr:\n${stderr}\nstdout:\n${stdout}`;
+  const stop = async () => {
+    if (!exitedWith) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => {
+        if (!exitedWith) child.kill('SIGKILL');
+      }, 5_000);
+      await exited;
+      clearTimeout(timer);
+    }
+  };
+
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (exitedWith) {
+      const how = exitedWith.error
+        ? `failed to start: ${exitedWith.error.message}`
+        : `exited with code ${exitedWith.code} signal ${exitedWith.signal}`;
+      throw new Error(`oxbase ${args[0]} ${how} before it was ready.\n${output()}`);
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`oxbase ${args[0]} did not answer /ready within ${READY_TIMEOUT_MS} ms.\n${output()}`);
+    }
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(1_000) });
+      await res.arrayBuffer();
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+  return { child, port, output, exited, hasExited: () => exitedWith !== null, stop };
+}
+
+/**
  * Spawns the server, waits until GET /ready answers 200, and initializes the
- * SDK. Returns { Parse, port, serverURL, stop }.
+ * SDK. Returns { Parse, port, serverURL, stop, natsUrl, dataDir, env,
+ * startLiveQuery }: `env` is the server's environment; `natsUrl` is set with
+ * `nats`.
  *
  * With `{ nats: true }` it also starts a nats-server and runs `oxbase all`
  * (the API with the triggers service, events on); `env` adds settings: an
  * object, or a function of `{ serverURL }` for settings that name it.
+ *
+ * `startLiveQuery({ port, env })` (with `nats` only) runs `oxbase livequery`
+ * beside it on the same store and NATS, on `port` (a free one by default),
+ * with `env` added; it resolves once the process is ready and returns
+ * { port, url, output, exited, hasExited, stop, kill }, `kill(signal)`
+ * resolving when the process is gone. stop() stops these processes too.
  */
 export async function startServer({ nats = false, env = {} } = {}) {
   const bin = binaryPath();
@@ -151,44 +225,20 @@ export async function startServer({ nats = false, env = {} } = {}) {
   const natsServer = nats ? await startNats(path.join(dataDir, 'nats')) : null;
   const args = [nats ? 'all' : 'api', '--port', String(port), '--data-dir', dataDir, '--app-id', APP_ID, '--master-key', MASTER_KEY];
   if (database) args.push('--database-uri', database.uri);
-  const child = spawn(bin, args, {
-    env: {
-      ...inheritedEnv(),
-      OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true',
-      // The SDK suite tests the API; events have their own tests with NATS.
-      OXBASE_EVENTS__ENABLED: nats ? 'true' : 'false',
-      OXBASE_TRIGGERS__ENABLED: nats ? 'true' : 'false',
-      OXBASE_JOBS__ENABLED: nats ? 'true' : 'false',
-      OXBASE_PUSH__ENABLED: nats ? 'true' : 'false',
-      ...(natsServer ? { OXBASE_NATS_URL: natsServer.url } : {}),
-      OXBASE_HOST: '127.0.0.1',
-      NO_COLOR: '1',
-      ...(typeof env === 'function' ? env({ serverURL: `http://127.0.0.1:${port}/parse` }) : env),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-
-  let stderr = '';
-  let stdout = '';
-  child.stderr.on('data', (d) => {
-    stderr += d;
-    if (stderr.length > 100_000) stderr = stderr.slice(-50_000);
-  });
-  child.stdout.on('data', (d) => {
-    stdout += d;
-    if (stdout.length > 100_000) stdout = stdout.slice(-50_000);
-  });
-  let exited = null;
-  const exitPromise = new Promise((resolve) => {
-    child.on('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve(exited);
-    });
-    child.on('error', (err) => {
-      exited = { code: null, signal: null, error: err };
-      resolve(exited);
-    });
-  });
+  const serverURL = `http://127.0.0.1:${port}/parse`;
+  const childEnv = {
+    ...inheritedEnv(),
+    OXBASE_ALLOW_CLIENT_CLASS_CREATION: 'true',
+    // The SDK suite tests the API; events have their own tests with NATS.
+    OXBASE_EVENTS__ENABLED: nats ? 'true' : 'false',
+    OXBASE_TRIGGERS__ENABLED: nats ? 'true' : 'false',
+    OXBASE_JOBS__ENABLED: nats ? 'true' : 'false',
+    OXBASE_PUSH__ENABLED: nats ? 'true' : 'false',
+    ...(natsServer ? { OXBASE_NATS_URL: natsServer.url } : {}),
+    OXBASE_HOST: '127.0.0.1',
+    NO_COLOR: '1',
+    ...(typeof env === 'function' ? env({ serverURL }) : env),
+  };
 
   const cleanupDir = async () => {
     if (natsServer) await natsServer.stop();
@@ -196,45 +246,62 @@ export async function startServer({ nats = false, env = {} } = {}) {
     if (database) database.drop();
   };
 
-  const stop = async () => {
-    if (!exited) {
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => {
-        if (!exited) child.kill('SIGKILL');
-      }, 5_000);
-      await exitPromise;
-      clearTimeout(timer);
-    }
+  let server;
+  try {
+    server = await spawnReady(bin, args, childEnv, port);
+  } catch (err) {
     await cleanupDir();
+    throw err;
+  }
+
+  /** The `oxbase livequery` processes started beside the server. */
+  const extras = new Set();
+  const startLiveQuery = async ({ port: lqPort, env: lqEnv = {} } = {}) => {
+    if (!natsServer) throw new Error('startLiveQuery needs startServer({ nats: true })');
+    const chosen = lqPort ?? (await freePort());
+    const extraEnv = {
+      ...childEnv,
+      // `oxbase livequery` takes --port only; the rest comes from the
+      // environment, the same settings the API was given as flags.
+      OXBASE_DATA_DIR: dataDir,
+      OXBASE_APP_ID: APP_ID,
+      OXBASE_MASTER_KEY: MASTER_KEY,
+      ...(database ? { OXBASE_DATABASE_URI: database.uri } : {}),
+      ...lqEnv,
+    };
+    const live = await spawnReady(bin, ['livequery', '--port', String(chosen)], extraEnv, chosen);
+    extras.add(live);
+    live.exited.then(() => extras.delete(live));
+    return {
+      ...live,
+      url: `ws://127.0.0.1:${chosen}/`,
+      kill: async (signal = 'SIGKILL') => {
+        if (!live.hasExited()) live.child.kill(signal);
+        await live.exited;
+      },
+    };
   };
 
-  const serverURL = `http://127.0.0.1:${port}/parse`;
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    if (exited) {
-      await cleanupDir();
-      const how = exited.error ? `failed to start: ${exited.error.message}` : `exited with code ${exited.code} signal ${exited.signal}`;
-      throw new Error(`oxbase ${how} before it was ready.\nstderr:\n${stderr}\nstdout:\n${stdout}`);
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`oxbase did not answer /ready within ${READY_TIMEOUT_MS} ms.\nstderr:\n${stderr}\nstdout:\n${stdout}`);
-    }
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(1_000) });
-      await res.arrayBuffer();
-      if (res.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    await sleep(100);
-  }
+  const stop = async () => {
+    await Promise.all([...extras].map((live) => live.stop()));
+    await server.stop();
+    await cleanupDir();
+  };
 
   Parse.initialize(APP_ID, undefined, MASTER_KEY);
   Parse.serverURL = serverURL;
   if (process.env.OXBASE_SDK_TRACE) installTrace();
 
-  return { Parse, port, serverURL, stop };
+  return {
+    Parse,
+    port,
+    serverURL,
+    stop,
+    natsUrl: natsServer ? natsServer.url : null,
+    dataDir,
+    env: childEnv,
+    startLiveQuery,
+  };
 }
 
 /**

@@ -129,7 +129,12 @@ async fn upgrade(hub: Arc<Hub>, request: Request) -> Response {
         Err(rejection) => return rejection.into_response(),
     };
     let max = hub.config.max_message_bytes;
+    // tungstenite reserves 128 KiB per buffer by default; LiveQuery holds
+    // many idle connections with small messages, so small buffers keep
+    // memory per connection low. Each message is flushed as it is sent.
     upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| connection::serve(hub, socket, ip))
