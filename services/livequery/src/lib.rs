@@ -102,8 +102,10 @@ impl LiveQuery {
         axum::Router::new().fallback(move |request: Request| upgrade(Arc::clone(&hub), request))
     }
 
-    /// The reader of the event stream, to run beside the endpoint.
-    pub fn service(&self) -> Box<dyn Service> {
+    /// The reader of the event stream, to run beside the endpoint. `/ready`
+    /// waits for it to follow the stream from now on.
+    pub fn service(&self, readiness: &Readiness) -> Box<dyn Service> {
+        readiness.register("livequery");
         Box::new(LiveQueryService {
             hub: Arc::clone(&self.hub),
         })

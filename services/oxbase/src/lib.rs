@@ -189,7 +189,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Livequery(args) => {
             let process = Process::new(background(args.port)?);
             let live = livequery(&process).await?;
-            run_alone_with(process, live.service(), Some(live.router())).await
+            let service = live.service(&process.readiness);
+            run_alone_with(process, service, Some(live.router())).await
         }
         Command::Triggers(args) => match args.action {
             None => {
@@ -365,7 +366,7 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
 
     let live = live_query(&config, client.as_ref(), &objects, hooks.as_ref())?;
     if let Some(live) = &live {
-        background.push(live.service());
+        background.push(live.service(&readiness));
     }
 
     let sources: Vec<MetricsSource> = background.iter().map(|service| service.metrics()).collect();
