@@ -16,9 +16,13 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::hub::Hub;
-use crate::member::{ClientHandle, Member};
+use crate::member::{ClientHandle, Member, MemberAccess};
 use crate::protocol::{self, ClientMessage, Connect, RequestId, Subscribe};
 use crate::replay;
+
+/// How stale the schemas (and so the class-level permissions) may be when
+/// a subscription is checked: other processes may have changed them.
+pub(crate) const SCHEMA_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// A subscription as its connection remembers it.
 struct Subscribed {
@@ -367,6 +371,7 @@ impl Connection {
             rewrite_query(&mut subscribe, &success)?;
         }
         let watch = subscribe.query.watch.clone().unwrap_or_default();
+        self.hub.objects.refresh_schemas(SCHEMA_MAX_AGE).await;
         let access = self
             .hub
             .objects
@@ -385,7 +390,12 @@ impl Connection {
             principals: std::sync::RwLock::new(auth.principals()),
             auth,
             session_token,
-            protected: access.protected,
+            where_: subscribe.query.where_,
+            access: std::sync::RwLock::new(MemberAccess {
+                permissions: access.permissions,
+                protected: access.protected,
+                denied: false,
+            }),
             keys: subscribe.query.keys,
             watch: subscribe.query.watch,
             after: after.unwrap_or(0),

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::config::LiveQueryConfig;
 use crate::index::{QueryGroup, SubscriptionIndex};
-use crate::member::Member;
+use crate::member::{Member, MemberAccess};
 use crate::protocol::{self, EventMessage, EventOp};
 
 /// Fields sent whatever `keys` a subscription asked for (Parse's
@@ -257,6 +257,11 @@ impl Hub {
             index.candidates(&event.class_name, &event.object, event.original.as_ref())
         };
         self.renew_access(&event).await;
+        if !groups.is_empty() {
+            self.objects
+                .refresh_schemas(crate::connection::SCHEMA_MAX_AGE)
+                .await;
+        }
         for group in groups {
             self.dispatch_group(&event, &group, &group.members, false)
                 .await;
@@ -335,14 +340,44 @@ impl Hub {
         if !current && !original {
             return;
         }
+        let permissions = self.objects.class_permissions(&event.class_name);
         for member in members {
             if !replaying && event.seq <= member.after {
+                continue;
+            }
+            if member.access().permissions != permissions {
+                self.recheck(&event.class_name, member, permissions.clone())
+                    .await;
+            }
+            if member.access().denied {
                 continue;
             }
             if let Some(decision) = decide(event, member, original, current) {
                 self.finish(event, member, decision, replaying).await;
             }
         }
+    }
+
+    /// The class's permissions changed since the subscription was checked:
+    /// Parse Server applies the current ones to every event.
+    async fn recheck(&self, class_name: &str, member: &Member, permissions: Value) {
+        let watch = member.watch.clone().unwrap_or_default();
+        let access = self
+            .objects
+            .live_access(&member.auth, class_name, &member.where_, &watch)
+            .await;
+        member.set_access(match access {
+            Ok(access) => MemberAccess {
+                permissions,
+                protected: access.protected,
+                denied: false,
+            },
+            Err(_) => MemberAccess {
+                permissions,
+                protected: Vec::new(),
+                denied: true,
+            },
+        });
     }
 
     async fn query_matches(&self, matcher: &Matcher, event: &LiveEvent, object: &Object) -> bool {
@@ -399,7 +434,7 @@ impl Hub {
                 &member.auth,
                 &event.class_name,
                 &mut object,
-                &member.protected,
+                &member.access().protected,
             );
             object.insert("className".into(), Value::from(event.class_name.clone()));
             if let Some(keys) = &member.keys {
@@ -612,7 +647,12 @@ mod tests {
             principals: std::sync::RwLock::new(auth.principals()),
             auth,
             session_token: None,
-            protected: Vec::new(),
+            where_: serde_json::Map::new(),
+            access: std::sync::RwLock::new(MemberAccess {
+                permissions: Value::Null,
+                protected: Vec::new(),
+                denied: false,
+            }),
             keys: None,
             watch: watch.map(|w| w.iter().map(|f| (*f).to_owned()).collect()),
             after: 0,

@@ -45,6 +45,15 @@ impl ClientHandle {
     }
 }
 
+/// What the class's permissions allow one subscription, as of the
+/// permissions it was last checked against.
+pub struct MemberAccess {
+    pub permissions: serde_json::Value,
+    pub protected: Vec<String>,
+    /// The permissions no longer let it find the class's objects.
+    pub denied: bool,
+}
+
 /// One subscription of one client.
 pub struct Member {
     pub client: std::sync::Arc<ClientHandle>,
@@ -54,7 +63,10 @@ pub struct Member {
     /// Renewed when roles change, and cut to `*` when the session ends.
     pub principals: RwLock<Vec<String>>,
     pub session_token: Option<String>,
-    pub protected: Vec<String>,
+    /// The query's `where`, to check the subscription again when the
+    /// class's permissions change.
+    pub where_: serde_json::Map<String, serde_json::Value>,
+    pub access: RwLock<MemberAccess>,
     pub keys: Option<Vec<String>>,
     pub watch: Option<Vec<String>>,
     /// Events at or before this stream position were already sent (or
@@ -76,6 +88,14 @@ impl Member {
 
     pub fn principals(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
         self.principals.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn access(&self) -> std::sync::RwLockReadGuard<'_, MemberAccess> {
+        self.access.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_access(&self, access: MemberAccess) {
+        *self.access.write().unwrap_or_else(|e| e.into_inner()) = access;
     }
 
     pub fn set_principals(&self, principals: Vec<String>) {

@@ -19,6 +19,9 @@ pub struct LiveAccess {
     pub filter: Filter,
     /// Fields the subscriber is not sent.
     pub protected: Vec<String>,
+    /// The class-level permissions this was worked out from: when they
+    /// change, the subscription is checked again.
+    pub permissions: Value,
 }
 
 impl ObjectLayer {
@@ -42,7 +45,12 @@ impl ObjectLayer {
             Some(Value::String(_)) if where_.len() == 1 => Operation::Get,
             _ => Operation::Find,
         };
-        let protected = access::protected_fields(auth, class);
+        let mut protected = access::protected_fields(auth, class);
+        // Before the first sign-up `_User` has no schema, and its email is
+        // hidden all the same.
+        if class.is_none() && class_name == "_User" && !auth.master {
+            protected.push("email".into());
+        }
         let watched: Vec<&str> = watch.iter().map(String::as_str).collect();
         access::check_query_fields(class_name, &protected, &filter.fields(), &watched)?;
         filter = filter.and(access::check_class(auth, class, op)?);
@@ -58,7 +66,28 @@ impl ObjectLayer {
                 }),
             ));
         }
-        Ok(LiveAccess { filter, protected })
+        Ok(LiveAccess {
+            filter,
+            protected,
+            permissions: class.map_or(Value::Null, |c| c.class_level_permissions.clone()),
+        })
+    }
+
+    /// The class's permissions as this process knows them now.
+    pub fn class_permissions(&self, class_name: &str) -> Value {
+        self.schemas()
+            .get(class_name)
+            .map_or(Value::Null, |c| c.class_level_permissions.clone())
+    }
+
+    /// Reads the schemas again when the last read is older than
+    /// `max_age`, so permissions changed by other processes are seen.
+    pub async fn refresh_schemas(&self, max_age: std::time::Duration) {
+        if self.schema_cache().age() > max_age
+            && let Err(err) = self.schema_cache().reload().await
+        {
+            tracing::warn!(%err, "cannot reload the schemas");
+        }
     }
 
     /// Whether some object of `class_name` matches `filter`, read with

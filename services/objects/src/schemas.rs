@@ -57,6 +57,14 @@ impl SchemaCache {
         Ok(cache)
     }
 
+    /// How long ago the schemas were last read from the store.
+    pub fn age(&self) -> std::time::Duration {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
     pub fn current(&self) -> SchemaView {
         self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
