@@ -14,8 +14,8 @@ use oxbase_objects::{Keys, ObjectLayer};
 use oxbase_proto::{
     Caller, Event, EventKind, EventStreamSpec, LiveQueryTriggerRequest, Subjects, TriggerName,
 };
-use oxbase_store::Object;
 use oxbase_store::matcher::{Matcher, acl_allows};
+use oxbase_store::{FieldType, Object};
 use serde_json::Value;
 
 use crate::config::LiveQueryConfig;
@@ -247,10 +247,11 @@ impl Hub {
 
     async fn dispatch(&self, seq: u64, payload: &[u8]) {
         self.metrics.events.fetch_add(1, Ordering::Relaxed);
-        let Some(event) = LiveEvent::decode(seq, payload) else {
+        let Some(mut event) = LiveEvent::decode(seq, payload) else {
             self.position.store(seq, Ordering::Release);
             return;
         };
+        self.show_relations(&mut event);
         let groups = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
             self.position.store(seq, Ordering::Release);
@@ -265,6 +266,25 @@ impl Hub {
         for group in groups {
             self.dispatch_group(&event, &group, &group.members, false)
                 .await;
+        }
+    }
+
+    /// Events leave Relation fields out; Parse's REST find shows them,
+    /// and conditions on them are answered by the store (see
+    /// [`Matcher::lookups`]), so they are shown from the schema.
+    pub(crate) fn show_relations(&self, event: &mut LiveEvent) {
+        let schemas = self.objects.schemas();
+        let Some(class) = schemas.get(&event.class_name) else {
+            return;
+        };
+        for (field, spec) in &class.fields {
+            let FieldType::Relation { target_class } = &spec.field_type else {
+                continue;
+            };
+            let shown = serde_json::json!({"__type": "Relation", "className": target_class});
+            for object in std::iter::once(&mut event.object).chain(event.original.as_mut()) {
+                object.entry(field.clone()).or_insert_with(|| shown.clone());
+            }
         }
     }
 

@@ -145,7 +145,14 @@ impl SubscriptionIndex {
         let mut keys: HashSet<&String> = class.scanned.iter().collect();
         for (field, values) in &class.by_value {
             for side in std::iter::once(object).chain(original) {
-                for value in stored_keys(side.get(field)) {
+                let value = side.get(field);
+                // A relation's pointers are in the store: any of them may
+                // be the one a query names.
+                if value.is_some_and(is_relation) {
+                    keys.extend(values.values().flatten());
+                    continue;
+                }
+                for value in stored_keys(value) {
                     if let Some(found) = values.get(&value) {
                         keys.extend(found);
                     }
@@ -156,6 +163,10 @@ impl SubscriptionIndex {
             .filter_map(|key| class.groups.get(key).cloned())
             .collect()
     }
+}
+
+fn is_relation(value: &Value) -> bool {
+    value.get("__type").and_then(Value::as_str) == Some("Relation")
 }
 
 /// A top-level `field == value` the filter requires, for a value whose

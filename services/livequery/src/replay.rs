@@ -93,7 +93,8 @@ async fn read_back(
         if seq > until {
             return Ok(());
         }
-        if let Some(event) = LiveEvent::decode(seq, &message.payload) {
+        if let Some(mut event) = LiveEvent::decode(seq, &message.payload) {
+            hub.show_relations(&mut event);
             hub.dispatch_group(&event, group, &members, true).await;
         }
         if seq == until || pending == 0 {

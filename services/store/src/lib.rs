@@ -29,6 +29,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use error::{BackendError, StoreError, StoreResult};
+pub use matcher::{MatchError, Matcher, acl_allows};
 pub use outbox::{EventContext, OutboxEntry};
 pub use query::{Condition, FieldPath, Filter, Object, Query, QueryValue, SortKey};
 pub use schema::{ClassSchema, FieldSpec, FieldType, SchemaChange, SchemaView, join_class_name};

@@ -1,38 +1,40 @@
-//! Evaluates the query model against one object in Parse's REST JSON, as
-//! LiveQuery needs for each event: the same answers a backend's find gives
-//! for that object. Subqueries (`$inQuery`, `$select`, `$relatedTo` and
-//! their negations) need other objects: [`Matcher::lookups`] names them as
-//! existence questions for the caller to put to the store, and
-//! [`Matcher::matches`] takes the answers.
+//! Evaluates the query model against one object in memory, as LiveQuery
+//! needs for each write. The semantics are the SQLite backend's (which
+//! agree with Parse's REST find): an array matches a value when an element
+//! does, values of different types never compare, and a top-level `null`
+//! counts as missing, since the backends do not store it.
+//!
+//! What memory cannot answer (subqueries, `$relatedTo`, conditions on a
+//! Relation field) becomes a lookup: a filter the caller runs against the
+//! store, whose answers `matches` then takes.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use regex::Regex;
-use serde_json::Value;
+use serde_json::{Number, Value};
 
-use crate::acl::permissions;
-use crate::geo::{distance_radians, polygon_contains};
+use crate::geo;
 use crate::query::{
-    Condition, ElementMatch, FieldPath, Filter, GeoPoint, Object, QueryValue, SubQuery, canonical,
+    Condition, ElementMatch, FieldPath, Filter, GeoPoint, Object, QueryValue, RegexSpec, SubQuery,
 };
 use crate::text::TextQuery;
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum MatchError {
     #[error("invalid regular expression: {0}")]
     InvalidRegex(String),
 }
 
-/// A filter compiled for repeated matching.
-#[derive(Debug, Clone)]
+/// A filter compiled for evaluation against objects.
+#[derive(Debug)]
 pub struct Matcher {
     root: Node,
-    /// The subqueries, in a fixed order that [`Matcher::lookups`] and
-    /// [`Matcher::matches`] share.
-    lookups: Vec<Lookup>,
+    /// The parts of the filter that may need the store, in filter order.
+    slots: Vec<Slot>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Node {
     Const(bool),
     And(Vec<Node>),
@@ -43,454 +45,595 @@ enum Node {
         write: bool,
         principals: Vec<String>,
     },
-    /// The index of a [`Lookup`].
-    Lookup(usize),
+    Slot(usize),
 }
 
-#[derive(Debug, Clone)]
+/// A condition on the value at a path, answerable in memory.
+#[derive(Debug)]
 enum Test {
     Eq(QueryValue),
     Ne(QueryValue),
-    Order(Ordering, bool, QueryValue),
+    Compare {
+        value: QueryValue,
+        accept: fn(Ordering) -> bool,
+    },
     In(Vec<QueryValue>),
     Nin(Vec<QueryValue>),
     Exists(bool),
     All(Vec<Element>),
     ContainedBy(Vec<QueryValue>),
     Regex(Regex),
-    Near(GeoPoint, Option<f64>),
-    WithinBox(GeoPoint, GeoPoint),
+    Near {
+        point: GeoPoint,
+        max_distance: Option<f64>,
+    },
+    WithinBox {
+        south_west: GeoPoint,
+        north_east: GeoPoint,
+    },
     WithinPolygon(Vec<GeoPoint>),
-    WithinSphere(GeoPoint, f64),
-    Intersects(GeoPoint),
+    WithinCenterSphere {
+        center: GeoPoint,
+        radius: f64,
+    },
+    GeoIntersects(GeoPoint),
     Text(TextQuery),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Element {
     Equals(QueryValue),
     Regex(Regex),
 }
 
-#[derive(Debug, Clone)]
-enum Lookup {
-    /// The pointer(s) at `path` name an object `query` matches.
+/// A part of the filter whose answer may come from the store.
+#[derive(Debug)]
+enum Slot {
+    /// `$inQuery` (or, negated, `$notInQuery`) on the pointers at `path`.
     InQuery {
         path: FieldPath,
         query: SubQuery,
         negated: bool,
     },
-    /// The value(s) at `path` equal `key` of an object `query` matches.
+    /// `$select` (or, negated, `$dontSelect`) on the values at `path`.
     Select {
         path: FieldPath,
         query: SubQuery,
         key: FieldPath,
         negated: bool,
     },
-    /// The object is in the relation (`$relatedTo`).
+    /// `$relatedTo`, asked about the object itself.
     RelatedTo(Filter),
+    /// A condition that, on a Relation field, only the join table can
+    /// answer; on any other field `test` answers it. A Relation field is
+    /// one the object shows as `{"__type": "Relation"}`: callers add those
+    /// placeholders from the schema where their objects leave them out.
+    Relation {
+        path: FieldPath,
+        condition: Condition,
+        test: Test,
+    },
 }
 
 impl Matcher {
+    /// Compiles `filter` once: regular expressions (within the limits every
+    /// backend shares), text searches and lookups.
     pub fn new(filter: &Filter) -> Result<Self, MatchError> {
-        let mut lookups = Vec::new();
-        let root = compile(filter, &mut lookups)?;
-        Ok(Self { root, lookups })
+        let mut slots = Vec::new();
+        let root = compile(filter, &mut slots)?;
+        Ok(Self { root, slots })
     }
 
-    pub fn needs_lookups(&self) -> bool {
-        !self.lookups.is_empty()
-    }
-
-    /// The questions the subqueries need answered for `object` (of class
-    /// `class_name`): "does some object of this class match this filter?".
+    /// The existence lookups the filter needs answered for this object, in
+    /// a fixed order: each is (class name, filter), meaning "does some
+    /// object of that class match this filter?". `class_name` is the
+    /// object's class.
     pub fn lookups(&self, class_name: &str, object: &Object) -> Vec<(String, Filter)> {
-        self.lookups
+        self.slots
             .iter()
-            .filter_map(|lookup| lookup.question(class_name, object))
+            .filter(|slot| slot.needed(object))
+            .map(|slot| slot.lookup(class_name, object))
             .collect()
     }
 
-    /// Whether `object` matches, given the answers to
-    /// [`lookups`](Self::lookups) in order. A missing answer counts as no.
+    /// Whether the object matches. `answers` holds the results of
+    /// [`Matcher::lookups`] for this object, in order; when their number
+    /// differs, nothing matches.
     pub fn matches(&self, object: &Object, answers: &[bool]) -> bool {
         let mut given = answers.iter().copied();
-        let resolved: Vec<bool> = self
-            .lookups
-            .iter()
-            .map(|lookup| match lookup.without_question(object) {
-                Some(known) => known,
-                None => lookup.apply(given.next().unwrap_or(false)),
-            })
-            .collect();
-        eval(&self.root, object, &resolved)
+        let mut resolved = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            if slot.needed(object) {
+                let Some(answer) = given.next() else {
+                    return false;
+                };
+                resolved.push(Some(answer));
+            } else {
+                resolved.push(None);
+            }
+        }
+        given.next().is_none() && self.eval(&self.root, object, &resolved)
+    }
+
+    /// Whether [`Matcher::lookups`] can return anything, so callers can
+    /// skip that step: true for subqueries and `$relatedTo`, and for
+    /// conditions a Relation field would answer (`$exists`, or pointers
+    /// compared with a top-level field) when the object shows one.
+    pub fn needs_lookups(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    fn eval(&self, node: &Node, object: &Object, answers: &[Option<bool>]) -> bool {
+        match node {
+            Node::Const(value) => *value,
+            Node::And(parts) => parts.iter().all(|p| self.eval(p, object, answers)),
+            Node::Or(parts) => parts.iter().any(|p| self.eval(p, object, answers)),
+            Node::Nor(parts) => !parts.iter().any(|p| self.eval(p, object, answers)),
+            Node::Field(path, test) => test.matches(resolve(object, path)),
+            Node::Permission { write, principals } => acl_allows(object, principals, *write),
+            Node::Slot(i) => self.slots[*i].decide(object, answers[*i]),
+        }
     }
 }
 
-/// Whether the ACL of `object` grants read (or write) to one of
-/// `principals`. An object without an ACL is public, as the store treats
-/// it.
+/// Whether Parse's ACL on `object` grants read (or, with `write`, write) to
+/// any of `principals` (`*`, user ids, `role:Name`). An object without an
+/// ACL is public, as the store treats it.
 pub fn acl_allows(object: &Object, principals: &[String], write: bool) -> bool {
-    let (read, written) = permissions(object.get("ACL"));
-    match if write { written } else { read } {
-        None => true,
-        Some(granted) => granted.iter().any(|id| principals.contains(id)),
-    }
+    let Some(Value::Object(entries)) = object.get("ACL") else {
+        return true;
+    };
+    let right = if write { "write" } else { "read" };
+    principals.iter().any(|principal| {
+        entries
+            .get(principal)
+            .and_then(|grant| grant.get(right))
+            .and_then(Value::as_bool)
+            == Some(true)
+    })
 }
 
-fn compile(filter: &Filter, lookups: &mut Vec<Lookup>) -> Result<Node, MatchError> {
-    let all = |parts: &[Filter], lookups: &mut Vec<Lookup>| {
-        parts
-            .iter()
-            .map(|p| compile(p, lookups))
-            .collect::<Result<Vec<_>, _>>()
+fn compile(filter: &Filter, slots: &mut Vec<Slot>) -> Result<Node, MatchError> {
+    let all = |parts: &[Filter], slots: &mut Vec<Slot>| -> Result<Vec<Node>, MatchError> {
+        parts.iter().map(|p| compile(p, slots)).collect()
     };
     Ok(match filter {
         Filter::All => Node::Const(true),
         Filter::Nothing => Node::Const(false),
-        Filter::And(parts) => Node::And(all(parts, lookups)?),
-        Filter::Or(parts) => Node::Or(all(parts, lookups)?),
-        Filter::Nor(parts) => Node::Nor(all(parts, lookups)?),
+        Filter::And(parts) => Node::And(all(parts, slots)?),
+        Filter::Or(parts) => Node::Or(all(parts, slots)?),
+        Filter::Nor(parts) => Node::Nor(all(parts, slots)?),
+        Filter::Field(path, condition) => compile_field(path, condition, slots)?,
+        Filter::RelatedTo { .. } => push(slots, Slot::RelatedTo(filter.clone())),
         Filter::Permission { write, principals } => Node::Permission {
             write: *write,
             principals: principals.clone(),
         },
-        Filter::RelatedTo { .. } => {
-            lookups.push(Lookup::RelatedTo(filter.clone()));
-            Node::Lookup(lookups.len() - 1)
-        }
-        Filter::Field(path, condition) => {
-            let lookup = match condition {
-                Condition::InQuery(query) | Condition::NotInQuery(query) => Some(Lookup::InQuery {
-                    path: path.clone(),
-                    query: (**query).clone(),
-                    negated: matches!(condition, Condition::NotInQuery(_)),
-                }),
-                Condition::Select { query, key } | Condition::DontSelect { query, key } => {
-                    Some(Lookup::Select {
-                        path: path.clone(),
-                        query: (**query).clone(),
-                        key: key.clone(),
-                        negated: matches!(condition, Condition::DontSelect { .. }),
-                    })
-                }
-                _ => None,
-            };
-            match lookup {
-                Some(lookup) => {
-                    lookups.push(lookup);
-                    Node::Lookup(lookups.len() - 1)
-                }
-                None => Node::Field(path.clone(), test(condition)?),
-            }
-        }
     })
 }
 
-fn regex(spec: &crate::query::RegexSpec) -> Result<Regex, MatchError> {
-    crate::pattern::compile(&spec.inline()).map_err(|err| MatchError::InvalidRegex(err.to_string()))
+fn push(slots: &mut Vec<Slot>, slot: Slot) -> Node {
+    slots.push(slot);
+    Node::Slot(slots.len() - 1)
 }
 
-fn test(condition: &Condition) -> Result<Test, MatchError> {
-    Ok(match condition {
-        Condition::Eq(v) => Test::Eq(v.clone()),
-        Condition::Ne(v) => Test::Ne(v.clone()),
-        Condition::Lt(v) => Test::Order(Ordering::Less, false, v.clone()),
-        Condition::Lte(v) => Test::Order(Ordering::Less, true, v.clone()),
-        Condition::Gt(v) => Test::Order(Ordering::Greater, false, v.clone()),
-        Condition::Gte(v) => Test::Order(Ordering::Greater, true, v.clone()),
-        Condition::In(vs) => Test::In(vs.clone()),
-        Condition::Nin(vs) => Test::Nin(vs.clone()),
-        Condition::Exists(b) => Test::Exists(*b),
-        Condition::All(items) => Test::All(
-            items
+fn compile_field(
+    path: &FieldPath,
+    condition: &Condition,
+    slots: &mut Vec<Slot>,
+) -> Result<Node, MatchError> {
+    let value = |v: &QueryValue| column_value(path, v);
+    let values = |vs: &[QueryValue]| vs.iter().map(value).collect();
+    let compare = |v: &QueryValue, accept| Test::Compare {
+        value: value(v),
+        accept,
+    };
+    let test = match condition {
+        Condition::InQuery(query) | Condition::NotInQuery(query) => {
+            let slot = Slot::InQuery {
+                path: path.clone(),
+                query: (**query).clone(),
+                negated: matches!(condition, Condition::NotInQuery(_)),
+            };
+            return Ok(push(slots, slot));
+        }
+        Condition::Select { query, key } | Condition::DontSelect { query, key } => {
+            let slot = Slot::Select {
+                path: path.clone(),
+                query: (**query).clone(),
+                key: key.clone(),
+                negated: matches!(condition, Condition::DontSelect { .. }),
+            };
+            return Ok(push(slots, slot));
+        }
+        Condition::Eq(v) => Test::Eq(value(v)),
+        Condition::Ne(v) => Test::Ne(value(v)),
+        Condition::Lt(v) => compare(v, Ordering::is_lt),
+        Condition::Lte(v) => compare(v, Ordering::is_le),
+        Condition::Gt(v) => compare(v, Ordering::is_gt),
+        Condition::Gte(v) => compare(v, Ordering::is_ge),
+        Condition::In(vs) => Test::In(values(vs)),
+        Condition::Nin(vs) => Test::Nin(values(vs)),
+        Condition::Exists(exists) => Test::Exists(*exists),
+        Condition::All(matchers) => Test::All(
+            matchers
                 .iter()
-                .map(|item| match item {
-                    ElementMatch::Equals(v) => Ok(Element::Equals(v.clone())),
-                    ElementMatch::Regex(spec) => regex(spec).map(Element::Regex),
-                })
+                .map(Element::new)
                 .collect::<Result<_, _>>()?,
         ),
-        Condition::ContainedBy(vs) => Test::ContainedBy(vs.clone()),
+        Condition::ContainedBy(vs) => Test::ContainedBy(values(vs)),
         Condition::Regex(spec) => Test::Regex(regex(spec)?),
         Condition::NearSphere {
             point,
             max_distance,
-        } => Test::Near(*point, *max_distance),
+        } => Test::Near {
+            point: *point,
+            max_distance: *max_distance,
+        },
         Condition::WithinBox {
             south_west,
             north_east,
-        } => Test::WithinBox(*south_west, *north_east),
+        } => Test::WithinBox {
+            south_west: *south_west,
+            north_east: *north_east,
+        },
         Condition::WithinPolygon(points) => Test::WithinPolygon(points.clone()),
-        Condition::WithinCenterSphere { center, radius } => Test::WithinSphere(*center, *radius),
-        Condition::GeoIntersects(point) => Test::Intersects(*point),
+        Condition::WithinCenterSphere { center, radius } => Test::WithinCenterSphere {
+            center: *center,
+            radius: *radius,
+        },
+        Condition::GeoIntersects(point) => Test::GeoIntersects(*point),
         Condition::Text(search) => Test::Text(TextQuery::parse(
             &search.term,
             search.case_sensitive,
             search.diacritic_sensitive,
         )),
-        Condition::InQuery(_)
-        | Condition::NotInQuery(_)
-        | Condition::Select { .. }
-        | Condition::DontSelect { .. } => unreachable!("subqueries compile to lookups"),
+    };
+    Ok(match relation_condition(path, condition) {
+        Some(()) => push(
+            slots,
+            Slot::Relation {
+                path: path.clone(),
+                condition: condition.clone(),
+                test,
+            },
+        ),
+        None => Node::Field(path.clone(), test),
     })
 }
 
-impl Lookup {
-    /// The answer when no question is needed: no pointer or value at the
-    /// path, or no id on the object.
-    fn without_question(&self, object: &Object) -> Option<bool> {
-        let empty = match self {
-            Lookup::InQuery { path, .. } => pointer_ids(value_at(object, path)).is_empty(),
-            Lookup::Select { path, .. } => stored_values(value_at(object, path)).is_empty(),
-            Lookup::RelatedTo(_) => object.get("objectId").and_then(Value::as_str).is_none(),
-        };
-        empty.then(|| self.apply(false))
+/// Whether the condition is one a Relation field answers through its join
+/// table, as the backends do.
+fn relation_condition(path: &FieldPath, condition: &Condition) -> Option<()> {
+    if path.is_nested() || is_column(&path.field) {
+        return None;
     }
-
-    fn apply(&self, found: bool) -> bool {
-        match self {
-            Lookup::InQuery { negated, .. } | Lookup::Select { negated, .. } => found != *negated,
-            Lookup::RelatedTo(_) => found,
-        }
+    let pointer = |v: &QueryValue| matches!(v, QueryValue::Pointer { .. });
+    match condition {
+        Condition::Exists(_) => Some(()),
+        Condition::Eq(v) | Condition::Ne(v) if pointer(v) => Some(()),
+        Condition::In(vs) | Condition::Nin(vs) if vs.iter().any(pointer) => Some(()),
+        _ => None,
     }
+}
 
-    fn question(&self, class_name: &str, object: &Object) -> Option<(String, Filter)> {
-        if self.without_question(object).is_some() {
-            return None;
+fn is_column(field: &str) -> bool {
+    matches!(field, "objectId" | "createdAt" | "updatedAt")
+}
+
+/// `createdAt` and `updatedAt` are plain ISO strings in the object, and a
+/// date compares with them as with a Date's `iso`.
+fn column_value(path: &FieldPath, value: &QueryValue) -> QueryValue {
+    match value {
+        QueryValue::Date(iso) if !path.is_nested() && is_column(&path.field) => {
+            QueryValue::String(iso.clone())
         }
-        Some(match self {
-            Lookup::InQuery { path, query, .. } => {
-                let ids = pointer_ids(value_at(object, path))
-                    .into_iter()
-                    .map(|id| QueryValue::String(id.to_owned()))
-                    .collect();
-                (
-                    query.class_name.clone(),
-                    query.filter.clone().and(Filter::Field(
-                        FieldPath::new("objectId"),
-                        Condition::In(ids),
-                    )),
-                )
-            }
-            Lookup::Select {
-                path, query, key, ..
-            } => (
-                query.class_name.clone(),
-                query.filter.clone().and(Filter::Field(
-                    key.clone(),
-                    Condition::In(stored_values(value_at(object, path))),
-                )),
-            ),
-            Lookup::RelatedTo(related) => {
-                let id = object.get("objectId").and_then(Value::as_str)?;
-                (
-                    class_name.to_owned(),
-                    related.clone().and(Filter::field(
-                        "objectId",
-                        Condition::Eq(QueryValue::String(id.to_owned())),
-                    )),
-                )
-            }
+        other => other.clone(),
+    }
+}
+
+fn regex(spec: &RegexSpec) -> Result<Regex, MatchError> {
+    crate::pattern::compile(&spec.inline()).map_err(|e| MatchError::InvalidRegex(e.to_string()))
+}
+
+impl Element {
+    fn new(matcher: &ElementMatch) -> Result<Self, MatchError> {
+        Ok(match matcher {
+            ElementMatch::Equals(value) => Element::Equals(value.clone()),
+            ElementMatch::Regex(spec) => Element::Regex(regex(spec)?),
         })
     }
-}
 
-fn eval(node: &Node, object: &Object, resolved: &[bool]) -> bool {
-    match node {
-        Node::Const(b) => *b,
-        Node::And(parts) => parts.iter().all(|p| eval(p, object, resolved)),
-        Node::Or(parts) => parts.iter().any(|p| eval(p, object, resolved)),
-        Node::Nor(parts) => !parts.iter().any(|p| eval(p, object, resolved)),
-        Node::Permission { write, principals } => acl_allows(object, principals, *write),
-        Node::Lookup(i) => resolved.get(*i).copied().unwrap_or(false),
-        Node::Field(path, test) => test_value(test, value_at(object, path)),
+    fn matches(&self, item: &Value) -> bool {
+        match self {
+            Element::Equals(value) => equals(item, value),
+            Element::Regex(re) => regex_matches(re, item),
+        }
     }
 }
 
-fn value_at<'a>(object: &'a Object, path: &FieldPath) -> Option<&'a Value> {
-    let mut value = object.get(&path.field)?;
+impl Test {
+    fn matches(&self, value: Option<&Value>) -> bool {
+        match self {
+            Test::Eq(q) => equals_any(value, q),
+            Test::Ne(q) => !equals_any(value, q),
+            Test::Compare { value: q, accept } => value
+                .is_some_and(|v| candidates(v).any(|item| compare(item, q).is_some_and(accept))),
+            Test::In(qs) => qs.iter().any(|q| equals_any(value, q)),
+            Test::Nin(qs) => !qs.iter().any(|q| equals_any(value, q)),
+            Test::Exists(exists) => value.is_some() == *exists,
+            Test::All(elements) => {
+                let items = array(value);
+                !elements.is_empty()
+                    && items.is_some_and(|items| {
+                        elements.iter().all(|e| items.iter().any(|i| e.matches(i)))
+                    })
+            }
+            Test::ContainedBy(qs) => array(value)
+                .is_some_and(|items| items.iter().all(|item| qs.iter().any(|q| equals(item, q)))),
+            Test::Regex(re) => value.is_some_and(|v| candidates(v).any(|i| regex_matches(re, i))),
+            Test::Near {
+                point,
+                max_distance,
+            } => geo_point(value).is_some_and(|p| {
+                max_distance.is_none_or(|max| geo::distance_radians(p, *point) <= max)
+            }),
+            Test::WithinBox {
+                south_west,
+                north_east,
+            } => geo_point(value).is_some_and(|p| {
+                (south_west.latitude..=north_east.latitude).contains(&p.latitude)
+                    && (south_west.longitude..=north_east.longitude).contains(&p.longitude)
+            }),
+            Test::WithinPolygon(vertices) => {
+                geo_point(value).is_some_and(|p| geo::polygon_contains(vertices, p))
+            }
+            Test::WithinCenterSphere { center, radius } => {
+                geo_point(value).is_some_and(|p| geo::distance_radians(p, *center) <= *radius)
+            }
+            Test::GeoIntersects(point) => {
+                polygon(value).is_some_and(|vertices| geo::polygon_contains(&vertices, *point))
+            }
+            Test::Text(query) => value
+                .and_then(searchable_text)
+                .is_some_and(|text| query.score(&text) > 0.0),
+        }
+    }
+}
+
+impl Slot {
+    /// Whether this object needs the store's answer.
+    fn needed(&self, object: &Object) -> bool {
+        match self {
+            Slot::InQuery { path, query, .. } => {
+                pointer_ids(resolve(object, path), &query.class_name)
+                    .next()
+                    .is_some()
+            }
+            Slot::Select { path, .. } => !selectable(path, resolve(object, path)).is_empty(),
+            Slot::RelatedTo(_) => object_id(object).is_some(),
+            Slot::Relation { path, .. } => {
+                resolve(object, path).is_some_and(|v| typed(v, "Relation", "className").is_some())
+                    && object_id(object).is_some()
+            }
+        }
+    }
+
+    /// The lookup, for an object that [`Slot::needed`] it.
+    fn lookup(&self, class_name: &str, object: &Object) -> (String, Filter) {
+        let this_object = || {
+            let id = object_id(object).unwrap_or_default().to_owned();
+            Filter::field("objectId", Condition::Eq(QueryValue::String(id)))
+        };
+        match self {
+            Slot::InQuery { path, query, .. } => {
+                let ids = pointer_ids(resolve(object, path), &query.class_name)
+                    .map(|id| QueryValue::String(id.to_owned()))
+                    .collect();
+                let filter = query
+                    .filter
+                    .clone()
+                    .and(Filter::field("objectId", Condition::In(ids)));
+                (query.class_name.clone(), filter)
+            }
+            Slot::Select {
+                path, query, key, ..
+            } => {
+                let values = selectable(path, resolve(object, path));
+                let filter = query
+                    .filter
+                    .clone()
+                    .and(Filter::Field(key.clone(), Condition::In(values)));
+                (query.class_name.clone(), filter)
+            }
+            Slot::RelatedTo(filter) => (class_name.to_owned(), filter.clone().and(this_object())),
+            Slot::Relation {
+                path, condition, ..
+            } => {
+                let filter = Filter::Field(path.clone(), condition.clone()).and(this_object());
+                (class_name.to_owned(), filter)
+            }
+        }
+    }
+
+    /// The slot's result, given the store's answer when it was needed.
+    fn decide(&self, object: &Object, answer: Option<bool>) -> bool {
+        match self {
+            Slot::InQuery { negated, .. } | Slot::Select { negated, .. } => {
+                answer.unwrap_or(false) != *negated
+            }
+            Slot::RelatedTo(_) => answer.unwrap_or(false),
+            Slot::Relation { path, test, .. } => {
+                answer.unwrap_or_else(|| test.matches(resolve(object, path)))
+            }
+        }
+    }
+}
+
+fn object_id(object: &Object) -> Option<&str> {
+    object.get("objectId").and_then(Value::as_str)
+}
+
+/// The value at `path`. A top-level `null` is missing, as the backends
+/// store it; a nested one is a value. Arrays are not searched for keys.
+fn resolve<'a>(object: &'a Object, path: &FieldPath) -> Option<&'a Value> {
+    let mut value = object.get(&path.field).filter(|v| !v.is_null())?;
     for key in &path.nested {
         value = value.as_object()?.get(key)?;
     }
     Some(value)
 }
 
-/// A stored value, or each element of a stored array: what an equality
-/// or a range compares with, as MongoDB and the SQL backends do.
-fn each(value: Option<&Value>) -> Vec<&Value> {
+/// The value itself, then, for an array, its elements: what a condition
+/// with Mongo's array semantics tests.
+fn candidates(value: &Value) -> impl Iterator<Item = &Value> {
+    std::iter::once(value).chain(value.as_array().into_iter().flatten())
+}
+
+fn array(value: Option<&Value>) -> Option<&Vec<Value>> {
+    value.and_then(Value::as_array)
+}
+
+/// `key` of a typed value (`{"__type": type_name, ...}`).
+fn typed<'a>(value: &'a Value, type_name: &str, key: &str) -> Option<&'a Value> {
+    let map = value.as_object()?;
+    (map.get("__type")?.as_str()? == type_name)
+        .then(|| map.get(key))
+        .flatten()
+}
+
+fn typed_str<'a>(value: &'a Value, type_name: &str, key: &str) -> Option<&'a str> {
+    typed(value, type_name, key)?.as_str()
+}
+
+fn equals_any(value: Option<&Value>, query: &QueryValue) -> bool {
     match value {
-        Some(Value::Array(items)) => items.iter().collect(),
-        Some(value) => vec![value],
-        None => Vec::new(),
+        None => matches!(query, QueryValue::Null),
+        Some(v) => candidates(v).any(|item| equals(item, query)),
     }
 }
 
-fn test_value(test: &Test, value: Option<&Value>) -> bool {
-    match test {
-        Test::Eq(q) => equals(value, q),
-        Test::Ne(q) => !equals(value, q),
-        Test::Order(side, inclusive, q) => each(value).into_iter().any(|v| {
-            compare(v, q).is_some_and(|ord| ord == *side || (*inclusive && ord == Ordering::Equal))
-        }),
-        Test::In(qs) => qs.iter().any(|q| equals(value, q)),
-        Test::Nin(qs) => !qs.iter().any(|q| equals(value, q)),
-        Test::Exists(wanted) => value.is_some_and(|v| !v.is_null()) == *wanted,
-        Test::All(elements) => match value {
-            Some(Value::Array(items)) => elements.iter().all(|element| {
-                items.iter().any(|item| match element {
-                    Element::Equals(q) => same(item, q),
-                    Element::Regex(re) => item.as_str().is_some_and(|s| re.is_match(s)),
-                })
+fn equals(value: &Value, query: &QueryValue) -> bool {
+    match query {
+        QueryValue::Null => value.is_null(),
+        QueryValue::Bool(b) => value.as_bool() == Some(*b),
+        QueryValue::Number(_) | QueryValue::String(_) | QueryValue::Date(_) => {
+            compare(value, query) == Some(Ordering::Equal)
+        }
+        QueryValue::Pointer {
+            class_name,
+            object_id,
+        } => {
+            typed_str(value, "Pointer", "className") == Some(class_name)
+                && typed_str(value, "Pointer", "objectId") == Some(object_id)
+        }
+        QueryValue::File(name) => typed_str(value, "File", "name") == Some(name),
+        // Map equality ignores key order, as `canonical` storage does.
+        QueryValue::Json(json) => (value.is_object() || value.is_array()) && value == json,
+    }
+}
+
+/// How `value` orders against `query`; `None` across types, and for types
+/// with no order.
+fn compare(value: &Value, query: &QueryValue) -> Option<Ordering> {
+    match query {
+        QueryValue::Number(n) => compare_numbers(value.as_number()?, n),
+        QueryValue::String(s) => Some(value.as_str()?.cmp(s)),
+        QueryValue::Date(iso) => Some(typed_str(value, "Date", "iso")?.cmp(iso)),
+        _ => None,
+    }
+}
+
+fn compare_numbers(a: &Number, b: &Number) -> Option<Ordering> {
+    match (a.as_i64(), b.as_i64()) {
+        (Some(a), Some(b)) => Some(a.cmp(&b)),
+        _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
+    }
+}
+
+fn regex_matches(re: &Regex, value: &Value) -> bool {
+    value.as_str().is_some_and(|s| re.is_match(s))
+}
+
+fn geo_point(value: Option<&Value>) -> Option<GeoPoint> {
+    let value = value?;
+    Some(GeoPoint {
+        latitude: typed(value, "GeoPoint", "latitude")?.as_f64()?,
+        longitude: typed(value, "GeoPoint", "longitude")?.as_f64()?,
+    })
+}
+
+/// A Polygon's vertices (`coordinates` are `[lat, lng]` pairs).
+fn polygon(value: Option<&Value>) -> Option<Vec<GeoPoint>> {
+    typed(value?, "Polygon", "coordinates")?
+        .as_array()?
+        .iter()
+        .map(|pair| match pair.as_array()?.as_slice() {
+            [lat, lng] => Some(GeoPoint {
+                latitude: lat.as_f64()?,
+                longitude: lng.as_f64()?,
             }),
-            _ => false,
-        },
-        Test::ContainedBy(qs) => match value {
-            Some(Value::Array(items)) => items.iter().all(|item| qs.iter().any(|q| same(item, q))),
-            _ => false,
-        },
-        Test::Regex(re) => value
-            .and_then(Value::as_str)
-            .is_some_and(|s| re.is_match(s)),
-        Test::Near(center, max) => geo_point(value)
-            .is_some_and(|p| max.is_none_or(|max| distance_radians(p, *center) <= max)),
-        Test::WithinBox(sw, ne) => geo_point(value).is_some_and(|p| {
-            p.latitude >= sw.latitude
-                && p.latitude <= ne.latitude
-                && p.longitude >= sw.longitude
-                && p.longitude <= ne.longitude
-        }),
-        Test::WithinPolygon(vertices) => {
-            geo_point(value).is_some_and(|p| polygon_contains(vertices, p))
-        }
-        Test::WithinSphere(center, radius) => {
-            geo_point(value).is_some_and(|p| distance_radians(p, *center) <= *radius)
-        }
-        Test::Intersects(point) => polygon(value).is_some_and(|v| polygon_contains(&v, *point)),
-        Test::Text(query) => value
-            .and_then(Value::as_str)
-            .is_some_and(|text| query.score(text) > 0.0),
-    }
+            _ => None,
+        })
+        .collect()
 }
 
-/// Equality as a find has it: null also matches a missing field, and an
-/// array matches when one of its elements is equal (or when it is equal as
-/// a whole, for a JSON array).
-fn equals(value: Option<&Value>, q: &QueryValue) -> bool {
-    match (value, q) {
-        (None | Some(Value::Null), QueryValue::Null) => true,
-        (None, _) => false,
-        (Some(Value::Array(items)), _) => {
-            same(value.expect("matched Some"), q) || items.iter().any(|item| same(item, q))
-        }
-        (Some(v), q) => same(v, q),
-    }
-}
-
-/// One stored value against one query value, types having to agree.
-fn same(v: &Value, q: &QueryValue) -> bool {
-    match q {
-        QueryValue::Json(json) => canonical(v) == canonical(json),
-        _ => compare(v, q) == Some(Ordering::Equal),
-    }
-}
-
-/// Orders a stored value against a query value of the same type; `None`
-/// when the types differ, which neither equals nor orders.
-fn compare(v: &Value, q: &QueryValue) -> Option<Ordering> {
-    match (v, q) {
-        (Value::Null, QueryValue::Null) => Some(Ordering::Equal),
-        (Value::Bool(a), QueryValue::Bool(b)) => Some(a.cmp(b)),
-        (Value::Number(a), QueryValue::Number(b)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
-        (Value::String(a), QueryValue::String(b)) => Some(a.as_str().cmp(b)),
-        // `createdAt` and `updatedAt` are plain ISO strings in REST JSON.
-        (Value::String(a), QueryValue::Date(b)) => Some(a.as_str().cmp(b)),
-        (Value::Object(map), _) => {
-            let kind = map.get("__type").and_then(Value::as_str);
-            let text = |key: &str| map.get(key).and_then(Value::as_str);
-            match (kind, q) {
-                (Some("Date"), QueryValue::Date(b)) => Some(text("iso")?.cmp(b)),
-                (
-                    Some("Pointer" | "Object"),
-                    QueryValue::Pointer {
-                        class_name,
-                        object_id,
-                    },
-                ) => (text("className")? == class_name && text("objectId")? == object_id)
-                    .then_some(Ordering::Equal),
-                (Some("File"), QueryValue::File(name)) => {
-                    (text("name")? == name).then_some(Ordering::Equal)
-                }
-                _ => None,
-            }
+/// The text `$text` searches: a string, or an array's strings.
+fn searchable_text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Array(items) => {
+            let strings: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+            Some(Cow::Owned(strings.join(" ")))
         }
         _ => None,
     }
 }
 
-fn geo_point(value: Option<&Value>) -> Option<GeoPoint> {
-    let map = value?.as_object()?;
-    if map.get("__type").and_then(Value::as_str) != Some("GeoPoint") {
-        return None;
-    }
-    Some(GeoPoint {
-        latitude: map.get("latitude")?.as_f64()?,
-        longitude: map.get("longitude")?.as_f64()?,
-    })
-}
-
-/// A Polygon's vertices; Parse stores `[latitude, longitude]` pairs.
-fn polygon(value: Option<&Value>) -> Option<Vec<GeoPoint>> {
-    let map = value?.as_object()?;
-    if map.get("__type").and_then(Value::as_str) != Some("Polygon") {
-        return None;
-    }
-    map.get("coordinates")?
-        .as_array()?
-        .iter()
-        .map(|pair| {
-            let pair = pair.as_array()?;
-            Some(GeoPoint {
-                latitude: pair.first()?.as_f64()?,
-                longitude: pair.get(1)?.as_f64()?,
-            })
-        })
-        .collect()
-}
-
-/// The ids of the pointer, or pointers, at a path.
-fn pointer_ids(value: Option<&Value>) -> Vec<&str> {
-    each(value)
+/// The ids of the pointers to `class_name` at a path (the value, or an
+/// array's elements).
+fn pointer_ids<'a>(value: Option<&'a Value>, class_name: &'a str) -> impl Iterator<Item = &'a str> {
+    value
         .into_iter()
-        .filter_map(|v| {
-            let map = v.as_object()?;
-            matches!(
-                map.get("__type").and_then(Value::as_str),
-                Some("Pointer" | "Object")
-            )
-            .then(|| map.get("objectId").and_then(Value::as_str))
-            .flatten()
-        })
-        .collect()
+        .flat_map(candidates)
+        .filter(move |v| typed_str(v, "Pointer", "className") == Some(class_name))
+        .filter_map(|v| typed_str(v, "Pointer", "objectId"))
 }
 
-/// The value, or values, at a path as query values, for `$select`.
-fn stored_values(value: Option<&Value>) -> Vec<QueryValue> {
-    each(value)
+/// The values at a path as `$select` compares them with the selected key:
+/// the value and, for an array, its elements. `createdAt` and `updatedAt`
+/// are offered as strings and as dates, since the key may be either.
+fn selectable(path: &FieldPath, value: Option<&Value>) -> Vec<QueryValue> {
+    let mut out: Vec<QueryValue> = value
         .into_iter()
-        .filter_map(|v| match v {
-            Value::Bool(b) => Some(QueryValue::Bool(*b)),
-            Value::Number(n) => Some(QueryValue::Number(n.clone())),
-            Value::String(s) => Some(QueryValue::String(s.clone())),
-            Value::Object(map) => match map.get("__type").and_then(Value::as_str) {
-                Some("Pointer") => Some(QueryValue::Pointer {
-                    class_name: map.get("className")?.as_str()?.to_owned(),
-                    object_id: map.get("objectId")?.as_str()?.to_owned(),
-                }),
-                Some("Date") => Some(QueryValue::Date(map.get("iso")?.as_str()?.to_owned())),
-                _ => None,
+        .flat_map(candidates)
+        .filter_map(query_value)
+        .collect();
+    if !path.is_nested()
+        && is_column(&path.field)
+        && let Some(Value::String(iso)) = value
+    {
+        out.push(QueryValue::Date(iso.clone()));
+    }
+    out
+}
+
+/// A stored value as the query model writes it.
+fn query_value(value: &Value) -> Option<QueryValue> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => QueryValue::Bool(*b),
+        Value::Number(n) => QueryValue::Number(n.clone()),
+        Value::String(s) => QueryValue::String(s.clone()),
+        Value::Array(_) => QueryValue::Json(value.clone()),
+        Value::Object(map) => match map.get("__type").and_then(Value::as_str) {
+            Some("Date") => QueryValue::Date(typed_str(value, "Date", "iso")?.to_owned()),
+            Some("Pointer") => QueryValue::Pointer {
+                class_name: typed_str(value, "Pointer", "className")?.to_owned(),
+                object_id: typed_str(value, "Pointer", "objectId")?.to_owned(),
             },
-            _ => None,
-        })
-        .collect()
+            Some("File") => QueryValue::File(typed_str(value, "File", "name")?.to_owned()),
+            _ => QueryValue::Json(value.clone()),
+        },
+    })
 }
