@@ -511,6 +511,32 @@ describe('LiveQuery', { skip: SKIP }, () => {
       assert.deepEqual(tags(6), ['o3', 'marker'], '$exists');
     });
 
+    it('$relatedTo and a Relation field are answered from the store', async () => {
+      const Club = uniqueClass('LiveClub');
+      const Owner = uniqueClass('LiveOwner');
+      const c1 = await create(Club, { tag: 'c1' });
+      const c2 = await create(Club, { tag: 'c2' });
+      const club = (c) => ({ __type: 'Pointer', className: Club, objectId: c.objectId });
+      const owner = await create(Owner, { tag: 'o1', teams: { __op: 'AddRelation', objects: [club(c1)] } });
+      const other = await create(Owner, { tag: 'o2', teams: { __op: 'AddRelation', objects: [club(c2)] } });
+      const socket = await connected();
+      await subscribed(socket, 1, {
+        className: Club,
+        where: { $relatedTo: { object: { __type: 'Pointer', className: Owner, objectId: owner.objectId }, key: 'teams' } },
+      });
+      await subscribed(socket, 2, { className: Owner, where: { teams: club(c1) } });
+      await update(Club, c2.objectId, { touched: 1 });
+      await update(Club, c1.objectId, { touched: 1 });
+      await update(Owner, other.objectId, { touched: 1 });
+      await update(Owner, owner.objectId, { touched: 1 });
+      await socket.event(1, 'update', c1.objectId);
+      await socket.event(2, 'update', owner.objectId);
+      const ids = (requestId) => socket.events(requestId).map((m) => m.object.tag);
+      assert.deepEqual(ids(1), ['c1'], '$relatedTo');
+      assert.deepEqual(ids(2), ['o1'], 'equality on a Relation field');
+      assert.deepEqual(socket.events(2)[0].object.teams, { __type: 'Relation', className: Club });
+    });
+
     it('replies carry the clientId and the installationId given to connect', async () => {
       const C = uniqueClass('LiveInstall');
       const socket = await LiveSocket.open(apiURL());
