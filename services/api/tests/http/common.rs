@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use oxbase_kit::{Config, Readiness, Secret, Shutdown};
 use oxbase_test_support::PostgresDatabase;
