@@ -554,6 +554,28 @@ describe('LiveQuery', { skip: SKIP }, () => {
   });
 
   describe('ACLs and roles per subscriber', () => {
+    it('a role granted after subscribing opens, and a log-out closes, what the subscriber reads', async () => {
+      const C = uniqueClass('LiveRenew');
+      const a = await signUp('renew');
+      const publicRead = new Parse.ACL();
+      publicRead.setPublicReadAccess(true);
+      const role = new Parse.Role(`Renew${userCounter}`, publicRead);
+      await role.save(null, { useMasterKey: true });
+      const socket = await connected({ sessionToken: a.token });
+      await subscribed(socket, 1, { className: C });
+      const forRole = { [`role:${role.getName()}`]: { read: true } };
+      await create(C, { tag: 'before the role', ACL: forRole }, { master: true });
+      role.getUsers().add(Parse.User.createWithoutData(a.id));
+      await role.save(null, { useMasterKey: true });
+      await create(C, { tag: 'with the role', ACL: forRole }, { master: true });
+      await rest('POST', 'logout', {}, { session: a.token });
+      await create(C, { tag: 'after log-out', ACL: forRole }, { master: true });
+      await create(C, { tag: 'own, after log-out', ACL: { [a.id]: { read: true } } }, { master: true });
+      const marker = await create(C, { tag: 'marker' });
+      await socket.event(1, 'create', marker.objectId);
+      assert.deepEqual(socket.events(1).map((m) => m.object.tag), ['with the role', 'marker']);
+    });
+
     it('an object a subscriber cannot read is never sent; losing access is a leave, gaining it an enter', async () => {
       const C = uniqueClass('LiveAcl');
       const a = await signUp('alice');

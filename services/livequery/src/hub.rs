@@ -42,6 +42,8 @@ pub struct Hub {
     /// Whether the reader is following the stream: until then no client is
     /// let in, as it could miss events.
     live: AtomicBool,
+    /// Whether the reader has found its starting position.
+    started: AtomicBool,
     pub(crate) clients: AtomicUsize,
     pub(crate) metrics: Metrics,
 }
@@ -118,6 +120,7 @@ impl Hub {
             index: RwLock::new(SubscriptionIndex::default()),
             position: AtomicU64::new(0),
             live: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             clients: AtomicUsize::new(0),
             metrics: Metrics::default(),
         }
@@ -206,9 +209,10 @@ impl Hub {
             .map_err(|e| e.to_string())?;
         let mut stream = self.event_stream().await?;
         let mut after = self.position.load(Ordering::Acquire);
-        if after == 0 {
+        if !self.started.load(Ordering::Acquire) {
             // A new process starts at the end: its clients have not
-            // subscribed to anything before now.
+            // subscribed to anything before now. Later, it goes on from
+            // where it was.
             after = stream
                 .info()
                 .await
@@ -216,6 +220,7 @@ impl Hub {
                 .state
                 .last_sequence;
             self.position.store(after, Ordering::Release);
+            self.started.store(true, Ordering::Release);
         }
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
