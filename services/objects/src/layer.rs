@@ -999,7 +999,11 @@ fn write_precondition(auth: &Auth, clp: Filter) -> Filter {
 
 /// Puts every `$inQuery`/`$select` subquery under the ACL, and refuses
 /// one on a class the request may not find.
-fn restrict_subqueries(auth: &Auth, view: &SchemaView, filter: &mut Filter) -> ParseResult<()> {
+pub(crate) fn restrict_subqueries(
+    auth: &Auth,
+    view: &SchemaView,
+    filter: &mut Filter,
+) -> ParseResult<()> {
     match filter {
         Filter::And(parts) | Filter::Or(parts) | Filter::Nor(parts) => parts
             .iter_mut()

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::access::{self, Operation};
 use crate::auth::Auth;
 use crate::error::{ParseError, ParseResult, code};
-use crate::layer::{ObjectLayer, validate_class_access};
+use crate::layer::{ObjectLayer, restrict_subqueries, validate_class_access};
 use crate::query::WhereParser;
 
 /// A subscription's query as the object layer allows it.
@@ -40,6 +40,10 @@ impl ObjectLayer {
         validate_class_access(auth, class_name)?;
         let mut filter = WhereParser::new(self.limits()).parse(&Value::Object(where_.clone()))?;
         let view = self.schemas_for(class_name, &[]).await?;
+        if !auth.master {
+            // As a find's: subqueries read only what the subscriber may.
+            restrict_subqueries(auth, &view, &mut filter)?;
+        }
         let class = view.get(class_name).map(AsRef::as_ref);
         let op = match where_.get("objectId") {
             Some(Value::String(_)) if where_.len() == 1 => Operation::Get,
