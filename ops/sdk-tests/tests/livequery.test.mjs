@@ -554,6 +554,21 @@ describe('LiveQuery', { skip: SKIP }, () => {
   });
 
   describe('ACLs and roles per subscriber', () => {
+    it('a subquery reads only what the subscriber may', async () => {
+      const C = uniqueClass('LiveSub');
+      const Team = uniqueClass('LiveSubTeam');
+      const a = await signUp('subq');
+      const open = await create(Team, { name: 'open' });
+      const hidden = await create(Team, { name: 'hidden', ACL: { [a.id]: { read: true } } }, { master: true });
+      const team = (t) => ({ __type: 'Pointer', className: Team, objectId: t.objectId });
+      const socket = await connected();
+      await subscribed(socket, 1, { className: C, where: { team: { $inQuery: { className: Team, where: {} } } } });
+      await create(C, { tag: 'hidden team', team: team(hidden) });
+      const marker = await create(C, { tag: 'open team', team: team(open) });
+      await socket.event(1, 'create', marker.objectId);
+      assert.deepEqual(socket.events(1).map((m) => m.object.tag), ['open team']);
+    });
+
     it('a role granted after subscribing opens, and a log-out closes, what the subscriber reads', async () => {
       const C = uniqueClass('LiveRenew');
       const a = await signUp('renew');
