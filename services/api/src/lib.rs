@@ -182,9 +182,37 @@ fn url_path(url: &str) -> Option<String> {
 /// Binds the configured address.
 pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
     let addr = format!("{}:{}", config.host, config.port);
-    TcpListener::bind(&addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    let failed = |source| StartError::Bind {
+        addr: addr.clone(),
+        source,
+    };
+    let mut last = None;
+    for resolved in tokio::net::lookup_host(&addr).await.map_err(failed)? {
+        match listen(resolved) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(failed(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the host resolves to no address",
+        )
+    })))
+}
+
+/// A listener with a deep accept queue: a burst of connections (clients
+/// reconnecting to LiveQuery after a restart) would overflow the usual 128
+/// and wait a second for each retried SYN.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then lets in-flight
