@@ -364,10 +364,17 @@ impl App {
     /// Parse's `/hooks` routes, master key only.
     pub(crate) async fn hooks_route(&self, auth: &Auth, req: &ParseRequest) -> ParseResult<Reply> {
         auth.require_master()?;
+        let deleting = req.body.get("__op").and_then(Value::as_str) == Some("Delete");
+        // The read-only master key only reads hooks.
+        match req.method {
+            Method::GET => {}
+            Method::POST => auth.require_writable("create")?,
+            Method::PUT if !deleting => auth.require_writable("update")?,
+            _ => auth.require_writable("delete")?,
+        }
         let runner = self.hook_runner("Hooks")?;
         let registry = runner.registry();
         let s: Vec<&str> = req.segments.iter().map(String::as_str).collect();
-        let deleting = req.body.get("__op").and_then(Value::as_str) == Some("Delete");
         let to_body = |entry: HookEntry| serde_json::to_value(entry).unwrap_or_default();
         match (&req.method, &s[1..]) {
             (&Method::GET, ["functions"]) => Ok(Reply::ok(Value::Array(

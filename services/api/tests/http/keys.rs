@@ -230,3 +230,52 @@ async fn the_maintenance_key_reaches_internal_fields_only() {
     .await;
     assert_eq!((status, body), (403, json!({"error": "unauthorized"})));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_only_master_key_cannot_change_hooks() {
+    let server = TestServer::start_with(|c| c.read_only_master_key = Some(Secret::new("ro"))).await;
+    let hook = json!({"functionName": "f", "url": "https://example.com/f"});
+    let cases = [
+        (Method::POST, "hooks/functions", hook.clone(), "create"),
+        (Method::PUT, "hooks/functions/f", hook, "update"),
+        (
+            Method::PUT,
+            "hooks/functions/f",
+            json!({"__op": "Delete"}),
+            "delete",
+        ),
+        (Method::DELETE, "hooks/functions/f", json!({}), "delete"),
+    ];
+    for (method, path, body, action) in cases {
+        let (status, reply) = read(
+            server
+                .request(method.clone(), path)
+                .header("X-Parse-Master-Key", "ro")
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, reply["code"].clone()),
+            (400, json!(119)),
+            "{method} {path}"
+        );
+        assert_eq!(
+            reply["error"],
+            format!("read-only masterKey isn't allowed to perform the {action} operation.")
+        );
+    }
+    // Reading is allowed: this server has hooks off, which it says instead.
+    let (_, reply) = read(
+        server
+            .request(Method::GET, "hooks/functions")
+            .header("X-Parse-Master-Key", "ro")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply["code"], json!(141));
+}
