@@ -17,7 +17,7 @@
 # - oxbase-livequery: `oxbase api` with events on, and `oxbase livequery`
 #   as its own process serving the WebSockets; its RSS and CPU are the
 #   livequery process's.
-# - parse: Parse Server 9 (parse-server-livequery.mjs) with
+# - parse: Parse Server 9 (parse-server.mjs ... Message) with
 #   startLiveQueryServer on its HTTP server, in-process pub/sub.
 #
 #   ops/bench/livequery.sh   (SUBSCRIBERS=10000 ROOMS=1000 RATE=1000 DURATION=30 WARMUP=5
@@ -163,7 +163,7 @@ run_oxbase_livequery() {
 
 run_parse() {
   fresh_db bench_lq_parse
-  (cd "$BENCH_DIR" && exec node "$ROOT/ops/bench/parse-server-livequery.mjs" "$PARSE_PORT" "$SERVER_URI/bench_lq_parse" >"$BENCH_DIR/parse.log" 2>&1) &
+  (cd "$BENCH_DIR" && exec node "$ROOT/ops/bench/parse-server.mjs" "$PARSE_PORT" "$SERVER_URI/bench_lq_parse" Message >"$BENCH_DIR/parse.log" 2>&1) &
   PARSE_PID=$!
   wait_ready "http://127.0.0.1:$PARSE_PORT/parse/health" "$BENCH_DIR/parse.log"
   seed "http://127.0.0.1:$PARSE_PORT/parse"
