@@ -233,27 +233,26 @@ impl Connection {
         session_token: Option<&str>,
     ) -> Result<(), ParseError> {
         let class_name = oxbase_proto::hooks::CONNECT_CLASS;
-        let reply = self
-            .run_hook(
-                TriggerName::BeforeConnect,
-                class_name,
-                auth,
-                LiveQueryTriggerRequest {
-                    trigger_name: TriggerName::BeforeConnect,
-                    class_name: class_name.into(),
-                    event: "connect".into(),
-                    query: None,
-                    object: None,
-                    original: None,
-                    clients: self.hub.clients.load(Ordering::Relaxed) as u64,
-                    subscriptions: self.hub.subscriptions() as u64,
-                    session_token: session_token.map(str::to_owned),
-                    caller: Caller::default(),
-                },
-            )
-            .await?;
-        drop(reply);
-        Ok(())
+        // Any success lets the client in.
+        self.run_hook(
+            TriggerName::BeforeConnect,
+            class_name,
+            auth,
+            LiveQueryTriggerRequest {
+                trigger_name: TriggerName::BeforeConnect,
+                class_name: class_name.into(),
+                event: "connect".into(),
+                query: None,
+                object: None,
+                original: None,
+                clients: self.hub.clients.load(Ordering::Relaxed) as u64,
+                subscriptions: self.hub.subscriptions() as u64,
+                session_token: session_token.map(str::to_owned),
+                caller: Caller::default(),
+            },
+        )
+        .await
+        .map(drop)
     }
 
     /// Calls a LiveQuery hook when one is registered, with the caller

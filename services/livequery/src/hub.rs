@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
 use futures_util::StreamExt;
 use oxbase_hooks::HookCaller;
-use oxbase_kit::{Readiness, Shutdown};
+use oxbase_kit::{Config, Readiness, Shutdown};
 use oxbase_objects::{Keys, ObjectLayer};
 use oxbase_proto::{
     Caller, Event, EventKind, EventStreamSpec, LiveQueryTriggerRequest, Subjects, TriggerName,
@@ -18,6 +18,7 @@ use oxbase_store::matcher::{Matcher, acl_allows};
 use oxbase_store::{FieldType, Object};
 use serde_json::Value;
 
+use crate::LiveQueryError;
 use crate::config::LiveQueryConfig;
 use crate::index::{QueryGroup, SubscriptionIndex};
 use crate::member::{Member, MemberAccess};
@@ -97,33 +98,30 @@ struct Decision {
     original: Option<Object>,
 }
 
-pub(crate) struct HubParts {
-    pub objects: Arc<ObjectLayer>,
-    pub keys: Keys,
-    pub hooks: Option<HookCaller>,
-    pub config: LiveQueryConfig,
-    pub jetstream: jetstream::Context,
-    pub stream: EventStreamSpec,
-    pub subjects: Subjects,
-}
-
 impl Hub {
-    pub(crate) fn new(parts: HubParts) -> Self {
-        Self {
-            objects: parts.objects,
-            keys: parts.keys,
-            hooks: parts.hooks,
-            config: parts.config,
-            jetstream: parts.jetstream,
-            stream: parts.stream,
-            subjects: parts.subjects,
+    pub(crate) fn new(
+        config: &Config,
+        objects: Arc<ObjectLayer>,
+        client: async_nats::Client,
+        hooks: Option<HookCaller>,
+    ) -> Result<Self, LiveQueryError> {
+        let subjects = Subjects::new(config.events.prefix.as_str())
+            .map_err(|err| LiveQueryError::Prefix(err.to_string()))?;
+        Ok(Self {
+            objects,
+            keys: Keys::from_config(config),
+            hooks,
+            config: config.section(),
+            jetstream: jetstream::new(client),
+            stream: EventStreamSpec::new(&subjects, &config.events.stream),
+            subjects,
             index: RwLock::new(SubscriptionIndex::default()),
             position: AtomicU64::new(0),
             live: AtomicBool::new(false),
             started: AtomicBool::new(false),
             clients: AtomicUsize::new(0),
             metrics: Metrics::default(),
-        }
+        })
     }
 
     pub fn is_live(&self) -> bool {

@@ -25,11 +25,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use oxbase_hooks::HookCaller;
 use oxbase_kit::{Config, MetricsSource, Readiness, Service, ServiceError, Shutdown};
-use oxbase_objects::{Keys, ObjectLayer};
-use oxbase_proto::{EventStreamSpec, Subjects};
+use oxbase_objects::ObjectLayer;
 
 pub use crate::config::LiveQueryConfig;
-use crate::hub::{Hub, HubParts};
+use crate::hub::Hub;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiveQueryError {
@@ -57,18 +56,8 @@ impl LiveQuery {
         client: async_nats::Client,
         hooks: Option<HookCaller>,
     ) -> Result<Self, LiveQueryError> {
-        let subjects = Subjects::new(config.events.prefix.as_str())
-            .map_err(|err| LiveQueryError::Prefix(err.to_string()))?;
         Ok(Self {
-            hub: Arc::new(Hub::new(HubParts {
-                objects,
-                keys: Keys::from_config(config),
-                hooks,
-                config: config.section(),
-                jetstream: async_nats::jetstream::new(client),
-                stream: EventStreamSpec::new(&subjects, &config.events.stream),
-                subjects,
-            })),
+            hub: Arc::new(Hub::new(config, objects, client, hooks)?),
         })
     }
 
