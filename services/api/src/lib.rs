@@ -165,6 +165,14 @@ fn metrics(
         out.push_str("# HELP oxbase_outbox_backlog Events written but not yet published.\n");
         out.push_str("# TYPE oxbase_outbox_backlog gauge\n");
         out.push_str(&format!("oxbase_outbox_backlog {backlog}\n"));
+        let dead = relay
+            .dead_letters
+            .load(std::sync::atomic::Ordering::Relaxed);
+        out.push_str(
+            "# HELP oxbase_outbox_dead_letters Events the stream could not take, kept in _oxbase_outbox_dead.\n",
+        );
+        out.push_str("# TYPE oxbase_outbox_dead_letters gauge\n");
+        out.push_str(&format!("oxbase_outbox_dead_letters {dead}\n"));
     }
     out
 }

@@ -132,6 +132,13 @@ pub struct EventsConfig {
     pub source: Option<String>,
     /// The events stream's limits, replicas and duplicate window.
     pub stream: oxbase_proto::EventStreamSettings,
+    /// The largest message the NATS servers take (their `max_payload`,
+    /// 1 MiB unless configured): a write whose event would not fit is
+    /// refused with Parse's 116.
+    pub max_payload_bytes: usize,
+    /// Fields events never carry, as `Class.field` or `field` (every
+    /// class); `_Session.sessionToken` is always left out.
+    pub redact: Vec<String>,
 }
 
 impl Default for EventsConfig {
@@ -141,6 +148,8 @@ impl Default for EventsConfig {
             prefix: oxbase_proto::DEFAULT_PREFIX.into(),
             source: None,
             stream: oxbase_proto::EventStreamSettings::default(),
+            max_payload_bytes: 1024 * 1024,
+            redact: Vec::new(),
         }
     }
 }
@@ -390,6 +399,20 @@ impl Config {
         self.mount_path = trimmed.to_owned();
         if let Err(err) = oxbase_proto::Subjects::new(self.events.prefix.as_str()) {
             return Err(ConfigError::Invalid(format!("events.prefix: {err}")));
+        }
+        if let Some(entry) = self.events.redact.iter().find(|entry| {
+            let (class, field) = entry.split_once('.').unwrap_or(("-", entry));
+            class.is_empty() || field.is_empty() || field.contains('.')
+        }) {
+            return Err(ConfigError::Invalid(format!(
+                "events.redact: {entry:?} is not `Class.field` or `field`"
+            )));
+        }
+        // Below a few KiB no object could be written at all.
+        if self.events.max_payload_bytes < 16 * 1024 {
+            return Err(ConfigError::Invalid(
+                "events.max_payload_bytes must be at least 16384".into(),
+            ));
         }
         if self.app_id.is_empty() {
             return Err(ConfigError::Invalid("app_id must not be empty".into()));

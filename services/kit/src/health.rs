@@ -14,6 +14,10 @@ use serde_json::json;
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
     components: Arc<Mutex<BTreeMap<&'static str, bool>>>,
+    /// What an operator should look at although the process serves (events
+    /// moved aside, say), shown by `/ready` without failing it: one bad
+    /// event must not take every API process out of the load balancer.
+    warnings: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
 
 impl Readiness {
@@ -31,6 +35,22 @@ impl Readiness {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(component, ready);
+    }
+
+    /// Sets or clears `component`'s warning.
+    pub fn warn(&self, component: &'static str, warning: Option<String>) {
+        let mut warnings = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        match warning {
+            Some(text) => warnings.insert(component, text),
+            None => warnings.remove(component),
+        };
+    }
+
+    fn warnings(&self) -> BTreeMap<&'static str, String> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -66,15 +86,19 @@ pub async fn health() -> Response {
 
 async fn ready(readiness: Readiness) -> Response {
     let waiting = readiness.not_ready();
-    if waiting.is_empty() {
-        axum::Json(json!({ "status": "ready" })).into_response()
+    let (status, mut body) = if waiting.is_empty() {
+        (StatusCode::OK, json!({ "status": "ready" }))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "starting", "waitingFor": waiting })),
+            json!({ "status": "starting", "waitingFor": waiting }),
         )
-            .into_response()
+    };
+    let warnings = readiness.warnings();
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
     }
+    (status, axum::Json(body)).into_response()
 }
 
 /// Prometheus text for counters: (name, help, value) each.

@@ -303,7 +303,18 @@ impl Hub {
             };
             match event.class_name.as_str() {
                 "_Role" => true,
-                "_Session" => deleted && field("sessionToken") == Some(user.session_token.as_str()),
+                // Events carry no session tokens: every session of the
+                // user whose session ended is looked up again, and those
+                // still valid keep their access.
+                "_Session" => {
+                    deleted
+                        && event
+                            .object
+                            .get("user")
+                            .and_then(|u| u.get("objectId"))
+                            .and_then(Value::as_str)
+                            == Some(user.id.as_str())
+                }
                 "_User" => deleted && field("objectId") == Some(user.id.as_str()),
                 _ => false,
             }

@@ -202,6 +202,9 @@ impl From<StoreError> for ParseError {
             StoreError::StaleSchema => {
                 ParseError::internal("the schema changed during the request")
             }
+            err @ StoreError::EventTooLarge { .. } => {
+                ParseError::new(code::OBJECT_TOO_LARGE, err.to_string())
+            }
             StoreError::Backend(message) => ParseError::internal(message),
         }
     }

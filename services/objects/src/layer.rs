@@ -57,6 +57,7 @@ pub struct ObjectSettings {
 pub struct EventSettings {
     pub source: String,
     pub prefix: String,
+    pub policy: Arc<oxbase_store::EventPolicy>,
 }
 
 pub struct ObjectLayer {
@@ -875,6 +876,7 @@ impl ObjectLayer {
             request_id: auth.request_id.clone(),
             purge: false,
             cloud_context: Map::new(),
+            policy: settings.policy.clone(),
         })
     }
 

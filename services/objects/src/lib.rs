@@ -70,6 +70,10 @@ impl ObjectSettings {
                 .clone()
                 .unwrap_or_else(|| oxbase_proto::Event::source_for_app(&config.app_id)),
             prefix: config.events.prefix.clone(),
+            policy: Arc::new(oxbase_store::EventPolicy::new(
+                config.events.max_payload_bytes,
+                &config.events.redact,
+            )),
         });
         Self {
             limits: config.section(),

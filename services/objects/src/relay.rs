@@ -58,11 +58,13 @@ pub enum RelayError {
     Stream { name: String, reason: String },
 }
 
-/// The wake-up and the backlog gauge the API shares with its relay.
+/// The wake-up and the gauges the API shares with its relay.
 #[derive(Debug, Default)]
 pub struct RelaySignals {
     pub wake: Notify,
     pub backlog: AtomicU64,
+    /// Events moved aside because the stream could never take them.
+    pub dead_letters: AtomicU64,
 }
 
 pub struct OutboxRelay {
@@ -151,9 +153,7 @@ impl OutboxRelay {
             readiness.set("nats", stream_ready && self.jetstream_connected());
             if last_gauge.elapsed() >= Duration::from_secs(1) {
                 last_gauge = Instant::now();
-                if let Ok(n) = self.store.outbox_backlog().await {
-                    self.signals.backlog.store(n, Ordering::Relaxed);
-                }
+                self.read_gauges(&readiness).await;
             }
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = Instant::now();
@@ -171,6 +171,23 @@ impl OutboxRelay {
                 }
                 _ = tokio::time::sleep(pause) => {}
             }
+        }
+    }
+
+    async fn read_gauges(&self, readiness: &Readiness) {
+        if let Ok(n) = self.store.outbox_backlog().await {
+            self.signals.backlog.store(n, Ordering::Relaxed);
+        }
+        if let Ok(n) = self.store.outbox_dead_letters().await {
+            self.signals.dead_letters.store(n, Ordering::Relaxed);
+            readiness.warn(
+                "outbox",
+                (n > 0).then(|| {
+                    format!(
+                        "{n} events could not be published and were moved to _oxbase_outbox_dead"
+                    )
+                }),
+            );
         }
     }
 
@@ -233,6 +250,10 @@ impl OutboxRelay {
         }
         let mut acks = Vec::with_capacity(entries.len());
         let mut previous = self.last_event.clone();
+        // An event the stream can never take (its limit was lowered after
+        // the write, or the write came before limits were checked): moved
+        // aside once those before it are in, so it holds nothing back.
+        let mut unpublishable = None;
         for entry in &entries {
             let mut publish = PublishMessage::build()
                 .payload(entry.payload.clone().into())
@@ -246,6 +267,10 @@ impl OutboxRelay {
                 .await
             {
                 Ok(ack) => acks.push(ack),
+                Err(err) if err.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    unpublishable = Some((entry, err.to_string()));
+                    break;
+                }
                 Err(err) => {
                     tracing::debug!(%err, "publish refused");
                     break;
@@ -274,6 +299,20 @@ impl OutboxRelay {
         }
         if !sent.is_empty() {
             self.store.outbox_sent(&sent).await?;
+        }
+        if let Some((entry, reason)) = unpublishable
+            && failure.is_none()
+        {
+            tracing::error!(
+                event_id = %entry.event_id,
+                subject = %entry.subject,
+                bytes = entry.payload.len(),
+                %reason,
+                "event moved to _oxbase_outbox_dead: the stream cannot take it"
+            );
+            self.store.outbox_dead_letter(entry.seq, &reason).await?;
+            self.signals.dead_letters.fetch_add(1, Ordering::Relaxed);
+            return Ok(Round::More);
         }
         if let Some(reason) =
             failure.or_else(|| (sent.len() < entries.len()).then(|| "publish refused".to_owned()))

@@ -42,6 +42,10 @@ pub enum StoreError {
     /// process changed it): reload the schema and retry.
     #[error("the schema changed; reload it and retry")]
     StaleSchema,
+    /// The write's event would be larger than the events stream takes
+    /// (`max` bytes), so it would never be published.
+    #[error("the object is too large: its event would take {size} bytes, over the limit of {max}")]
+    EventTooLarge { size: usize, max: usize },
     /// The storage itself failed: I/O, a lost connection, a bug.
     #[error("storage failure: {0}")]
     Backend(#[source] BackendError),

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 
 pub use error::{BackendError, StoreError, StoreResult};
 pub use matcher::{MatchError, Matcher, acl_allows};
-pub use outbox::{EventContext, OutboxEntry};
+pub use outbox::{EventContext, EventPolicy, NATS_HEADER_ROOM, OutboxEntry};
 pub use query::{Condition, FieldPath, Filter, Object, Query, QueryValue, SortKey};
 pub use schema::{ClassSchema, FieldSpec, FieldType, SchemaChange, SchemaView, join_class_name};
 pub use write::{RelationChange, UpdateOp, WriteBatch, WriteOp, WriteOutcome};
@@ -122,6 +122,16 @@ pub trait Store: Send + Sync {
 
     /// How many events wait to be published.
     async fn outbox_backlog(&self) -> StoreResult<u64>;
+
+    /// Moves the pending event `seq` aside, for good: it is copied with
+    /// `reason` to `_oxbase_outbox_dead` and the relay passes over it. For
+    /// an event the stream can never take (larger than its message limit),
+    /// which would otherwise hold back every event after it. `seq` must be
+    /// the oldest pending event.
+    async fn outbox_dead_letter(&self, seq: i64, reason: &str) -> StoreResult<()>;
+
+    /// How many events were moved aside.
+    async fn outbox_dead_letters(&self) -> StoreResult<u64>;
 
     /// Parse Config (`{"params": {...}, "masterKeyOnly": {...}}`), for
     /// backends whose layout keeps it outside the class tables, as Parse

@@ -5,6 +5,7 @@
 //! per database, so events leave in commit order), publishes them, and
 //! marks them sent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{StoreError, StoreResult};
@@ -27,6 +28,69 @@ pub struct EventContext {
     pub purge: bool,
     /// Parse's cloud context of the write.
     pub cloud_context: serde_json::Map<String, serde_json::Value>,
+    /// The deployment's rules for every event.
+    pub policy: Arc<EventPolicy>,
+}
+
+/// The rules every event of a deployment follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPolicy {
+    /// The largest event, in bytes, the stream takes. A write whose event
+    /// would be larger fails ([`StoreError::EventTooLarge`]) rather than
+    /// leave an event the relay can never publish.
+    pub max_bytes: usize,
+    /// Fields events leave out: `(class, field)`, with no class for a
+    /// field of every class.
+    redact: Vec<(Option<String>, String)>,
+}
+
+/// What a NATS message carries besides the event: its headers (the id and
+/// the predecessor's id), with room to spare.
+pub const NATS_HEADER_ROOM: usize = 1024;
+
+impl EventPolicy {
+    /// Session tokens are bearer credentials: no event carries them, so
+    /// no stream, trigger delivery or dead letter holds one.
+    const ALWAYS_REDACTED: (&'static str, &'static str) = ("_Session", "sessionToken");
+
+    /// A policy for a stream whose messages may be `max_payload` bytes
+    /// (NATS's `max_payload`), leaving out `redact`'s fields as well as
+    /// session tokens. Each is `Class.field`, or `field` for every class.
+    pub fn new(max_payload: usize, redact: &[String]) -> Self {
+        let (class, field) = Self::ALWAYS_REDACTED;
+        let mut fields = vec![(Some(class.to_owned()), field.to_owned())];
+        fields.extend(redact.iter().map(|entry| match entry.split_once('.') {
+            Some((class, field)) => (Some(class.to_owned()), field.to_owned()),
+            None => (None, entry.clone()),
+        }));
+        Self {
+            max_bytes: max_payload.saturating_sub(NATS_HEADER_ROOM),
+            redact: fields,
+        }
+    }
+
+    fn redacts(&self, class_name: &str, field: &str) -> bool {
+        self.redact
+            .iter()
+            .any(|(class, f)| f == field && class.as_deref().is_none_or(|c| c == class_name))
+    }
+
+    fn check_size(&self, size: usize) -> StoreResult<()> {
+        if size > self.max_bytes {
+            return Err(StoreError::EventTooLarge {
+                size,
+                max: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for EventPolicy {
+    /// NATS's default `max_payload` (1 MiB), and session tokens redacted.
+    fn default() -> Self {
+        Self::new(1024 * 1024, &[])
+    }
 }
 
 /// An event waiting in the outbox, in commit order (`seq`).
@@ -51,13 +115,13 @@ pub(crate) struct OutboxRecord {
 
 /// The event a committed op makes, with a fresh id and time. Internal
 /// fields (`_hashed_password` and the like) stay out of events, as they
-/// stay out of every response.
+/// stay out of every response, and so do the fields the policy redacts.
 fn event(context: &EventContext, class_name: &str, outcome: &WriteOutcome) -> oxbase_proto::Event {
     use oxbase_proto::{Event, EventKind, ObjectEvent, RequestContext};
     let public = |object: &Object| -> Object {
         object
             .iter()
-            .filter(|(key, _)| !key.starts_with('_'))
+            .filter(|(key, _)| !key.starts_with('_') && !context.policy.redacts(class_name, key))
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect()
     };
@@ -101,9 +165,11 @@ pub(crate) fn record(
     outcome: &WriteOutcome,
 ) -> StoreResult<OutboxRecord> {
     let event = event(context, class_name, outcome);
+    let payload = serde_json::to_string(&event).map_err(StoreError::backend)?;
+    context.policy.check_size(payload.len())?;
     Ok(OutboxRecord {
         subject: nats_subject(context, class_name, event.kind)?,
-        payload: serde_json::to_string(&event).map_err(StoreError::backend)?,
+        payload,
         event_id: event.id,
     })
 }
@@ -129,6 +195,9 @@ pub(crate) fn compact_record(
 ) -> StoreResult<OutboxRecord> {
     let event = event(context, class_name, outcome);
     let data = serde_json::value::to_raw_value(&event.data).map_err(StoreError::backend)?;
+    // The envelope [`expand_payload`] adds is a few hundred bytes at most;
+    // the header room covers it.
+    context.policy.check_size(data.get().len())?;
     let compact: CompactEvent = (
         event.kind,
         &event.source,

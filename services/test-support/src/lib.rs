@@ -137,6 +137,7 @@ macro_rules! for_each_conformance_test {
             auth_data_ids_are_unique_once_indexed,
             schema_operations,
             writes_leave_events_in_the_outbox,
+            events_follow_the_policy,
             explain_answers_the_plan,
         }
     };

@@ -56,7 +56,8 @@ impl Nats {
         )
     }
 
-    fn spawn(port: u16, store: &Path, extra: &[&str]) -> Self {
+    /// A server started with more command-line arguments (`-c <file>`).
+    pub fn spawn(port: u16, store: &Path, extra: &[&str]) -> Self {
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store)
@@ -207,6 +208,10 @@ impl Oxbase {
 
     pub async fn backlog(&self) -> u64 {
         metric(&self.base, "oxbase_outbox_backlog").await
+    }
+
+    pub async fn metric(&self, name: &str) -> u64 {
+        metric(&self.base, name).await
     }
 
     /// Waits until the relay has published everything in the outbox. The

@@ -774,6 +774,17 @@ impl Store for MongoStore {
         self.outbox_pending_count().await
     }
 
+    async fn outbox_dead_letter(&self, seq: i64, reason: &str) -> StoreResult<()> {
+        self.outbox_move_aside(seq, reason).await
+    }
+
+    async fn outbox_dead_letters(&self) -> StoreResult<u64> {
+        self.primary_collection(outbox::DEAD_COLLECTION)
+            .count_documents(doc! {})
+            .await
+            .map_err(StoreError::backend)
+    }
+
     async fn ensure_auth_data_uniqueness(&self, provider: &str) -> StoreResult<()> {
         self.create_auth_data_index(provider).await
     }

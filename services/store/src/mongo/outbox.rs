@@ -48,6 +48,8 @@ use crate::write::{WriteOp, WriteOutcome};
 pub(super) const OUTBOX_COLLECTION: &str = "_oxbase_outbox";
 pub(super) const RELAY_COLLECTION: &str = "_oxbase_relay";
 pub(super) const COUNTERS_COLLECTION: &str = "_oxbase_counters";
+/// Events moved aside: the outbox row with `reason` and `dead_at`.
+pub(super) const DEAD_COLLECTION: &str = "_oxbase_outbox_dead";
 
 /// The `_id` of the one lease document, as PostgreSQL's single row.
 const LEASE_ID: i32 = 1;
@@ -304,6 +306,28 @@ impl MongoStore {
             .await
             .map_err(StoreError::backend)?;
         Ok(())
+    }
+
+    /// Copies the event `seq` aside, then marks it sent. Copying first
+    /// (an upsert, so a second try is harmless) means a crash between the
+    /// two leaves it pending, never lost.
+    pub(super) async fn outbox_move_aside(&self, seq: i64, reason: &str) -> StoreResult<()> {
+        let Some(mut row) = self
+            .primary_collection(OUTBOX_COLLECTION)
+            .find_one(doc! {"_id": seq})
+            .await
+            .map_err(StoreError::backend)?
+        else {
+            return Ok(());
+        };
+        row.insert("reason", reason);
+        row.insert("dead_at", DateTime::now());
+        self.primary_collection(DEAD_COLLECTION)
+            .replace_one(doc! {"_id": seq}, row)
+            .upsert(true)
+            .await
+            .map_err(StoreError::backend)?;
+        self.outbox_mark_sent(&[seq]).await
     }
 
     pub(super) async fn outbox_delete_sent(&self, older_than: Duration) -> StoreResult<u64> {

@@ -727,6 +727,14 @@ impl Store for PostgresStore {
         outbox::backlog(&self.client().await?).await
     }
 
+    async fn outbox_dead_letter(&self, seq: i64, reason: &str) -> StoreResult<()> {
+        outbox::dead_letter(&self.client().await?, seq, reason).await
+    }
+
+    async fn outbox_dead_letters(&self) -> StoreResult<u64> {
+        outbox::dead_letters(&self.client().await?).await
+    }
+
     async fn ensure_auth_data_uniqueness(&self, provider: &str) -> StoreResult<()> {
         let name = crate::sql::auth_data_index(provider)?;
         // Parse Server's statement, so either server finds the other's index.

@@ -25,6 +25,14 @@ CREATE TABLE IF NOT EXISTS "_oxbase_relay" (
     owner text NOT NULL,
     expires_at timestamptz NOT NULL
 );
+CREATE TABLE IF NOT EXISTS "_oxbase_outbox_dead" (
+    seq bigint PRIMARY KEY,
+    event_id text NOT NULL,
+    subject text NOT NULL,
+    payload text NOT NULL,
+    reason text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 "#;
 
 /// Writes a committed op's event in the op's transaction.
@@ -120,6 +128,38 @@ pub(super) async fn backlog(client: &impl GenericClient) -> StoreResult<u64> {
             r#"SELECT count(*) FROM "_oxbase_outbox" WHERE sent_at IS NULL"#,
             &[],
         )
+        .await
+        .map_err(pg_err)?;
+    let n: i64 = row.try_get(0).map_err(pg_err)?;
+    Ok(n.max(0) as u64)
+}
+
+/// Copies the event `seq` aside and marks it sent, in one statement so the
+/// copy and the mark cannot part.
+pub(super) async fn dead_letter(
+    client: &impl GenericClient,
+    seq: i64,
+    reason: &str,
+) -> StoreResult<()> {
+    client
+        .execute(
+            r#"WITH moved AS (
+                   UPDATE "_oxbase_outbox" SET sent_at = now() WHERE seq = $1
+                   RETURNING seq, event_id, subject, payload
+               )
+               INSERT INTO "_oxbase_outbox_dead" (seq, event_id, subject, payload, reason)
+               SELECT seq, event_id, subject, payload, $2 FROM moved
+               ON CONFLICT (seq) DO NOTHING"#,
+            &[&seq, &reason],
+        )
+        .await
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+pub(super) async fn dead_letters(client: &impl GenericClient) -> StoreResult<u64> {
+    let row = client
+        .query_one(r#"SELECT count(*) FROM "_oxbase_outbox_dead""#, &[])
         .await
         .map_err(pg_err)?;
     let n: i64 = row.try_get(0).map_err(pg_err)?;

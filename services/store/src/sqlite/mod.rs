@@ -403,6 +403,17 @@ impl Store for SqliteStore {
         self.engine.read(outbox::backlog).await
     }
 
+    async fn outbox_dead_letter(&self, seq: i64, reason: &str) -> StoreResult<()> {
+        let reason = reason.to_owned();
+        self.engine
+            .write(move |state| outbox::dead_letter(state, seq, &reason))
+            .await
+    }
+
+    async fn outbox_dead_letters(&self) -> StoreResult<u64> {
+        self.engine.read(outbox::dead_letters).await
+    }
+
     async fn ensure_auth_data_uniqueness(&self, provider: &str) -> StoreResult<()> {
         let name = crate::sql::auth_data_index(provider)?;
         // Partial, as Parse's PostgreSQL index: users without the id are

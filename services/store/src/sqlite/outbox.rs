@@ -31,6 +31,14 @@ pub(super) fn ensure_tables(conn: &Connection) -> StoreResult<()> {
             owner TEXT NOT NULL,
             expires_at INTEGER NOT NULL,
             sent_through INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE IF NOT EXISTS _oxbase_outbox_dead (
+            seq INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_at INTEGER NOT NULL
         );",
     )
     .map_err(StoreError::backend)?;
@@ -158,6 +166,29 @@ pub(super) fn backlog(conn: &Connection) -> StoreResult<u64> {
             "SELECT count(*) FROM _oxbase_outbox
              WHERE seq > coalesce((SELECT sent_through FROM _oxbase_relay WHERE id = 1), 0)",
         )
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .map_err(sql_err)?;
+    Ok(n.max(0) as u64)
+}
+
+/// Copies the event `seq` aside and moves the watermark past it: it is
+/// the oldest pending event, so what has been passed stays a prefix.
+pub(super) fn dead_letter(state: &WriterState, seq: i64, reason: &str) -> StoreResult<()> {
+    state
+        .conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO _oxbase_outbox_dead
+                (seq, event_id, subject, payload, reason, created_at)
+             SELECT seq, event_id, subject, payload, ?2, ?3 FROM _oxbase_outbox WHERE seq = ?1",
+        )
+        .and_then(|mut stmt| stmt.execute(params![seq, reason, now_ms()]))
+        .map_err(sql_err)?;
+    mark_sent(state, &[seq])
+}
+
+pub(super) fn dead_letters(conn: &Connection) -> StoreResult<u64> {
+    let n: i64 = conn
+        .prepare_cached("SELECT count(*) FROM _oxbase_outbox_dead")
         .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
         .map_err(sql_err)?;
     Ok(n.max(0) as u64)

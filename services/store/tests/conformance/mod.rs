@@ -1254,6 +1254,7 @@ pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
         request_id: None,
         purge: false,
         cloud_context: serde_json::Map::new(),
+        policy: Default::default(),
     };
     let batch = |ops: Vec<WriteOp>, atomic: bool| WriteBatch {
         ops,
@@ -1433,6 +1434,109 @@ pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
     );
     assert_eq!(last["type"], "oxbase.object.created");
     assert_eq!(last["data"]["object"]["n"], 5);
+}
+
+/// Events leave out session tokens and the redacted fields; a write whose
+/// event the stream could not take fails and leaves nothing; an event moved
+/// aside is counted and passed over.
+pub async fn events_follow_the_policy(store: StoreRef) {
+    seed(
+        &store,
+        "Big",
+        vec![json!({"objectId": "b0", "secret": "s", "pin": 0, "kept": 0, "blob": "b"})],
+    )
+    .await;
+    let view = seed(
+        &store,
+        "_Session",
+        vec![json!({"objectId": "s0", "sessionToken": "r:0", "pin": 0})],
+    )
+    .await;
+    let policy = oxbase_store::EventPolicy::new(32 * 1024, &["Big.secret".into(), "pin".into()]);
+    let context = oxbase_store::EventContext {
+        source: "oxbase://test".into(),
+        prefix: "ox".into(),
+        policy: std::sync::Arc::new(policy),
+        ..Default::default()
+    };
+    let create = |class: &str, object: Value| WriteBatch {
+        ops: vec![WriteOp::Create {
+            class_name: class.into(),
+            object: obj(object),
+            relations: vec![],
+        }],
+        atomic: false,
+        events: Some(context.clone()),
+    };
+    let stamp = |mut object: Value| {
+        object["createdAt"] = date(1).into();
+        object["updatedAt"] = date(1).into();
+        object
+    };
+    for (class, object) in [
+        (
+            "_Session",
+            json!({"objectId": "s1", "sessionToken": "r:secret", "pin": 1}),
+        ),
+        (
+            "Big",
+            json!({"objectId": "b1", "secret": "x", "pin": 2, "kept": 3}),
+        ),
+    ] {
+        store
+            .write(&view, create(class, stamp(object)))
+            .await
+            .unwrap()[0]
+            .clone()
+            .unwrap();
+    }
+    let too_big = stamp(json!({"objectId": "b2", "blob": "x".repeat(40 * 1024)}));
+    let refused = store.write(&view, create("Big", too_big)).await.unwrap();
+    assert!(
+        matches!(refused[0], Err(StoreError::EventTooLarge { .. })),
+        "{refused:?}"
+    );
+    let id = |id: &str| Filter::field("objectId", Condition::Eq(QueryValue::String(id.into())));
+    let left = store
+        .find(&view, &Query::new("Big").filter(id("b2")))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "the refused write left {left:?}");
+
+    let lease = std::time::Duration::from_secs(30);
+    let events = store
+        .outbox_claim("relay", lease, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    let objects: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(&e.payload).unwrap()["data"]["object"].clone())
+        .collect();
+    assert_eq!(
+        objects[0],
+        json!({"objectId": "s1", "createdAt": date(1), "updatedAt": date(1)})
+    );
+    assert_eq!(
+        objects[1],
+        json!({"objectId": "b1", "kept": 3, "createdAt": date(1), "updatedAt": date(1)})
+    );
+
+    assert_eq!(store.outbox_dead_letters().await.unwrap(), 0);
+    store
+        .outbox_dead_letter(events[0].seq, "too large")
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_dead_letters().await.unwrap(), 1);
+    assert_eq!(store.outbox_backlog().await.unwrap(), 1);
+    let rest = store
+        .outbox_claim("relay", lease, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].seq, events[1].seq);
 }
 
 /// Whether a plan says something: a non-empty list of rows or document.
