@@ -45,6 +45,13 @@ step "cargo test (SQLite and PostgreSQL stores, API on SQLite)"
 cargo build --quiet --workspace --all-targets
 cargo test --quiet --workspace
 
+if [ -n "${OXBASE_TEST_MONGODB_URI:-}" ]; then
+  step "MongoDB conformance tests on $OXBASE_TEST_MONGODB_URI"
+  cargo test --quiet -p oxbase-store --test mongo -- --include-ignored
+else
+  step "SKIPPED: the MongoDB conformance tests (ignored above): OXBASE_TEST_MONGODB_URI is not set"
+fi
+
 step "API tests on PostgreSQL"
 OXBASE_TEST_BACKEND=postgres cargo test --quiet -p oxbase-api --test http
 

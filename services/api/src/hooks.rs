@@ -198,7 +198,7 @@ impl App {
     ) -> ParseResult<Option<(Map<String, Value>, Vec<String>)>> {
         if self
             .registered(class_name, TriggerName::BeforeSave)
-            .await
+            .await?
             .is_none()
         {
             return Ok(None);
@@ -220,7 +220,7 @@ impl App {
         body: &Map<String, Value>,
         context: &mut Map<String, Value>,
     ) -> ParseResult<Option<(Map<String, Value>, Vec<String>)>> {
-        let Some((runner, entry)) = self.registered(class_name, TriggerName::BeforeSave).await
+        let Some((runner, entry)) = self.registered(class_name, TriggerName::BeforeSave).await?
         else {
             return Ok(None);
         };
@@ -282,7 +282,9 @@ impl App {
         object_id: &str,
         context: &mut Map<String, Value>,
     ) -> ParseResult<()> {
-        let Some((runner, entry)) = self.registered(class_name, TriggerName::BeforeDelete).await
+        let Some((runner, entry)) = self
+            .registered(class_name, TriggerName::BeforeDelete)
+            .await?
         else {
             return Ok(());
         };
@@ -316,15 +318,22 @@ impl App {
     /// The hook registered for `trigger` on `class_name`, with the runner
     /// that calls it. Until the registry's first load `/ready` answers 503;
     /// a request that comes anyway waits for the load while NATS is
-    /// connected, and without NATS goes ahead as if the class had no hooks.
+    /// connected, and without NATS is refused with 503: which hooks exist
+    /// is unknown, and going ahead could skip one.
     pub(crate) async fn registered(
         &self,
         class_name: &str,
         trigger: TriggerName,
-    ) -> Option<(&HookRunner, HookEntry)> {
-        let runner = self.hooks.as_ref()?;
-        let entry = runner.caller.trigger(class_name, trigger).await?;
-        Some((runner, entry))
+    ) -> ParseResult<Option<(&HookRunner, HookEntry)>> {
+        let Some(runner) = self.hooks.as_ref() else {
+            return Ok(None);
+        };
+        let entry = runner
+            .caller
+            .trigger(class_name, trigger)
+            .await
+            .map_err(|err| ParseError::Unavailable(err.to_string()))?;
+        Ok(entry.map(|entry| (runner, entry)))
     }
 
     /// Calls a trigger's hook. Its error reply fails the request, with the

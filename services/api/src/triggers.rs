@@ -77,7 +77,7 @@ impl App {
         params: &mut Map<String, Value>,
         is_get: bool,
     ) -> ParseResult<bool> {
-        let Some((runner, entry)) = self.registered(class_name, TriggerName::BeforeFind).await
+        let Some((runner, entry)) = self.registered(class_name, TriggerName::BeforeFind).await?
         else {
             return Ok(false);
         };
@@ -136,7 +136,7 @@ impl App {
         params: &Map<String, Value>,
         results: &mut Vec<Object>,
     ) -> ParseResult<()> {
-        let Some((runner, entry)) = self.registered(class_name, TriggerName::AfterFind).await
+        let Some((runner, entry)) = self.registered(class_name, TriggerName::AfterFind).await?
         else {
             return Ok(());
         };
@@ -185,7 +185,7 @@ impl App {
         user: Option<&Object>,
     ) -> ParseResult<()> {
         let class_name = trigger.only_class().unwrap_or("_User");
-        let Some((runner, entry)) = self.registered(class_name, trigger).await else {
+        let Some((runner, entry)) = self.registered(class_name, trigger).await? else {
             return Ok(());
         };
         let mut caller = self.caller(auth, req).await;
@@ -222,7 +222,7 @@ impl App {
         file: SavedFile,
     ) -> ParseResult<SavedFile> {
         let trigger = TriggerName::BeforeSaveFile;
-        let Some((runner, entry)) = self.registered(FILE_CLASS, trigger).await else {
+        let Some((runner, entry)) = self.registered(FILE_CLASS, trigger).await? else {
             return Ok(file);
         };
         let engine = base64::engine::general_purpose::STANDARD;
@@ -288,7 +288,7 @@ impl App {
         file: FileInfo,
         file_size: Option<u64>,
     ) -> ParseResult<()> {
-        let Some((runner, entry)) = self.registered(FILE_CLASS, trigger).await else {
+        let Some((runner, entry)) = self.registered(FILE_CLASS, trigger).await? else {
             return Ok(());
         };
         let default_code = match trigger {

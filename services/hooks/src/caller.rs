@@ -12,6 +12,12 @@ use serde::Serialize;
 
 use crate::{CallError, CallLimits, HookRegistry, call};
 
+/// The hook registry has not loaded since the process started, so which
+/// hooks exist is unknown.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("Cloud Code hooks are not loaded yet (NATS is unreachable); try again shortly")]
+pub struct HooksNotLoaded;
+
 /// The longest a trigger lookup waits for the registry's first load.
 const FIRST_LOAD_WAIT: Duration = Duration::from_secs(2);
 
@@ -59,10 +65,15 @@ impl HookCaller {
 
     /// The hook registered for `trigger` on `class_name`. Before the
     /// registry's first load, a lookup waits for it while NATS is connected
-    /// (a matter of milliseconds then), at most the call timeout or 2 s;
-    /// without NATS it answers as if the class had no hooks, since no
-    /// handler could be reached anyway.
-    pub async fn trigger(&self, class_name: &str, trigger: TriggerName) -> Option<HookEntry> {
+    /// (a matter of milliseconds then), at most the call timeout or 2 s.
+    /// Still unloaded (NATS down since the process started), whether the
+    /// class has hooks is unknown, so the answer is [`HooksNotLoaded`]:
+    /// going ahead would skip a beforeSave that may validate or redact.
+    pub async fn trigger(
+        &self,
+        class_name: &str,
+        trigger: TriggerName,
+    ) -> Result<Option<HookEntry>, HooksNotLoaded> {
         if !self.registry.is_loaded()
             && self.client.connection_state() == async_nats::connection::State::Connected
         {
@@ -70,7 +81,10 @@ impl HookCaller {
                 .wait_loaded(self.limits.timeout.min(FIRST_LOAD_WAIT))
                 .await;
         }
-        self.registry.trigger(class_name, trigger)
+        if !self.registry.is_loaded() {
+            return Err(HooksNotLoaded);
+        }
+        Ok(self.registry.trigger(class_name, trigger))
     }
 
     /// Calls the trigger hook `entry`, registered for `trigger` on

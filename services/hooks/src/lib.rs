@@ -8,6 +8,6 @@ mod config;
 mod registry;
 
 pub use call::{CallError, CallLimits, call, parse_reply};
-pub use caller::HookCaller;
+pub use caller::{HookCaller, HooksNotLoaded};
 pub use config::TriggersConfig;
 pub use registry::{HookRegistry, RegistryError, bucket_name, key_of};

@@ -267,7 +267,11 @@ impl Connection {
         let Some(hooks) = &self.hub.hooks else {
             return Ok(None);
         };
-        let Some(entry) = hooks.trigger(class_name, trigger).await else {
+        let Some(entry) = hooks
+            .trigger(class_name, trigger)
+            .await
+            .map_err(|err| ParseError::Unavailable(err.to_string()))?
+        else {
             return Ok(None);
         };
         request.caller = Caller {

@@ -507,9 +507,22 @@ impl Hub {
         original: &Option<Object>,
     ) -> Option<AfterEvent> {
         let hooks = self.hooks.as_ref()?;
-        let entry = hooks
+        let entry = match hooks
             .trigger(&event.class_name, TriggerName::AfterEvent)
-            .await?;
+            .await
+        {
+            Ok(entry) => entry?,
+            // Unknown hooks may redact: nothing goes out unchecked.
+            Err(err) => {
+                member.client.send(protocol::error(
+                    oxbase_objects::code::SCRIPT_FAILED,
+                    &err.to_string(),
+                    false,
+                    Some(&member.request_id),
+                ));
+                return Some(AfterEvent::Drop);
+            }
+        };
         let request = LiveQueryTriggerRequest {
             trigger_name: TriggerName::AfterEvent,
             class_name: event.class_name.clone(),

@@ -71,6 +71,10 @@ pub enum ParseError {
     /// No such route.
     #[error("cannot {method} {path}")]
     NoRoute { method: String, path: String },
+    /// Something the request needs is not there yet (the hook registry
+    /// before its first load): status 503, which the Parse SDKs retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ParseError {
@@ -118,6 +122,7 @@ impl ParseError {
             ParseError::Unauthorized | ParseError::MasterKeyRequired => 403,
             ParseError::TooLarge => 413,
             ParseError::NoRoute { .. } => 404,
+            ParseError::Unavailable(_) => 503,
         }
     }
 
@@ -134,6 +139,10 @@ impl ParseError {
             ParseError::NoRoute { method, path } => json!({
                 "code": code::INVALID_JSON,
                 "error": format!("cannot route {method} {path}"),
+            }),
+            ParseError::Unavailable(message) => json!({
+                "code": code::INTERNAL_SERVER_ERROR,
+                "error": message,
             }),
         }
     }

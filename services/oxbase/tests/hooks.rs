@@ -1071,3 +1071,77 @@ async fn email_verification_and_reset_requests_run_the_user_hooks() {
     sink.assert_no_mail().await;
     assert!(seen.try_recv().is_err());
 }
+
+/// With NATS down since the process started, which hooks exist is unknown:
+/// a write that could have a beforeSave is refused with 503 (which the
+/// Parse SDKs retry) rather than saved unchecked; once the registry loads,
+/// the same write goes through its hook.
+#[tokio::test]
+async fn writes_wait_for_the_hook_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let nats = Nats::start(nats_port, &dir.path().join("nats"));
+    let server = Oxbase::start(&dir.path().join("api"), &nats.url(), &[]).await;
+    let (status, body) = master(
+        &server,
+        reqwest::Method::POST,
+        "hooks/triggers",
+        json!({"className": "Order", "triggerName": "beforeSave", "nats": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    drop(server);
+    nats.stop();
+
+    let server = Oxbase::spawn(
+        &dir.path().join("api"),
+        &format!("nats://127.0.0.1:{nats_port}"),
+        &[],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while reqwest::get(format!("{}/health", server.base))
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "oxbase never served");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, body) = client(
+        &server,
+        reqwest::Method::POST,
+        "classes/Order",
+        json!({"n": 1}),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], 1, "{body}");
+    let (status, body) = client(&server, reqwest::Method::GET, "classes/Order", Value::Null).await;
+    assert_eq!(status, 503, "a beforeFind may exist too: {body}");
+
+    let nats = Nats::start(nats_port, &dir.path().join("nats"));
+    server.wait_ready().await;
+    let handler = async_nats::connect(nats.url()).await.unwrap();
+    serve(&handler, "oxbase.triggers.beforeSave.Order", |request| {
+        let mut object = json_of(request)["object"].clone();
+        object["checked"] = json!(true);
+        serde_json::to_vec(&json!({"success": object})).unwrap()
+    })
+    .await;
+    let (status, body) = client(
+        &server,
+        reqwest::Method::POST,
+        "classes/Order",
+        json!({"n": 1}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["objectId"].as_str().unwrap();
+    let (_, stored) = master(
+        &server,
+        reqwest::Method::GET,
+        &format!("classes/Order/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(stored["checked"], true, "{stored}");
+}
