@@ -86,3 +86,49 @@ async fn explain_is_the_query_plan() {
         "{plan}"
     );
 }
+
+/// The on-demand indexes that exist in the database at `path`.
+fn auto_indexes(path: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%:$%' ORDER BY name")
+        .unwrap();
+    stmt.query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Queries index what they filter on, but only fields the schema declares
+/// and only while the table is small: SQLite builds an index on its one
+/// writer thread, and every write waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_index_only_declared_fields_of_small_tables() {
+    use oxbase_store::{Condition, Filter, Query, QueryValue};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    let store: conformance::StoreRef =
+        Arc::new(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+    let rows = |n: usize| -> Vec<serde_json::Value> {
+        (0..n).map(|i| serde_json::json!({"rank": i})).collect()
+    };
+    conformance::seed(&store, "Small", rows(10)).await;
+    let view = conformance::seed(&store, "Large", rows(20_001)).await;
+    let on = |class: &str, field: &str| {
+        Query::new(class).filter(Filter::field(
+            field,
+            Condition::Eq(QueryValue::Number(1.into())),
+        ))
+    };
+    for query in [
+        on("Small", "rank"),
+        on("Small", "ghost"),
+        on("Large", "rank"),
+    ] {
+        store.find(&view, &query).await.unwrap();
+    }
+    // The indexes are built after the queries, in the writer's order: one
+    // more write has waited for them.
+    conformance::seed(&store, "After", rows(1)).await;
+    assert_eq!(auto_indexes(&path), ["Small:$.rank"]);
+}

@@ -375,11 +375,17 @@ impl<'a> Compiler<'a> {
         Ok((target, shape, field_type))
     }
 
+    /// Hints an index on `target`, a field the schema declares (or a key
+    /// under one): clients choose paths freely, but not declared fields.
     fn hint(&mut self, class: Option<&ClassSchema>, target: &Target, suffix: Option<&str>) {
         if let (Some(class), Target::Path { path, .. }) = (class, target)
             && path
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'$')
+            && path
+                .strip_prefix("$.")
+                .and_then(|rest| rest.split('.').next())
+                .is_some_and(|field| class.fields.contains_key(field))
         {
             let full = match suffix {
                 Some(key) => format!("{path}.{key}"),

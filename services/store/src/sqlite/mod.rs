@@ -29,6 +29,13 @@ use crate::write::{WriteBatch, WriteOutcome};
 /// Most on-demand expression indexes per class.
 const MAX_AUTO_INDEXES: usize = 32;
 
+/// The largest table a query may have indexed on demand. SQLite builds an
+/// index on its one writer thread, holding every write meanwhile: this
+/// many rows take tens of milliseconds (200,000 took 0.6 s here). Larger
+/// tables are indexed only when declared (`indexes` in `/schemas`, with
+/// the master key).
+const AUTO_INDEX_MAX_ROWS: i64 = 20_000;
+
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
     /// Reader threads (and connections).
@@ -117,18 +124,38 @@ impl SqliteStore {
         }
         self.engine.write_detached(move |state: &mut WriterState| {
             for (class, path) in &wanted {
-                let sql = format!(
-                    "CREATE INDEX IF NOT EXISTS {} ON {}(json_extract(data, '{path}'))",
-                    quote_ident(&format!("{class}:{path}")),
-                    quote_ident(class)
-                );
-                if let Err(err) = state.conn.execute_batch(&sql) {
+                if let Err(err) = auto_index(state, class, path) {
                     tracing::warn!(%class, %path, %err, "could not create index");
                 }
             }
             Ok(())
         });
     }
+}
+
+/// Indexes `class` on `path` unless the table is too large to do it
+/// without holding writes back noticeably.
+fn auto_index(state: &WriterState, class: &str, path: &str) -> rusqlite::Result<()> {
+    let table = quote_ident(class);
+    let rows: i64 = state.conn.query_row(
+        &format!("SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT {AUTO_INDEX_MAX_ROWS} + 1)"),
+        [],
+        |row| row.get(0),
+    )?;
+    if rows > AUTO_INDEX_MAX_ROWS {
+        tracing::warn!(
+            %class,
+            %path,
+            "queries on this field would use an index, but {class} has over \
+             {AUTO_INDEX_MAX_ROWS} rows and building one stalls every write: \
+             declare it with the master key (PUT /schemas/{class}, `indexes`)"
+        );
+        return Ok(());
+    }
+    state.conn.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {table}(json_extract(data, '{path}'))",
+        quote_ident(&format!("{class}:{path}")),
+    ))
 }
 
 pub(super) fn sql_err(err: rusqlite::Error) -> StoreError {
