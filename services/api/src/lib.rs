@@ -62,6 +62,8 @@ pub struct App {
     /// The account mails; `None` without `[email]`.
     mailer: Option<mail::Mailer>,
     pages: pages::Templates,
+    /// Requests being served, at most `limits.max_concurrent_requests`.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +96,11 @@ impl App {
         {
             batch_prefixes.push(path);
         }
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(
+            objects.limits().max_concurrent_requests,
+        ));
         Arc::new(Self {
+            in_flight,
             objects,
             keys: Keys::from_config(config),
             app_id: config.app_id.clone(),

@@ -29,11 +29,45 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new().fallback(handle).with_state(app)
 }
 
+/// Serves one request within the process's limits: at most
+/// `max_concurrent_requests` at once (more are answered 503 at once, which
+/// the Parse SDKs retry, rather than queued to time out), each answered
+/// within `request_timeout_ms` (file uploads excepted: their size bounds
+/// them, and a slow link is no fault).
 async fn handle(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    let Ok(_permit) = app.in_flight.clone().try_acquire_owned() else {
+        let busy = ParseError::Unavailable("The server is busy; try again shortly".into());
+        return with_cors(error_response(&busy));
+    };
+    let limit = app.objects.limits().request_timeout_ms;
+    let upload = request
+        .uri()
+        .path()
+        .strip_prefix(app.mount.as_str())
+        .is_some_and(|rest| is_file_upload(request.method(), rest));
+    if limit == 0 || upload {
+        return serve(app, peer, request).await;
+    }
+    let timeout = std::time::Duration::from_millis(limit);
+    match tokio::time::timeout(timeout, serve(app, peer, request)).await {
+        Ok(response) => response,
+        Err(_) => with_cors(error_response(&ParseError::new(
+            oxbase_objects::code::TIMEOUT,
+            "Request timed out",
+        ))),
+    }
+}
+
+fn error_response(err: &ParseError) -> Response {
+    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(err.body())).into_response()
+}
+
+async fn serve(app: Arc<App>, peer: SocketAddr, request: Request) -> Response {
     // File downloads need no keys: browsers load file URLs directly.
     if let Some(response) = app
         .file_download(request.method(), request.uri().path(), request.headers())
@@ -59,9 +93,7 @@ async fn handle(
                         ..
                     }
             );
-            let status =
-                StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = (status, axum::Json(err.body())).into_response();
+            let mut response = error_response(&err);
             if unread_body {
                 response
                     .headers_mut()

@@ -20,9 +20,25 @@ pub struct Limits {
     /// Deepest `include` path (`a.b.c` is 3).
     pub max_include_depth: usize,
     /// Largest `limit` a query may ask for; larger values are lowered to it,
-    /// as Parse Server's `maxLimit` does. 0 (the default, as in Parse
-    /// Server) means no cap.
+    /// as Parse Server's `maxLimit` does. 0 means no cap.
     pub max_limit: usize,
+    /// Largest `skip`: the store walks past every skipped row.
+    pub max_skip: usize,
+    /// Most `include` paths in one query: each is a lookup.
+    pub max_include_paths: usize,
+    /// Most values in one `$in`, `$nin`, `$all` or `$containedBy`.
+    pub max_in_values: usize,
+    /// Longest a query may run in the database (PostgreSQL's
+    /// `statement_timeout`, MongoDB's `maxTimeMS`, an interrupt on SQLite),
+    /// in milliseconds; 0 means no limit.
+    pub query_timeout_ms: u64,
+    /// Longest a request may take before it is answered with 124 "Request
+    /// timed out", in milliseconds (file uploads excepted: they are bounded
+    /// by their size); 0 means no limit.
+    pub request_timeout_ms: u64,
+    /// Most requests one process serves at once; beyond it a request is
+    /// answered at once with 503, which the Parse SDKs retry.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for Limits {
@@ -33,7 +49,13 @@ impl Default for Limits {
             max_query_depth: 10,
             max_regex_length: 1024,
             max_include_depth: 10,
-            max_limit: 0,
+            max_limit: 10_000,
+            max_skip: 100_000,
+            max_include_paths: 50,
+            max_in_values: 10_000,
+            query_timeout_ms: 30_000,
+            request_timeout_ms: 60_000,
+            max_concurrent_requests: 1024,
         }
     }
 }
@@ -44,6 +66,9 @@ impl Section for Limits {
     fn validate(&self) -> Result<(), String> {
         if self.max_batch_size == 0 || self.max_body_bytes == 0 {
             return Err("max_batch_size and max_body_bytes must be positive".into());
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err("max_concurrent_requests must be positive".into());
         }
         Ok(())
     }

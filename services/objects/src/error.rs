@@ -25,6 +25,7 @@ pub mod code {
     pub const INVALID_NESTED_KEY: i32 = 121;
     pub const INVALID_FILE_NAME: i32 = 122;
     pub const INVALID_ACL: i32 = 123;
+    pub const TIMEOUT: i32 = 124;
     pub const INVALID_EMAIL_ADDRESS: i32 = 125;
     pub const FILE_SAVE_ERROR: i32 = 130;
     pub const INVALID_INSTALLATION_ID: i32 = 132;
@@ -211,6 +212,10 @@ impl From<StoreError> for ParseError {
             StoreError::StaleSchema => {
                 ParseError::internal("the schema changed during the request")
             }
+            StoreError::QueryTimeout => ParseError::new(
+                code::TIMEOUT,
+                "The query took too long and was stopped; narrow it or add an index",
+            ),
             err @ StoreError::EventTooLarge { .. } => {
                 ParseError::new(code::OBJECT_TOO_LARGE, err.to_string())
             }

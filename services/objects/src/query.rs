@@ -119,10 +119,10 @@ impl<'a> WhereParser<'a> {
                 "$lte" => Condition::Lte(self.comparable(op, arg)?),
                 "$gt" => Condition::Gt(self.comparable(op, arg)?),
                 "$gte" => Condition::Gte(self.comparable(op, arg)?),
-                "$in" => Condition::In(decode_list(op, arg)?),
-                "$nin" => Condition::Nin(decode_list(op, arg)?),
+                "$in" => Condition::In(self.list(op, arg)?),
+                "$nin" => Condition::Nin(self.list(op, arg)?),
                 "$containedBy" => match arg {
-                    Value::Array(_) => Condition::ContainedBy(decode_list(op, arg)?),
+                    Value::Array(_) => Condition::ContainedBy(self.list(op, arg)?),
                     _ => return Err(bad("bad $containedBy: should be an array")),
                 },
                 "$exists" => match arg {
@@ -250,7 +250,25 @@ impl<'a> WhereParser<'a> {
         }
     }
 
+    /// The values of a list operator, at most `max_in_values` of them.
+    fn list(&self, op: &str, arg: &Value) -> ParseResult<Vec<QueryValue>> {
+        self.check_list_size(op, arg)?;
+        decode_list(op, arg)
+    }
+
+    fn check_list_size(&self, op: &str, arg: &Value) -> ParseResult<()> {
+        let max = self.limits.max_in_values;
+        match arg.as_array() {
+            Some(items) if items.len() > max => Err(ParseError::query(format!(
+                "{op} has {} values, over the maximum of {max}",
+                items.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn all(&self, arg: &Value) -> ParseResult<Vec<ElementMatch>> {
+        self.check_list_size("$all", arg)?;
         let items = arg.as_array().ok_or_else(|| bad("bad $all value"))?;
         let is_regex = |v: &Value| v.get("$regex").is_some();
         let regexes = items.iter().filter(|v| is_regex(v)).count();
@@ -796,6 +814,12 @@ impl FindOptions {
         options.filter = filter;
         options.limit = limit;
         options.skip = count_option(params, "skip")?.unwrap_or(0);
+        if options.skip > limits.max_skip {
+            return Err(ParseError::query(format!(
+                "skip of {} is over the maximum of {}: page with a constraint on a sorted field instead",
+                options.skip, limits.max_skip
+            )));
+        }
         options.count = truthy(params.get("count"));
         options.include_all |= truthy(params.get("includeAll"));
         if let Some(order) = string_option(params, "order")? {
@@ -860,6 +884,13 @@ impl FindOptions {
                 segments.extend(path.nested);
                 include_paths.push(segments);
             }
+        }
+        if include_paths.len() > limits.max_include_paths {
+            return Err(ParseError::query(format!(
+                "{} include paths are over the maximum of {}",
+                include_paths.len(),
+                limits.max_include_paths
+            )));
         }
         let mut expanded: Vec<Vec<String>> = Vec::new();
         for path in include_paths {

@@ -653,6 +653,11 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn oxbase_store::Sto
         pool_size: config.database_pool_size,
         read_uri: config.database_read_uri.clone(),
         read_preference: config.database_read_preference.clone(),
+        query_timeout: {
+            let limits: oxbase_objects::Limits = config.section();
+            (limits.query_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(limits.query_timeout_ms))
+        },
     };
     let store = oxbase_store::open(&config.database_uri(), &options)
         .await

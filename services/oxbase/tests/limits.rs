@@ -432,3 +432,65 @@ async fn hooks_rate_limits_are_counted_by_the_api() {
         (429, json!({"code": 100, "error": "Too many cheers"}))
     );
 }
+
+/// A request is answered within `request_timeout_ms` (124), and past
+/// `max_concurrent_requests` in flight, another is refused at once with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_requests_time_out_and_excess_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(free_port(), &dir.path().join("nats"));
+    let server = Oxbase::start(
+        &dir.path().join("api"),
+        &nats.url(),
+        &[
+            ("OXBASE_LIMITS__REQUEST_TIMEOUT_MS", "1000"),
+            ("OXBASE_LIMITS__MAX_CONCURRENT_REQUESTS", "1"),
+            ("OXBASE_TRIGGERS__TIMEOUT_MS", "5000"),
+        ],
+    )
+    .await;
+    // A cloud function that answers after 3 s.
+    let handler = async_nats::connect(nats.url()).await.unwrap();
+    let mut requests = handler.subscribe("oxbase.functions.slow").await.unwrap();
+    handler.flush().await.unwrap();
+    let replier = handler.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let replier = replier.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                if let Some(reply) = request.reply {
+                    let _ = replier.publish(reply, r#"{"success": 1}"#.into()).await;
+                }
+            });
+        }
+    });
+
+    let slow = {
+        let request = server
+            .request(Method::POST, "functions/slow")
+            .json(&json!({}));
+        tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = call(&server, Method::GET, "classes/Item", &[], Value::Null).await;
+    assert_eq!((status, body["code"].clone()), (503, json!(1)), "{body}");
+
+    let started = Instant::now();
+    let (status, body) = slow.await.unwrap();
+    assert_eq!((status, body["code"].clone()), (400, json!(124)), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered by the timeout, not the function"
+    );
+
+    // The slot is free again.
+    let (status, body) = call(&server, Method::GET, "classes/Item", &[], Value::Null).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// process changed it): reload the schema and retry.
     #[error("the schema changed; reload it and retry")]
     StaleSchema,
+    /// The query ran past the configured limit and was stopped.
+    #[error("the query took longer than limits.query_timeout_ms allows")]
+    QueryTimeout,
     /// The write's event would be larger than the events stream takes
     /// (`max` bytes), so it would never be published.
     #[error("the object is too large: its event would take {size} bytes, over the limit of {max}")]

@@ -169,6 +169,9 @@ pub struct StoreOptions {
     /// MongoDB read preference: `primary`, `primaryPreferred`,
     /// `secondary`, `secondaryPreferred` or `nearest`.
     pub read_preference: Option<String>,
+    /// Longest a query may run in the database; `None` for no limit.
+    /// Expired, it fails with [`StoreError::QueryTimeout`].
+    pub query_timeout: Option<std::time::Duration>,
 }
 
 impl Default for StoreOptions {
@@ -177,6 +180,7 @@ impl Default for StoreOptions {
             pool_size: 10,
             read_uri: None,
             read_preference: None,
+            query_timeout: None,
         }
     }
 }
@@ -192,8 +196,11 @@ pub async fn open(uri: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Stor
         "mongodb" | "mongodb+srv" => Ok(Arc::new(mongo::MongoStore::connect(uri, options).await?)),
         "sqlite" => {
             let path = &uri["sqlite://".len()..];
-            let store =
-                sqlite::SqliteStore::open(Path::new(path), sqlite::SqliteOptions::default())?;
+            let sqlite_options = sqlite::SqliteOptions {
+                query_timeout: options.query_timeout,
+                ..Default::default()
+            };
+            let store = sqlite::SqliteStore::open(Path::new(path), sqlite_options)?;
             Ok(Arc::new(store))
         }
         _ => {

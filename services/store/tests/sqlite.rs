@@ -132,3 +132,36 @@ async fn queries_index_only_declared_fields_of_small_tables() {
     conformance::seed(&store, "After", rows(1)).await;
     assert_eq!(auto_indexes(&path), ["Small:$.rank"]);
 }
+
+/// A read that runs past `query_timeout` is interrupted with
+/// `QueryTimeout`; the store keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_stop_at_the_query_timeout() {
+    use oxbase_store::query::RegexSpec;
+    use oxbase_store::{Condition, Filter, Query, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        query_timeout: Some(std::time::Duration::from_millis(1)),
+        ..Default::default()
+    };
+    let store: conformance::StoreRef =
+        Arc::new(SqliteStore::open(&dir.path().join("slow.db"), options).unwrap());
+    let rows = (0..20_000)
+        .map(|i| serde_json::json!({"name": format!("name number {i}")}))
+        .collect();
+    let view = conformance::seed(&store, "Slow", rows).await;
+    let scan = Query::new("Slow").filter(Filter::field(
+        "name",
+        Condition::Regex(RegexSpec {
+            pattern: "9{3}$".into(),
+            options: String::new(),
+        }),
+    ));
+    let result = store.find(&view, &scan).await;
+    assert!(
+        matches!(result, Err(StoreError::QueryTimeout)),
+        "{result:?}"
+    );
+    let one = Query::new("Slow").limit(1);
+    assert_eq!(store.find(&view, &one).await.unwrap().len(), 1);
+}

@@ -405,3 +405,44 @@ async fn random_updates_never_fail_the_server_or_half_write() {
         }
     }
 }
+
+/// Queries stay within the cost limits: `limit` is lowered to `max_limit`,
+/// and a deep `skip`, too many `include` paths or a huge `$in` are refused
+/// with 102 before the store runs anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_cost_limits() {
+    let server = TestServer::start_with(|c| {
+        c.update_section(|limits: &mut oxbase_objects::Limits| {
+            limits.max_limit = 3;
+            limits.max_skip = 10;
+            limits.max_include_paths = 2;
+            limits.max_in_values = 5;
+        })
+    })
+    .await;
+    for n in 0..5 {
+        server.post("classes/Cost", json!({"n": n})).await;
+    }
+    let (status, body) = server.query("Cost", &[("limit", "100".into())]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"].as_array().unwrap().len(), 3);
+    assert_error(
+        &server.query("Cost", &[("skip", "11".into())]).await,
+        400,
+        102,
+    );
+    let (status, _) = server.query("Cost", &[("skip", "10".into())]).await;
+    assert_eq!(status, 200);
+    assert_error(
+        &server.query("Cost", &[("include", "a,b,c".into())]).await,
+        400,
+        102,
+    );
+    for op in ["$in", "$nin", "$all", "$containedBy"] {
+        let where_ = json!({"n": {op: [1, 2, 3, 4, 5, 6]}}).to_string();
+        assert_error(&server.query("Cost", &[("where", where_)]).await, 400, 102);
+    }
+    let where_ = json!({"n": {"$in": [1, 2, 3, 4, 5]}}).to_string();
+    let (status, body) = server.query("Cost", &[("where", where_)]).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -83,11 +83,15 @@ fn duplicate(error: &Error) -> Option<StoreError> {
         })
 }
 
+/// MongoDB's `MaxTimeMSExpired`: `maxTimeMS` ran out.
+const MAX_TIME_EXPIRED: i32 = 50;
+
 fn classified(error: Error, codes: &[i32], wrap: fn(String) -> StoreError) -> StoreError {
     if let Some(duplicate) = duplicate(&error) {
         return duplicate;
     }
     match code_of(&error) {
+        Some((MAX_TIME_EXPIRED, _)) => StoreError::QueryTimeout,
         Some((code, message)) if codes.contains(&code) => wrap(message.to_owned()),
         _ => StoreError::backend(error),
     }

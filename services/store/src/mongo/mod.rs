@@ -83,6 +83,8 @@ pub struct MongoStore {
     /// Set once this process has made sure the outbox collection and its
     /// index exist.
     outbox_ready: tokio::sync::OnceCell<()>,
+    /// `maxTimeMS` of every find and count.
+    query_timeout: Option<Duration>,
 }
 
 /// A read preference by name: Parse's upper-case forms
@@ -144,6 +146,7 @@ impl MongoStore {
             known_indexes: Mutex::new(HashSet::new()),
             schema_changes,
             outbox_ready: tokio::sync::OnceCell::new(),
+            query_timeout: options.query_timeout,
         })
     }
 
@@ -414,9 +417,11 @@ impl MongoStore {
         class: &ClassSchema,
         command: &FindCommand,
     ) -> Result<Vec<Document>, mongodb::error::Error> {
+        let mut options = command.options.clone();
+        options.max_time = self.query_timeout;
         self.collection(&class.class_name)
             .find(command.filter.clone())
-            .with_options(command.options.clone())
+            .with_options(options)
             .await?
             .try_collect()
             .await
@@ -740,7 +745,11 @@ impl Store for MongoStore {
         let counted = if filter.is_empty() {
             collection.estimated_document_count().await
         } else {
-            collection.count_documents(filter).await
+            let mut count = collection.count_documents(filter);
+            if let Some(limit) = self.query_timeout {
+                count = count.max_time(limit);
+            }
+            count.await
         };
         counted.map_err(query_error)
     }

@@ -177,6 +177,7 @@ impl MongoStore {
         self.ensure_text_indexes(&class, &filter).await;
         let filter = filter_document(&class, &filter, NearOrder::None)?;
         let mut options = FindOptions::default();
+        options.max_time = self.query_timeout;
         options.projection = match keys {
             None => Some(doc! {"_id": 1}),
             Some(keys) => projection(&class, Some(keys), false),
@@ -324,6 +325,7 @@ impl MongoStore {
         column: &str,
     ) -> StoreResult<Vec<String>> {
         let mut options = FindOptions::default();
+        options.max_time = self.query_timeout;
         options.projection = Some(doc! {column: 1, "_id": 0});
         let rows = self
             .collection(collection)

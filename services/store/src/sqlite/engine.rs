@@ -143,10 +143,20 @@ impl Engine {
         for i in 0..options.readers.max(1) {
             let conn = connect(path, options, false)?;
             let rx = read_rx.clone();
+            let timeout = options.query_timeout;
             std::thread::Builder::new()
                 .name(format!("oxbase-sqlite-reader-{i}"))
                 .spawn(move || {
                     while let Ok(task) = rx.recv() {
+                        // Checked every few thousand VM steps: a read past
+                        // its deadline fails with SQLITE_INTERRUPT.
+                        if let Some(limit) = timeout {
+                            let deadline = std::time::Instant::now() + limit;
+                            conn.progress_handler(
+                                4096,
+                                Some(move || std::time::Instant::now() > deadline),
+                            );
+                        }
                         task(&conn);
                     }
                 })

@@ -44,6 +44,8 @@ pub struct SqliteOptions {
     /// write is in the WAL before the call returns); `FULL` also survives
     /// power loss, at a cost per commit.
     pub synchronous: &'static str,
+    /// Longest a read may run before SQLite interrupts it.
+    pub query_timeout: Option<std::time::Duration>,
 }
 
 impl Default for SqliteOptions {
@@ -51,6 +53,7 @@ impl Default for SqliteOptions {
         Self {
             readers: 4,
             synchronous: "NORMAL",
+            query_timeout: None,
         }
     }
 }
@@ -160,6 +163,11 @@ fn auto_index(state: &WriterState, class: &str, path: &str) -> rusqlite::Result<
 
 pub(super) fn sql_err(err: rusqlite::Error) -> StoreError {
     match err {
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.code == rusqlite::ErrorCode::OperationInterrupted =>
+        {
+            StoreError::QueryTimeout
+        }
         rusqlite::Error::UserFunctionError(inner) => StoreError::InvalidQuery(inner.to_string()),
         rusqlite::Error::SqliteFailure(e, message)
             if e.code == rusqlite::ErrorCode::ConstraintViolation =>
