@@ -21,10 +21,16 @@ pub struct FilesConfig {
     pub enable_for_anonymous_user: bool,
     /// Uploads by signed-in users.
     pub enable_for_authenticated_user: bool,
-    /// Regexes a file's extension must match; the default refuses HTML,
-    /// which a browser would run from the file's URL.
+    /// Regexes a file's extension must match; Parse Server 9's default
+    /// refuses the HTML, SVG and XML families, which a browser would run
+    /// script in from the file's URL.
     pub file_extensions: Vec<String>,
 }
+
+/// Parse Server 9's default `fileUpload.fileExtensions`: anything but
+/// `html`, `htm`, `shtml`, `xhtml`, `xht`, `svg`, `svgz`, `xml`, `xsl`,
+/// `xslt`, `xsd`, `rng`, `rdf`, `owl`, `mathml` and their `+xml` forms.
+const PARSE_FILE_EXTENSIONS: &str = r"^(?!([xXsS]?[hH][tT][mM][lL]?(\+[xX][mM][lL])?|[xX][hH][tT]|[sS][vV][gG]([zZ]|\+[xX][mM][lL])?|[xX][mM][lL]|[xX][sS][lL][tT]?(\+[xX][mM][lL])?|[xX][sS][dD]|[rR][nN][gG]|[rR][dD][fF](\+[xX][mM][lL])?|[oO][wW][lL]|[mM][aA][tT][hH][mM][lL](\+[xX][mM][lL])?)$)";
 
 impl Default for FilesConfig {
     fn default() -> Self {
@@ -34,7 +40,7 @@ impl Default for FilesConfig {
             enable_for_public: false,
             enable_for_anonymous_user: false,
             enable_for_authenticated_user: true,
-            file_extensions: vec!["^(?![xXsS]?[hH][tT][mM][lL]?$)".into()],
+            file_extensions: vec![PARSE_FILE_EXTENSIONS.into()],
         }
     }
 }

@@ -1,29 +1,37 @@
 //! Files: Parse Server's Files API (`POST /files/{name}`, downloads at
 //! `GET /files/{appId}/{name}`, `DELETE /files/{name}`) over a
 //! [`FileStorage`], and File values: stored as their name, given their URL
-//! when read, as Parse Server does (`{mount}/files/{appId}/{name}`), so a
-//! deployment's URL can change without rewriting data.
+//! when read, as Parse Server does (`{mount}/files/{appId}/{name}`, the
+//! mount being `public_server_url` when set), so a deployment's URL can
+//! change without rewriting data.
 
 mod mime;
 mod routes;
 mod rules;
 mod storage;
+mod upload;
 
 use std::sync::Arc;
 
 use oxbase_kit::Config;
 
+use crate::App;
 use crate::config::FilesConfig;
+use crate::request::ParseRequest;
 use oxbase_store::Object;
 use serde_json::Value;
 
 pub use storage::{FileStorage, LocalFileStorage};
+pub(crate) use upload::UploadBody;
 
 /// The API's file settings and storage.
 pub struct Files {
     storage: Arc<dyn FileStorage>,
     config: FilesConfig,
     extensions: rules::ExtensionRules,
+    /// `public_server_url` without a trailing slash: where file URLs
+    /// start, whatever address a request came in at.
+    public_url: Option<String>,
 }
 
 impl Files {
@@ -35,14 +43,34 @@ impl Files {
             .clone()
             .filter(|dir| !dir.as_os_str().is_empty())
             .unwrap_or_else(|| config.data_dir.join("files"));
-        Self::new(&files, Arc::new(LocalFileStorage::new(dir)))
+        let storage = Arc::new(LocalFileStorage::new(dir));
+        Self::new(&files, storage, config.public_server_url.as_deref())
     }
 
-    pub fn new(config: &FilesConfig, storage: Arc<dyn FileStorage>) -> Self {
+    pub fn new(
+        config: &FilesConfig,
+        storage: Arc<dyn FileStorage>,
+        public_server_url: Option<&str>,
+    ) -> Self {
         Self {
             storage,
             config: config.clone(),
             extensions: rules::ExtensionRules::new(&config.file_extensions),
+            public_url: public_server_url
+                .map(|url| url.trim_end_matches('/').to_owned())
+                .filter(|url| !url.is_empty()),
+        }
+    }
+}
+
+impl App {
+    /// Where file URLs start: `public_server_url` when it is set, as
+    /// Parse Server's `config.mount`, else the address the request reached
+    /// and the mount path.
+    pub(crate) fn files_mount_url(&self, req: &ParseRequest) -> String {
+        match &self.files.public_url {
+            Some(url) => url.clone(),
+            None => format!("{}{}", req.origin, self.mount),
         }
     }
 }

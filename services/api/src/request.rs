@@ -9,6 +9,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::files::UploadBody;
 pub use oxbase_objects::Credentials;
 use oxbase_objects::{ParseError, ParseResult};
 
@@ -41,9 +42,9 @@ pub struct ParseRequest {
 /// tunnel), which Parse Server accepts when no header names the app.
 #[derive(Debug, Clone, Default)]
 pub struct FileUpload {
-    /// The file's bytes; empty when the JSON form's `base64` is missing or
-    /// does not decode.
-    pub bytes: Bytes,
+    /// The file: the request body, unread, or the JSON form's decoded
+    /// `base64` (empty when it is missing or does not decode).
+    pub body: UploadBody,
     pub content_type: Option<String>,
     /// The JSON form's `fileData`: `metadata`, `tags`, `directory`.
     pub file_data: Option<Value>,
@@ -138,13 +139,13 @@ impl ParseRequest {
     }
 
     /// Builds a file upload (see [`is_file_upload`]): the body is the file,
-    /// unless no header names the app and the body is the JS SDK's JSON
-    /// form, which also carries the credentials.
+    /// unless no header names the app and the body, read already, is the
+    /// JS SDK's JSON form, which also carries the credentials.
     pub fn from_upload(
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
-        raw: Bytes,
+        raw: UploadBody,
         ip: IpAddr,
     ) -> ParseResult<Self> {
         let mut credentials = header_credentials(headers);
@@ -153,12 +154,12 @@ impl ParseRequest {
             ..FileUpload::default()
         };
         let mut body = Map::new();
-        let json_form = match credentials.app_id {
-            None => match serde_json::from_slice::<Value>(&raw) {
+        let json_form = match (&credentials.app_id, raw.as_bytes()) {
+            (None, Some(read)) => match serde_json::from_slice::<Value>(&read) {
                 Ok(Value::Object(map)) => Some(map),
                 _ => None,
             },
-            Some(_) => None,
+            _ => None,
         };
         match json_form {
             Some(mut map) => {
@@ -168,15 +169,16 @@ impl ParseRequest {
                     upload.content_type = Some(content_type.clone());
                 }
                 upload.file_data = map.remove("fileData");
-                upload.bytes = match map.remove("base64") {
+                let file = match map.remove("base64") {
                     Some(Value::String(text)) => decode_base64(&text).unwrap_or_default(),
                     _ => Bytes::new(),
                 };
+                upload.body = UploadBody::bytes(file);
                 take_tunnel_credentials(&mut map, &mut credentials)?;
                 body = map;
             }
             None => {
-                upload.bytes = raw;
+                upload.body = raw;
                 if header(headers, "x-parse-upload-mode").as_deref() == Some("stream") {
                     upload.stream = Some(StreamHeaders {
                         directory: header(headers, "x-parse-file-directory"),
@@ -503,10 +505,10 @@ mod tests {
         headers.insert("x-parse-upload-mode", HeaderValue::from_static("stream"));
         headers.insert("x-parse-file-tags", HeaderValue::from_static("{\"a\":1}"));
         let raw = Bytes::from_static(b"{\"base64\": \"aGk=\"}");
-        let req =
-            ParseRequest::from_upload("/files/a.json", None, &headers, raw.clone(), ip()).unwrap();
+        let body = UploadBody::bytes(raw.clone());
+        let req = ParseRequest::from_upload("/files/a.json", None, &headers, body, ip()).unwrap();
         let upload = req.upload.unwrap();
-        assert_eq!(upload.bytes, raw);
+        assert_eq!(upload.body.as_bytes(), Some(raw));
         assert_eq!(upload.content_type.as_deref(), Some("application/json"));
         assert_eq!(upload.stream.unwrap().tags.as_deref(), Some("{\"a\":1}"));
         assert_eq!(req.segments, ["files", "a.json"]);
@@ -522,7 +524,7 @@ mod tests {
             "/files/a%20b",
             None,
             &headers,
-            Bytes::from(body.to_string()),
+            UploadBody::bytes(Bytes::from(body.to_string())),
             ip(),
         )
         .unwrap();
@@ -530,7 +532,7 @@ mod tests {
         assert_eq!(req.credentials.master_key.as_deref(), Some("mk"));
         assert_eq!(req.segments, ["files", "a b"]);
         let upload = req.upload.unwrap();
-        assert_eq!(&upload.bytes[..], b"hi there");
+        assert_eq!(upload.body.as_bytes().as_deref(), Some(&b"hi there"[..]));
         assert_eq!(upload.content_type.as_deref(), Some("image/png"));
         assert_eq!(upload.file_data, Some(json!({"metadata": {"k": "v"}})));
         assert!(upload.stream.is_none());
@@ -546,12 +548,15 @@ mod tests {
             "/files/x",
             None,
             &headers,
-            Bytes::from_static(b"\xff"),
+            UploadBody::bytes(Bytes::from_static(b"\xff")),
             ip(),
         )
         .unwrap();
         assert_eq!(req.credentials.app_id, None);
-        assert_eq!(&req.upload.unwrap().bytes[..], b"\xff");
+        assert_eq!(
+            req.upload.unwrap().body.as_bytes().as_deref(),
+            Some(&b"\xff"[..])
+        );
     }
 
     #[test]

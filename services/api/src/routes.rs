@@ -278,8 +278,7 @@ impl App {
     }
 
     pub(crate) fn expand_files(&self, req: &ParseRequest, objects: &mut [oxbase_store::Object]) {
-        let mount_url = format!("{}{}", req.origin, self.mount);
-        crate::files::expand_urls(objects, &mount_url, &self.app_id);
+        crate::files::expand_urls(objects, &self.files_mount_url(req), &self.app_id);
     }
 
     async fn prepare(

@@ -16,7 +16,8 @@ use oxbase_objects::{ParseError, ParseResult};
 use serde_json::json;
 
 use crate::App;
-use crate::request::{ParseRequest, is_file_upload};
+use crate::files::UploadBody;
+use crate::request::{ParseRequest, headers_name_app, is_file_upload};
 use crate::routes::Reply;
 
 const ALLOW_HEADERS: &str = "X-Parse-Master-Key, X-Parse-REST-API-Key, X-Parse-Javascript-Key, \
@@ -192,34 +193,64 @@ impl App {
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large);
         }
-        let bytes = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| too_large)?;
-
-        let req = if upload {
-            ParseRequest::from_upload(rest, parts.uri.query(), &parts.headers, bytes, ip)?
-        } else {
-            ParseRequest::from_http(
-                parts.method,
+        // A raw upload's body streams to storage from the files route.
+        let streamed = upload && headers_name_app(&parts.headers);
+        let (req, unread) = if streamed {
+            let body = UploadBody::stream(body);
+            let req = ParseRequest::from_upload(
                 rest,
                 parts.uri.query(),
                 &parts.headers,
-                &bytes,
+                body.clone(),
                 ip,
-            )?
+            )?;
+            (req, Some(body))
+        } else {
+            let bytes = axum::body::to_bytes(body, limit)
+                .await
+                .map_err(|_| too_large)?;
+            let req = if upload {
+                let body = UploadBody::bytes(bytes);
+                ParseRequest::from_upload(rest, parts.uri.query(), &parts.headers, body, ip)?
+            } else {
+                ParseRequest::from_http(
+                    parts.method,
+                    rest,
+                    parts.uri.query(),
+                    &parts.headers,
+                    &bytes,
+                    ip,
+                )?
+            };
+            (req, None)
         };
-        let mut auth = self.key_auth(&req)?;
+        let result = self.answer(&req, rest, headers).await;
+        if let Some(body) = unread {
+            body.drain(limit as u64).await;
+        }
+        result
+    }
+
+    /// Serves a parsed request: its keys, session, rate limit and request
+    /// id, then its route.
+    async fn answer(
+        &self,
+        req: &ParseRequest,
+        rest: &str,
+        headers: &mut Vec<(&'static str, String)>,
+    ) -> ParseResult<Reply> {
+        let mut auth = self.key_auth(req)?;
         // Parse counts a request before it refuses a bad session token, so
         // that guessing tokens is limited too.
-        let session = self.session_of(&auth, &req).await;
+        let session = self.session_of(&auth, req).await;
         auth.user = session.as_ref().ok().cloned().flatten();
-        if let Some(refused) = self.rate_limit(&auth, &req, rest, headers).await? {
+        if let Some(refused) = self.rate_limit(&auth, req, rest, headers).await? {
             return Ok(refused);
         }
         session?;
-        self.ensure_idempotent(&req, rest).await?;
+        self.ensure_idempotent(req, rest).await?;
         // A bug must cost one request, not the connection or the process.
-        match AssertUnwindSafe(self.dispatch(&auth, &req))
+        match AssertUnwindSafe(self.dispatch(&auth, req))
             .catch_unwind()
             .await
         {

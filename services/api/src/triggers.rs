@@ -28,7 +28,12 @@ const QUERY_MEMBERS: &[&str] = &[
 /// What a `beforeSaveFile` hook made of the file.
 pub(crate) struct SavedFile {
     pub name: String,
-    pub bytes: Bytes,
+    /// The file's bytes: the upload's when it was small enough to hold,
+    /// the hook's when it gave new ones; `None` for a large upload still
+    /// streaming in.
+    pub bytes: Option<Bytes>,
+    /// The file's size, when known.
+    pub size: Option<u64>,
     pub content_type: Option<String>,
 }
 
@@ -232,9 +237,13 @@ impl App {
                 name: Some(file.name.clone()),
                 url: None,
                 content_type: file.content_type.clone(),
-                base64: (file.bytes.len() <= FILE_BYTES_SHOWN).then(|| engine.encode(&file.bytes)),
+                base64: file
+                    .bytes
+                    .as_ref()
+                    .filter(|bytes| bytes.len() <= FILE_BYTES_SHOWN)
+                    .map(|bytes| engine.encode(bytes)),
             },
-            file_size: Some(file.bytes.len() as u64),
+            file_size: file.size,
             caller: self.caller(auth, req).await,
         };
         let reply = self
@@ -259,21 +268,23 @@ impl App {
                 format!("beforeSaveFile answered an invalid file: {e}"),
             )
         })?;
-        let bytes = match returned.base64 {
-            Some(text) => engine
-                .decode(text.as_bytes())
-                .map(Bytes::from)
-                .map_err(|_| {
+        let (bytes, size) = match returned.base64 {
+            Some(text) => {
+                let bytes = engine.decode(text.as_bytes()).map_err(|_| {
                     ParseError::new(
                         code::FILE_SAVE_ERROR,
                         "beforeSaveFile answered a file whose base64 does not decode",
                     )
-                })?,
-            None => file.bytes,
+                })?;
+                let size = bytes.len() as u64;
+                (Some(Bytes::from(bytes)), Some(size))
+            }
+            None => (file.bytes, file.size),
         };
         Ok(SavedFile {
             name: returned.name.unwrap_or(file.name),
             bytes,
+            size,
             content_type: returned.content_type.or(file.content_type),
         })
     }

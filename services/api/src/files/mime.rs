@@ -142,6 +142,60 @@ pub fn extension_for_type(content_type: &str) -> Option<&'static str> {
         .and_then(|(_, exts)| exts.first().copied())
 }
 
+/// Extensions of documents a browser renders with script (the HTML, SVG
+/// and XML families), as Parse Server 9's default `fileExtensions` lists
+/// them; `+xml` forms count too.
+const ACTIVE_EXTENSIONS: &[&str] = &[
+    "html", "htm", "shtml", "xhtml", "xht", "svg", "svgz", "xml", "xsl", "xslt", "xsd", "rng",
+    "rdf", "owl", "mathml",
+];
+
+/// Types browsers guess the real type of by sniffing the bytes, which may
+/// find HTML.
+const SNIFFED_TYPES: &[&str] = &["unknown/unknown", "application/unknown", "*/*"];
+
+/// An RFC 9110 token.
+pub fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+/// A content type's `type/subtype`, lowercase and without parameters, or
+/// `None` when it is no valid media type (which a browser would sniff).
+pub fn essence(content_type: &str) -> Option<String> {
+    let bare = content_type.split(';').next().unwrap_or_default().trim();
+    let (kind, subtype) = bare.split_once('/')?;
+    (is_token(kind) && is_token(subtype)).then(|| bare.to_ascii_lowercase())
+}
+
+/// Whether a browser opening the file from the API's origin could run
+/// script in it. Both the type it is served with and its name's extension
+/// count, since an upload may claim one and name the other.
+pub fn is_active(stored_type: Option<&str>, name: &str) -> bool {
+    let by_type = stored_type.is_some_and(|ct| essence(ct).is_none_or(|e| is_active_type(&e)));
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let by_name = extension(last).is_some_and(|ext| {
+        let ext = ext.to_ascii_lowercase();
+        let ext = ext.strip_suffix("+xml").unwrap_or(&ext);
+        ACTIVE_EXTENSIONS.contains(&ext)
+    });
+    by_type || by_name || type_for_name(name).is_some_and(is_active_type)
+}
+
+/// HTML and XML types (which may hold XHTML and its scripts), multipart
+/// ones (whose parts carry their own types), and those browsers sniff.
+fn is_active_type(essence: &str) -> bool {
+    let (kind, subtype) = essence.split_once('/').unwrap_or((essence, ""));
+    matches!(
+        essence,
+        "text/html" | "text/xml" | "text/xsl" | "application/xml"
+    ) || subtype.ends_with("+xml")
+        || kind == "multipart"
+        || SNIFFED_TYPES.contains(&essence)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +217,59 @@ mod tests {
         assert_eq!(extension_for_type("application/x-unknown"), None);
         assert_eq!(extension("a.b.c"), Some("c"));
         assert_eq!(extension("a."), None);
+    }
+
+    #[test]
+    fn essences() {
+        assert_eq!(
+            essence(" Text/HTML ; charset=utf-8").as_deref(),
+            Some("text/html")
+        );
+        for bad in [
+            "",
+            "html",
+            "image/",
+            "/png",
+            "text/plain,text/html",
+            "image//svg",
+        ] {
+            assert_eq!(essence(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn active_content() {
+        for (content_type, name) in [
+            (Some("image/svg+xml"), "a_x.svg"),
+            (Some("image/png"), "a_x.svg"),
+            (Some("image/png"), "dir/a_x.XHT"),
+            (Some("image/png"), "a_x.rdf"),
+            (Some("image/png"), "a_x.svg+xml"),
+            (Some("text/html; charset=utf-8"), "a_x.txt"),
+            (Some("application/xhtml+xml"), "a_x"),
+            (Some("text/xml"), "a_x"),
+            (Some("application/xml"), "a_x"),
+            (Some("application/vnd.google-earth.kml+xml"), "a_x"),
+            (Some("multipart/x-mixed-replace"), "a_x"),
+            (Some("application/unknown"), "a_x"),
+            (Some("text/plain,text/html"), "a_x"),
+            (Some("image/"), "a_x"),
+            (None, "a_x.html"),
+            (None, "a_x.xml"),
+        ] {
+            assert!(is_active(content_type, name), "{content_type:?} {name}");
+        }
+        for (content_type, name) in [
+            (Some("image/png"), "a_x.png"),
+            (Some("text/plain"), "a_x.txt"),
+            (Some("application/pdf"), "a_x.pdf"),
+            (Some("application/octet-stream"), "a_x"),
+            (Some("application/json"), "a_x.json"),
+            (Some("video/mp4"), "a_x.mp4"),
+            (None, "a_x"),
+            (None, "a_x.htmlx"),
+        ] {
+            assert!(!is_active(content_type, name), "{content_type:?} {name}");
+        }
     }
 }

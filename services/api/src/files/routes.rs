@@ -2,7 +2,8 @@
 
 use axum::body::Body;
 use axum::http::header::{
-    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, RANGE,
+    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_SECURITY_POLICY,
+    CONTENT_TYPE, HeaderMap, RANGE,
 };
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
@@ -11,12 +12,13 @@ use rand::Rng;
 use serde_json::{Map, Value, json};
 
 use super::storage::{FileInfo, StorageError, StoredFile};
-use super::{mime, rules};
+use super::{mime, rules, upload};
 use crate::App;
 use crate::request::{FileUpload, ParseRequest, headers_name_app, percent_decode};
 use crate::routes::Reply;
 use crate::triggers::SavedFile;
 use oxbase_objects::{Auth, ParseError, ParseResult, code};
+use oxbase_proto::hooks::FILE_BYTES_SHOWN;
 use oxbase_proto::{FileInfo as TriggerFile, TriggerName};
 
 /// Request body read for an upload without an app id header, which may be
@@ -49,10 +51,17 @@ fn too_large_for_stream(max: usize) -> ParseError {
     )
 }
 
+fn could_not_store(name: &str) -> ParseError {
+    ParseError::new(
+        code::FILE_SAVE_ERROR,
+        format!("Could not store file: {name}."),
+    )
+}
+
 impl App {
-    /// How much of an upload's body to read, and the error for more: the
+    /// How large an upload's body may be, and the error for more: the
     /// file may reach `files.max_upload_bytes` whatever `max_body_bytes`
-    /// says; the JSON form gets room for base64.
+    /// says; the JSON form, read whole, gets room for base64.
     pub(crate) fn upload_body_limit(&self, headers: &HeaderMap) -> (usize, ParseError) {
         let max = self.files.config.max_upload_bytes;
         if headers_name_app(headers) {
@@ -123,28 +132,17 @@ impl App {
                 }
             }
         }
-        let max = self.files.config.max_upload_bytes;
-        if upload.stream.is_some() {
-            if upload.bytes.len() > max {
-                return Err(too_large_for_stream(max));
-            }
-        } else {
-            if upload.bytes.is_empty() {
-                return Err(ParseError::new(
-                    code::FILE_SAVE_ERROR,
-                    "Invalid file upload.",
-                ));
-            }
-            if upload.bytes.len() > max {
-                return Err(ParseError::TooLarge);
-            }
-        }
+        let received = self.receive_upload(upload, name).await?;
         check_denied(&data.metadata)?;
         check_denied(&data.tags)?;
 
         let given = SavedFile {
             name: name.to_owned(),
-            bytes: upload.bytes.clone(),
+            bytes: received.whole().cloned(),
+            size: match received.whole() {
+                Some(bytes) => Some(bytes.len() as u64),
+                None => declared_length(req),
+            },
             content_type: content_type.map(str::to_owned),
         };
         let saved = self.before_save_file(auth, req, given).await?;
@@ -156,24 +154,25 @@ impl App {
             Some(Value::String(directory)) => format!("{directory}/{stored_name}"),
             _ => stored_name,
         };
-        let size = saved.bytes.len() as u64;
-        let file = StoredFile {
-            bytes: saved.bytes,
-            info: FileInfo {
-                content_type,
-                metadata: data.metadata,
-                tags: data.tags,
-            },
+        let info = FileInfo {
+            content_type,
+            metadata: data.metadata,
+            tags: data.tags,
         };
-        if let Err(err) = self.files.storage.put(&stored_name, file).await {
-            tracing::error!(%err, file = %stored_name, "cannot store a file");
-            return Err(ParseError::new(
-                code::FILE_SAVE_ERROR,
-                format!("Could not store file: {name}."),
-            ));
-        }
-        let mount_url = format!("{}{}", req.origin, self.mount);
-        let url = super::file_url(&mount_url, &self.app_id, &stored_name);
+        // The hook's bytes replace the upload's.
+        let bytes = match saved.bytes {
+            Some(bytes) => upload::single(bytes),
+            None => received.into_stream(),
+        };
+        let size = match self.files.storage.put(&stored_name, info, bytes).await {
+            Ok(size) => size,
+            Err(StorageError::Source(err)) => return Err(self.body_failed(upload, name, err)),
+            Err(err) => {
+                tracing::error!(%err, file = %stored_name, "cannot store a file");
+                return Err(could_not_store(name));
+            }
+        };
+        let url = super::file_url(&self.files_mount_url(req), &self.app_id, &stored_name);
         let stored = TriggerFile {
             name: Some(stored_name.clone()),
             url: Some(url.clone()),
@@ -189,6 +188,41 @@ impl App {
         })
     }
 
+    /// The upload, read as far as it is before it is stored (all of it
+    /// when small): refused when larger than `files.max_upload_bytes`, or,
+    /// outside stream mode, empty.
+    async fn receive_upload(
+        &self,
+        upload: &FileUpload,
+        name: &str,
+    ) -> ParseResult<upload::Received> {
+        let max = self.files.config.max_upload_bytes as u64;
+        let received = upload::receive(&upload.body, max, FILE_BYTES_SHOWN)
+            .await
+            .map_err(|err| self.body_failed(upload, name, err))?;
+        if upload.stream.is_none() && received.whole().is_some_and(Bytes::is_empty) {
+            return Err(ParseError::new(
+                code::FILE_SAVE_ERROR,
+                "Invalid file upload.",
+            ));
+        }
+        Ok(received)
+    }
+
+    /// The error for an upload's body that stopped: larger than allowed,
+    /// or cut off by the client.
+    fn body_failed(&self, upload: &FileUpload, name: &str, err: std::io::Error) -> ParseError {
+        if !upload::is_too_large(&err) {
+            tracing::warn!(%err, file = %name, "an upload's body failed");
+            return could_not_store(name);
+        }
+        if upload.stream.is_some() {
+            too_large_for_stream(self.files.config.max_upload_bytes)
+        } else {
+            ParseError::TooLarge
+        }
+    }
+
     /// `DELETE /files/{name}`: master key only.
     async fn delete_file(&self, auth: &Auth, req: &ParseRequest, name: &str) -> ParseResult<Reply> {
         auth.require_master()?;
@@ -198,10 +232,13 @@ impl App {
                 "read-only masterKey isn't allowed to delete a file.",
             ));
         }
-        let mount_url = format!("{}{}", req.origin, self.mount);
         let file = TriggerFile {
             name: Some(name.to_owned()),
-            url: Some(super::file_url(&mount_url, &self.app_id, name)),
+            url: Some(super::file_url(
+                &self.files_mount_url(req),
+                &self.app_id,
+                name,
+            )),
             ..TriggerFile::default()
         };
         self.file_trigger(auth, req, TriggerName::BeforeDeleteFile, file.clone(), None)
@@ -272,7 +309,7 @@ impl App {
         }
         let name = segments[2..].join("/");
         match self.files.storage.get(&name).await {
-            Ok(file) => Some(file_response(method, headers, &name, file)),
+            Ok(file) => Some(file_response(method, headers, &name, file).await),
             Err(StorageError::NotFound) => Some(not_found()),
             Err(err) => {
                 tracing::error!(%err, file = %name, "cannot read a file");
@@ -431,56 +468,100 @@ fn not_found() -> Response {
     response
 }
 
-/// The file, or the one byte range a `Range` header asks for.
-fn file_response(method: &Method, headers: &HeaderMap, name: &str, file: StoredFile) -> Response {
-    let content_type = file
-        .info
-        .content_type
-        .as_deref()
-        .and_then(|ct| HeaderValue::from_str(ct).ok())
-        .or_else(|| mime::type_for_name(name).map(HeaderValue::from_static))
-        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
-    let total = file.bytes.len();
+/// The file, or the one byte range a `Range` header asks for, streamed
+/// from storage. A file a browser could run script in is a download, in a
+/// sandbox, so it cannot act as the API's origin.
+async fn file_response(
+    method: &Method,
+    headers: &HeaderMap,
+    name: &str,
+    file: StoredFile,
+) -> Response {
+    let (content_type, active) = served_type(file.info.content_type.as_deref(), name);
+    let total = file.size;
     let range = headers
         .get(RANGE)
         .and_then(|v| v.to_str().ok())
         .map(|v| byte_range(v, total));
-    let (status, body, content_range) = match range {
-        None | Some(Range::Ignored) => (StatusCode::OK, file.bytes, None),
+    let (status, start, length, content_range) = match range {
+        None | Some(Range::Ignored) => (StatusCode::OK, 0, total, None),
         Some(Range::Unsatisfiable) => {
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
                 response.headers_mut().insert(CONTENT_RANGE, value);
             }
+            safe_headers(response.headers_mut(), active);
             return response;
         }
         Some(Range::Bytes(start, end)) => (
             StatusCode::PARTIAL_CONTENT,
-            file.bytes.slice(start..=end),
+            start,
+            end - start + 1,
             Some(format!("bytes {start}-{end}/{total}")),
         ),
     };
-    let length = body.len();
     let body = if method == Method::HEAD {
-        Bytes::new()
+        Body::empty()
     } else {
-        body
+        match file.read(start, length).await {
+            Ok(stream) => Body::from_stream(stream),
+            Err(err) => {
+                tracing::error!(%err, file = %name, "cannot read a file");
+                return not_found();
+            }
+        }
     };
-    let mut response = Response::new(Body::from(body));
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let out = response.headers_mut();
     out.insert(CONTENT_TYPE, content_type);
     out.insert(CONTENT_LENGTH, HeaderValue::from(length));
     out.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    out.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
     if let Some(value) = content_range.and_then(|r| HeaderValue::from_str(&r).ok()) {
         out.insert(CONTENT_RANGE, value);
     }
+    safe_headers(out, active);
     response
+}
+
+/// The type a file is served with, and whether it is active content: the
+/// stored type when it is a valid one (one that is not would be sniffed,
+/// so it is replaced and the file counts as active), else its name's.
+fn served_type(stored: Option<&str>, name: &str) -> (HeaderValue, bool) {
+    let valid = stored
+        .filter(|ct| mime::essence(ct).is_some())
+        .and_then(|ct| HeaderValue::from_str(ct).ok());
+    let active = mime::is_active(stored, name) || (stored.is_some() && valid.is_none());
+    let served = valid
+        .or_else(|| mime::type_for_name(name).map(HeaderValue::from_static))
+        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+    (served, active)
+}
+
+/// `nosniff` on every file, so no browser guesses HTML into one; for
+/// active content, a download in a sandbox with no rights to anything.
+fn safe_headers(headers: &mut HeaderMap, active: bool) {
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    if active {
+        headers.insert(CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+        headers.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; sandbox"),
+        );
+    }
+}
+
+/// The `Content-Length` the client declared, which a hook sees as a large
+/// upload's size before the body is read, as in Parse's stream mode.
+fn declared_length(req: &ParseRequest) -> Option<u64> {
+    req.headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 #[derive(Debug, PartialEq)]
@@ -489,10 +570,10 @@ enum Range {
     Ignored,
     Unsatisfiable,
     /// First and last byte, inclusive.
-    Bytes(usize, usize),
+    Bytes(u64, u64),
 }
 
-fn byte_range(header: &str, total: usize) -> Range {
+fn byte_range(header: &str, total: u64) -> Range {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return Range::Ignored;
     };
@@ -503,7 +584,7 @@ fn byte_range(header: &str, total: usize) -> Range {
         return Range::Ignored;
     };
     let (start, end) = (start.trim(), end.trim());
-    let parse = |s: &str| s.parse::<usize>().ok();
+    let parse = |s: &str| s.parse::<u64>().ok();
     let (first, last) = match (start.is_empty(), end.is_empty()) {
         (true, true) => return Range::Ignored,
         (true, false) => match parse(end) {

@@ -61,19 +61,35 @@ async fn created(request: RequestBuilder, server: &TestServer, expected: &str) -
 /// A master-key upload sent with chunked transfer encoding (no
 /// `Content-Length`): `chunks` chunks of `size` bytes. Returns the status.
 async fn chunked_upload(server: &TestServer, name: &str, chunks: usize, size: usize) -> u16 {
+    let chunks = (0..chunks).map(|_| vec![b'z'; size]);
+    send_chunked(server, name, "", chunks).await.0
+}
+
+/// A master-key upload of these chunks, with chunked transfer encoding and
+/// the extra header lines (each ending in CRLF). Returns the status and
+/// the body.
+async fn send_chunked(
+    server: &TestServer,
+    name: &str,
+    extra_headers: &str,
+    chunks: impl IntoIterator<Item = Vec<u8>>,
+) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let authority = server.base.trim_start_matches("http://");
     let (host, mount) = authority.split_at(authority.find('/').unwrap());
     let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
     let head = format!(
         "POST {mount}/files/{name} HTTP/1.1\r\nHost: {host}\r\nX-Parse-Application-Id: {APP_ID}\r\n\
-         X-Parse-Master-Key: {MASTER_KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+         X-Parse-Master-Key: {MASTER_KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\
+         {extra_headers}\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    for _ in 0..chunks {
-        let chunk = format!("{size:x}\r\n{}\r\n", "z".repeat(size));
+    for chunk in chunks {
+        let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+        framed.extend_from_slice(&chunk);
+        framed.extend_from_slice(b"\r\n");
         // The server may answer and close before reading everything.
-        if stream.write_all(chunk.as_bytes()).await.is_err() {
+        if stream.write_all(&framed).await.is_err() {
             break;
         }
     }
@@ -81,11 +97,17 @@ async fn chunked_upload(server: &TestServer, name: &str, chunks: usize, size: us
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer).await;
     let answer = String::from_utf8_lossy(&answer);
-    answer
+    let status = answer
         .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
+    (status, body)
 }
 
 /// A download with no Parse headers at all, as a browser makes it.
@@ -854,5 +876,337 @@ async fn directories_and_stream_mode_headers() {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()),
         Some("0")
+    );
+}
+
+/// Every regular file below `dir`, at any depth (`.tmp` and `.meta` too).
+fn stored_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(stored_files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A server keeping its files in `dir`.
+async fn server_with_files(dir: &std::path::Path, max_upload_bytes: usize) -> TestServer {
+    let dir = dir.to_owned();
+    TestServer::start_with(move |c| {
+        c.update_section(|files: &mut FilesConfig| {
+            files.dir = Some(dir);
+            files.max_upload_bytes = max_upload_bytes;
+            files.enable_for_public = true;
+        })
+    })
+    .await
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_content_is_a_sandboxed_download() {
+    let server = TestServer::start_with(|c| {
+        c.update_section(|files: &mut FilesConfig| files.enable_for_public = true)
+    })
+    .await;
+    let svg =
+        r#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.domain)</script></svg>"#;
+    // Through the master key, which the extension rules do not stop.
+    for (name, content_type, stored) in [
+        ("pic.svg", "image/svg+xml", "pic.svg"),
+        // Claimed to be a PNG, named an SVG.
+        ("disguised.svg", "image/png", "disguised.svg"),
+        ("page", "text/html", "page.html"),
+        ("doc.xht", "application/xhtml+xml", "doc.xht"),
+        ("feed", "application/xml", "feed.xml"),
+        ("onto.rdf", "image/png", "onto.rdf"),
+        // No valid type: a browser would sniff it.
+        ("odd", "text/plain,text/html", "odd"),
+    ] {
+        let (_, url) = created(
+            master_upload(&server, name, Some(content_type), svg),
+            &server,
+            stored,
+        )
+        .await;
+        let response = download(&server, &url).await;
+        assert_eq!(response.status(), 200, "{name}");
+        let served = header(&response, "content-type").unwrap_or_default();
+        assert_eq!(
+            header(&response, "content-disposition"),
+            Some("attachment"),
+            "{name} as {served}"
+        );
+        let policy = header(&response, "content-security-policy").unwrap_or_default();
+        assert!(
+            policy.contains("sandbox") && policy.contains("default-src 'none'"),
+            "{name}: {policy:?}"
+        );
+        assert_eq!(header(&response, "x-content-type-options"), Some("nosniff"));
+        assert_ne!(served, "text/plain,text/html", "{name}");
+        assert_eq!(response.text().await.unwrap(), svg, "{name}");
+
+        // HEAD and ranges answer with the same headers.
+        let head = server.client.head(&url).send().await.unwrap();
+        assert_eq!(header(&head, "content-disposition"), Some("attachment"));
+        assert!(header(&head, "content-security-policy").is_some());
+        let range = server
+            .client
+            .get(&url)
+            .header("Range", "bytes=0-3")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(range.status(), 206);
+        assert_eq!(header(&range, "content-disposition"), Some("attachment"));
+        assert_eq!(range.text().await.unwrap(), "<svg");
+    }
+
+    // Passive types stay inline, for pages to show.
+    let (_, url) = created(
+        master_upload(&server, "pic.png", Some("image/png"), "png"),
+        &server,
+        "pic.png",
+    )
+    .await;
+    let response = download(&server, &url).await;
+    assert_eq!(header(&response, "content-type"), Some("image/png"));
+    assert_eq!(header(&response, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(header(&response, "content-disposition"), None);
+    assert_eq!(header(&response, "content-security-policy"), None);
+
+    // Clients may not upload them at all, with Parse Server 9's default.
+    let public = |name: &str, content_type: &str| {
+        server
+            .request(Method::POST, &format!("files/{name}"))
+            .header(CONTENT_TYPE, content_type)
+            .body(svg)
+    };
+    for (name, content_type, ext) in [
+        ("pic.svg", "image/svg+xml", "svg"),
+        ("disguised.svg", "image/png", "svg"),
+        ("doc.xht", "text/plain", "xht"),
+        ("feed.xml", "text/plain", "xml"),
+        ("pic", "image/svg+xml", "svg+xml"),
+    ] {
+        let result = read(public(name, content_type).send().await.unwrap()).await;
+        assert_eq!(
+            result,
+            (
+                400,
+                json!({"code": 130, "error": format!("File upload of extension {ext} is disabled.")})
+            ),
+            "{name} {content_type}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_uploads_are_refused_as_they_stream_and_leave_nothing() {
+    const MAX: usize = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_files(dir.path(), MAX).await;
+
+    // Without a Content-Length, the body is refused once it passes the
+    // limit: 413 for a plain upload, Parse's 130 for a stream-mode one.
+    assert_eq!(chunked_upload(&server, "big.bin", 48, 64 * 1024).await, 413);
+    let chunks = (0..48).map(|_| vec![5u8; 64 * 1024]);
+    let result = send_chunked(
+        &server,
+        "big.bin",
+        "X-Parse-Upload-Mode: stream\r\n",
+        chunks,
+    )
+    .await;
+    assert_eq!(
+        result,
+        (
+            400,
+            json!({"code": 130, "error": format!("File size exceeds maximum allowed: {MAX} bytes.")})
+        )
+    );
+    assert_eq!(stored_files(dir.path()), Vec::<std::path::PathBuf>::new());
+
+    // A refused upload's body is read through, so the client gets the
+    // answer rather than a reset connection.
+    let result = read(
+        server
+            .request(Method::POST, "files/big.svg")
+            .header(CONTENT_TYPE, "image/svg+xml")
+            .body(vec![b' '; MAX - 1])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        result,
+        (
+            400,
+            json!({"code": 130, "error": "File upload of extension svg is disabled."})
+        )
+    );
+    assert_eq!(stored_files(dir.path()), Vec::<std::path::PathBuf>::new());
+
+    // Exactly the limit is fine.
+    created(
+        master_upload(&server, "full.bin", None, vec![1u8; MAX]),
+        &server,
+        "full.bin",
+    )
+    .await;
+    assert_eq!(
+        stored_files(dir.path()).len(),
+        2,
+        "the file and its sidecar"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_stream_to_disk_and_an_aborted_one_leaves_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_files(dir.path(), 64 * 1024 * 1024).await;
+    let authority = server.base.trim_start_matches("http://");
+    let (host, mount) = authority.split_at(authority.find('/').unwrap());
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let total = 32 * 1024 * 1024;
+    let head = format!(
+        "POST {mount}/files/aborted.bin HTTP/1.1\r\nHost: {host}\r\nX-Parse-Application-Id: {APP_ID}\r\n\
+         X-Parse-Master-Key: {MASTER_KEY}\r\nContent-Length: {total}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // A quarter of the file: its bytes reach the disk while the rest has
+    // not been sent, so the server is not holding the file until its end.
+    let sent = total / 4;
+    stream.write_all(&vec![3u8; sent]).await.unwrap();
+    let written_so_far = || {
+        stored_files(dir.path())
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum::<u64>()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while written_so_far() < (sent / 2) as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upload's bytes never reached the disk before its end"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The client goes away: nothing of the upload stays.
+    drop(stream);
+    while !stored_files(dir.path()).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an aborted upload left {:?}",
+            stored_files(dir.path())
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_uploads_round_trip() {
+    use rand::Rng;
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_files(dir.path(), 32 * 1024 * 1024).await;
+    let mut bytes = vec![0u8; 20 * 1024 * 1024];
+    rand::rng().fill(&mut bytes[..]);
+    let (_, url) = created(
+        master_upload(
+            &server,
+            "big.bin",
+            Some("application/octet-stream"),
+            bytes.clone(),
+        ),
+        &server,
+        "big.bin",
+    )
+    .await;
+    let response = download(&server, &url).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.content_length(), Some(bytes.len() as u64));
+    let got = response.bytes().await.unwrap();
+    assert_eq!(got.len(), bytes.len());
+    assert_eq!(sha256(&got), sha256(&bytes));
+
+    let head = server.client.head(&url).send().await.unwrap();
+    assert_eq!(header(&head, "content-length"), Some("20971520"));
+    let range = server
+        .client
+        .get(&url)
+        .header("Range", "bytes=10000000-10000099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), 206);
+    assert_eq!(
+        header(&range, "content-range"),
+        Some("bytes 10000000-10000099/20971520")
+    );
+    assert_eq!(
+        range.bytes().await.unwrap().to_vec(),
+        bytes[10_000_000..10_000_100].to_vec()
+    );
+
+    // The SDK's stream mode, sent in chunks without a length.
+    let chunks = bytes.chunks(1024 * 1024).map(<[u8]>::to_vec);
+    let headers = "X-Parse-Upload-Mode: stream\r\nContent-Type: application/octet-stream\r\n";
+    let (status, body) = send_chunked(&server, "streamed.bin", headers, chunks).await;
+    assert_eq!(status, 201, "{body}");
+    let url = body["url"].as_str().unwrap();
+    let got = download(&server, url).await.bytes().await.unwrap();
+    assert_eq!(sha256(&got), sha256(&bytes));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_urls_start_at_the_public_server_url() {
+    let server = TestServer::start_with(|c| {
+        c.public_server_url = Some("https://files.example.com/api/".into());
+    })
+    .await;
+    let response = master_upload(&server, "a.txt", Some("text/plain"), "public")
+        .send()
+        .await
+        .unwrap();
+    let location = header(&response, "location").map(str::to_owned);
+    let (status, body) = read(response).await;
+    assert_eq!(status, 201, "{body}");
+    let name = body["name"].as_str().unwrap();
+    let url = format!("https://files.example.com/api/files/{APP_ID}/{name}");
+    assert_eq!(body["url"], json!(url));
+    assert_eq!(location.as_deref(), Some(url.as_str()));
+
+    let (status, object) = server
+        .post(
+            "classes/Doc",
+            json!({"file": {"__type": "File", "name": name}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{object}");
+    let id = object["objectId"].as_str().unwrap();
+    let (_, read_back) = server.get(&format!("classes/Doc/{id}")).await;
+    assert_eq!(read_back["file"]["url"], json!(url));
+    let (_, found) = server.get("classes/Doc").await;
+    assert_eq!(found["results"][0]["file"]["url"], json!(url));
+
+    // The file is still served where the server listens.
+    let here = server.url(&format!("files/{APP_ID}/{name}"));
+    assert_eq!(
+        download(&server, &here).await.text().await.unwrap(),
+        "public"
     );
 }
