@@ -18,9 +18,6 @@ pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub const WEBHOOK_KEY: &str = "X-Parse-Webhook-Key";
 /// The request id of the Parse request behind a hook call.
 pub const REQUEST_ID: &str = "X-Parse-Request-Id";
-/// On a message to the webhook proxy (`<prefix>.webhooks.>`): the URL to
-/// call.
-pub const WEBHOOK_URL: &str = "Oxbase-Webhook-Url";
 /// On the webhook proxy's reply: why the webhook gave no usable answer
 /// (connection refused, timeout, HTTP status, a body too large). The reply
 /// then has no body.

@@ -115,4 +115,4 @@ pub use hooks::{
     TriggerName, TriggerRequest,
 };
 pub use stream::{EventStreamSettings, EventStreamSpec, Storage, stream_name};
-pub use subjects::{DEFAULT_PREFIX, InvalidPrefix, Subjects, valid_token};
+pub use subjects::{DEFAULT_PREFIX, InvalidPrefix, Subjects, WebhookTarget, valid_token};

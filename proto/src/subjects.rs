@@ -111,6 +111,27 @@ impl Subjects {
         format!("{}.webhooks.>", self.prefix)
     }
 
+    /// The hook a subject of the webhook proxy names, the inverse of
+    /// [`Subjects::webhook_function`] and [`Subjects::webhook_trigger`].
+    /// The proxy calls only the URL the registry holds for that hook, so
+    /// whoever may publish to the proxy cannot choose where the webhook
+    /// key goes.
+    pub fn webhook_target(&self, subject: &str) -> Option<WebhookTarget> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".webhooks.")?;
+        let tokens: Vec<&str> = rest.split('.').collect();
+        match tokens.as_slice() {
+            ["functions", name] if valid_token(name) => {
+                Some(WebhookTarget::Function((*name).to_owned()))
+            }
+            ["triggers", trigger, class_name] if valid_token(class_name) => Some(
+                WebhookTarget::Trigger(TriggerName::parse(trigger)?, (*class_name).to_owned()),
+            ),
+            _ => None,
+        }
+    }
+
     /// `<prefix>.deliveries.<partition>`: the after-hook deliveries of one
     /// partition, in order.
     pub fn delivery(&self, partition: u32) -> String {
@@ -211,6 +232,35 @@ impl Subjects {
     }
 }
 
+/// The hook a request to the webhook proxy is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookTarget {
+    Function(String),
+    /// A trigger, on a class.
+    Trigger(TriggerName, String),
+}
+
+impl WebhookTarget {
+    /// The hook's key in the registry.
+    pub fn registry_key(&self) -> String {
+        match self {
+            Self::Function(name) => crate::HookEntry::function_key(name),
+            Self::Trigger(trigger, class_name) => {
+                crate::HookEntry::trigger_key(class_name, *trigger)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for WebhookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Function(name) => write!(f, "the function {name:?}"),
+            Self::Trigger(trigger, class_name) => write!(f, "{trigger} on {class_name}"),
+        }
+    }
+}
+
 /// Whether `name` can be one subject token: ASCII letters, digits, `_` and
 /// `-`. Function names must be, so that each has its own subject.
 pub fn valid_token(name: &str) -> bool {
@@ -260,6 +310,35 @@ mod tests {
             "acme.prod-eu.events.Post.updated"
         );
         assert_eq!(subjects.events_wildcard(), "acme.prod-eu.events.>");
+    }
+
+    #[test]
+    fn webhook_subjects_name_their_hook() {
+        let subjects = Subjects::new("acme.prod").unwrap();
+        let function = subjects.webhook_function("hello");
+        assert_eq!(
+            subjects.webhook_target(&function),
+            Some(WebhookTarget::Function("hello".into()))
+        );
+        let trigger = subjects.webhook_trigger(TriggerName::BeforeSave, "_User");
+        let target = subjects.webhook_target(&trigger).unwrap();
+        assert_eq!(
+            target,
+            WebhookTarget::Trigger(TriggerName::BeforeSave, "_User".into())
+        );
+        assert_eq!(target.registry_key(), "trigger._User.beforeSave");
+        assert_eq!(target.to_string(), "beforeSave on _User");
+        for other in [
+            "oxbase.webhooks.functions.hello",
+            "acme.prod.webhooks.functions.a.b",
+            "acme.prod.webhooks.functions",
+            "acme.prod.webhooks.triggers.beforeSav.Item",
+            "acme.prod.webhooks.triggers.beforeSave",
+            "acme.prod.webhooks.jobs.nightly",
+            "acme.prodx.webhooks.functions.hello",
+        ] {
+            assert_eq!(subjects.webhook_target(other), None, "{other}");
+        }
     }
 
     #[test]

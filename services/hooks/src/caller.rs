@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use oxbase_proto::hooks::{REQUEST_ID, WEBHOOK_URL};
+use oxbase_proto::hooks::REQUEST_ID;
 use oxbase_proto::{HookEntry, HookReply, Subjects, TriggerName};
 use serde::Serialize;
 
@@ -23,9 +23,8 @@ const FIRST_LOAD_WAIT: Duration = Duration::from_secs(2);
 
 /// Finds registered hooks and calls them over NATS: a NATS handler on its
 /// own subject, or a webhook through the triggers service's proxy
-/// (`<prefix>.webhooks.>`, with the URL in
-/// [`WEBHOOK_URL`](oxbase_proto::hooks::WEBHOOK_URL)), so the calling
-/// process never calls out over HTTP.
+/// (`<prefix>.webhooks.>`, which finds the URL in the registry itself), so
+/// the calling process never calls out over HTTP.
 #[derive(Debug, Clone)]
 pub struct HookCaller {
     client: async_nats::Client,
@@ -141,12 +140,10 @@ impl HookCaller {
         if let Some(id) = request_id {
             headers.insert(REQUEST_ID, id);
         }
-        let subject = match entry.and_then(|e| e.url.as_deref()) {
-            Some(url) => {
-                headers.insert(WEBHOOK_URL, url);
-                webhook_subject()
-            }
-            None => nats_subject(),
+        let subject = if entry.is_some_and(|e| e.url.is_some()) {
+            webhook_subject()
+        } else {
+            nats_subject()
         };
         call(&self.client, subject, headers, body.into(), self.limits).await
     }

@@ -219,6 +219,17 @@ impl HookRegistry {
         out
     }
 
+    /// The hook stored under `key`, read from the bucket rather than the
+    /// mirror: a hook another process registered a moment ago may not have
+    /// reached the mirror yet. The mirror is left alone, since a delete
+    /// that overtook this read would be undone.
+    pub async fn fetch(&self, key: &str) -> Result<Option<HookEntry>, RegistryError> {
+        let entry = self.kv().await?.entry(key).await.map_err(NatsError::from)?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| parse_entry(&e)))
+    }
+
     /// Whether the first load has finished.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)

@@ -200,6 +200,24 @@ pub struct Config {
     /// MongoDB read preference (`primary`, `secondaryPreferred`, ...).
     pub database_read_preference: Option<String>,
     pub nats_url: String,
+    /// A NATS credentials file (`.creds`: a user JWT and its nkey seed).
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding an nkey seed (`SU...`), for nkey authentication.
+    pub nats_nkey_seed: Option<PathBuf>,
+    pub nats_token: Option<Secret>,
+    /// A NATS user name, with `nats_password`.
+    pub nats_user: Option<String>,
+    pub nats_password: Option<Secret>,
+    /// A PEM file of the CA certificates the NATS server's certificate is
+    /// checked against, instead of the system's.
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A PEM client certificate and its key, for servers that verify
+    /// clients (mutual TLS).
+    pub nats_tls_cert: Option<PathBuf>,
+    pub nats_tls_key: Option<PathBuf>,
+    /// Refuse a NATS connection without TLS. A `tls://` URL, `nats_tls_ca`
+    /// and a client certificate imply it.
+    pub nats_tls_required: bool,
     /// Let clients without the master key create classes by saving objects.
     pub allow_client_class_creation: bool,
     /// Let clients choose the objectId of new objects.
@@ -245,6 +263,15 @@ impl Default for Config {
             database_read_uri: None,
             database_read_preference: None,
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_creds: None,
+            nats_nkey_seed: None,
+            nats_token: None,
+            nats_user: None,
+            nats_password: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            nats_tls_required: false,
             allow_client_class_creation: false,
             allow_custom_object_id: false,
             enforce_private_users: true,

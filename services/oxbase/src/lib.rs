@@ -1,6 +1,6 @@
 //! The `oxbase` command: one binary that runs any of oxbase's services.
 
-mod nats;
+pub mod nats;
 
 use std::path::PathBuf;
 use std::sync::Arc;

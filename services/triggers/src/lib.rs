@@ -1,9 +1,10 @@
 //! The triggers service.
 //!
 //! - **Webhook proxy** ([`WebhookProxy`]): answers the API's requests on
-//!   `<prefix>.webhooks.>` by calling the webhook named in
-//!   `Oxbase-Webhook-Url`, for functions and before-hooks registered with a
-//!   URL. The API itself never calls out over HTTP.
+//!   `<prefix>.webhooks.>` by calling the webhook the hook registry holds
+//!   for the hook the subject names, for functions and before-hooks
+//!   registered with a URL. The API itself never calls out over HTTP, and
+//!   a request cannot send the webhook key to a URL of its choosing.
 //! - **Router** ([`EventRouter`]): one durable consumer on the events
 //!   stream, pinned to one triggers process at a time (JetStream's
 //!   pinned-client priority group; another process takes over when it
@@ -281,6 +282,7 @@ impl TriggersService {
         let mut tasks = JoinSet::new();
         let proxy = WebhookProxy::new(
             self.client.clone(),
+            Arc::clone(&self.registry),
             self.webhooks.clone(),
             Arc::clone(&self.settings),
             Arc::clone(&self.metrics),

@@ -1,6 +1,7 @@
-//! The webhook proxy: the API asks over NATS (`<prefix>.webhooks.>`, with
-//! the URL in `Oxbase-Webhook-Url`) and this answers with the webhook's
-//! reply, so only the triggers service ever calls out over HTTP.
+//! The webhook proxy: the API asks over NATS (`<prefix>.webhooks.>`, the
+//! subject naming the hook) and this answers with the reply of the webhook
+//! the registry holds for that hook, so only the triggers service ever
+//! calls out over HTTP, and only to registered URLs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,10 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use oxbase_hooks::{HookRegistry, RegistryError};
 use oxbase_kit::{Readiness, Shutdown};
-use oxbase_proto::hooks::{HOOK_FAILURE, REQUEST_ID, WEBHOOK_URL};
+use oxbase_proto::WebhookTarget;
+use oxbase_proto::hooks::{HOOK_FAILURE, REQUEST_ID};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -23,22 +26,42 @@ pub const QUEUE_GROUP: &str = "oxbase-triggers";
 /// Webhook calls one process makes at once; further requests wait.
 const MAX_IN_FLIGHT: usize = 512;
 
+/// Why a request got no answer from a webhook. The text goes back to the
+/// caller in `Oxbase-Hook-Failure`.
+#[derive(Debug, thiserror::Error)]
+enum ProxyFailure {
+    #[error("no webhook registered for the subject {0:?}")]
+    UnknownSubject(String),
+    #[error("no webhook registered for {0}")]
+    NotRegistered(WebhookTarget),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookFailure),
+}
+
 pub struct WebhookProxy {
     client: async_nats::Client,
+    registry: Arc<HookRegistry>,
     webhooks: WebhookClient,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
 }
 
 impl WebhookProxy {
+    /// A proxy to the webhooks `registry` holds. Someone should keep it
+    /// loaded ([`HookRegistry::run`]); until then each call reads the
+    /// bucket.
     pub fn new(
         client: async_nats::Client,
+        registry: Arc<HookRegistry>,
         webhooks: WebhookClient,
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             client,
+            registry,
             webhooks,
             settings,
             metrics,
@@ -111,30 +134,21 @@ impl WebhookProxy {
         let Some(reply) = request.reply.clone() else {
             return;
         };
-        let header = |name: &str| {
-            request
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-        };
-        let url = header(WEBHOOK_URL).unwrap_or_default();
-        let request_id = header(REQUEST_ID);
-        let mut pass = Vec::new();
-        if let Some(id) = &request_id {
-            pass.push((REQUEST_ID, id.as_str()));
-        }
+        let request_id = request
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(REQUEST_ID))
+            .map(|v| v.as_str().to_owned());
         Metrics::add(&self.metrics.proxied, 1);
         let answer = self
-            .webhooks
-            .post(&url, &pass, request.payload.clone())
+            .call(&request.subject, request_id.as_deref(), request.payload)
             .await;
         let published = match answer {
             Ok(body) => self.client.publish(reply, body).await,
             Err(failure) => {
                 Metrics::add(&self.metrics.proxy_failures, 1);
-                if !matches!(failure, WebhookFailure::Status(_)) {
-                    tracing::debug!(%url, %failure, "webhook call failed");
+                if !matches!(failure, ProxyFailure::Webhook(WebhookFailure::Status(_))) {
+                    tracing::debug!(subject = %request.subject, %failure, "webhook call failed");
                 }
                 let mut headers = HeaderMap::new();
                 headers.insert(HOOK_FAILURE, header_text(&failure.to_string()).as_str());
@@ -146,5 +160,46 @@ impl WebhookProxy {
         if let Err(err) = published {
             tracing::debug!(%err, "cannot send the webhook's answer");
         }
+    }
+
+    /// Posts `body` to the webhook registered for the hook `subject` names.
+    async fn call(
+        &self,
+        subject: &str,
+        request_id: Option<&str>,
+        body: Bytes,
+    ) -> Result<Bytes, ProxyFailure> {
+        let target = self
+            .settings
+            .subjects
+            .webhook_target(subject)
+            .ok_or_else(|| ProxyFailure::UnknownSubject(subject.to_owned()))?;
+        let url = self.webhook_url(&target).await?;
+        let mut pass = Vec::new();
+        if let Some(id) = request_id {
+            pass.push((REQUEST_ID, id));
+        }
+        Ok(self.webhooks.post(&url, &pass, body).await?)
+    }
+
+    /// The URL registered for `target`: from the mirror, or from the bucket
+    /// when the mirror has no webhook for it, since the caller may have
+    /// seen a registration this process has not yet.
+    async fn webhook_url(&self, target: &WebhookTarget) -> Result<String, ProxyFailure> {
+        let mirrored = match target {
+            WebhookTarget::Function(name) => self.registry.function(name),
+            WebhookTarget::Trigger(trigger, class_name) => {
+                self.registry.trigger(class_name, *trigger)
+            }
+        };
+        let url = match mirrored.and_then(|entry| entry.url) {
+            Some(url) => Some(url),
+            None => self
+                .registry
+                .fetch(&target.registry_key())
+                .await?
+                .and_then(|entry| entry.url),
+        };
+        url.ok_or_else(|| ProxyFailure::NotRegistered(target.clone()))
     }
 }
