@@ -169,8 +169,9 @@ pub struct StoreOptions {
     /// MongoDB read preference: `primary`, `primaryPreferred`,
     /// `secondary`, `secondaryPreferred` or `nearest`.
     pub read_preference: Option<String>,
-    /// Longest a query may run in the database; `None` for no limit.
-    /// Expired, it fails with [`StoreError::QueryTimeout`].
+    /// Longest a query may run in the database before it is stopped
+    /// ([`StoreError::QueryTimeout`]): PostgreSQL's `statement_timeout`,
+    /// MongoDB's `maxTimeMS`, an interrupt on SQLite. `None` for no limit.
     pub query_timeout: Option<std::time::Duration>,
 }
 

@@ -6,19 +6,19 @@
 //! needs no extension (geo distances use core SQL, not PostGIS).
 
 mod compile;
+mod connect;
 mod layout;
 mod outbox;
 mod values;
 mod writes;
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Row};
 
 use self::compile::Compiler;
 use self::layout::columns;
@@ -36,6 +36,10 @@ use crate::{Store, StoreOptions};
 /// with `enableSchemaHooks`); any sender id other than its own will do.
 const SCHEMA_CHANGED: &str = "NOTIFY \"schema.change\", '{\"senderId\":\"oxbase\"}'";
 
+/// Lifts `statement_timeout` for the rest of a transaction, for the
+/// schema work that may rightly run long (building an index).
+const NO_TIME_LIMIT: &str = "SET LOCAL statement_timeout = 0";
+
 pub struct PostgresStore {
     pool: Pool,
     /// Where finds and counts go; the primary unless a replica is set.
@@ -43,77 +47,57 @@ pub struct PostgresStore {
     schema_changes: tokio::sync::watch::Receiver<u64>,
 }
 
-/// URI parameters tokio-postgres understands; Parse Server's own (`ssl`,
-/// `poolSize`, `max`, ...) are dropped, and its pool size honoured.
-const LIBPQ_PARAMS: &[&str] = &[
-    "host",
-    "hostaddr",
-    "port",
-    "user",
-    "password",
-    "dbname",
-    "options",
-    "application_name",
-    "sslmode",
-    "connect_timeout",
-    "keepalives",
-    "keepalives_idle",
-    "target_session_attrs",
-    "channel_binding",
-];
-
-/// The URI with only the parameters tokio-postgres understands, and the
-/// pool size Parse Server's own parameters ask for, if any.
-fn clean_uri(uri: &str) -> (String, Option<usize>) {
-    let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
-    let mut size = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if matches!(key, "poolSize" | "max") {
-                size = value.parse().ok();
-            }
-            LIBPQ_PARAMS.contains(&key)
-        })
-        .collect();
-    let uri = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    (uri, size)
-}
-
-fn config(uri: &str) -> StoreResult<tokio_postgres::Config> {
-    tokio_postgres::Config::from_str(uri)
-        .map_err(|e| StoreError::backend_context("bad PostgreSQL URI", e))
-}
-
-fn pool(uri: &str, pool_size: usize) -> StoreResult<Pool> {
-    let (uri, size) = clean_uri(uri);
+/// A pool of connections to `target`, `pool_size` of them unless the URI
+/// says otherwise.
+fn pool(target: &connect::Target, pool_size: usize) -> StoreResult<Pool> {
     let manager = Manager::from_config(
-        config(&uri)?,
-        NoTls,
+        target.config.clone(),
+        target.tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
     );
     Pool::builder(manager)
-        .max_size(size.unwrap_or(pool_size).max(1))
+        .max_size(target.pool_size.unwrap_or(pool_size).max(1))
         .build()
         .map_err(StoreError::backend)
 }
 
+/// A connection from `pool`, made now: a server that refuses it (no TLS
+/// where TLS is required, a certificate that fails the check, bad
+/// credentials) stops the start with its reason.
+async fn check(pool: &Pool, which: &str) -> StoreResult<deadpool_postgres::Object> {
+    pool.get().await.map_err(|err| {
+        let message = format!("cannot connect to {which}: {}", with_causes(&err));
+        StoreError::Backend(BackendError::with_message(message, err))
+    })
+}
+
+/// `err` and its causes, `: `-separated: the pool's and the driver's
+/// texts say only "error performing TLS handshake" or "db error", and the
+/// reason (an unknown issuer, a refused login) is in a cause.
+fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        let more = err.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = err.source();
+    }
+    text
+}
+
 /// Listens on `schema.change` (Parse Server's channel, which oxbase also
 /// notifies) and counts notifications, reconnecting with capped backoff.
-fn listen_for_schema_changes(uri: &str) -> StoreResult<tokio::sync::watch::Receiver<u64>> {
-    let config = config(&clean_uri(uri).0)?;
+fn listen_for_schema_changes(target: connect::Target) -> tokio::sync::watch::Receiver<u64> {
+    let connect::Target { config, tls, .. } = target;
     let (tx, rx) = tokio::sync::watch::channel(0u64);
     tokio::spawn(async move {
         let mut backoff = std::time::Duration::from_millis(200);
         while !tx.is_closed() {
-            match config.connect(NoTls).await {
+            match config.connect(tls.clone()).await {
                 Ok((client, mut connection)) => {
                     backoff = std::time::Duration::from_millis(200);
                     let mut messages =
@@ -144,7 +128,7 @@ fn listen_for_schema_changes(uri: &str) -> StoreResult<tokio::sync::watch::Recei
             backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
         }
     });
-    Ok(rx)
+    rx
 }
 
 /// The SELECT a find runs (shared by `find` and `explain`); `None` when
@@ -170,6 +154,7 @@ pub(super) fn pg_err(err: tokio_postgres::Error) -> StoreError {
             StoreError::Duplicate { field }
         }
         SqlState::UNDEFINED_TABLE | SqlState::UNDEFINED_COLUMN => StoreError::StaleSchema,
+        SqlState::QUERY_CANCELED => StoreError::QueryTimeout,
         SqlState::INVALID_REGULAR_EXPRESSION => {
             StoreError::InvalidQuery(format!("invalid $regex: {}", db.message()))
         }
@@ -247,12 +232,20 @@ pub(super) fn decode_row_at(
 
 impl PostgresStore {
     pub async fn connect(uri: &str, options: &StoreOptions) -> StoreResult<Self> {
-        let pool = pool(uri, options.pool_size)?;
+        let target = connect::target(uri, options.query_timeout)?;
+        let pool = pool(&target, options.pool_size)?;
         let read_pool = match &options.read_uri {
-            Some(read_uri) => self::pool(read_uri, options.pool_size)?,
+            Some(read_uri) => {
+                let read_pool = self::pool(
+                    &connect::target(read_uri, options.query_timeout)?,
+                    options.pool_size,
+                )?;
+                let _connection = check(&read_pool, "the PostgreSQL read replica").await?;
+                read_pool
+            }
             None => pool.clone(),
         };
-        let client = pool.get().await.map_err(StoreError::backend)?;
+        let client = check(&pool, "PostgreSQL").await?;
         client
             .batch_execute(
                 "CREATE TABLE IF NOT EXISTS \"_SCHEMA\" (\"className\" varChar(120), \"schema\" jsonb, \"isParseClass\" bool, PRIMARY KEY (\"className\"))",
@@ -260,7 +253,7 @@ impl PostgresStore {
             .await
             .map_err(pg_err)?;
         client.batch_execute(outbox::TABLES).await.map_err(pg_err)?;
-        let schema_changes = listen_for_schema_changes(uri)?;
+        let schema_changes = listen_for_schema_changes(target);
         Ok(Self {
             pool,
             read_pool,
@@ -344,6 +337,9 @@ impl PostgresStore {
     ) -> StoreResult<T> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
+        // The query time limit is for clients' queries: adding an index to
+        // a large table may take longer, and must not be cancelled for it.
+        tx.batch_execute(NO_TIME_LIMIT).await.map_err(pg_err)?;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext('oxbase:schema:' || $1::text))",
             &[&class_name],
@@ -743,8 +739,11 @@ impl Store for PostgresStore {
              WHERE \"authData\"->'{provider}'->>'id' IS NOT NULL",
             quote_ident(&name)
         );
-        let client = self.client().await?;
-        client.batch_execute(&sql).await.map_err(pg_err)
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        tx.batch_execute(NO_TIME_LIMIT).await.map_err(pg_err)?;
+        tx.batch_execute(&sql).await.map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
     }
 
     async fn ping(&self) -> StoreResult<()> {
