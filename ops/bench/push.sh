@@ -35,6 +35,7 @@ stop_all() {
 trap stop_all EXIT
 build_oxbase
 (cd "$ROOT" && cargo build --release -q -p oxbase --example push_bench)
+PUSH_BENCH="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/push_bench"
 nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$BENCH_DIR/nats" >"$BENCH_DIR/nats.log" 2>&1 &
 NATS_PID=$!
 for _ in $(seq 100); do
@@ -43,7 +44,7 @@ for _ in $(seq 100); do
 done
 start_oxbase OXBASE_PUSH__ENABLED=true OXBASE_NATS_URL="$NATS_URL" OXBASE_DATABASE_URI="$DATABASE_URI"
 echo "oxbase $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) cores, ${DATABASE:-sqlite}, one oxbase push, nats-server $(nats-server --version | awk '{print $NF}') with file storage"
-"$ROOT/target/release/examples/push_bench" --api "$BASE" --app-id "$APP_ID" --master-key "$MASTER_KEY" \
+"$PUSH_BENCH" --api "$BASE" --app-id "$APP_ID" --master-key "$MASTER_KEY" \
   --database "$DATABASE_URI" --nats "$NATS_URL" --oxbase "$OXBASE" --dir "$BENCH_DIR" \
   --installations "$INSTALLATIONS" --android-percent "$ANDROID_PERCENT" \
   --nats-pid "$NATS_PID" --api-pid "$OXBASE_PID" ${BADGE:+--badge "$BADGE"}

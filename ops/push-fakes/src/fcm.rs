@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -26,6 +26,11 @@ pub struct FakeFcm {
     pub received: Received,
     /// Access tokens minted.
     pub tokens_minted: AtomicUsize,
+    /// Requests to the token endpoint, answered or refused.
+    pub token_requests: AtomicUsize,
+    /// While set, the token endpoint refuses the key (400
+    /// `invalid_grant`), as Google does once a key is deleted or disabled.
+    pub refuse_key: AtomicBool,
     /// `http://127.0.0.1:<port>`: the `[push.fcm] endpoint`.
     pub base: String,
     public_key: Vec<u8>,
@@ -43,6 +48,8 @@ impl FakeFcm {
         let fcm = Arc::new(Self {
             received: Received::default(),
             tokens_minted: AtomicUsize::new(0),
+            token_requests: AtomicUsize::new(0),
+            refuse_key: AtomicBool::new(false),
             base,
             public_key: key.public().as_ref().to_vec(),
             options,
@@ -90,6 +97,7 @@ impl FakeFcm {
 }
 
 async fn token(State(fcm): State<Arc<FakeFcm>>, form: String) -> Response {
+    fcm.token_requests.fetch_add(1, Ordering::Relaxed);
     let pairs: HashMap<String, String> = form
         .split('&')
         .filter_map(|pair| pair.split_once('='))
@@ -111,7 +119,8 @@ async fn token(State(fcm): State<Arc<FakeFcm>>, form: String) -> Response {
         .and_then(|c| serde_json::from_slice(&c).ok())
         .unwrap_or_default();
     let now = chrono::Utc::now().timestamp();
-    if !verified
+    if fcm.refuse_key.load(Ordering::Relaxed)
+        || !verified
         || claims["iss"] != FCM_ACCOUNT
         || claims["aud"] != fcm.token_uri().as_str()
         || claims["scope"] != SCOPE

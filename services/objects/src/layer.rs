@@ -158,7 +158,7 @@ impl PreparedWrite {
 
     /// Narrows an update's or delete's precondition: it applies only while
     /// the object also matches `filter`, and is 101 otherwise.
-    pub(crate) fn require(&mut self, filter: Filter) {
+    pub fn require(&mut self, filter: Filter) {
         if let WriteOp::Update { precondition, .. } | WriteOp::Delete { precondition, .. } =
             &mut self.op
         {

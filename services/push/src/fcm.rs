@@ -20,6 +20,13 @@ use crate::{ATTEMPTS, Backoff, PushError};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 
+/// The wait after the token endpoint first refuses the key, doubling with
+/// each refusal up to [`REFUSED_MAX`]. A refused key stays refused until
+/// someone replaces it: asking again for every message would hold each one
+/// for a round trip, and flood the endpoint.
+const REFUSED_FIRST: Duration = Duration::from_secs(1);
+const REFUSED_MAX: Duration = Duration::from_secs(60);
+
 /// Why no access token could be had.
 #[derive(Debug, thiserror::Error)]
 enum TokenError {
@@ -34,6 +41,52 @@ enum TokenError {
         status: reqwest::StatusCode,
         answer: Value,
     },
+    #[error("{refusal} (not asked again for {}s)", left.as_secs().max(1))]
+    Waiting { refusal: String, left: Duration },
+}
+
+/// The access token, and the last refusal of the key.
+#[derive(Debug, Default)]
+struct TokenState {
+    token: Option<(String, Instant)>,
+    refused: Option<Refusal>,
+}
+
+#[derive(Debug)]
+struct Refusal {
+    error: String,
+    wait: Duration,
+    until: Instant,
+}
+
+impl TokenState {
+    /// The error to fail with at `now` without asking, while the last
+    /// refusal's wait runs.
+    fn waiting(&self, now: Instant) -> Option<TokenError> {
+        let refused = self.refused.as_ref()?;
+        (now < refused.until).then(|| TokenError::Waiting {
+            refusal: refused.error.clone(),
+            left: refused.until - now,
+        })
+    }
+
+    /// Notes a refusal of the key at `now`.
+    fn refuse(&mut self, error: &TokenError, now: Instant) {
+        let wait = self
+            .refused
+            .as_ref()
+            .map_or(REFUSED_FIRST, |last| (last.wait * 2).min(REFUSED_MAX));
+        self.refused = Some(Refusal {
+            error: error.to_string(),
+            wait,
+            until: now + wait,
+        });
+    }
+
+    fn grant(&mut self, token: &str, until: Instant) {
+        self.token = Some((token.to_owned(), until));
+        self.refused = None;
+    }
 }
 
 #[derive(Deserialize)]
@@ -51,7 +104,7 @@ pub struct Fcm {
     token_uri: String,
     key: RsaKeyPair,
     endpoint: String,
-    token: Mutex<Option<(String, Instant)>>,
+    token: Mutex<TokenState>,
 }
 
 impl std::fmt::Debug for Fcm {
@@ -101,19 +154,42 @@ impl Fcm {
             token_uri: account.token_uri,
             key,
             endpoint: config.endpoint.trim_end_matches('/').to_owned(),
-            token: Mutex::new(None),
+            token: Mutex::new(TokenState::default()),
         }))
     }
 
-    /// A valid access token: the cached one, or a new one.
+    /// A valid access token: the cached one, or a new one. After the
+    /// endpoint refused the key, fails at once until its wait is over.
     async fn access_token(&self, renew: bool) -> Result<String, TokenError> {
-        let mut cached = self.token.lock().await;
-        if let Some((token, until)) = cached.as_ref()
+        let mut state = self.token.lock().await;
+        if let Some((token, until)) = state.token.as_ref()
             && !renew
             && Instant::now() < *until
         {
             return Ok(token.clone());
         }
+        if let Some(waiting) = state.waiting(Instant::now()) {
+            return Err(waiting);
+        }
+        match self.request_token().await {
+            Ok((token, until)) => {
+                state.grant(&token, until);
+                Ok(token)
+            }
+            Err(err) => {
+                if let TokenError::Refused { status, .. } = &err
+                    && status.is_client_error()
+                {
+                    state.refuse(&err, Instant::now());
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Exchanges a signed assertion for an access token at the key's
+    /// `token_uri`; the token and when to renew it.
+    async fn request_token(&self) -> Result<(String, Instant), TokenError> {
         let assertion = self.assertion()?;
         let body: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
@@ -128,7 +204,12 @@ impl Fcm {
             .await
             .map_err(TokenError::Endpoint)?;
         let status = response.status();
-        let answer: Value = response.json().await.map_err(TokenError::Endpoint)?;
+        let answer: Value = match response.json().await {
+            Ok(answer) => answer,
+            Err(err) if status.is_success() => return Err(TokenError::Endpoint(err)),
+            // A refusal is one whatever its body.
+            Err(_) => Value::Null,
+        };
         let Some(token) = answer["access_token"]
             .as_str()
             .filter(|_| status.is_success())
@@ -138,8 +219,7 @@ impl Fcm {
         let lifetime = answer["expires_in"].as_u64().unwrap_or(3600);
         // Renewed a minute early: a token must not expire in flight.
         let until = Instant::now() + Duration::from_secs(lifetime.saturating_sub(60));
-        *cached = Some((token.to_owned(), until));
-        Ok(token.to_owned())
+        Ok((token.to_owned(), until))
     }
 
     /// The signed JWT the token endpoint exchanges for an access token.
@@ -251,7 +331,92 @@ impl Message {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
+    use oxbase_push_fakes::{FakeFcm, Options};
+
     use super::*;
+
+    fn refusal() -> TokenError {
+        TokenError::Refused {
+            status: reqwest::StatusCode::BAD_REQUEST,
+            answer: json!({"error": "invalid_grant"}),
+        }
+    }
+
+    #[test]
+    fn refusals_wait_longer_each_time_up_to_a_minute_until_a_grant() {
+        let mut state = TokenState::default();
+        let start = Instant::now();
+        assert!(state.waiting(start).is_none());
+        let mut now = start;
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            state.refuse(&refusal(), now);
+            let Some(TokenError::Waiting { refusal, left }) = state.waiting(now) else {
+                panic!("not waiting after a refusal");
+            };
+            assert!(refusal.contains("invalid_grant"), "{refusal}");
+            waits.push(left.as_secs());
+            now += left;
+            assert!(state.waiting(now).is_none(), "still waiting once it ran");
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        state.refuse(&refusal(), now);
+        state.grant("token", now + Duration::from_secs(3000));
+        assert!(state.waiting(now).is_none());
+        state.refuse(&refusal(), now);
+        assert_eq!(state.refused.as_ref().unwrap().wait, REFUSED_FIRST);
+    }
+
+    async fn client(fake: &FakeFcm, dir: &tempfile::TempDir) -> Fcm {
+        let account = dir.path().join("service-account.json");
+        std::fs::write(&account, fake.service_account().to_string()).unwrap();
+        let config = FcmConfig {
+            service_account: Some(account),
+            endpoint: fake.base.clone(),
+        };
+        Fcm::from_config(&config).unwrap().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_key_is_not_asked_for_again_per_message() {
+        const MESSAGES: usize = 500;
+        let fake = FakeFcm::start(Options::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let fcm = client(&fake, &dir).await;
+        let message = Message::new(Map::new());
+        fake.refuse_key.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let deliveries = futures_util::future::join_all((0..MESSAGES).map(|n| {
+            let (fcm, message) = (&fcm, &message);
+            async move { fcm.send(&format!("t-{n}"), message).await }
+        }))
+        .await;
+        let elapsed = started.elapsed();
+        for delivery in &deliveries {
+            let Delivery::Failed(error) = delivery else {
+                panic!("{delivery:?}");
+            };
+            assert!(error.contains("invalid_grant"), "{error}");
+        }
+        // One request, and at most one more per second of backoff gone by.
+        let requests = fake.token_requests.load(Ordering::Relaxed);
+        assert!(
+            requests <= 1 + elapsed.as_secs() as usize,
+            "{requests} token requests for {MESSAGES} messages in {elapsed:?}"
+        );
+
+        // Once the key is accepted again, the next message after the wait
+        // gets a token.
+        fake.refuse_key.store(false, Ordering::Relaxed);
+        let waiting = fcm.token.lock().await.waiting(Instant::now());
+        if let Some(TokenError::Waiting { left, .. }) = waiting {
+            tokio::time::sleep(left).await;
+        }
+        assert_eq!(fcm.send("t", &message).await, Delivery::Sent);
+        assert_eq!(fake.tokens_minted.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn a_device_body_is_the_message_with_its_token() {

@@ -4,11 +4,17 @@
 
 use std::collections::HashMap;
 
-use oxbase_objects::ObjectLayer;
+use oxbase_objects::{Auth, FindOptions, ObjectLayer, ParseError, code};
 use oxbase_proto::push::PushDevice;
 use serde_json::{Map, Value, json};
 
+use oxbase_store::{Condition, Filter, QueryValue};
+
+use crate::service::COUNTED;
 use crate::{PushStore, PushStoreError};
+
+const STATUS: &str = "_PushStatus";
+const INSTALLATION: &str = "_Installation";
 
 /// A Parse find's parameters, as an object.
 fn params(value: Value) -> Map<String, Value> {
@@ -57,6 +63,19 @@ impl PushStore for ObjectLayer {
             .collect())
     }
 
+    async fn status(&self, id: &str) -> Result<Option<Map<String, Value>>, PushStoreError> {
+        let options =
+            FindOptions::for_get(&Map::new(), self.limits()).map_err(PushStoreError::new)?;
+        match self.get(&Auth::master(), STATUS, id, &options).await {
+            Ok(status) => Ok(Some(status)),
+            Err(ParseError::Parse {
+                code: code::OBJECT_NOT_FOUND,
+                ..
+            }) => Ok(None),
+            Err(err) => Err(PushStoreError::new(err)),
+        }
+    }
+
     async fn update_status(
         &self,
         id: &str,
@@ -67,14 +86,7 @@ impl PushStore for ObjectLayer {
             .map_err(PushStoreError::new)
     }
 
-    async fn increment_badges(
-        &self,
-        ids: &[String],
-    ) -> Result<HashMap<String, i64>, PushStoreError> {
-        let increment = params(json!({"badge": {"__op": "Increment", "amount": 1}}));
-        self.update_installations(ids, &increment)
-            .await
-            .map_err(PushStoreError::new)?;
+    async fn badges(&self, ids: &[String]) -> Result<HashMap<String, i64>, PushStoreError> {
         let found = self
             .find_installations(&params(json!({
                 "where": {"objectId": {"$in": ids}},
@@ -87,9 +99,52 @@ impl PushStore for ObjectLayer {
             .into_iter()
             .filter_map(|object| {
                 let id = object.get("objectId")?.as_str()?.to_owned();
-                Some((id, object.get("badge")?.as_i64()?))
+                let badge = object.get("badge").and_then(Value::as_i64).unwrap_or(0);
+                Some((id, badge))
             })
             .collect())
+    }
+
+    async fn record_batch(
+        &self,
+        id: &str,
+        page: u64,
+        mut changes: Map<String, Value>,
+        badged: &[String],
+    ) -> Result<Map<String, Value>, PushStoreError> {
+        let master = Auth::master();
+        let increment = params(json!({"badge": {"__op": "Increment", "amount": 1}}));
+        let mut writes = Vec::with_capacity(badged.len() + 1);
+        changes.insert(
+            COUNTED.into(),
+            json!({"__op": "AddUnique", "objects": [page]}),
+        );
+        let mut status = self
+            .prepare_update(&master, STATUS, id, &changes)
+            .await
+            .map_err(PushStoreError::new)?;
+        status.require(Filter::field(
+            COUNTED,
+            Condition::Nin(vec![QueryValue::Number(page.into())]),
+        ));
+        writes.push(status);
+        for installation in badged {
+            writes.push(
+                self.prepare_update(&master, INSTALLATION, installation, &increment)
+                    .await
+                    .map_err(PushStoreError::new)?,
+            );
+        }
+        for reply in self
+            .commit(writes, true)
+            .await
+            .map_err(PushStoreError::new)?
+        {
+            reply.map_err(PushStoreError::new)?;
+        }
+        self.status(id)
+            .await?
+            .ok_or_else(|| PushStoreError::from(format!("_PushStatus {id} was deleted")))
     }
 
     async fn forget_tokens(&self, ids: &[String]) -> Result<(), PushStoreError> {

@@ -84,17 +84,29 @@ pub trait PushStore: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<PushDevice>, PushStoreError>;
+    /// The `_PushStatus`; `None` once it was deleted.
+    async fn status(&self, id: &str) -> Result<Option<Map<String, Value>>, PushStoreError>;
     /// Applies a Parse update body to the `_PushStatus`; the object after.
     async fn update_status(
         &self,
         id: &str,
         changes: Map<String, Value>,
     ) -> Result<Map<String, Value>, PushStoreError>;
-    /// Raises the `badge` of these installations by one; their badges.
-    async fn increment_badges(
+    /// The badge of each of these installations that still exists, 0 when
+    /// it has none.
+    async fn badges(&self, ids: &[String]) -> Result<HashMap<String, i64>, PushStoreError>;
+    /// Applies `changes` to the `_PushStatus`, adds `page` to its
+    /// `countedBatches` and raises the badge of the installations `badged`
+    /// by one, all or nothing, and only while `page` is not counted yet
+    /// (two processes holding one batch cannot both count it); the status
+    /// after.
+    async fn record_batch(
         &self,
-        ids: &[String],
-    ) -> Result<HashMap<String, i64>, PushStoreError>;
+        id: &str,
+        page: u64,
+        changes: Map<String, Value>,
+        badged: &[String],
+    ) -> Result<Map<String, Value>, PushStoreError>;
     /// Removes the token of installations their provider says is dead.
     async fn forget_tokens(&self, ids: &[String]) -> Result<(), PushStoreError>;
 }

@@ -267,6 +267,15 @@ impl PushService {
             return Ok(());
         };
         let id = &request.status_id;
+        let Some(status) = self.store.status(id).await? else {
+            tracing::warn!(status = %id, "dropping a push whose _PushStatus was deleted");
+            return Ok(());
+        };
+        if status.contains_key("count") {
+            // Taken again after its batches were all published (its
+            // process died, or lost its acknowledgement).
+            return self.finish_if_done(id, &status).await;
+        }
         self.update_status(id, one("status", json!("running")))
             .await?;
         let mut after: Option<String> = None;
@@ -313,12 +322,20 @@ impl PushService {
         self.finish_if_done(id, &status).await
     }
 
-    /// Sends a batch and counts it on the push's `_PushStatus`.
+    /// Sends a batch and counts it on the push's `_PushStatus`, once: a
+    /// batch delivered again after it was counted is only acknowledged.
     async fn send(&self, body: &[u8]) -> Result<(), PushError> {
         let Ok(batch) = serde_json::from_slice::<PushBatch>(body) else {
             tracing::warn!("dropping an unreadable push batch");
             return Ok(());
         };
+        let Some(status) = self.store.status(&batch.status_id).await? else {
+            tracing::warn!(status = %batch.status_id, "dropping a batch whose _PushStatus was deleted");
+            return Ok(());
+        };
+        if counted(&status, batch.page) {
+            return self.finish_if_done(&batch.status_id, &status).await;
+        }
         let expired = batch
             .expires_at
             .is_some_and(|at| at < chrono::Utc::now().timestamp_millis());
@@ -327,13 +344,17 @@ impl PushService {
             .get("badge")
             .and_then(Value::as_str)
             .is_some_and(|badge| badge.eq_ignore_ascii_case("increment"));
-        let badges = if increment && !expired {
+        // Each device is sent the badge it will have once the batch is
+        // recorded; a batch sent again before that sends the same ones.
+        let badges: HashMap<String, i64> = if increment && !expired {
             let ids: Vec<String> = batch
                 .devices
                 .iter()
                 .map(|device| device.installation_id.clone())
                 .collect();
-            self.store.increment_badges(&ids).await?
+            let mut badges = self.store.badges(&ids).await?;
+            badges.values_mut().for_each(|badge| *badge += 1);
+            badges
         } else {
             HashMap::new()
         };
@@ -341,29 +362,7 @@ impl PushService {
             android: fcm::Message::new(android_message(&batch, None)),
             apple: Notification::new(&batch),
         };
-        let (batch, badges, messages) = (&batch, &badges, &messages);
-        // Made before they are polled: a closure making them inside the
-        // stream would keep the task from being spawned (its future would
-        // not be `Send` for every lifetime).
-        let deliveries: Vec<_> = batch
-            .devices
-            .iter()
-            .map(|device| {
-                let badge = badges.get(&device.installation_id).copied();
-                async move {
-                    let delivery = if expired {
-                        Delivery::Failed("the push expired before it was sent".into())
-                    } else {
-                        self.deliver(batch, messages, device, badge).await
-                    };
-                    (device, delivery)
-                }
-            })
-            .collect();
-        let deliveries: Vec<(&PushDevice, Delivery)> = futures_util::stream::iter(deliveries)
-            .buffer_unordered(self.settings.concurrency)
-            .collect()
-            .await;
+        let deliveries = self.deliver_all(&batch, &badges, &messages, expired).await;
 
         let mut sent: BTreeMap<&str, i64> = BTreeMap::new();
         let mut failed: BTreeMap<&str, i64> = BTreeMap::new();
@@ -395,7 +394,11 @@ impl PushService {
         for (kind, amount) in &failed {
             changes.insert(format!("failedPerType.{kind}"), increment(*amount));
         }
-        let status = self.store.update_status(&batch.status_id, changes).await?;
+        let badged: Vec<String> = badges.into_keys().collect();
+        let status = self
+            .store
+            .record_batch(&batch.status_id, batch.page, changes, &badged)
+            .await?;
         let metrics = &self.metrics;
         metrics.batches.fetch_add(1, Ordering::Relaxed);
         metrics
@@ -406,6 +409,39 @@ impl PushService {
             .fetch_add(failed.values().sum::<i64>() as u64, Ordering::Relaxed);
         metrics.dead.fetch_add(dead.len() as u64, Ordering::Relaxed);
         self.finish_if_done(&batch.status_id, &status).await
+    }
+
+    /// Sends each device of `batch` its notification, `concurrency` at
+    /// once; what became of each.
+    async fn deliver_all<'a>(
+        &self,
+        batch: &'a PushBatch,
+        badges: &HashMap<String, i64>,
+        messages: &Messages,
+        expired: bool,
+    ) -> Vec<(&'a PushDevice, Delivery)> {
+        // Made before they are polled: a closure making them inside the
+        // stream would keep the task from being spawned (its future would
+        // not be `Send` for every lifetime).
+        let deliveries: Vec<_> = batch
+            .devices
+            .iter()
+            .map(|device| {
+                let badge = badges.get(&device.installation_id).copied();
+                async move {
+                    let delivery = if expired {
+                        Delivery::Failed("the push expired before it was sent".into())
+                    } else {
+                        self.deliver(batch, messages, device, badge).await
+                    };
+                    (device, delivery)
+                }
+            })
+            .collect();
+        futures_util::stream::iter(deliveries)
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
+            .await
     }
 
     async fn deliver(
@@ -453,8 +489,11 @@ impl PushService {
         };
         let tried = number("numSent").unwrap_or(0) + number("numFailed").unwrap_or(0);
         if tried >= count && status.get("status").and_then(Value::as_str) != Some("succeeded") {
-            self.update_status(id, one("status", json!("succeeded")))
-                .await?;
+            // Every batch is counted: from now on `succeeded` tells a batch
+            // delivered again that it was, and the list can go.
+            let mut changes = one("status", json!("succeeded"));
+            changes.insert(COUNTED.into(), json!({"__op": "Delete"}));
+            self.update_status(id, changes).await?;
         }
         Ok(())
     }
@@ -478,6 +517,21 @@ impl Service for PushService {
     ) -> Result<(), ServiceError> {
         Ok(PushService::run(*self, readiness, shutdown).await?)
     }
+}
+
+/// The `_PushStatus` field listing the pages whose batch is counted, while
+/// the push runs. A batch is counted in the same write as its page is
+/// added, so one delivered again finds its page there and is not counted
+/// twice.
+pub(crate) const COUNTED: &str = "countedBatches";
+
+/// Whether the batch of `page` is counted in `status`.
+fn counted(status: &Map<String, Value>, page: u64) -> bool {
+    status.get("status").and_then(Value::as_str) == Some("succeeded")
+        || status
+            .get(COUNTED)
+            .and_then(Value::as_array)
+            .is_some_and(|pages| pages.iter().any(|p| p.as_u64() == Some(page)))
 }
 
 /// A status update of one member.

@@ -70,3 +70,42 @@ async fn explain_is_the_json_plan() {
     assert!(types.contains(&"Sort"), "{plan}");
     assert!(types.contains(&"Seq Scan"), "{plan}");
 }
+
+/// Keyset paging on `objectId` (how a push pages `_Installation`) is served
+/// by the primary key's index, on Parse Server's tables as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_id_pages_use_the_primary_key() {
+    use oxbase_store::{Condition, FieldPath, Filter, Query, QueryValue, SortKey};
+    let (store, db) = create().await;
+    let rows = (0..5000)
+        .map(|i| serde_json::json!({"objectId": format!("i{i:06}"), "deviceType": "ios"}))
+        .collect();
+    let view = conformance::seed(&store, "_Installation", rows).await;
+    // The planner's statistics, as autovacuum would have gathered them.
+    let (client, connection) = tokio_postgres::connect(db.uri(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(r#"ANALYZE "_Installation""#)
+        .await
+        .unwrap();
+    let mut page = Query::new("_Installation")
+        .filter(Filter::field(
+            "objectId",
+            Condition::Gt(QueryValue::String("i002000".into())),
+        ))
+        .limit(100);
+    page.order = vec![SortKey::Field {
+        path: FieldPath::new("objectId"),
+        descending: false,
+    }];
+    let plan = store.explain(&view, &page).await.unwrap().to_string();
+    assert!(
+        plan.contains("Index Scan") && plan.contains("_Installation_pkey"),
+        "{plan}"
+    );
+    let found = store.find(&view, &page).await.unwrap();
+    assert_eq!(found.len(), 100);
+    assert_eq!(found[0]["objectId"], "i002001");
+}

@@ -181,10 +181,12 @@ impl<'a> Compiler<'a> {
                     let Some(expr) = self.sort_expr(class, alias, path)? else {
                         continue;
                     };
-                    order.push(if *descending {
-                        format!("{expr} DESC NULLS LAST")
-                    } else {
-                        format!("{expr} ASC NULLS FIRST")
+                    order.push(match (*descending, is_object_id(path)) {
+                        (true, false) => format!("{expr} DESC NULLS LAST"),
+                        (false, false) => format!("{expr} ASC NULLS FIRST"),
+                        // Never null: in the primary key's own order.
+                        (true, true) => format!("{expr} DESC"),
+                        (false, true) => format!("{expr} ASC"),
                     });
                 }
                 SortKey::TextScore => {
@@ -492,7 +494,7 @@ impl<'a> Compiler<'a> {
             field_type,
             FieldType::String | FieldType::Pointer { .. } | FieldType::File
         );
-        let collate = if *field_type == FieldType::String {
+        let collate = if *field_type == FieldType::String && !is_object_id(path) {
             " COLLATE \"C\""
         } else {
             ""
@@ -941,7 +943,7 @@ impl<'a> Compiler<'a> {
             Target::Column {
                 sql,
                 field_type: FieldType::String,
-            } => Some(format!("{sql} COLLATE \"C\"")),
+            } if !is_object_id(path) => Some(format!("{sql} COLLATE \"C\"")),
             Target::Column {
                 field_type: FieldType::GeoPoint | FieldType::Polygon,
                 ..
@@ -950,6 +952,14 @@ impl<'a> Compiler<'a> {
             Target::Column { sql, .. } | Target::Array(sql) | Target::Json(sql) => Some(sql),
         })
     }
+}
+
+/// `objectId` compares and sorts in the database's collation, as Parse
+/// Server's adapter does, rather than byte order: the primary key's index
+/// then serves `objectId > x ORDER BY objectId` (keyset paging, as a push
+/// pages `_Installation`), where `COLLATE "C"` would scan the table.
+fn is_object_id(path: &FieldPath) -> bool {
+    path.field == "objectId" && path.nested.is_empty()
 }
 
 fn comparison(condition: &Condition) -> &'static str {
