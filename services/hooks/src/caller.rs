@@ -15,7 +15,7 @@ use crate::{CallError, CallLimits, HookRegistry, call};
 /// The hook registry has not loaded since the process started, so which
 /// hooks exist is unknown.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("Cloud Code hooks are not loaded yet (NATS is unreachable); try again shortly")]
+#[error("Cloud Code hooks are not loaded yet; try again shortly")]
 pub struct HooksNotLoaded;
 
 /// The longest a trigger lookup waits for the registry's first load.

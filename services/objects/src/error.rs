@@ -219,6 +219,10 @@ impl From<StoreError> for ParseError {
             err @ StoreError::EventTooLarge { .. } => {
                 ParseError::new(code::OBJECT_TOO_LARGE, err.to_string())
             }
+            err if err.is_unavailable() => {
+                tracing::warn!(error = %err, "the database is unavailable");
+                ParseError::Unavailable("The database is unavailable; try again shortly".into())
+            }
             StoreError::Backend(message) => ParseError::internal(message),
         }
     }

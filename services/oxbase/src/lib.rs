@@ -282,6 +282,11 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     readiness.register("store");
     let store = open_store(&config).await?;
     readiness.set("store", true);
+    tokio::spawn(watch_store(
+        store.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
     let triggers_config: TriggersConfig = config.section();
     let jobs_config: JobsConfig = config.section();
     let push_config: PushConfig = config.section();
@@ -646,6 +651,27 @@ async fn replay(config: Config, class: Option<String>) -> anyhow::Result<()> {
         None => println!("replayed {moved} {what}"),
     }
     Ok(())
+}
+
+/// Keeps `/ready` following the store: a process whose database is down
+/// leaves the load balancer until it answers again.
+async fn watch_store(
+    store: Arc<dyn oxbase_store::Store>,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) {
+    const EVERY: Duration = Duration::from_secs(1);
+    loop {
+        let answered = matches!(
+            tokio::time::timeout(EVERY * 2, store.ping()).await,
+            Ok(Ok(()))
+        );
+        readiness.set("store", answered);
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn oxbase_store::Store>> {

@@ -75,6 +75,51 @@ impl StoreError {
     pub fn backend_message(message: impl Into<String>) -> Self {
         StoreError::Backend(BackendError::message(message))
     }
+
+    /// Whether the storage is out of reach or out of room for now (the
+    /// database down or restarting, the disk full) rather than failing on
+    /// this request: worth answering "try again" rather than "internal
+    /// error".
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Backend(backend) = self else {
+            return false;
+        };
+        if let Some(err) = backend.downcast_ref::<rusqlite::Error>() {
+            use rusqlite::ErrorCode::*;
+            return matches!(
+                err.sqlite_error_code(),
+                Some(DiskFull | SystemIoFailure | CannotOpen | DatabaseBusy | DatabaseLocked)
+            );
+        }
+        if let Some(err) = backend.downcast_ref::<tokio_postgres::Error>() {
+            return match err.as_db_error() {
+                // Connection exceptions, the server shutting down or
+                // starting, and insufficient resources (disk full, too
+                // many connections).
+                Some(db) => {
+                    let code = db.code().code();
+                    code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+                }
+                None => err.is_closed() || std::error::Error::source(err).is_some(),
+            };
+        }
+        if backend
+            .downcast_ref::<deadpool_postgres::PoolError>()
+            .is_some()
+        {
+            return true;
+        }
+        if let Some(err) = backend.downcast_ref::<mongodb::error::Error>() {
+            use mongodb::error::ErrorKind;
+            return matches!(
+                *err.kind,
+                ErrorKind::Io(_)
+                    | ErrorKind::ServerSelection { .. }
+                    | ErrorKind::ConnectionPoolCleared { .. }
+            );
+        }
+        false
+    }
 }
 
 /// Why the storage failed: a message, and the underlying error (a driver's,
@@ -193,5 +238,21 @@ mod tests {
             unreachable!()
         };
         assert_eq!(backend.to_string(), "no result");
+    }
+
+    fn sqlite(code: std::ffi::c_int) -> StoreError {
+        StoreError::backend(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    }
+
+    #[test]
+    fn a_full_or_unreachable_store_is_unavailable_not_broken() {
+        assert!(sqlite(rusqlite::ffi::SQLITE_FULL).is_unavailable());
+        assert!(sqlite(rusqlite::ffi::SQLITE_IOERR).is_unavailable());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_CORRUPT).is_unavailable());
+        assert!(!StoreError::backend_message("a bug").is_unavailable());
+        assert!(!StoreError::NotFound.is_unavailable());
     }
 }
