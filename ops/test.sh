@@ -74,6 +74,10 @@ step "one cloud/main.js on Parse Server 9, and on oxbase with the runner"
 (cd ops/cloud-tests && npm ci --silent --no-audit --no-fund)
 (cd ops/cloud-tests && OXBASE_BIN="$ROOT/target/debug/oxbase" npm test --silent)
 
+step "the fault campaign's checks (the campaign itself: bash ops/faults/run.sh)"
+(cd ops/faults && npm ci --silent --no-audit --no-fund)
+(cd ops/faults && node --test test)
+
 step "Parse Dashboard in headless Chromium, against oxbase dev"
 [ -x /usr/bin/chromium ] || apt_install chromium
 (cd ops/dashboard-tests && npm ci --silent --no-audit --no-fund)
