@@ -190,6 +190,6 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), names.len());
-        assert_eq!(names.len(), 21);
+        assert_eq!(names.len(), 22);
     }
 }
