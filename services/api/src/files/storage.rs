@@ -174,8 +174,10 @@ impl LocalFileStorage {
         let tmp_dir = self.root.join(TMP_DIR);
         tokio::fs::create_dir_all(&tmp_dir).await?;
         let path = tmp_dir.join(format!("{:032x}", rand::rng().random::<u128>()));
-        let file = tokio::fs::File::create_new(&path).await?;
-        Ok((TempFile { path: Some(path) }, file))
+        // Created here, not on a blocking task: an upload dropped while
+        // such a task ran would leave a file no guard yet owned.
+        let file = std::fs::File::create_new(&path)?;
+        Ok((TempFile { path: Some(path) }, tokio::fs::File::from_std(file)))
     }
 
     /// Writes `data` to a temporary file, synced; answers it and its size.
