@@ -177,7 +177,10 @@ impl LocalFileStorage {
         // Created here, not on a blocking task: an upload dropped while
         // such a task ran would leave a file no guard yet owned.
         let file = std::fs::File::create_new(&path)?;
-        Ok((TempFile { path: Some(path) }, tokio::fs::File::from_std(file)))
+        Ok((
+            TempFile { path: Some(path) },
+            tokio::fs::File::from_std(file),
+        ))
     }
 
     /// Writes `data` to a temporary file, synced; answers it and its size.
