@@ -2,7 +2,6 @@
 //! real nats-server (on PATH; `bash ops/test.sh` installs one): it reports
 //! progress, answers, and lists itself in the hook registry.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,37 +9,8 @@ use oxbase_hooks::HookRegistry;
 use oxbase_jobs::{BuiltinJob, JobFailure, JobsService, Progress};
 use oxbase_kit::{Config, Readiness, Shutdown};
 use oxbase_proto::jobs::{JobProgress, JobRun, JobSpec, JobState};
+use oxbase_test_support::NatsServer;
 use serde_json::{Value, json};
-
-struct NatsServer(Child);
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_nats(dir: &std::path::Path) -> (NatsServer, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server on PATH (bash ops/test.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (NatsServer(child), format!("nats://127.0.0.1:{port}"))
-}
 
 /// Adds up `payload.numbers`, reporting progress after each.
 struct Sum;
@@ -67,7 +37,8 @@ impl BuiltinJob for Sum {
 #[tokio::test]
 async fn a_builtin_job_runs_in_process_reports_progress_and_lists_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let (_nats, url) = start_nats(dir.path());
+    let nats = NatsServer::start(dir.path());
+    let url = nats.url.clone();
     let client = async_nats::connect(&url).await.unwrap();
     let config = Config::default();
     let subjects = oxbase_proto::Subjects::default();

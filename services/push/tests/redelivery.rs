@@ -6,7 +6,6 @@
 //! applied or after (its answer lost, as when the process dies there).
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +18,7 @@ use oxbase_push::{
     FcmConfig, PushConfig, PushQueue, PushService, PushStore, PushStoreError, Settings,
 };
 use oxbase_push_fakes::{FakeFcm, Options};
+use oxbase_test_support::NatsServer;
 use oxbase_test_support::PostgresDatabase;
 use serde_json::{Map, Value, json};
 
@@ -26,36 +26,6 @@ use serde_json::{Map, Value, json};
 /// devices.
 const DEVICES: usize = 12;
 const BATCH_SIZE: usize = 4;
-
-struct NatsServer(Child);
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_nats(dir: &std::path::Path) -> (NatsServer, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server on PATH (bash ops/test.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (NatsServer(child), format!("nats://127.0.0.1:{port}"))
-}
 
 /// Where the injected failure falls.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,7 +116,8 @@ struct Setup {
 
 async fn setup(failure: Failure) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let (nats, url) = start_nats(&dir.path().join("nats"));
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let url = nats.url.clone();
     let mut config = Config {
         data_dir: dir.path().to_owned(),
         ..Config::default()

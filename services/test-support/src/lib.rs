@@ -5,7 +5,51 @@
 //! - [`with_database`] and [`unique_database_name`], for any backend's
 //!   per-test database;
 //! - [`for_each_conformance_test!`]: the list of the store conformance
-//!   checks every backend's suite runs.
+//!   checks every backend's suite runs;
+//! - [`NatsServer`]: a JetStream nats-server of the test's own.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A nats-server with JetStream on a free loopback port, from PATH (`bash
+/// ops/test.sh` installs one), killed when dropped.
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+}
+
+impl NatsServer {
+    /// Starts one keeping its streams in `dir`, and waits until it listens.
+    pub fn start(dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (bash ops/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// The variable naming a PostgreSQL server whose user may create databases
 /// (`bash ops/test.sh`, or `source ops/postgres.sh`, sets it).

@@ -5,7 +5,6 @@
 //! anywhere else.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,42 +14,13 @@ use oxbase_hooks::HookRegistry;
 use oxbase_kit::{Readiness, Secret, Shutdown};
 use oxbase_proto::hooks::{HOOK_FAILURE, WEBHOOK_KEY};
 use oxbase_proto::{HookEntry, TriggerName};
+use oxbase_test_support::NatsServer;
 use oxbase_triggers::{Metrics, Settings, WebhookClient, WebhookProxy};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 /// The header the proxy used to take its URL from.
 const FORGED_URL_HEADER: &str = "Oxbase-Webhook-Url";
-
-struct NatsServer(Child);
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_nats(dir: &std::path::Path) -> (NatsServer, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server on PATH (bash ops/test.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (NatsServer(child), format!("nats://127.0.0.1:{port}"))
-}
 
 /// One request a listener received: its headers (names in lower case) and
 /// body.
@@ -199,7 +169,8 @@ async fn ask(
 #[tokio::test]
 async fn the_proxy_calls_only_registered_webhooks() {
     let dir = tempfile::tempdir().unwrap();
-    let (_nats, url) = start_nats(dir.path());
+    let nats = NatsServer::start(dir.path());
+    let url = nats.url.clone();
     let shutdown = Shutdown::new();
     let _ready = start_proxy(&url, &shutdown).await;
     let registered = Listener::start("registered").await;

@@ -3,7 +3,6 @@
 //! the router that takes over is handed newer events first. The deliveries
 //! must still come out in the events' order.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,38 +10,9 @@ use async_nats::jetstream::{self, consumer, stream};
 use oxbase_hooks::HookRegistry;
 use oxbase_kit::Shutdown;
 use oxbase_proto::{Event, EventKind, HookEntry, ObjectEvent, RequestContext, TriggerName};
+use oxbase_test_support::NatsServer;
 use oxbase_triggers::{EventRouter, Metrics, ROUTER_CONSUMER, Routed, Settings};
 use serde_json::json;
-
-struct NatsServer(Child);
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_nats(dir: &std::path::Path) -> (NatsServer, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server on PATH (bash ops/test.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (NatsServer(child), format!("nats://127.0.0.1:{port}"))
-}
 
 /// Publishes the update of Item/o1 that sets `n`.
 async fn publish_event(js: &jetstream::Context, n: i64) {
@@ -109,7 +79,8 @@ async fn pending(js: &jetstream::Context) -> usize {
 #[tokio::test]
 async fn a_takeover_keeps_the_events_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (_nats, url) = start_nats(dir.path());
+    let nats = NatsServer::start(dir.path());
+    let url = nats.url.clone();
     let client = async_nats::connect(&url).await.unwrap();
     let js = jetstream::new(client);
     js.create_stream(stream::Config {
