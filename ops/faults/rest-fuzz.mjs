@@ -173,14 +173,24 @@ async function main() {
   let sent = 0;
   let transportErrors = 0;
   const deadline = Date.now() + SECONDS * 1000;
+  const created = [];
   async function worker() {
     while (Date.now() < deadline) {
-      const path = route();
-      const method = pick(['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD']);
-      const { json, raw } = ['GET', 'HEAD', 'OPTIONS'].includes(method) && random() < 0.8 ? {} : body(path);
+      // One request in five is well formed, so the write paths (and the
+      // objects later requests touch) are fuzzed past their first checks.
+      const wellFormed = random() < 0.2;
+      const path = wellFormed
+        ? pick(['classes/Fuzz', created.length ? `classes/Fuzz/${pick(created)}` : 'classes/Fuzz'])
+        : route();
+      const method = wellFormed
+        ? (path === 'classes/Fuzz' ? 'POST' : pick(['PUT', 'GET', 'DELETE']))
+        : pick(['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD']);
+      const { json, raw } = wellFormed
+        ? { json: { score: int(1000), name: pick(['a', 'ü', '']), tags: [scalar()], when: typed() } }
+        : ['GET', 'HEAD', 'OPTIONS'].includes(method) && random() < 0.8 ? {} : body(path);
       const request = {
         method,
-        headers: { 'Content-Type': 'application/json', ...headers() },
+        headers: { 'Content-Type': 'application/json', ...(wellFormed ? { 'X-Parse-Application-Id': 'faults' } : headers()) },
         signal: AbortSignal.timeout(30_000),
       };
       if (!['GET', 'HEAD'].includes(method) && (json !== undefined || raw !== undefined)) {
@@ -190,6 +200,7 @@ async function main() {
       try {
         const response = await fetch(`${api.base}/parse/${path}`, request);
         const text = await response.text();
+        if (wellFormed && response.status === 201) created.push(JSON.parse(text).objectId);
         statuses[response.status] = (statuses[response.status] ?? 0) + 1;
         // HEAD has no body, and the pages under apps/ answer browsers in
         // HTML, as Parse Server's do: for both, only the status counts.
