@@ -142,8 +142,14 @@ function headers(base) {
   return out;
 }
 
+// Parse Server's own answer, status and all, to the account-mail routes of
+// a deployment without email settings: the server's configuration, not the
+// request, is at fault.
+const NO_EMAIL_CONFIG = 'An appName, publicServerURL, and emailAdapter are required';
+
 /** A violation, or null: what a Parse client may always rely on. */
 function check(status, text) {
+  if (status === 500 && text.includes(NO_EMAIL_CONFIG)) return null;
   if (status >= 500 && status !== 503) return `status ${status}`;
   if (status < 300) return null;
   let parsed;
@@ -188,7 +194,7 @@ async function main() {
         ? (path === 'classes/Kept' ? 'POST' : pick(['PUT', 'GET', 'DELETE']))
         : pick(['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD']);
       const { json, raw } = wellFormed
-        ? { json: { score: int(1000), name: pick(['a', 'ü', '']), tags: [scalar()], when: typed() } }
+        ? { json: { score: int(1000), name: pick(['a', 'ü', '', 'x'.repeat(2000)]), tags: [int(9), int(9)], when: { __type: 'Date', iso: '2024-01-01T00:00:00.000Z' } } }
         : ['GET', 'HEAD', 'OPTIONS'].includes(method) && random() < 0.8 ? {} : body(path);
       const request = {
         method,
@@ -204,9 +210,10 @@ async function main() {
         const text = await response.text();
         if (wellFormed && response.status === 201) created.push(JSON.parse(text).objectId);
         statuses[response.status] = (statuses[response.status] ?? 0) + 1;
-        // HEAD has no body, and the pages under apps/ answer browsers in
-        // HTML, as Parse Server's do: for both, only the status counts.
-        const statusOnly = method === 'HEAD' || path.startsWith('apps/');
+        // HEAD has no body, and file downloads and the pages under apps/
+        // answer browsers (in text or HTML, as Parse Server's do): for
+        // these only the status counts.
+        const statusOnly = method === 'HEAD' || path.startsWith('apps/') || path.startsWith('files/faults/');
         const serverError = response.status >= 500 && response.status !== 503;
         const problem = statusOnly ? (serverError ? `status ${response.status}` : null) : check(response.status, text);
         if (problem) violations.push({ problem, method, path, body: request.body?.slice(0, 300) });
