@@ -531,10 +531,14 @@ describe('LiveQuery', { skip: SKIP }, () => {
       await update(Owner, owner.objectId, { touched: 1 });
       await socket.event(1, 'update', c1.objectId);
       await socket.event(2, 'update', owner.objectId);
-      const ids = (requestId) => socket.events(requestId).map((m) => m.object.tag);
+      // Updates only: the hub may still be reading the creates above when
+      // the subscriptions start, and then sends them too, as Parse does.
+      const ids = (requestId) =>
+        socket.events(requestId).filter((m) => m.op === 'update').map((m) => m.object.tag);
       assert.deepEqual(ids(1), ['c1'], '$relatedTo');
       assert.deepEqual(ids(2), ['o1'], 'equality on a Relation field');
-      assert.deepEqual(socket.events(2)[0].object.teams, { __type: 'Relation', className: Club });
+      const ownerUpdate = socket.events(2).find((m) => m.op === 'update');
+      assert.deepEqual(ownerUpdate.object.teams, { __type: 'Relation', className: Club });
     });
 
     it('replies carry the clientId and the installationId given to connect', async () => {
