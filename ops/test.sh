@@ -78,6 +78,25 @@ step "the fault campaign's checks (the campaign itself: bash ops/faults/run.sh)"
 (cd ops/faults && npm ci --silent --no-audit --no-fund)
 (cd ops/faults && node --test test)
 
+step "deployment files: compose, Kubernetes, Prometheus, Grafana (ops/deploy/check.sh)"
+command -v docker-compose >/dev/null 2>&1 || apt_install --no-install-recommends docker-compose
+if [ ! -d "$TOOLS/kubernetes-validate/kubernetes_validate" ]; then
+  step "installing kubernetes-validate into $TOOLS/kubernetes-validate"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/kubernetes-validate" kubernetes-validate==1.37.0
+fi
+# Only the binaries of Debian's packages: installing prometheus or caddy
+# would start their services.
+for tool in kubernetes-client:kubectl prometheus:promtool caddy:caddy; do
+  package=${tool%%:*} binary=${tool##*:}
+  [ -x "$TOOLS/bin/$binary" ] && continue
+  step "installing $binary (Debian's $package) into $TOOLS/bin"
+  debs=$(mktemp -d) && chmod 777 "$debs"
+  apt-get update -qq && (cd "$debs" && apt-get download -qq "$package")
+  dpkg-deb -x "$debs"/"$package"_*.deb "$debs/root"
+  mkdir -p "$TOOLS/bin" && cp "$debs/root/usr/bin/$binary" "$TOOLS/bin/" && rm -rf "$debs"
+done
+TOOLS=$TOOLS bash ops/deploy/check.sh
+
 step "Parse Dashboard in headless Chromium, against oxbase dev"
 [ -x /usr/bin/chromium ] || apt_install chromium
 (cd ops/dashboard-tests && npm ci --silent --no-audit --no-fund)
