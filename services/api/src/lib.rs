@@ -34,9 +34,10 @@ use oxbase_objects::{ObjectLayer, RelaySignals};
 use tokio::net::TcpListener;
 
 pub use crate::config::{
-    FilesConfig, IdempotencyConfig, PagesConfig, RateLimitConfig, RateLimitRule, RateLimitStore,
-    RateLimitZone, RequestMethods,
+    FileStorageKind, FilesConfig, GridFsSettings, IdempotencyConfig, PagesConfig, RateLimitConfig,
+    RateLimitRule, RateLimitStore, RateLimitZone, RequestMethods, S3Settings,
 };
+pub use crate::files::check_files;
 pub use crate::hooks::Hooks;
 pub use crate::jobs::Jobs;
 pub use oxbase_objects::{KeyLevel, Keys};

@@ -277,6 +277,8 @@ enum Services {
 async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     oxbase_api::check_email(&config)
         .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))?;
+    oxbase_api::check_files(&config)
+        .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))?;
     let shutdown = Shutdown::on_signals();
     let readiness = Readiness::new();
     readiness.register("store");

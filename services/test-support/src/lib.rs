@@ -6,8 +6,11 @@
 //!   per-test database;
 //! - [`for_each_conformance_test!`]: the list of the store conformance
 //!   checks every backend's suite runs;
-//! - [`NatsServer`]: a JetStream nats-server of the test's own.
+//! - [`NatsServer`]: a JetStream nats-server of the test's own;
+//! - [`MotoServer`]: a local S3 server (moto) of the test's own.
 
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,10 +24,7 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts one keeping its streams in `dir`, and waits until it listens.
     pub fn start(dir: &std::path::Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir)
@@ -49,6 +49,113 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where `bash ops/test.sh` installs the tools the tests run:
+/// `<repository>/.oxbase/tools` (Python packages, and `bin/`).
+pub fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.oxbase/tools")
+}
+
+/// moto's S3 server (PyPI's `moto[server]`, which `bash ops/test.sh`
+/// installs into [`tools_dir`]) on a free loopback port, killed when
+/// dropped. It takes any credentials and keeps buckets in memory.
+pub struct MotoServer {
+    child: Child,
+    port: u16,
+    pub url: String,
+}
+
+impl MotoServer {
+    /// Starts one and waits until it answers: `moto_server` from PATH or
+    /// the tools' `bin/`, else `python3 -m moto.server` (a `pip install
+    /// --target` into an existing directory may leave the script out).
+    pub fn start() -> Self {
+        let port = free_port();
+        let tools = tools_dir();
+        let python_path = match std::env::var_os("PYTHONPATH") {
+            Some(more) => {
+                let mut paths = vec![tools.clone()];
+                paths.extend(std::env::split_paths(&more));
+                std::env::join_paths(paths).expect("PYTHONPATH entries")
+            }
+            None => tools.clone().into_os_string(),
+        };
+        let mut command = match find_program("moto_server", &tools.join("bin")) {
+            Some(script) => Command::new(script),
+            None => {
+                let mut python = Command::new("python3");
+                python.args(["-m", "moto.server"]);
+                python
+            }
+        };
+        let mut child = command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("PYTHONPATH", python_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs moto's server");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "moto's server exited ({status}): run `bash ops/test.sh`, which installs \
+                     moto[server] into .oxbase/tools"
+                );
+            }
+            assert!(Instant::now() < deadline, "moto's server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Creates the bucket `name` (moto takes unsigned requests).
+    pub fn create_bucket(&self, name: &str) {
+        let reply = self.send("PUT", &format!("/{name}"));
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+
+    /// The server's answer to an unsigned request without a body, whole.
+    pub fn send(&self, method: &str, path: &str) -> String {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            self.port
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `name` on PATH, else in `fallback`.
+fn find_program(name: &str, fallback: &Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(std::iter::once(fallback.to_owned()))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// The variable naming a PostgreSQL server whose user may create databases

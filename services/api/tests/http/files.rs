@@ -3,7 +3,7 @@
 //! sizes and who may upload.
 
 use base64::Engine;
-use oxbase_api::FilesConfig;
+use oxbase_api::{FileStorageKind, FilesConfig, S3Settings};
 use oxbase_kit::Secret;
 use oxbase_objects::Limits;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
@@ -1209,4 +1209,101 @@ async fn file_urls_start_at_the_public_server_url() {
         download(&server, &here).await.text().await.unwrap(),
         "public"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_can_live_in_an_s3_bucket() {
+    let moto = tokio::task::spawn_blocking(oxbase_test_support::MotoServer::start)
+        .await
+        .unwrap();
+    moto.create_bucket("parse-files");
+    let server = TestServer::start_with(|c| {
+        c.update_section(|files: &mut FilesConfig| {
+            files.storage = FileStorageKind::S3;
+            files.s3 = S3Settings {
+                bucket: Some("parse-files".into()),
+                region: Some("us-east-1".into()),
+                endpoint: Some(moto.url.clone()),
+                path_style: true,
+                prefix: Some("app".into()),
+                access_key_id: Some("test".into()),
+                secret_access_key: Some(Secret::new("test")),
+                session_token: None,
+            };
+        })
+    })
+    .await;
+    let (name, url) = created(
+        master_upload(&server, "hello.txt", Some("text/plain"), "Hello, S3!"),
+        &server,
+        "hello.txt",
+    )
+    .await;
+    let listing = moto.send("GET", "/parse-files?list-type=2");
+    assert!(
+        listing.contains(&format!("<Key>app/{name}</Key>")),
+        "{listing}"
+    );
+
+    let response = download(&server, &url).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-type"), Some("text/plain"));
+    assert_eq!(response.text().await.unwrap(), "Hello, S3!");
+    let range = server
+        .client
+        .get(&url)
+        .header("Range", "bytes=7-8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), 206);
+    assert_eq!(range.text().await.unwrap(), "S3");
+
+    // The JS SDK's form, with metadata.
+    let (with_metadata, _) = created(
+        server
+            .client
+            .post(server.url("files/note.txt"))
+            .header(CONTENT_TYPE, "text/plain")
+            .body(
+                json!({
+                    "_ApplicationId": APP_ID, "_MasterKey": MASTER_KEY,
+                    "base64": b64(b"hi"), "_ContentType": "text/plain",
+                    "fileData": {"metadata": {"owner": "Zoë"}, "tags": {"kind": "note"}}
+                })
+                .to_string(),
+            ),
+        &server,
+        "note.txt",
+    )
+    .await;
+    let metadata = download(
+        &server,
+        &server.url(&format!("files/{APP_ID}/metadata/{with_metadata}")),
+    )
+    .await;
+    assert_eq!(
+        metadata.json::<Value>().await.unwrap(),
+        json!({"metadata": {"owner": "Zoë"}})
+    );
+
+    let deleted = read(
+        server
+            .master(Method::DELETE, &format!("files/{name}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(deleted, (200, json!({})));
+    assert_eq!(download(&server, &url).await.status(), 404);
+    let again = read(
+        server
+            .master(Method::DELETE, &format!("files/{name}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again, (400, json!({"code": 153, "error": "FileNotFound"})));
 }
