@@ -84,6 +84,13 @@ pub struct Event {
     pub data_content_type: DataContentType,
     /// `<className>/<objectId>`.
     pub subject: String,
+    /// The W3C trace context of the write (the CloudEvents
+    /// distributed-tracing extension): the span that made it, when the
+    /// process that made it exports traces. Delivered messages also carry
+    /// it as a `traceparent` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub traceparent: Option<String>,
     pub data: ObjectEvent,
 }
 
@@ -166,6 +173,7 @@ impl Event {
             time: time.trunc_subsecs(3),
             data_content_type: DataContentType::Json,
             subject: format!("{}/{object_id}", data.class_name),
+            traceparent: None,
             data,
         }
     }
@@ -179,6 +187,7 @@ impl Event {
         id: &str,
         time: DateTime<Utc>,
         subject: &str,
+        traceparent: Option<&str>,
         data: &serde_json::value::RawValue,
     ) -> serde_json::Result<String> {
         #[derive(Serialize)]
@@ -192,6 +201,8 @@ impl Event {
             time: DateTime<Utc>,
             datacontenttype: DataContentType,
             subject: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            traceparent: Option<&'a str>,
             data: &'a serde_json::value::RawValue,
         }
         serde_json::to_string(&Raw {
@@ -202,6 +213,7 @@ impl Event {
             time: time.trunc_subsecs(3),
             datacontenttype: DataContentType::Json,
             subject,
+            traceparent,
             data,
         })
     }
@@ -277,18 +289,41 @@ mod tests {
 
     #[test]
     fn an_event_with_raw_data_encodes_as_the_whole_event() {
-        let event = Event::new("oxbase://app", EventKind::Updated, update());
-        let data = serde_json::value::to_raw_value(&event.data).unwrap();
-        let raw = Event::encode_with_raw_data(
-            event.kind,
-            &event.source,
-            &event.id,
-            event.time,
-            &event.subject,
-            &data,
-        )
-        .unwrap();
-        assert_eq!(raw, serde_json::to_string(&event).unwrap());
+        let mut event = Event::new("oxbase://app", EventKind::Updated, update());
+        for traceparent in [
+            None,
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ] {
+            event.traceparent = traceparent.map(str::to_owned);
+            let data = serde_json::value::to_raw_value(&event.data).unwrap();
+            let raw = Event::encode_with_raw_data(
+                event.kind,
+                &event.source,
+                &event.id,
+                event.time,
+                &event.subject,
+                traceparent,
+                &data,
+            )
+            .unwrap();
+            assert_eq!(raw, serde_json::to_string(&event).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_trace_context_is_the_cloud_events_tracing_extension() {
+        let mut event = Event::new("oxbase://app", EventKind::Created, update());
+        assert!(
+            serde_json::to_value(&event)
+                .unwrap()
+                .get("traceparent")
+                .is_none()
+        );
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        event.traceparent = Some(traceparent.into());
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["traceparent"], traceparent);
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), event);
     }
 
     #[test]

@@ -12,8 +12,10 @@ use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
+use oxbase_kit::trace_context;
 use oxbase_objects::{ParseError, ParseResult};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::App;
 use crate::files::UploadBody;
@@ -30,16 +32,48 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new().fallback(handle).with_state(app)
 }
 
-/// Serves one request within the process's limits: at most
-/// `max_concurrent_requests` at once (more are answered 503 at once, which
-/// the Parse SDKs retry, rather than queued to time out), each answered
-/// within `request_timeout_ms` (file uploads excepted: their size bounds
-/// them, and a slow link is no fault).
+/// Serves one request, in a span of its own when traces are exported: the
+/// child of the caller's span when the request has a `traceparent`.
 async fn handle(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    if !trace_context::enabled() {
+        return handle_within_limits(app, peer, request).await;
+    }
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let headers = request.headers();
+    let header = |name| headers.get(name).and_then(|value| value.to_str().ok());
+    trace_context::continue_from(
+        &span,
+        header(trace_context::TRACEPARENT),
+        header(trace_context::TRACESTATE),
+    );
+    let response = handle_within_limits(app, peer, request)
+        .instrument(span.clone())
+        .await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
+}
+
+/// Serves one request within the process's limits: at most
+/// `max_concurrent_requests` at once (more are answered 503 at once, which
+/// the Parse SDKs retry, rather than queued to time out), each answered
+/// within `request_timeout_ms` (file uploads excepted: their size bounds
+/// them, and a slow link is no fault).
+async fn handle_within_limits(app: Arc<App>, peer: SocketAddr, request: Request) -> Response {
     let Ok(_permit) = app.in_flight.clone().try_acquire_owned() else {
         let busy = ParseError::Unavailable("The server is busy; try again shortly".into());
         return with_cors(error_response(&busy));

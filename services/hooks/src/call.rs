@@ -33,14 +33,16 @@ pub struct CallLimits {
     pub max_reply_bytes: usize,
 }
 
-/// Sends `body` to `subject` and reads the handler's [`HookReply`].
+/// Sends `body` to `subject` and reads the handler's [`HookReply`]. The
+/// request carries the current span's trace context.
 pub async fn call(
     client: &async_nats::Client,
     subject: String,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
     body: Bytes,
     limits: CallLimits,
 ) -> Result<HookReply, CallError> {
+    oxbase_kit::trace_context::inject_current(&mut headers);
     let request = async_nats::Request::new()
         .payload(body)
         .headers(headers)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures_util::StreamExt;
-use oxbase_kit::{NatsError, Shutdown};
+use oxbase_kit::{NatsError, Shutdown, trace_context};
 
 use crate::QueueConfig;
 use oxbase_proto::jobs::{
@@ -20,6 +20,7 @@ use oxbase_proto::jobs::{
 };
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tracing::{Instrument, Span};
 
 use crate::handlers::{Handlers, JobStatusSink, Progress, RunError, StatusUpdate};
 use crate::queue::{JobQueue, now, timestamp};
@@ -77,10 +78,31 @@ impl Runner {
         };
         let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
         let records = self.queue.records().await?;
-        let Some((mut record, mut revision)) = self.claim(records, queued, delivered).await? else {
+        let Some((record, revision)) = self.claim(records, queued, delivered).await? else {
             message.ack().await.map_err(NatsError::from)?;
             return Ok(Outcome::Dropped);
         };
+        let span = run_span(message, &record);
+        let outcome = self
+            .attempt(message, config, record, revision, records)
+            .instrument(span.clone())
+            .await;
+        if !matches!(outcome, Ok(Outcome::Succeeded)) {
+            span.record("otel.status_code", "ERROR");
+        }
+        outcome
+    }
+
+    /// Runs a claimed job once and records the outcome, then acks its
+    /// message.
+    async fn attempt(
+        &self,
+        message: &jetstream::Message,
+        config: &QueueConfig,
+        mut record: JobRecord,
+        mut revision: u64,
+        records: &Records,
+    ) -> Result<Outcome, JobsError> {
         self.metrics.started.fetch_add(1, Ordering::Relaxed);
         self.metrics.running.fetch_add(1, Ordering::Relaxed);
         if record.attempts == 1 {
@@ -393,6 +415,24 @@ impl Runner {
             tracing::warn!(%err, job = %record.id, "cannot update _JobStatus");
         }
     }
+}
+
+/// The span of one attempt of a job: a child of the span that queued it
+/// (the request that submitted it, or the attempt before a retry).
+fn run_span(message: &jetstream::Message, record: &JobRecord) -> Span {
+    trace_context::span(|| {
+        let span = tracing::info_span!(
+            "job.run",
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            oxbase.job.id = %record.id,
+            oxbase.job.name = %record.name,
+            oxbase.job.queue = %record.queue,
+            oxbase.job.attempt = record.attempts,
+        );
+        trace_context::continue_from_headers(&span, message.headers.as_ref());
+        span
+    })
 }
 
 /// The wait before the retry that follows failed attempt `attempt`.
@@ -758,9 +798,15 @@ async fn promote(
         };
         let id = message.subject.rsplit('.').next().unwrap_or_default();
         let ticket = serde_json::from_slice::<JobRecord>(&message.payload).map_or(0, |r| r.ticket);
-        let publish = jetstream::message::PublishMessage::build()
+        let mut publish = jetstream::message::PublishMessage::build()
             .payload(message.payload.clone())
             .message_id(format!("{id}.{ticket}.{}", from + 1));
+        // The copy runs the job: it keeps the trace the original was in.
+        for name in [trace_context::TRACEPARENT, trace_context::TRACESTATE] {
+            if let Some(value) = message.headers.as_ref().and_then(|h| h.get(name)) {
+                publish = publish.header(name, value.clone());
+            }
+        }
         queue
             .jetstream()
             .send_publish(subjects.job_ready(name, from + 1, id), publish)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::{HeaderMap, client::RequestErrorKind};
 use bytes::Bytes;
 use oxbase_hooks::HookRegistry;
-use oxbase_kit::{NatsError, PortError};
+use oxbase_kit::{NatsError, PortError, trace_context};
 use oxbase_proto::hooks::{HookError, IDEMPOTENCY_KEY, WEBHOOK_KEY};
 use oxbase_proto::jobs::{JobProgress, JobRun};
 use serde_json::Value;
@@ -178,6 +178,7 @@ impl Handlers {
         let subject = self.settings.subjects.job_run(&run.queue, &run.name);
         let mut headers = HeaderMap::new();
         headers.insert(IDEMPOTENCY_KEY, run.id.as_str());
+        trace_context::inject_current(&mut headers);
         let request = async_nats::Request::new()
             .payload(Bytes::from(body))
             .headers(headers)
@@ -202,6 +203,9 @@ impl Handlers {
             .body(body);
         if let Some(key) = &self.settings.webhook_key {
             request = request.header(WEBHOOK_KEY, key.expose());
+        }
+        for (name, value) in trace_context::current_headers() {
+            request = request.header(name, value);
         }
         let response = request.send().await.map_err(|err| {
             if err.is_timeout() {

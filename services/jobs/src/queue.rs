@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishAckFuture, stream};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use oxbase_kit::NatsError;
+use oxbase_kit::{NatsError, trace_context};
 use oxbase_proto::jobs::{
     Backoff, DEFAULT_PRIORITY, JobRecord, JobSpec, JobState, PRIORITY_LEVELS, Submitted,
 };
@@ -387,7 +387,11 @@ impl JobQueue {
         let body = encode(record)?;
         let subjects = &self.settings.subjects;
         let ready = subjects.job_ready(&record.queue, record.priority, &record.id);
-        let publish = jetstream::message::PublishMessage::build().payload(body);
+        let mut publish = jetstream::message::PublishMessage::build().payload(body);
+        // The run continues the trace of whatever queued it.
+        for (name, value) in trace_context::current_headers() {
+            publish = publish.header(name, value);
+        }
         let (subject, publish) = if record.state == JobState::Delayed {
             // JetStream's message schedule stores the message on `ready` at
             // its time; until then it waits on the job's own subject.

@@ -57,6 +57,13 @@ const PARSE_SERVER_ALIASES: &[(&str, &str)] = &[
     ),
 ];
 
+/// OpenTelemetry's standard variables, read for the settings they mean
+/// when ours leave them unset.
+const OTEL_FALLBACKS: &[(&str, &str)] = &[
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_endpoint"),
+    ("OTEL_SERVICE_NAME", "otel_service_name"),
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -232,6 +239,18 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `oxbase_api=debug,info`.
     pub log_level: String,
+    /// The OTLP/HTTP collector traces go to, as a base URL
+    /// (`http://collector:4318`): spans are sent as protobuf to
+    /// `<url>/v1/traces`. When neither this nor the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, no spans are made or sent.
+    pub otel_endpoint: Option<String>,
+    /// The `service.name` of the spans; unset means `OTEL_SERVICE_NAME`,
+    /// else `oxbase-<command>` (`oxbase-api`, `oxbase-triggers`...).
+    pub otel_service_name: Option<String>,
+    /// The share of the traces starting here that are recorded, 0 to 1. A
+    /// trace continued from a caller's `traceparent` keeps the caller's
+    /// decision.
+    pub otel_sample_ratio: f64,
     /// How long a stopping service waits for in-flight work.
     pub shutdown_timeout_secs: u64,
     /// The sections of the services, by key, as checked JSON.
@@ -279,6 +298,9 @@ impl Default for Config {
             events: EventsConfig::default(),
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            otel_endpoint: None,
+            otel_service_name: None,
+            otel_sample_ratio: 1.0,
             shutdown_timeout_secs: 10,
             sections: SectionValues::default(),
         }
@@ -375,6 +397,13 @@ impl Config {
         for (key, value) in overrides {
             set_path(&mut tree, key, value.clone());
         }
+        for (var, key) in OTEL_FALLBACKS {
+            if tree.get(key).is_none_or(Value::is_null)
+                && let Some((var, value)) = env.iter().find(|(name, _)| name == var)
+            {
+                set_from_env(&mut tree, sections, key, var, value)?;
+            }
+        }
 
         let mut values = SectionValues::default();
         if let Value::Object(map) = &mut tree {
@@ -443,6 +472,11 @@ impl Config {
         }
         if self.app_id.is_empty() {
             return Err(ConfigError::Invalid("app_id must not be empty".into()));
+        }
+        if !(0.0..=1.0).contains(&self.otel_sample_ratio) {
+            return Err(ConfigError::Invalid(
+                "otel_sample_ratio must be from 0 to 1".into(),
+            ));
         }
         // As Parse Server: one key cannot mean both.
         if let (Some(master), Some(maintenance)) = (&self.master_key, &self.maintenance_key)
@@ -829,6 +863,44 @@ mod tests {
         std::fs::write(&file, "[limits]\nmax_batch_size = 3\n").unwrap();
         let err = Config::load_from(&Sections::new(), Some(&file), Vec::new(), &[]).unwrap_err();
         assert!(err.to_string().contains("limits"), "{err}");
+    }
+
+    #[test]
+    fn otel_settings_fall_back_to_the_standard_variables() {
+        let standard = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_SERVICE_NAME", "checkout"),
+        ];
+        let config = Config::load_from(&sections(), None, env(&standard), &[]).unwrap();
+        assert_eq!(
+            config.otel_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        assert_eq!(config.otel_service_name.as_deref(), Some("checkout"));
+        assert_eq!(config.otel_sample_ratio, 1.0);
+
+        // Ours win, from the file or the environment.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("oxbase.toml");
+        std::fs::write(&file, "otel_service_name = \"from-file\"\n").unwrap();
+        let mut vars = standard.to_vec();
+        vars.push(("OXBASE_OTEL_ENDPOINT", "http://ours:4318"));
+        vars.push(("OXBASE_OTEL_SAMPLE_RATIO", "0.25"));
+        let config = Config::load_from(&sections(), Some(&file), env(&vars), &[]).unwrap();
+        assert_eq!(config.otel_endpoint.as_deref(), Some("http://ours:4318"));
+        assert_eq!(config.otel_service_name.as_deref(), Some("from-file"));
+        assert_eq!(config.otel_sample_ratio, 0.25);
+
+        let config = Config::load_from(&sections(), None, Vec::new(), &[]).unwrap();
+        assert_eq!(config.otel_endpoint, None);
+        let err = Config::load_from(
+            &sections(),
+            None,
+            env(&[("OXBASE_OTEL_SAMPLE_RATIO", "1.5")]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("otel_sample_ratio"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Plumbing every oxbase service shares: layered config, tracing, graceful
-//! shutdown, health endpoints, the errors services share, and the
-//! [`Service`] trait with [`run_services`].
+//! Plumbing every oxbase service shares: layered config, tracing (and the
+//! trace context that crosses NATS), graceful shutdown, health endpoints,
+//! the errors services share, and the [`Service`] trait with
+//! [`run_services`].
 
 pub mod config;
 pub mod error;
@@ -8,6 +9,7 @@ pub mod health;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace_context;
 
 pub use config::{Config, ConfigError, EventsConfig, LogFormat, Secret, Section, Sections};
 pub use error::{BoxError, NatsError, PortError};

@@ -876,6 +876,7 @@ impl ObjectLayer {
             request_id: auth.request_id.clone(),
             purge: false,
             cloud_context: Map::new(),
+            traceparent: oxbase_kit::trace_context::current_traceparent(),
             policy: settings.policy.clone(),
         })
     }

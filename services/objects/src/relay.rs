@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
-use oxbase_kit::{Readiness, Shutdown};
+use oxbase_kit::{Readiness, Shutdown, trace_context};
 use oxbase_proto::{EventStreamSpec, Storage};
-use oxbase_store::{Store, StoreError};
+use oxbase_store::{OutboxEntry, Store, StoreError};
 use tokio::sync::Notify;
+use tracing::Span;
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -255,18 +256,22 @@ impl OutboxRelay {
         // aside once those before it are in, so it holds nothing back.
         let mut unpublishable = None;
         for entry in &entries {
+            let span = publish_span(entry);
             let mut publish = PublishMessage::build()
                 .payload(entry.payload.clone().into())
                 .message_id(entry.event_id.as_str());
             if let Some(previous) = previous.replace(entry.event_id.clone()) {
                 publish = publish.expected_last_message_id(previous);
             }
+            for (name, value) in trace_context::headers_of(&span) {
+                publish = publish.header(name, value);
+            }
             match self
                 .jetstream
                 .send_publish(entry.subject.clone(), publish)
                 .await
             {
-                Ok(ack) => acks.push(ack),
+                Ok(ack) => acks.push((ack, span)),
                 Err(err) if err.kind() == PublishErrorKind::MaxPayloadExceeded => {
                     unpublishable = Some((entry, err.to_string()));
                     break;
@@ -279,13 +284,14 @@ impl OutboxRelay {
         }
         let mut sent = Vec::with_capacity(acks.len());
         let mut failure = None;
-        for (entry, ack) in entries.iter().zip(acks) {
+        for (entry, (ack, span)) in entries.iter().zip(acks) {
             match ack.await {
                 Ok(_) => {
                     sent.push(entry.seq);
                     self.last_event = Some(entry.event_id.clone());
                 }
                 Err(err) => {
+                    span.record("otel.status_code", "ERROR");
                     // The stream's last event is not the one this relay
                     // knew (another relay published, or a repeat came after
                     // the duplicate window): read it again next round.
@@ -325,6 +331,33 @@ impl OutboxRelay {
             Round::Idle
         })
     }
+}
+
+/// The span of one event's publish, up to its ack: a child of the write
+/// that left the event, when that write was traced. Its context goes with
+/// the message as a `traceparent` header.
+fn publish_span(entry: &OutboxEntry) -> Span {
+    trace_context::span(|| {
+        let span = tracing::info_span!(
+            "outbox.publish",
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "nats",
+            messaging.destination.name = %entry.subject,
+            messaging.message.id = %entry.event_id,
+        );
+        trace_context::continue_from(&span, event_traceparent(&entry.payload).as_deref(), None);
+        span
+    })
+}
+
+/// The `traceparent` extension of an event's JSON.
+fn event_traceparent(payload: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Extension {
+        traceparent: Option<String>,
+    }
+    serde_json::from_str::<Extension>(payload).ok()?.traceparent
 }
 
 /// Creates the events stream, or brings an existing one to the settings.

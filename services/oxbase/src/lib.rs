@@ -161,16 +161,44 @@ pub fn sections() -> Sections {
         .with::<LiveQueryConfig>()
 }
 
+impl Command {
+    /// The subcommand's name, which names the process in its traces.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Dev(_) => "dev",
+            Self::Api(_) => "api",
+            Self::All(_) => "all",
+            Self::Triggers(_) => "triggers",
+            Self::Jobs(_) => "jobs",
+            Self::Cron(_) => "cron",
+            Self::Push(_) => "push",
+            Self::Livequery(_) => "livequery",
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ran = run_command(cli).await;
+    // The spans of the last moments, the shutdown's included.
+    oxbase_kit::telemetry::shutdown().await;
+    ran
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.name();
     let background = |port: Option<u16>| -> anyhow::Result<Config> {
         let config = Config::load(&sections(), cli.config.as_deref(), &port_override(port))?;
-        oxbase_kit::telemetry::init(config.log_format, &config.log_level);
+        oxbase_kit::telemetry::init_for(&config, command);
         Ok(config)
     };
     match cli.command {
         Command::Dev(args) => dev(cli.config, args).await,
-        Command::Api(args) => serve(server_config(cli.config, &args)?, Services::Api).await,
-        Command::All(args) => serve(server_config(cli.config, &args)?, Services::All).await,
+        Command::Api(args) => {
+            serve(server_config(cli.config, &args, command)?, Services::Api).await
+        }
+        Command::All(args) => {
+            serve(server_config(cli.config, &args, command)?, Services::All).await
+        }
         Command::Jobs(args) => {
             let process = Process::new(background(args.port)?);
             let service = jobs(&process).await?;
@@ -214,9 +242,13 @@ fn port_override(port: Option<u16>) -> Vec<(&'static str, Value)> {
 }
 
 /// The config of a process that serves the API.
-fn server_config(file: Option<PathBuf>, args: &ServerArgs) -> anyhow::Result<Config> {
+fn server_config(
+    file: Option<PathBuf>,
+    args: &ServerArgs,
+    command: &str,
+) -> anyhow::Result<Config> {
     let config = Config::load(&sections(), file.as_deref(), &args.overrides())?;
-    oxbase_kit::telemetry::init(config.log_format, &config.log_level);
+    oxbase_kit::telemetry::init_for(&config, command);
     if config.master_key.is_none() {
         bail!("a master key is required: set OXBASE_MASTER_KEY or --master-key");
     }
@@ -236,7 +268,7 @@ async fn dev(file: Option<PathBuf>, args: ServerArgs) -> anyhow::Result<()> {
         std::env::vars(),
         &args.overrides(),
     )?;
-    oxbase_kit::telemetry::init(config.log_format, &config.log_level);
+    oxbase_kit::telemetry::init_for(&config, "dev");
     if config.master_key.is_none() {
         config.master_key = Some(Secret::new(DEV_MASTER_KEY));
     }

@@ -28,6 +28,9 @@ pub struct EventContext {
     pub purge: bool,
     /// Parse's cloud context of the write.
     pub cloud_context: serde_json::Map<String, serde_json::Value>,
+    /// The W3C `traceparent` of the span that made the write, for the
+    /// event to carry through the outbox.
+    pub traceparent: Option<String>,
     /// The deployment's rules for every event.
     pub policy: Arc<EventPolicy>,
 }
@@ -145,7 +148,9 @@ fn event(context: &EventContext, class_name: &str, outcome: &WriteOutcome) -> ox
             cloud_context: context.cloud_context.clone(),
         },
     };
-    Event::new(context.source.as_str(), kind, data)
+    let mut event = Event::new(context.source.as_str(), kind, data);
+    event.traceparent = context.traceparent.clone();
+    event
 }
 
 fn nats_subject(
@@ -175,13 +180,18 @@ pub(crate) fn record(
 }
 
 /// The envelope of a compact record: what [`expand_payload`] needs beside
-/// the event id to rebuild the whole event around `data`.
-type CompactEvent<'a> = (
+/// the event id to rebuild the whole event around `data`. The
+/// `traceparent` comes last and only when there is one, so records written
+/// before it existed read the same.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CompactEvent<'a>(
     oxbase_proto::EventKind,
-    &'a str,
+    // Owned strings: a borrowed `&str` cannot hold an escaped one.
+    String,
     i64,
-    &'a str,
-    &'a serde_json::value::RawValue,
+    String,
+    #[serde(borrow)] &'a serde_json::value::RawValue,
+    #[serde(default, skip_serializing_if = "Option::is_none")] Option<String>,
 );
 
 /// The outbox record of a committed op with a compact payload: `data` and
@@ -198,12 +208,13 @@ pub(crate) fn compact_record(
     // The envelope [`expand_payload`] adds is a few hundred bytes at most;
     // the header room covers it.
     context.policy.check_size(data.get().len())?;
-    let compact: CompactEvent = (
+    let compact = CompactEvent(
         event.kind,
-        &event.source,
+        event.source,
         event.time.timestamp_millis(),
-        &event.subject,
+        event.subject,
         &data,
+        event.traceparent,
     );
     Ok(OutboxRecord {
         subject: nats_subject(context, class_name, event.kind)?,
@@ -218,16 +229,60 @@ pub(crate) fn expand_payload(event_id: &str, payload: String) -> StoreResult<Str
     if !payload.starts_with('[') {
         return Ok(payload);
     }
-    // Owned strings: a borrowed `&str` cannot hold an escaped one.
-    let (kind, source, time, subject, data): (
-        oxbase_proto::EventKind,
-        String,
-        i64,
-        String,
-        &serde_json::value::RawValue,
-    ) = serde_json::from_str(&payload).map_err(StoreError::backend)?;
+    let CompactEvent(kind, source, time, subject, data, traceparent) =
+        serde_json::from_str(&payload).map_err(StoreError::backend)?;
     let time = chrono::DateTime::from_timestamp_millis(time)
         .ok_or_else(|| StoreError::backend_message(format!("outbox event {event_id}: bad time")))?;
-    oxbase_proto::Event::encode_with_raw_data(kind, &source, event_id, time, &subject, data)
-        .map_err(StoreError::backend)
+    oxbase_proto::Event::encode_with_raw_data(
+        kind,
+        &source,
+        event_id,
+        time,
+        &subject,
+        traceparent.as_deref(),
+        data,
+    )
+    .map_err(StoreError::backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn created() -> WriteOutcome {
+        let object = json!({"objectId": "o1", "n": 1});
+        WriteOutcome::Created(object.as_object().cloned().unwrap())
+    }
+
+    fn expanded(traceparent: Option<&str>) -> Value {
+        let context = EventContext {
+            prefix: "ox".into(),
+            traceparent: traceparent.map(str::to_owned),
+            ..EventContext::default()
+        };
+        let record = compact_record(&context, "Item", &created()).unwrap();
+        let whole = expand_payload(&record.event_id, record.payload).unwrap();
+        serde_json::from_str(&whole).unwrap()
+    }
+
+    #[test]
+    fn a_compact_record_keeps_the_trace_context() {
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(expanded(Some(traceparent))["traceparent"], traceparent);
+        let event = expanded(None);
+        assert!(event.get("traceparent").is_none(), "{event}");
+        assert_eq!(event["data"]["object"]["n"], 1);
+    }
+
+    #[test]
+    fn compact_records_written_before_the_trace_context_still_expand() {
+        let payload = r#"["oxbase.object.created","oxbase://a",0,"Item/o1",{"className":"Item"}]"#;
+        let event: Value =
+            serde_json::from_str(&expand_payload("e1", payload.into()).unwrap()).unwrap();
+        assert_eq!(event["id"], "e1");
+        assert_eq!(event["data"]["className"], "Item");
+        assert!(event.get("traceparent").is_none());
+    }
 }

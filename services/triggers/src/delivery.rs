@@ -11,12 +11,13 @@ use async_nats::jetstream::{self, AckKind, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oxbase_hooks::{CallLimits, HookRegistry};
-use oxbase_kit::{NatsError, Shutdown};
+use oxbase_kit::{NatsError, Shutdown, trace_context};
 use oxbase_proto::hooks::{ATTEMPTS, IDEMPOTENCY_KEY, LAST_ERROR, REQUEST_ID};
 use oxbase_proto::{Caller, Event, HookEntry, HookReply, TriggerName, TriggerRequest};
 use rand::Rng;
 use serde_json::Value;
 use tokio::sync::OnceCell;
+use tracing::{Instrument, Span};
 
 use crate::metrics::Metrics;
 use crate::webhook::{WebhookClient, WebhookFailure};
@@ -108,6 +109,29 @@ impl Deliverer {
             let _ = message.ack_with(AckKind::Term).await;
             return Outcome::Malformed;
         };
+        let span = delivery_span(message, &event);
+        let outcome = self
+            .deliver_event(message, event, shutdown)
+            .instrument(span.clone())
+            .await;
+        match &outcome {
+            Outcome::Delivered { attempts } | Outcome::DeadLettered { attempts, .. } => {
+                span.record("oxbase.attempts", attempts);
+            }
+            _ => {}
+        }
+        if matches!(outcome, Outcome::DeadLettered { .. }) {
+            span.record("otel.status_code", "ERROR");
+        }
+        outcome
+    }
+
+    async fn deliver_event(
+        &self,
+        message: &jetstream::Message,
+        event: Event,
+        shutdown: &Shutdown,
+    ) -> Outcome {
         let trigger = TriggerName::after(event.kind);
         let class_name = event.data.class_name.clone();
         let event_id = event.id.clone();
@@ -184,6 +208,7 @@ impl Deliverer {
         );
         headers.insert(ATTEMPTS, attempts.to_string().as_str());
         headers.insert(LAST_ERROR, header_text(&last_error).as_str());
+        trace_context::inject_current(&mut headers);
         let subject = self
             .settings
             .subjects
@@ -296,6 +321,26 @@ impl Deliverer {
     fn progress_interval(&self) -> Duration {
         self.settings.delivery_ack_wait() / 4
     }
+}
+
+/// The span of one delivery, every attempt included: a child of the
+/// router's span, or (a dead letter replayed, say) of the write's.
+fn delivery_span(message: &jetstream::Message, event: &Event) -> Span {
+    trace_context::span(|| {
+        let span = tracing::info_span!(
+            "trigger.deliver",
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            oxbase.class = %event.data.class_name,
+            oxbase.trigger = %TriggerName::after(event.kind),
+            oxbase.attempts = tracing::field::Empty,
+            messaging.message.id = %event.id,
+        );
+        if !trace_context::continue_from_headers(&span, message.headers.as_ref()) {
+            trace_context::continue_from(&span, event.traceparent.as_deref(), None);
+        }
+        span
+    })
 }
 
 /// Attempts made before this delivery of the message: each earlier

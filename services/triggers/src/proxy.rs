@@ -10,11 +10,12 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oxbase_hooks::{HookRegistry, RegistryError};
-use oxbase_kit::{Readiness, Shutdown};
+use oxbase_kit::{Readiness, Shutdown, trace_context};
 use oxbase_proto::WebhookTarget;
 use oxbase_proto::hooks::{HOOK_FAILURE, REQUEST_ID};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::metrics::Metrics;
 use crate::webhook::{WebhookClient, WebhookFailure};
@@ -140,8 +141,18 @@ impl WebhookProxy {
             .and_then(|h| h.get(REQUEST_ID))
             .map(|v| v.as_str().to_owned());
         Metrics::add(&self.metrics.proxied, 1);
+        let span = trace_context::span(|| {
+            let span = tracing::info_span!(
+                "webhook.call",
+                otel.kind = "server",
+                messaging.destination.name = %request.subject,
+            );
+            trace_context::continue_from_headers(&span, request.headers.as_ref());
+            span
+        });
         let answer = self
             .call(&request.subject, request_id.as_deref(), request.payload)
+            .instrument(span)
             .await;
         let published = match answer {
             Ok(body) => self.client.publish(reply, body).await,

@@ -18,9 +18,10 @@ use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
 use futures_util::stream::ReadyChunks;
 use oxbase_hooks::HookRegistry;
-use oxbase_kit::{NatsError, Shutdown};
+use oxbase_kit::{NatsError, Shutdown, trace_context};
 use oxbase_proto::TriggerName;
 use tokio::time::Instant;
+use tracing::Span;
 
 use crate::metrics::Metrics;
 use crate::{Backoff, EventHead, Settings, TriggersError};
@@ -302,21 +303,42 @@ impl EventRouter {
     ) -> Result<(), TriggersError> {
         let mut acks = Vec::with_capacity(routes.len());
         for (subject, id, event) in routes {
-            let publish = PublishMessage::build()
+            let span = route_span(event, subject);
+            let mut publish = PublishMessage::build()
                 .payload(event.payload.clone())
                 .message_id(id);
+            for (name, value) in trace_context::headers_of(&span) {
+                publish = publish.header(name, value);
+            }
             let ack = self
                 .jetstream
                 .send_publish(subject.clone(), publish)
                 .await
                 .map_err(NatsError::from)?;
-            acks.push(ack);
+            acks.push((ack, span));
         }
-        for ack in acks {
+        for (ack, _span) in acks {
             ack.await.map_err(NatsError::from)?;
         }
         Ok(())
     }
+}
+
+/// The span of one event's routing to its deliveries partition, up to the
+/// stream's ack: a child of the relay's publish. Its context goes on with
+/// the delivery message.
+fn route_span(event: &jetstream::Message, delivery: &str) -> Span {
+    trace_context::span(|| {
+        let span = tracing::info_span!(
+            "trigger.route",
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.source.name = %event.subject,
+            messaging.destination.name = %delivery,
+        );
+        trace_context::continue_from_headers(&span, event.headers.as_ref());
+        span
+    })
 }
 
 impl Reading {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use oxbase_kit::Secret;
+use oxbase_kit::{Secret, trace_context};
 use oxbase_proto::hooks::WEBHOOK_KEY;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
@@ -55,8 +55,8 @@ impl WebhookClient {
         })
     }
 
-    /// POSTs `body` (JSON) to `url` with `headers` and the webhook key, and
-    /// returns the body of a 2xx answer.
+    /// POSTs `body` (JSON) to `url` with `headers`, the webhook key and the
+    /// current span's trace context, and returns the body of a 2xx answer.
     pub async fn post(
         &self,
         url: &str,
@@ -79,6 +79,11 @@ impl WebhookClient {
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(value),
             ) {
+                header_map.insert(name, value);
+            }
+        }
+        for (name, value) in trace_context::current_headers() {
+            if let Ok(value) = HeaderValue::from_str(&value) {
                 header_map.insert(name, value);
             }
         }

@@ -1243,7 +1243,9 @@ async fn view_of(store: &StoreRef, class: &str) -> oxbase_store::ClassSchema {
 /// Every committed write leaves exactly one event, with the object after
 /// and (for updates and deletes) before it; failed writes leave none; one
 /// relay holds the lease at a time, and sent events stop being pending.
+/// The write's trace context travels in its event.
 pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let view = seed(&store, "Ev", vec![json!({"objectId": "e0", "n": 0})]).await;
     let context = oxbase_store::EventContext {
         source: "oxbase://test".into(),
@@ -1254,6 +1256,7 @@ pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
         request_id: None,
         purge: false,
         cloud_context: serde_json::Map::new(),
+        traceparent: Some(TRACEPARENT.into()),
         policy: Default::default(),
     };
     let batch = |ops: Vec<WriteOp>, atomic: bool| WriteBatch {
@@ -1360,6 +1363,7 @@ pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
         assert_eq!(payload["source"], "oxbase://test");
         assert_eq!(payload["data"]["className"], "Ev");
         assert_eq!(payload["data"]["context"]["userId"], "u1");
+        assert_eq!(payload["traceparent"], TRACEPARENT);
     }
     assert_eq!(payloads[0]["type"], "oxbase.object.created");
     assert_eq!(payloads[0]["data"]["object"]["n"], 1);
