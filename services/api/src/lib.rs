@@ -230,21 +230,42 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// Serves the API on `listener` until `shutdown` fires, then lets in-flight
-/// requests finish.
+/// Serves the API on `listener` until `shutdown` fires, then drains it:
+/// `/ready` fails at once, so load balancers take the process out, while
+/// requests are still served for `drain_delay`, each answered with
+/// `Connection: close` so that its client reconnects elsewhere. Then no
+/// new connection is taken, the requests in flight finish and idle
+/// connections close.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     readiness: Readiness,
     shutdown: Shutdown,
+    drain_delay: std::time::Duration,
 ) -> Result<(), StartError> {
     readiness.register("api");
     readiness.set("api", true);
+    readiness.drain_on(&shutdown);
+    let stop = shutdown.delayed(drain_delay);
+    let router = router.layer(axum::middleware::map_response(
+        move |mut response: axum::response::Response| {
+            let shutdown = shutdown.clone();
+            async move {
+                if shutdown.is_triggered() {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                response
+            }
+        },
+    ));
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move { shutdown.wait().await })
+    .with_graceful_shutdown(async move { stop.wait().await })
     .await
     .map_err(StartError::Serve)
 }
@@ -259,5 +280,62 @@ mod tests {
         );
         assert_eq!(super::url_path("http://x.com").as_deref(), Some(""));
         assert_eq!(super::url_path("nonsense"), None);
+    }
+
+    /// A stop announced by `shutdown`: `/ready` fails at once, requests are
+    /// still served through the delay with `Connection: close`, a request
+    /// in flight when it ends still finishes, and the server then stops,
+    /// idle keep-alive connections included.
+    #[tokio::test]
+    async fn a_stopping_server_drains_before_it_stops() {
+        use std::time::Duration;
+
+        use axum::routing::get;
+        use oxbase_kit::{Readiness, Shutdown};
+
+        let delay = Duration::from_millis(600);
+        let readiness = Readiness::new();
+        let router = oxbase_kit::health::router(readiness.clone())
+            .route("/quick", get(|| async { "quick" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    "slow"
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = Shutdown::new();
+        let served = tokio::spawn(super::serve(
+            listener,
+            router,
+            readiness,
+            shutdown.clone(),
+            delay,
+        ));
+        let client = reqwest::Client::new();
+        let get = |path: &str| client.get(format!("{base}{path}")).send();
+        let before = get("/quick").await.unwrap();
+        assert!(before.headers().get("connection").is_none());
+        assert_eq!(get("/ready").await.unwrap().status(), 200);
+
+        shutdown.trigger();
+        let ready = get("/ready").await.unwrap();
+        assert_eq!(ready.status(), 503);
+        let body: serde_json::Value = ready.json().await.unwrap();
+        assert_eq!(body["status"], "draining");
+        let during = get("/quick").await.unwrap();
+        assert_eq!(during.status(), 200);
+        assert_eq!(during.headers()["connection"], "close");
+        let slow = tokio::spawn(get("/slow"));
+        let stopped = tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("the server stops once its requests are done")
+            .unwrap();
+        assert!(stopped.is_ok());
+        let slow = slow.await.unwrap().expect("the request in flight finishes");
+        assert_eq!(slow.text().await.unwrap(), "slow");
+        assert!(get("/quick").await.is_err(), "no new connection is taken");
     }
 }

@@ -233,6 +233,7 @@ impl CronService {
                 }
             };
             tokio::select! {
+                biased;
                 () = shutdown.wait() => break,
                 change = watch.next() => {
                     let Some(Ok(entry)) = change else {
@@ -297,16 +298,16 @@ impl CronService {
                         let permit = slots::InBurst::new(permit, Arc::clone(&settler.burst));
                         let stop = shutdown.clone();
                         settling.spawn(async move {
-                            settler.settle(group, permit, async move { stop.wait().await }).await;
+                            settler.settle(group, permit, &stop).await;
                         });
                     }
                 }
                 Some(_) = settling.join_next(), if !settling.is_empty() => {}
             }
         }
-        // Ticks in flight stop where they are: their claims are taken over
-        // by another process after the lease.
-        settling.shutdown().await;
+        // The ticks this process claimed are settled (the caller bounds how
+        // long); the rest are left to the processes still running.
+        while settling.join_next().await.is_some() {}
         Ok(())
     }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use oxbase_jobs::JobsError;
-use oxbase_kit::NatsError;
+use oxbase_kit::{NatsError, Shutdown};
 use oxbase_proto::cron::{CronRun, CronSchedule, RunOutcome, slot_id};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -178,35 +178,32 @@ fn encode(claim: &Claim) -> Result<Bytes, CronError> {
 
 impl Settler {
     /// Settles `group`, or leaves its ticks to the process that claimed
-    /// them; retries through NATS failures until `stop` resolves. `permit`
-    /// is held until the group's jobs are queued or its claim is lost, not
-    /// while a lost claim is watched.
-    pub async fn settle(
-        &self,
-        group: Group,
-        permit: InBurst,
-        stop: impl std::future::Future<Output = ()>,
-    ) {
-        let work = async {
-            let mut backoff = Duration::from_millis(100);
-            let mut permit = Some(permit);
-            loop {
-                let settled = self
-                    .settle_once(&group.key, group.at_ms, &group.ticks, &mut permit)
-                    .await;
-                match settled {
-                    Ok(()) => return,
-                    Err(err) => {
-                        tracing::warn!(%err, claim = %group.key, "cannot settle ticks yet");
-                    }
+    /// them; retries through NATS failures. `permit` is held until the
+    /// group's jobs are queued or its claim is lost, not while a lost claim
+    /// is watched.
+    ///
+    /// Once `stop` fires it claims nothing more and stops watching the
+    /// others' claims (the processes still running claim and watch), but
+    /// settles what it claimed: a claim left undone would wait a lease for
+    /// another process to take it over.
+    pub async fn settle(&self, group: Group, permit: InBurst, stop: &Shutdown) {
+        let mut backoff = Duration::from_millis(100);
+        let mut permit = Some(permit);
+        while !stop.is_triggered() {
+            let settled = self
+                .settle_once(&group.key, group.at_ms, &group.ticks, &mut permit, stop)
+                .await;
+            match settled {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(%err, claim = %group.key, "cannot settle ticks yet");
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
-        };
-        tokio::select! {
-            () = work => {}
-            () = stop => {}
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.wait() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -216,6 +213,7 @@ impl Settler {
         at_ms: i64,
         ticks: &[Tick],
         permit: &mut Option<InBurst>,
+        stop: &Shutdown,
     ) -> Result<(), CronError> {
         let Some(held) = self.claim(key, at_ms, ticks, permit).await? else {
             return Ok(());
@@ -229,7 +227,7 @@ impl Settler {
         let alone = futures_util::future::join_all(
             alone
                 .into_iter()
-                .map(|tick| Box::pin(self.settle_alone(at_ms, tick))),
+                .map(|tick| Box::pin(self.settle_alone(at_ms, tick, stop))),
         )
         .await;
         permit.take();
@@ -237,16 +235,16 @@ impl Settler {
         if listed.is_empty() {
             return Ok(());
         }
-        Box::pin(self.watch(key, at_ms, listed)).await
+        Box::pin(self.watch(key, at_ms, listed, stop)).await
     }
 
-    async fn settle_alone(&self, at_ms: i64, tick: Tick) -> Result<(), CronError> {
+    async fn settle_alone(&self, at_ms: i64, tick: Tick, stop: &Shutdown) -> Result<(), CronError> {
         let key = format!("t.{}.{at_ms}", tick.schedule.name);
         let ticks = [tick];
         if self.claim(&key, at_ms, &ticks, &mut None).await?.is_none() {
             return Ok(());
         }
-        Box::pin(self.watch(&key, at_ms, ticks.into())).await
+        Box::pin(self.watch(&key, at_ms, ticks.into(), stop)).await
     }
 
     /// Claims `ticks` under `key` and settles them; or, when another
@@ -292,11 +290,20 @@ impl Settler {
     }
 
     /// Follows a claim another process holds, and takes it over when it
-    /// stays undone and silent for a lease.
-    async fn watch(&self, key: &str, at_ms: i64, known: Vec<Tick>) -> Result<(), CronError> {
+    /// stays undone and silent for a lease; until `stop`.
+    async fn watch(
+        &self,
+        key: &str,
+        at_ms: i64,
+        known: Vec<Tick>,
+        stop: &Shutdown,
+    ) -> Result<(), CronError> {
         let lease = self.book.settings().lease;
         loop {
-            tokio::time::sleep(lease).await;
+            tokio::select! {
+                () = tokio::time::sleep(lease) => {}
+                () = stop.wait() => return Ok(()),
+            }
             let Some((held, revision)) = self.read(key).await? else {
                 return Ok(());
             };

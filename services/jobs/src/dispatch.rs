@@ -32,6 +32,8 @@ const BATCH: usize = 64;
 /// How often an idle dispatcher looks again without being woken: the
 /// latest a scheduled job or a retry starts after its time.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How long the answer to a fetch of ready jobs may take.
+const FETCH_ANSWER: Duration = Duration::from_secs(5);
 /// Failed attempts kept on a record.
 const MAX_ERRORS: usize = 50;
 
@@ -542,7 +544,12 @@ impl PriorityDispatcher {
 
     /// Up to `wanted` ready jobs, highest priority first. Only priorities
     /// that may hold jobs are asked: each ask costs NATS a pull request.
-    async fn fetch(&self, wanted: usize) -> Result<Vec<jetstream::Message>, JobsError> {
+    /// Once `shutdown` fires it takes no more; what it took is returned.
+    async fn fetch(
+        &self,
+        wanted: usize,
+        shutdown: &Shutdown,
+    ) -> Result<Vec<jetstream::Message>, JobsError> {
         let mut out = Vec::with_capacity(wanted);
         for (priority, consumer) in self.consumers.iter().enumerate().rev() {
             if out.len() == wanted {
@@ -559,14 +566,26 @@ impl PriorityDispatcher {
                 .await
                 .map_err(NatsError::from)?;
             let mut got = 0;
-            while let Some(message) = batch.next().await {
-                match message {
-                    Ok(message) => {
+            loop {
+                // The answer comes at once; one lost with a NATS node that
+                // went away must not hold the dispatcher, or its stop.
+                let next = tokio::select! {
+                    biased;
+                    () = shutdown.wait() => break,
+                    next = tokio::time::timeout(FETCH_ANSWER, batch.next()) => next,
+                };
+                match next {
+                    Ok(Some(Ok(message))) => {
                         out.push(message);
                         got += 1;
                     }
-                    Err(err) => {
+                    Ok(Some(Err(err))) => {
                         tracing::debug!(%err, "fetch");
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::warn!(queue = %self.queue, "a fetch of ready jobs went unanswered");
                         break;
                     }
                 }
@@ -626,8 +645,9 @@ impl PriorityDispatcher {
         loop {
             while running.try_join_next().is_some() {}
             let permits = tokio::select! {
-                permits = self.permits(batch) => permits,
+                biased;
                 () = shutdown.wait() => break,
+                permits = self.permits(batch) => permits,
             };
             // A busy queue still looks at every priority now and then, for
             // the scheduled jobs and retries no one announces.
@@ -635,7 +655,7 @@ impl PriorityDispatcher {
                 self.waiting.mark_all();
                 looked_everywhere = tokio::time::Instant::now();
             }
-            let messages = match self.fetch(permits.len()).await {
+            let messages = match self.fetch(permits.len(), &shutdown).await {
                 Ok(messages) => messages,
                 Err(err) => {
                     tracing::warn!(%err, queue = %self.queue, "cannot take ready jobs");
@@ -646,6 +666,10 @@ impl PriorityDispatcher {
                     continue;
                 }
             };
+            if shutdown.is_triggered() {
+                hand_back(&messages).await;
+                break;
+            }
             if messages.is_empty() {
                 drop(permits);
                 tokio::select! {
@@ -657,8 +681,11 @@ impl PriorityDispatcher {
                 continue;
             }
             for (message, permit) in messages.into_iter().zip(permits) {
-                if self.config.rate_limit > 0 && !self.rate_token(&message, &shutdown).await {
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                // A rate-limited job may wait for its turn past a shutdown.
+                let stopped = shutdown.is_triggered()
+                    || (self.config.rate_limit > 0 && !self.rate_token(&message, &shutdown).await);
+                if stopped {
+                    hand_back(std::slice::from_ref(&message)).await;
                     continue;
                 }
                 let runner = Arc::clone(&self.runner);
@@ -730,6 +757,17 @@ impl PriorityDispatcher {
                 () = tokio::time::sleep(wait.min(Duration::from_secs(5))) => {}
                 () = shutdown.wait() => return false,
             }
+        }
+    }
+}
+
+/// Gives messages taken but not started back to the queue at once, for
+/// another jobs process: left to their ack wait, they would start only
+/// once it ran out.
+async fn hand_back(messages: &[jetstream::Message]) {
+    for message in messages {
+        if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
+            tracing::debug!(%err, "cannot hand a job back; it returns after its ack wait");
         }
     }
 }

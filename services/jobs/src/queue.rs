@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishAckFuture, stream};
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use oxbase_kit::{NatsError, trace_context};
@@ -20,6 +21,9 @@ use crate::{JobsError, Settings};
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// A job due sooner than this is queued as ready rather than scheduled.
 const SCHEDULE_THRESHOLD: Duration = Duration::from_millis(20);
+/// How long a submission sends again a job whose store was not
+/// acknowledged: past one acknowledgement's wait (5 s).
+const RESEND_WITHIN: Duration = Duration::from_secs(12);
 const MAX_KEY_LEN: usize = 256;
 /// Jobs whose writes are in flight together in one submission.
 const SUBMIT_WINDOW: usize = 256;
@@ -299,12 +303,9 @@ impl JobQueue {
             }
         }
         for (index, ack) in sent {
-            let stored = match ack {
-                Ok(ack) => ack
-                    .await
-                    .map(drop)
-                    .map_err(|err| NatsError::from(err).into()),
-                Err(err) => Err(err),
+            let stored = match &out[index] {
+                Ok(submitted) => self.stored(&submitted.job, ack).await,
+                Err(_) => continue,
             };
             if let Err(err) = stored {
                 out[index] = Err(err);
@@ -408,17 +409,15 @@ impl JobQueue {
                     )
                     .header("Nats-Schedule-Target", ready),
             )
-        } else if record.ticket > 1 || record.idempotency_key.is_some() {
-            // Queued again (a retry, a repair) or under a key a dead
-            // submission may have queued already: a repeat is dropped.
+        } else {
+            // A repeat is dropped: of a job queued again (a retry, a
+            // repair), of one under a key a dead submission may have queued
+            // already, or of one sent again because its store was not
+            // acknowledged (see `stored`).
             (
                 ready,
                 publish.message_id(format!("{}.{}", record.id, record.ticket)),
             )
-        } else {
-            // A fresh id is published once; a duplicate-check would cost
-            // NATS an entry per job.
-            (ready, publish)
         };
         let ack = self
             .jetstream
@@ -426,6 +425,39 @@ impl JobQueue {
             .await
             .map_err(NatsError::from)?;
         Ok(ack)
+    }
+
+    /// Waits for the stream to store `record`, sent as `ack`. While a NATS
+    /// node restarts, the stream may not answer for a moment (its new
+    /// leader is being elected), or an acknowledgement may be lost with
+    /// the node: the job is sent again, for a few seconds. Sending again
+    /// cannot queue it twice: a ready job's message id drops a repeat, and
+    /// a delayed job is sent again only when nothing stored it.
+    async fn stored(
+        &self,
+        record: &JobRecord,
+        ack: Result<PublishAckFuture, JobsError>,
+    ) -> Result<(), JobsError> {
+        let deadline = tokio::time::Instant::now() + RESEND_WITHIN;
+        let mut pause = Duration::from_millis(50);
+        let mut ack = ack;
+        loop {
+            let failed = match ack?.await {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            let again = match failed.kind() {
+                PublishErrorKind::StreamNotFound => true,
+                PublishErrorKind::TimedOut => record.state != JobState::Delayed,
+                _ => false,
+            };
+            if !again || tokio::time::Instant::now() + pause > deadline {
+                return Err(NatsError::from(failed).into());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+            ack = self.send(record).await;
+        }
     }
 
     /// Queues `record` (a retry, or a job run again) and waits until it is

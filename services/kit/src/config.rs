@@ -253,6 +253,12 @@ pub struct Config {
     pub otel_sample_ratio: f64,
     /// How long a stopping service waits for in-flight work.
     pub shutdown_timeout_secs: u64,
+    /// How long a stopping API process keeps serving after `/ready` turned
+    /// 503, so that load balancers take it out before it stops taking
+    /// connections (each answer then carries `Connection: close`). Match
+    /// the load balancer's deregistration delay; the in-flight grace
+    /// (`shutdown_timeout_secs`) follows it.
+    pub drain_delay_ms: u64,
     /// The sections of the services, by key, as checked JSON.
     #[serde(skip)]
     pub sections: SectionValues,
@@ -302,6 +308,7 @@ impl Default for Config {
             otel_service_name: None,
             otel_sample_ratio: 1.0,
             shutdown_timeout_secs: 10,
+            drain_delay_ms: 5000,
             sections: SectionValues::default(),
         }
     }

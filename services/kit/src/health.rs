@@ -2,6 +2,7 @@
 //! `/ready` only once every component registered here says it is ready.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -18,6 +19,10 @@ pub struct Readiness {
     /// moved aside, say), shown by `/ready` without failing it: one bad
     /// event must not take every API process out of the load balancer.
     warnings: Arc<Mutex<BTreeMap<&'static str, String>>>,
+    /// Set once the process is stopping: `/ready` fails from then on,
+    /// whatever its components say, so load balancers take it out while
+    /// it still serves.
+    draining: Arc<AtomicBool>,
 }
 
 impl Readiness {
@@ -53,12 +58,33 @@ impl Readiness {
             .clone()
     }
 
+    /// Marks the process as stopping, for good.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Drains once `shutdown` fires.
+    pub fn drain_on(&self, shutdown: &crate::Shutdown) {
+        let readiness = self.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            readiness.drain();
+        });
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.components
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .all(|ready| *ready)
+        !self.is_draining()
+            && self
+                .components
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .all(|ready| *ready)
     }
 
     fn not_ready(&self) -> Vec<&'static str> {
@@ -86,7 +112,12 @@ pub async fn health() -> Response {
 
 async fn ready(readiness: Readiness) -> Response {
     let waiting = readiness.not_ready();
-    let (status, mut body) = if waiting.is_empty() {
+    let (status, mut body) = if readiness.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "draining" }),
+        )
+    } else if waiting.is_empty() {
         (StatusCode::OK, json!({ "status": "ready" }))
     } else {
         (
@@ -128,5 +159,21 @@ mod tests {
         assert!(!readiness.is_ready());
         readiness.set("nats", true);
         assert!(readiness.is_ready());
+    }
+
+    #[tokio::test]
+    async fn a_draining_process_is_not_ready_whatever_its_components_say() {
+        let readiness = Readiness::new();
+        readiness.register("store");
+        readiness.set("store", true);
+        readiness.drain();
+        assert!(!readiness.is_ready());
+        let response = ready(readiness.clone()).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["status"], "draining");
     }
 }

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod pull;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

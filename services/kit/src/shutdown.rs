@@ -42,6 +42,23 @@ impl Shutdown {
         self.token.cancelled().await
     }
 
+    /// A shutdown that fires `delay` after this one does (or when triggered
+    /// itself): the second step of a stop that first announces itself.
+    pub fn delayed(&self, delay: Duration) -> Self {
+        // Not a child: a child fires with its parent.
+        let later = Self::new();
+        let first = self.clone();
+        let trigger = later.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = first.wait() => tokio::time::sleep(delay).await,
+                () = trigger.wait() => return,
+            }
+            trigger.trigger();
+        });
+        later
+    }
+
     /// A shutdown that also fires when this one does, but can be triggered
     /// on its own (one service stopping without stopping the others).
     pub fn child(&self) -> Self {
@@ -113,6 +130,21 @@ mod tests {
         )
         .await;
         assert_eq!(slow, None);
+    }
+
+    #[tokio::test]
+    async fn a_delayed_shutdown_fires_its_delay_after_the_first() {
+        let first = Shutdown::new();
+        let delay = Duration::from_millis(200);
+        let later = first.delayed(delay);
+        tokio::time::sleep(delay * 2).await;
+        assert!(!later.is_triggered(), "nothing before the first fires");
+        let started = tokio::time::Instant::now();
+        first.trigger();
+        tokio::time::timeout(Duration::from_secs(5), later.wait())
+            .await
+            .expect("it fires");
+        assert!(started.elapsed() >= delay);
     }
 
     #[tokio::test]

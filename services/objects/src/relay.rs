@@ -114,10 +114,12 @@ impl OutboxRelay {
         }
     }
 
-    /// Runs until shutdown. Failures (NATS down, the database briefly
-    /// unreachable) are retried with backoff; events wait in the outbox.
-    /// `readiness` says "nats" once the stream is set up and publishing
-    /// works.
+    /// Runs until shutdown, then hands over (see [`hand_over`]). Failures
+    /// (NATS down, the database briefly unreachable) are retried with
+    /// backoff; events wait in the outbox. `readiness` says "nats" once the
+    /// stream is set up and publishing works.
+    ///
+    /// [`hand_over`]: Self::hand_over
     pub async fn run(mut self, readiness: Readiness, shutdown: Shutdown) {
         readiness.register("nats");
         let mut stream_ready = false;
@@ -162,16 +164,44 @@ impl OutboxRelay {
                     tracing::warn!(%err, "cannot prune the outbox");
                 }
             }
+            if shutdown.is_triggered() {
+                break;
+            }
             if pause.is_zero() {
                 continue;
             }
             tokio::select! {
-                _ = shutdown.wait() => return,
+                _ = shutdown.wait() => break,
                 _ = self.signals.wake.notified() => {
                     tokio::time::sleep(self.settings.linger).await;
                 }
                 _ = tokio::time::sleep(pause) => {}
             }
+        }
+        if stream_ready {
+            self.hand_over().await;
+        }
+    }
+
+    /// What a stopping relay does last: publishes what is pending, for up
+    /// to half a lease, then gives up its lease so that another process's
+    /// relay claims at once rather than once the lease runs out. The
+    /// process stops writing before this, so what is pending then is all
+    /// there is.
+    async fn hand_over(&mut self) {
+        let deadline = Instant::now() + self.settings.lease / 2;
+        while Instant::now() < deadline {
+            match self.round().await {
+                Ok(Round::More) => {}
+                Ok(Round::Idle) => break,
+                Err(err) => {
+                    tracing::warn!(%err, "events left in the outbox for another relay");
+                    break;
+                }
+            }
+        }
+        if let Err(err) = self.store.outbox_release(&self.id).await {
+            tracing::warn!(%err, "cannot release the outbox lease; it lapses instead");
         }
     }
 

@@ -259,6 +259,8 @@ async fn dev(file: Option<PathBuf>, args: ServerArgs) -> anyhow::Result<()> {
     let defaults = Config {
         host: "127.0.0.1".into(),
         allow_client_class_creation: true,
+        // No load balancer to wait for.
+        drain_delay_ms: 0,
         ..Config::default()
     };
     let mut config = Config::load_with_defaults(
@@ -337,7 +339,10 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     } else {
         None
     };
-    let relay = start_relay(&config, client.as_ref(), &store, &readiness, &shutdown)?;
+    // The relay outlives the requests, to publish what the last ones wrote.
+    let relay_stop = Shutdown::new();
+    let (relay, relay_task) =
+        start_relay(&config, client.as_ref(), &store, &readiness, &relay_stop)?.unzip();
     let hooks = start_hooks(&config, client.as_ref(), &readiness, &shutdown)?;
     if let (Some(client), Some(_)) = (&client, &relay) {
         prepare_triggers(&config, client, &readiness, &shutdown);
@@ -424,9 +429,21 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
     if let Some(live) = &live {
         router = live.wrap(router, &config.mount_path);
     }
+    let drain_delay = Duration::from_millis(config.drain_delay_ms);
     let api = async {
-        let served = oxbase_api::serve(listener, router, readiness.clone(), shutdown.clone()).await;
+        let served = oxbase_api::serve(
+            listener,
+            router,
+            readiness.clone(),
+            shutdown.clone(),
+            drain_delay,
+        )
+        .await;
         shutdown.trigger();
+        relay_stop.trigger();
+        if let Some(relay) = relay_task {
+            let _ = relay.await;
+        }
         served.map_err(anyhow::Error::from)
     };
     // A service that fails stops the others and the API with it.
@@ -435,7 +452,9 @@ async fn serve(config: Config, services: Services) -> anyhow::Result<()> {
             .await
             .map_err(anyhow::Error::from)
     };
-    drain(&config, &shutdown, async {
+    // The grace for requests in flight starts once the API stops taking
+    // them.
+    drain(&config, &shutdown.delayed(drain_delay), async {
         let (api, services) = tokio::join!(api, services);
         api.and(services)
     })
@@ -617,6 +636,7 @@ async fn run_alone_with(
     } = process;
     let listener = oxbase_api::bind(&config).await?;
     tracing::info!(addr = %listener.local_addr()?, service = service.name(), "health and metrics");
+    readiness.drain_on(&shutdown);
     let metrics = service.metrics();
     let mut router = oxbase_kit::health::router(readiness.clone()).route(
         "/metrics",
@@ -738,14 +758,20 @@ async fn open_objects(
         .context("cannot load the schemas")
 }
 
-/// Runs the outbox relay over `client`, when events are on.
+/// Runs the outbox relay over `client`, when events are on, until `stop`
+/// and its hand-over are done (the task).
 fn start_relay(
     config: &Config,
     client: Option<&async_nats::Client>,
     store: &Arc<dyn oxbase_store::Store>,
     readiness: &Readiness,
-    shutdown: &Shutdown,
-) -> anyhow::Result<Option<Arc<oxbase_objects::RelaySignals>>> {
+    stop: &Shutdown,
+) -> anyhow::Result<
+    Option<(
+        Arc<oxbase_objects::RelaySignals>,
+        tokio::task::JoinHandle<()>,
+    )>,
+> {
     if !config.events.enabled {
         tracing::warn!("events are off (events.enabled = false): writes publish nothing");
         return Ok(None);
@@ -761,8 +787,8 @@ fn start_relay(
         oxbase_objects::RelaySettings::default(),
         Arc::clone(&signals),
     );
-    tokio::spawn(relay.run(readiness.clone(), shutdown.clone()));
-    Ok(Some(signals))
+    let task = tokio::spawn(relay.run(readiness.clone(), stop.clone()));
+    Ok(Some((signals, task)))
 }
 
 /// Has the triggers service's streams and its router's consumer created,

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use oxbase_kit::pull::Puller;
 use oxbase_kit::{Config, MetricsSource, NatsError, Readiness, Service, ServiceError, Shutdown};
 use oxbase_proto::push::{PushBatch, PushDevice, PushRequest};
 use serde_json::{Map, Value, json};
@@ -19,6 +21,9 @@ use crate::{Apns, Fcm, PushError, PushStore, Settings, ensure_stream};
 
 /// Requests one process resolves at once.
 const REQUESTS_IN_FLIGHT: usize = 2;
+/// How long one pull stays open: the longest a stopping process waits for
+/// it to end.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 enum Work {
@@ -124,9 +129,11 @@ impl PushService {
     pub async fn run(self, readiness: Readiness, shutdown: Shutdown) -> Result<(), PushError> {
         readiness.register("push");
         let mut backoff = Duration::from_millis(100);
-        let stream = loop {
-            match ensure_stream(&self.jetstream, &self.settings).await {
-                Ok(stream) => break stream,
+        // A cluster that is starting, or has a node restarting, may not
+        // answer for a moment: tried again rather than given up.
+        let (requests, batches) = loop {
+            match self.consumers().await {
+                Ok(consumers) => break consumers,
                 Err(err) => tracing::warn!(%err, "cannot open the push stream yet"),
             }
             tokio::select! {
@@ -135,6 +142,25 @@ impl PushService {
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         };
+        // Only what is worked on is pulled: a message waiting in this
+        // process would be redelivered elsewhere once its ack wait ran out.
+        let requests = Puller::new(requests, PULL_EXPIRES);
+        let batches = Puller::new(batches, PULL_EXPIRES);
+        readiness.set("push", true);
+        tracing::info!("sending pushes");
+        let batches_in_flight = self.settings.batches_in_flight;
+        let this = Arc::new(self);
+        tokio::join!(
+            this.drain(requests, Work::Resolve, REQUESTS_IN_FLIGHT, &shutdown),
+            this.drain(batches, Work::Send, batches_in_flight, &shutdown),
+        );
+        Ok(())
+    }
+
+    /// The stream's consumers of requests and of batches, created if
+    /// missing.
+    async fn consumers(&self) -> Result<(PullConsumer, PullConsumer), PushError> {
+        let stream = ensure_stream(&self.jetstream, &self.settings).await?;
         let consumer = |name: &str, subject: String| consumer::pull::Config {
             durable_name: Some(name.into()),
             filter_subject: subject,
@@ -155,58 +181,32 @@ impl PushService {
             )
             .await
             .map_err(NatsError::from)?;
-        // Only what is worked on is pulled: a message waiting in this
-        // process would be redelivered elsewhere once its ack wait ran out.
-        let requests = requests
-            .stream()
-            .max_messages_per_batch(REQUESTS_IN_FLIGHT)
-            .messages()
-            .await
-            .map_err(NatsError::from)?;
-        let batches = batches
-            .stream()
-            .max_messages_per_batch(self.settings.batches_in_flight)
-            .messages()
-            .await
-            .map_err(NatsError::from)?;
-        readiness.set("push", true);
-        tracing::info!("sending pushes");
-        let batches_in_flight = self.settings.batches_in_flight;
-        let this = Arc::new(self);
-        tokio::try_join!(
-            this.drain(requests, Work::Resolve, REQUESTS_IN_FLIGHT, &shutdown),
-            this.drain(batches, Work::Send, batches_in_flight, &shutdown),
-        )
-        .map(drop)
+        Ok((requests, batches))
     }
 
     /// Works on up to `limit` messages at once, each in its own task. Once
-    /// `shutdown` fires it takes no more, and waits for those it holds:
-    /// a batch cut off mid-send would be sent again by another process.
+    /// `shutdown` fires it takes no more (what arrives then goes back at
+    /// once, for another process), and waits for those it holds: a batch
+    /// cut off mid-send would be sent again by another process.
     async fn drain(
         self: &Arc<Self>,
-        mut messages: consumer::pull::Stream,
+        mut messages: Puller,
         work: Work,
         limit: usize,
         shutdown: &Shutdown,
-    ) -> Result<(), PushError> {
+    ) {
         let slots = Arc::new(Semaphore::new(limit));
         let mut tasks = tokio::task::JoinSet::new();
-        let ended = loop {
+        loop {
             let slot = tokio::select! {
-                () = shutdown.wait() => break Ok(()),
+                biased;
+                () = shutdown.wait() => break,
                 slot = Arc::clone(&slots).acquire_owned() => slot,
             };
-            let message = tokio::select! {
-                () = shutdown.wait() => break Ok(()),
-                message = messages.next() => message,
-            };
-            let (Ok(slot), Some(message)) = (slot, message) else {
-                break Ok(());
-            };
-            let message = match message {
-                Ok(message) => message,
-                Err(err) => break Err(NatsError::from(err).into()),
+            let Ok(slot) = slot else { break };
+            // A new pull asks for as many as there are free slots.
+            let Some(message) = messages.next(1 + slots.available_permits(), shutdown).await else {
+                break;
             };
             let this = Arc::clone(self);
             tasks.spawn(async move {
@@ -215,9 +215,9 @@ impl PushService {
             });
             // Finished tasks are let go as the loop turns.
             while tasks.try_join_next().is_some() {}
-        };
+        }
+        messages.hand_back().await;
         while tasks.join_next().await.is_some() {}
-        ended
     }
 
     /// Does `work` with a message's body and acknowledges it, or leaves it

@@ -114,6 +114,11 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> StoreResult<Option<Vec<OutboxEntry>>>;
 
+    /// Gives up the outbox lease if `relay` holds it, so another relay can
+    /// claim at once rather than after the lease runs out: what a stopping
+    /// process does last.
+    async fn outbox_release(&self, relay: &str) -> StoreResult<()>;
+
     /// Marks events published (acknowledged by the stream).
     async fn outbox_sent(&self, seqs: &[i64]) -> StoreResult<()>;
 

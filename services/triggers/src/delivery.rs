@@ -11,6 +11,7 @@ use async_nats::jetstream::{self, AckKind, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oxbase_hooks::{CallLimits, HookRegistry};
+use oxbase_kit::pull::Puller;
 use oxbase_kit::{NatsError, Shutdown, trace_context};
 use oxbase_proto::hooks::{ATTEMPTS, IDEMPOTENCY_KEY, LAST_ERROR, REQUEST_ID};
 use oxbase_proto::{Caller, Event, HookEntry, HookReply, TriggerName, TriggerRequest};
@@ -458,11 +459,15 @@ pub(crate) async fn partitions(
     out
 }
 
+/// How long one pull for a partition's next delivery stays open: the
+/// longest a stopping worker waits for it to end.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
 /// Delivers one partition, one message at a time.
 pub struct DeliveryWorker {
     deliverer: Arc<Deliverer>,
     partition: u32,
-    messages: Option<pull::Stream>,
+    messages: Option<Puller>,
 }
 
 impl DeliveryWorker {
@@ -491,7 +496,7 @@ impl DeliveryWorker {
         }
     }
 
-    async fn open(&self) -> Result<pull::Stream, TriggersError> {
+    async fn open(&self) -> Result<Puller, TriggersError> {
         let settings = &self.deliverer.settings;
         let stream = self
             .deliverer
@@ -515,37 +520,22 @@ impl DeliveryWorker {
             })
             .await
             .map_err(NatsError::from)?;
-        // One message per pull, so the processes take turns.
-        consumer
-            .stream()
-            .max_messages_per_batch(1)
-            .expires(Duration::from_secs(5))
-            .heartbeat(Duration::from_secs(2))
-            .messages()
-            .await
-            .map_err(|err| NatsError::from(err).into())
+        // One message per pull, so the processes take turns, and none is
+        // held by a process that stops.
+        Ok(Puller::new(consumer, PULL_EXPIRES))
     }
 
     /// The step: waits for this partition's next delivery and delivers it.
+    /// Once `shutdown` fires it takes none: a delivery that arrives then
+    /// goes back to JetStream at once, for another process.
     pub async fn process_one(&mut self, shutdown: &Shutdown) -> Result<Outcome, TriggersError> {
         if self.messages.is_none() {
             self.messages = Some(self.open().await?);
         }
         let messages = self.messages.as_mut().expect("opened above");
-        let next = tokio::select! {
-            next = messages.next() => next,
-            () = shutdown.wait() => return Ok(Outcome::Stopped),
-        };
-        match next {
-            Some(Ok(message)) => Ok(self.deliverer.deliver(&message, shutdown).await),
-            Some(Err(err)) => {
-                self.messages = None;
-                Err(NatsError::from(err).into())
-            }
-            None => {
-                self.messages = None;
-                Err(NatsError::new("the delivery consumer ended").into())
-            }
+        match messages.next(1, shutdown).await {
+            Some(message) => Ok(self.deliverer.deliver(&message, shutdown).await),
+            None => Ok(Outcome::Stopped),
         }
     }
 }

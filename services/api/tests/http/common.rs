@@ -77,6 +77,7 @@ impl TestServer {
             app.router(readiness.clone(), None),
             readiness,
             shutdown.clone(),
+            std::time::Duration::ZERO,
         ));
         Self {
             base: format!("http://{addr}{}", config.mount_path),

@@ -771,6 +771,10 @@ impl Store for MongoStore {
         self.outbox_claim_entries(relay, lease, limit).await
     }
 
+    async fn outbox_release(&self, relay: &str) -> StoreResult<()> {
+        self.outbox_release_lease(relay).await
+    }
+
     async fn outbox_sent(&self, seqs: &[i64]) -> StoreResult<()> {
         self.outbox_mark_sent(seqs).await
     }

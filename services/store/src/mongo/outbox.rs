@@ -267,6 +267,18 @@ impl MongoStore {
         }
     }
 
+    /// Ends `relay`'s lease now, if it holds it.
+    pub(super) async fn outbox_release_lease(&self, relay: &str) -> StoreResult<()> {
+        self.primary_collection(RELAY_COLLECTION)
+            .update_one(
+                doc! {"_id": LEASE_ID, "owner": relay},
+                doc! {"$set": {"expires_at": DateTime::from_millis(0)}},
+            )
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
     pub(super) async fn outbox_claim_entries(
         &self,
         relay: &str,

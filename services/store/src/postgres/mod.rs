@@ -711,6 +711,10 @@ impl Store for PostgresStore {
         outbox::claim(&self.client().await?, relay, lease, limit).await
     }
 
+    async fn outbox_release(&self, relay: &str) -> StoreResult<()> {
+        outbox::release(&self.client().await?, relay).await
+    }
+
     async fn outbox_sent(&self, seqs: &[i64]) -> StoreResult<()> {
         outbox::mark_sent(&self.client().await?, seqs).await
     }

@@ -100,6 +100,17 @@ pub(super) async fn claim(
         .map(Some)
 }
 
+pub(super) async fn release(client: &impl GenericClient, relay: &str) -> StoreResult<()> {
+    client
+        .execute(
+            r#"UPDATE "_oxbase_relay" SET expires_at = '-infinity' WHERE id = 1 AND owner = $1"#,
+            &[&relay],
+        )
+        .await
+        .map_err(pg_err)?;
+    Ok(())
+}
+
 pub(super) async fn mark_sent(client: &impl GenericClient, seqs: &[i64]) -> StoreResult<()> {
     client
         .execute(

@@ -421,6 +421,14 @@ impl Store for SqliteStore {
         Ok(claimed)
     }
 
+    async fn outbox_release(&self, relay: &str) -> StoreResult<()> {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let owner = relay.to_owned();
+        self.engine
+            .write(move |state| outbox::release_lease(state, &owner))
+            .await
+    }
+
     async fn outbox_sent(&self, seqs: &[i64]) -> StoreResult<()> {
         let seqs = seqs.to_vec();
         self.engine

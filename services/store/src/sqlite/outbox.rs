@@ -100,6 +100,16 @@ pub(super) fn take_lease(state: &WriterState, relay: &str, until: i64) -> StoreR
     Ok(held > 0)
 }
 
+/// Ends `relay`'s lease now, if it holds it.
+pub(super) fn release_lease(state: &WriterState, relay: &str) -> StoreResult<()> {
+    state
+        .conn
+        .prepare_cached("UPDATE _oxbase_relay SET expires_at = 0 WHERE id = 1 AND owner = ?1")
+        .and_then(|mut stmt| stmt.execute(params![relay]))
+        .map_err(sql_err)?;
+    Ok(())
+}
+
 /// The oldest events past the watermark.
 pub(super) fn pending(conn: &Connection, limit: usize) -> StoreResult<Vec<OutboxEntry>> {
     let mut stmt = conn

@@ -1402,6 +1402,27 @@ pub async fn writes_leave_events_in_the_outbox(store: StoreRef) {
             .unwrap()
             .is_some()
     );
+    // A relay that stops hands the lease over at once; another's release
+    // leaves it where it is.
+    store.outbox_release("relay-a").await.unwrap();
+    assert!(
+        store
+            .outbox_claim("relay-a", lease, 1)
+            .await
+            .unwrap()
+            .is_none(),
+        "only the holder releases the lease"
+    );
+    store.outbox_release("relay-b").await.unwrap();
+    assert!(
+        store
+            .outbox_claim("relay-a", lease, 1)
+            .await
+            .unwrap()
+            .is_some(),
+        "a released lease is taken at once"
+    );
+    store.outbox_release("relay-a").await.unwrap();
     assert_eq!(
         store.outbox_prune(std::time::Duration::ZERO).await.unwrap(),
         2
