@@ -200,10 +200,10 @@ def check_variable(name, where):
         problem(f"{where}: {name} names no oxbase setting, so oxbase would ignore it")
 
 
-def check_settings(env, where, shutdown_grace):
+def check_settings(env, where, shutdown_grace, command):
     """One oxbase process's environment: real settings, three copies of
     every stream and bucket, every NATS node, and a stop grace longer than
-    the shutdown timeout."""
+    the shutdown timeout (after the API's drain delay, for `api`)."""
     for name in env:
         check_variable(name, where)
     for name in sorted(REPLICATED):
@@ -213,8 +213,10 @@ def check_settings(env, where, shutdown_grace):
     if len(servers) != 3:
         problem(f"{where}: OXBASE_NATS_URL should list the 3 NATS servers: {servers}")
     timeout = int(env.get("OXBASE_SHUTDOWN_TIMEOUT_SECS", 10))
+    if command in ("api", "all"):
+        timeout += int(env.get("OXBASE_DRAIN_DELAY_MS", 5000)) / 1000
     if shutdown_grace is None or shutdown_grace <= timeout:
-        problem(f"{where}: the stop grace ({shutdown_grace} s) must exceed shutdown_timeout_secs ({timeout} s)")
+        problem(f"{where}: the stop grace ({shutdown_grace} s) must exceed drain_delay_ms and shutdown_timeout_secs ({timeout} s)")
 
 
 def seconds(duration):
@@ -232,7 +234,8 @@ def check_compose(resolved):
     if missing:
         problem(f"compose.yaml runs no oxbase {' '.join(sorted(missing))}")
     for name, svc in oxbase.items():
-        check_settings(svc.get("environment", {}), f"compose.yaml {name}", seconds(svc.get("stop_grace_period")))
+        check_settings(svc.get("environment", {}), f"compose.yaml {name}", seconds(svc.get("stop_grace_period")),
+                       svc.get("command", ["api"])[0])
         if "healthcheck" not in svc:
             problem(f"compose.yaml {name}: no healthcheck")
 
@@ -254,7 +257,8 @@ def check_kubernetes(built, work):
                 env[var["name"]] = var.get("value", "(from a Secret)")
             prestop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
             drain = int(prestop[1]) if prestop[:1] == ["sleep"] else 0
-            check_settings(env, where, pod.get("terminationGracePeriodSeconds", 30) - drain)
+            check_settings(env, where, pod.get("terminationGracePeriodSeconds", 30) - drain,
+                           container.get("args", ["api"])[0])
             probes = {kind: container.get(kind, {}).get("httpGet", {}).get("path")
                       for kind in ("readinessProbe", "livenessProbe")}
             if probes != {"readinessProbe": "/ready", "livenessProbe": "/health"}:
