@@ -109,3 +109,19 @@ async fn object_id_pages_use_the_primary_key() {
     assert_eq!(found.len(), 100);
     assert_eq!(found[0]["objectId"], "i002001");
 }
+
+/// Processes started together on an empty database (a deployment's first
+/// start) all open it: creating the bookkeeping tables is not a race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_opened_together_on_an_empty_database_all_open() {
+    let db = PostgresDatabase::create(
+        "oxbase_test",
+        "OXBASE_TEST_POSTGRES_URI is not set: run `bash ops/test.sh`",
+    )
+    .await;
+    let options = oxbase_store::StoreOptions::default();
+    let opening = (0..8).map(|_| PostgresStore::connect(db.uri(), &options));
+    for opened in futures_util::future::join_all(opening).await {
+        opened.unwrap();
+    }
+}

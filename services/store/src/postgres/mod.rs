@@ -245,14 +245,20 @@ impl PostgresStore {
             }
             None => pool.clone(),
         };
-        let client = check(&pool, "PostgreSQL").await?;
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS \"_SCHEMA\" (\"className\" varChar(120), \"schema\" jsonb, \"isParseClass\" bool, PRIMARY KEY (\"className\"))",
-            )
-            .await
-            .map_err(pg_err)?;
-        client.batch_execute(outbox::TABLES).await.map_err(pg_err)?;
+        let mut client = check(&pool, "PostgreSQL").await?;
+        // Under a lock: processes starting together on an empty database
+        // would otherwise race in `CREATE TABLE IF NOT EXISTS`, which
+        // PostgreSQL answers with a unique violation for the loser.
+        let tx = client.transaction().await.map_err(pg_err)?;
+        tx.batch_execute(
+            "SELECT pg_advisory_xact_lock(hashtext('oxbase:bootstrap')); \
+             CREATE TABLE IF NOT EXISTS \"_SCHEMA\" (\"className\" varChar(120), \"schema\" jsonb, \"isParseClass\" bool, PRIMARY KEY (\"className\"))",
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.batch_execute(outbox::TABLES).await.map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        drop(client);
         let schema_changes = listen_for_schema_changes(target);
         Ok(Self {
             pool,
