@@ -111,6 +111,18 @@ async fn send_chunked(
 }
 
 /// A download with no Parse headers at all, as a browser makes it.
+/// `DELETE /files/{name}` with the master key: its status and body.
+async fn delete_file(server: &TestServer, name: &str) -> (u16, Value) {
+    read(
+        server
+            .master(Method::DELETE, &format!("files/{name}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 async fn download(server: &TestServer, url: &str) -> Response {
     server.client.get(url).send().await.unwrap()
 }
@@ -212,24 +224,10 @@ async fn upload_download_and_delete() {
     .await;
     assert_eq!(refused, (403, json!({"error": "Permission denied"})));
     assert_eq!(download(&server, &url).await.status(), 200);
-    let deleted = read(
-        server
-            .master(Method::DELETE, &format!("files/{name}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let deleted = delete_file(&server, &name).await;
     assert_eq!(deleted, (200, json!({})));
     assert_eq!(download(&server, &url).await.status(), 404);
-    let again = read(
-        server
-            .master(Method::DELETE, &format!("files/{name}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let again = delete_file(&server, &name).await;
     assert_eq!(again, (400, json!({"code": 153, "error": "FileNotFound"})));
 }
 
@@ -808,14 +806,7 @@ async fn directories_and_stream_mode_headers() {
             "{directory}"
         );
     }
-    let deleted = read(
-        server
-            .master(Method::DELETE, &format!("files/{name}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let deleted = delete_file(&server, &name).await;
     assert_eq!(deleted, (200, json!({})));
     assert_eq!(download(&server, &url).await.status(), 404);
 
@@ -1287,23 +1278,9 @@ async fn files_can_live_in_an_s3_bucket() {
         json!({"metadata": {"owner": "Zoë"}})
     );
 
-    let deleted = read(
-        server
-            .master(Method::DELETE, &format!("files/{name}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let deleted = delete_file(&server, &name).await;
     assert_eq!(deleted, (200, json!({})));
     assert_eq!(download(&server, &url).await.status(), 404);
-    let again = read(
-        server
-            .master(Method::DELETE, &format!("files/{name}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let again = delete_file(&server, &name).await;
     assert_eq!(again, (400, json!({"code": 153, "error": "FileNotFound"})));
 }
